@@ -1,0 +1,1 @@
+"""One reader per raw source; each streams records and never loads a whole dump into memory."""

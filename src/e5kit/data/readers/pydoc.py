@@ -1,0 +1,94 @@
+"""The Python standard library's own documentation as (title, text) records.
+
+Every Python installation carries real English technical prose: module, class and function
+docstrings and the language reference topics behind ``help()``. Read like E5's Wikipedia source
+(entity name + section -> passage), they give an offline corpus on any machine. Sources are parsed
+with ``ast`` rather than imported, so no module runs (``antigravity`` would open a browser).
+"""
+
+from __future__ import annotations
+
+import ast
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Folders of the standard library that hold tests, demos or vendored code rather than documentation.
+_SKIPPED_PARTS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "turtledemo", "lib2to3"}
+
+
+@dataclass(frozen=True)
+class DocRecord:
+    """One documented object.
+
+    Attributes:
+        doc_id: Dotted name, e.g. ``json.dumps`` or ``topic:ASSERTION``.
+        kind: "module", "class", "function" or "topic".
+        title: Name plus the docstring's first line, the query-like side.
+        text: The full docstring, the passage-like side.
+    """
+
+    doc_id: str
+    kind: str
+    title: str
+    text: str
+
+
+def stdlib_dir() -> Path:
+    """The folder of this interpreter's pure-Python standard library."""
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _record(doc_id: str, kind: str, docstring: str) -> DocRecord:
+    summary = docstring.strip().splitlines()[0].strip()
+    return DocRecord(doc_id=doc_id, kind=kind, title=f"{doc_id}: {summary}", text=docstring.strip())
+
+
+def iter_module_docs(root: Path | None = None, *, members: bool = True) -> Iterator[DocRecord]:
+    """Yield docstring records of the public modules (and, with ``members``, their classes and functions).
+
+    Private names (leading underscore) and test folders are left out; files that do not parse are
+    passed over (the standard library ships a few Python-2 era fixtures).
+    """
+    root = root or stdlib_dir()
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        if _SKIPPED_PARTS.intersection(relative.parts) or any(
+            part.startswith("_") and part != "__init__.py" for part in relative.parts
+        ):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        module = _module_name(path, root)
+        docstring = ast.get_docstring(tree)
+        if docstring:
+            yield _record(module, "module", docstring)
+        if not members:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                docstring = ast.get_docstring(node)
+                if docstring:
+                    kind = "class" if isinstance(node, ast.ClassDef) else "function"
+                    yield _record(f"{module}.{node.name}", kind, docstring)
+
+
+def iter_topic_docs() -> Iterator[DocRecord]:
+    """Yield the language-reference topics that ``help("TOPIC")`` prints."""
+    from pydoc_data.topics import topics
+
+    for name in sorted(topics):
+        text = topics[name].strip()
+        if text:
+            first_line = text.splitlines()[0].strip()
+            yield DocRecord(doc_id=f"topic:{name}", kind="topic", title=f"{name}: {first_line}", text=text)

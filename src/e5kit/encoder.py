@@ -1,0 +1,362 @@
+"""The E5 encoder: role prefixes, mean pooling, length-sorted batching, sentence-transformers format.
+
+Example:
+    >>> encoder = Encoder.load("path/to/model")               # doctest: +SKIP
+    >>> queries = encoder.encode_queries(["how do cells divide"])   # "query: " added here
+    >>> passages = encoder.encode_passages(["Mitosis is ..."])      # "passage: " added here
+    >>> scores = queries @ passages.T                                # cosine: vectors are L2-normalised
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from e5kit import model_format
+from e5kit.hub import resolve_model_dir
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+ROLE_ALIASES = {"document": "passage", "doc": "passage", "corpus": "passage"}
+#: The role that embeds raw text with no prefix, even on a model that has prompts.
+NO_PROMPT = "none"
+#: Texts are tokenised this many at a time; sorting by length happens inside each block.
+TOKENIZE_BLOCK = 16384
+
+
+def pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+    """Pool token vectors into one vector per text, ignoring padding.
+
+    Args:
+        token_embeddings: (batch, seq_len, dim) last hidden states.
+        attention_mask: (batch, seq_len), 1 for real tokens, 0 for padding.
+        mode: "mean" (E5), "cls" or "max".
+
+    Returns:
+        (batch, dim) pooled embeddings.
+    """
+    if mode == "cls":
+        return token_embeddings[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(token_embeddings.dtype)  # (batch, seq_len, 1)
+    if mode == "max":
+        return token_embeddings.masked_fill(mask == 0, torch.finfo(token_embeddings.dtype).min).max(dim=1).values
+    summed = (token_embeddings * mask).sum(dim=1)  # (batch, dim)
+    counts = mask.sum(dim=1).clamp(min=1e-9)  # (batch, 1)
+    return summed / counts
+
+
+def auto_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class EncodeStats:
+    """What the last ``encode`` call did.
+
+    Attributes:
+        texts: Number of texts embedded.
+        truncated: Texts longer than ``max_length`` tokens (prefix included), cut to fit.
+        already_prefixed: Texts that already began with the role prefix, which was then not added again.
+    """
+
+    texts: int = 0
+    truncated: int = 0
+    already_prefixed: int = 0
+
+
+class Encoder:
+    """A bi-encoder that embeds text the E5 way.
+
+    The role prefixes live with the model (``prompts``), and the encoder adds them itself, once.
+    Outputs are float32 numpy arrays, L2-normalised unless ``normalize`` is False.
+
+    Args:
+        model: A Hugging Face encoder returning ``last_hidden_state``.
+        tokenizer: Its tokenizer.
+        prompts: Role name -> prefix, e.g. ``{"query": "query: ", "passage": "passage: "}``; empty for
+            models trained without prefixes.
+        pooling: "mean" (E5), "cls" or "max".
+        normalize: L2-normalise embeddings.
+        max_length: Token limit per text, prefix and special tokens included.
+        device: Torch device; None picks CUDA when present.
+        dtype: "float32", "float16" (CUDA only) or "bfloat16".
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        prompts: dict[str, str] | None = None,
+        pooling: str = "mean",
+        normalize: bool = True,
+        max_length: int = 512,
+        device: str | torch.device | None = None,
+        dtype: str = "float32",
+    ) -> None:
+        if pooling not in model_format.POOLING_MODES:
+            raise ValueError(f"pooling must be one of {model_format.POOLING_MODES}, got {pooling!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.device = torch.device(device) if device is not None else auto_device()
+        if dtype == "float16" and self.device.type != "cuda":
+            raise ValueError("dtype float16 needs a CUDA device; on CPU use bfloat16 or float32")
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no padding token; set tokenizer.pad_token before building an Encoder")
+        self.model = model.to(device=self.device, dtype=DTYPES[dtype]).eval()
+        self.tokenizer = tokenizer
+        self.prompts = {name: text for name, text in (prompts or {}).items() if text}
+        self.pooling = pooling
+        self.normalize = normalize
+        position_limit = getattr(model.config, "max_position_embeddings", None) or max_length
+        self.max_length = min(max_length, position_limit)
+        self.dtype = dtype
+        self.last_stats = EncodeStats()
+
+    # ------------------------------------------------------------------ loading and saving
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | Path,
+        *,
+        prompts: dict[str, str] | None = None,
+        max_length: int | None = None,
+        normalize: bool | None = None,
+        device: str | torch.device | None = None,
+        dtype: str = "float32",
+    ) -> Encoder:
+        """Load a sentence-transformers directory, a plain Hugging Face checkpoint, or a Hub model.
+
+        Settings stored with the model (prompts, pooling, normalisation, max length) are used unless
+        overridden here. A plain Hugging Face checkpoint gets E5's "query: "/"passage: " prompts.
+
+        Raises:
+            FileNotFoundError: the model cannot be found locally or downloaded.
+            model_format.ModelDirectoryError: a required file is missing or malformed (it is named).
+        """
+        spec = model_format.read_model_dir(resolve_model_dir(name_or_path))
+        tokenizer = AutoTokenizer.from_pretrained(spec.transformer_dir)
+        model = AutoModel.from_pretrained(spec.transformer_dir)
+        return cls(
+            model,
+            tokenizer,
+            prompts=spec.prompts if prompts is None else prompts,
+            pooling=spec.pooling,
+            normalize=spec.normalize if normalize is None else normalize,
+            max_length=max_length or spec.max_length or 512,
+            device=device,
+            dtype=dtype,
+        )
+
+    def save(self, path: str | Path, model_card: str | None = None) -> Path:
+        """Save as a sentence-transformers directory that also loads with ``AutoModel.from_pretrained``.
+
+        Args:
+            path: Output folder (created).
+            model_card: Markdown for README.md; a short usage card is written when None.
+        """
+        import sentence_transformers
+        import transformers
+
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(root)
+        self.tokenizer.model_max_length = self.max_length
+        self.tokenizer.save_pretrained(root)
+        model_format.write_st_metadata(
+            root,
+            dimension=self.dimension,
+            pooling=self.pooling,
+            normalize=self.normalize,
+            max_length=self.max_length,
+            prompts=self.prompts,
+            versions={
+                "sentence_transformers": sentence_transformers.__version__,
+                "transformers": transformers.__version__,
+                "pytorch": torch.__version__,
+            },
+        )
+        (root / "README.md").write_text(model_card or self._default_model_card(), encoding="utf-8")
+        return root
+
+    def _default_model_card(self) -> str:
+        prompts = ", ".join(f"{name}: {text!r}" for name, text in self.prompts.items()) or "none"
+        return (
+            "# e5kit model\n\n"
+            f"- pooling: {self.pooling}, normalised: {self.normalize}, max length: {self.max_length} tokens\n"
+            f"- dimension: {self.dimension}\n- role prompts: {prompts}\n\n"
+            "```python\nfrom e5kit import Encoder\n"
+            "encoder = Encoder.load(PATH)\n"
+            "encoder.encode_queries([...]); encoder.encode_passages([...])\n```\n"
+        )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dimension(self) -> int:
+        """Embedding size."""
+        return int(self.model.config.hidden_size)
+
+    # ------------------------------------------------------------------ text preparation
+    def prompt_for(self, role: str | None) -> str:
+        """The prefix for ``role``; "" for models without prompts or for role "none".
+
+        Raises:
+            ValueError: when the model has prompts and ``role`` is missing or unknown, so a caller
+                cannot silently embed E5 inputs without their prefix.
+        """
+        if role == NO_PROMPT or not self.prompts:
+            return ""
+        role = ROLE_ALIASES.get(role, role) if role is not None else None
+        if role not in self.prompts:
+            known = ", ".join(f"{name!r}" for name in self.prompts)
+            hint = f"unknown role {role!r}" if role is not None else "no role given"
+            raise ValueError(
+                f"{hint}: this model embeds text with role prefixes; pass role= one of {known}, "
+                f"or role='{NO_PROMPT}' for raw text"
+            )
+        return self.prompts[role]
+
+    def prepare(self, texts: Sequence[str], role: str | None) -> list[str]:
+        """Validate ``texts`` and add the role prefix once (texts that already carry it are left as is).
+
+        Raises:
+            TypeError/ValueError: naming the index of the first None, non-string or empty text.
+        """
+        if isinstance(texts, str):
+            raise TypeError("expected a list of strings, got a single string; wrap it in a list")
+        prefix = self.prompt_for(role)
+        prepared: list[str] = []
+        already = 0
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text at index {index} is {type(text).__name__}, expected str")
+            if not text.strip():
+                raise ValueError(f"text at index {index} is empty")
+            if prefix and text.startswith(prefix):
+                already += 1
+                prepared.append(text)
+            else:
+                prepared.append(prefix + text)
+        self.last_stats = EncodeStats(texts=len(prepared), already_prefixed=already)
+        return prepared
+
+    def tokenize(self, texts: Sequence[str], role: str | None) -> dict[str, torch.Tensor]:
+        """Prefix, tokenise, truncate and pad ``texts`` into tensors on the encoder's device (for training)."""
+        features = self.tokenizer(
+            self.prepare(texts, role),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        return {name: tensor.to(self.device) for name, tensor in features.items()}
+
+    # ------------------------------------------------------------------ embedding
+    def embed(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Embed tokenised inputs with autograd enabled (the training path); (batch, dim)."""
+        hidden = self.model(**features).last_hidden_state  # (batch, seq_len, dim)
+        embeddings = pool(hidden, features["attention_mask"], self.pooling)
+        return torch.nn.functional.normalize(embeddings, dim=-1) if self.normalize else embeddings
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        role: str | None = None,
+        *,
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Embed ``texts`` in the given role.
+
+        Texts are tokenised in blocks, sorted by token length so that batches carry little padding,
+        truncated at ``max_length`` (counted in ``last_stats.truncated``), and returned in input order.
+
+        Args:
+            texts: Strings to embed; an empty list gives a (0, dim) array.
+            role: "query", "passage" (or another prompt name of the model); optional for models without
+                prompts; "none" embeds raw text.
+            batch_size: Texts per forward pass.
+            normalize: Override the model's normalisation (E5 classification uses raw features).
+            show_progress: Progress bar; None shows one for more than 1,000 texts on a terminal.
+
+        Returns:
+            (len(texts), dim) float32 array.
+        """
+        prepared = self.prepare(texts, role)
+        stats = self.last_stats
+        output = np.empty((len(prepared), self.dimension), dtype=np.float32)
+        if not prepared:
+            return output
+        if show_progress is None:
+            show_progress = len(prepared) > 1000 and sys.stderr.isatty()
+        normalize = self.normalize if normalize is None else normalize
+        with tqdm(total=len(prepared), desc="encoding", unit="text", disable=not show_progress) as progress:
+            for start in range(0, len(prepared), TOKENIZE_BLOCK):
+                block_ids = self._tokenize_counting_truncation(prepared[start : start + TOKENIZE_BLOCK], stats)
+                order = np.argsort([-len(ids) for ids in block_ids], kind="stable")
+                for batch_start in range(0, len(order), batch_size):
+                    batch_index = order[batch_start : batch_start + batch_size]
+                    embeddings = self._embed_ids([block_ids[i] for i in batch_index], normalize)
+                    output[start + batch_index] = embeddings
+                    progress.update(len(batch_index))
+        if stats.truncated:
+            logger.info("%d of %d texts were longer than %d tokens and were truncated", stats.truncated, stats.texts, self.max_length)
+        self.last_stats = stats
+        return output
+
+    def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        """``encode(texts, role="query")``."""
+        return self.encode(texts, role="query", **kwargs)
+
+    def encode_passages(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        """``encode(texts, role="passage")``."""
+        return self.encode(texts, role="passage", **kwargs)
+
+    def _tokenize_counting_truncation(self, texts: list[str], stats: EncodeStats) -> list[list[int]]:
+        token_ids = self.tokenizer(
+            texts,
+            truncation=True,
+            max_length=self.max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        # Only texts that hit the limit exactly can have been cut; re-tokenise just those to know.
+        at_limit = [i for i, ids in enumerate(token_ids) if len(ids) >= self.max_length]
+        if at_limit:
+            full_lengths = self.tokenizer(
+                [texts[i] for i in at_limit],
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                verbose=False,
+            )["input_ids"]
+            stats.truncated += sum(len(ids) > self.max_length for ids in full_lengths)
+        return token_ids
+
+    def _embed_ids(self, batch_ids: list[list[int]], normalize: bool) -> np.ndarray:
+        longest = max(len(ids) for ids in batch_ids)
+        input_ids = np.full((len(batch_ids), longest), self.tokenizer.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(batch_ids), longest), dtype=np.int64)
+        for row, ids in enumerate(batch_ids):
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
+        features = {
+            "input_ids": torch.from_numpy(input_ids).to(self.device),
+            "attention_mask": torch.from_numpy(attention_mask).to(self.device),
+        }
+        with torch.inference_mode():
+            hidden = self.model(**features).last_hidden_state  # (batch, seq_len, dim)
+            embeddings = pool(hidden.float(), features["attention_mask"], self.pooling)
+            if normalize:
+                embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
+        return embeddings.cpu().numpy()

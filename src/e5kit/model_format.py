@@ -1,0 +1,219 @@
+"""Reading and writing model directories in the sentence-transformers format.
+
+e5kit keeps its models as sentence-transformers directories (``modules.json``,
+``1_Pooling/config.json``, ``config_sentence_transformers.json`` carrying the
+role prompts) so that ``SentenceTransformer(path)`` and
+``transformers.AutoModel.from_pretrained(path)`` load them unchanged. It writes
+the classic layout (understood by sentence-transformers 2.x to 6.x) and reads
+both the classic and the 6.x layout, as well as plain Hugging Face checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: E5's role prefixes, used for plain Hugging Face checkpoints (E5 initialises from BERT).
+E5_PROMPTS: dict[str, str] = {"query": "query: ", "passage": "passage: "}
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "vocab.json",
+)
+POOLING_MODES = ("mean", "cls", "max")
+
+_LEGACY_POOLING_KEYS = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+class ModelDirectoryError(ValueError):
+    """A model directory is missing a file or holds a malformed one."""
+
+
+@dataclass
+class ModelSpec:
+    """What a model directory says about how to embed with it.
+
+    Attributes:
+        transformer_dir: Folder holding the Hugging Face config, weights and tokenizer.
+        pooling: One of ``POOLING_MODES``.
+        normalize: Whether embeddings are L2-normalised.
+        max_length: Token limit (prompt and special tokens included); None = model's own limit.
+        prompts: Role name -> prefix, e.g. ``{"query": "query: "}``.
+        is_sentence_transformers: True when the folder had a ``modules.json``.
+    """
+
+    transformer_dir: Path
+    pooling: str = "mean"
+    normalize: bool = True
+    max_length: int | None = None
+    prompts: dict[str, str] = field(default_factory=dict)
+    is_sentence_transformers: bool = False
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file, naming the file and position on failure."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ModelDirectoryError(
+            f"{path}: malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+        ) from error
+
+
+def _require_files(folder: Path, names: tuple[str, ...], what: str) -> None:
+    if not any((folder / name).is_file() for name in names):
+        present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        raise ModelDirectoryError(
+            f"{folder}: no {what} file found (expected one of {', '.join(names)}); "
+            f"the folder holds: {', '.join(present) or 'nothing'}"
+        )
+
+
+def check_transformer_dir(folder: Path) -> None:
+    """Fail with a message naming the missing file unless ``folder`` is a loadable checkpoint."""
+    if not (folder / "config.json").is_file():
+        raise ModelDirectoryError(
+            f"{folder}: missing config.json; not a Hugging Face or sentence-transformers model directory"
+        )
+    read_json(folder / "config.json")
+    _require_files(folder, WEIGHT_FILES, "model weights")
+    _require_files(folder, TOKENIZER_FILES, "tokenizer")
+
+
+def _pooling_from_config(path: Path) -> str:
+    config = read_json(path)
+    if "pooling_mode" in config:  # sentence-transformers >= 6
+        mode = config["pooling_mode"]
+        mode = mode[0] if isinstance(mode, list) and len(mode) == 1 else mode
+    else:
+        chosen = [name for key, name in _LEGACY_POOLING_KEYS.items() if config.get(key)]
+        if len(chosen) != 1:
+            raise ModelDirectoryError(f"{path}: expected exactly one pooling mode to be set, found {chosen or 'none'}")
+        mode = chosen[0]
+    if mode not in POOLING_MODES:
+        raise ModelDirectoryError(f"{path}: pooling mode {mode!r} is not supported (supported: {', '.join(POOLING_MODES)})")
+    return mode
+
+
+def _max_length_from_tokenizer(folder: Path) -> int | None:
+    config_path = folder / "tokenizer_config.json"
+    if not config_path.is_file():
+        return None
+    limit = read_json(config_path).get("model_max_length")
+    # Tokenizers without a limit store a huge sentinel (1e30).
+    return int(limit) if isinstance(limit, (int, float)) and limit < 1_000_000 else None
+
+
+def read_model_dir(root: Path) -> ModelSpec:
+    """Describe the model in ``root`` (sentence-transformers or plain Hugging Face layout).
+
+    Raises:
+        ModelDirectoryError: if a required file is missing or malformed, naming it.
+    """
+    if not root.is_dir():
+        raise ModelDirectoryError(f"{root}: not a directory")
+    modules_path = root / "modules.json"
+    if not modules_path.is_file():
+        check_transformer_dir(root)
+        return ModelSpec(
+            transformer_dir=root,
+            max_length=_max_length_from_tokenizer(root),
+            prompts=dict(E5_PROMPTS),
+        )
+
+    modules = read_json(modules_path)
+    if not isinstance(modules, list) or not all(isinstance(m, dict) and "type" in m for m in modules):
+        raise ModelDirectoryError(f"{modules_path}: expected a list of objects with a 'type' field")
+    spec = ModelSpec(transformer_dir=root, normalize=False, is_sentence_transformers=True)
+    seen_transformer = seen_pooling = False
+    for index, module in enumerate(modules):
+        kind = module["type"].rsplit(".", 1)[-1]
+        folder = root / module.get("path", "")
+        if kind == "Transformer":
+            spec.transformer_dir, seen_transformer = folder, True
+        elif kind == "Pooling":
+            config_path = folder / "config.json"
+            if not config_path.is_file():
+                raise ModelDirectoryError(f"{config_path}: missing (modules.json lists a Pooling module at index {index})")
+            spec.pooling, seen_pooling = _pooling_from_config(config_path), True
+        elif kind == "Normalize":
+            spec.normalize = True
+        else:
+            raise ModelDirectoryError(
+                f"{modules_path}: module {index} has type {module['type']!r}, which e5kit does not support "
+                "(supported: Transformer, Pooling, Normalize)"
+            )
+    if not seen_transformer:
+        raise ModelDirectoryError(f"{modules_path}: lists no Transformer module")
+    if not seen_pooling:
+        raise ModelDirectoryError(f"{modules_path}: lists no Pooling module")
+    check_transformer_dir(spec.transformer_dir)
+
+    st_config_path = spec.transformer_dir / "sentence_bert_config.json"
+    legacy_limit = read_json(st_config_path).get("max_seq_length") if st_config_path.is_file() else None
+    spec.max_length = legacy_limit or _max_length_from_tokenizer(spec.transformer_dir)
+
+    prompts_path = root / "config_sentence_transformers.json"
+    if prompts_path.is_file():
+        prompts = read_json(prompts_path).get("prompts") or {}
+        if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+            raise ModelDirectoryError(f"{prompts_path}: 'prompts' must map prompt names to strings")
+        spec.prompts = {name: text for name, text in prompts.items() if text}
+    return spec
+
+
+def write_st_metadata(
+    root: Path,
+    *,
+    dimension: int,
+    pooling: str,
+    normalize: bool,
+    max_length: int,
+    prompts: dict[str, str],
+    versions: dict[str, str],
+) -> None:
+    """Write the sentence-transformers files around a saved Hugging Face checkpoint in ``root``."""
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (root / "2_Normalize").mkdir(exist_ok=True)
+    pooling_config = {"word_embedding_dimension": dimension, "include_prompt": True}
+    pooling_config.update({key: name == pooling for key, name in _LEGACY_POOLING_KEYS.items()})
+    (root / "1_Pooling").mkdir(exist_ok=True)
+    _write_json(root / "1_Pooling" / "config.json", pooling_config)
+    _write_json(root / "modules.json", modules)
+    _write_json(root / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False})
+    _write_json(
+        root / "config_sentence_transformers.json",
+        {
+            "__version__": versions,
+            "prompts": prompts,
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        },
+    )
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny random BERT with a tiny WordPiece tokenizer, and the ../shared folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+WORDS = (
+    "the a an of to in is and or for on with as by at from that this it be are was were "
+    "cell cells protein gene genes cancer disease patients study results effect treatment "
+    "query passage what how why when who where which does do can not no yes more less "
+    "python file files read write parse data model train test text search index embed vector "
+    "cat dog sat mat sun moon sky blue red green fast slow big small new old good bad"
+).split()
+
+
+def write_tiny_tokenizer(folder: Path):
+    """A WordPiece tokenizer over a few hundred words plus single characters (so nothing is [UNK]-only)."""
+    from transformers import AutoTokenizer
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,:;!?'\"-()")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + [f"##{c}" for c in letters] + sorted(set(WORDS))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizer", "do_lower_case": true}')
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.model_max_length = 64
+    return tokenizer
+
+
+def build_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """Save a randomly initialised 2-layer BERT (hidden 32) and its tokenizer as a Hugging Face checkpoint."""
+    from transformers import BertConfig, BertModel
+
+    tokenizer = write_tiny_tokenizer(folder)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A plain Hugging Face checkpoint directory (no sentence-transformers files)."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared beside the repository; tests using it skip cleanly when it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared is absent")
+    return SHARED

@@ -1,0 +1,134 @@
+"""Encoder behaviour: prefixes, pooling, batching, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from e5kit.encoder import Encoder, pool
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_bert_dir) -> Encoder:
+    return Encoder.load(tiny_bert_dir, device="cpu")
+
+
+TEXTS = ["the cat sat on the mat", "how do cells divide", "python can read and write files", "a"]
+
+
+def test_plain_checkpoint_gets_e5_prompts(encoder):
+    # Given a plain Hugging Face checkpoint, When loaded, Then it embeds the E5 way
+    assert encoder.prompts == {"query": "query: ", "passage": "passage: "}
+    assert encoder.pooling == "mean" and encoder.normalize
+
+
+def test_prefix_is_applied_exactly_once(encoder):
+    # Given texts with and without the prefix already present
+    prepared = encoder.prepare(["cats", "query: cats"], role="query")
+    # Then the prefix appears once in each
+    assert prepared == ["query: cats", "query: cats"]
+    assert encoder.last_stats.already_prefixed == 1
+    token_ids = encoder.tokenize(["cats"], role="query")["input_ids"][0].tolist()
+    assert token_ids.count(encoder.tokenizer.convert_tokens_to_ids("query")) == 1
+    # And encode_queries equals embedding the prefixed text raw
+    np.testing.assert_allclose(
+        encoder.encode_queries(["cats"]), encoder.encode(["query: cats"], role="none"), atol=1e-6
+    )
+    np.testing.assert_allclose(encoder.encode_queries(["query: cats"]), encoder.encode_queries(["cats"]), atol=1e-6)
+
+
+def test_query_and_passage_roles_differ(encoder):
+    queries = encoder.encode_queries(TEXTS)
+    passages = encoder.encode_passages(TEXTS)
+    assert not np.allclose(queries, passages)
+    np.testing.assert_allclose(encoder.encode(TEXTS, role="document"), passages, atol=1e-6)
+
+
+def test_role_is_required_when_model_has_prompts(encoder):
+    with pytest.raises(ValueError, match="role"):
+        encoder.encode(TEXTS)
+    with pytest.raises(ValueError, match="unknown role 'questions'"):
+        encoder.encode(TEXTS, role="questions")
+
+
+def test_model_without_prompts_needs_no_role(tiny_bert_dir):
+    plain = Encoder.load(tiny_bert_dir, prompts={}, device="cpu")
+    np.testing.assert_allclose(plain.encode(TEXTS), plain.encode(TEXTS, role="query"), atol=1e-6)
+
+
+def test_output_is_float32_normalised_in_input_order(encoder):
+    # Given texts of very different lengths, When batched by length (batch 2)
+    batched = encoder.encode_passages(TEXTS, batch_size=2)
+    # Then each row equals the text embedded alone
+    alone = np.vstack([encoder.encode_passages([t]) for t in TEXTS])
+    assert batched.dtype == np.float32 and batched.shape == (len(TEXTS), encoder.dimension)
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+
+
+def test_unnormalised_output_on_request(encoder):
+    raw = encoder.encode_passages(TEXTS, normalize=False)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), encoder.encode_passages(TEXTS), atol=1e-5)
+
+
+def test_mean_pooling_matches_naive_loop():
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    expected = torch.stack([hidden[i, : int(mask[i].sum())].mean(dim=0) for i in range(3)])
+    torch.testing.assert_close(pool(hidden, mask, "mean"), expected)
+    torch.testing.assert_close(pool(hidden, mask, "cls"), hidden[:, 0])
+    expected_max = torch.stack([hidden[i, : int(mask[i].sum())].max(dim=0).values for i in range(3)])
+    torch.testing.assert_close(pool(hidden, mask, "max"), expected_max)
+
+
+def test_empty_list_gives_empty_matrix(encoder):
+    result = encoder.encode_queries([])
+    assert result.shape == (0, encoder.dimension) and result.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("texts", "error", "message"),
+    [
+        (["ok", "fine", None], TypeError, "index 2 is NoneType"),
+        (["ok", 5], TypeError, "index 1 is int"),
+        (["ok", ""], ValueError, "index 1 is empty"),
+        (["   "], ValueError, "index 0 is empty"),
+        ("a single string", TypeError, "single string"),
+    ],
+)
+def test_bad_texts_name_the_index(encoder, texts, error, message):
+    with pytest.raises(error, match=message):
+        encoder.encode_queries(texts)
+
+
+def test_over_long_text_is_truncated_and_counted(encoder):
+    # Given one text far beyond the 64-token limit and one short text
+    long_text = "cells " * 500
+    result = encoder.encode_passages([long_text, "short", "cells " * 10])
+    # Then nothing crashes and exactly one truncation is counted
+    assert result.shape == (3, encoder.dimension)
+    assert encoder.last_stats.truncated == 1
+    assert encoder.last_stats.texts == 3
+
+
+def test_text_exactly_at_the_limit_is_not_counted_as_truncated(encoder):
+    prefix_and_specials = len(encoder.tokenizer("passage: ")["input_ids"])
+    exact = "cells " * (encoder.max_length - prefix_and_specials)
+    assert len(encoder.tokenizer("passage: " + exact)["input_ids"]) == encoder.max_length
+    encoder.encode_passages([exact])
+    assert encoder.last_stats.truncated == 0
+
+
+def test_bfloat16_runs_on_cpu_and_stays_close(tiny_bert_dir, encoder):
+    bf16 = Encoder.load(tiny_bert_dir, device="cpu", dtype="bfloat16")
+    result = bf16.encode_passages(TEXTS)
+    assert result.dtype == np.float32
+    assert np.min(np.sum(result * encoder.encode_passages(TEXTS), axis=1)) > 0.98
+
+
+def test_float16_on_cpu_is_refused_with_advice(tiny_bert_dir):
+    with pytest.raises(ValueError, match="float16 needs a CUDA device"):
+        Encoder.load(tiny_bert_dir, device="cpu", dtype="float16")
