@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,13 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is absent")
     return SHARED
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked slow unless E5KIT_SLOW_TESTS=1 (they take minutes on a 2-core CPU)."""
+    if os.environ.get("E5KIT_SLOW_TESTS") == "1":
+        return
+    skip_slow = pytest.mark.skip(reason="slow full-size run; set E5KIT_SLOW_TESTS=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
