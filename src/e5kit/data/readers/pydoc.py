@@ -24,7 +24,7 @@ class DocRecord:
 
     Attributes:
         doc_id: Dotted name, e.g. ``json.dumps`` or ``topic:ASSERTION``.
-        kind: "module", "class", "function" or "topic".
+        kind: "module", "class", "function", "method" or "topic".
         title: Name plus the docstring's first line, the query-like side.
         text: The full docstring, the passage-like side.
     """
@@ -33,6 +33,12 @@ class DocRecord:
     kind: str
     title: str
     text: str
+
+    @property
+    def body(self) -> str:
+        """The docstring after its summary paragraph ("" for one-paragraph docstrings)."""
+        parts = self.text.split("\n\n", 1)
+        return parts[1].strip() if len(parts) > 1 else ""
 
 
 def stdlib_dir() -> Path:
@@ -53,7 +59,7 @@ def _record(doc_id: str, kind: str, docstring: str) -> DocRecord:
 
 
 def iter_module_docs(root: Path | None = None, *, members: bool = True) -> Iterator[DocRecord]:
-    """Yield docstring records of the public modules (and, with ``members``, their classes and functions).
+    """Yield docstring records of the public modules (and, with ``members``, their classes, functions and methods).
 
     Private names (leading underscore) and test folders are left out; files that do not parse are
     passed over (the standard library ships a few Python-2 era fixtures).
@@ -75,12 +81,21 @@ def iter_module_docs(root: Path | None = None, *, members: bool = True) -> Itera
             yield _record(module, "module", docstring)
         if not members:
             continue
-        for node in tree.body:
-            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
-                docstring = ast.get_docstring(node)
-                if docstring:
-                    kind = "class" if isinstance(node, ast.ClassDef) else "function"
-                    yield _record(f"{module}.{node.name}", kind, docstring)
+        yield from _member_docs(tree.body, module)
+
+
+def _member_docs(body: list[ast.stmt], prefix: str, in_class: bool = False) -> Iterator[DocRecord]:
+    """Public classes and functions of a module body, and the public methods of those classes."""
+    for node in body:
+        if not isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("_"):
+            continue
+        name = f"{prefix}.{node.name}"
+        is_class = isinstance(node, ast.ClassDef)
+        docstring = ast.get_docstring(node)
+        if docstring:
+            yield _record(name, "class" if is_class else ("method" if in_class else "function"), docstring)
+        if is_class:
+            yield from _member_docs(node.body, name, in_class=True)
 
 
 def iter_topic_docs() -> Iterator[DocRecord]:
