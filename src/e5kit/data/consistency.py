@@ -1,0 +1,300 @@
+"""Consistency-based filtering (E5 section 1): keep a pair only if a preliminary model finds it again.
+
+For every pair i, its query ranks its own passage among a random pool of P passages (plus its own),
+and its passage ranks its own query among the same pool's queries (plus its own). The pair is kept
+iff both ranks are <= k (E5: k = 2, pool ~1M). Ranks are computed with exact FAISS inner-product
+search in chunks and stored per pair, capped at ``max_rank``, in ``scores.parquet``, so any new
+k <= max_rank is applied later without re-embedding (``reapply_k``). ``iterations > 1`` alternates
+filtering and re-training on the kept pairs (the paper's suggested future work); every iteration
+re-filters the full input with the newest model.
+
+Example:
+    >>> report = consistency_filter(ConsistencyConfig(pairs=["out/pairs"], model="all-MiniLM-L6-v2", output_dir="out/consistent"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: (init model, pairs folder, output folder, extra settings) -> trained model directory.
+TrainFn = Callable[[str, Path, Path, dict[str, Any]], Path]
+SCORES_FILE = "scores.parquet"
+
+
+class ConsistencyConfig(BaseModel):
+    """The consistency filter stage.
+
+    Attributes:
+        pairs: Pair shards: Parquet files, folders holding them (a curate output folder works) or globs.
+        model: Preliminary model (directory, bundled name or Hub id) that embeds both sides.
+        output_dir: Receives pairs/ (kept pairs, same file names), scores.parquet, report.json.
+        pool_size: Random pool P of other pairs to rank against (capped at the data size).
+        k: Keep a pair when both of its ranks are <= k.
+        max_rank: Ranks above are stored as max_rank + 1; bounds the k a re-apply can use.
+        seed: Seed of the pool draw.
+        batch_size: Texts per forward pass when embedding.
+        search_chunk: Probe vectors per FAISS search call (memory ~ search_chunk x (max_rank + 1)).
+        max_length: Token limit when embedding (default: the model's own).
+        device: Torch device for embedding.
+        iterations: Filter -> re-train rounds; the last round's filter is the output.
+        train: Extra pre-training settings for re-training rounds (e.g. max_steps, batch_size, chunk_size).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    pairs: list[str] = Field(min_length=1)
+    model: str
+    output_dir: Path
+    pool_size: int = Field(default=1_000_000, ge=1)
+    k: int = Field(default=2, ge=1)
+    max_rank: int = Field(default=100, ge=1)
+    seed: int = 0
+    batch_size: int = Field(default=64, ge=1)
+    search_chunk: int = Field(default=4096, ge=1)
+    max_length: int | None = None
+    device: str | None = None
+    iterations: int = Field(default=1, ge=1)
+    train: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _k_within_stored_ranks(self) -> ConsistencyConfig:
+        if self.k > self.max_rank:
+            raise ValueError(f"k ({self.k}) must be <= max_rank ({self.max_rank}), the deepest rank stored")
+        return self
+
+
+# ------------------------------------------------------------------------------------------------ math
+def rank_of_own(probes: np.ndarray, targets: np.ndarray, candidates: np.ndarray, candidate_ids: np.ndarray, max_rank: int, chunk: int) -> np.ndarray:
+    """Rank of each probe's own target among ``candidates`` plus that target, by inner product.
+
+    Args:
+        probes: (N, d) float32, row i probes for target i.
+        targets: (N, d) float32, the own targets.
+        candidates: (P, d) float32 pool vectors.
+        candidate_ids: (P,) int64 pair index of each candidate, so a probe's own target in the pool
+            is not counted against it.
+        max_rank: Ranks deeper than this are returned as max_rank + 1.
+        chunk: Probes per FAISS search.
+
+    Returns:
+        (N,) int32 ranks, 1 = the own target scores highest. Ties count in the pair's favour.
+    """
+    import faiss
+
+    own = np.einsum("nd,nd->n", probes, targets)  # (N,)
+    index = faiss.IndexFlatIP(candidates.shape[1])
+    index.add(np.ascontiguousarray(candidates, dtype=np.float32))
+    # One candidate may be the probe's own target, so max_rank + 1 results always hold max_rank others.
+    depth = min(max_rank + 1, len(candidates))
+    ranks = np.empty(len(probes), dtype=np.int32)
+    for start in range(0, len(probes), chunk):
+        stop = min(start + chunk, len(probes))
+        scores, positions = index.search(np.ascontiguousarray(probes[start:stop], dtype=np.float32), depth)  # (c, depth)
+        others = candidate_ids[positions] != np.arange(start, stop)[:, None]  # (c, depth)
+        ahead = ((scores > own[start:stop, None]) & others).sum(axis=1)  # (c,)
+        ranks[start:stop] = np.minimum(ahead + 1, max_rank + 1)
+    return ranks
+
+
+def consistency_ranks(queries: np.ndarray, passages: np.ndarray, pool: np.ndarray, max_rank: int, chunk: int) -> dict[str, np.ndarray]:
+    """Both directions: the passage's rank for its query, and the query's rank for its passage.
+
+    Args:
+        queries: (N, d) query embeddings; passages: (N, d) passage embeddings (row i = pair i).
+        pool: (P,) pair indices forming the random pool.
+
+    Returns:
+        ``query_rank`` and ``passage_rank`` (N,) int32 and ``score`` (N,) float32 (own pair's similarity).
+    """
+    return {
+        "query_rank": rank_of_own(queries, passages, passages[pool], pool, max_rank, chunk),
+        "passage_rank": rank_of_own(passages, queries, queries[pool], pool, max_rank, chunk),
+        "score": np.einsum("nd,nd->n", queries, passages).astype(np.float32),
+    }
+
+
+def keep_mask(query_rank: np.ndarray, passage_rank: np.ndarray, k: int) -> np.ndarray:
+    """Keep iff both ranks are within k."""
+    return (query_rank <= k) & (passage_rank <= k)
+
+
+# ------------------------------------------------------------------------------------------------- I/O
+def pair_files(patterns: list[str]) -> list[Path]:
+    """Parquet pair shards named by files, folders (their ``pairs/`` subfolder if present) or globs."""
+    files: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            folder = path / "pairs" if (path / "pairs").is_dir() else path
+            found = sorted(folder.glob("*.parquet"))
+        else:
+            found = sorted(Path(match) for match in glob.glob(pattern, recursive=True))
+        if not found:
+            raise ValueError(f"pairs: {pattern}: no Parquet pair shards found")
+        files.extend(found)
+    return files
+
+
+def _read_pairs(files: list[Path]):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for path in files:
+        table = pq.read_table(path)
+        missing = {"query", "passage"} - set(table.column_names)
+        if missing:
+            raise ValueError(f"{path}: not a pair shard (missing column(s) {sorted(missing)})")
+        tables.append(table.append_column("_file", pa.array([path.name] * len(table))))
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def _write_kept(table, kept: np.ndarray, pairs_dir: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    pairs_dir.mkdir(parents=True, exist_ok=True)
+    for stale in pairs_dir.glob("*.parquet"):
+        stale.unlink()
+    kept_table = table.filter(pa.array(kept))
+    for name in sorted(set(table.column("_file").to_pylist())):
+        part = kept_table.filter(pc.equal(kept_table.column("_file"), name)).drop_columns(["_file"])
+        temporary = pairs_dir / f"{name}.tmp"
+        pq.write_table(part, temporary)
+        os.replace(temporary, pairs_dir / name)
+
+
+def _report(ranks: dict[str, np.ndarray], k: int, extra: dict[str, Any]) -> dict[str, Any]:
+    query_ok, passage_ok = ranks["query_rank"] <= k, ranks["passage_rank"] <= k
+    kept = int((query_ok & passage_ok).sum())
+    dropped = {
+        f"query->passage rank > {k}": int((~query_ok).sum()),
+        f"passage->query rank > {k} only": int((query_ok & ~passage_ok).sum()),
+    }
+    return {"read": len(query_ok), "kept": kept, "dropped": dropped, "k": k, **extra}
+
+
+# --------------------------------------------------------------------------------------------- the stage
+def _filter_once(config: ConsistencyConfig, model: str, table, files: list[Path], output_dir: Path) -> dict[str, Any]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from e5kit.encoder import Encoder
+
+    started = time.perf_counter()
+    encoder = Encoder.load(model, max_length=config.max_length, device=config.device)
+    queries = encoder.encode(table.column("query").to_pylist(), role="query", batch_size=config.batch_size, show_progress=True)
+    passages = encoder.encode(table.column("passage").to_pylist(), role="passage", batch_size=config.batch_size, show_progress=True)
+    embedded = time.perf_counter()
+    count = len(queries)
+    pool_size = min(config.pool_size, count)
+    pool = np.sort(np.random.default_rng(config.seed).choice(count, size=pool_size, replace=False)).astype(np.int64)
+    ranks = consistency_ranks(queries, passages, pool, config.max_rank, config.search_chunk)
+    searched = time.perf_counter()
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    in_pool = np.zeros(count, dtype=bool)
+    in_pool[pool] = True
+    scores = pa.table({
+        "file": table.column("_file"),
+        "row": pa.array(np.concatenate([np.arange(n) for n in _rows_per_file(table)]) if count else np.empty(0, np.int64)),
+        "query_rank": ranks["query_rank"],
+        "passage_rank": ranks["passage_rank"],
+        "score": ranks["score"],
+        "in_pool": in_pool,
+    })
+    pq.write_table(scores, output_dir / SCORES_FILE)
+    _write_kept(table, keep_mask(ranks["query_rank"], ranks["passage_rank"], config.k), output_dir / "pairs")
+    report = _report(ranks, config.k, {
+        "model": model,
+        "pool_size": pool_size,
+        "max_rank": config.max_rank,
+        "seed": config.seed,
+        "input_paths": [str(path) for path in files],
+        "embed_s": round(embedded - started, 3),
+        "search_s": round(searched - embedded, 3),
+        "search_pairs_per_s": round(count / max(searched - embedded, 1e-9), 1),
+    })
+    (output_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report
+
+
+def _rows_per_file(table) -> list[int]:
+    names = table.column("_file").to_pylist()
+    counts: list[int] = []
+    previous = None
+    for name in names:
+        if name != previous:
+            counts.append(0)
+            previous = name
+        counts[-1] += 1
+    return counts
+
+
+def pretrain_on(model: str, pairs_dir: Path, output_dir: Path, settings: dict[str, Any]) -> Path:
+    """Default re-training step: ``e5kit.training.trainer.pretrain`` from ``model`` on ``pairs_dir``."""
+    from e5kit.training.trainer import pretrain
+
+    config = {**settings, "init_model": model, "data": {**settings.get("data", {}), "paths": [str(pairs_dir)]}, "output_dir": str(output_dir)}
+    return Path(pretrain(config))
+
+
+def consistency_filter(config: ConsistencyConfig, train_fn: TrainFn | None = None) -> dict[str, Any]:
+    """Run the filter (and, with ``iterations > 1``, filter/re-train rounds); returns the final report.
+
+    Args:
+        config: The stage settings.
+        train_fn: Re-training step for iterations (default: ``pretrain_on``, e5kit's pre-training).
+    """
+    train_fn = train_fn or pretrain_on
+    files = pair_files(config.pairs)
+    table = _read_pairs(files)
+    model = config.model
+    history = []
+    for iteration in range(config.iterations):
+        last = iteration == config.iterations - 1
+        round_dir = config.output_dir if last else config.output_dir / f"iter-{iteration}"
+        report = _filter_once(config, model, table, files, round_dir)
+        history.append({"iteration": iteration, "model": model, "kept": report["kept"], "read": report["read"]})
+        if not last:
+            model = str(train_fn(model, round_dir / "pairs", config.output_dir / f"iter-{iteration}" / "model", config.train))
+    report["iterations"] = history
+    (config.output_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report
+
+
+def reapply_k(output_dir: str | Path, k: int) -> dict[str, Any]:
+    """Apply a new k to the ranks stored by an earlier run, rewriting ``pairs/`` without re-embedding.
+
+    Raises:
+        ValueError: when there is no earlier run or k exceeds the stored depth.
+    """
+    import pyarrow.parquet as pq
+
+    output_dir = Path(output_dir)
+    report_path, scores_path = output_dir / "report.json", output_dir / SCORES_FILE
+    if not scores_path.is_file() or not report_path.is_file():
+        raise ValueError(f"{output_dir}: no {SCORES_FILE}/report.json from an earlier consistency run")
+    previous = json.loads(report_path.read_text(encoding="utf-8"))
+    if k > previous["max_rank"]:
+        raise ValueError(f"k ({k}) must be <= max_rank ({previous['max_rank']}) of the stored ranks; re-run with a larger max_rank")
+    scores = pq.read_table(scores_path)
+    table = _read_pairs([Path(path) for path in previous["input_paths"]])
+    if len(table) != len(scores):
+        raise ValueError(f"{output_dir}: the input pairs changed since the ranks were computed ({len(table)} rows now, {len(scores)} scored)")
+    ranks = {name: scores.column(name).to_numpy() for name in ("query_rank", "passage_rank", "score")}
+    _write_kept(table, keep_mask(ranks["query_rank"], ranks["passage_rank"], k), output_dir / "pairs")
+    carried = {key: value for key, value in previous.items() if key not in ("read", "kept", "dropped", "k")}
+    report = _report(ranks, k, carried)
+    report_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report

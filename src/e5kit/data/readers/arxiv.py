@@ -1,0 +1,95 @@
+"""S2ORC / arXiv metadata: (title, abstract), plus citation pairs when citation data is present.
+
+Reads JSON lines with ``title`` and ``abstract`` (arXiv's OAI snapshot, S2ORC metadata; id from
+``id`` or ``paper_id``). A record may list ``citations``: objects with the citing ``context`` and
+either the cited paper inline (``cited_title``, ``cited_abstract``) or its ``cited_id``, resolved
+against the papers of the same shard. Citation pairs are symmetric: the curation pipeline assigns
+the query role at random (seeded), as E5 did.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from e5kit.data.pair import Pair
+from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, text_field
+
+_SPACES = re.compile(r"\s+")
+
+
+class Options(ReaderOptions):
+    """arXiv / S2ORC reader options.
+
+    Attributes:
+        citations: Also emit (citation context, cited title + abstract) pairs.
+    """
+
+    citations: bool = True
+
+
+def _paper_id(record: dict[str, Any]) -> str | None:
+    value = record.get("id") or record.get("paper_id")
+    return None if value in (None, "") else str(value)
+
+
+def _citations(record: dict[str, Any], skips: Counter) -> list[dict[str, Any]]:
+    citations = record.get("citations")
+    if citations is None:
+        return []
+    if not isinstance(citations, list):
+        skips["citations field is not a list"] += 1
+        return []
+    return citations
+
+
+def _cited_ids(paths: list[Path]) -> set[str]:
+    cited: set[str] = set()
+    for path in paths:
+        for _, record in iter_json_records(path, Counter()):
+            citations = record.get("citations")
+            if isinstance(citations, list):
+                cited.update(str(c["cited_id"]) for c in citations if isinstance(c, dict) and c.get("cited_id") is not None)
+    return cited
+
+
+def read(paths: list[Path], options: Options, skips: Counter) -> Iterator[Pair]:
+    """Stream title -> abstract pairs, then citation pairs whose cited paper was found in the shard."""
+    cited = _cited_ids(paths) if options.citations else set()
+    cited_texts: dict[str, str] = {}
+    waiting: list[tuple[str, str, dict[str, Any]]] = []
+    for path in paths:
+        for line, record in iter_json_records(path, skips):
+            paper_id = _paper_id(record)
+            title, abstract = text_field(record, "title"), text_field(record, "abstract", "paperAbstract")
+            if title is None or abstract is None:
+                skips["paper without title or abstract"] += 1
+            else:
+                title, abstract = _SPACES.sub(" ", title), _SPACES.sub(" ", abstract)
+                yield Pair(title, abstract, file_meta(path, line=line, id=paper_id, kind="title-abstract"))
+                if paper_id in cited:
+                    cited_texts[paper_id] = f"{title}\n{abstract}"
+            if not options.citations:
+                continue
+            for index, citation in enumerate(_citations(record, skips)):
+                context = text_field(citation, "context") if isinstance(citation, dict) else None
+                if context is None:
+                    skips["citation without context"] += 1
+                    continue
+                meta = file_meta(path, line=line, id=paper_id, kind="citation", citation=index, cited_id=citation.get("cited_id"))
+                inline_title = text_field(citation, "cited_title")
+                if inline_title is not None:
+                    cited_text = f"{inline_title}\n{text_field(citation, 'cited_abstract') or ''}".strip()
+                    yield Pair(context, cited_text, meta, symmetric=True)
+                elif citation.get("cited_id") is not None:
+                    waiting.append((context, str(citation["cited_id"]), meta))
+                else:
+                    skips["citation without cited paper"] += 1
+    for context, cited_id, meta in waiting:
+        if cited_id in cited_texts:
+            yield Pair(context, cited_texts[cited_id], meta, symmetric=True)
+        else:
+            skips["cited paper not in shard"] += 1

@@ -1,0 +1,34 @@
+"""News: (headline, article text or description) from JSON lines (AG News, news-please, CC-News exports)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from e5kit.data.pair import Pair
+from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, text_field
+
+
+class Options(ReaderOptions):
+    """News reader options.
+
+    Attributes:
+        title_fields: Fields tried in order for the headline.
+        text_fields: Fields tried in order for the passage.
+    """
+
+    title_fields: list[str] = ["title", "headline"]
+    text_fields: list[str] = ["maintext", "text", "body", "content", "description"]
+
+
+def read(paths: list[Path], options: Options, skips: Counter) -> Iterator[Pair]:
+    """Stream (headline, passage) pairs."""
+    for path in paths:
+        for line, record in iter_json_records(path, skips):
+            title, text = text_field(record, *options.title_fields), text_field(record, *options.text_fields)
+            if title is None or text is None:
+                skips["article without headline or text"] += 1
+                continue
+            label = record.get("label") or record.get("category")
+            yield Pair(title, text, file_meta(path, line=line, id=record.get("id"), label=label, url=record.get("url")))

@@ -1,0 +1,137 @@
+"""Stack Exchange: (question title + body, accepted answer, else the best answer above a score threshold).
+
+Reads the data dump's ``Posts.xml`` (one ``<row .../>`` per line, parsed row by row so a malformed
+row costs one record, not the file), its JSONL extraction (``post_type``, ``id``, ``parent_id``,
+``accepted_answer_id``, ``score``, ``title``, ``body``) and pre-joined question/answer pair exports
+(``title``, ``question_body``, ``answer_body``). HTML bodies are reduced to their visible text.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from e5kit.data.filters.clean import html_to_text
+from e5kit.data.pair import Pair
+from e5kit.data.readers.base import Child, Parent, ReaderOptions, file_meta, iter_json_records, iter_lines, join_best_child, text_field
+
+_XML_KINDS = {"1": "question", "2": "answer"}
+
+
+class Options(ReaderOptions):
+    """Stack Exchange reader options.
+
+    Attributes:
+        min_answer_score: An answer that is not the accepted one needs at least this score.
+        include_question_body: Query = title + body (True) or the title alone.
+    """
+
+    min_answer_score: int = 1
+    include_question_body: bool = True
+
+
+def _xml_posts(path: Path, skips: Counter) -> Iterator[tuple[int, dict[str, Any]]]:
+    for line_number, line in iter_lines(path, skips):
+        stripped = line.strip()
+        if not stripped.startswith("<row"):
+            if stripped.startswith(("<?xml", "<posts", "</posts")):
+                continue
+            skips["malformed XML row"] += 1
+            continue
+        try:
+            attributes = ElementTree.fromstring(stripped).attrib
+        except ElementTree.ParseError:
+            skips["malformed XML row"] += 1
+            continue
+        yield line_number, {
+            "id": attributes.get("Id"),
+            "post_type": _XML_KINDS.get(attributes.get("PostTypeId"), attributes.get("PostTypeId")),
+            "parent_id": attributes.get("ParentId"),
+            "accepted_answer_id": attributes.get("AcceptedAnswerId"),
+            "score": attributes.get("Score"),
+            "title": attributes.get("Title"),
+            "body": attributes.get("Body"),
+        }
+
+
+def _records(path: Path, skips: Counter) -> Iterator[tuple[int, dict[str, Any]]]:
+    if ".xml" in path.suffixes:
+        return _xml_posts(path, skips)
+    return iter_json_records(path, skips)
+
+
+def _optional_id(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+def _items(paths: list[Path], options: Options):
+    def stream(skips: Counter) -> Iterator[Parent | Child | Pair]:
+        for path in paths:
+            for line, record in _records(path, skips):
+                site = record.get("site") or path.parent.name
+                if "answer_body" in record:
+                    item = _joined_pair(path, line, site, record, options, skips)
+                else:
+                    item = _post(path, line, site, record, options, skips)
+                if item is not None:
+                    yield item
+
+    return stream
+
+
+def _question_text(title: str, body: str | None, options: Options) -> str:
+    body_text = html_to_text(body) if body and options.include_question_body else ""
+    return f"{title}\n{body_text}".strip()
+
+
+def _post(path: Path, line: int, site: str, record: dict[str, Any], options: Options, skips: Counter) -> Parent | Child | None:
+    post_id, kind = _optional_id(record.get("id")), record.get("post_type")
+    if post_id is None:
+        skips["post without id"] += 1
+        return None
+    meta = file_meta(path, line=line, site=site)
+    if kind == "question":
+        title = text_field(record, "title")
+        if title is None:
+            skips["question without title"] += 1
+            return None
+        meta["question_id"] = post_id
+        text = _question_text(title, record.get("body"), options)
+        accepted = _optional_id(record.get("accepted_answer_id"))
+        # Ids are unique within a site only; files may mix sites.
+        return Parent(id=f"{site}/{post_id}", text=text, meta=meta, preferred_child=accepted and f"{site}/{accepted}")
+    if kind == "answer":
+        parent_id, body = _optional_id(record.get("parent_id")), text_field(record, "body")
+        try:
+            score = float(record.get("score"))
+        except (TypeError, ValueError):
+            score = None
+        if parent_id is None or body is None or score is None:
+            skips["answer without parent, body or score"] += 1
+            return None
+        return Child(id=f"{site}/{post_id}", parent_id=f"{site}/{parent_id}", score=score, text=html_to_text(body), meta={"answer_id": post_id, "score": score})
+    skips["post is neither question nor answer"] += 1
+    return None
+
+
+def _joined_pair(path: Path, line: int, site: str, record: dict[str, Any], options: Options, skips: Counter) -> Pair | None:
+    title, answer = text_field(record, "title"), text_field(record, "answer_body")
+    if title is None or answer is None:
+        skips["pair without title or answer"] += 1
+        return None
+    meta = file_meta(path, line=line, site=site, question_id=record.get("question_id"), answer_id=record.get("answer_id"), accepted=record.get("accepted"))
+    return Pair(_question_text(title, record.get("question_body"), options), html_to_text(answer), meta)
+
+
+def read(paths: list[Path], options: Options, skips: Counter) -> Iterator[Pair]:
+    """Stream the (question, answer) pairs of one shard (read twice: ids and scores first, then texts)."""
+    yield from join_best_child(
+        _items(paths, options),
+        skips,
+        min_fallback_score=options.min_answer_score,
+        no_child_reason="question without accepted or high-scored answer",
+        not_chosen_reason="answer is not its question's chosen answer",
+    )

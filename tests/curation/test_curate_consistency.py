@@ -1,0 +1,109 @@
+"""Consistency filter: FAISS ranks equal a naive implementation; stored ranks re-apply; iterations re-train."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from e5kit.cli.app import app
+from e5kit.data.consistency import ConsistencyConfig, consistency_filter, consistency_ranks, keep_mask, reapply_k
+
+
+def naive_ranks(queries, passages, pool, max_rank):
+    """Rank of pair i's own passage among pool passages + it (and the reverse), by a full score matrix."""
+    def one_side(probes, targets, candidates):
+        ranks = []
+        for i in range(len(probes)):
+            own = probes[i] @ targets[i]
+            ahead = sum(1 for j in pool if j != i and probes[i] @ candidates[j] > own)
+            ranks.append(min(ahead + 1, max_rank + 1))
+        return np.array(ranks)
+
+    return one_side(queries, passages, passages), one_side(passages, queries, queries)
+
+
+@pytest.mark.parametrize("pool_size,max_rank,chunk", [(60, 5, 7), (200, 300, 64), (15, 3, 1000)])
+def test_faiss_ranks_equal_naive(pool_size, max_rank, chunk):
+    # Given random unit vectors with correlated pairs
+    rng = np.random.default_rng(0)
+    queries = rng.normal(size=(200, 16)).astype(np.float32)
+    passages = (queries + rng.normal(scale=1.5, size=queries.shape)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    passages /= np.linalg.norm(passages, axis=1, keepdims=True)
+    pool = np.sort(rng.choice(200, size=pool_size, replace=False))
+    # When ranked with FAISS in chunks
+    ranks = consistency_ranks(queries, passages, pool, max_rank, chunk)
+    # Then both directions equal the naive ranks
+    expected_query, expected_passage = naive_ranks(queries, passages, pool, max_rank)
+    np.testing.assert_array_equal(ranks["query_rank"], expected_query)
+    np.testing.assert_array_equal(ranks["passage_rank"], expected_passage)
+    assert keep_mask(ranks["query_rank"], ranks["passage_rank"], 2).sum() == ((expected_query <= 2) & (expected_passage <= 2)).sum()
+
+
+@pytest.fixture
+def pair_dir(tmp_path):
+    words = "cell protein gene cancer disease patients study results treatment python file data model train test search index vector cat dog".split()
+    rng = np.random.default_rng(1)
+    topics = [" ".join(rng.choice(words, size=6)) for _ in range(40)]
+    queries = [f"what is {t}" for t in topics]
+    passages = [f"{t} is the answer about {t}" if i % 4 else " ".join(rng.choice(words, size=8)) for i, t in enumerate(topics)]
+    folder = tmp_path / "curated" / "pairs"
+    folder.mkdir(parents=True)
+    for part in range(2):
+        rows = slice(part * 20, (part + 1) * 20)
+        pq.write_table(pa.table({"query": queries[rows], "passage": passages[rows], "source": ["toy"] * 20, "meta": ["{}"] * 20}), folder / f"toy-{part:05d}.parquet")
+    return tmp_path / "curated"
+
+
+def test_filter_writes_ranks_and_reapply_equals_a_fresh_run(pair_dir, tiny_bert_dir, tmp_path):
+    # Given a filter run at k=2
+    config = ConsistencyConfig(pairs=[str(pair_dir)], model=str(tiny_bert_dir), output_dir=tmp_path / "k2", pool_size=25, k=2, max_rank=10)
+    report = consistency_filter(config)
+    scores = pq.read_table(tmp_path / "k2" / "scores.parquet")
+    assert len(scores) == 40 and report["read"] == 40
+    assert report["read"] == report["kept"] + sum(report["dropped"].values())
+    kept = sum(pq.read_table(p).num_rows for p in (tmp_path / "k2" / "pairs").glob("*.parquet"))
+    assert kept == report["kept"]
+    # When k=5 is re-applied from the stored ranks, and a fresh run uses k=5
+    reapplied = reapply_k(tmp_path / "k2", 5)
+    fresh = consistency_filter(config.model_copy(update={"k": 5, "output_dir": tmp_path / "k5"}))
+    # Then both keep the same pairs
+    assert reapplied["kept"] == fresh["kept"] >= report["kept"]
+    for name in ("toy-00000.parquet", "toy-00001.parquet"):
+        assert pq.read_table(tmp_path / "k2" / "pairs" / name).equals(pq.read_table(tmp_path / "k5" / "pairs" / name))
+    with pytest.raises(ValueError, match="max_rank"):
+        reapply_k(tmp_path / "k2", 11)
+
+
+def test_iterations_alternate_filter_and_training(pair_dir, tiny_bert_dir, tmp_path):
+    # Given a training step that records its inputs and returns the same model
+    calls = []
+
+    def train(model, pairs_dir, output_dir, settings):
+        calls.append((model, sorted(p.name for p in pairs_dir.glob("*.parquet")), output_dir, settings))
+        return tiny_bert_dir
+
+    config = ConsistencyConfig(pairs=[str(pair_dir)], model=str(tiny_bert_dir), output_dir=tmp_path / "it", pool_size=25, iterations=3, train={"max_steps": 5})
+    report = consistency_filter(config, train_fn=train)
+    # Then it trained twice, each time on the previous round's kept pairs, and the last round is the output
+    assert len(calls) == 2 and calls[0][3] == {"max_steps": 5}
+    assert calls[0][2] == tmp_path / "it" / "iter-0" / "model"
+    assert [entry["iteration"] for entry in report["iterations"]] == [0, 1, 2]
+    assert json.loads((tmp_path / "it" / "report.json").read_text())["kept"] == report["kept"]
+
+
+def test_cli_filter_consistency_and_reapply(pair_dir, tiny_bert_dir, tmp_path):
+    runner = CliRunner()
+    output = tmp_path / "cli"
+    result = runner.invoke(app, ["filter", "consistency", "--pairs", str(pair_dir), "--model", str(tiny_bert_dir), "--output", str(output), "--pool-size", "20", "--k", "3"])
+    assert result.exit_code == 0, result.output
+    assert "of 40 pairs at k=3" in result.output
+    again = runner.invoke(app, ["filter", "consistency", "--output", str(output), "--reapply", "--k", "1"])
+    assert again.exit_code == 0 and "at k=1" in again.output
+    bad = runner.invoke(app, ["filter", "consistency", "--output", str(output), "--pairs", str(tmp_path / "none"), "--model", "x"])
+    assert bad.exit_code == 2 and "no Parquet pair shards" in bad.output

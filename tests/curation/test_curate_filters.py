@@ -1,0 +1,111 @@
+"""Filters: each against a naive re-implementation or a hand-checked case."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from e5kit.data.filters import clean, decontaminate, exact_dedup, language, length, near_dedup, perplexity
+from e5kit.data.filters.base import words
+from e5kit.data.pair import Pair
+
+
+def test_clean_strips_markup_urls_and_boilerplate():
+    cleaner = clean.CleanFilter(clean.Config())
+    pair = Pair("<b>Tea</b> &amp; health", "<p>Green tea, see https://example.org/x now.</p><p>Accept cookies</p><script>x()</script>")
+    result = cleaner.apply(pair)
+    assert (result.query, result.passage) == ("Tea & health", "Green tea, see now.")
+    assert cleaner.apply(Pair("ok", "<p>Subscribe</p>")) == "passage empty after cleaning"
+
+
+def test_length_bounds_and_identical_sides():
+    bounds = length.LengthFilter(length.Config(min_query_words=2, max_passage_words=5, min_passage_words=2))
+    assert bounds.apply(Pair("one", "two words")) == "query under 2 words"
+    assert bounds.apply(Pair("two words", "a b c d e f")) == "passage over 5 words"
+    assert bounds.apply(Pair("Same text", "same, text!")) == "query and passage are the same text"
+    assert isinstance(bounds.apply(Pair("two words", "three words here")), Pair)
+
+
+def test_language_keeps_english_and_drops_german():
+    identify = language.LanguageFilter(language.Config())
+    english = Pair("q", "The committee approved the budget for the new public library after a long debate.")
+    german = Pair("q", "Der Ausschuss hat den Haushalt für die neue öffentliche Bibliothek nach langer Debatte genehmigt.")
+    assert isinstance(identify.apply(english), Pair)
+    assert identify.apply(german) == "passage not in en"
+    with pytest.raises(ValueError, match="unknown code"):
+        language.LanguageFilter(language.Config(languages=["xx"]))
+
+
+def test_perplexity_filter_with_a_mock_scorer():
+    class Scorer:
+        def perplexity(self, text):
+            return 50.0 if "fluent" in text else 5000.0
+
+    check = perplexity.PerplexityFilter(perplexity.Config(model_path="unused.arpa", max_perplexity=1000), scorer=Scorer())
+    assert isinstance(check.apply(Pair("q", "a fluent\nsentence")), Pair)
+    assert check.apply(Pair("q", "zx qv kj")) == "passage perplexity over 1000"
+
+
+def test_perplexity_without_kenlm_is_a_clear_error(tmp_path):
+    # Given kenlm is not installed (it is optional), asking for the filter must say what to install
+    try:
+        import kenlm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="pip install kenlm"):
+            perplexity.load_kenlm(tmp_path / "model.arpa")
+    else:
+        pytest.skip("kenlm is installed")
+
+
+def naive_shares_ngram(text: str, eval_texts: list[str], n: int) -> bool:
+    grams = lambda tokens: {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}  # noqa: E731
+    mine = grams(words(text))
+    if len(words(text)) < n:
+        return any(words(text) == words(other) for other in eval_texts)
+    return any(mine & grams(words(other)) for other in eval_texts)
+
+
+def test_decontamination_matches_naive_ngram_overlap(tmp_path):
+    # Given an evaluation folder (BEIR layout) and candidate texts with and without overlap
+    rng = random.Random(0)
+    vocabulary = [f"w{i}" for i in range(300)]
+    eval_texts = [" ".join(rng.choices(vocabulary, k=40)) for _ in range(30)]
+    folder = tmp_path / "beir" / "toy"
+    folder.mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": str(i), "title": "", "text": t}) for i, t in enumerate(eval_texts[:20])))
+    (folder / "queries.jsonl").write_text("\n".join(json.dumps({"_id": str(i), "text": t}) for i, t in enumerate(eval_texts[20:])))
+    (folder / "queries.jsonl").open("a").write("\n" + json.dumps({"_id": "short", "text": "Is tea healthy?"}))
+    candidates = [" ".join(rng.choices(vocabulary, k=30)) for _ in range(40)]
+    candidates += [f"prefix words {t[:90]} suffix" for t in eval_texts[:10]] + ["is TEA healthy", "is tea good"]
+    index, skips = decontaminate.EvalIndex.build([tmp_path / "beir"], ngram=5)
+    check = decontaminate.DecontaminationFilter(decontaminate.Config(eval_paths=[folder], ngram=5), index)
+    # When each candidate is checked as a passage, the result equals the naive n-gram set intersection
+    for text in candidates:
+        expected = naive_shares_ngram(text, eval_texts + ["Is tea healthy?"], 5)
+        assert (check.apply(Pair("unrelated query", text)) == "passage overlaps evaluation data") is expected, text
+    assert check.apply(Pair("is tea healthy", "a b c")) == "query overlaps evaluation data"
+    assert not skips
+
+
+def test_exact_dedup_ignores_case_and_punctuation():
+    dedup = exact_dedup.ExactDedup()
+    keys = [exact_dedup.dedup_key(Pair(q, p), "pair") for q, p in [("A b", "c"), ("a, B!", "C"), ("a b", "d")]]
+    assert [dedup.is_duplicate(key) for key in keys] == [False, True, False]
+
+
+def test_near_dedup_catches_small_edits_and_keeps_different_texts():
+    config = near_dedup.Config(threshold=0.7, num_perm=128, shingle_words=3)
+    rng = random.Random(1)
+    base = " ".join(rng.choices([f"w{i}" for i in range(500)], k=200))
+    edited = base.replace(base.split()[100], "changed", 1)
+    other = " ".join(rng.choices([f"w{i}" for i in range(500)], k=200))
+    index = near_dedup.NearDedup(config)
+    flags = [index.is_duplicate(near_dedup.signature(Pair("q", text), config)) for text in (base, edited, other)]
+    assert flags == [False, True, False]
+    # And the signature estimate agrees with the true Jaccard of the shingle sets
+    a, b = set(near_dedup.shingles(base, 3)), set(near_dedup.shingles(edited, 3))
+    estimate = np.mean(near_dedup.signature(Pair("q", base), config) == near_dedup.signature(Pair("q", edited), config))
+    assert abs(estimate - len(a & b) / len(a | b)) < 0.15
