@@ -1,0 +1,315 @@
+"""Streaming (query, passage) pair shards with weighted multi-source sampling and an exact resumable position.
+
+Shards are Parquet files (string columns ``query``, ``passage``, ``source``, ``meta``) or JSONL(.gz)
+lines with ``query``, ``passage`` and optional ``source``; a missing source is the file's stem. Files
+are read in record batches (never whole), one open reader per source.
+
+Sampling is a pure function of ``(seed, batch number)`` plus each source's read position, so the
+sampler's state is a few integers per source: ``state_dict()`` after batch n, loaded into a fresh
+sampler, continues with exactly batch n + 1.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from e5kit.textio import iter_jsonl
+
+logger = logging.getLogger(__name__)
+
+SHARD_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
+#: Rows converted to Python at a time when reading Parquet.
+READ_BATCH_ROWS = 1024
+
+
+class ShardError(ValueError):
+    """A shard path or file is unusable; the message names it."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training pair."""
+
+    query: str
+    passage: str
+    source: str
+
+
+def is_shard(path: Path) -> bool:
+    return path.name.endswith(SHARD_SUFFIXES)
+
+
+def shard_stem(path: Path) -> str:
+    """The file name without its shard suffix: the source of rows that name none."""
+    for suffix in SHARD_SUFFIXES[::-1]:
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem
+
+
+def resolve_shard_paths(patterns: Sequence[str | Path]) -> list[Path]:
+    """Expand files, folders (their *.parquet, *.jsonl, *.jsonl.gz) and globs into a sorted list of shards.
+
+    Raises:
+        ShardError: naming a pattern that matches no shard file.
+    """
+    found: dict[Path, None] = {}
+    for pattern in patterns:
+        path = Path(pattern).expanduser()
+        if path.is_dir():
+            matches = sorted(p for p in path.rglob("*") if p.is_file() and is_shard(p))
+        elif path.is_file():
+            if not is_shard(path):
+                raise ShardError(f"{path}: not a pair shard (expected one of {', '.join(SHARD_SUFFIXES)})")
+            matches = [path]
+        else:
+            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file() and is_shard(Path(p)))
+        if not matches:
+            raise ShardError(f"{pattern}: matches no pair shard ({', '.join(SHARD_SUFFIXES)})")
+        found.update(dict.fromkeys(matches))
+    return list(found)
+
+
+def _parquet_file(path: Path):
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    names = parquet.schema_arrow.names
+    missing = [column for column in ("query", "passage") if column not in names]
+    if missing:
+        raise ShardError(f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(names)})")
+    return parquet
+
+
+def count_sources(path: Path) -> Counter:
+    """Rows per source in one shard, reading only the ``source`` column (or just the footer statistics)."""
+    if path.name.endswith(".parquet"):
+        parquet = _parquet_file(path)
+        if "source" not in parquet.schema_arrow.names:
+            return Counter({shard_stem(path): parquet.metadata.num_rows})
+        column = parquet.schema_arrow.names.index("source")
+        single = _single_value_from_statistics(parquet.metadata, column)
+        if single is not None:
+            return Counter({single: parquet.metadata.num_rows})
+        counts: Counter = Counter()
+        for batch in parquet.iter_batches(batch_size=65536, columns=["source"]):
+            counts.update(source if source else shard_stem(path) for source in batch.column(0).to_pylist())
+        return counts
+    return Counter(record.get("source") or shard_stem(path) for _, record in iter_jsonl(path))
+
+
+def _single_value_from_statistics(metadata, column: int) -> str | None:
+    """The one value of a column when every row group's statistics say min == max == it (no nulls)."""
+    values = set()
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(column).statistics
+        if statistics is None or not statistics.has_min_max or statistics.null_count:
+            return None
+        if statistics.min != statistics.max:
+            return None
+        values.add(statistics.min)
+    return values.pop() if len(values) == 1 and values != {""} else None
+
+
+def iter_rows(path: Path, start: int = 0) -> Iterator[tuple[int, Any, Any, str]]:
+    """Yield (row index, query, passage, source) from row ``start`` on; values are not validated here."""
+    if path.name.endswith(".parquet"):
+        parquet = _parquet_file(path)
+        columns = [c for c in ("query", "passage", "source") if c in parquet.schema_arrow.names]
+        group_start, first_group = 0, 0
+        while first_group < parquet.metadata.num_row_groups:
+            rows_in_group = parquet.metadata.row_group(first_group).num_rows
+            if group_start + rows_in_group > start:
+                break
+            group_start += rows_in_group
+            first_group += 1
+        groups = list(range(first_group, parquet.metadata.num_row_groups))
+        if not groups:
+            return
+        row = group_start
+        for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns, row_groups=groups):
+            values = {name: batch.column(i).to_pylist() for i, name in enumerate(columns)}
+            sources = values.get("source") or [None] * batch.num_rows
+            for query, passage, source in zip(values["query"], values["passage"], sources):
+                if row >= start:
+                    yield row, query, passage, source or shard_stem(path)
+                row += 1
+        return
+    for row, (_, record) in enumerate(iter_jsonl(path)):
+        if row >= start:
+            yield row, record.get("query"), record.get("passage"), record.get("source") or shard_stem(path)
+
+
+def invalid_reason(query: Any, passage: Any) -> str | None:
+    """Why a row cannot be a training pair, or None when it can."""
+    for name, value in (("query", query), ("passage", passage)):
+        if not isinstance(value, str):
+            return f"{name} missing or not a string"
+        if not value.strip():
+            return f"{name} empty"
+    return None
+
+
+@dataclass
+class SourcePosition:
+    """Where a source's reader stands: pass ``epoch`` over its files, ``file_index`` in that pass's order, next ``row``."""
+
+    epoch: int = 0
+    file_index: int = 0
+    row: int = 0
+
+
+@dataclass
+class SourceStream:
+    """An endless stream of one source's pairs over its files (re-read in a new seeded order each pass)."""
+
+    name: str
+    files: list[Path]
+    seed: int
+    position: SourcePosition = field(default_factory=SourcePosition)
+    skipped: Counter = field(default_factory=Counter)
+    _rows: Iterator | None = None
+
+    def file_order(self, epoch: int) -> list[Path]:
+        if epoch == 0:
+            return list(self.files)
+        generator = np.random.default_rng([self.seed, zlib.crc32(self.name.encode("utf-8")), epoch])
+        return [self.files[i] for i in generator.permutation(len(self.files))]
+
+    def take(self, count: int) -> list[Pair]:
+        """The next ``count`` valid pairs; invalid rows are skipped and counted (first pass only)."""
+        pairs: list[Pair] = []
+        empty_passes = 0
+        while len(pairs) < count:
+            if self._rows is None:
+                path = self.file_order(self.position.epoch)[self.position.file_index]
+                self._rows = iter_rows(path, self.position.row)
+            valid_before = len(pairs)
+            for row, query, passage, source in self._rows:
+                self.position.row = row + 1
+                if source != self.name:  # a shard holding several sources: those rows feed other streams
+                    continue
+                reason = invalid_reason(query, passage)
+                if reason is not None:
+                    if self.position.epoch == 0:
+                        self.skipped[reason] += 1
+                    continue
+                pairs.append(Pair(query, passage, self.name))
+                if len(pairs) == count:
+                    return pairs
+            self._next_file()
+            empty_passes = 0 if len(pairs) > valid_before else empty_passes + 1
+            if empty_passes > len(self.files):
+                raise ShardError(f"source {self.name!r}: no valid pair in {', '.join(map(str, self.files))} (skipped: {dict(self.skipped)})")
+        return pairs
+
+    def _next_file(self) -> None:
+        self._rows = None
+        self.position.row = 0
+        self.position.file_index += 1
+        if self.position.file_index == len(self.files):
+            self.position = SourcePosition(epoch=self.position.epoch + 1)
+
+    def seek(self, position: SourcePosition) -> None:
+        self.position = SourcePosition(**vars(position))
+        self._rows = None
+
+
+class PairSampler:
+    """Global batches of pairs drawn across sources by weight, optionally one source per batch.
+
+    Args:
+        paths: Shard files, folders or globs.
+        batch_size: Pairs per batch.
+        source_weights: Source -> weight; None weighs sources by their number of rows.
+        seed: Seed of the sampling (and of the file order after the first pass).
+        source_homogeneous: Draw each batch from one source (chosen by weight).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        batch_size: int,
+        source_weights: dict[str, float] | None = None,
+        seed: int = 0,
+        source_homogeneous: bool = False,
+    ) -> None:
+        self.files = resolve_shard_paths(paths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.source_homogeneous = source_homogeneous
+        self.batches = 0
+        files_by_source: dict[str, list[Path]] = {}
+        self.rows_by_source: Counter = Counter()
+        for path in self.files:
+            counts = count_sources(path)
+            for source, rows in counts.items():
+                files_by_source.setdefault(source, []).append(path)
+                self.rows_by_source[source] += rows
+        if not self.rows_by_source:
+            raise ShardError(f"no rows in {', '.join(map(str, self.files))}")
+        self.weights = self._resolve_weights(source_weights)
+        self.streams = {
+name: SourceStream(name, files_by_source[name], seed) for name in self.weights
+        }
+        self.source_names = sorted(self.streams)
+        probabilities = np.array([self.weights[name] for name in self.source_names], dtype=np.float64)
+        self.probabilities = probabilities / probabilities.sum()
+
+    def _resolve_weights(self, source_weights: dict[str, float] | None) -> dict[str, float]:
+        if source_weights is None:
+            return {name: float(rows) for name, rows in self.rows_by_source.items() if rows}
+        unknown = sorted(set(source_weights) - set(self.rows_by_source))
+        if unknown:
+            raise ShardError(
+                f"data.source_weights names source(s) not in the data: {', '.join(unknown)} "
+                f"(found: {', '.join(sorted(self.rows_by_source))})"
+            )
+        unweighted = sorted(set(self.rows_by_source) - set(source_weights))
+        if unweighted:
+            logger.warning("sources without a weight in data.source_weights are not sampled: %s", ", ".join(unweighted))
+        return {name: weight for name, weight in source_weights.items() if weight > 0}
+
+    def next_batch(self) -> list[Pair]:
+        """The next global batch (``batch_size`` pairs)."""
+        generator = np.random.default_rng([self.seed, self.batches])
+        self.batches += 1
+        if self.source_homogeneous:
+            source = self.source_names[generator.choice(len(self.source_names), p=self.probabilities)]
+            return self.streams[source].take(self.batch_size)
+        counts = generator.multinomial(self.batch_size, self.probabilities)
+        pairs = [pair for name, count in zip(self.source_names, counts) for pair in self.streams[name].take(int(count))]
+        return [pairs[i] for i in generator.permutation(len(pairs))]
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Invalid rows skipped so far, by "source: reason"."""
+        return {f"{name}: {reason}": n for name, stream in self.streams.items() for reason, n in stream.skipped.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The exact read position (JSON-serialisable)."""
+        return {
+            "batches": self.batches,
+            "sources": {name: vars(stream.position).copy() for name, stream in self.streams.items()},
+            "skipped": {name: dict(stream.skipped) for name, stream in self.streams.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a ``state_dict()``; the shards must hold the same sources."""
+        missing = sorted(set(self.streams) - set(state["sources"]))
+        if missing:
+            raise ShardError(f"the saved data position has no entry for source(s) {', '.join(missing)}; the data changed since the checkpoint")
+        self.batches = int(state["batches"])
+        for name, stream in self.streams.items():
+            stream.seek(SourcePosition(**state["sources"][name]))
+            stream.skipped = Counter(state.get("skipped", {}).get(name, {}))

@@ -1,0 +1,1 @@
+"""Contrastive pre-training: config, InfoNCE loss, GradCache, cross-process negatives, checkpoints."""

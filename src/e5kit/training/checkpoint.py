@@ -1,0 +1,123 @@
+"""Atomic, verifiable training checkpoints: ``{root}/step-00000100/{state.pt, manifest.json}``.
+
+A checkpoint is written into a hidden temporary folder, the manifest (with the SHA-256 of every file)
+last, and the folder is then renamed into place, so a run killed mid-write leaves either a complete
+checkpoint or none. On load, a checkpoint whose manifest is missing or whose files do not match
+their checksums is reported and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+MANIFEST_FILE = "manifest.json"
+PREFIX = "step-"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is incomplete or corrupt."""
+
+
+def checkpoint_dir(root: Path, step: int) -> Path:
+    return root / f"{PREFIX}{step:08d}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def save_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Write ``state`` (tensors, numbers, strings, dicts) as the checkpoint of ``step``; keep the last ``keep``."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = checkpoint_dir(root, step)
+    staging = root / f".{final.name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    state_path = staging / STATE_FILE
+    torch.save(state, state_path)
+    with state_path.open("rb+") as handle:
+        os.fsync(handle.fileno())
+    manifest = {"step": step, "files": {STATE_FILE: _sha256(state_path)}}
+    _write_synced(staging / MANIFEST_FILE, json.dumps(manifest, indent=2).encode("utf-8"))
+    if final.exists():  # an older run's checkpoint of the same step, e.g. after resuming further back
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    _prune(root, keep)
+    return final
+
+
+def verify_checkpoint(folder: Path) -> int:
+    """Return the step of a complete checkpoint.
+
+    Raises:
+        CheckpointError: naming what is missing or which file fails its checksum.
+    """
+    manifest_path = folder / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{folder}: no {MANIFEST_FILE} (the write did not finish)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        step, files = int(manifest["step"]), dict(manifest["files"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{manifest_path}: malformed manifest ({error})") from error
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing")
+        if _sha256(path) != expected:
+            raise CheckpointError(f"{path}: checksum mismatch (corrupt or partially written)")
+    return step
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Checkpoint folders in ``root``, newest step first (complete or not)."""
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)), key=lambda p: p.name, reverse=True)
+
+
+def latest_valid_checkpoint(root: Path) -> Path | None:
+    """The newest checkpoint that verifies; each newer broken one is skipped with a warning."""
+    for folder in list_checkpoints(root):
+        try:
+            verify_checkpoint(folder)
+        except CheckpointError as error:
+            logger.warning("skipping checkpoint: %s; trying the previous one", error)
+            continue
+        return folder
+    return None
+
+
+def load_checkpoint(folder: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The state saved by ``save_checkpoint`` (verified first)."""
+    verify_checkpoint(folder)
+    return torch.load(folder / STATE_FILE, map_location=map_location, weights_only=True)
+
+
+def _prune(root: Path, keep: int) -> None:
+    for folder in list_checkpoints(root)[keep:]:
+        shutil.rmtree(folder)
+    for staging in root.glob(f".{PREFIX}*.tmp"):
+        shutil.rmtree(staging, ignore_errors=True)

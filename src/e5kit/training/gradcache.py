@@ -1,0 +1,177 @@
+"""GradCache (Gao et al. 2021): the gradient of one huge in-batch-negative batch in the memory of one chunk.
+
+1. Embed every chunk without a graph (recording the RNG state before each chunk).
+2. Compute the loss on the cached embeddings (all-gathered across processes) and its gradient with
+   respect to each local embedding.
+3. Re-embed each chunk with a graph, replaying its RNG state so dropout masks match step 1, and
+   back-propagate the cached embedding gradient through it. Parameter gradients accumulate chunk by
+   chunk and equal those of the plain big batch.
+
+Texts are ordered by token length before chunking (queries and passages separately), so chunks carry
+little padding; the loss is computed in the original pair order, so the result does not change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from e5kit.encoder import Encoder
+from e5kit.training.distributed import ProcessGroup, gather_no_grad, gather_with_grad
+from e5kit.training.losses.infonce import info_nce_loss
+
+
+@dataclass
+class Chunk:
+    """A padded slice of one role's texts: ``rows`` are the positions of its texts in the batch."""
+
+    rows: torch.Tensor
+    features: dict[str, torch.Tensor]
+
+
+def text_keys(texts: Sequence[str], device: torch.device) -> torch.Tensor:
+    """64-bit ids of texts, equal for equal texts in every process (Python's ``hash`` is per-process)."""
+    ids = [int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True) for text in texts]
+    return torch.tensor(ids, dtype=torch.int64, device=device)
+
+
+def length_sorted_chunks(encoder: Encoder, texts: Sequence[str], role: str, max_length: int, chunk_size: int) -> list[Chunk]:
+    """Prefix (via ``Encoder.prepare``) and tokenise ``texts``, sort by token length, pad per chunk."""
+    token_ids = encoder.tokenizer(
+        encoder.prepare(texts, role),
+        truncation=True,
+        max_length=max_length,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )["input_ids"]
+    order = np.argsort([-len(ids) for ids in token_ids], kind="stable")
+    chunks = []
+    for start in range(0, len(order), chunk_size):
+        rows = order[start : start + chunk_size]
+        longest = len(token_ids[rows[0]])
+        input_ids = np.full((len(rows), longest), encoder.tokenizer.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(rows), longest), dtype=np.int64)
+        for row, index in enumerate(rows):
+            input_ids[row, : len(token_ids[index])] = token_ids[index]
+            attention_mask[row, : len(token_ids[index])] = 1
+        features = {
+            "input_ids": torch.from_numpy(input_ids).to(encoder.device),
+            "attention_mask": torch.from_numpy(attention_mask).to(encoder.device),
+        }
+        chunks.append(Chunk(rows=torch.from_numpy(rows.copy()).to(encoder.device), features=features))
+    return chunks
+
+
+class GradCache:
+    """Accumulates into the model's ``.grad`` the gradient of the InfoNCE loss of one global batch.
+
+    Args:
+        encoder: The encoder being trained (its model in train mode).
+        chunk_size: Texts embedded at once; peak activation memory follows this.
+        tau: Temperature of the loss.
+        symmetric: Add the passage->query loss.
+        mask_false_negatives: Mask in-batch negatives with the same query or passage text.
+        query_max_length: Token limit of queries.
+        passage_max_length: Token limit of passages.
+        group: Process group; the local batch is this process's slice of the global batch.
+        autocast: Factory of the mixed-precision context for forward passes.
+        scale_loss: Applied to the loss before its backward (fp16 loss scaling); identity by default.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        chunk_size: int,
+        tau: float = 0.01,
+        symmetric: bool = False,
+        mask_false_negatives: bool = True,
+        query_max_length: int = 128,
+        passage_max_length: int = 128,
+        group: ProcessGroup | None = None,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+        scale_loss: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
+    ) -> None:
+        self.encoder = encoder
+        self.chunk_size = chunk_size
+        self.tau = tau
+        self.symmetric = symmetric
+        self.mask_false_negatives = mask_false_negatives
+        self.max_lengths = {"query": query_max_length, "passage": passage_max_length}
+        self.group = group or ProcessGroup()
+        self.autocast = autocast
+        self.scale_loss = scale_loss
+
+    def step(self, queries: Sequence[str], passages: Sequence[str]) -> float:
+        """Add this process's share of the global-batch gradient to ``.grad``; return the global loss.
+
+        Args:
+            queries: This process's queries (the global batch is the concatenation over ranks).
+            passages: Their positive passages, row for row.
+        """
+        if len(queries) != len(passages):
+            raise ValueError(f"{len(queries)} queries but {len(passages)} passages")
+        device = self.encoder.device
+        chunks = {
+            role: length_sorted_chunks(self.encoder, texts, role, self.max_lengths[role], self.chunk_size)
+            for role, texts in (("query", queries), ("passage", passages))
+        }
+        rng_states = {role: [] for role in chunks}
+        cached = {}
+        with torch.no_grad():
+            for role, role_chunks in chunks.items():
+                cached[role] = torch.empty((len(queries), self.encoder.dimension), device=device)
+                for chunk in role_chunks:
+                    rng_states[role].append(self._rng_state())
+                    with self.autocast():
+                        cached[role][chunk.rows] = self.encoder.embed(chunk.features).float()
+
+        local_queries = cached["query"].requires_grad_()
+        local_passages = cached["passage"].requires_grad_()
+        keys = {}
+        if self.mask_false_negatives:
+            keys = {
+                "query_keys": gather_no_grad(text_keys(queries, device), self.group),
+                "passage_keys": gather_no_grad(text_keys(passages, device), self.group),
+            }
+        loss = info_nce_loss(
+            local_queries,
+            local_passages,
+            gather_with_grad(local_queries, self.group),
+            gather_with_grad(local_passages, self.group),
+            offset=self.group.rank * len(queries),
+            tau=self.tau,
+            symmetric=self.symmetric,
+            **keys,
+        )
+        self.scale_loss(loss).backward()
+
+        gradients = {"query": local_queries.grad, "passage": local_passages.grad}
+        for role, role_chunks in chunks.items():
+            for chunk, state in zip(role_chunks, rng_states[role]):
+                with self._replayed_rng(state), self.autocast():
+                    embeddings = self.encoder.embed(chunk.features).float()  # (chunk, dim)
+                # d(sum(e * g))/d(theta) = g . de/d(theta): backprop the cached embedding gradient.
+                torch.dot(embeddings.flatten(), gradients[role][chunk.rows].flatten()).backward()
+        return float(loss.detach())
+
+    def _rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        device = self.encoder.device
+        cuda_state = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        return torch.get_rng_state(), cuda_state
+
+    @contextlib.contextmanager
+    def _replayed_rng(self, state: tuple[torch.Tensor, torch.Tensor | None]):
+        """Run with the RNG as it was before the chunk's first forward, then restore the current RNG."""
+        device = self.encoder.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            cpu_state, cuda_state = state
+            torch.set_rng_state(cpu_state)
+            if cuda_state is not None:
+                torch.cuda.set_rng_state(cuda_state, device)
+            yield

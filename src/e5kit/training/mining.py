@@ -1,0 +1,388 @@
+"""Hard-negative mining: BM25 (bm25s, via the evaluation harness) or a dense model (FAISS), sharded.
+
+For each query with relevant documents (qrels score > 0), candidates are retrieved, and negatives are
+picked from a rank window (skip the ``skip_top`` best, look no deeper than ``depth``): positives and
+the query's own id are never candidates, and a candidate scoring too close to the best positive
+(``margin`` / ``relative_margin``) is left out as a likely false negative. When fewer than
+``negatives`` survive, random documents that are not positives fill the rest (counted).
+
+Dense search can run shard by shard (``shard_size``): the corpus file is streamed, each shard embedded
+and searched, and the running top-``depth`` merged, so only one shard's embeddings are ever in memory.
+BM25 needs corpus-wide term statistics, so it indexes the whole corpus at once.
+
+Output: FlagEmbedding JSONL ``{query, pos, neg, query_id, pos_ids, neg_ids}`` plus a ``.stats.json``.
+
+Example:
+    >>> report = mine_hard_negatives(MiningConfig(model="bm25", negatives=7, skip_top=3, margin=0.5),
+    ...                              "queries.jsonl", "corpus.jsonl", "qrels/train.tsv", "mined.jsonl")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from tqdm.auto import tqdm
+
+from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, beir_positives
+from e5kit.textio import InputFormatError, iter_jsonl
+
+logger = logging.getLogger(__name__)
+
+BM25 = "bm25"
+
+
+class MiningConfig(BaseModel):
+    """How negatives are mined.
+
+    Attributes:
+        model: "bm25", or a dense model (directory, bundled name or Hub id) for FAISS search.
+        negatives: Negatives per query.
+        depth: Candidates retrieved per query (ranks 0 .. depth - 1).
+        skip_top: Rank window start: the best ``skip_top`` results are never negatives (they are
+            the likeliest unlabelled positives).
+        margin: A candidate must score at most (best positive's score - margin); None disables.
+        relative_margin: A candidate must score at most best positive's score * (1 - relative_margin);
+            None disables.
+        sampling: "top" takes the best surviving candidates, "random" samples among them.
+        backfill: Fill up with random non-positive documents when too few candidates survive.
+        shard_size: Dense only: documents embedded and searched at a time; None embeds the whole corpus.
+        batch_size: Texts per forward pass (dense).
+        max_length: Token limit of the dense model (None: the model's own).
+        device: Torch device for the dense model (None: CUDA when present).
+        seed: Seed of random sampling and back-fill.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = BM25
+    negatives: int = Field(default=7, ge=1)
+    depth: int = Field(default=100, ge=1)
+    skip_top: int = Field(default=0, ge=0)
+    margin: float | None = Field(default=None, ge=0)
+    relative_margin: float | None = Field(default=None, ge=0, lt=1)
+    sampling: Literal["top", "random"] = "top"
+    backfill: bool = True
+    shard_size: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    max_length: int | None = Field(default=None, ge=4)
+    device: str | None = None
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MiningConfig:
+        if self.skip_top >= self.depth:
+            raise ValueError(f"skip_top ({self.skip_top}) must be below depth ({self.depth}): the rank window would be empty")
+        if self.shard_size is not None and self.model == BM25:
+            raise ValueError("shard_size: BM25 scores need corpus-wide statistics, so BM25 cannot search shard by shard")
+        return self
+
+
+def build_mining_config(**fields: Any) -> MiningConfig:
+    """Validate mining options; errors name the field (``ValueError``)."""
+    try:
+        return MiningConfig(**fields)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, p['loc'])) or 'config'}: {p['msg']}" for p in error.errors())
+        raise ValueError(f"invalid mining options: {problems}") from error
+
+
+# ---------------------------------------------------------------------------- corpus streaming
+class CorpusFile:
+    """A BEIR corpus.jsonl[.gz] read as a stream: ids once, then shards of (ids, "title text") on demand.
+
+    Raises (while reading):
+        InputFormatError: a record without an id or text, or a duplicate id (naming file and line).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.ids: list[str] = []
+        self.position: dict[str, int] = {}
+        for line_number, doc_id, _ in self._records(with_text=False):
+            if doc_id in self.position:
+                raise InputFormatError(f"{self.path}:{line_number}: duplicate document id {doc_id!r}")
+            self.position[doc_id] = len(self.ids)
+            self.ids.append(doc_id)
+        if not self.ids:
+            raise InputFormatError(f"{self.path}: the corpus is empty")
+
+    def _records(self, with_text: bool = True) -> Iterator[tuple[int, str, str]]:
+        from e5kit.evaluation.beir import document_text
+
+        for line_number, record in iter_jsonl(self.path):
+            doc_id = record.get("_id")
+            if doc_id is None or not str(doc_id).strip():
+                raise InputFormatError(f"{self.path}:{line_number}: missing '_id'")
+            if not isinstance(record.get("text"), str) or not isinstance(record.get("title", ""), str):
+                raise InputFormatError(f"{self.path}:{line_number}: 'text' (and 'title', when present) must be strings")
+            yield line_number, str(doc_id), document_text(record) if with_text else ""
+
+    def shards(self, size: int | None) -> Iterator[tuple[int, list[str]]]:
+        """(position of the shard's first document, its texts) for shards of ``size`` documents (None: one)."""
+        start, texts = 0, []
+        for _, _, text in self._records():
+            texts.append(text)
+            if size is not None and len(texts) == size:
+                yield start, texts
+                start, texts = start + len(texts), []
+        if texts:
+            yield start, texts
+
+    def texts(self, wanted: set[int]) -> dict[int, str]:
+        """Texts of the documents at positions ``wanted`` (one more pass over the file)."""
+        found = {}
+        for position, (_, _, text) in enumerate(self._records()):
+            if position in wanted:
+                found[position] = text
+        return found
+
+
+# ---------------------------------------------------------------------------- search
+def merge_top_k(
+    scores: np.ndarray, indices: np.ndarray, new_scores: np.ndarray, new_indices: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge two (queries, *) best-first result lists into the k best per row, best first."""
+    all_scores = np.concatenate([scores, new_scores], axis=1)  # (queries, k1 + k2)
+    all_indices = np.concatenate([indices, new_indices], axis=1)
+    order = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(all_scores, order, axis=1), np.take_along_axis(all_indices, order, axis=1)
+
+
+@dataclass
+class SearchResult:
+    """Candidates per query and the score of each positive.
+
+    Attributes:
+        indices: (queries, depth) corpus positions, best first; -1 pads short lists.
+        scores: (queries, depth) their scores; -inf pads.
+        positive_scores: Per query, the best score among its positives; -inf when no positive was
+            scored (BM25: none in the retrieved depth, so every candidate outscores them).
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray
+    positive_scores: np.ndarray
+
+
+def bm25_candidates(corpus: CorpusFile, queries: Sequence[str], positives: Sequence[list[int]], depth: int) -> SearchResult:
+    """BM25 top-``depth`` with the harness's settings; a positive's score is known when it is retrieved."""
+    from e5kit.evaluation.bm25 import bm25_search
+
+    _, documents = next(corpus.shards(None))
+    indices, scores = bm25_search(documents, queries, depth, show_progress=True)
+    positive_scores = np.full(len(queries), -np.inf, dtype=np.float32)
+    for row, (ranked, ranked_scores, relevant) in enumerate(zip(indices, scores, positives)):
+        hits = ranked_scores[np.isin(ranked, relevant)]
+        if hits.size:
+            positive_scores[row] = hits.max()
+    return SearchResult(indices.astype(np.int64), scores.astype(np.float32), positive_scores)
+
+
+def dense_candidates(
+    encoder, corpus: CorpusFile, queries: Sequence[str], positives: Sequence[list[int]], config: MiningConfig
+) -> SearchResult:
+    """Exact inner-product top-``depth`` with FAISS, one corpus shard at a time, and exact positive scores."""
+    from e5kit.evaluation.retrieval import dense_search
+
+    query_embeddings = encoder.encode(queries, role="query", batch_size=config.batch_size, show_progress=True)
+    owners: dict[int, list[int]] = {}  # corpus position -> query rows it is a positive of
+    for row, relevant in enumerate(positives):
+        for position in relevant:
+            owners.setdefault(position, []).append(row)
+    scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    indices = np.full((len(queries), 0), -1, dtype=np.int64)
+    positive_scores = np.full(len(queries), -np.inf, dtype=np.float32)
+    shard_count = 1 if config.shard_size is None else -(-len(corpus.ids) // config.shard_size)
+    for start, texts in tqdm(corpus.shards(config.shard_size), total=shard_count, desc="searching shards", unit="shard", disable=shard_count == 1):
+        embeddings = encoder.encode(texts, role="passage", batch_size=config.batch_size, show_progress=True)
+        shard_indices, shard_scores = dense_search(query_embeddings, embeddings, config.depth)
+        shard_scores = np.where(shard_indices < 0, -np.inf, shard_scores).astype(np.float32)
+        shard_indices = np.where(shard_indices < 0, -1, shard_indices + start)
+        scores, indices = merge_top_k(scores, indices, shard_scores, shard_indices, config.depth)
+        for position in range(start, start + len(texts)):
+            for row in owners.get(position, ()):
+                score = float(query_embeddings[row] @ embeddings[position - start])
+                positive_scores[row] = max(positive_scores[row], score)
+    return SearchResult(indices, scores, positive_scores)
+
+
+# ---------------------------------------------------------------------------- selection
+@dataclass
+class Selection:
+    """Negatives picked for one query, and why candidates were passed over."""
+
+    negatives: list[int] = field(default_factory=list)
+    backfilled: int = 0
+    rejected: Counter = field(default_factory=Counter)
+
+
+def select_negatives(
+    ranked: np.ndarray,
+    ranked_scores: np.ndarray,
+    positives: set[int],
+    positive_score: float,
+    config: MiningConfig,
+    rng: np.random.Generator,
+    corpus_size: int,
+    exclude: set[int] = frozenset(),
+) -> Selection:
+    """Pick ``config.negatives`` negatives for one query from its ranked candidates.
+
+    Args:
+        ranked: Corpus positions, best first (-1 = padding).
+        ranked_scores: Their scores.
+        positives: Corpus positions of the query's positives: never picked, not even by back-fill.
+        positive_score: The best positive's score (for the margin); -inf when unknown and below
+            every candidate.
+        config: Window, margin, sampling and back-fill settings.
+        rng: Random source for sampling and back-fill.
+        corpus_size: Number of documents (back-fill draws positions below it).
+        exclude: Other positions never to pick (e.g. the document whose id equals the query id).
+    """
+    selection = Selection()
+    limits = []
+    if config.margin is not None:
+        limits.append(positive_score - config.margin)
+    if config.relative_margin is not None:
+        limits.append(positive_score * (1 - config.relative_margin) if np.isfinite(positive_score) else -np.inf)
+    ceiling = min(limits, default=np.inf)
+    candidates = []
+    for position, score in zip(ranked[config.skip_top : config.depth], ranked_scores[config.skip_top : config.depth]):
+        position = int(position)
+        if position < 0:
+            continue
+        if position in positives:
+            selection.rejected["positive"] += 1
+        elif position in exclude:
+            selection.rejected["query's own id"] += 1
+        elif score > ceiling:
+            selection.rejected["within the margin of the positive"] += 1
+        else:
+            candidates.append(position)
+    if config.sampling == "random" and len(candidates) > config.negatives:
+        candidates = [candidates[i] for i in sorted(rng.choice(len(candidates), config.negatives, replace=False))]
+    selection.negatives = candidates[: config.negatives]
+    if config.backfill and len(selection.negatives) < config.negatives:
+        forbidden = positives | exclude | set(selection.negatives)
+        fill = random_positions(rng, corpus_size, config.negatives - len(selection.negatives), forbidden)
+        selection.negatives += fill
+        selection.backfilled = len(fill)
+    return selection
+
+
+def random_positions(rng: np.random.Generator, size: int, count: int, forbidden: set[int]) -> list[int]:
+    """Up to ``count`` distinct random positions in [0, size) outside ``forbidden``."""
+    picked: list[int] = []
+    taken = set(forbidden)
+    for position in rng.integers(0, size, size=50 * count):  # rejection sampling: cheap on real corpora
+        if len(picked) == count:
+            return picked
+        if int(position) not in taken:
+            taken.add(int(position))
+            picked.append(int(position))
+    allowed = [position for position in range(size) if position not in taken]  # tiny corpus: enumerate
+    extra = rng.choice(len(allowed), min(count - len(picked), len(allowed)), replace=False) if allowed else []
+    return picked + [allowed[i] for i in extra]
+
+
+# ---------------------------------------------------------------------------- driver
+def mine_hard_negatives(
+    config: MiningConfig,
+    queries_path: str | Path,
+    corpus_path: str | Path,
+    qrels_path: str | Path,
+    out_path: str | Path,
+    encoder=None,
+) -> dict[str, Any]:
+    """Mine negatives for every judged query and write FlagEmbedding JSONL to ``out_path``.
+
+    Args:
+        config: Mining settings.
+        queries_path: BEIR queries.jsonl[.gz] (``_id``, ``text``).
+        corpus_path: BEIR corpus.jsonl[.gz] (``_id``, ``title``, ``text``).
+        qrels_path: Qrels TSV (query id, document id, score); scores > 0 are positives.
+        out_path: Output JSONL; ``{out_path}.stats.json`` gets the report.
+        encoder: A loaded ``Encoder`` for dense mining (default: load ``config.model``).
+
+    Returns:
+        The report: counts of queries, negatives retrieved and back-filled, rejected candidates by
+        reason, skipped records by reason, seconds.
+    """
+    from e5kit.evaluation.beir import load_qrels, load_queries
+
+    started = time.perf_counter()
+    issues = RecordIssues()
+    queries = load_queries(Path(queries_path))
+    corpus = CorpusFile(corpus_path)
+    positive_ids = beir_positives(load_qrels(Path(qrels_path)), queries, corpus.position, issues, origin=str(qrels_path))
+    query_ids = list(positive_ids)
+    if not query_ids:
+        raise InputFormatError(f"{qrels_path}: no query has a relevant document in the corpus ({issues.describe()})")
+    positives = [[corpus.position[doc_id] for doc_id in positive_ids[query_id]] for query_id in query_ids]
+    query_texts = [queries[query_id] for query_id in query_ids]
+    if config.model == BM25:
+        result = bm25_candidates(corpus, query_texts, positives, config.depth)
+    else:
+        if encoder is None:
+            from e5kit.encoder import Encoder
+
+            encoder = Encoder.load(config.model, max_length=config.max_length, device=config.device)
+        result = dense_candidates(encoder, corpus, query_texts, positives, config)
+    search_seconds = time.perf_counter() - started
+
+    selections = []
+    rejected: Counter = Counter()
+    for row, query_id in enumerate(query_ids):
+        own = corpus.position.get(query_id)
+        selection = select_negatives(
+            result.indices[row],
+            result.scores[row],
+            set(positives[row]),
+            float(result.positive_scores[row]),
+            config,
+            np.random.default_rng([config.seed, row]),
+            len(corpus.ids),
+            exclude={own} if own is not None else set(),
+        )
+        rejected.update(selection.rejected)
+        if len(selection.negatives) < config.negatives:
+            issues.add(f"fewer than {config.negatives} negatives found", f"query {query_id!r}")
+        selections.append(selection)
+
+    texts = corpus.texts({p for row in positives for p in row} | {p for s in selections for p in s.negatives})
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.open("w", encoding="utf-8") as handle:
+        for row, query_id in enumerate(query_ids):
+            example = FinetuneExample(
+                query=query_texts[row],
+                positives=[texts[p] for p in positives[row]],
+                negatives=[texts[p] for p in selections[row].negatives],
+                query_id=query_id,
+                positive_ids=[corpus.ids[p] for p in positives[row]],
+                negative_ids=[corpus.ids[p] for p in selections[row].negatives],
+            )
+            handle.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
+    report = {
+        "config": config.model_dump(),
+        "queries": len(query_ids),
+        "documents": len(corpus.ids),
+        "negatives_retrieved": sum(len(s.negatives) - s.backfilled for s in selections),
+        "negatives_backfilled": sum(s.backfilled for s in selections),
+        "candidates_rejected": dict(rejected),
+        "positives_unscored": int(np.isinf(result.positive_scores).sum()),
+        "skipped": issues.summary(),
+        "seconds": {"search": round(search_seconds, 3), "total": round(time.perf_counter() - started, 3)},
+        "queries_per_s": round(len(query_ids) / max(time.perf_counter() - started, 1e-9), 2),
+    }
+    Path(f"{out_path}.stats.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report

@@ -1,0 +1,226 @@
+"""Teacher scores for fine-tuning: a cross-encoder re-ranker or a bi-encoder scores every (query, candidate).
+
+``score_file`` reads FlagEmbedding JSONL (``{query, pos, neg, ...}``, e.g. from ``e5kit mine-negatives``)
+and writes the same records with ``pos_scores`` and ``neg_scores`` added. Pairs are scored in batches
+across records; records are written in blocks, so a killed run resumes (``score_file`` appends and
+skips the records already in the output, after checking that they are the input's first records).
+
+Example:
+    >>> teacher = load_teacher("cross-encoder-dir")                        # doctest: +SKIP
+    >>> score_file(teacher, "mined.jsonl", "scored.jsonl")                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, invalid_reason
+from e5kit.textio import InputFormatError, iter_jsonl
+
+logger = logging.getLogger(__name__)
+
+#: Records scored (and written) together; the resume granularity.
+BLOCK_RECORDS = 64
+
+
+class Teacher(Protocol):
+    """Anything that scores (query, passage) pairs."""
+
+    name: str
+
+    def score_pairs(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        """(n,) float scores of pair i = (queries[i], passages[i]); higher = more relevant."""
+
+
+class CrossEncoderTeacher:
+    """A ``AutoModelForSequenceClassification`` re-ranker reading "query [SEP] passage".
+
+    The score is the single logit of a 1-label model, or the last label's logit ("relevant") otherwise.
+
+    Args:
+        model: The sequence-classification model.
+        tokenizer: Its tokenizer.
+        batch_size: Pairs per forward pass.
+        max_length: Token limit of a pair.
+        name: Shown in reports.
+    """
+
+    def __init__(self, model, tokenizer, *, batch_size: int = 32, max_length: int = 512, name: str = "cross-encoder") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_length = min(max_length, getattr(model.config, "max_position_embeddings", max_length) or max_length)
+        self.name = name
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None, **options) -> CrossEncoderTeacher:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from e5kit.encoder import auto_device
+        from e5kit.hub import resolve_model_dir
+
+        folder = resolve_model_dir(path)
+        model = AutoModelForSequenceClassification.from_pretrained(folder).to(device or auto_device())
+        return cls(model, AutoTokenizer.from_pretrained(folder), name=str(path), **options)
+
+    @torch.inference_mode()
+    def score_pairs(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        scores = np.empty(len(queries), dtype=np.float32)
+        device = next(self.model.parameters()).device
+        for start in range(0, len(queries), self.batch_size):
+            stop = start + self.batch_size
+            features = self.tokenizer(
+                list(queries[start:stop]), list(passages[start:stop]), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+            logits = self.model(**{name: tensor.to(device) for name, tensor in features.items()}).logits  # (batch, labels)
+            scores[start:stop] = logits[:, -1].float().cpu().numpy()
+        return scores
+
+
+class BiEncoderTeacher:
+    """A (stronger) bi-encoder as teacher: the score is the cosine of the query and passage embeddings.
+
+    Args:
+        encoder: An ``e5kit.encoder.Encoder``.
+        batch_size: Texts per forward pass.
+        name: Shown in reports.
+    """
+
+    def __init__(self, encoder, *, batch_size: int = 32, name: str = "bi-encoder") -> None:
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.name = name
+
+    def score_pairs(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        unique_queries = list(dict.fromkeys(queries))  # a block's pairs share few distinct queries
+        row = {query: index for index, query in enumerate(unique_queries)}
+        query_embeddings = self.encoder.encode(unique_queries, role="query", batch_size=self.batch_size, normalize=True)
+        passage_embeddings = self.encoder.encode(list(passages), role="passage", batch_size=self.batch_size, normalize=True)
+        rows = query_embeddings[[row[query] for query in queries]]  # (n, dim)
+        return np.einsum("nd,nd->n", rows, passage_embeddings).astype(np.float32)
+
+
+def teacher_kind(path: str | Path) -> str:
+    """"cross-encoder" when the model's config names a *ForSequenceClassification architecture, else "bi-encoder"."""
+    from e5kit.hub import resolve_model_dir
+
+    config_path = resolve_model_dir(path) / "config.json"
+    architectures = []
+    if config_path.is_file():
+        architectures = json.loads(config_path.read_text(encoding="utf-8")).get("architectures") or []
+    return "cross-encoder" if any(name.endswith("ForSequenceClassification") for name in architectures) else "bi-encoder"
+
+
+def load_teacher(
+    path: str | Path,
+    kind: Literal["auto", "cross-encoder", "bi-encoder"] = "auto",
+    *,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    device: str | None = None,
+) -> Teacher:
+    """Load a teacher; ``kind="auto"`` picks the cross-encoder for sequence-classification checkpoints."""
+    kind = teacher_kind(path) if kind == "auto" else kind
+    if kind == "cross-encoder":
+        return CrossEncoderTeacher.load(path, device=device, batch_size=batch_size, max_length=max_length or 512)
+    if kind == "bi-encoder":
+        from e5kit.encoder import Encoder
+
+        return BiEncoderTeacher(Encoder.load(path, max_length=max_length, device=device), batch_size=batch_size, name=str(path))
+    raise ValueError(f"kind must be auto, cross-encoder or bi-encoder, got {kind!r}")
+
+
+def _done_queries(out_path: Path) -> list[str]:
+    """Queries of the complete records already in ``out_path``; an unfinished last line is cut off."""
+    if not out_path.is_file():
+        return []
+    data = out_path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        logger.warning("%s: dropping an unfinished last line left by an interrupted run", out_path)
+        with out_path.open("r+b") as handle:
+            handle.truncate(len(complete))
+    return [json.loads(line)["query"] for line in complete.decode("utf-8").splitlines() if line.strip()]
+
+
+def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, resume: bool = True, show_progress: bool = True) -> dict[str, Any]:
+    """Add teacher ``pos_scores``/``neg_scores`` to every usable record of a FlagEmbedding JSONL file.
+
+    Args:
+        teacher: The scorer.
+        in_path: Input JSONL (``query``, ``pos``, ``neg``; other fields are kept).
+        out_path: Output JSONL, appended to when ``resume`` and it already holds records.
+        resume: Keep the records already in ``out_path`` and score only the rest.
+        show_progress: Progress bar over records.
+
+    Returns:
+        Report: records scored now, already done, pairs scored, skipped records by reason.
+
+    Raises:
+        InputFormatError: the existing output does not start with the input's records (named line).
+    """
+    in_path, out_path = Path(in_path), Path(out_path)
+    done = _done_queries(out_path) if resume else []
+    issues = RecordIssues()
+    matched = scored = pairs = 0
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.open("a" if resume else "w", encoding="utf-8") as handle, tqdm(desc="teacher scores", unit="record", disable=not show_progress) as progress:
+        block: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            nonlocal scored, pairs
+            queries = [r["query"] for r in block for _ in r["pos"] + r["neg"]]
+            passages = [text for r in block for text in r["pos"] + r["neg"]]
+            scores = teacher.score_pairs(queries, passages).tolist() if passages else []
+            if len(scores) != len(passages):
+                first = block[0].get("query_id", block[0]["query"])
+                raise ValueError(f"teacher {teacher.name} returned {len(scores)} scores for {len(passages)} pairs (block starting at record {first!r})")
+            position = 0
+            for record in block:
+                record["pos_scores"] = scores[position : position + len(record["pos"])]
+                position += len(record["pos"])
+                record["neg_scores"] = scores[position : position + len(record["neg"])]
+                position += len(record["neg"])
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            scored += len(block)
+            pairs += len(passages)
+            progress.update(len(block))
+            block.clear()
+
+        for line_number, record in iter_jsonl(in_path):
+            record.pop("pos_scores", None)
+            record.pop("neg_scores", None)
+            name = f"{in_path}:{line_number}"
+            example = FinetuneExample(query=record.get("query"), positives=record.get("pos") or [], negatives=record.get("neg") or [], record=name)
+            reason = invalid_reason(example) if isinstance(example.positives, list) and isinstance(example.negatives, list) else "pos/neg are not lists"
+            if reason is not None:
+                issues.add(reason, name)
+                continue
+            if matched < len(done):
+                if done[matched] != record["query"]:
+                    raise InputFormatError(
+                        f"{out_path}:{matched + 1}: holds query {done[matched]!r} but {name} is {record['query']!r}; "
+                        "the output belongs to another input (use a new output file or --no-resume)"
+                    )
+                matched += 1
+                progress.update(1)
+                continue
+            block.append(record)
+            if len(block) == BLOCK_RECORDS:
+                flush()
+        if block:
+            flush()
+    if matched < len(done):
+        raise InputFormatError(f"{out_path}: holds {len(done)} records but {in_path} has only {matched} usable ones")
+    return {"teacher": teacher.name, "scored": scored, "already_done": matched, "pairs_scored": pairs, "skipped": issues.summary()}

@@ -1,0 +1,279 @@
+"""The pre-training loop: pair shards -> GradCache InfoNCE steps -> checkpoints, metrics and the final model.
+
+Example:
+    >>> from e5kit.training.trainer import pretrain
+    >>> final = pretrain({"init_model": "bert-base-uncased", "data": {"paths": ["pairs/"]},
+    ...                   "output_dir": "runs/pt", "max_steps": 20000, "batch_size": 32768})  # doctest: +SKIP
+
+Under ``torchrun --nproc_per_node=N`` each process embeds ``batch_size / N`` pairs of every global
+batch, negatives are gathered across processes, and gradients are averaged with one all-reduce.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from e5kit.data.shards import PairSampler
+from e5kit.encoder import Encoder, auto_device
+from e5kit.training import checkpoint as checkpoints
+from e5kit.training import distributed
+from e5kit.training.config import ConfigError, PretrainConfig, build_config, load_config
+from e5kit.training.gradcache import GradCache
+from e5kit.training.metrics import MetricsLog, plot_loss_curve
+
+logger = logging.getLogger(__name__)
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: Config fields a resumed run may change without changing the loss sequence.
+RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "keep_checkpoints", "output_dir", "device"}
+
+
+def coerce_config(config: PretrainConfig | dict[str, Any] | str | Path) -> PretrainConfig:
+    """Accept a config object, a nested dict or a YAML path."""
+    if isinstance(config, PretrainConfig):
+        return config
+    if isinstance(config, dict):
+        return build_config(config)
+    return load_config(config)
+
+
+def pick_device(config: PretrainConfig, group: distributed.ProcessGroup) -> torch.device:
+    """The training device; fails (naming the field) on a precision the device cannot run."""
+    device = torch.device(config.device) if config.device else auto_device()
+    if device.type == "cuda" and group.distributed and device.index is None:
+        device = torch.device("cuda", group.local_rank)
+    if config.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision: fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
+    return device
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and normalisation weights (BERT's recipe)."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def model_card(config: PretrainConfig, steps: int, last_loss: float | None, sampler: PairSampler) -> str:
+    """Markdown README for the final model: init, data, hyper-parameters, steps."""
+    hyper = config.model_dump(mode="json", exclude={"data", "init_model", "output_dir"})
+    sources = "\n".join(
+        f"| {name} | {sampler.rows_by_source[name]} | {probability:.4f} |"
+        for name, probability in zip(sampler.source_names, sampler.probabilities)
+    )
+    skipped = "\n".join(f"- {reason}: {count}" for reason, count in sampler.skipped.items()) or "- none"
+    return (
+        "# e5kit contrastively pre-trained encoder\n\n"
+        f"- initialised from: `{config.init_model}`\n"
+        f"- objective: InfoNCE, in-batch negatives, cosine / tau (tau = {config.tau}), "
+        f"{'symmetric' if config.symmetric else 'query -> passage'}, mean pooling\n"
+        f"- optimizer steps: {steps} of {config.max_steps}; global batch {config.batch_size} pairs; "
+        f"final loss {last_loss if last_loss is None else round(last_loss, 4)}\n"
+        f"- role prompts: {json.dumps(config.prompts)}\n\n"
+        "## Data\n\n"
+        f"Shards: {', '.join(f'`{p}`' for p in config.data.paths)}\n\n"
+        "| source | rows | sampling probability |\n|---|---|---|\n"
+        f"{sources}\n\nSkipped rows:\n{skipped}\n\n"
+        "## Hyper-parameters\n\n"
+        f"```json\n{json.dumps(hyper, indent=2)}\n```\n\n"
+        "## Use\n\n"
+        "```python\nfrom e5kit import Encoder\n"
+        "encoder = Encoder.load(PATH)\n"
+        "encoder.encode_queries([...]); encoder.encode_passages([...])\n```\n"
+    )
+
+
+class Pretrainer:
+    """Holds one pre-training run: encoder, optimizer, scheduler, data sampler, logs."""
+
+    def __init__(self, config: PretrainConfig, *, resume: bool = False, show_progress: bool | None = None) -> None:
+        from transformers import get_linear_schedule_with_warmup
+
+        self.config = config
+        self.group = distributed.init_process_group(auto_device().type if config.device is None else torch.device(config.device).type)
+        self.device = pick_device(config, self.group)
+        if config.batch_size % self.group.world_size:
+            raise ConfigError(f"batch_size: {config.batch_size} is not divisible by the {self.group.world_size} processes")
+        self.output_dir = Path(config.output_dir)
+        self.checkpoint_root = self.output_dir / "checkpoints"
+        if not resume and checkpoints.list_checkpoints(self.checkpoint_root):
+            raise ConfigError(f"output_dir: {self.output_dir} already holds checkpoints; pass --resume or use a new output_dir")
+        self.sampler = PairSampler(
+            config.data.paths,
+            batch_size=config.batch_size,
+            source_weights=config.data.source_weights,
+            seed=config.seed,
+            source_homogeneous=config.source_homogeneous,
+        )
+        torch.manual_seed(config.seed)
+        self.encoder = Encoder.load(config.init_model, prompts=config.prompts, device=self.device)
+        self.model = self.encoder.model.train()
+        if config.gradient_checkpointing:
+            if hasattr(self.model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name goes in 6)
+                self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay), lr=config.lr)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, config.warmup_steps, config.max_steps)
+        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+        self.step = 0
+        if resume:
+            self._resume()
+        self.cache = GradCache(
+            self.encoder,
+            chunk_size=config.chunk_size,
+            tau=config.tau,
+            symmetric=config.symmetric,
+            mask_false_negatives=config.mask_false_negatives,
+            query_max_length=config.query_max_length,
+            passage_max_length=config.passage_max_length,
+            group=self.group,
+            autocast=self._autocast,
+            scale_loss=self.scaler.scale if self.scaler else (lambda loss: loss),
+        )
+        self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", keep_until_step=self.step if resume else None) if self.group.is_main else None
+        self.show_progress = self.group.is_main and (show_progress is not False)
+        self.last_loss: float | None = None
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.config.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.config.precision])
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else {},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.empty(0, dtype=torch.uint8),
+            },
+            "data": json.dumps(self.sampler.state_dict()),
+            "config": self.config.model_dump_json(),
+        }
+
+    def _resume(self) -> None:
+        folder = checkpoints.latest_valid_checkpoint(self.checkpoint_root)
+        if folder is None:
+            logger.warning("--resume: no valid checkpoint in %s; starting from step 0", self.checkpoint_root)
+            return
+        state = checkpoints.load_checkpoint(folder, map_location=self.device)
+        saved = json.loads(state["config"])
+        current = json.loads(self.config.model_dump_json())
+        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+        if changed:
+            logger.warning("resuming with changed settings %s: the loss sequence will differ from the original run", ", ".join(changed))
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if self.device.type == "cuda" and state["rng"]["cuda"].numel():
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+        self.sampler.load_state_dict(json.loads(state["data"]))
+        self.step = int(state["step"])
+        logger.info("resumed from %s (step %d)", folder, self.step)
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step over one global batch; returns its metrics."""
+        started = time.perf_counter()
+        batch = self.sampler.next_batch()
+        local_size = len(batch) // self.group.world_size
+        local = batch[self.group.rank * local_size : (self.group.rank + 1) * local_size]
+        self.optimizer.zero_grad(set_to_none=True)
+        local_loss = self.cache.step([pair.query for pair in local], [pair.passage for pair in local])
+        loss = distributed.average_gradients(self.parameters, self.group, torch.tensor([local_loss], device=self.device))
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        max_norm = self.config.max_grad_norm or float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, max_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        elapsed = time.perf_counter() - started
+        self.last_loss = float(loss[0])
+        return {
+            "step": self.step,
+            "loss": self.last_loss,
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "pairs_per_s": len(batch) / elapsed,
+            "step_s": elapsed,
+            "sources": dict(Counter(pair.source for pair in batch)),
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.group.is_main:
+            checkpoints.save_checkpoint(self.checkpoint_root, self.step, self._state(), self.config.keep_checkpoints)
+        distributed.barrier(self.group)
+
+    def run(self) -> Path:
+        """Train to ``max_steps`` and save the final model; returns ``{output_dir}/final``."""
+        config = self.config
+        progress = tqdm(total=config.max_steps, initial=self.step, desc="pretrain", unit="step", disable=not self.show_progress)
+        try:
+            while self.step < config.max_steps:
+                record = self.train_step()
+                if self.metrics:
+                    self.metrics.log(record)
+                progress.update(1)
+                progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", pairs_s=f"{record['pairs_per_s']:.1f}")
+                if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                    self.save_checkpoint()
+        finally:
+            progress.close()
+            if self.metrics:
+                self.metrics.close()
+        final = self.output_dir / "final"
+        if self.group.is_main:
+            if self.sampler.skipped:
+                logger.warning("skipped invalid rows: %s", self.sampler.skipped)
+            if config.gradient_checkpointing:
+                disable = getattr(self.model, "activation_checkpointing_disable", None) or self.model.gradient_checkpointing_disable
+                disable()
+            self.model.eval()
+            self.encoder.save(final, model_card=model_card(config, self.step, self.last_loss, self.sampler))
+            plot_loss_curve(self.output_dir / "metrics.jsonl", self.output_dir / "loss_curve.png")
+        distributed.barrier(self.group)
+        return final
+
+
+def pretrain(config: PretrainConfig | dict[str, Any] | str | Path, *, resume: bool = False, show_progress: bool | None = None) -> Path:
+    """Run contrastive pre-training and return the path of the final model (``{output_dir}/final``).
+
+    Args:
+        config: A PretrainConfig, a nested dict of its fields, or a YAML file.
+        resume: Continue from the newest valid checkpoint in ``{output_dir}/checkpoints``.
+        show_progress: Progress bar on the main process (default on).
+
+    Raises:
+        ConfigError: an invalid setting (named) — raised before any training work.
+        e5kit.data.shards.ShardError: unusable data files (named).
+    """
+    trainer = Pretrainer(coerce_config(config), resume=resume, show_progress=show_progress)
+    try:
+        return trainer.run()
+    finally:
+        distributed.destroy(trainer.group)
