@@ -1,0 +1,161 @@
+"""``e5kit eval``: BEIR retrieval (dense or BM25) and MTEB-style tasks on local files, plus reports.
+
+Each command is a thin driver over ``e5kit.evaluation``: it validates a config (defaults < --config
+YAML < options < --set key=value), evaluates every --model, writes one result JSON per model into
+--results-dir, and prints the scores (x100) next to published figures where known.
+"""
+
+import inspect
+from pathlib import Path
+
+import typer
+
+from e5kit.cli.app import app, fail, load_encoder
+
+eval_app = typer.Typer(
+    help="Evaluate models: BEIR retrieval against BM25, STS, classification, clustering, pair classification, reranking.",
+    no_args_is_help=True,
+)
+app.add_typer(eval_app, name="eval")
+
+MODELS = typer.Option(
+    None, "--model", "-m",
+    help="Model directory, bundled name or Hub id; repeat for several (retrieval also takes 'bm25'). "
+    "Default: all-MiniLM-L6-v2.",
+)
+DATA = typer.Option(None, "--data", "-d", help="Data folder (or file) of the task; see the task's help for its format.")
+SPLIT = typer.Option(None, help="Split to score (default: test).")
+CONFIG = typer.Option(None, "--config", "-c", help="YAML config (e.g. configs/eval_retrieval.yaml); options override it.")
+SETS = typer.Option(None, "--set", help="Override any config field: --set key=value (repeatable).")
+BATCH = typer.Option(None, min=1, help="Texts per forward pass (default: 32).")
+MAX_LENGTH = typer.Option(None, min=8, help="Token limit (default: the model's own).")
+DTYPE = typer.Option(None, help="float32 (default), bfloat16, or float16 (CUDA only).")
+DEVICE = typer.Option(None, help="Torch device, e.g. cpu or cuda:0 (default: cuda when present).")
+RESULTS = typer.Option(None, help="Where result JSON files go (default: results).")
+NO_CACHE = typer.Option(None, "--no-cache", help="Embed everything afresh and store nothing.", show_default=False)
+CACHE_DIR = typer.Option(None, help="Embedding cache folder (default: $E5KIT_CACHE_DIR or ~/.cache/e5kit/embeddings).")
+QUERY_ROLE = typer.Option(
+    None, help="Override the role of queries / single texts / first texts (E5 default: query; 'none' = no prefix)."
+)
+PASSAGE_ROLE = typer.Option(
+    None, help="Override the role of documents / candidates / second texts (E5: passage for retrieval, else query)."
+)
+
+
+#: (name, type, option) shared by every task command, appended after the task's own options.
+COMMON_OPTIONS = [
+    ("models", list[str], MODELS), ("data", Path, DATA), ("split", str, SPLIT), ("config", Path, CONFIG),
+    ("sets", list[str], SETS), ("batch_size", int, BATCH), ("max_length", int, MAX_LENGTH), ("dtype", str, DTYPE),
+    ("device", str, DEVICE), ("results_dir", Path, RESULTS), ("no_cache", bool, NO_CACHE), ("cache_dir", Path, CACHE_DIR),
+    ("query_role", str, QUERY_ROLE), ("passage_role", str, PASSAGE_ROLE),
+]
+
+
+def _run(task: str, config_path: Path | None, sets: list[str] | None, **options) -> None:
+    from e5kit.evaluation.config import ConfigError, load_config
+    from e5kit.evaluation.report import markdown_table
+    from e5kit.evaluation.runner import run_task, task_spec
+    from e5kit.textio import InputFormatError
+
+    options["cache"] = False if options.pop("no_cache") else None
+    try:
+        config = load_config(task_spec(task).config_class, config_path, options, sets or [])
+    except ConfigError as error:
+        raise fail(str(error)) from error
+
+    def load(name: str):
+        return load_encoder(name, max_length=config.max_length, device=config.device, dtype=config.dtype)
+
+    try:
+        written = run_task(task, config, load)
+    except (FileNotFoundError, InputFormatError, ValueError) as error:
+        raise fail(str(error)) from error
+    for result, path in written:
+        scores = ", ".join(f"{name} {100 * value:.2f}" for name, value in result.metrics.items())
+        published = f" (published: {result.published[0]:.1f}, {result.published[1]})" if result.published else ""
+        typer.echo(f"{result.model} on {result.dataset}/{result.split}: {scores}{published} [{result.wall_time_s:.1f}s] -> {path}")
+    typer.echo("\n" + markdown_table([result for result, _ in written]))
+
+
+def task_command(task: str):
+    """Register ``function`` (whose parameters are the task's own options) as ``e5kit eval <task>``,
+    with the options every task shares appended; its docstring is the command's help."""
+
+    def register(function):
+        own = list(inspect.signature(function).parameters.values())
+        shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+                  for name, kind, option in COMMON_OPTIONS]
+
+        def command(**values) -> None:
+            _run(task, values.pop("config"), values.pop("sets"), **values)
+
+        command.__signature__ = inspect.Signature(own + shared)
+        command.__annotations__ = {parameter.name: parameter.annotation for parameter in own + shared}
+        command.__doc__ = function.__doc__
+        eval_app.command(task.replace("_", "-"))(command)
+        return function
+
+    return register
+
+
+@task_command("retrieval")
+def retrieval(top_k: int = typer.Option(None, min=1, help="Documents retrieved per query (default: 100).")):
+    """BEIR retrieval: nDCG@10, MAP@100, MRR@10, Recall@100 on a BEIR folder.
+
+    The folder holds corpus.jsonl[.gz] (_id, title, text), queries.jsonl[.gz] (_id, text) and
+    qrels/<split>.tsv. Use --model bm25 for the BM25 baseline next to dense models.
+    """
+
+
+@task_command("sts")
+def sts():
+    """STS: Spearman of cosine similarity with gold scores (<split>.tsv[.gz] with sentence1, sentence2, score)."""
+
+
+@task_command("classification")
+def classification(
+    train_split: str = typer.Option(None, help="Split the classifier trains on (default: train)."),
+    samples_per_label: int = typer.Option(
+        None, min=1, help="Training examples per label per experiment (default: 8, as MTEB; --set samples_per_label=null = all)."
+    ),
+    experiments: int = typer.Option(None, min=1, help="Undersampled runs averaged (default: 10)."),
+):
+    """Classification: logistic regression on unnormalised embeddings, test accuracy.
+
+    The folder holds <train-split> and <split> files (.tsv[.gz] with a header, or .jsonl[.gz]) with text and label.
+    """
+
+
+@task_command("clustering")
+def clustering(
+    text_field: str = typer.Option(None, help="Field holding the text (default: text; 20 Newsgroups: subject)."),
+    label_field: str = typer.Option(None, help="Field holding the label (default: label)."),
+    seeds: int = typer.Option(None, min=1, help="k-means seeds averaged (default: 10)."),
+):
+    """Clustering: mini-batch k-means (k = number of labels), V-measure averaged over seeds."""
+
+
+@task_command("pair_classification")
+def pair_classification():
+    """Pair classification: cosine average precision (and best accuracy/F1) on sentence1, sentence2, 0/1 label."""
+
+
+@task_command("reranking")
+def reranking():
+    """Reranking: MAP and MRR@10 of cosine ranking over JSONL records {query, positive: [...], negative: [...]}."""
+
+
+@eval_app.command()
+def report(
+    results_dir: Path = typer.Argument(..., help="Folder of result JSON files written by the eval commands."),
+    output: Path = typer.Option(None, "--output", "-o", help="Folder for report.md and report.png (default: RESULTS_DIR)."),
+) -> None:
+    """Render every result in RESULTS_DIR as a markdown comparison table and a bar-chart PNG."""
+    from e5kit.evaluation.report import write_report
+
+    try:
+        text, markdown_path, png_path = write_report(results_dir, output)
+    except (FileNotFoundError, ValueError) as error:
+        raise fail(str(error)) from error
+    typer.echo(text)
+    typer.echo(f"wrote {markdown_path} and {png_path}")

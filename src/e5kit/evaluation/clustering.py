@@ -1,0 +1,61 @@
+"""Clustering: mini-batch k-means on embeddings, V-measure against the labels, averaged over seeds.
+
+Data: a TSV (header row) or JSONL with a text field and a label field. For the local 20 Newsgroups
+copy the text field is ``subject`` (MTEB clusters post subjects). Records whose text is empty are
+skipped and counted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
+from e5kit.evaluation.results import TaskOutcome
+from e5kit.evaluation.tables import read_columns, split_file
+
+
+def v_measures(embeddings: np.ndarray, labels: list[str], seeds: list[int], kmeans_batch_size: int = 500) -> list[float]:
+    """V-measure of MiniBatchKMeans (k = number of labels, MTEB's settings) for each seed."""
+    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.metrics import v_measure_score
+
+    clusters = len(set(labels))
+    scores = []
+    for seed in seeds:
+        kmeans = MiniBatchKMeans(n_clusters=clusters, batch_size=kmeans_batch_size, n_init="auto", random_state=seed)
+        scores.append(float(v_measure_score(labels, kmeans.fit_predict(embeddings))))
+    return scores
+
+
+def evaluate_clustering(
+    model,
+    data: str | Path,
+    split: str = "test",
+    batch_size: int = 32,
+    *,
+    text_field: str = "text",
+    label_field: str = "label",
+    seeds: int = 10,
+    kmeans_batch_size: int = 500,
+    policy: PrefixPolicy | None = None,
+) -> TaskOutcome:
+    """Mean (and std) V-measure of k-means over ``seeds`` seeds (42, 43, ...).
+
+    Raises:
+        ValueError: fewer than two labels among the kept records.
+    """
+    policy = policy or policy_for("clustering")
+    table = read_columns(split_file(data, split), (text_field, label_field), allow_empty=(text_field,))
+    kept = [i for i, text in enumerate(table[text_field]) if isinstance(text, str) and text.strip()]
+    texts = [table[text_field][i] for i in kept]
+    labels = [str(table[label_field][i]) for i in kept]
+    if len(set(labels)) < 2:
+        raise ValueError(f"{data}: clustering needs at least two labels, found {len(set(labels))}")
+    embeddings = model.encode(texts, role=policy.query_role, batch_size=batch_size)
+    scores = v_measures(embeddings, labels, [42 + offset for offset in range(seeds)], kmeans_batch_size)
+    metrics = {"v_measure": float(np.mean(scores)), "v_measure_std": float(np.std(scores))}
+    skipped = {f"empty {text_field}": len(table["_line"]) - len(kept)}
+    details = {"texts": len(texts), "clusters": len(set(labels)), "seeds": seeds, "text_field": text_field, "skipped": skipped}
+    return TaskOutcome(metrics, details)

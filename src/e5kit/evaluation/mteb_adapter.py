@@ -1,0 +1,129 @@
+"""Run an e5kit model under the official ``mteb`` package (``pip install e5kit[mteb]``).
+
+``MTEBEncoder`` follows mteb's encoder protocol (2.x: ``encode(DataLoader, task_metadata=...,
+prompt_type=...)``; 1.x: ``encode(list[str], task_name=..., prompt_type=...)``) and applies E5's
+prefix policy from the task type and prompt type, so mteb itself runs unchanged:
+
+Example:
+    >>> import mteb                                                     # doctest: +SKIP
+    >>> model = MTEBEncoder(Encoder.load("path/to/model"))              # doctest: +SKIP
+    >>> mteb.evaluate(model, mteb.get_tasks(tasks=["SciFact"]))         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from e5kit.evaluation.prefix_policy import policy_for
+
+#: mteb task types -> our task families (others, e.g. BitextMining or Summarization, are symmetric).
+TASK_FAMILIES = {
+    "Retrieval": "retrieval",
+    "Reranking": "reranking",
+    "STS": "sts",
+    "Classification": "classification",
+    "MultilabelClassification": "classification",
+    "Clustering": "clustering",
+    "PairClassification": "pair_classification",
+}
+
+
+def _texts(inputs: Any) -> list[str]:
+    """A list of strings (mteb 1.x) or an iterable of batches {"text": [...]} (mteb 2.x DataLoader)."""
+    if isinstance(inputs, str):
+        raise TypeError("expected a list of texts or a DataLoader of batches, got a single string")
+    if isinstance(inputs, (list, tuple)) and all(isinstance(text, str) for text in inputs):
+        return list(inputs)
+    texts: list[str] = []
+    for batch in inputs if isinstance(inputs, Iterable) else ():
+        if not isinstance(batch, dict) or "text" not in batch:
+            raise TypeError("each batch must be a dict with a 'text' list (mteb's text input)")
+        texts.extend(batch["text"])
+    return texts
+
+
+class MTEBEncoder:
+    """An e5kit ``Encoder`` (or ``CachedEncoder``) seen through mteb's encoder protocol.
+
+    Args:
+        encoder: The model.
+        name: Model name reported to mteb (default "e5kit/<hash>").
+        batch_size: Texts per forward pass when mteb does not say.
+        query_role, passage_role: Override E5's roles for every task.
+    """
+
+    def __init__(
+        self,
+        encoder,
+        name: str | None = None,
+        batch_size: int = 32,
+        query_role: str | None = None,
+        passage_role: str | None = None,
+    ) -> None:
+        from e5kit.evaluation.cache import weights_hash
+
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.roles = (query_role, passage_role)
+        self.revision = weights_hash(encoder)[:12]
+        self.name = name or f"e5kit/{self.revision}"
+
+    @property
+    def mteb_model_meta(self):
+        """mteb's ``ModelMeta`` for this model (name, revision = weights hash prefix, size, dimension)."""
+        from mteb.models.model_meta import ModelMeta
+
+        return ModelMeta.create_empty(
+            overwrites={
+                "name": self.name,
+                "revision": self.revision,
+                "embed_dim": self.encoder.dimension,
+                "max_tokens": self.encoder.max_length,
+                "similarity_fn_name": "cosine",
+                "framework": ["PyTorch"],
+            }
+        )
+
+    def role_for(self, task_type: str | None, prompt_type: Any = None) -> str:
+        """E5's role for a task type and mteb prompt type ("query", "document" or None)."""
+        policy = policy_for(TASK_FAMILIES.get(task_type or "", "sts"), *self.roles)
+        kind = getattr(prompt_type, "value", prompt_type)
+        return policy.passage_role if kind in ("document", "passage") else policy.query_role
+
+    def encode(self, inputs, *, task_metadata=None, task_name: str | None = None, prompt_type=None, **kwargs) -> np.ndarray:
+        """Embed mteb's inputs with the role E5 uses for this task and side.
+
+        Args:
+            inputs: A DataLoader of {"text": [...]} batches (mteb 2.x) or a list of strings (1.x).
+            task_metadata: mteb 2.x task metadata (its ``type`` picks the policy).
+            task_name: mteb 1.x task name (its type is looked up through mteb).
+            prompt_type: "query" or "document" (retrieval and reranking sides).
+            **kwargs: ``batch_size`` is honoured; mteb's other keywords (hf_split, hf_subset, ...) are ignored.
+        """
+        task_type = getattr(task_metadata, "type", None)
+        if task_type is None and task_name:
+            import mteb
+
+            task_type = mteb.get_task(task_name).metadata.type
+        return self.encoder.encode(
+            _texts(inputs), role=self.role_for(task_type, prompt_type), batch_size=kwargs.get("batch_size", self.batch_size)
+        )
+
+    def similarity(self, first, second):
+        """Cosine similarity matrix, (len(first), len(second))."""
+        import torch
+
+        first = torch.nn.functional.normalize(torch.as_tensor(np.asarray(first, dtype=np.float32)).reshape(-1, self.encoder.dimension), dim=-1)
+        second = torch.nn.functional.normalize(torch.as_tensor(np.asarray(second, dtype=np.float32)).reshape(-1, self.encoder.dimension), dim=-1)
+        return first @ second.T
+
+    def similarity_pairwise(self, first, second):
+        """Cosine similarity of row i of ``first`` with row i of ``second``, (n,)."""
+        from e5kit.evaluation.pairs import row_cosines
+
+        import torch
+
+        return torch.from_numpy(row_cosines(np.asarray(first, dtype=np.float32), np.asarray(second, dtype=np.float32)))

@@ -1,0 +1,125 @@
+"""Run one task's config for each of its models and write a result file per (model, task).
+
+This is the library behind ``e5kit eval <task>``: it loads each model, wraps it in the embedding
+cache, applies the prefix policy, times the evaluation and records the metadata.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from e5kit.evaluation import config as configs
+from e5kit.evaluation.prefix_policy import policy_for
+from e5kit.evaluation.results import MAIN_METRIC, EvalResult, TaskOutcome, now, write_result
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How to run one task family: its config class, its evaluate function and its extra settings."""
+
+    config_class: type[configs.EvalConfig]
+    evaluate: Callable[..., TaskOutcome]
+    settings: tuple[str, ...] = ()
+
+
+def _tasks() -> dict[str, TaskSpec]:
+    from e5kit.evaluation.classification import evaluate_classification
+    from e5kit.evaluation.clustering import evaluate_clustering
+    from e5kit.evaluation.pair_classification import evaluate_pair_classification
+    from e5kit.evaluation.reranking import evaluate_reranking
+    from e5kit.evaluation.retrieval import run_beir
+    from e5kit.evaluation.sts import evaluate_sts
+
+    return {
+        "retrieval": TaskSpec(configs.RetrievalConfig, run_beir, ("top_k",)),
+        "sts": TaskSpec(configs.STSConfig, evaluate_sts),
+        "classification": TaskSpec(
+            configs.ClassificationConfig,
+            evaluate_classification,
+            ("train_split", "samples_per_label", "experiments", "seed", "max_iter", "normalize"),
+        ),
+        "clustering": TaskSpec(
+            configs.ClusteringConfig, evaluate_clustering, ("text_field", "label_field", "seeds", "kmeans_batch_size")
+        ),
+        "pair_classification": TaskSpec(configs.PairClassificationConfig, evaluate_pair_classification),
+        "reranking": TaskSpec(configs.RerankingConfig, evaluate_reranking),
+    }
+
+
+def task_spec(task: str) -> TaskSpec:
+    """The spec of a task family (``retrieval``, ``sts``, ...)."""
+    tasks = _tasks()
+    if task not in tasks:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(tasks)}")
+    return tasks[task]
+
+
+def model_label(name: str) -> str:
+    """A short display name: "bm25", a bundled name, or the model folder's name."""
+    return Path(name.rstrip("/")).name if Path(name).exists() else name.split("/")[-1]
+
+
+def dataset_name(data: Path) -> str:
+    """The data set's name: its folder name (or the file's parent folder)."""
+    return (data.parent if data.is_file() else data).resolve().name
+
+
+def run_task(task: str, config: configs.EvalConfig, load_model: Callable[[str], object]) -> list[tuple[EvalResult, Path]]:
+    """Evaluate every model of ``config`` on ``task`` and write one result file each.
+
+    Args:
+        task: Task family name.
+        config: The validated config of that task.
+        load_model: Model name -> ``Encoder`` (the CLI passes its clean-error loader).
+
+    Returns:
+        (result, file written) per model, in ``config.models`` order.
+    """
+    from e5kit import __version__
+    from e5kit.evaluation.cache import CachedEncoder, EmbeddingCache, default_cache_dir, weights_hash
+
+    spec = task_spec(task)
+    policy = policy_for(task, config.query_role, config.passage_role)
+    settings = {name: getattr(config, name) for name in spec.settings}
+    cache = EmbeddingCache(config.cache_dir or default_cache_dir()) if config.cache else None
+    written = []
+    for name in config.models:
+        encoder = model = None
+        if name != "bm25":
+            encoder = load_model(name)
+            model = CachedEncoder(encoder, cache) if cache is not None else encoder
+        started = time.perf_counter()
+        outcome = spec.evaluate(model or name, config.data, config.split, config.batch_size, policy=policy, **settings)
+        wall = time.perf_counter() - started
+        details = dict(outcome.details)
+        if isinstance(model, CachedEncoder):
+            details["cache"] = {"hits": model.hits, "embedded": model.misses, "path": str(cache.path)}
+        if encoder is None:
+            from e5kit.evaluation.bm25 import bm25_settings
+
+            details["bm25"] = bm25_settings()
+        result = EvalResult(
+            model=model_label(name),
+            model_path=str(Path(name).resolve()) if Path(name).exists() else name,
+            weights_hash=(model.model_hash if isinstance(model, CachedEncoder) else weights_hash(encoder)) if encoder else None,
+            task=task,
+            dataset=dataset_name(config.data),
+            data_path=str(config.data.resolve()),
+            split=config.split,
+            metrics=outcome.metrics,
+            main_metric=MAIN_METRIC[task],
+            prefix_policy=policy.describe(encoder),
+            max_length=encoder.max_length if encoder else None,
+            dtype=encoder.dtype if encoder else None,
+            e5kit_version=__version__,
+            wall_time_s=round(wall, 3),
+            created_at=now(),
+            details={**details, "settings": settings} if settings else details,
+        )
+        written.append((result, write_result(config.results_dir, result)))
+    if cache is not None:
+        cache.close()
+    return written

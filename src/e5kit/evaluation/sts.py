@@ -1,0 +1,43 @@
+"""Semantic textual similarity: Spearman (and Pearson) correlation of cosine similarity with gold scores.
+
+Data: a TSV (header row) or JSONL with ``sentence1``, ``sentence2`` and ``score`` (e.g. STS-B).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from e5kit.evaluation.pairs import pair_cosines
+from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
+from e5kit.evaluation.results import TaskOutcome
+from e5kit.evaluation.tables import parse_float, read_columns, split_file
+
+
+def load_sts(data: str | Path, split: str = "test") -> tuple[list[str], list[str], np.ndarray]:
+    """(sentence1 list, sentence2 list, gold scores) of ``data/<split>.tsv[.gz]`` or a file."""
+    path = split_file(data, split)
+    table = read_columns(path, ("sentence1", "sentence2", "score"))
+    scores = np.array(
+        [parse_float(path, line, "score", value) for line, value in zip(table["_line"], table["score"], strict=True)]
+    )
+    return table["sentence1"], table["sentence2"], scores
+
+
+def evaluate_sts(
+    model, data: str | Path, split: str = "test", batch_size: int = 32, *, policy: PrefixPolicy | None = None
+) -> TaskOutcome:
+    """Cosine Spearman and Pearson of ``model`` on an STS file.
+
+    E5's policy embeds both sentences as queries.
+    """
+    from scipy.stats import pearsonr, spearmanr
+
+    first, second, gold = load_sts(data, split)
+    cosines = pair_cosines(model, first, second, policy or policy_for("sts"), batch_size)
+    metrics = {
+        "cosine_spearman": float(spearmanr(gold, cosines).statistic),
+        "cosine_pearson": float(pearsonr(gold, cosines).statistic),
+    }
+    return TaskOutcome(metrics, {"pairs": len(gold)})
