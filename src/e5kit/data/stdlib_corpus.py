@@ -54,17 +54,23 @@ def usable_records(min_body_words: int = 8) -> tuple[DocRecord, ...]:
     return tuple(records)
 
 
-def build_stdlib_corpus(out_dir: str | Path, *, heldout: int = 300, min_body_words: int = 8, seed: int = 13) -> StdlibCorpus:
+def build_stdlib_corpus(
+    out_dir: str | Path, *, heldout: int = 300, min_body_words: int = 8, seed: int = 13, limit: int | None = None
+) -> StdlibCorpus:
     """Write the pairs file and the held-out BEIR split under ``out_dir``.
 
     Args:
         out_dir: Folder to write into (created).
         heldout: Number of objects held out as test queries.
         min_body_words: Objects with shorter docstring bodies are not used.
-        seed: Seed of the held-out draw.
+        seed: Seed of the held-out draw (and of the subset drawn when ``limit`` is set).
+        limit: Use a seeded random subset of this many objects (small test runs); None = all.
     """
     out_dir = Path(out_dir)
-    records = usable_records(min_body_words)
+    records = list(usable_records(min_body_words))
+    if limit is not None and limit < len(records):
+        chosen = set(random.Random(seed).sample(range(len(records)), limit))
+        records = [record for index, record in enumerate(records) if index in chosen]
     if heldout >= len(records):
         raise ValueError(f"asked to hold out {heldout} of only {len(records)} usable documented objects")
     heldout_ids = {r.doc_id for r in random.Random(seed).sample(records, heldout)}
@@ -89,5 +95,5 @@ def build_stdlib_corpus(out_dir: str | Path, *, heldout: int = 300, min_body_wor
                 query_id = f"q:{record.doc_id}"
                 queries.write(json.dumps({"_id": query_id, "text": record.title}) + "\n")
                 qrels.write(f"{query_id}\t{record.doc_id}\t1\n")
-                reference.write(json.dumps({"query": record.title, "passage": record.body}) + "\n")
+                reference.write(json.dumps({"query": record.title, "text": record.body}) + "\n")
     return StdlibCorpus(pairs_path, eval_dir, heldout_path, pairs=len(records), heldout=heldout)
