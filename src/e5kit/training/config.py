@@ -140,20 +140,23 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def build_config(tree: dict[str, Any], origin: str = "config") -> PretrainConfig:
-    """Validate a nested dict into a PretrainConfig.
+def build_config(tree: dict[str, Any], origin: str = "config", schema: type[PretrainConfig] = PretrainConfig) -> PretrainConfig:
+    """Validate a nested dict into ``schema`` (a PretrainConfig or a stage's subclass of it).
 
     Raises:
         ConfigError: naming each invalid or unknown field.
     """
     try:
-        return PretrainConfig.model_validate(tree)
+        return schema.model_validate(tree)
     except ValidationError as error:
-        raise ConfigError(f"{origin}: invalid pretrain config: {describe_validation_error(error)}") from error
+        stage = schema.__name__.removesuffix("Config").lower()
+        raise ConfigError(f"{origin}: invalid {stage} config: {describe_validation_error(error)}") from error
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> PretrainConfig:
-    """Read a YAML config (optional), apply ``key=value`` overrides, and validate.
+def load_config(
+    path: str | Path | None, overrides: list[str] | None = None, schema: type[PretrainConfig] = PretrainConfig
+) -> PretrainConfig:
+    """Read a YAML config (optional), apply ``key=value`` overrides, and validate into ``schema``.
 
     Raises:
         ConfigError: on unreadable YAML (naming file and line) or an invalid field (naming it).
@@ -175,4 +178,4 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
     for assignment in overrides or []:
         set_dotted(tree, assignment)
-    return build_config(tree, origin)
+    return build_config(tree, origin, schema)

@@ -107,25 +107,29 @@ class GradCache:
         self.autocast = autocast
         self.scale_loss = scale_loss
 
-    def step(self, queries: Sequence[str], passages: Sequence[str]) -> float:
+    def step(self, queries: Sequence[str], passages: Sequence[str], loss: Callable[..., torch.Tensor] | None = None) -> float:
         """Add this process's share of the global-batch gradient to ``.grad``; return the global loss.
 
         Args:
             queries: This process's queries (the global batch is the concatenation over ranks).
             passages: Their positive passages, row for row.
+            loss: The loss, called as ``loss(local query embeddings, local passage embeddings, queries,
+                passages)`` and gathering across processes itself; None is InfoNCE with in-batch
+                negatives. Another loss may take several passages per query (fine-tuning's groups).
         """
-        if len(queries) != len(passages):
+        if loss is None and len(queries) != len(passages):
             raise ValueError(f"{len(queries)} queries but {len(passages)} passages")
         device = self.encoder.device
+        texts = {"query": queries, "passage": passages}
         chunks = {
-            role: length_sorted_chunks(self.encoder, texts, role, self.max_lengths[role], self.chunk_size)
-            for role, texts in (("query", queries), ("passage", passages))
+            role: length_sorted_chunks(self.encoder, role_texts, role, self.max_lengths[role], self.chunk_size)
+            for role, role_texts in texts.items()
         }
         rng_states = {role: [] for role in chunks}
         cached = {}
         with torch.no_grad():
             for role, role_chunks in chunks.items():
-                cached[role] = torch.empty((len(queries), self.encoder.dimension), device=device)
+                cached[role] = torch.empty((len(texts[role]), self.encoder.dimension), device=device)
                 for chunk in role_chunks:
                     rng_states[role].append(self._rng_state())
                     with self.autocast():
@@ -133,22 +137,7 @@ class GradCache:
 
         local_queries = cached["query"].requires_grad_()
         local_passages = cached["passage"].requires_grad_()
-        keys = {}
-        if self.mask_false_negatives:
-            keys = {
-                "query_keys": gather_no_grad(text_keys(queries, device), self.group),
-                "passage_keys": gather_no_grad(text_keys(passages, device), self.group),
-            }
-        loss = info_nce_loss(
-            local_queries,
-            local_passages,
-            gather_with_grad(local_queries, self.group),
-            gather_with_grad(local_passages, self.group),
-            offset=self.group.rank * len(queries),
-            tau=self.tau,
-            symmetric=self.symmetric,
-            **keys,
-        )
+        loss = (loss or self._info_nce)(local_queries, local_passages, queries, passages)
         self.scale_loss(loss).backward()
 
         gradients = {"query": local_queries.grad, "passage": local_passages.grad}
@@ -159,6 +148,26 @@ class GradCache:
                 # d(sum(e * g))/d(theta) = g . de/d(theta): backprop the cached embedding gradient.
                 torch.dot(embeddings.flatten(), gradients[role][chunk.rows].flatten()).backward()
         return float(loss.detach())
+
+    def _info_nce(self, local_queries: torch.Tensor, local_passages: torch.Tensor, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
+        """InfoNCE of the global batch, from this process's cached embeddings (and texts, for false negatives)."""
+        device = self.encoder.device
+        keys = {}
+        if self.mask_false_negatives:
+            keys = {
+                "query_keys": gather_no_grad(text_keys(queries, device), self.group),
+                "passage_keys": gather_no_grad(text_keys(passages, device), self.group),
+            }
+        return info_nce_loss(
+            local_queries,
+            local_passages,
+            gather_with_grad(local_queries, self.group),
+            gather_with_grad(local_passages, self.group),
+            offset=self.group.rank * len(queries),
+            tau=self.tau,
+            symmetric=self.symmetric,
+            **keys,
+        )
 
     def _rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         device = self.encoder.device

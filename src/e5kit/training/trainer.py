@@ -96,7 +96,13 @@ def model_card(config: PretrainConfig, steps: int, last_loss: float | None, samp
 
 
 class Pretrainer:
-    """Holds one pre-training run: encoder, optimizer, scheduler, data sampler, logs."""
+    """Holds one pre-training run: encoder, optimizer, scheduler, data sampler, logs.
+
+    A stage built on this loop (fine-tuning) overrides ``build_sampler``, ``local_loss`` and ``model_card``.
+    """
+
+    #: Name of the stage, shown on the progress bar.
+    stage = "pretrain"
 
     def __init__(self, config: PretrainConfig, *, resume: bool = False, show_progress: bool | None = None) -> None:
         from transformers import get_linear_schedule_with_warmup
@@ -110,13 +116,7 @@ class Pretrainer:
         self.checkpoint_root = self.output_dir / "checkpoints"
         if not resume and checkpoints.list_checkpoints(self.checkpoint_root):
             raise ConfigError(f"output_dir: {self.output_dir} already holds checkpoints; pass --resume or use a new output_dir")
-        self.sampler = PairSampler(
-            config.data.paths,
-            batch_size=config.batch_size,
-            source_weights=config.data.source_weights,
-            seed=config.seed,
-            source_homogeneous=config.source_homogeneous,
-        )
+        self.sampler = self.build_sampler()
         torch.manual_seed(config.seed)
         self.encoder = Encoder.load(config.init_model, prompts=config.prompts, device=self.device)
         self.model = self.encoder.model.train()
@@ -147,6 +147,27 @@ class Pretrainer:
         self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", keep_until_step=self.step if resume else None) if self.group.is_main else None
         self.show_progress = self.group.is_main and (show_progress is not False)
         self.last_loss: float | None = None
+
+    def build_sampler(self) -> PairSampler:
+        """The data sampler: ``next_batch()``, ``state_dict()``/``load_state_dict()``, ``skipped``."""
+        config = self.config
+        return PairSampler(
+            config.data.paths,
+            batch_size=config.batch_size,
+            source_weights=config.data.source_weights,
+            seed=config.seed,
+            source_homogeneous=config.source_homogeneous,
+        )
+
+    def local_loss(self, batch: list) -> float:
+        """Accumulate this process's share of the gradient of ``batch`` (the global batch); return the global loss."""
+        local_size = len(batch) // self.group.world_size
+        local = batch[self.group.rank * local_size : (self.group.rank + 1) * local_size]
+        return self.cache.step([pair.query for pair in local], [pair.passage for pair in local])
+
+    def model_card(self) -> str:
+        """Markdown README of the final model."""
+        return model_card(self.config, self.step, self.last_loss, self.sampler)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.precision == "fp32":
@@ -195,10 +216,8 @@ class Pretrainer:
         """One optimizer step over one global batch; returns its metrics."""
         started = time.perf_counter()
         batch = self.sampler.next_batch()
-        local_size = len(batch) // self.group.world_size
-        local = batch[self.group.rank * local_size : (self.group.rank + 1) * local_size]
         self.optimizer.zero_grad(set_to_none=True)
-        local_loss = self.cache.step([pair.query for pair in local], [pair.passage for pair in local])
+        local_loss = self.local_loss(batch)
         loss = distributed.average_gradients(self.parameters, self.group, torch.tensor([local_loss], device=self.device))
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
@@ -232,7 +251,7 @@ class Pretrainer:
     def run(self) -> Path:
         """Train to ``max_steps`` and save the final model; returns ``{output_dir}/final``."""
         config = self.config
-        progress = tqdm(total=config.max_steps, initial=self.step, desc="pretrain", unit="step", disable=not self.show_progress)
+        progress = tqdm(total=config.max_steps, initial=self.step, desc=self.stage, unit="step", disable=not self.show_progress)
         try:
             while self.step < config.max_steps:
                 record = self.train_step()
@@ -254,7 +273,7 @@ class Pretrainer:
                 disable = getattr(self.model, "activation_checkpointing_disable", None) or self.model.gradient_checkpointing_disable
                 disable()
             self.model.eval()
-            self.encoder.save(final, model_card=model_card(config, self.step, self.last_loss, self.sampler))
+            self.encoder.save(final, model_card=self.model_card())
             plot_loss_curve(self.output_dir / "metrics.jsonl", self.output_dir / "loss_curve.png")
         distributed.barrier(self.group)
         return final

@@ -1,0 +1,136 @@
+"""``e5kit mine-negatives``, ``e5kit score-teacher`` and ``e5kit finetune``: E5's fine-tuning stage, file to file."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from e5kit.cli.app import app, fail
+
+
+class TeacherKind(str, Enum):
+    auto = "auto"
+    cross_encoder = "cross-encoder"
+    bi_encoder = "bi-encoder"
+
+
+class Sampling(str, Enum):
+    top = "top"
+    random = "random"
+
+
+@app.command("mine-negatives")
+def mine_negatives(
+    model: str = typer.Option("bm25", "--model", "-m", help="'bm25' (bm25s, Lucene k1=1.5 b=0.75, stemmed) or a dense model directory / bundled name for FAISS search."),
+    queries: Path = typer.Option(..., "--queries", "-q", help="BEIR queries.jsonl[.gz] (_id, text)."),
+    corpus: Path = typer.Option(..., "--corpus", "-c", help="BEIR corpus.jsonl[.gz] (_id, title, text)."),
+    positives: Path = typer.Option(..., "--positives", "-p", help="Qrels TSV (query-id, corpus-id, score); score > 0 marks a positive; several per query allowed."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output FlagEmbedding JSONL {query, pos, neg, query_id, pos_ids, neg_ids}; a report goes to OUT.stats.json."),
+    negatives: int = typer.Option(7, help="Negatives per query (E5: 7)."),
+    depth: int = typer.Option(100, help="Candidates retrieved per query."),
+    skip_top: int = typer.Option(0, help="Rank window: never take the best SKIP_TOP results (likely unlabelled positives)."),
+    margin: float = typer.Option(None, help="Keep a candidate only if its score <= best positive's score - MARGIN (default: off)."),
+    relative_margin: float = typer.Option(None, help="Keep a candidate only if its score <= best positive's score * (1 - R) (default: off)."),
+    sampling: Sampling = typer.Option(Sampling.top, help="top: best surviving candidates; random: sample among them."),
+    backfill: bool = typer.Option(True, help="Fill up with random non-positive documents when too few candidates survive."),
+    shard_size: int = typer.Option(None, help="Dense only: embed and search the corpus this many documents at a time (for corpora whose embeddings do not fit in memory)."),
+    batch_size: int = typer.Option(64, help="Texts per forward pass (dense)."),
+    max_length: int = typer.Option(None, help="Token limit of the dense model (default: its own)."),
+    device: str = typer.Option(None, help="Torch device (default: cuda when present)."),
+    seed: int = typer.Option(42, help="Seed of random sampling and back-fill."),
+) -> None:
+    """Mine hard negatives for every query of a qrels file (positives and the query's own id are never negatives)."""
+    from e5kit.textio import InputFormatError
+    from e5kit.training.mining import build_mining_config, mine_hard_negatives
+
+    try:
+        config = build_mining_config(
+            model=model, negatives=negatives, depth=depth, skip_top=skip_top, margin=margin, relative_margin=relative_margin,
+            sampling=sampling.value, backfill=backfill, shard_size=shard_size, batch_size=batch_size, max_length=max_length,
+            device=device, seed=seed,
+        )
+        encoder = None
+        if config.model != "bm25":
+            from e5kit.cli.app import load_encoder
+
+            encoder = load_encoder(config.model, max_length=config.max_length, device=config.device)
+        report = mine_hard_negatives(config, queries, corpus, positives, out, encoder=encoder)
+    except (ValueError, FileNotFoundError, InputFormatError) as error:
+        raise fail(str(error)) from error
+    skipped = sum(reason["count"] for reason in report["skipped"].values())
+    typer.echo(
+        f"wrote {out}: {report['queries']} queries, {report['negatives_retrieved']} mined + {report['negatives_backfilled']} random negatives "
+        f"({report['queries_per_s']} queries/s); rejected candidates {report['candidates_rejected']}; skipped records: {skipped} "
+        f"(see {out}.stats.json)"
+    )
+
+
+@app.command("score-teacher")
+def score_teacher(
+    teacher: str = typer.Option(..., "--teacher", "-t", help="Cross-encoder (sequence-classification checkpoint) or bi-encoder model directory."),
+    in_path: Path = typer.Option(..., "--in", "-i", help="FlagEmbedding JSONL {query, pos, neg, ...} (e.g. from mine-negatives)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output JSONL: the input records with pos_scores and neg_scores added."),
+    kind: TeacherKind = typer.Option(TeacherKind.auto, help="auto: cross-encoder when the checkpoint is *ForSequenceClassification, else bi-encoder (cosine)."),
+    batch_size: int = typer.Option(32, min=1, help="Pairs (cross-encoder) or texts (bi-encoder) per forward pass."),
+    max_length: int = typer.Option(None, min=8, help="Token limit (default: 512 for a cross-encoder pair, the model's own for a bi-encoder)."),
+    device: str = typer.Option(None, help="Torch device (default: cuda when present)."),
+    resume: bool = typer.Option(True, help="Keep the records already in OUT (checked against the input) and score only the rest."),
+) -> None:
+    """Score every (query, candidate) of a mined file with a teacher, batched and resumable."""
+    from transformers.utils import logging as transformers_logging
+
+    from e5kit.model_format import ModelDirectoryError
+    from e5kit.textio import InputFormatError
+    from e5kit.training.teacher import load_teacher, score_file
+
+    transformers_logging.disable_progress_bar()
+    try:
+        scorer = load_teacher(teacher, kind.value, batch_size=batch_size, max_length=max_length, device=device)
+        report = score_file(scorer, in_path, out, resume=resume)
+    except (ValueError, FileNotFoundError, InputFormatError, ModelDirectoryError, OSError) as error:
+        raise fail(str(error)) from error
+    typer.echo(f"wrote {out}: {json.dumps(report)}")
+
+
+@app.command()
+def finetune(
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config (see configs/finetune.yaml); optional when --set gives every required field."),
+    overrides: list[str] = typer.Option(
+        None,
+        "--set",
+        help="Override a config field: key=value, value parsed as YAML; dots reach nested keys "
+        "(--set batch_size=32 --set 'data.datasets=[{name: scifact, format: flag, path: mined.jsonl}]').",
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest valid checkpoint in {output_dir}/checkpoints (exact data position)."),
+) -> None:
+    """Fine-tune a bi-encoder: KL(teacher || student) over positive + hard negatives + alpha * InfoNCE (E5 section 3).
+
+    Required fields: init_model, output_dir, data.datasets (each: name, format flag|beir|msmarco|nli, path; optional
+    weight 1.0, split train). Defaults (the paper's): batch_size 256 queries, hard_negatives 7, alpha 0.2, tau 0.01,
+    teacher_temperature 1.0, lr 2e-5, warmup_steps 400, query/passage max length 192, epochs 3 (max_steps null =
+    derived from epochs), chunk_size 32, normalize true, prompts null (the model's own), mask_false_negatives true.
+    Groups without teacher scores (or with too few hard negatives) train on InfoNCE alone. The loop, GradCache,
+    torchrun/DDP, checkpoints and --resume are the pre-training engine's. Writes {output_dir}/final with a model card.
+    """
+    import logging
+
+    from transformers.utils import logging as transformers_logging
+
+    from e5kit.model_format import ModelDirectoryError
+    from e5kit.textio import InputFormatError
+    from e5kit.training.config import ConfigError
+    from e5kit.training.finetune import finetune as run_finetune
+    from e5kit.training.finetune import load_finetune_config
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    transformers_logging.disable_progress_bar()
+    try:
+        settings = load_finetune_config(config, overrides or [])
+        final = run_finetune(settings, resume=resume)
+    except (ConfigError, InputFormatError, ModelDirectoryError, FileNotFoundError) as error:
+        raise fail(str(error)) from error
+    typer.echo(f"final model: {final}")
+    typer.echo(f"metrics: {final.parent / 'metrics.jsonl'}; loss curve: {final.parent / 'loss_curve.png'}")

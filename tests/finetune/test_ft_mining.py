@@ -1,0 +1,155 @@
+"""Hard-negative mining: never a positive, rank window and margin hold, sharded search equals one-shot search."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from e5kit.training.mining import MiningConfig, build_mining_config, merge_top_k, mine_hard_negatives, random_positions, select_negatives
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    corpus_size=st.integers(2, 40),
+    data=st.data(),
+    negatives=st.integers(1, 8),
+    skip_top=st.integers(0, 5),
+    margin=st.one_of(st.none(), st.floats(0, 2)),
+    relative=st.one_of(st.none(), st.floats(0, 0.9)),
+    sampling=st.sampled_from(["top", "random"]),
+    seed=st.integers(0, 1000),
+)
+def test_selection_never_returns_a_positive_and_respects_window_and_margin(corpus_size, data, negatives, skip_top, margin, relative, sampling, seed):
+    # Given a random ranking of a random corpus, random positives (some possibly unranked) and random settings
+    positives = set(data.draw(st.lists(st.integers(0, corpus_size - 1), min_size=1, max_size=corpus_size - 1, unique=True)))
+    depth = data.draw(st.integers(skip_top + 1, skip_top + 30))
+    rng = np.random.default_rng(seed)
+    ranked = rng.permutation(corpus_size)[: min(depth, corpus_size)]
+    ranked_scores = np.sort(rng.normal(size=len(ranked)))[::-1].astype(np.float32)
+    scored = [s for p, s in zip(ranked, ranked_scores) if p in positives]
+    positive_score = max(scored) if scored else -np.inf
+    config = MiningConfig(negatives=negatives, depth=depth, skip_top=skip_top, margin=margin, relative_margin=relative, sampling=sampling)
+    # When negatives are selected (with random back-fill)
+    selection = select_negatives(ranked, ranked_scores, positives, positive_score, config, np.random.default_rng(seed), corpus_size)
+    # Then no positive is ever returned, picks are distinct, and there are as many as non-positives allow
+    assert not positives & set(selection.negatives)
+    assert len(set(selection.negatives)) == len(selection.negatives)
+    assert len(selection.negatives) == min(negatives, corpus_size - len(positives))
+    # And every retrieved (not back-filled) negative lies in the window and below the margin ceiling
+    rank_of = {int(p): r for r, p in enumerate(ranked)}
+    score_of = dict(zip(map(int, ranked), ranked_scores))
+    retrieved = selection.negatives[: len(selection.negatives) - selection.backfilled]
+    for position in retrieved:
+        assert skip_top <= rank_of[position] < depth
+        if margin is not None:
+            assert score_of[position] <= positive_score - margin
+        if relative is not None:
+            assert score_of[position] <= positive_score * (1 - relative)
+
+
+def test_top_sampling_takes_the_best_window_candidates_in_rank_order():
+    # Given ranks 0..9 with scores 10..1 and positives at ranks 1 and 4
+    ranked, scores = np.arange(10), np.arange(10, 0, -1).astype(np.float32)
+    config = MiningConfig(negatives=3, depth=10, skip_top=2, sampling="top")
+    # When selecting without a margin
+    selection = select_negatives(ranked, scores, {1, 4}, 9.0, config, np.random.default_rng(0), 10)
+    # Then ranks 0-1 are skipped, the positive at rank 4 is passed over, and the next three are taken
+    assert selection.negatives == [2, 3, 5] and selection.backfilled == 0
+    assert selection.rejected == {"positive": 1}
+    # And with margin 6 (ceiling 9 - 6 = 3), only candidates scoring <= 3 qualify: ranks 7, 8, 9
+    margin = select_negatives(ranked, scores, {1, 4}, 9.0, config.model_copy(update={"margin": 6.0}), np.random.default_rng(0), 10)
+    assert margin.negatives == [7, 8, 9] and margin.rejected["within the margin of the positive"] == 4
+
+
+def test_unscored_positive_rejects_every_candidate_under_a_margin():
+    # Given BM25 results that do not contain the positive (its score is below all of them: -inf)
+    config = MiningConfig(negatives=2, depth=5, margin=0.0, backfill=False)
+    # When selecting
+    selection = select_negatives(np.arange(5), np.linspace(5, 1, 5), {7}, -np.inf, config, np.random.default_rng(0), 10)
+    # Then no retrieved candidate can be shown to be below the positive, so none is taken
+    assert selection.negatives == [] and selection.rejected["within the margin of the positive"] == 5
+
+
+def test_random_positions_are_distinct_and_avoid_forbidden_even_when_nearly_all_are():
+    rng = np.random.default_rng(3)
+    picked = random_positions(rng, 12, 5, forbidden=set(range(9)))
+    assert sorted(picked) == [9, 10, 11]
+    picked = random_positions(rng, 10_000, 50, forbidden={1, 2, 3})
+    assert len(set(picked)) == 50 and not {1, 2, 3} & set(picked)
+
+
+def test_merge_top_k_equals_a_full_sort():
+    rng = np.random.default_rng(0)
+    a_scores, b_scores = -np.sort(-rng.normal(size=(3, 4))), -np.sort(-rng.normal(size=(3, 5)))
+    a_index, b_index = rng.integers(0, 100, (3, 4)), rng.integers(100, 200, (3, 5))
+    scores, indices = merge_top_k(a_scores, a_index, b_scores, b_index, 6)
+    for row in range(3):
+        pairs = sorted(zip(np.r_[a_scores[row], b_scores[row]], np.r_[a_index[row], b_index[row]]), reverse=True)[:6]
+        assert np.allclose(scores[row], [s for s, _ in pairs]) and list(indices[row]) == [i for _, i in pairs]
+
+
+def test_invalid_options_name_the_field():
+    with pytest.raises(ValueError, match="skip_top"):
+        build_mining_config(skip_top=10, depth=10)
+    with pytest.raises(ValueError, match="shard_size"):
+        build_mining_config(model="bm25", shard_size=100)
+    with pytest.raises(ValueError, match="margin"):
+        build_mining_config(margin=-1)
+
+
+def read_mined(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_bm25_mining_writes_flag_records_without_positives(beir_dir, tmp_path):
+    # Given the tiny BEIR folder (each query has 2 positives among 6 same-topic docs)
+    out = tmp_path / "mined.jsonl"
+    config = MiningConfig(negatives=4, depth=20, skip_top=1)
+    # When mining with BM25
+    report = mine_hard_negatives(config, beir_dir / "queries.jsonl", beir_dir / "corpus.jsonl", beir_dir / "qrels" / "train.tsv", out)
+    records = read_mined(out)
+    # Then every judged query has 4 negatives, none of them a positive, with texts matching ids
+    assert report["queries"] == 12 == len(records)
+    corpus = {r["_id"]: r for r in map(json.loads, (beir_dir / "corpus.jsonl").read_text().splitlines())}
+    for record in records:
+        assert len(record["neg"]) == 4 and len(record["pos_ids"]) == 2
+        assert not set(record["neg_ids"]) & set(record["pos_ids"])
+        assert record["neg"] == [f"{corpus[i]['title']} {corpus[i]['text']}" for i in record["neg_ids"]]
+    assert json.loads(out.with_name("mined.jsonl.stats.json").read_text())["queries"] == 12
+
+
+def test_bad_qrels_are_counted_and_named(beir_dir, tmp_path):
+    # Given qrels with a document id missing from the corpus, a query whose only judgement is missing,
+    # an unknown query id and a query judged only non-relevant
+    qrels = beir_dir / "qrels" / "train.tsv"
+    qrels.write_text(qrels.read_text() + "q-sky-0\tghost\t1\nq-cell-0-x\tcell-1\t1\nq-sky-1\tsky-5\t0\n")
+    (beir_dir / "queries.jsonl").write_text((beir_dir / "queries.jsonl").read_text() + '{"_id": "lonely", "text": "sky"}\n')
+    qrels.write_text(qrels.read_text() + "lonely\tmissing-doc\t1\n")
+    # When mining
+    report = mine_hard_negatives(MiningConfig(negatives=2, depth=10), beir_dir / "queries.jsonl", beir_dir / "corpus.jsonl", qrels, tmp_path / "m.jsonl")
+    # Then each problem is counted with the record named, and the good queries are still mined
+    skipped = report["skipped"]
+    assert skipped["document id not in the corpus"]["count"] == 2
+    assert any("ghost" in name for name in skipped["document id not in the corpus"]["records"])
+    assert skipped["query id not in the queries file"] == {"count": 1, "records": [f"{qrels} query 'q-cell-0-x'"]}
+    assert skipped["query without positives"] == {"count": 1, "records": [f"{qrels} query 'lonely'"]}
+    assert report["queries"] == 12
+
+
+def test_sharded_dense_search_equals_one_shot_search(beir_dir, tmp_path, tiny_bert_dir):
+    # Given a tiny dense model
+    from e5kit.encoder import Encoder
+
+    encoder = Encoder.load(tiny_bert_dir, device="cpu")
+    args = (beir_dir / "queries.jsonl", beir_dir / "corpus.jsonl", beir_dir / "qrels" / "train.tsv")
+    config = MiningConfig(model=str(tiny_bert_dir), negatives=3, depth=8, skip_top=1, margin=0.0)
+    # When mining with the whole corpus at once and in shards of 5 documents
+    whole = mine_hard_negatives(config, *args, tmp_path / "whole.jsonl", encoder=encoder)
+    sharded = mine_hard_negatives(config.model_copy(update={"shard_size": 5}), *args, tmp_path / "sharded.jsonl", encoder=encoder)
+    # Then the mined negatives are identical, and dense positives are always scored
+    assert read_mined(tmp_path / "whole.jsonl") == read_mined(tmp_path / "sharded.jsonl")
+    assert whole["positives_unscored"] == sharded["positives_unscored"] == 0

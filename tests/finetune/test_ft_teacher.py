@@ -1,0 +1,85 @@
+"""Teacher scoring: batched scores equal pair-by-pair scores; a killed run resumes to the same file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from e5kit.textio import InputFormatError
+from e5kit.training import teacher as teacher_module
+from e5kit.training.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_teacher, score_file
+
+RECORDS = [
+    {"query": f"what is cell {i}", "pos": [f"cell protein {i}"] * (1 + i % 2), "neg": [f"cat dog {j}" for j in range(i % 4)], "query_id": str(i)}
+    for i in range(11)
+]
+
+
+def naive_cross_scores(folder, record):
+    """One pair per forward pass, no padding."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with torch.no_grad():
+        return [model(**tokenizer(record["query"], text, return_tensors="pt")).logits[0, 0].item() for text in record["pos"] + record["neg"]]
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_cross_encoder_scores_match_unbatched_scoring(tmp_path, tiny_cross_encoder_dir, write_jsonl):
+    # Given mined records and a tiny random cross-encoder (picked automatically from its architecture)
+    source = write_jsonl(tmp_path / "mined.jsonl", RECORDS + [{"query": "no positive", "pos": [], "neg": ["x"]}])
+    teacher = load_teacher(tiny_cross_encoder_dir, batch_size=4, device="cpu")
+    assert isinstance(teacher, CrossEncoderTeacher)
+    # When scoring the file
+    report = score_file(teacher, source, tmp_path / "scored.jsonl", show_progress=False)
+    scored = read(tmp_path / "scored.jsonl")
+    # Then every usable record gets one score per candidate, equal to pair-by-pair scoring, other fields kept
+    assert report["scored"] == 11 and report["skipped"]["query without positives"]["records"] == [f"{source}:12"]
+    for record, original in zip(scored, RECORDS):
+        assert record["query_id"] == original["query_id"]
+        assert len(record["pos_scores"]) == len(original["pos"]) and len(record["neg_scores"]) == len(original["neg"])
+        assert np.allclose(record["pos_scores"] + record["neg_scores"], naive_cross_scores(tiny_cross_encoder_dir, original), atol=1e-5)
+
+
+def test_killed_run_resumes_to_the_same_output(tmp_path, tiny_cross_encoder_dir, write_jsonl, monkeypatch):
+    # Given a full run's output, and a run killed after its first block and halfway through writing a line
+    monkeypatch.setattr(teacher_module, "BLOCK_RECORDS", 4)
+    source = write_jsonl(tmp_path / "mined.jsonl", RECORDS)
+    teacher = load_teacher(tiny_cross_encoder_dir, "cross-encoder", batch_size=3, device="cpu")
+    score_file(teacher, source, tmp_path / "full.jsonl", show_progress=False)
+    full_lines = (tmp_path / "full.jsonl").read_text().splitlines(keepends=True)
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("".join(full_lines[:4]) + full_lines[4][:20])
+    # When resuming
+    report = score_file(teacher, source, partial, show_progress=False)
+    # Then only the rest is scored and the file equals the uninterrupted run's
+    assert report["already_done"] == 4 and report["scored"] == 7
+    assert read(partial) == read(tmp_path / "full.jsonl")
+
+
+def test_resume_onto_another_inputs_output_is_refused(tmp_path, tiny_cross_encoder_dir, write_jsonl):
+    source = write_jsonl(tmp_path / "mined.jsonl", RECORDS)
+    write_jsonl(tmp_path / "scored.jsonl", [{"query": "something else", "pos": ["p"], "neg": [], "pos_scores": [1.0], "neg_scores": []}])
+    teacher = load_teacher(tiny_cross_encoder_dir, device="cpu")
+    with pytest.raises(InputFormatError, match="scored.jsonl:1: holds query 'something else'"):
+        score_file(teacher, source, tmp_path / "scored.jsonl", show_progress=False)
+
+
+def test_bi_encoder_teacher_scores_are_cosines(tmp_path, tiny_bert_dir):
+    # Given a plain checkpoint (no classification head): auto picks the bi-encoder teacher
+    teacher = load_teacher(tiny_bert_dir, device="cpu")
+    assert isinstance(teacher, BiEncoderTeacher)
+    # When scoring pairs
+    queries, passages = ["cell protein", "cat dog", "cell protein"], ["gene data", "sun moon", "cancer"]
+    scores = teacher.score_pairs(queries, passages)
+    # Then each equals the cosine of the separately embedded query and passage
+    encoder = teacher.encoder
+    expected = [float(encoder.encode([q], role="query", normalize=True)[0] @ encoder.encode([p], role="passage", normalize=True)[0]) for q, p in zip(queries, passages)]
+    assert np.allclose(scores, expected, atol=1e-5)
