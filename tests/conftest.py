@@ -61,6 +61,15 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
+@pytest.fixture
+def single_torch_thread():
+    """One intra-op thread: tiny-model steps are ~100x slower when 2 threads fight other jobs for 2 cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """../shared beside the repository; tests using it skip cleanly when it is absent."""

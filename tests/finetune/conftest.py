@@ -19,12 +19,9 @@ TOPICS = {
 
 
 @pytest.fixture(autouse=True)
-def single_torch_thread():
-    """One intra-op thread: tiny-model steps are far slower when 2 threads fight other jobs for 2 cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(single_torch_thread):
+    """Tiny-model steps here run on one intra-op thread (see tests/conftest.py)."""
     yield
-    torch.set_num_threads(previous)
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

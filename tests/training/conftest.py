@@ -12,12 +12,9 @@ WORDS = "cell protein gene cancer disease patients study effect treatment python
 
 
 @pytest.fixture(autouse=True)
-def single_torch_thread():
-    """One intra-op thread: tiny-model steps are 100x slower when 2 threads fight other jobs for 2 cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(single_torch_thread):
+    """Tiny-model steps here run on one intra-op thread (see tests/conftest.py)."""
     yield
-    torch.set_num_threads(previous)
 
 
 def make_pairs(count: int, seed: int = 0, source: str | None = None) -> list[dict]:
