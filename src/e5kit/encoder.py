@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 ROLE_ALIASES = {"document": "passage", "doc": "passage", "corpus": "passage"}
+#: Inference backends ``Encoder.load`` accepts.
+BACKENDS = ("torch", "onnx")
 #: The role that embeds raw text with no prefix, even on a model that has prompts.
 NO_PROMPT = "none"
 #: Texts are tokenised this many at a time; sorting by length happens inside each block.
@@ -111,16 +113,20 @@ class Encoder:
         self.device = torch.device(device) if device is not None else auto_device()
         if dtype == "float16" and self.device.type != "cuda":
             raise ValueError("dtype float16 needs a CUDA device; on CPU use bfloat16 or float32")
+        self._set_text_options(tokenizer, prompts, pooling, normalize, max_length, model.config)
+        self.model = model.to(device=self.device, dtype=DTYPES[dtype]).eval()
+        self.dtype = dtype
+
+    def _set_text_options(self, tokenizer, prompts, pooling, normalize, max_length, config) -> None:
+        """Settings every backend shares: tokenizer, prompts, pooling, normalisation, token limit."""
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no padding token; set tokenizer.pad_token before building an Encoder")
-        self.model = model.to(device=self.device, dtype=DTYPES[dtype]).eval()
         self.tokenizer = tokenizer
         self.prompts = {name: text for name, text in (prompts or {}).items() if text}
         self.pooling = pooling
         self.normalize = normalize
-        position_limit = getattr(model.config, "max_position_embeddings", None) or max_length
+        position_limit = getattr(config, "max_position_embeddings", None) or max_length
         self.max_length = min(max_length, position_limit)
-        self.dtype = dtype
         self.last_stats = EncodeStats()
 
     # ------------------------------------------------------------------ loading and saving
@@ -134,16 +140,27 @@ class Encoder:
         normalize: bool | None = None,
         device: str | torch.device | None = None,
         dtype: str = "float32",
+        backend: str = "torch",
     ) -> Encoder:
         """Load a sentence-transformers directory, a plain Hugging Face checkpoint, or a Hub model.
 
         Settings stored with the model (prompts, pooling, normalisation, max length) are used unless
         overridden here. A plain Hugging Face checkpoint gets E5's "query: "/"passage: " prompts.
 
+        Args:
+            backend: "torch", or "onnx" for a directory written by ``e5kit export onnx`` (CPU
+                inference with ONNX Runtime; ``dtype`` and ``device`` then do not apply).
+
         Raises:
             FileNotFoundError: the model cannot be found locally or downloaded.
             model_format.ModelDirectoryError: a required file is missing or malformed (it is named).
         """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "onnx":
+            from e5kit.serving.onnx import OnnxEncoder
+
+            return OnnxEncoder.load(name_or_path, prompts=prompts, max_length=max_length, normalize=normalize)
         spec = model_format.read_model_dir(resolve_model_dir(name_or_path))
         tokenizer = AutoTokenizer.from_pretrained(spec.transformer_dir)
         model = AutoModel.from_pretrained(spec.transformer_dir)
@@ -350,6 +367,10 @@ class Encoder:
         for row, ids in enumerate(batch_ids):
             input_ids[row, : len(ids)] = ids
             attention_mask[row, : len(ids)] = 1
+        return self._embed_arrays(input_ids, attention_mask, normalize)
+
+    def _embed_arrays(self, input_ids: np.ndarray, attention_mask: np.ndarray, normalize: bool) -> np.ndarray:
+        """The backend's batch step: (batch, seq_len) int64 ids and mask -> (batch, dim) float32 embeddings."""
         features = {
             "input_ids": torch.from_numpy(input_ids).to(self.device),
             "attention_mask": torch.from_numpy(attention_mask).to(self.device),

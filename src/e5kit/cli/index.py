@@ -1,0 +1,150 @@
+"""``e5kit index build|add|delete``: a FAISS index of chunked documents with a SQLite document store."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from e5kit.cli.app import app, fail, load_encoder
+from e5kit.hub import DEFAULT_MODEL
+
+index_app = typer.Typer(
+    help="Build and update a vector index of long documents (chunked into overlapping token windows).",
+    no_args_is_help=True,
+)
+app.add_typer(index_app, name="index")
+
+
+class Kind(str, Enum):
+    flat = "flat"
+    hnsw = "hnsw"
+    ivfpq = "ivfpq"
+
+
+class Backend(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+
+
+CORPUS_HELP = "JSONL documents (BEIR corpus layout: _id, title, text); .gz/.zst allowed."
+BACKEND_HELP = "torch, or onnx for a model directory written by `e5kit export onnx`."
+
+
+def _read_corpus(corpus: Path, id_field: str, text_field: str, title_field: str):
+    from e5kit.serving.index import iter_corpus
+    from e5kit.textio import InputFormatError
+
+    try:
+        return list(iter_corpus(corpus, id_field=id_field, text_field=text_field, title_field=title_field))
+    except (FileNotFoundError, InputFormatError) as error:
+        raise fail(str(error)) from error
+
+
+def _open_index(path: Path, backend: Backend | None):
+    from transformers.utils import logging as transformers_logging
+
+    from e5kit.model_format import ModelDirectoryError
+    from e5kit.serving.index import IndexStoreError, VectorIndex
+
+    transformers_logging.disable_progress_bar()
+    try:
+        return VectorIndex.open(path, backend=backend.value if backend else None)
+    except (IndexStoreError, FileNotFoundError, ModelDirectoryError) as error:
+        raise fail(str(error)) from error
+
+
+def _add(index, documents, batch_size: int) -> None:
+    from e5kit.serving.index import IndexStoreError
+
+    try:
+        report = index.add(documents, batch_size=batch_size, show_progress=True)
+    except (IndexStoreError, ValueError) as error:
+        raise fail(str(error)) from error
+    skipped = ", ".join(f"{count} ({reason})" for reason, count in report.skipped.items()) or "none"
+    typer.echo(
+        f"{index.path}: added {report.added} documents, replaced {report.replaced}, {report.chunks} chunks "
+        f"(window {index.stored.window} tokens, overlap {index.settings.overlap}); chunks truncated: {report.truncated}; "
+        f"skipped: {skipped}; now {index.num_documents} documents, {index.num_chunks} chunks"
+    )
+
+
+@index_app.command()
+def build(
+    corpus: Path = typer.Option(..., "--corpus", "-c", help=CORPUS_HELP),
+    out: Path = typer.Option(..., "--out", "-o", help="Index folder to create."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model directory, bundled name, or Hub id."),
+    backend: Backend = typer.Option(Backend.torch, help=BACKEND_HELP),
+    kind: Kind = typer.Option(Kind.flat, help="flat: exact search; hnsw: graph (fast, approximate); ivfpq: compressed (needs >= 2**pq_bits chunks to train)."),
+    window: int = typer.Option(None, min=1, help="Tokens per chunk (default: what fits in the model's max length after the prefix)."),
+    overlap: int = typer.Option(32, min=0, help="Tokens shared by consecutive chunks."),
+    hnsw_m: int = typer.Option(32, min=2, help="HNSW: neighbours per node."),
+    ivf_lists: int = typer.Option(64, min=1, help="IVF-PQ: coarse clusters."),
+    pq_subquantizers: int = typer.Option(8, min=1, help="IVF-PQ: sub-vectors per code (must divide the dimension)."),
+    pq_bits: int = typer.Option(8, min=1, max=16, help="IVF-PQ: bits per sub-vector code."),
+    nprobe: int = typer.Option(8, min=1, help="IVF-PQ: clusters visited per search."),
+    id_field: str = typer.Option("_id", help="JSONL field of the document id (falls back to 'id')."),
+    text_field: str = typer.Option("text", help="JSONL field of the document text."),
+    title_field: str = typer.Option("title", help="JSONL field of the title (optional; embedded before the text)."),
+    batch_size: int = typer.Option(32, min=1, help="Chunks per forward pass."),
+    overwrite: bool = typer.Option(False, help="Replace an existing index in --out."),
+) -> None:
+    """Chunk, embed and index a corpus; documents map back to their chunks' character offsets."""
+    from pydantic import ValidationError
+
+    from e5kit.serving.index import IndexSettings, IndexStoreError, VectorIndex
+
+    try:
+        settings = IndexSettings(
+            kind=kind.value, window=window, overlap=overlap, hnsw_m=hnsw_m, ivf_lists=ivf_lists,
+            pq_subquantizers=pq_subquantizers, pq_bits=pq_bits, nprobe=nprobe,
+        )
+    except ValidationError as error:
+        raise fail("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())) from error
+    documents = _read_corpus(corpus, id_field, text_field, title_field)
+    encoder = load_encoder(model, backend=backend.value)
+    model_ref = str(Path(model).resolve()) if Path(model).exists() else model
+    try:
+        index = VectorIndex.create(out, encoder, settings, model=model_ref, backend=backend.value, overwrite=overwrite)
+    except (IndexStoreError, ValueError) as error:
+        raise fail(str(error)) from error
+    _add(index, documents, batch_size)
+
+
+@index_app.command()
+def add(
+    index_dir: Path = typer.Argument(..., help="Index folder from `e5kit index build`."),
+    corpus: Path = typer.Option(..., "--corpus", "-c", help=CORPUS_HELP + " Documents whose id is indexed already are replaced."),
+    id_field: str = typer.Option("_id", help="JSONL field of the document id (falls back to 'id')."),
+    text_field: str = typer.Option("text", help="JSONL field of the document text."),
+    title_field: str = typer.Option("title", help="JSONL field of the title."),
+    backend: Backend = typer.Option(None, help=BACKEND_HELP + " Default: the backend the index was built with."),
+    batch_size: int = typer.Option(32, min=1, help="Chunks per forward pass."),
+) -> None:
+    """Add (or replace) documents in an existing index."""
+    documents = _read_corpus(corpus, id_field, text_field, title_field)
+    _add(_open_index(index_dir, backend), documents, batch_size)
+
+
+@index_app.command()
+def delete(
+    index_dir: Path = typer.Argument(..., help="Index folder from `e5kit index build`."),
+    doc_ids: list[str] = typer.Argument(None, help="Document ids to delete."),
+    ids_file: Path = typer.Option(None, "--ids-file", help="A file with one document id per line (added to the arguments)."),
+) -> None:
+    """Delete documents (all their chunks) from an index; ids not in the index are listed."""
+    from e5kit.textio import read_texts
+
+    ids = list(doc_ids or [])
+    if ids_file is not None:
+        try:
+            ids += [line.strip() for line in read_texts(ids_file)]
+        except (FileNotFoundError, ValueError) as error:
+            raise fail(str(error)) from error
+    if not ids:
+        raise fail("no document ids given (pass ids as arguments or --ids-file)")
+    index = _open_index(index_dir, Backend.torch)
+    deleted, missing = index.delete(ids)
+    stale = f"; {index.stale_vectors} deleted vectors stay in the HNSW graph, filtered at search" if index.stale_vectors else ""
+    typer.echo(f"{index_dir}: deleted {deleted} documents; not found: {len(missing)} {missing[:10] if missing else ''}{stale}")

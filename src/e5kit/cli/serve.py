@@ -1,0 +1,80 @@
+"""``e5kit serve``: an OpenAI-compatible embedding server (with /search over an index)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from e5kit.cli.app import app, fail, load_encoder
+from e5kit.hub import DEFAULT_MODEL
+from e5kit.serving.config import describe_fields
+
+SERVE_HELP = f"""Serve a model over HTTP: POST /v1/embeddings (OpenAI-compatible), POST /search (with --index),
+GET /health, GET /metrics (Prometheus).
+
+Settings, lowest precedence first: defaults, --config YAML, the options below, --set key=value.
+Every setting and its default:
+
+{describe_fields()}
+"""
+
+
+@app.command(help=SERVE_HELP)
+def serve(
+    model: str = typer.Option(None, "--model", "-m", help=f"Model to serve (default: the index's model, else {DEFAULT_MODEL})."),
+    index: Path = typer.Option(None, "--index", help="Index folder for POST /search."),
+    backend: str = typer.Option(None, help="torch (default) or onnx (a directory from `e5kit export onnx`)."),
+    host: str = typer.Option(None, help="Interface (default 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port (default 8000)."),
+    api_key: str = typer.Option(None, help="Require this bearer token (default: $E5KIT_API_KEY, else no auth)."),
+    max_batch_size: int = typer.Option(None, help="Texts per batch (default 32)."),
+    max_wait_ms: float = typer.Option(None, help="Batch wait in ms (default 5)."),
+    max_items: int = typer.Option(None, help="Inputs per request (default 256)."),
+    max_chars: int = typer.Option(None, help="Characters per input (default 20000)."),
+    max_body_bytes: int = typer.Option(None, help="Request body bytes (default 2000000)."),
+    config: Path = typer.Option(None, "--config", help="YAML file of settings (see configs/serve.yaml)."),
+    overrides: list[str] = typer.Option(None, "--set", help="key=value, overrides any setting; repeatable."),
+) -> None:
+    import uvicorn
+
+    from e5kit.evaluation.config import ConfigError, load_config
+    from e5kit.serving.config import ServeConfig
+
+    options = dict(
+        model=model, index=index, backend=backend, host=host, port=port, api_key=api_key or os.environ.get("E5KIT_API_KEY"),
+        max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_items=max_items, max_chars=max_chars,
+        max_body_bytes=max_body_bytes,
+    )
+    try:
+        settings = load_config(ServeConfig, config, options, overrides or [])
+    except ConfigError as error:
+        raise fail(str(error)) from error
+    served_app = build_app(settings)
+    typer.echo(f"serving {served_app.title} on http://{settings.host}:{settings.port} (docs at /docs)")
+    uvicorn.run(served_app, host=settings.host, port=settings.port, log_level="warning")
+
+
+def build_app(settings):
+    """Load the model (and index) named by ``settings`` and build the app; clean errors for bad paths."""
+    from e5kit.serving.app import create_app
+    from e5kit.serving.index import IndexStoreError, StoredIndex, VectorIndex
+
+    stored = None
+    if settings.index is not None:
+        settings_file = settings.index / "index.json"
+        if not settings_file.is_file():
+            raise fail(f"{settings.index}: not an index (no index.json); build one with `e5kit index build`")
+        stored = StoredIndex.model_validate_json(settings_file.read_text(encoding="utf-8"))
+    model = settings.model or (stored.model if stored else DEFAULT_MODEL)
+    encoder = load_encoder(model, backend=settings.backend)
+    index = None
+    if settings.index is not None:
+        try:
+            index = VectorIndex.open(settings.index, encoder=encoder)
+        except IndexStoreError as error:
+            raise fail(str(error)) from error
+        if model != stored.model:
+            typer.secho(f"warning: the index was built with {stored.model}; serving {model}", err=True, fg=typer.colors.YELLOW)
+    return create_app(encoder, settings, index=index, model_name=Path(model).name)

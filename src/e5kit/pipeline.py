@@ -1,0 +1,274 @@
+"""The quickstart: the whole E5 pipeline chained stage by stage in one work folder.
+
+corpus -> curate -> consistency -> pretrain -> evaluate -> export + index. Each stage is the same
+library call as its own ``e5kit`` command, writes into ``<workdir>/<stage>/`` and finishes by writing
+``<workdir>/<stage>/stage.json`` (its summary); a rerun skips stages that have one, ``force`` redoes
+them. Without a config the chain runs offline on the standard library's documentation with the
+bundled all-MiniLM-L6-v2; a YAML config swaps in real dumps, hub models and GPUs (configs/quickstart_*.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from e5kit.hub import DEFAULT_MODEL
+
+STAGES = ("corpus", "curate", "consistency", "pretrain", "evaluate", "index")
+STAGE_FILE = "stage.json"
+
+
+class QuickstartConfig(BaseModel):
+    """Settings of the chained run; stage sections are merged over the offline defaults.
+
+    Attributes:
+        workdir: Folder holding every stage's output.
+        model: Starting encoder (path, bundled name or Hub id).
+        heldout_queries: Size of the held-out retrieval split of the built-in corpus.
+        corpus_size: Use only this many documented objects of the built-in corpus (None = all ~2.3k).
+        sources: Curation sources (``e5kit curate`` format); empty = the built-in stdlib corpus.
+        curate: Overrides of the curation config (filters, engine, workers...).
+        consistency: Overrides of the consistency-filter config; ``{"enabled": false}`` skips it.
+        pretrain: Overrides of the pre-training config (batch_size, max_steps, lr, prompts...).
+        nproc_per_node: Processes for pre-training; above 1 it runs under ``torchrun``.
+        eval_data: BEIR folders to evaluate on; empty = the built-in held-out split.
+        index_corpus: JSONL documents ({"_id", "title", "text"}) to index; None = the eval corpus.
+        seed: Seed of every stage.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    workdir: Path = Path("e5kit-quickstart")
+    model: str = DEFAULT_MODEL
+    heldout_queries: int = Field(default=300, ge=10)
+    corpus_size: int | None = Field(default=None, ge=20)
+    sources: list[dict[str, Any]] = []
+    curate: dict[str, Any] = {}
+    consistency: dict[str, Any] = {}
+    pretrain: dict[str, Any] = {}
+    nproc_per_node: int = Field(default=1, ge=1)
+    eval_data: list[Path] = []
+    index_corpus: Path | None = None
+    seed: int = 13
+
+
+#: Offline defaults, sized so the whole chain takes minutes on 2 CPU cores.
+DEFAULT_CURATE: dict[str, Any] = {
+    "workers": 2,
+    "filters": {
+        "length": {"min_query_words": 2, "max_query_words": 64, "min_passage_words": 8, "max_passage_words": 2048},
+        "language": {"languages": ["en"], "min_confidence": 0.5},
+        "near_dedup": {"threshold": 0.9},
+    },
+}
+#: k = 10 rather than E5's 2: the pool is ~2k passages of one narrow domain (docstrings look alike), and
+#: k = 2 would keep only a third of the pairs; k = 10 drops the third the start model finds least consistent.
+DEFAULT_CONSISTENCY: dict[str, Any] = {"enabled": True, "k": 10, "pool_size": 1_000_000, "max_length": 256}
+#: Continued pre-training of an already trained encoder: a small lr, and all-MiniLM-L6-v2's own
+#: temperature (its training used scale 20, tau = 0.05) rather than E5's from-scratch 0.01.
+DEFAULT_PRETRAIN: dict[str, Any] = {
+    "max_steps": 30,
+    "batch_size": 64,
+    "chunk_size": 32,
+    "lr": 5e-5,
+    "warmup_steps": 3,
+    "tau": 0.05,
+    "query_max_length": 64,
+    "passage_max_length": 128,
+    "checkpoint_every": 10,
+    "mask_false_negatives": True,
+}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def load_quickstart_config(path: str | Path | None, **overrides: Any) -> QuickstartConfig:
+    """Read a quickstart YAML (or the defaults) and apply keyword overrides that are not None."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of quickstart settings")
+    data.update({key: value for key, value in overrides.items() if value is not None})
+    return QuickstartConfig.model_validate(data)
+
+
+class Quickstart:
+    """Runs the stages in order, skipping those already finished.
+
+    Args:
+        config: The run's settings.
+        force: Redo stages even when they finished before.
+        log: Where progress lines go.
+    """
+
+    def __init__(self, config: QuickstartConfig, *, force: bool = False, log: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.force = force
+        self.log = log
+        self.workdir = config.workdir
+        self.summaries: dict[str, dict[str, Any]] = {}
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.workdir / stage
+
+    def run(self) -> dict[str, dict[str, Any]]:
+        """Run every stage; returns each stage's summary."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for stage in STAGES:
+            self._run_stage(stage, getattr(self, f"_{stage}"))
+        return self.summaries
+
+    def _run_stage(self, stage: str, action: Callable[[Path], dict[str, Any]]) -> None:
+        folder = self.stage_dir(stage)
+        marker = folder / STAGE_FILE
+        if marker.is_file() and not self.force:
+            self.summaries[stage] = json.loads(marker.read_text(encoding="utf-8"))
+            self.log(f"[{stage}] done before, skipped (--force redoes it)")
+            return
+        if folder.exists():
+            shutil.rmtree(folder)  # a half-finished stage is redone from scratch
+        folder.mkdir(parents=True)
+        self.log(f"[{stage}] running")
+        started = time.perf_counter()
+        summary = action(folder)
+        summary["seconds"] = round(time.perf_counter() - started, 1)
+        marker.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        self.summaries[stage] = summary
+        self.log(f"[{stage}] finished in {summary['seconds']:.0f}s")
+
+    # ------------------------------------------------------------------ stages
+    def _corpus(self, folder: Path) -> dict[str, Any]:
+        from e5kit.data.stdlib_corpus import build_stdlib_corpus
+
+        if self.config.sources:
+            return {"builtin": False}
+        built = build_stdlib_corpus(folder, heldout=self.config.heldout_queries, seed=self.config.seed, limit=self.config.corpus_size)
+        self.log(f"  {built.pairs} documented stdlib objects; {built.heldout} held out as test queries")
+        return {
+            "builtin": True,
+            "pairs_path": str(built.pairs_path),
+            "eval_dir": str(built.eval_dir),
+            "heldout_path": str(built.heldout_path),
+            "pairs": built.pairs,
+            "heldout": built.heldout,
+        }
+
+    def _curate(self, folder: Path) -> dict[str, Any]:
+        from e5kit.data.curate import CurateConfig, curate
+
+        corpus = self.summaries["corpus"]
+        settings = _merge(DEFAULT_CURATE, self.config.curate)
+        settings.update(output_dir=str(folder), seed=self.config.seed)
+        if corpus["builtin"]:
+            settings["sources"] = [{"type": "generic", "name": "pydoc", "paths": [corpus["pairs_path"]]}]
+            decontaminate = settings["filters"].setdefault("decontaminate", {})
+            decontaminate.setdefault("eval_paths", [corpus["heldout_path"]])
+        else:
+            settings["sources"] = self.config.sources
+        report = curate(CurateConfig.model_validate(settings))
+        totals = report["totals"]
+        self.log(f"  read {totals['read']}, kept {totals['kept']}; dropped by reason: {totals['dropped']}")
+        return {"pairs_dir": str(folder / "pairs"), "read": totals["read"], "kept": totals["kept"], "dropped": totals["dropped"]}
+
+    def _consistency(self, folder: Path) -> dict[str, Any]:
+        from e5kit.data.consistency import ConsistencyConfig, consistency_filter
+
+        curated = self.summaries["curate"]["pairs_dir"]
+        settings = _merge(DEFAULT_CONSISTENCY, self.config.consistency)
+        if not settings.pop("enabled"):
+            return {"pairs_dir": curated, "enabled": False}
+        settings["model"] = settings.get("model") or self.config.model  # a preliminary model of its own, if given
+        settings.update(pairs=[curated], output_dir=str(folder), seed=self.config.seed)
+        report = consistency_filter(ConsistencyConfig.model_validate(settings))
+        self.log(f"  consistency filter (k={report['k']}) kept {report['kept']} of {report['read']} pairs")
+        return {"pairs_dir": str(folder / "pairs"), "enabled": True, "read": report["read"], "kept": report["kept"], "k": report["k"]}
+
+    def _pretrain(self, folder: Path) -> dict[str, Any]:
+        from e5kit.hub import resolve_model_dir
+        from e5kit.model_format import read_model_dir
+
+        settings = _merge(DEFAULT_PRETRAIN, self.config.pretrain)
+        # Keep the starting model's own prefix convention (none for all-MiniLM) unless the config sets one.
+        settings.setdefault("prompts", read_model_dir(resolve_model_dir(self.config.model)).prompts)
+        settings.update(
+            init_model=self.config.model,
+            output_dir=str(folder / "run"),
+            seed=self.config.seed,
+            data=_merge(settings.get("data", {}), {"paths": [self.summaries["consistency"]["pairs_dir"]]}),
+        )
+        if self.config.nproc_per_node > 1:
+            config_path = folder / "pretrain.yaml"
+            config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.config.nproc_per_node}",
+                       "-m", "e5kit", "pretrain", "--config", str(config_path)]
+            self.log("  " + " ".join(command))
+            subprocess.run(command, check=True)
+            final = Path(settings["output_dir"]) / "final"
+        else:
+            from e5kit.training.trainer import pretrain
+
+            final = pretrain(settings)
+        metrics = [json.loads(line) for line in (Path(settings["output_dir"]) / "metrics.jsonl").read_text().splitlines()]
+        losses = [row["loss"] for row in metrics if "loss" in row]
+        self.log(f"  {len(losses)} steps; loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+        return {"model": str(final), "steps": len(losses), "first_loss": losses[0], "last_loss": losses[-1],
+                "loss_curve": str(Path(settings["output_dir"]) / "loss_curve.png")}
+
+    def _evaluate(self, folder: Path) -> dict[str, Any]:
+        from e5kit.encoder import Encoder
+        from e5kit.evaluation.config import RetrievalConfig
+        from e5kit.evaluation.runner import run_task
+
+        eval_dirs = self.config.eval_data or [Path(self.summaries["corpus"]["eval_dir"])]
+        models = {"BM25": "bm25", f"{self.config.model} (start)": self.config.model, "e5kit pre-trained": self.summaries["pretrain"]["model"]}
+        rows = []
+        for data in eval_dirs:
+            config = RetrievalConfig(models=list(models.values()), data=data, results_dir=folder / "results", cache_dir=folder / "cache")
+            for label, (result, _) in zip(models, run_task("retrieval", config, Encoder.load)):
+                rows.append({"model": label, "dataset": result.dataset, "ndcg_at_10": result.metrics["ndcg_at_10"],
+                             "recall_at_100": result.metrics["recall_at_100"]})
+        table = results_table(rows)
+        (folder / "results.md").write_text(table + "\n", encoding="utf-8")
+        self.log(table)
+        return {"rows": rows, "table": table}
+
+    def _index(self, folder: Path) -> dict[str, Any]:
+        from e5kit.encoder import Encoder
+        from e5kit.serving.index import IndexSettings, VectorIndex, iter_corpus
+
+        model_dir = folder / "model"
+        shutil.copytree(self.summaries["pretrain"]["model"], model_dir)
+        corpus = self.config.index_corpus or Path(self.summaries["corpus"]["eval_dir"]) / "corpus.jsonl"
+        encoder = Encoder.load(model_dir)
+        index = VectorIndex.create(folder / "index", encoder, IndexSettings(), model=str(model_dir))
+        report = index.add(iter_corpus(corpus), show_progress=True)
+        documents, chunks = index.num_documents, index.num_chunks
+        index.close()
+        commands = {
+            "search": f'e5kit search {folder / "index"} "parse command line arguments"',
+            "serve": f"e5kit serve --model {model_dir} --index {folder / 'index'}",
+        }
+        self.log(f"  model: {model_dir}\n  index: {documents} documents, {chunks} chunks ({report})")
+        return {"model": str(model_dir), "index": str(folder / "index"), "documents": documents, "chunks": chunks, "commands": commands}
+
+
+def results_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of retrieval results (x100), one row per (data set, model)."""
+    lines = ["| data set | model | nDCG@10 | Recall@100 |", "|---|---|---|---|"]
+    lines += [f"| {r['dataset']} | {r['model']} | {100 * r['ndcg_at_10']:.1f} | {100 * r['recall_at_100']:.1f} |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,37 @@
+"""``e5kit serve`` settings: one pydantic config, loadable from YAML, every field overridable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ServeConfig(BaseModel):
+    """Settings of the embedding server (see ``configs/serve.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="Model to serve (default: the index's model, else all-MiniLM-L6-v2).")
+    backend: Literal["torch", "onnx"] = Field("torch", description="torch, or onnx for an `e5kit export onnx` directory.")
+    index: Path | None = Field(None, description="Index folder for POST /search (from `e5kit index build`).")
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port.")
+    api_key: str | None = Field(None, description="Require 'Authorization: Bearer KEY' (also from $E5KIT_API_KEY).")
+    served_model_name: str | None = Field(None, description="The 'model' name clients send (default: the model folder's name).")
+    default_input_type: str = Field("query", description="Role used when a request gives no input_type.")
+    max_batch_size: int = Field(32, ge=1, description="Texts per forward pass formed from concurrent requests.")
+    max_wait_ms: float = Field(5.0, ge=0, description="How long a request waits for others to share its batch.")
+    max_items: int = Field(256, ge=1, description="Inputs per request.")
+    max_chars: int = Field(20_000, ge=1, description="Characters per input (longer inputs are refused; long texts are truncated at the model's token limit).")
+    max_body_bytes: int = Field(2_000_000, ge=1, description="Request body size in bytes.")
+    max_top_k: int = Field(100, ge=1, description="Most documents one /search returns.")
+
+
+def describe_fields() -> str:
+    """One line per setting with its default, for ``--help``."""
+    lines = []
+    for name, info in ServeConfig.model_fields.items():
+        lines.append(f"{name} (default {info.default!r}): {info.description}")
+    return "\n\n".join(lines)

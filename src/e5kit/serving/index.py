@@ -1,0 +1,446 @@
+"""A FAISS vector index over chunked documents, with a SQLite document store.
+
+An index is a folder:
+
+- ``index.json``: the settings (model, backend, index kind, chunk window and overlap);
+- ``vectors.faiss``: one vector per chunk, keyed by a 64-bit vector id;
+- ``docstore.sqlite``: ``documents`` (id, title, text) and ``chunks`` (vector id -> document id,
+  chunk number, character span), so a hit maps back to its document and passage.
+
+Documents are added and deleted incrementally. Flat and IVF-PQ indexes drop deleted vectors at once;
+an HNSW graph cannot remove nodes, so its deleted vectors stay in the graph and are filtered out at
+search time (``VectorIndex.stale_vectors`` counts them; rebuild to reclaim the space).
+
+Example:
+    >>> index = VectorIndex.create("idx", Encoder.load("all-MiniLM-L6-v2"), IndexSettings())  # doctest: +SKIP
+    >>> index.add([Document("d1", "A long text ...")])                                       # doctest: +SKIP
+    >>> index.search(["what is it about"], k=5)[0][0].doc_id                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tqdm.auto import tqdm
+
+from e5kit.serving.chunking import chunk_texts, chunk_window
+from e5kit.textio import InputFormatError, iter_jsonl
+
+SETTINGS_FILE = "index.json"
+VECTORS_FILE = "vectors.faiss"
+DOCSTORE_FILE = "docstore.sqlite"
+#: Chunks embedded per step when adding documents (bounds memory on large corpora).
+ADD_BLOCK = 2048
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (doc_id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    vector_id INTEGER PRIMARY KEY,
+    doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
+    chunk_index INTEGER NOT NULL,
+    start_char INTEGER NOT NULL,
+    end_char INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class IndexStoreError(ValueError):
+    """An index folder is missing, malformed, or cannot take the requested operation."""
+
+
+class IndexSettings(BaseModel):
+    """How an index is built; stored in ``index.json``.
+
+    Attributes:
+        kind: "flat" (exact inner product), "hnsw" (graph, approximate) or "ivfpq" (compressed, approximate).
+        overlap: Tokens shared by consecutive chunks of a long document.
+        window: Tokens per chunk; None = as many as fit in the model's max length after the prefix.
+        passage_role / query_role: Roles (prompt names) used to embed chunks and queries.
+        hnsw_m / hnsw_ef_search: HNSW neighbours per node and search breadth.
+        ivf_lists / pq_subquantizers / pq_bits / nprobe: IVF-PQ coarse lists, PQ code size, lists probed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["flat", "hnsw", "ivfpq"] = "flat"
+    overlap: int = Field(32, ge=0)
+    window: int | None = Field(None, ge=1)
+    passage_role: str = "passage"
+    query_role: str = "query"
+    hnsw_m: int = Field(32, ge=2)
+    hnsw_ef_search: int = Field(64, ge=1)
+    ivf_lists: int = Field(64, ge=1)
+    pq_subquantizers: int = Field(8, ge=1)
+    pq_bits: int = Field(8, ge=1, le=16)
+    nprobe: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _overlap_below_window(self):
+        if self.window is not None and self.overlap >= self.window:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than window ({self.window})")
+        return self
+
+
+class StoredIndex(BaseModel):
+    """``index.json``: the settings plus what the index was built with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    backend: str = "torch"
+    dimension: int
+    window: int
+    settings: IndexSettings
+
+
+@dataclass
+class Document:
+    """A document to index; ``title`` (may be empty) is embedded before ``text``."""
+
+    doc_id: str
+    text: str
+    title: str = ""
+
+    @property
+    def body(self) -> str:
+        """The text that is chunked and embedded; chunk offsets refer to it."""
+        return f"{self.title} {self.text}" if self.title else self.text
+
+
+@dataclass
+class AddReport:
+    """What ``VectorIndex.add`` did; every document not indexed is counted with its reason."""
+
+    added: int = 0
+    replaced: int = 0
+    chunks: int = 0
+    truncated: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class SearchHit:
+    """One retrieved document, represented by its best-scoring chunk."""
+
+    doc_id: str
+    score: float
+    title: str
+    chunk_index: int
+    start: int
+    end: int
+    text: str
+
+    def snippet(self, chars: int = 240) -> str:
+        """The best chunk's text, shortened to about ``chars`` characters on a word boundary."""
+        flat = " ".join(self.text.split())
+        return flat if len(flat) <= chars else flat[:chars].rsplit(" ", 1)[0] + " ..."
+
+
+def iter_corpus(path: str | Path, id_field: str = "_id", text_field: str = "text", title_field: str = "title") -> Iterator[Document]:
+    """Read documents from JSONL (BEIR ``corpus.jsonl`` layout by default; ``.gz``/``.zst`` allowed).
+
+    Raises:
+        InputFormatError: a record without an id, with a non-string text, or a repeated id, naming the line.
+    """
+    seen: dict[str, int] = {}
+    for line_number, record in iter_jsonl(path):
+        doc_id = record.get(id_field, record.get("id") if id_field == "_id" else None)
+        if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool) or str(doc_id) == "":
+            raise InputFormatError(f"{path}:{line_number}: field {id_field!r} (document id) is missing or not a string/number")
+        doc_id = str(doc_id)
+        if doc_id in seen:
+            raise InputFormatError(f"{path}:{line_number}: document id {doc_id!r} repeats line {seen[doc_id]}")
+        seen[doc_id] = line_number
+        text, title = record.get(text_field, ""), record.get(title_field) or ""
+        if not isinstance(text, str) or not isinstance(title, str):
+            raise InputFormatError(f"{path}:{line_number}: fields {text_field!r} and {title_field!r} must be strings")
+        yield Document(doc_id=doc_id, text=text, title=title)
+
+
+def _new_faiss_index(settings: IndexSettings, dimension: int):
+    import faiss
+
+    metric = faiss.METRIC_INNER_PRODUCT
+    if settings.kind == "flat":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+    if settings.kind == "hnsw":
+        graph = faiss.IndexHNSWFlat(dimension, settings.hnsw_m, metric)
+        graph.hnsw.efSearch = settings.hnsw_ef_search
+        return faiss.IndexIDMap2(graph)
+    if dimension % settings.pq_subquantizers:
+        raise IndexStoreError(f"pq_subquantizers ({settings.pq_subquantizers}) must divide the embedding dimension ({dimension})")
+    quantizer = faiss.IndexFlatIP(dimension)
+    return faiss.IndexIVFPQ(quantizer, dimension, settings.ivf_lists, settings.pq_subquantizers, settings.pq_bits, metric)
+
+
+class VectorIndex:
+    """Chunked documents in a FAISS index plus a SQLite store; see the module docstring for the layout.
+
+    Use ``create`` or ``open``; changes are written to disk by ``add`` and ``delete``. Safe to search
+    from several threads.
+    """
+
+    def __init__(self, path: Path, stored: StoredIndex, vectors, connection: sqlite3.Connection, encoder) -> None:
+        self.path = path
+        self.stored = stored
+        self.settings = stored.settings
+        self.vectors = vectors
+        self.connection = connection
+        self.encoder = encoder
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, path: str | Path, encoder, settings: IndexSettings, model: str, backend: str = "torch", overwrite: bool = False) -> VectorIndex:
+        """Start an empty index in ``path`` for documents embedded by ``encoder`` (loaded from ``model``)."""
+        path = Path(path)
+        if (path / SETTINGS_FILE).exists() and not overwrite:
+            raise IndexStoreError(f"{path}: an index already exists here (use add to extend it, or overwrite)")
+        path.mkdir(parents=True, exist_ok=True)
+        for name in (VECTORS_FILE, DOCSTORE_FILE):
+            (path / name).unlink(missing_ok=True)
+        window = settings.window or chunk_window(encoder.tokenizer, encoder.max_length, encoder.prompt_for(settings.passage_role))
+        if settings.overlap >= window:
+            raise IndexStoreError(f"overlap ({settings.overlap}) must be smaller than the chunk window ({window} tokens)")
+        stored = StoredIndex(model=model, backend=backend, dimension=encoder.dimension, window=window, settings=settings)
+        index = cls(path, stored, _new_faiss_index(settings, encoder.dimension), _connect(path / DOCSTORE_FILE), encoder)
+        (path / SETTINGS_FILE).write_text(stored.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        index._write_vectors()
+        return index
+
+    @classmethod
+    def open(cls, path: str | Path, encoder=None, backend: str | None = None) -> VectorIndex:
+        """Open an index; its model is loaded unless ``encoder`` is given (with the stored or given backend)."""
+        import faiss
+
+        path = Path(path)
+        settings_path = path / SETTINGS_FILE
+        if not settings_path.is_file():
+            raise IndexStoreError(f"{path}: not an index (no {SETTINGS_FILE}); build one with `e5kit index build`")
+        try:
+            stored = StoredIndex.model_validate_json(settings_path.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise IndexStoreError(f"{settings_path}: invalid index settings: {error}") from error
+        for name in (VECTORS_FILE, DOCSTORE_FILE):
+            if not (path / name).is_file():
+                raise IndexStoreError(f"{path / name}: missing; the index is incomplete")
+        if encoder is None:
+            from e5kit.encoder import Encoder
+
+            encoder = Encoder.load(stored.model, backend=backend or stored.backend)
+        if encoder.dimension != stored.dimension:
+            raise IndexStoreError(
+                f"{path}: the index holds {stored.dimension}-dimensional vectors but the model embeds {encoder.dimension}"
+            )
+        vectors = faiss.read_index(str(path / VECTORS_FILE))
+        return cls(path, stored, vectors, _connect(path / DOCSTORE_FILE), encoder)
+
+    # ------------------------------------------------------------------ counts
+    @property
+    def num_documents(self) -> int:
+        return self.connection.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+
+    @property
+    def num_chunks(self) -> int:
+        return self.connection.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
+    @property
+    def stale_vectors(self) -> int:
+        """Vectors of deleted documents still inside the FAISS index (HNSW only)."""
+        return int(self.vectors.ntotal) - self.num_chunks
+
+    # ------------------------------------------------------------------ changes
+    def add(self, documents: Iterable[Document], batch_size: int = 32, show_progress: bool = False) -> AddReport:
+        """Chunk, embed and index ``documents``; a document whose id is already indexed is replaced.
+
+        Documents whose text has no tokens are skipped and counted in ``report.skipped``.
+        """
+        report = AddReport()
+        pending: list[tuple[Document, list]] = []
+        pending_chunks = 0
+        seen: set[str] = set()
+        with tqdm(desc="indexing", unit="doc", disable=not show_progress) as progress:
+            for block in _blocks(documents, 256):
+                for doc in block:
+                    if doc.doc_id in seen:
+                        raise IndexStoreError(f"document id {doc.doc_id!r} is given twice in one add")
+                    seen.add(doc.doc_id)
+                bodies = [doc.body for doc in block]
+                for doc, chunks in zip(block, chunk_texts(bodies, self.encoder.tokenizer, self.stored.window, self.settings.overlap)):
+                    if not chunks:
+                        report.skipped["no text"] += 1
+                        continue
+                    pending.append((doc, chunks))
+                    pending_chunks += len(chunks)
+                if pending_chunks >= ADD_BLOCK:
+                    self._add_block(pending, report, batch_size)
+                    progress.update(len(pending))
+                    pending, pending_chunks = [], 0
+            if pending:
+                self._add_block(pending, report, batch_size)
+                progress.update(len(pending))
+        self._write_vectors()
+        return report
+
+    def _add_block(self, pending: list[tuple[Document, list]], report: AddReport, batch_size: int) -> None:
+        texts = [doc.body[chunk.start : chunk.end] for doc, chunks in pending for chunk in chunks]
+        embeddings = self.encoder.encode(texts, role=self.settings.passage_role, batch_size=batch_size)
+        report.truncated += self.encoder.last_stats.truncated
+        self._train_if_needed(embeddings)
+        with self._lock, self.connection:
+            replaced = self._remove([doc.doc_id for doc, _ in pending])
+            report.replaced += replaced
+            report.added += len(pending) - replaced
+            # Ids are never reused: an HNSW graph still holds the vectors of deleted documents.
+            first_id = self._next_id()
+            ids = np.arange(first_id, first_id + len(texts), dtype=np.int64)
+            self.vectors.add_with_ids(embeddings, ids)
+            self.connection.executemany(
+                "INSERT INTO documents (doc_id, title, text) VALUES (?, ?, ?)",
+                [(doc.doc_id, doc.title, doc.body) for doc, _ in pending],
+            )
+            rows = [(doc.doc_id, chunk.index, chunk.start, chunk.end) for doc, chunks in pending for chunk in chunks]
+            self.connection.executemany(
+                "INSERT INTO chunks (vector_id, doc_id, chunk_index, start_char, end_char) VALUES (?, ?, ?, ?, ?)",
+                [(int(vector_id), *row) for vector_id, row in zip(ids, rows)],
+            )
+            self.connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_id', ?)", (int(ids[-1]) + 1,))
+        report.chunks += len(texts)
+
+    def _next_id(self) -> int:
+        row = self.connection.execute("SELECT value FROM meta WHERE key = 'next_id'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _train_if_needed(self, embeddings: np.ndarray) -> None:
+        if self.vectors.is_trained:
+            return
+        needed = max(self.settings.ivf_lists, 2**self.settings.pq_bits)
+        if len(embeddings) < needed:
+            raise IndexStoreError(
+                f"an ivfpq index trains on the first documents added and needs at least {needed} chunks "
+                f"(max of ivf_lists={self.settings.ivf_lists} and 2**pq_bits={2**self.settings.pq_bits}); got "
+                f"{len(embeddings)}. Add more documents at once, lower ivf_lists/pq_bits, or use kind flat"
+            )
+        self.vectors.train(embeddings)
+
+    def delete(self, doc_ids: Sequence[str]) -> tuple[int, list[str]]:
+        """Remove documents by id; returns (number deleted, ids that were not in the index)."""
+        with self._lock, self.connection:
+            present = {row[0] for row in self._select_in("SELECT doc_id FROM documents WHERE doc_id IN ({})", list(doc_ids))}
+            self._remove(sorted(present))
+        self._write_vectors()
+        return len(present), [doc_id for doc_id in doc_ids if doc_id not in present]
+
+    def _remove(self, doc_ids: list[str]) -> int:
+        """Drop ``doc_ids`` from the store (and their vectors, where FAISS can); returns how many existed."""
+        vector_ids = [row[0] for row in self._select_in("SELECT vector_id FROM chunks WHERE doc_id IN ({})", doc_ids)]
+        if vector_ids and self.settings.kind != "hnsw":
+            self.vectors.remove_ids(np.asarray(vector_ids, dtype=np.int64))
+        removed = 0
+        for start in range(0, len(doc_ids), 500):
+            part = doc_ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            self.connection.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", part)
+            removed += self.connection.execute(f"DELETE FROM documents WHERE doc_id IN ({marks})", part).rowcount
+        return removed
+
+    def _select_in(self, query: str, values: list) -> list[tuple]:
+        rows: list[tuple] = []
+        for start in range(0, len(values), 500):  # SQLite caps the number of bound parameters
+            part = values[start : start + 500]
+            rows += self.connection.execute(query.format(",".join("?" * len(part))), part).fetchall()
+        return rows
+
+    def _write_vectors(self) -> None:
+        import faiss
+
+        temporary = self.path / (VECTORS_FILE + ".tmp")
+        faiss.write_index(self.vectors, str(temporary))
+        temporary.replace(self.path / VECTORS_FILE)
+
+    # ------------------------------------------------------------------ search
+    def search(self, queries: Sequence[str], k: int = 10) -> list[list[SearchHit]]:
+        """Embed ``queries`` in the query role and return the top ``k`` documents of each."""
+        return self.search_vectors(self.encoder.encode(list(queries), role=self.settings.query_role), k)
+
+    def search_vectors(self, query_vectors: np.ndarray, k: int = 10) -> list[list[SearchHit]]:
+        """Top ``k`` documents per query vector, each scored by its best chunk (inner product)."""
+        if self.settings.kind == "ivfpq":
+            self.vectors.nprobe = self.settings.nprobe
+        total = int(self.vectors.ntotal)
+        results: list[list[SearchHit]] = []
+        with self._lock:
+            for vector in np.asarray(query_vectors, dtype=np.float32).reshape(-1, self.stored.dimension):
+                fetch = min(total, max(4 * k, 32))
+                while True:
+                    # A document can own many chunks: fetch more until k distinct documents are found.
+                    scores, ids = self.vectors.search(vector[None, :], fetch) if fetch else (np.empty((1, 0)), np.empty((1, 0)))
+                    hits = self._best_chunk_per_document(scores[0], ids[0], k)
+                    if len(hits) >= k or fetch >= total:
+                        break
+                    fetch = min(total, fetch * 4)
+                results.append(hits)
+        return results
+
+    def _best_chunk_per_document(self, scores: np.ndarray, ids: np.ndarray, k: int) -> list[SearchHit]:
+        found = [(int(i), float(s)) for i, s in zip(ids, scores) if i >= 0]
+        rows = {
+            row[0]: row[1:]
+            for row in self._select_in(
+                "SELECT vector_id, doc_id, chunk_index, start_char, end_char FROM chunks WHERE vector_id IN ({})",
+                [vector_id for vector_id, _ in found],
+            )
+        }
+        best: dict[str, tuple[float, tuple]] = {}
+        for vector_id, score in found:  # FAISS returns best first; stale (deleted) ids have no row
+            if vector_id in rows and rows[vector_id][0] not in best:
+                best[rows[vector_id][0]] = (score, rows[vector_id])
+        top = list(best.items())[:k]
+        texts = {
+            row[0]: row[1:]
+            for row in self._select_in("SELECT doc_id, title, text FROM documents WHERE doc_id IN ({})", [doc_id for doc_id, _ in top])
+        }
+        return [
+            SearchHit(
+                doc_id=doc_id,
+                score=score,
+                title=texts[doc_id][0],
+                chunk_index=chunk_index,
+                start=start,
+                end=end,
+                text=texts[doc_id][1][start:end],
+            )
+            for doc_id, (score, (_, chunk_index, start, end)) in top
+        ]
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, check_same_thread=False)  # the server searches from worker threads
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.executescript(_SCHEMA)
+    return connection
+
+
+def _blocks(items: Iterable, size: int) -> Iterator[list]:
+    block = []
+    for item in items:
+        block.append(item)
+        if len(block) == size:
+            yield block
+            block = []
+    if block:
+        yield block

@@ -1,0 +1,268 @@
+"""ONNX export, dynamic int8 quantisation, and the ONNX Runtime backend of the Encoder.
+
+The exported graph takes ``input_ids`` and ``attention_mask`` and returns the pooled (not yet
+normalised) ``sentence_embedding``, so pooling runs inside ONNX Runtime. The ONNX files sit in
+``onnx/`` next to a normal sentence-transformers directory, so prompts, pooling and the token limit
+travel with them; ``onnx/e5kit_onnx.json`` lists the files and which one ``backend="onnx"`` loads.
+
+Example:
+    >>> export_onnx(Encoder.load("all-MiniLM-L6-v2"), "out/minilm", quantize="int8")  # doctest: +SKIP
+    >>> encoder = Encoder.load("out/minilm", backend="onnx")                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from e5kit import model_format
+from e5kit.encoder import Encoder, pool
+from e5kit.hub import resolve_model_dir
+
+logger = logging.getLogger(__name__)
+
+ONNX_FOLDER = "onnx"
+MANIFEST = "e5kit_onnx.json"
+FP32_FILE = "pooled_fp32.onnx"
+INT8_FILE = "pooled_qint8.onnx"
+INPUT_NAMES = ["input_ids", "attention_mask"]
+OUTPUT_NAME = "sentence_embedding"
+QUANTIZATIONS = ("none", "int8")
+
+
+class _PooledModel(torch.nn.Module):
+    """The Hugging Face encoder followed by the Encoder's pooling, as one graph to export."""
+
+    def __init__(self, model: torch.nn.Module, pooling: str) -> None:
+        super().__init__()
+        self.model = model
+        self.pooling = pooling
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return pool(hidden, attention_mask, self.pooling)  # (batch, dim)
+
+
+@dataclass
+class OnnxExport:
+    """Where ``export_onnx`` wrote things.
+
+    Attributes:
+        model_dir: The sentence-transformers directory holding ``onnx/``.
+        files: Precision ("fp32", "int8") -> ONNX file.
+        default: The file ``Encoder.load(model_dir, backend="onnx")`` uses.
+    """
+
+    model_dir: Path
+    files: dict[str, Path]
+    default: Path
+
+
+def export_onnx(encoder: Encoder, out_dir: str | Path, *, quantize: str = "int8", opset: int = 18) -> OnnxExport:
+    """Save ``encoder`` as a sentence-transformers directory plus ONNX fp32 (and int8) graphs.
+
+    Args:
+        encoder: A torch-backend Encoder.
+        out_dir: Output folder (created); the ONNX files go to ``out_dir/onnx/``.
+        quantize: "int8" adds a dynamically quantised copy (int8 weights, activations quantised at
+            run time) and makes it the default; "none" keeps fp32 only.
+        opset: ONNX opset version.
+    """
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
+    if encoder.model is None:
+        raise ValueError("export needs a torch-backend Encoder (this one already runs on ONNX)")
+    root = encoder.save(out_dir)
+    folder = root / ONNX_FOLDER
+    folder.mkdir(exist_ok=True)
+    files = {"fp32": folder / FP32_FILE}
+    _export_fp32(encoder, files["fp32"], opset)
+    fuse_operators(files["fp32"], encoder.model.config)
+    if quantize == "int8":
+        files["int8"] = folder / INT8_FILE
+        quantize_int8(files["fp32"], files["int8"])
+    default = files.get("int8", files["fp32"])
+    manifest = {
+        "default": default.name,
+        "files": {path.name: precision for precision, path in files.items()},
+        "pooling": encoder.pooling,
+        "inputs": INPUT_NAMES,
+        "output": OUTPUT_NAME,
+        "opset": opset,
+        "torch": torch.__version__,
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return OnnxExport(model_dir=root, files=files, default=default)
+
+
+def _export_fp32(encoder: Encoder, path: Path, opset: int) -> None:
+    # The dynamo exporter traces transformers' attention masks correctly; the TorchScript one bakes
+    # a wrong mask into BERT graphs with transformers 5.
+    model = encoder.model.float().cpu()
+    wrapper = _PooledModel(model, encoder.pooling).eval()
+    example = encoder.tokenizer(["an example text", "a second, longer example text"], padding=True, return_tensors="pt")
+    dynamic = {0: "batch", 1: "sequence"}
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            (example["input_ids"], example["attention_mask"]),
+            dynamo=True,
+            input_names=INPUT_NAMES,
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=(dynamic, dynamic),
+            opset_version=opset,
+            verbose=False,
+        )
+    program.save(str(path))
+    encoder.model.to(encoder.device)
+
+
+def fuse_operators(path: Path, config) -> None:
+    """Rewrite ``path`` with ONNX Runtime's transformer fusions (SkipLayerNorm, BiasGelu, ...).
+
+    Quantising the fused graph gives a faster int8 model than quantising the raw export.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(
+        str(path), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size
+    )
+    logger.info("ONNX Runtime fusions: %s", optimized.get_fused_operator_statistics())
+    optimized.save_model_to_file(str(path))
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
+    """Dynamic int8 quantisation of the MatMul weights (activations are quantised at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        fp32_path,
+        int8_path,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+    )
+
+
+def read_manifest(model_dir: Path) -> dict:
+    """The ``onnx/e5kit_onnx.json`` of an exported model, with an actionable error when absent."""
+    path = model_dir / ONNX_FOLDER / MANIFEST
+    if not path.is_file():
+        raise model_format.ModelDirectoryError(
+            f"{path}: missing; {model_dir} has no e5kit ONNX export. "
+            f"Create one with: e5kit export onnx --model {model_dir} --out DIR"
+        )
+    return model_format.read_json(path)
+
+
+def session_for(path: Path, threads: int | None = None):
+    """An ONNX Runtime CPU session with all graph optimisations on."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxEncoder(Encoder):
+    """An Encoder whose batch step runs an exported ONNX graph in ONNX Runtime (CPU, inference only).
+
+    Everything but the forward pass (prefixes, validation, length-sorted batching, truncation
+    counting, normalisation) is the Encoder's own code, so both backends embed identically.
+
+    Args:
+        session: ONNX Runtime session of a graph from ``export_onnx``.
+        tokenizer, prompts, pooling, normalize, max_length: as for ``Encoder``.
+        config: The Hugging Face model config (for the embedding size and position limit).
+        file: The ONNX file, for messages.
+    """
+
+    def __init__(self, session, tokenizer, *, config, prompts, pooling, normalize, max_length, file: Path) -> None:
+        self._set_text_options(tokenizer, prompts, pooling, normalize, max_length, config)
+        self.session = session
+        self.file = file
+        self.model = None
+        self.device = torch.device("cpu")
+        self.dtype = "int8" if file.name == INT8_FILE else "float32"
+        self._dimension = int(config.hidden_size)
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | Path,
+        *,
+        prompts: dict[str, str] | None = None,
+        max_length: int | None = None,
+        normalize: bool | None = None,
+        file_name: str | None = None,
+        threads: int | None = None,
+    ) -> OnnxEncoder:
+        """Load an ``e5kit export onnx`` directory.
+
+        Args:
+            file_name: An ONNX file in ``onnx/`` (default: the manifest's default, int8 when exported
+                with ``--quantize int8``).
+            threads: ONNX Runtime intra-op threads (default: one per physical core).
+
+        Raises:
+            model_format.ModelDirectoryError: the directory has no ONNX export, or the named file is missing.
+        """
+        from transformers import AutoConfig, AutoTokenizer
+
+        root = resolve_model_dir(name_or_path)
+        spec = model_format.read_model_dir(root)
+        manifest = read_manifest(root)
+        if manifest.get("pooling") != spec.pooling:
+            raise model_format.ModelDirectoryError(
+                f"{root / ONNX_FOLDER / MANIFEST}: the graph pools with {manifest.get('pooling')!r} but the model "
+                f"directory says {spec.pooling!r}; export again"
+            )
+        file = root / ONNX_FOLDER / (file_name or manifest["default"])
+        if not file.is_file():
+            raise model_format.ModelDirectoryError(f"{file}: no such ONNX file (the manifest lists {', '.join(manifest['files'])})")
+        return cls(
+            session_for(file, threads),
+            AutoTokenizer.from_pretrained(spec.transformer_dir),
+            config=AutoConfig.from_pretrained(spec.transformer_dir),
+            prompts=spec.prompts if prompts is None else prompts,
+            pooling=spec.pooling,
+            normalize=spec.normalize if normalize is None else normalize,
+            max_length=max_length or spec.max_length or 512,
+            file=file,
+        )
+
+    @property
+    def dimension(self) -> int:
+        """Embedding size."""
+        return self._dimension
+
+    def embed(self, features):
+        """Not available: ONNX Runtime computes no gradients; train with the torch backend."""
+        raise TypeError(f"{self.file}: the ONNX backend is inference-only; load the model with backend='torch' to train")
+
+    def save(self, path, model_card=None):
+        """Not available: an ONNX model directory is written by ``e5kit export onnx``."""
+        raise TypeError(f"{self.file}: save the torch model and export it with `e5kit export onnx` instead")
+
+    def _embed_arrays(self, input_ids: np.ndarray, attention_mask: np.ndarray, normalize: bool) -> np.ndarray:
+        (embeddings,) = self.session.run([OUTPUT_NAME], {"input_ids": input_ids, "attention_mask": attention_mask})
+        embeddings = embeddings.astype(np.float32, copy=False)  # (batch, dim)
+        if normalize:
+            # Same epsilon as torch.nn.functional.normalize, so both backends agree on zero vectors.
+            embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        return embeddings
+
+
+def mean_cosine(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
+    """(mean, min) row-wise cosine similarity of two (n, dim) embedding matrices."""
+    reference = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    candidate = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
+    cosines = (reference * candidate).sum(axis=1)  # (n,)
+    return float(cosines.mean()), float(cosines.min())

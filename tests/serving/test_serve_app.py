@@ -1,0 +1,134 @@
+"""The HTTP server: OpenAI-compatible embeddings, search, errors, auth, metrics, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from e5kit.serving.app import create_app
+from e5kit.serving.config import ServeConfig
+from e5kit.serving.index import IndexSettings, VectorIndex
+
+
+@pytest.fixture(scope="module")
+def client(tiny_encoder):
+    app = create_app(tiny_encoder, ServeConfig(max_items=4, max_chars=300, max_body_bytes=4000), model_name="tiny")
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_embeddings_apply_the_prefix_server_side(client, tiny_encoder, texts):
+    # Given a list of texts and input_type passage
+    response = client.post("/v1/embeddings", json={"input": texts[:3], "input_type": "passage", "model": "tiny"})
+    # Then the response has OpenAI's shape and equals encoding with the passage prefix
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["object"] == "list" and body["model"] == "tiny"
+    assert [d["index"] for d in body["data"]] == [0, 1, 2] and all(d["object"] == "embedding" for d in body["data"])
+    np.testing.assert_allclose([d["embedding"] for d in body["data"]], tiny_encoder.encode(texts[:3], role="passage"), atol=1e-5)
+    # And usage counts the tokens embedded, prefix and special tokens included
+    tokens = sum(len(ids) for ids in tiny_encoder.tokenizer(tiny_encoder.prepare(texts[:3], "passage"))["input_ids"])
+    assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+    # And a bare string without input_type is embedded as a query (the default)
+    single = client.post("/v1/embeddings", json={"input": texts[0]}).json()
+    np.testing.assert_allclose(single["data"][0]["embedding"], tiny_encoder.encode_queries(texts[:1])[0], atol=1e-5)
+
+
+def test_dimensions_and_base64(client, tiny_encoder):
+    full = tiny_encoder.encode_queries(["cats"])[0]
+    body = client.post("/v1/embeddings", json={"input": ["cats"], "dimensions": 8, "encoding_format": "base64"}).json()
+    decoded = np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(decoded, full[:8] / np.linalg.norm(full[:8]), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "payload,status,needle",
+    [
+        ({"input": []}, 422, "input"),
+        ({"input": ""}, 422, "input"),
+        ({"input": ["ok", "   "]}, 422, "non-whitespace"),
+        ({"input": ["ok", 3]}, 422, "input"),
+        ({"input": ["a"] * 5}, 422, "at most 4"),
+        ({"input": "x" * 301}, 422, "at most 300"),
+        ({"input": "ok", "input_type": "title"}, 422, "input_type: Input should be 'corpus', 'doc'"),
+        ({"input": "ok", "model": "gpt"}, 404, "model 'gpt' is not served"),
+        ({"input": "ok", "dimensions": 33}, 422, "dimensions"),
+        ({"input": "ok", "encoding_format": "int8"}, 422, "encoding_format"),
+        ({"input": "ok", "extra": 1}, 422, "extra"),
+        ({"input": "\ud800"}, 422, "input: Input should be a valid string"),
+    ],
+)
+def test_bad_input_gets_a_named_4xx_error(client, payload, status, needle):
+    # json.dumps escapes the lone surrogate as \\ud800, as a client sending it would
+    response = client.post("/v1/embeddings", content=json.dumps(payload), headers={"content-type": "application/json"})
+    assert response.status_code == status
+    assert needle in response.json()["error"]["message"]
+
+
+def test_malformed_json_and_oversized_bodies(client):
+    response = client.post("/v1/embeddings", content=b'{"input": ', headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "not valid JSON" in response.json()["error"]["message"]
+    response = client.post("/v1/embeddings", json={"input": ["x" * 290] * 4, "model": "y" * 3000})
+    assert response.status_code == 413 and "4000" in response.json()["error"]["message"]
+    # A chunked body without Content-Length is counted too
+    response = client.post("/v1/embeddings", content=iter([b"{" + b" " * 3000, b" " * 3000 + b"}"]), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_search_without_index_is_404_and_health_metrics(client):
+    assert client.post("/search", json={"query": "cats"}).status_code == 404
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["dimension"] == 32 and health["index"] is None
+    metrics = client.get("/metrics").text
+    assert 'e5kit_requests_total{endpoint="/v1/embeddings",status="200"}' in metrics
+    assert "e5kit_batch_texts_bucket" in metrics
+
+
+def test_bearer_token(tiny_encoder):
+    app = create_app(tiny_encoder, ServeConfig(api_key="s3cret"))
+    with TestClient(app) as client:
+        assert client.post("/v1/embeddings", json={"input": "cats"}).status_code == 401
+        wrong = client.post("/v1/embeddings", json={"input": "cats"}, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        assert client.post("/v1/embeddings", json={"input": "cats"}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.get("/health").status_code == 200
+
+
+def test_search_returns_documents_with_their_best_chunk(tiny_encoder, corpus, tmp_path):
+    index = VectorIndex.create(tmp_path / "idx", tiny_encoder, IndexSettings(overlap=8), model="tiny")
+    index.add(corpus)
+    with TestClient(create_app(tiny_encoder, ServeConfig(), index=index)) as client:
+        body = client.post("/search", json={"query": "the cat sat on the mat", "top_k": 3}).json()
+    expected = index.search(["the cat sat on the mat"], k=3)[0]
+    assert [hit["doc_id"] for hit in body["data"]] == [hit.doc_id for hit in expected]
+    np.testing.assert_allclose([hit["score"] for hit in body["data"]], [hit.score for hit in expected], atol=1e-5)
+    assert body["data"][0]["snippet"] == expected[0].snippet()
+
+
+def test_concurrent_requests_are_batched_and_answered_in_order(tiny_encoder, texts):
+    # Given a server that waits up to 200 ms to fill a batch
+    app = create_app(tiny_encoder, ServeConfig(max_wait_ms=200, max_batch_size=64))
+
+    async def run():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                # When several requests arrive together
+                responses = await asyncio.gather(
+                    *(http.post("/v1/embeddings", json={"input": [text], "input_type": "passage"}) for text in texts)
+                )
+                metrics = (await http.get("/metrics")).text
+        return responses, metrics
+
+    responses, metrics = asyncio.run(run())
+    # Then each gets its own embedding, and they shared forward passes
+    got = np.array([r.json()["data"][0]["embedding"] for r in responses])
+    np.testing.assert_allclose(got, tiny_encoder.encode(texts, role="passage"), atol=1e-5)
+    batches = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("e5kit_batch_texts_count")))
+    assert batches < len(texts)

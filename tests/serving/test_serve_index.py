@@ -1,0 +1,134 @@
+"""Chunking and the vector index: offsets, equivalence with brute force, incremental add/delete, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from e5kit.cli import app
+from e5kit.serving.chunking import chunk_texts, chunk_window, window_spans
+from e5kit.serving.index import Document, IndexSettings, IndexStoreError, VectorIndex
+
+
+def naive_windows(n_tokens: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """Token ranges [first, last] of a plain sliding window that stops once the end is covered."""
+    ranges, first = [], 0
+    while n_tokens:
+        ranges.append((first, min(first + window, n_tokens) - 1))
+        if first + window >= n_tokens:
+            break
+        first += window - overlap
+    return ranges
+
+
+@pytest.mark.parametrize("n_tokens", [0, 1, 5, 10, 11, 29, 64])
+@pytest.mark.parametrize("window,overlap", [(10, 0), (10, 3), (4, 3), (1, 0)])
+def test_window_spans_match_naive_sliding_window(n_tokens, window, overlap):
+    offsets = [(2 * i, 2 * i + 1) for i in range(n_tokens)]
+    spans = [(c.start, c.end) for c in window_spans(offsets, window, overlap)]
+    assert spans == [(offsets[a][0], offsets[b][1]) for a, b in naive_windows(n_tokens, window, overlap)]
+
+
+def test_chunks_map_back_to_whole_words_of_the_text(tiny_encoder, texts):
+    # Given a long text whose words split into several word pieces
+    text = "  " + texts[-1] + " ."
+    window = chunk_window(tiny_encoder.tokenizer, tiny_encoder.max_length, "passage: ")
+    # When chunked with the model's tokenizer
+    (chunks,) = chunk_texts([text], tiny_encoder.tokenizer, window, overlap=5)
+    tokens = tiny_encoder.tokenizer.tokenize(text)
+    assert len(chunks) > 1
+    # Then each chunk's characters re-tokenise to a run of at most `window` tokens starting on a word,
+    # consecutive chunks overlap by at most `overlap` tokens, and together they cover every token
+    position = 0
+    for chunk in chunks:
+        pieces = tiny_encoder.tokenizer.tokenize(text[chunk.start : chunk.end])
+        first = next(i for i in range(max(position - 5, 0), position + 1) if tokens[i : i + len(pieces)] == pieces)
+        assert len(pieces) <= window and not pieces[0].startswith("##")
+        position = first + len(pieces)
+    assert chunks[0].start == 2 and position == len(tokens)
+    # And a prefixed chunk fits the model without truncation
+    tiny_encoder.encode([text[c.start : c.end] for c in chunks], role="passage")
+    assert tiny_encoder.last_stats.truncated == 0
+
+
+def brute_force(encoder, documents, query, k):
+    """Score every document by its best chunk with plain numpy."""
+    window = chunk_window(encoder.tokenizer, encoder.max_length, encoder.prompt_for("passage"))
+    best = {}
+    for doc, chunks in zip(documents, chunk_texts([d.body for d in documents], encoder.tokenizer, window, 8)):
+        vectors = encoder.encode([doc.body[c.start : c.end] for c in chunks], role="passage")
+        best[doc.doc_id] = float((vectors @ encoder.encode([query], role="query")[0]).max())
+    return sorted(best.items(), key=lambda item: -item[1])[:k]
+
+
+def test_flat_index_equals_brute_force(tiny_encoder, corpus, tmp_path):
+    # Given a flat index over short and long documents
+    index = VectorIndex.create(tmp_path / "idx", tiny_encoder, IndexSettings(overlap=8), model="tiny")
+    report = index.add(corpus)
+    assert report.added == len(corpus) and report.chunks > len(corpus) and report.truncated == 0
+    # When searching, Then the ranking and scores equal a brute-force best-chunk search
+    for query in ["cat on a mat", "protein disease study"]:
+        hits = index.search([query], k=5)[0]
+        expected = brute_force(tiny_encoder, corpus, query, 5)
+        assert [h.doc_id for h in hits] == [doc_id for doc_id, _ in expected]
+        np.testing.assert_allclose([h.score for h in hits], [score for _, score in expected], atol=1e-5)
+        # And each hit's chunk text is the document's text at the stored offsets
+        bodies = {d.doc_id: d.body for d in corpus}
+        assert all(bodies[h.doc_id][h.start : h.end] == h.text for h in hits)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
+def test_incremental_add_replace_delete_and_reopen(kind, tiny_encoder, corpus, tmp_path):
+    settings = IndexSettings(kind=kind, overlap=8, ivf_lists=4, pq_subquantizers=4, pq_bits=4, nprobe=4)
+    index = VectorIndex.create(tmp_path / "idx", tiny_encoder, settings, model="tiny")
+    # IVF-PQ trains on its first add, so it needs enough chunks there
+    first = corpus if kind != "ivfpq" else corpus + [Document(f"x{i}-{d.doc_id}", d.text) for i in range(2) for d in corpus]
+    index.add(first)
+    # When a document is replaced, one deleted, and one added
+    index.add([Document("s0", "a completely new text about the moon")])
+    deleted, missing = index.delete(["s1", "nope"])
+    assert (deleted, missing) == (1, ["nope"])
+    index.add([Document("new", "the cat sat on the mat")])
+    # Then the store and FAISS agree (HNSW keeps deleted vectors, filtered out at search)
+    expected_docs = len(first) - 1 + 1
+    assert index.num_documents == expected_docs
+    reopened = VectorIndex.open(tmp_path / "idx", encoder=tiny_encoder)
+    assert reopened.num_documents == expected_docs and reopened.vectors.ntotal == index.vectors.ntotal
+    assert (reopened.stale_vectors > 0) == (kind == "hnsw")
+    hits = reopened.search(["the cat sat on the mat"], k=reopened.num_documents + 5)[0]
+    found = [h.doc_id for h in hits]
+    assert "s1" not in found and len(found) == len(set(found)) == expected_docs
+    if kind != "ivfpq":  # exact or near-exact: the identical text ranks first
+        assert found[0] == "new"
+
+
+def test_ivfpq_with_too_few_chunks_fails_naming_the_settings(tiny_encoder, corpus, tmp_path):
+    index = VectorIndex.create(tmp_path / "idx", tiny_encoder, IndexSettings(kind="ivfpq", ivf_lists=4, pq_subquantizers=4), model="tiny")
+    with pytest.raises(IndexStoreError, match="pq_bits"):
+        index.add(corpus)
+    assert index.num_documents == 0
+
+
+def test_cli_build_search_add_delete(tiny_bert_dir, tmp_path):
+    corpus = tmp_path / "docs.jsonl"
+    records = [{"_id": "d1", "title": "Cats", "text": "the cat sat on the mat " * 30}, {"_id": "d2", "text": "python can read files"}, {"_id": "d3", "text": "   "}]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records))
+    runner = CliRunner()
+    result = runner.invoke(app, ["index", "build", "--model", str(tiny_bert_dir), "--corpus", str(corpus), "--out", str(tmp_path / "idx"), "--overlap", "4"])
+    assert result.exit_code == 0, result.output
+    assert "added 2 documents" in result.output and "skipped: 1 (no text)" in result.output
+    result = runner.invoke(app, ["search", str(tmp_path / "idx"), "cat on the mat", "-k", "2"])
+    assert result.exit_code == 0, result.output
+    assert "1. " in result.output and "d1 | Cats  [chunk" in result.output
+    extra = tmp_path / "more.jsonl"
+    extra.write_text(json.dumps({"id": "d4", "text": "the moon"}) + "\n")
+    assert "added 1 documents" in runner.invoke(app, ["index", "add", str(tmp_path / "idx"), "--corpus", str(extra)]).output
+    result = runner.invoke(app, ["index", "delete", str(tmp_path / "idx"), "d2", "zz"])
+    assert "deleted 1 documents; not found: 1" in result.output
+    # Bad input is named: a record without an id
+    corpus.write_text(json.dumps({"text": "no id"}) + "\n")
+    result = runner.invoke(app, ["index", "build", "--model", str(tiny_bert_dir), "--corpus", str(corpus), "--out", str(tmp_path / "idx2")])
+    assert result.exit_code == 2 and "docs.jsonl:1" in result.output

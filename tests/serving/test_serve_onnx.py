@@ -1,0 +1,68 @@
+"""ONNX export: fp32 graph equals torch, int8 stays close, the Encoder hook and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from e5kit.cli import app
+from e5kit.encoder import Encoder
+from e5kit.model_format import ModelDirectoryError
+from e5kit.serving.onnx import INT8_FILE, FP32_FILE, OnnxEncoder, mean_cosine
+
+
+def test_fp32_graph_matches_torch(tiny_encoder, onnx_dir, texts):
+    # Given the tiny model and its fp32 ONNX export
+    onnx = OnnxEncoder.load(onnx_dir.model_dir, file_name=FP32_FILE)
+    # When both embed the same texts in both roles (variable lengths, padding, truncation)
+    for role in ("query", "passage"):
+        expected = tiny_encoder.encode(texts, role=role, batch_size=3)
+        actual = onnx.encode(texts, role=role, batch_size=3)
+        # Then the embeddings agree to float precision and in input order
+        np.testing.assert_allclose(actual, expected, atol=2e-5)
+    assert onnx.last_stats.truncated == tiny_encoder.last_stats.truncated == 1
+    unnormalised = onnx.encode(texts[:2], role="query", normalize=False)
+    np.testing.assert_allclose(unnormalised, tiny_encoder.encode(texts[:2], role="query", normalize=False), atol=2e-5)
+
+
+def test_int8_graph_is_default_and_close(tiny_encoder, onnx_dir, texts):
+    # Given an export with --quantize int8, When loaded through the Encoder hook
+    onnx = Encoder.load(onnx_dir.model_dir, backend="onnx")
+    # Then it is the quantised graph, with the model's prompts and limits
+    assert onnx.file.name == INT8_FILE and onnx.dtype == "int8"
+    assert onnx.prompts == tiny_encoder.prompts and onnx.max_length == tiny_encoder.max_length
+    assert onnx.dimension == tiny_encoder.dimension
+    manifest = json.loads((onnx_dir.model_dir / "onnx" / "e5kit_onnx.json").read_text())
+    assert manifest["default"] == INT8_FILE and manifest["pooling"] == "mean"
+    # And its embeddings stay close to fp32 (a random 2-layer model quantises worse than a trained one)
+    mean, _ = mean_cosine(tiny_encoder.encode(texts, role="passage"), onnx.encode(texts, role="passage"))
+    assert mean > 0.95
+    # And the quantised file is smaller than fp32
+    assert onnx_dir.files["int8"].stat().st_size < onnx_dir.files["fp32"].stat().st_size
+
+
+def test_onnx_backend_refuses_training_and_save(onnx_dir, tmp_path):
+    onnx = Encoder.load(onnx_dir.model_dir, backend="onnx")
+    with pytest.raises(TypeError, match="inference-only"):
+        onnx.embed(onnx.tokenize(["cats"], role="query"))
+    with pytest.raises(TypeError, match="export"):
+        onnx.save(tmp_path / "copy")
+
+
+def test_missing_export_and_bad_backend_are_named(tiny_bert_dir):
+    with pytest.raises(ModelDirectoryError, match="e5kit export onnx"):
+        Encoder.load(tiny_bert_dir, backend="onnx")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Encoder.load(tiny_bert_dir, backend="tensorrt")
+
+
+def test_cli_export_prints_fidelity(tiny_bert_dir, tmp_path):
+    # Given the tiny model, When exported fp32-only through the CLI
+    result = CliRunner().invoke(app, ["export", "onnx", "--model", str(tiny_bert_dir), "--out", str(tmp_path / "m"), "--quantize", "none", "--check-texts", "16"])
+    # Then it prints the cosine check and the loading hint
+    assert result.exit_code == 0, result.output
+    assert "cosine to torch fp32 over 16 texts: mean 1.00000" in result.output
+    assert (tmp_path / "m" / "onnx" / FP32_FILE).is_file() and not (tmp_path / "m" / "onnx" / INT8_FILE).exists()

@@ -1,0 +1,74 @@
+"""A reduced quickstart (tiny model, few steps) runs end to end, then resumes by skipping finished stages."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from e5kit.cli import app
+from e5kit.pipeline import STAGE_FILE, STAGES
+
+
+def test_reduced_quickstart_end_to_end_and_rerun_skips(tiny_bert_dir, tmp_path, single_torch_thread):
+    # Given a config that shrinks every stage around the tiny random BERT
+    config = {
+        "workdir": str(tmp_path / "qs"),
+        "model": str(tiny_bert_dir),
+        "heldout_queries": 20,
+        "corpus_size": 200,
+        "consistency": {"k": 50, "max_length": 64},
+        "pretrain": {"max_steps": 2, "batch_size": 8, "chunk_size": 4, "checkpoint_every": 0, "passage_max_length": 48},
+    }
+    config_path = tmp_path / "quickstart.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    runner = CliRunner()
+
+    # When the quickstart runs
+    first = runner.invoke(app, ["quickstart", "--config", str(config_path)])
+
+    # Then every stage finished and left its summary, the table compares three models, and the index is usable
+    assert first.exit_code == 0, first.output
+    workdir = tmp_path / "qs"
+    summaries = {stage: json.loads((workdir / stage / STAGE_FILE).read_text()) for stage in STAGES}
+    assert summaries["corpus"]["heldout"] == 20
+    curate = summaries["curate"]
+    assert curate["read"] == curate["kept"] + sum(curate["dropped"].values())
+    assert any(reason.startswith("decontaminate") for reason in curate["dropped"])
+    assert 0 < summaries["consistency"]["kept"] <= curate["kept"]
+    assert summaries["pretrain"]["steps"] == 2
+    models = [row["model"] for row in summaries["evaluate"]["rows"]]
+    assert models == ["BM25", f"{tiny_bert_dir} (start)", "e5kit pre-trained"]
+    assert all(0.0 <= row["ndcg_at_10"] <= 1.0 for row in summaries["evaluate"]["rows"])
+    assert summaries["index"]["documents"] == summaries["corpus"]["pairs"]
+    assert "e5kit search" in first.output and "e5kit serve" in first.output
+    assert (workdir / "index" / "model" / "modules.json").is_file()
+
+    # When it runs again, Then nothing is redone
+    second = runner.invoke(app, ["quickstart", "--config", str(config_path)])
+    assert second.exit_code == 0, second.output
+    assert second.output.count("skipped") == len(STAGES)
+
+
+def test_shipped_quickstart_configs_validate_every_stage_section():
+    from pathlib import Path
+
+    from typing import get_args
+
+    from e5kit.data.curate import CurateConfig, FiltersConfig, SourceConfig
+    from e5kit.pipeline import DEFAULT_CURATE, DEFAULT_PRETRAIN, _merge, load_quickstart_config
+    from e5kit.training.config import PretrainConfig
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("quickstart_*.yaml"))
+    assert len(configs) >= 2
+    for path in configs:
+        # Given a shipped example, When its sections are merged over the defaults, Then each stage accepts them
+        config = load_quickstart_config(path)
+        # (curation checks that input files exist, which example dump paths do not, so its parts are checked here)
+        curate = _merge(DEFAULT_CURATE, config.curate)
+        FiltersConfig.model_validate(curate.pop("filters"))
+        assert set(curate) <= set(CurateConfig.model_fields)
+        assert all(source["type"] in get_args(SourceConfig.model_fields["type"].annotation) for source in config.sources)
+        pretrain = _merge(DEFAULT_PRETRAIN, config.pretrain)
+        PretrainConfig.model_validate({**pretrain, "init_model": config.model, "output_dir": "x", "data": {"paths": ["x"]}})
