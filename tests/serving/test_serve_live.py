@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from e5kit.serving.index import IndexSettings, VectorIndex
 
 LOAD_REQUESTS = 200
 LOAD_CONCURRENCY = 16
+SCHEMATHESIS_EXAMPLES = int(os.environ.get("E5KIT_SCHEMATHESIS_EXAMPLES", "40"))
 
 
 def free_port() -> int:
@@ -61,7 +63,7 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(base_url):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=SCHEMATHESIS_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case):
             # Given any request schemathesis generates for this operation, Then the server answers
             # without a 5xx, with a documented status code and a body matching the documented schema

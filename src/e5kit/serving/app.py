@@ -13,6 +13,7 @@ Example:
 
 import base64
 import logging
+import re
 import secrets
 import time
 from contextlib import asynccontextmanager
@@ -153,8 +154,14 @@ class MetricsMiddleware:
 
 
 # ---------------------------------------------------------------------- schemas
+# JSON Schema patterns are ECMA-262 regexes, whose whitespace set differs from Python's (\x1c-\x1f and \x85 are
+# whitespace only to Python, \ufeff only to ECMA); naming the union makes the schema and the server agree.
+NON_WHITESPACE_PATTERN = r"[^\s\x1c-\x1f\x85\ufeff]"
+_NON_WHITESPACE = re.compile(NON_WHITESPACE_PATTERN)
+
+
 def _valid_text(text: str) -> str:
-    if not text.strip():
+    if not _NON_WHITESPACE.search(text):
         raise ValueError("must contain non-whitespace characters")
     return text
 
@@ -198,7 +205,7 @@ def _request_models(config: ServeConfig, dimension: int, roles: list[str]):
     Role = Literal.__getitem__(tuple(roles))
     # The pattern documents the non-whitespace rule in the schema; _valid_text enforces it with a clear message.
     Text = Annotated[
-        str, Field(min_length=1, max_length=config.max_chars, json_schema_extra={"pattern": r"\S"}), AfterValidator(_valid_text)
+        str, Field(min_length=1, max_length=config.max_chars, json_schema_extra={"pattern": NON_WHITESPACE_PATTERN}), AfterValidator(_valid_text)
     ]
 
     class EmbeddingRequest(BaseModel):
