@@ -94,6 +94,8 @@ class Encoder:
         dtype: "float32", "float16" (CUDA only) or "bfloat16".
     """
 
+    default_batch_size = 32
+
     def __init__(
         self,
         model: PreTrainedModel,
@@ -290,7 +292,7 @@ class Encoder:
         texts: Sequence[str],
         role: str | None = None,
         *,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         normalize: bool | None = None,
         show_progress: bool | None = None,
     ) -> np.ndarray:
@@ -303,7 +305,7 @@ class Encoder:
             texts: Strings to embed; an empty list gives a (0, dim) array.
             role: "query", "passage" (or another prompt name of the model); optional for models without
                 prompts; "none" embeds raw text.
-            batch_size: Texts per forward pass.
+            batch_size: Texts per forward pass (default: the backend's ``default_batch_size``).
             normalize: Override the model's normalisation (E5 classification uses raw features).
             show_progress: Progress bar; None shows one for more than 1,000 texts on a terminal.
 
@@ -318,6 +320,7 @@ class Encoder:
         if show_progress is None:
             show_progress = len(prepared) > 1000 and sys.stderr.isatty()
         normalize = self.normalize if normalize is None else normalize
+        batch_size = batch_size or self.default_batch_size
         with tqdm(total=len(prepared), desc="encoding", unit="text", disable=not show_progress) as progress:
             for start in range(0, len(prepared), TOKENIZE_BLOCK):
                 block_ids = self._tokenize_counting_truncation(prepared[start : start + TOKENIZE_BLOCK], stats)

@@ -28,6 +28,18 @@ def test_fp32_graph_matches_torch(tiny_encoder, onnx_dir, texts):
     np.testing.assert_allclose(unnormalised, tiny_encoder.encode(texts[:2], role="query", normalize=False), atol=2e-5)
 
 
+def test_export_fuses_attention_and_quantises_it(onnx_dir):
+    # Given the exported graphs, Then ONNX Runtime's fused kernels replaced the per-op attention
+    import onnx
+
+    def op_types(path):
+        return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+
+    assert {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization"} <= op_types(onnx_dir.files["fp32"])
+    # And the int8 graph quantises the fused attention too
+    assert "QAttention" in op_types(onnx_dir.files["int8"])
+
+
 def test_int8_graph_is_default_and_close(tiny_encoder, onnx_dir, texts):
     # Given an export with --quantize int8, When loaded through the Encoder hook
     onnx = Encoder.load(onnx_dir.model_dir, backend="onnx")

@@ -55,7 +55,7 @@ def _open_index(path: Path, backend: Backend | None):
         raise fail(str(error)) from error
 
 
-def _add(index, documents, batch_size: int) -> None:
+def _add(index, documents, batch_size: int | None) -> None:
     from e5kit.serving.index import IndexStoreError
 
     try:
@@ -87,7 +87,7 @@ def build(
     id_field: str = typer.Option("_id", help="JSONL field of the document id (falls back to 'id')."),
     text_field: str = typer.Option("text", help="JSONL field of the document text."),
     title_field: str = typer.Option("title", help="JSONL field of the title (optional; embedded before the text)."),
-    batch_size: int = typer.Option(32, min=1, help="Chunks per forward pass."),
+    batch_size: int = typer.Option(None, min=1, help="Chunks per forward pass (default: 32 on torch, 8 on ONNX)."),
     overwrite: bool = typer.Option(False, help="Replace an existing index in --out."),
 ) -> None:
     """Chunk, embed and index a corpus; documents map back to their chunks' character offsets."""
@@ -120,7 +120,7 @@ def add(
     text_field: str = typer.Option("text", help="JSONL field of the document text."),
     title_field: str = typer.Option("title", help="JSONL field of the title."),
     backend: Backend = typer.Option(None, help=BACKEND_HELP + " Default: the backend the index was built with."),
-    batch_size: int = typer.Option(32, min=1, help="Chunks per forward pass."),
+    batch_size: int = typer.Option(None, min=1, help="Chunks per forward pass (default: 32 on torch, 8 on ONNX)."),
 ) -> None:
     """Add (or replace) documents in an existing index."""
     documents = _read_corpus(corpus, id_field, text_field, title_field)

@@ -29,7 +29,7 @@ def serve(
     host: str = typer.Option(None, help="Interface (default 127.0.0.1)."),
     port: int = typer.Option(None, help="Port (default 8000)."),
     api_key: str = typer.Option(None, help="Require this bearer token (default: $E5KIT_API_KEY, else no auth)."),
-    max_batch_size: int = typer.Option(None, help="Texts per batch (default 32)."),
+    max_batch_size: int = typer.Option(None, help="Texts gathered from concurrent requests into one encode call (default 32)."),
     max_wait_ms: float = typer.Option(None, help="Batch wait in ms (default 5)."),
     max_items: int = typer.Option(None, help="Inputs per request (default 256)."),
     max_chars: int = typer.Option(None, help="Characters per input (default 20000)."),

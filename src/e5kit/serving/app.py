@@ -251,7 +251,7 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
     tokens_total = Counter("e5kit_tokens", "Tokens embedded (prefix and special tokens included)", registry=registry)
 
     def embed(texts: list[str]) -> BatchResult:
-        embeddings = encoder.encode(texts, role=NO_PROMPT, batch_size=config.max_batch_size)  # prefixed already
+        embeddings = encoder.encode(texts, role=NO_PROMPT)  # prefixed already; forward batches at the backend's best size
         token_ids = encoder.tokenizer(
             texts, truncation=True, max_length=encoder.max_length, return_attention_mask=False, return_token_type_ids=False
         )["input_ids"]

@@ -21,7 +21,7 @@ class ServeConfig(BaseModel):
     api_key: str | None = Field(None, description="Require 'Authorization: Bearer KEY' (also from $E5KIT_API_KEY).")
     served_model_name: str | None = Field(None, description="The 'model' name clients send (default: the model folder's name).")
     default_input_type: str = Field("query", description="Role used when a request gives no input_type.")
-    max_batch_size: int = Field(32, ge=1, description="Texts per forward pass formed from concurrent requests.")
+    max_batch_size: int = Field(32, ge=1, description="Texts gathered from concurrent requests into one encode call (which runs them in forward passes of the backend's best size).")
     max_wait_ms: float = Field(5.0, ge=0, description="How long a request waits for others to share its batch.")
     max_items: int = Field(256, ge=1, description="Inputs per request.")
     max_chars: int = Field(20_000, ge=1, description="Characters per input (longer inputs are refused; long texts are truncated at the model's token limit).")

@@ -261,7 +261,7 @@ class VectorIndex:
         return int(self.vectors.ntotal) - self.num_chunks
 
     # ------------------------------------------------------------------ changes
-    def add(self, documents: Iterable[Document], batch_size: int = 32, show_progress: bool = False) -> AddReport:
+    def add(self, documents: Iterable[Document], batch_size: int | None = None, show_progress: bool = False) -> AddReport:
         """Chunk, embed and index ``documents``; a document whose id is already indexed is replaced.
 
         Documents whose text has no tokens are skipped and counted in ``report.skipped``.
@@ -293,7 +293,7 @@ class VectorIndex:
         self._write_vectors()
         return report
 
-    def _add_block(self, pending: list[tuple[Document, list]], report: AddReport, batch_size: int) -> None:
+    def _add_block(self, pending: list[tuple[Document, list]], report: AddReport, batch_size: int | None) -> None:
         texts = [doc.body[chunk.start : chunk.end] for doc, chunks in pending for chunk in chunks]
         embeddings = self.encoder.encode(texts, role=self.settings.passage_role, batch_size=batch_size)
         report.truncated += self.encoder.last_stats.truncated

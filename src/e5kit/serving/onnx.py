@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,29 +102,38 @@ def export_onnx(encoder: Encoder, out_dir: str | Path, *, quantize: str = "int8"
 
 
 def _export_fp32(encoder: Encoder, path: Path, opset: int) -> None:
-    # The dynamo exporter traces transformers' attention masks correctly; the TorchScript one bakes
-    # a wrong mask into BERT graphs with transformers 5.
+    # Traced eager attention is the MatMul/Softmax pattern that ONNX Runtime fuses into its Attention
+    # kernel (about 1.3x faster on CPU). SDPA exports to a pattern it cannot fuse, and under the
+    # TorchScript exporter with transformers 5 to a graph with a wrong padding mask.
     model = encoder.model.float().cpu()
+    attention = model.config._attn_implementation
+    model.set_attn_implementation("eager")
     wrapper = _PooledModel(model, encoder.pooling).eval()
     example = encoder.tokenizer(["an example text", "a second, longer example text"], padding=True, return_tensors="pt")
     dynamic = {0: "batch", 1: "sequence"}
-    with torch.inference_mode(False), torch.no_grad():
-        program = torch.onnx.export(
-            wrapper,
-            (example["input_ids"], example["attention_mask"]),
-            dynamo=True,
-            input_names=INPUT_NAMES,
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes=(dynamic, dynamic),
-            opset_version=opset,
-            verbose=False,
-        )
-    program.save(str(path))
-    encoder.model.to(encoder.device)
+    try:
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            # Tracer notes on shape arithmetic and opset conversions; the export's cosine check is the real guard.
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*", category=DeprecationWarning)
+            torch.onnx.export(
+                wrapper,
+                (example["input_ids"], example["attention_mask"]),
+                str(path),
+                dynamo=False,
+                input_names=INPUT_NAMES,
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=dict.fromkeys(INPUT_NAMES, dynamic) | {OUTPUT_NAME: {0: "batch"}},
+                opset_version=opset,
+            )
+    finally:
+        model.set_attn_implementation(attention)
+        encoder.model.to(encoder.device)
 
 
 def fuse_operators(path: Path, config) -> None:
-    """Rewrite ``path`` with ONNX Runtime's transformer fusions (SkipLayerNorm, BiasGelu, ...).
+    """Rewrite ``path`` with ONNX Runtime's transformer fusions (Attention, EmbedLayerNorm, SkipLayerNorm, BiasGelu).
 
     Quantising the fused graph gives a faster int8 model than quantising the raw export.
     """
@@ -137,7 +147,8 @@ def fuse_operators(path: Path, config) -> None:
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
-    """Dynamic int8 quantisation of the MatMul weights (activations are quantised at run time)."""
+    """Dynamic int8 quantisation of the MatMul and fused Attention weights (activations are quantised at run time)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
@@ -145,7 +156,9 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
         int8_path,
         weight_type=QuantType.QInt8,
         per_channel=True,
-        op_types_to_quantize=["MatMul"],
+        op_types_to_quantize=["MatMul", "Attention"],
+        # Shape inference cannot type the outputs of ONNX Runtime's contrib ops (Attention); they are float.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
 
 
@@ -183,6 +196,10 @@ class OnnxEncoder(Encoder):
         config: The Hugging Face model config (for the embedding size and position limit).
         file: The ONNX file, for messages.
     """
+
+    # Measured on 2 AVX2 cores with all-MiniLM-L6-v2 at ~140 tokens: int8 texts/s at batch 4-8 is 1.4x
+    # that at batch 32, whose attention scores no longer fit in cache.
+    default_batch_size = 8
 
     def __init__(self, session, tokenizer, *, config, prompts, pooling, normalize, max_length, file: Path) -> None:
         self._set_text_options(tokenizer, prompts, pooling, normalize, max_length, config)
