@@ -59,8 +59,8 @@ def test_config_file_and_set_overrides(tmp_path, beir_dir):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--set", "batch_size=0"], "field batch_size"),
-        (["--set", "colour=blue"], "field colour"),
+        (["--set", "batch_size=0"], "batch_size: Input should be greater than or equal to 1"),
+        (["--set", "colour=blue"], "colour: Extra inputs are not permitted"),
         (["--set", "oops"], "expected key=value"),
     ],
 )

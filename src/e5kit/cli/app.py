@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import typer
 
 from e5kit import __version__
@@ -46,3 +49,39 @@ def load_encoder(model: str, **options):
         return Encoder.load(model, **options)
     except (FileNotFoundError, ModelDirectoryError, ValueError) as error:
         raise fail(str(error)) from error
+
+
+RESUME_HELP = "Continue from the newest valid checkpoint in {output_dir}/checkpoints (exact data position)."
+
+
+def overrides_option(example: str):
+    """The ``--set key=value`` option of a config-driven stage; ``example`` shows typical overrides."""
+    return typer.Option(
+        None, "--set", help=f"Override a config field: key=value, value parsed as YAML; dots reach nested keys ({example})."
+    )
+
+
+def run_training(load_settings: Callable, train: Callable, config: Path | None, overrides: list[str] | None, resume: bool) -> None:
+    """The shared body of ``pretrain`` and ``finetune``: validate the config, train, say where the outputs are.
+
+    Args:
+        load_settings: (config path, overrides) -> validated settings; raises ConfigError naming the field.
+        train: (settings, resume=...) -> path of the final model.
+    """
+    import logging
+
+    from transformers.utils import logging as transformers_logging
+
+    from e5kit.data.shards import ShardError
+    from e5kit.model_format import ModelDirectoryError
+    from e5kit.textio import InputFormatError
+    from e5kit.training.config import ConfigError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    transformers_logging.disable_progress_bar()
+    try:
+        final = train(load_settings(config, overrides or []), resume=resume)
+    except (ConfigError, ShardError, InputFormatError, ModelDirectoryError, FileNotFoundError) as error:
+        raise fail(str(error)) from error
+    typer.echo(f"final model: {final}")
+    typer.echo(f"metrics: {final.parent / 'metrics.jsonl'}; loss curve: {final.parent / 'loss_curve.png'}")

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail
+from e5kit.cli.app import app, fail, overrides_option
 
 
 @app.command()
 def curate(
     config: Path = typer.Option(None, "--config", "-c", help="YAML config (see configs/curate.yaml); optional when --set gives everything."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a config field, e.g. --set workers=4 --set sources.0.paths=\\[a.jsonl]. Repeatable."),
+    set_: list[str] = overrides_option("--set workers=4 --set sources.0.paths=\\[a.jsonl]"),
     engine: str = typer.Option(None, help="local (multiprocessing, the default) or ray (Ray Data); same as --set engine=..."),
     workers: int = typer.Option(None, min=1, help="Parallel shard workers (default: CPU count); same as --set workers=..."),
 ) -> None:
@@ -21,8 +21,6 @@ def curate(
     Writes OUTPUT_DIR/pairs/<source>-<NNNNN>.parquet (query, passage, source, meta), report.json,
     report.md and histograms/*.png. Every record read is either kept or counted under a drop reason.
     """
-    from pydantic import ValidationError
-
     from e5kit.data.curate import curate as run_curation
     from e5kit.data.curate import load_config
 
@@ -31,8 +29,6 @@ def curate(
     overrides += [f"workers={workers}"] if workers else []
     try:
         settings = load_config(config, overrides)
-    except ValidationError as error:
-        raise fail(_validation_message(config, error)) from error
     except ValueError as error:
         raise fail(str(error)) from error
     try:
@@ -46,10 +42,3 @@ def curate(
         f"report: {Path(settings.output_dir) / 'report.md'}"
     )
 
-
-def _validation_message(config: Path | None, error) -> str:
-    lines = []
-    for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "config"
-        lines.append(f"{location}: {item['msg']}")
-    return f"invalid config {config or '(from --set)'}:\n  " + "\n  ".join(lines)

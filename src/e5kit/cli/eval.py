@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail, load_encoder
+from e5kit.cli.app import app, fail, load_encoder, overrides_option
 
 eval_app = typer.Typer(
     help="Evaluate models: BEIR retrieval against BM25, STS, classification, clustering, pair classification, reranking.",
@@ -26,7 +26,7 @@ MODELS = typer.Option(
 DATA = typer.Option(None, "--data", "-d", help="Data folder (or file) of the task; see the task's help for its format.")
 SPLIT = typer.Option(None, help="Split to score (default: test).")
 CONFIG = typer.Option(None, "--config", "-c", help="YAML config (e.g. configs/eval_retrieval.yaml); options override it.")
-SETS = typer.Option(None, "--set", help="Override any config field: --set key=value (repeatable).")
+SETS = overrides_option("--set batch_size=64 --set top_k=1000")
 BATCH = typer.Option(None, min=1, help="Texts per forward pass (default: 32).")
 MAX_LENGTH = typer.Option(None, min=8, help="Token limit (default: the model's own).")
 DTYPE = typer.Option(None, help="float32 (default), bfloat16, or float16 (CUDA only).")

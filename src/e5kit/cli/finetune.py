@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail
+from e5kit.cli.app import RESUME_HELP, app, fail, overrides_option, run_training
 
 
 class TeacherKind(str, Enum):
@@ -98,13 +98,8 @@ def score_teacher(
 @app.command()
 def finetune(
     config: Path = typer.Option(None, "--config", "-c", help="YAML config (see configs/finetune.yaml); optional when --set gives every required field."),
-    overrides: list[str] = typer.Option(
-        None,
-        "--set",
-        help="Override a config field: key=value, value parsed as YAML; dots reach nested keys "
-        "(--set batch_size=32 --set 'data.datasets=[{name: scifact, format: flag, path: mined.jsonl}]').",
-    ),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest valid checkpoint in {output_dir}/checkpoints (exact data position)."),
+    overrides: list[str] = overrides_option("--set batch_size=32 --set 'data.datasets=[{name: scifact, format: flag, path: mined.jsonl}]'"),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ) -> None:
     """Fine-tune a bi-encoder: KL(teacher || student) over positive + hard negatives + alpha * InfoNCE (E5 section 3).
 
@@ -115,22 +110,7 @@ def finetune(
     Groups without teacher scores (or with too few hard negatives) train on InfoNCE alone. The loop, GradCache,
     torchrun/DDP, checkpoints and --resume are the pre-training engine's. Writes {output_dir}/final with a model card.
     """
-    import logging
-
-    from transformers.utils import logging as transformers_logging
-
-    from e5kit.model_format import ModelDirectoryError
-    from e5kit.textio import InputFormatError
-    from e5kit.training.config import ConfigError
     from e5kit.training.finetune import finetune as run_finetune
     from e5kit.training.finetune import load_finetune_config
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    transformers_logging.disable_progress_bar()
-    try:
-        settings = load_finetune_config(config, overrides or [])
-        final = run_finetune(settings, resume=resume)
-    except (ConfigError, InputFormatError, ModelDirectoryError, FileNotFoundError) as error:
-        raise fail(str(error)) from error
-    typer.echo(f"final model: {final}")
-    typer.echo(f"metrics: {final.parent / 'metrics.jsonl'}; loss curve: {final.parent / 'loss_curve.png'}")
+    run_training(load_finetune_config, run_finetune, config, overrides, resume)

@@ -6,19 +6,14 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail
+from e5kit.cli.app import RESUME_HELP, app, overrides_option, run_training
 
 
 @app.command()
 def pretrain(
     config: Path = typer.Option(None, "--config", "-c", help="YAML config (see configs/pretrain.yaml); optional when --set gives every required field."),
-    overrides: list[str] = typer.Option(
-        None,
-        "--set",
-        help="Override a config field: key=value, value parsed as YAML; dots reach nested keys "
-        "(--set max_steps=100 --set data.paths=[a.parquet,b/] --set data.source_weights={reddit:2,wiki:1}).",
-    ),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest valid checkpoint in {output_dir}/checkpoints (exact data position)."),
+    overrides: list[str] = overrides_option("--set max_steps=100 --set data.paths=[a.parquet,b/] --set data.source_weights={reddit:2,wiki:1}"),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ) -> None:
     """Contrastively pre-train a bi-encoder on (query, passage) shards: InfoNCE with in-batch negatives, GradCache, DDP.
 
@@ -29,21 +24,7 @@ def pretrain(
     Writes {output_dir}/final (sentence-transformers model with a model card), metrics.jsonl, loss_curve.png and
     checkpoints/. For several GPUs: torchrun --nproc_per_node=N $(which e5kit) pretrain --config ...
     """
-    import logging
-
-    from transformers.utils import logging as transformers_logging
-
-    from e5kit.data.shards import ShardError
-    from e5kit.model_format import ModelDirectoryError
-    from e5kit.training.config import ConfigError, load_config
+    from e5kit.training.config import load_config
     from e5kit.training.trainer import pretrain as run_pretrain
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    transformers_logging.disable_progress_bar()
-    try:
-        settings = load_config(config, overrides or [])
-        final = run_pretrain(settings, resume=resume)
-    except (ConfigError, ShardError, ModelDirectoryError, FileNotFoundError) as error:
-        raise fail(str(error)) from error
-    typer.echo(f"final model: {final}")
-    typer.echo(f"metrics: {final.parent / 'metrics.jsonl'}; loss curve: {final.parent / 'loss_curve.png'}")
+    run_training(load_config, run_pretrain, config, overrides, resume)

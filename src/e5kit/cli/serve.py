@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail, load_encoder
+from e5kit.cli.app import app, fail, load_encoder, overrides_option
 from e5kit.hub import DEFAULT_MODEL
 from e5kit.serving.config import describe_fields
 
@@ -35,7 +35,7 @@ def serve(
     max_chars: int = typer.Option(None, help="Characters per input (default 20000)."),
     max_body_bytes: int = typer.Option(None, help="Request body bytes (default 2000000)."),
     config: Path = typer.Option(None, "--config", help="YAML file of settings (see configs/serve.yaml)."),
-    overrides: list[str] = typer.Option(None, "--set", help="key=value, overrides any setting; repeatable."),
+    overrides: list[str] = overrides_option("--set max_items=64 --set max_wait_ms=2"),
 ) -> None:
     import uvicorn
 

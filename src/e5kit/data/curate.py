@@ -31,9 +31,10 @@ from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from e5kit import config as config_io
+from e5kit.config import describe_validation_error
 from e5kit.data.filters import clean, decontaminate, exact_dedup, language, length, near_dedup, perplexity
 from e5kit.data.filters.base import PairFilter
 from e5kit.data.pair import PAIR_COLUMNS, Pair
@@ -165,11 +166,11 @@ class CurateConfig(BaseModel):
             try:
                 source.reader_options()
             except ValidationError as error:
-                raise ValueError(f"{where}.options: {_first_error(error)}") from None
+                raise ValueError(f"{where}.options: {describe_validation_error(error)}") from None
             try:
                 filters = self.filters_for(source)
             except ValidationError as error:
-                raise ValueError(f"{where}.filters: {_first_error(error)}") from None
+                raise ValueError(f"{where}.filters: {describe_validation_error(error)}") from None
             if not source.paths and source.type not in PATHLESS:
                 raise ValueError(f"{where}.paths: a {source.type} source needs at least one input path")
             try:
@@ -188,12 +189,6 @@ class CurateConfig(BaseModel):
         return FiltersConfig.model_validate(_deep_merge(self.filters.model_dump(), source.filters))
 
 
-def _first_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"])
-    return f"{location}: {first['msg']}" if location else first["msg"]
-
-
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
@@ -202,53 +197,9 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
 
 
 # ------------------------------------------------------------------------------------------ config I/O
-def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub.0.field=value`` assignments (values parsed as YAML) to a config dict, in place.
-
-    Raises:
-        ValueError: naming the assignment when it has no ``=`` or walks into a missing list index.
-    """
-    for assignment in assignments:
-        key, sep, raw = assignment.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {assignment!r}: expected key=value, e.g. workers=2")
-        value = yaml.safe_load(raw) if raw.strip() else ""
-        parts = key.strip().split(".")
-        node: Any = data
-        for position, part in enumerate(parts):
-            last = position == len(parts) - 1
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ValueError(f"--set {assignment!r}: {'.'.join(parts[:position])} has no item {part}")
-                part = int(part)
-            elif not isinstance(node, dict):
-                raise ValueError(f"--set {assignment!r}: {'.'.join(parts[:position])} is not a mapping")
-            if last:
-                node[part] = value
-            else:
-                if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
-                    node[part] = {}
-                node = node[part]
-    return data
-
-
-def load_config_data(path: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Read a YAML config (or start empty) and apply ``--set`` overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"{path}: no such config file")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config file must be a YAML mapping")
-        data = loaded or {}
-    return apply_overrides(data, list(overrides or []))
-
-
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> CurateConfig:
-    """Load and validate a curation config; errors name the field before any work starts."""
-    return CurateConfig.model_validate(load_config_data(path, overrides))
+    """Load and validate a curation config; errors (``ConfigError``) name the field before any work starts."""
+    return config_io.load_config(CurateConfig, path, overrides)
 
 
 # ------------------------------------------------------------------------------------ per-shard pass

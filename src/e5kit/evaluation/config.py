@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from e5kit import config as config_io
+from e5kit.config import ConfigError
 
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the field."""
+__all__ = ["ConfigError", "EvalConfig", "load_config"]
 
 
 class EvalConfig(BaseModel):
@@ -74,17 +74,6 @@ class ClusteringConfig(EvalConfig):
     kmeans_batch_size: int = Field(500, ge=1)
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, object]:
-    """``["key=value", ...]`` -> dict; values are parsed as YAML (numbers, booleans, lists)."""
-    overrides: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {pair!r}: expected key=value")
-        overrides[key.strip()] = yaml.safe_load(value) if value.strip() else None
-    return overrides
-
-
 def load_config(
     config_class: type[EvalConfig], path: Path | None = None, options: dict | None = None, overrides: list[str] = ()
 ) -> EvalConfig:
@@ -93,25 +82,4 @@ def load_config(
     Raises:
         ConfigError: unreadable YAML, an unknown field, or an invalid value, naming the field.
     """
-    values: dict[str, object] = {}
-    source = "command line"
-    if path is not None:
-        source = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError as error:
-            raise ConfigError(f"{path}: no such config file") from error
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: invalid YAML: {error}") from error
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of field: value")
-        values.update(loaded)
-    values.update({key: value for key, value in (options or {}).items() if value is not None and value != []})
-    values.update(parse_overrides(list(overrides)))
-    try:
-        return config_class.model_validate(values)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"field {'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}" for e in error.errors()
-        )
-        raise ConfigError(f"{source}: invalid {config_class.__name__}: {problems}") from error
+    return config_io.load_config(config_class, path, list(overrides), options)

@@ -9,14 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from e5kit import config as config_io
+from e5kit.config import ConfigError
 from e5kit.model_format import E5_PROMPTS
 
-
-class ConfigError(ValueError):
-    """A configuration is invalid; the message names the field (or the file and line)."""
+__all__ = ["ConfigError", "DataConfig", "PretrainConfig", "coerce_config", "load_config"]
 
 
 class DataConfig(BaseModel):
@@ -109,50 +108,6 @@ class PretrainConfig(BaseModel):
         return self
 
 
-def set_dotted(tree: dict[str, Any], assignment: str) -> None:
-    """Apply one ``key.sub=value`` override to a nested dict; the value is parsed as YAML.
-
-    Raises:
-        ConfigError: when the assignment has no ``=`` or walks through a non-mapping.
-    """
-    key, separator, raw_value = assignment.partition("=")
-    if not separator or not key.strip():
-        raise ConfigError(f"--set {assignment!r}: expected key=value (e.g. max_steps=100)")
-    *parents, leaf = key.strip().split(".")
-    node = tree
-    for depth, part in enumerate(parents):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {assignment!r}: {'.'.join(parents[: depth + 1])} is not a section")
-        node = child
-    try:
-        node[leaf] = yaml.safe_load(raw_value) if raw_value.strip() else ""
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--set {assignment!r}: value is not valid YAML ({error})") from error
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """One line per problem, each naming the dotted field, e.g. ``data.paths: Field required``."""
-    lines = []
-    for problem in error.errors():
-        field = ".".join(str(part) for part in problem["loc"]) or "(config)"
-        lines.append(f"{field}: {problem['msg']}")
-    return "; ".join(lines)
-
-
-def build_config(tree: dict[str, Any], origin: str = "config", schema: type[PretrainConfig] = PretrainConfig) -> PretrainConfig:
-    """Validate a nested dict into ``schema`` (a PretrainConfig or a stage's subclass of it).
-
-    Raises:
-        ConfigError: naming each invalid or unknown field.
-    """
-    try:
-        return schema.model_validate(tree)
-    except ValidationError as error:
-        stage = schema.__name__.removesuffix("Config").lower()
-        raise ConfigError(f"{origin}: invalid {stage} config: {describe_validation_error(error)}") from error
-
-
 def load_config(
     path: str | Path | None, overrides: list[str] | None = None, schema: type[PretrainConfig] = PretrainConfig
 ) -> PretrainConfig:
@@ -161,21 +116,15 @@ def load_config(
     Raises:
         ConfigError: on unreadable YAML (naming file and line) or an invalid field (naming it).
     """
-    tree: dict[str, Any] = {}
-    origin = "command line"
-    if path is not None:
-        path = Path(path)
-        origin = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
-        try:
-            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}{where}: invalid YAML ({getattr(error, 'problem', error)})") from error
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
-    for assignment in overrides or []:
-        set_dotted(tree, assignment)
-    return build_config(tree, origin, schema)
+    return config_io.load_config(schema, path, overrides)
+
+
+def coerce_config(
+    config: PretrainConfig | dict[str, Any] | str | Path, schema: type[PretrainConfig] = PretrainConfig
+) -> PretrainConfig:
+    """Accept a config object of ``schema``, a nested dict or a YAML path."""
+    if isinstance(config, schema):
+        return config
+    if isinstance(config, dict):
+        return config_io.validate_config(schema, config)
+    return load_config(config, schema=schema)

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from e5kit.data.finetune_formats import FORMATS, FinetuneExample, RecordIssues, read_examples
 from e5kit.training import distributed
-from e5kit.training.config import ConfigError, PretrainConfig, build_config, load_config
+from e5kit.training.config import ConfigError, PretrainConfig, coerce_config, load_config
 from e5kit.training.gradcache import text_keys
 from e5kit.training.losses.distillation import distillation_loss
 from e5kit.training.mining import random_positions
@@ -384,22 +384,13 @@ class Finetuner(Pretrainer):
         return model_card(self.config, self.step, self.last_loss, self.sampler)
 
 
-def coerce_finetune_config(config: FinetuneConfig | dict[str, Any] | str | Path) -> FinetuneConfig:
-    """Accept a config object, a nested dict or a YAML path."""
-    if isinstance(config, FinetuneConfig):
-        return config
-    if isinstance(config, dict):
-        return build_config(config, schema=FinetuneConfig)
-    return load_finetune_config(config)
-
-
 def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *, resume: bool = False, show_progress: bool | None = None) -> Path:
     """Fine-tune and return the final model's path (``{output_dir}/final``).
 
     Raises:
         ConfigError: an invalid setting or an unusable dataset (named) -- before any training work.
     """
-    trainer = Finetuner(coerce_finetune_config(config), resume=resume, show_progress=show_progress)
+    trainer = Finetuner(coerce_config(config, FinetuneConfig), resume=resume, show_progress=show_progress)
     try:
         return trainer.run()
     finally:

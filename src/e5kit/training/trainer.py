@@ -26,7 +26,7 @@ from e5kit.data.shards import PairSampler
 from e5kit.encoder import Encoder, auto_device
 from e5kit.training import checkpoint as checkpoints
 from e5kit.training import distributed
-from e5kit.training.config import ConfigError, PretrainConfig, build_config, load_config
+from e5kit.training.config import ConfigError, PretrainConfig, coerce_config
 from e5kit.training.gradcache import GradCache
 from e5kit.training.metrics import MetricsLog, plot_loss_curve
 
@@ -35,15 +35,6 @@ logger = logging.getLogger(__name__)
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: Config fields a resumed run may change without changing the loss sequence.
 RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "keep_checkpoints", "output_dir", "device"}
-
-
-def coerce_config(config: PretrainConfig | dict[str, Any] | str | Path) -> PretrainConfig:
-    """Accept a config object, a nested dict or a YAML path."""
-    if isinstance(config, PretrainConfig):
-        return config
-    if isinstance(config, dict):
-        return build_config(config)
-    return load_config(config)
 
 
 def pick_device(config: PretrainConfig, group: distributed.ProcessGroup) -> torch.device:

@@ -1,0 +1,111 @@
+"""Stage configs: a YAML mapping, ``--set key=value`` overrides, pydantic validation that names the field.
+
+Every config-driven stage (curate, filter consistency, pretrain, finetune, eval, serve) reads its
+settings through here, so ``--set`` means the same everywhere: dots reach nested keys, digits index
+lists (``sources.0.paths=[a.jsonl]``), and values are parsed as YAML (numbers, booleans, lists).
+
+Example:
+    >>> tree = apply_overrides({"data": {"paths": []}}, ["data.paths=[a.parquet]", "max_steps=10"])
+    >>> tree
+    {'data': {'paths': ['a.parquet']}, 'max_steps': 10}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file and line, or the field."""
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file (empty file -> {}).
+
+    Raises:
+        ConfigError: missing file, invalid YAML (with its line), or a top level that is not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(error, 'problem', error)})") from error
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return tree
+
+
+def apply_overrides(tree: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub.0.field=value`` assignments to a config tree, in place, and return it.
+
+    Raises:
+        ConfigError: naming the assignment when it has no ``=``, its value is not YAML, or its path
+            walks through a scalar or past the end of a list.
+    """
+    for assignment in assignments:
+        key, separator, raw_value = assignment.partition("=")
+        if not separator or not key.strip():
+            raise ConfigError(f"--set {assignment!r}: expected key=value (e.g. max_steps=100)")
+        try:
+            value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {assignment!r}: value is not valid YAML ({error})") from error
+        *parents, leaf = key.strip().split(".")
+        node: Any = tree
+        for depth, part in enumerate([*parents, leaf]):
+            where = ".".join(parents[:depth]) or "(config)"
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set {assignment!r}: {where} has no item {part}")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"--set {assignment!r}: {where} is not a section")
+            if depth == len(parents):
+                node[part] = value
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+    return tree
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One clause per problem, each naming the dotted field, e.g. ``data.paths: Field required``."""
+    return "; ".join(f"{'.'.join(map(str, problem['loc'])) or '(config)'}: {problem['msg']}" for problem in error.errors())
+
+
+def validate_config(schema: type[Schema], tree: dict[str, Any], origin: str = "config") -> Schema:
+    """Validate a config tree into ``schema``.
+
+    Raises:
+        ConfigError: ``"{origin}: invalid {stage} config: field: problem; ..."``.
+    """
+    try:
+        return schema.model_validate(tree)
+    except ValidationError as error:
+        stage = schema.__name__.removesuffix("Config").lower()
+        raise ConfigError(f"{origin}: invalid {stage} config: {describe_validation_error(error)}") from error
+
+
+def load_config(
+    schema: type[Schema], path: str | Path | None = None, overrides: list[str] | None = None, options: dict | None = None
+) -> Schema:
+    """Defaults < YAML file < command-line ``options`` (None = not given) < ``--set`` overrides, validated.
+
+    Raises:
+        ConfigError: on an unreadable file, a bad override or an invalid field, naming it.
+    """
+    tree = read_yaml_mapping(path) if path is not None else {}
+    tree.update({key: value for key, value in (options or {}).items() if value is not None and value != []})
+    apply_overrides(tree, list(overrides or []))
+    return validate_config(schema, tree, str(path) if path is not None else "command line")
