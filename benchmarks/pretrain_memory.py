@@ -47,11 +47,11 @@ def measure(args: argparse.Namespace) -> None:
     """Child process: one run at one batch size; prints a JSON line."""
     import torch
 
-    from e5kit.training.config import build_config
+    from e5kit.training.config import coerce_config
     from e5kit.training.trainer import Pretrainer
 
     with tempfile.TemporaryDirectory() as run_dir:
-        config = build_config(
+        config = coerce_config(
             {
                 "init_model": str(args.model),
                 "data": {"paths": [str(args.data)]},

@@ -22,10 +22,10 @@ PROMPTS = {"query": "query: ", "passage": "passage: "}
 
 
 def e5kit_pairs_per_second(args: argparse.Namespace, data: Path, run_dir: Path) -> float:
-    from e5kit.training.config import build_config
+    from e5kit.training.config import coerce_config
     from e5kit.training.trainer import Pretrainer
 
-    config = build_config(
+    config = coerce_config(
         {
             "init_model": str(args.model),
             "prompts": PROMPTS,
