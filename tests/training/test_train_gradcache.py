@@ -39,7 +39,7 @@ def test_gradients_equal_the_plain_big_batch(tiny_encoder, make_pairs, symmetric
     queries, passages = [p["query"] for p in pairs], [p["passage"] for p in pairs]
     expected_loss, expected = plain_batch_gradients(encoder, queries, passages, symmetric)
     for chunk_size in (1, 5, 12, 32):
-        # When GradCache computes the same batch in chunks
+        # When GradCache computes the same batch in chunks (12 and 32 hold it in one: the single-pass path)
         loss, grads = gradcache_gradients(encoder, queries, passages, symmetric, chunk_size)
         # Then loss and every parameter gradient match within 1e-5
         assert loss == pytest.approx(expected_loss, abs=1e-5)

@@ -7,6 +7,8 @@
    back-propagate the cached embedding gradient through it. Parameter gradients accumulate chunk by
    chunk and equal those of the plain big batch.
 
+A local batch that fits in one chunk per role skips the cache: one forward and one backward.
+
 Texts are ordered by token length before chunking (queries and passages separately), so chunks carry
 little padding; the loss is computed in the original pair order, so the result does not change.
 """
@@ -125,6 +127,8 @@ class GradCache:
             role: length_sorted_chunks(self.encoder, role_texts, role, self.max_lengths[role], self.chunk_size)
             for role, role_texts in texts.items()
         }
+        if all(len(role_chunks) == 1 for role_chunks in chunks.values()):
+            return self._single_pass(chunks, queries, passages, loss)
         rng_states = {role: [] for role in chunks}
         cached = {}
         with torch.no_grad():
@@ -147,6 +151,21 @@ class GradCache:
                     embeddings = self.encoder.embed(chunk.features).float()  # (chunk, dim)
                 # d(sum(e * g))/d(theta) = g . de/d(theta): backprop the cached embedding gradient.
                 torch.dot(embeddings.flatten(), gradients[role][chunk.rows].flatten()).backward()
+        return float(loss.detach())
+
+    def _single_pass(self, chunks: dict[str, list[Chunk]], queries: Sequence[str], passages: Sequence[str], loss) -> float:
+        """The plain big-batch step, for a local batch that fits in one chunk per role.
+
+        Caching would only add a second forward pass: one graph through both roles gives the same
+        gradients at the same peak memory.
+        """
+        embedded = {}
+        for role, (chunk,) in chunks.items():
+            with self.autocast():
+                embeddings = self.encoder.embed(chunk.features).float()  # (n, dim), in length order
+            embedded[role] = embeddings[torch.argsort(chunk.rows)]  # back to input order
+        loss = (loss or self._info_nce)(embedded["query"], embedded["passage"], queries, passages)
+        self.scale_loss(loss).backward()
         return float(loss.detach())
 
     def _info_nce(self, local_queries: torch.Tensor, local_passages: torch.Tensor, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
