@@ -27,6 +27,9 @@ from e5kit.encoder import Encoder
 from e5kit.training.distributed import ProcessGroup, gather_no_grad, gather_with_grad
 from e5kit.training.losses.infonce import info_nce_loss
 
+#: Texts tokenised at once when building chunks.
+TOKENIZE_BLOCK = 256
+
 
 @dataclass
 class Chunk:
@@ -44,13 +47,20 @@ def text_keys(texts: Sequence[str], device: torch.device) -> torch.Tensor:
 
 def length_sorted_chunks(encoder: Encoder, texts: Sequence[str], role: str, max_length: int, chunk_size: int) -> list[Chunk]:
     """Prefix (via ``Encoder.prepare``) and tokenise ``texts``, sort by token length, pad per chunk."""
-    token_ids = encoder.tokenizer(
-        encoder.prepare(texts, role),
-        truncation=True,
-        max_length=max_length,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )["input_ids"]
+    prepared = encoder.prepare(texts, role)
+    # The fast tokenizer holds every text's full encoding (tokens, offsets) until it truncates, so a
+    # 4096-pair batch tokenised at once costs ~100 MB; blocks keep that to one block's worth.
+    token_ids = [
+        ids
+        for start in range(0, len(prepared), TOKENIZE_BLOCK)
+        for ids in encoder.tokenizer(
+            prepared[start : start + TOKENIZE_BLOCK],
+            truncation=True,
+            max_length=max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+    ]
     order = np.argsort([-len(ids) for ids in token_ids], kind="stable")
     chunks = []
     for start in range(0, len(order), chunk_size):
