@@ -114,6 +114,23 @@ def test_over_long_text_is_truncated_and_counted(encoder):
     assert encoder.last_stats.texts == 3
 
 
+def test_token_ids_in_bounded_calls_equal_one_call_and_count_every_cut(encoder):
+    from e5kit.encoder import TOKENIZER_CALL_TEXTS, EncodeStats
+
+    # Given more texts than one tokenizer call takes, every third one over a 12-token limit
+    texts = [("cells " * 40 if i % 3 == 0 else f"text {i}") for i in range(TOKENIZER_CALL_TEXTS + 50)]
+    stats = EncodeStats()
+    # When they are tokenised at that limit
+    token_ids = encoder.token_ids(texts, max_length=12, stats=stats)
+    # Then the ids equal a single call's, in order, and every cut text is counted across calls
+    assert token_ids == encoder.tokenizer(texts, truncation=True, max_length=12)["input_ids"]
+    assert stats.truncated == len(range(0, len(texts), 3))
+    # And padding gives rectangular ids with a mask of the real tokens
+    input_ids, attention_mask = encoder.pad(token_ids[:3])
+    assert input_ids.shape == attention_mask.shape == (3, 12)
+    assert attention_mask.sum(axis=1).tolist() == [len(ids) for ids in token_ids[:3]]
+
+
 def test_text_exactly_at_the_limit_is_not_counted_as_truncated(encoder):
     prefix_and_specials = len(encoder.tokenizer("passage: ")["input_ids"])
     exact = "cells " * (encoder.max_length - prefix_and_specials)

@@ -31,8 +31,11 @@ ROLE_ALIASES = {"document": "passage", "doc": "passage", "corpus": "passage"}
 BACKENDS = ("torch", "onnx")
 #: The role that embeds raw text with no prefix, even on a model that has prompts.
 NO_PROMPT = "none"
-#: Texts are tokenised this many at a time; sorting by length happens inside each block.
+#: Texts are sorted by token length this many at a time (``encode`` bounds its id lists per block).
 TOKENIZE_BLOCK = 16384
+#: Texts per tokenizer call: a fast tokenizer holds every text's full encoding (tokens, offsets) until
+#: it truncates, ~100 MB for 4,096 abstracts, so calls stay small.
+TOKENIZER_CALL_TEXTS = 256
 
 
 def pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
@@ -323,11 +326,11 @@ class Encoder:
         batch_size = batch_size or self.default_batch_size
         with tqdm(total=len(prepared), desc="encoding", unit="text", disable=not show_progress) as progress:
             for start in range(0, len(prepared), TOKENIZE_BLOCK):
-                block_ids = self._tokenize_counting_truncation(prepared[start : start + TOKENIZE_BLOCK], stats)
+                block_ids = self.token_ids(prepared[start : start + TOKENIZE_BLOCK], stats=stats)
                 order = np.argsort([-len(ids) for ids in block_ids], kind="stable")
                 for batch_start in range(0, len(order), batch_size):
                     batch_index = order[batch_start : batch_start + batch_size]
-                    embeddings = self._embed_ids([block_ids[i] for i in batch_index], normalize)
+                    embeddings = self._embed_arrays(*self.pad([block_ids[i] for i in batch_index]), normalize)
                     output[start + batch_index] = embeddings
                     progress.update(len(batch_index))
         if stats.truncated:
@@ -343,34 +346,41 @@ class Encoder:
         """``encode(texts, role="passage")``."""
         return self.encode(texts, role="passage", **kwargs)
 
-    def _tokenize_counting_truncation(self, texts: list[str], stats: EncodeStats) -> list[list[int]]:
-        token_ids = self.tokenizer(
-            texts,
-            truncation=True,
-            max_length=self.max_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
-        # Only texts that hit the limit exactly can have been cut; re-tokenise just those to know.
-        at_limit = [i for i, ids in enumerate(token_ids) if len(ids) >= self.max_length]
-        if at_limit:
-            full_lengths = self.tokenizer(
-                [texts[i] for i in at_limit],
-                return_attention_mask=False,
-                return_token_type_ids=False,
-                verbose=False,
+    def token_ids(self, texts: Sequence[str], max_length: int | None = None, stats: EncodeStats | None = None) -> list[list[int]]:
+        """Token ids of already-prefixed ``texts`` (see ``prepare``), truncated at ``max_length``.
+
+        Args:
+            texts: Prefixed texts.
+            max_length: Token limit (default: the encoder's ``max_length``).
+            stats: When given, texts longer than the limit are counted in ``stats.truncated``.
+        """
+        max_length = max_length or self.max_length
+        token_ids: list[list[int]] = []
+        for start in range(0, len(texts), TOKENIZER_CALL_TEXTS):
+            block = texts[start : start + TOKENIZER_CALL_TEXTS]
+            block_ids = self.tokenizer(
+                block, truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False
             )["input_ids"]
-            stats.truncated += sum(len(ids) > self.max_length for ids in full_lengths)
+            if stats is not None:
+                # Only texts that hit the limit exactly can have been cut; re-tokenise just those to know.
+                at_limit = [block[i] for i, ids in enumerate(block_ids) if len(ids) >= max_length]
+                if at_limit:
+                    full_lengths = self.tokenizer(
+                        at_limit, return_attention_mask=False, return_token_type_ids=False, verbose=False
+                    )["input_ids"]
+                    stats.truncated += sum(len(ids) > max_length for ids in full_lengths)
+            token_ids.extend(block_ids)
         return token_ids
 
-    def _embed_ids(self, batch_ids: list[list[int]], normalize: bool) -> np.ndarray:
+    def pad(self, batch_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Right-pad token id lists into (batch, longest) int64 ``input_ids`` and ``attention_mask``."""
         longest = max(len(ids) for ids in batch_ids)
         input_ids = np.full((len(batch_ids), longest), self.tokenizer.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((len(batch_ids), longest), dtype=np.int64)
         for row, ids in enumerate(batch_ids):
             input_ids[row, : len(ids)] = ids
             attention_mask[row, : len(ids)] = 1
-        return self._embed_arrays(input_ids, attention_mask, normalize)
+        return input_ids, attention_mask
 
     def _embed_arrays(self, input_ids: np.ndarray, attention_mask: np.ndarray, normalize: bool) -> np.ndarray:
         """The backend's batch step: (batch, seq_len) int64 ids and mask -> (batch, dim) float32 embeddings."""

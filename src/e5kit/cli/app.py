@@ -75,7 +75,7 @@ def run_training(load_settings: Callable, train: Callable, config: Path | None, 
     from e5kit.data.shards import ShardError
     from e5kit.model_format import ModelDirectoryError
     from e5kit.textio import InputFormatError
-    from e5kit.training.config import ConfigError
+    from e5kit.config import ConfigError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     transformers_logging.disable_progress_bar()

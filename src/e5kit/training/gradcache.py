@@ -27,9 +27,6 @@ from e5kit.encoder import Encoder
 from e5kit.training.distributed import ProcessGroup, gather_no_grad, gather_with_grad
 from e5kit.training.losses.infonce import info_nce_loss
 
-#: Texts tokenised at once when building chunks.
-TOKENIZE_BLOCK = 256
-
 
 @dataclass
 class Chunk:
@@ -47,30 +44,12 @@ def text_keys(texts: Sequence[str], device: torch.device) -> torch.Tensor:
 
 def length_sorted_chunks(encoder: Encoder, texts: Sequence[str], role: str, max_length: int, chunk_size: int) -> list[Chunk]:
     """Prefix (via ``Encoder.prepare``) and tokenise ``texts``, sort by token length, pad per chunk."""
-    prepared = encoder.prepare(texts, role)
-    # The fast tokenizer holds every text's full encoding (tokens, offsets) until it truncates, so a
-    # 4096-pair batch tokenised at once costs ~100 MB; blocks keep that to one block's worth.
-    token_ids = [
-        ids
-        for start in range(0, len(prepared), TOKENIZE_BLOCK)
-        for ids in encoder.tokenizer(
-            prepared[start : start + TOKENIZE_BLOCK],
-            truncation=True,
-            max_length=max_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
-    ]
+    token_ids = encoder.token_ids(encoder.prepare(texts, role), max_length)
     order = np.argsort([-len(ids) for ids in token_ids], kind="stable")
     chunks = []
     for start in range(0, len(order), chunk_size):
         rows = order[start : start + chunk_size]
-        longest = len(token_ids[rows[0]])
-        input_ids = np.full((len(rows), longest), encoder.tokenizer.pad_token_id, dtype=np.int64)
-        attention_mask = np.zeros((len(rows), longest), dtype=np.int64)
-        for row, index in enumerate(rows):
-            input_ids[row, : len(token_ids[index])] = token_ids[index]
-            attention_mask[row, : len(token_ids[index])] = 1
+        input_ids, attention_mask = encoder.pad([token_ids[index] for index in rows])
         features = {
             "input_ids": torch.from_numpy(input_ids).to(encoder.device),
             "attention_mask": torch.from_numpy(attention_mask).to(encoder.device),
