@@ -103,7 +103,7 @@ def export_onnx(encoder: Encoder, out_dir: str | Path, *, quantize: str = "int8"
 
 def _export_fp32(encoder: Encoder, path: Path, opset: int) -> None:
     # Traced eager attention is the MatMul/Softmax pattern that ONNX Runtime fuses into its Attention
-    # kernel (about 1.3x faster on CPU). SDPA exports to a pattern it cannot fuse, and under the
+    # kernel, which int8 then quantises too. SDPA exports to a pattern it cannot fuse, and under the
     # TorchScript exporter with transformers 5 to a graph with a wrong padding mask.
     model = encoder.model.float().cpu()
     attention = model.config._attn_implementation
@@ -215,8 +215,8 @@ class OnnxEncoder(Encoder):
         file: The ONNX file, for messages.
     """
 
-    # Measured on 2 AVX2 cores with all-MiniLM-L6-v2 at ~140 tokens: int8 texts/s at batch 4-8 is 1.4x
-    # that at batch 32, whose attention scores no longer fit in cache.
+    # benchmarks/encode_backends.py on 2 AVX2 cores (all-MiniLM-L6-v2, ~140 tokens): batch 8 beat batch 32
+    # by 1.22x in fp32 and 1.03x in int8; larger batches' attention scores no longer fit in cache.
     default_batch_size = 8
 
     def __init__(self, session, tokenizer, *, config, prompts, pooling, normalize, max_length, file: Path) -> None:
