@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from e5kit.cli import app
 from e5kit.encoder import Encoder
 from e5kit.model_format import ModelDirectoryError
-from e5kit.serving.onnx import INT8_FILE, FP32_FILE, OnnxEncoder, mean_cosine
+from e5kit.serving.onnx import INT8_FILE, FP32_FILE, OnnxEncoder, mean_cosine, session_for
 
 
 def test_fp32_graph_matches_torch(tiny_encoder, onnx_dir, texts):
@@ -28,16 +28,21 @@ def test_fp32_graph_matches_torch(tiny_encoder, onnx_dir, texts):
     np.testing.assert_allclose(unnormalised, tiny_encoder.encode(texts[:2], role="query", normalize=False), atol=2e-5)
 
 
-def test_export_fuses_attention_and_quantises_it(onnx_dir):
+def test_export_fuses_attention_and_quantises_it_but_keeps_residual_layer_norms_apart(onnx_dir, tmp_path):
     # Given the exported graphs, Then ONNX Runtime's fused kernels replaced the per-op attention
     import onnx
 
     def op_types(path):
         return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
 
-    assert {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization"} <= op_types(onnx_dir.files["fp32"])
+    assert {"Attention", "EmbedLayerNormalization", "LayerNormalization"} <= op_types(onnx_dir.files["fp32"])
     # And the int8 graph quantises the fused attention too
     assert "QAttention" in op_types(onnx_dir.files["int8"])
+    # And neither the file nor the graph ONNX Runtime runs uses the slow SkipLayerNormalization kernel
+    runtime_graph = tmp_path / "runtime.onnx"
+    session_for(onnx_dir.files["int8"], runtime_graph=runtime_graph)
+    assert "SkipLayerNormalization" not in op_types(onnx_dir.files["fp32"]) | op_types(runtime_graph)
+    assert "LayerNormalization" in op_types(runtime_graph)
 
 
 def test_int8_graph_is_default_and_close(tiny_encoder, onnx_dir, texts):

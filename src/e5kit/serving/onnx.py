@@ -133,14 +133,24 @@ def _export_fp32(encoder: Encoder, path: Path, opset: int) -> None:
 
 
 def fuse_operators(path: Path, config) -> None:
-    """Rewrite ``path`` with ONNX Runtime's transformer fusions (Attention, EmbedLayerNorm, SkipLayerNorm, BiasGelu).
+    """Rewrite ``path`` with ONNX Runtime's transformer fusions (Attention, EmbedLayerNorm, BiasGelu).
 
-    Quantising the fused graph gives a faster int8 model than quantising the raw export.
+    Quantising the fused graph gives a faster int8 model than quantising the raw export. Residual
+    adds stay separate from their LayerNormalization: ONNX Runtime's CPU SkipLayerNormalization kernel
+    is several times slower than Add + LayerNormalization (``benchmarks/onnx_layer_norm.py``), which
+    is also why ``session_for`` keeps ONNX Runtime from fusing them at load time.
     """
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    options = FusionOptions("bert")
+    options.enable_skip_layer_norm = False
     optimized = optimize_model(
-        str(path), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size
+        str(path),
+        model_type="bert",
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        optimization_options=options,
     )
     logger.info("ONNX Runtime fusions: %s", optimized.get_fused_operator_statistics())
     optimized.save_model_to_file(str(path))
@@ -191,15 +201,29 @@ def read_manifest(model_dir: Path) -> dict:
     return model_format.read_json(path)
 
 
-def session_for(path: Path, threads: int | None = None):
-    """An ONNX Runtime CPU session with all graph optimisations on."""
+# Graph rewrites ONNX Runtime would apply at load time that make the CPU run slower (see fuse_operators).
+SLOWER_FUSIONS = ["SkipLayerNormFusion"]
+
+
+def session_for(path: Path, threads: int | None = None, *, runtime_graph: Path | None = None):
+    """An ONNX Runtime CPU session with every graph optimisation on except ``SLOWER_FUSIONS``.
+
+    Args:
+        path: The ONNX file.
+        threads: Intra-op threads (default: one per physical core).
+        runtime_graph: If given, ONNX Runtime writes the graph it actually runs here (for inspection).
+    """
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if runtime_graph is not None:
+        options.optimized_model_filepath = str(runtime_graph)
+    return onnxruntime.InferenceSession(
+        str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=SLOWER_FUSIONS
+    )
 
 
 class OnnxEncoder(Encoder):
