@@ -28,6 +28,7 @@ def test_prefix_is_applied_exactly_once(encoder):
     prepared = encoder.prepare(["cats", "query: cats"], role="query")
     # Then the prefix appears once in each
     assert prepared == ["query: cats", "query: cats"]
+    encoder.encode_queries(["cats", "query: cats"])
     assert encoder.last_stats.already_prefixed == 1
     token_ids = encoder.tokenize(["cats"], role="query")["input_ids"][0].tolist()
     assert token_ids.count(encoder.tokenizer.convert_tokens_to_ids("query")) == 1
@@ -112,6 +113,22 @@ def test_over_long_text_is_truncated_and_counted(encoder):
     assert result.shape == (3, encoder.dimension)
     assert encoder.last_stats.truncated == 1
     assert encoder.last_stats.texts == 3
+    # And the tokens each text used are counted in input order, the cut one at the limit
+    lengths = [len(ids) for ids in encoder.tokenizer(encoder.prepare(["short", "cells " * 10], "passage"))["input_ids"]]
+    assert encoder.last_stats.token_counts.tolist() == [encoder.max_length, *lengths]
+
+
+def test_encode_with_stats_returns_them_and_leaves_last_stats_alone(encoder):
+    # Given an earlier call's stats
+    encoder.encode_passages(["cells " * 500])
+    earlier = encoder.last_stats
+    # When a concurrent-safe call runs
+    embeddings, stats = encoder.encode_with_stats(["cats", "dogs"], role="query")
+    # Then last_stats still describes the earlier call
+    assert encoder.last_stats is earlier and earlier.truncated == 1
+    # And the call's own stats come back with the same embeddings encode gives
+    assert stats.texts == 2 and stats.truncated == 0 and len(stats.token_counts) == 2
+    np.testing.assert_allclose(embeddings, encoder.encode_queries(["cats", "dogs"]), atol=1e-6)
 
 
 def test_token_ids_in_bounded_calls_equal_one_call_and_count_every_cut(encoder):

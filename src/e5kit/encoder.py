@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +72,14 @@ class EncodeStats:
         texts: Number of texts embedded.
         truncated: Texts longer than ``max_length`` tokens (prefix included), cut to fit.
         already_prefixed: Texts that already began with the role prefix, which was then not added again.
+        token_counts: Tokens embedded per text, in input order (prefix and special tokens included,
+            after truncation).
     """
 
     texts: int = 0
     truncated: int = 0
     already_prefixed: int = 0
+    token_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 class Encoder:
@@ -254,6 +257,10 @@ class Encoder:
         Raises:
             TypeError/ValueError: naming the index of the first None, non-string or empty text.
         """
+        return self._prepare(texts, role)[0]
+
+    def _prepare(self, texts: Sequence[str], role: str | None) -> tuple[list[str], int]:
+        """``prepare``, plus how many texts already carried the prefix."""
         if isinstance(texts, str):
             raise TypeError("expected a list of strings, got a single string; wrap it in a list")
         prefix = self.prompt_for(role)
@@ -269,8 +276,7 @@ class Encoder:
                 prepared.append(text)
             else:
                 prepared.append(prefix + text)
-        self.last_stats = EncodeStats(texts=len(prepared), already_prefixed=already)
-        return prepared
+        return prepared, already
 
     def tokenize(self, texts: Sequence[str], role: str | None) -> dict[str, torch.Tensor]:
         """Prefix, tokenise, truncate and pad ``texts`` into tensors on the encoder's device (for training)."""
@@ -299,7 +305,7 @@ class Encoder:
         normalize: bool | None = None,
         show_progress: bool | None = None,
     ) -> np.ndarray:
-        """Embed ``texts`` in the given role.
+        """Embed ``texts`` in the given role; what the call did is left in ``last_stats``.
 
         Texts are tokenised in blocks, sorted by token length so that batches carry little padding,
         truncated at ``max_length`` (counted in ``last_stats.truncated``), and returned in input order.
@@ -315,11 +321,30 @@ class Encoder:
         Returns:
             (len(texts), dim) float32 array.
         """
-        prepared = self.prepare(texts, role)
-        stats = self.last_stats
+        embeddings, self.last_stats = self.encode_with_stats(
+            texts, role, batch_size=batch_size, normalize=normalize, show_progress=show_progress
+        )
+        return embeddings
+
+    def encode_with_stats(
+        self,
+        texts: Sequence[str],
+        role: str | None = None,
+        *,
+        batch_size: int | None = None,
+        normalize: bool | None = None,
+        show_progress: bool | None = None,
+    ) -> tuple[np.ndarray, EncodeStats]:
+        """``encode`` that returns its ``EncodeStats`` instead of keeping them in ``last_stats``.
+
+        For callers that share one Encoder between threads (the server), where ``last_stats`` may
+        already belong to another call.
+        """
+        prepared, already = self._prepare(texts, role)
+        stats = EncodeStats(texts=len(prepared), already_prefixed=already, token_counts=np.zeros(len(prepared), dtype=np.int64))
         output = np.empty((len(prepared), self.dimension), dtype=np.float32)
         if not prepared:
-            return output
+            return output, stats
         if show_progress is None:
             show_progress = len(prepared) > 1000 and sys.stderr.isatty()
         normalize = self.normalize if normalize is None else normalize
@@ -327,7 +352,9 @@ class Encoder:
         with tqdm(total=len(prepared), desc="encoding", unit="text", disable=not show_progress) as progress:
             for start in range(0, len(prepared), TOKENIZE_BLOCK):
                 block_ids = self.token_ids(prepared[start : start + TOKENIZE_BLOCK], stats=stats)
-                order = np.argsort([-len(ids) for ids in block_ids], kind="stable")
+                lengths = np.array([len(ids) for ids in block_ids], dtype=np.int64)
+                stats.token_counts[start : start + len(block_ids)] = lengths
+                order = np.argsort(-lengths, kind="stable")
                 for batch_start in range(0, len(order), batch_size):
                     batch_index = order[batch_start : batch_start + batch_size]
                     embeddings = self._embed_arrays(*self.pad([block_ids[i] for i in batch_index]), normalize)
@@ -335,8 +362,7 @@ class Encoder:
                     progress.update(len(batch_index))
         if stats.truncated:
             logger.info("%d of %d texts were longer than %d tokens and were truncated", stats.truncated, stats.texts, self.max_length)
-        self.last_stats = stats
-        return output
+        return output, stats
 
     def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
         """``encode(texts, role="query")``."""

@@ -251,11 +251,9 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
     tokens_total = Counter("e5kit_tokens", "Tokens embedded (prefix and special tokens included)", registry=registry)
 
     def embed(texts: list[str]) -> BatchResult:
-        embeddings = encoder.encode(texts, role=NO_PROMPT)  # prefixed already; forward batches at the backend's best size
-        token_ids = encoder.tokenizer(
-            texts, truncation=True, max_length=encoder.max_length, return_attention_mask=False, return_token_type_ids=False
-        )["input_ids"]
-        return BatchResult(embeddings, [len(ids) for ids in token_ids])
+        # Prefixed already; forward batches at the backend's best size.
+        embeddings, stats = encoder.encode_with_stats(texts, role=NO_PROMPT)
+        return BatchResult(embeddings, stats.token_counts)
 
     def record_batch(size: int, seconds: float) -> None:
         batch_texts.observe(size)

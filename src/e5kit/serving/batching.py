@@ -23,7 +23,7 @@ class BatchResult:
     """Embeddings of one request's texts and the tokens each used."""
 
     embeddings: np.ndarray
-    tokens: list[int]
+    tokens: np.ndarray  # (texts,) int
 
 
 EmbedFunction = Callable[[list[str]], BatchResult]
