@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from e5kit.training.metrics import read_metrics
 from e5kit.training.trainer import pretrain
 
@@ -77,3 +79,18 @@ def test_sigkilled_run_resumes_with_identical_losses(tmp_path, tiny_bert_dir, ma
     records = read_metrics(final.parent / "metrics.jsonl")
     assert [r["step"] for r in records] == list(range(1, 9))
     assert [r["loss"] for r in records] == expected
+
+
+def test_resume_with_more_steps_follows_the_longer_schedule_at_once(tmp_path, tiny_bert_dir, make_pairs, write_jsonl):
+    # Given a finished 6-step run (warmup 2, checkpoint at step 6, learning rate decayed to 0)
+    data = tmp_path / "data"
+    write_jsonl(data / "a.jsonl", make_pairs(12))
+    config = run_config(tiny_bert_dir, data, tmp_path / "run") | {"max_steps": 6}
+    pretrain(config, show_progress=False)
+    # When it is resumed with max_steps raised to 12
+    final = pretrain(config | {"max_steps": 12}, resume=True, show_progress=False)
+    # Then steps 7-12 run with the 12-step schedule from the first resumed step (not the saved 0 first)
+    records = read_metrics(final.parent / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(1, 13))
+    expected = [1e-3 * (12 - (step - 1)) / (12 - 2) for step in range(7, 13)]
+    assert [r["lr"] for r in records[6:]] == pytest.approx(expected)

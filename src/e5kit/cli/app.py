@@ -51,7 +51,10 @@ def load_encoder(model: str, **options):
         raise fail(str(error)) from error
 
 
-RESUME_HELP = "Continue from the newest valid checkpoint in {output_dir}/checkpoints (exact data position)."
+RESUME_HELP = (
+    "Continue from the newest valid checkpoint in {output_dir}/checkpoints (exact data position); "
+    "a changed max_steps takes effect at once (the learning-rate schedule is rebuilt for it)."
+)
 
 
 def overrides_option(example: str):

@@ -205,13 +205,14 @@ def read_manifest(model_dir: Path) -> dict:
 SLOWER_FUSIONS = ["SkipLayerNormFusion"]
 
 
-def session_for(path: Path, threads: int | None = None, *, runtime_graph: Path | None = None):
+def session_for(path: Path, threads: int | None = None, *, runtime_graph: Path | None = None, profile: bool = False):
     """An ONNX Runtime CPU session with every graph optimisation on except ``SLOWER_FUSIONS``.
 
     Args:
         path: The ONNX file.
         threads: Intra-op threads (default: one per physical core).
         runtime_graph: If given, ONNX Runtime writes the graph it actually runs here (for inspection).
+        profile: Record per-node timings; ``session.end_profiling()`` returns the JSON trace file.
     """
     import onnxruntime
 
@@ -221,6 +222,7 @@ def session_for(path: Path, threads: int | None = None, *, runtime_graph: Path |
         options.intra_op_num_threads = threads
     if runtime_graph is not None:
         options.optimized_model_filepath = str(runtime_graph)
+    options.enable_profiling = profile
     return onnxruntime.InferenceSession(
         str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=SLOWER_FUSIONS
     )

@@ -96,8 +96,6 @@ class Pretrainer:
     stage = "pretrain"
 
     def __init__(self, config: PretrainConfig, *, resume: bool = False, show_progress: bool | None = None) -> None:
-        from transformers import get_linear_schedule_with_warmup
-
         self.config = config
         self.group = distributed.init_process_group(auto_device().type if config.device is None else torch.device(config.device).type)
         self.device = pick_device(config, self.group)
@@ -118,7 +116,7 @@ class Pretrainer:
                 self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay), lr=config.lr)
-        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, config.warmup_steps, config.max_steps)
+        self.scheduler = self._linear_schedule()
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
         self.step = 0
         if resume:
@@ -180,6 +178,12 @@ class Pretrainer:
             "config": self.config.model_dump_json(),
         }
 
+    def _linear_schedule(self, last_step: int = 0):
+        """Warmup then linear decay to 0 at ``max_steps``, positioned after ``last_step`` optimizer steps."""
+        from transformers import get_linear_schedule_with_warmup
+
+        return get_linear_schedule_with_warmup(self.optimizer, self.config.warmup_steps, self.config.max_steps, last_epoch=last_step - 1)
+
     def _resume(self) -> None:
         folder = checkpoints.latest_valid_checkpoint(self.checkpoint_root)
         if folder is None:
@@ -201,6 +205,10 @@ class Pretrainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
         self.sampler.load_state_dict(json.loads(state["data"]))
         self.step = int(state["step"])
+        if saved.get("max_steps") != self.config.max_steps:
+            # The restored scheduler would keep the saved learning rate for one more step before
+            # following the new length; rebuilding it at the resumed step applies the new one now.
+            self.scheduler = self._linear_schedule(last_step=self.step)
         logger.info("resumed from %s (step %d)", folder, self.step)
 
     def train_step(self) -> dict[str, Any]:
