@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -39,25 +40,48 @@ def test_language_keeps_english_and_drops_german():
         language.LanguageFilter(language.Config(languages=["xx"]))
 
 
-def test_perplexity_filter_with_a_mock_scorer():
-    class Scorer:
-        def perplexity(self, text):
-            return 50.0 if "fluent" in text else 5000.0
+#: A bigram KenLM model in ARPA text form: four known words, one seen pair; every other word is the rare <unk>.
+BIGRAM_ARPA = """\\data\\
+ngram 1=7
+ngram 2=1
 
-    check = perplexity.PerplexityFilter(perplexity.Config(model_path="unused.arpa", max_perplexity=1000), scorer=Scorer())
-    assert isinstance(check.apply(Pair("q", "a fluent\nsentence")), Pair)
+\\1-grams:
+-5.0\t<unk>\t0
+-99\t<s>\t0
+-0.7\t</s>
+-0.6\tgreen\t0
+-0.6\ttea\t0
+-0.6\tis\t0
+-0.6\tfluent\t0
+
+\\2-grams:
+-0.2\tgreen tea
+
+\\end\\
+"""
+
+
+def test_perplexity_filter_with_a_real_kenlm_model(tmp_path):
+    kenlm = pytest.importorskip("kenlm")
+    # Given a KenLM model that knows four words (log10 probabilities; zero backoff weights)
+    model_path = tmp_path / "bigram.arpa"
+    model_path.write_text(BIGRAM_ARPA)
+    check = perplexity.PerplexityFilter(perplexity.Config(model_path=model_path, max_perplexity=1000))
+    # Then known words (across a newline) score low and are kept, unknown ones score high and are dropped
+    assert kenlm.Model(str(model_path)).perplexity("green tea is fluent") == pytest.approx(10 ** ((3 * 0.6 + 0.2 + 0.7) / 5))
+    assert isinstance(check.apply(Pair("q", "green tea\nis fluent")), Pair)
     assert check.apply(Pair("q", "zx qv kj")) == "passage perplexity over 1000"
 
 
-def test_perplexity_without_kenlm_is_a_clear_error(tmp_path):
-    # Given kenlm is not installed (it is optional), asking for the filter must say what to install
-    try:
-        import kenlm  # noqa: F401
-    except ImportError:
-        with pytest.raises(ValueError, match="pip install kenlm"):
-            perplexity.load_kenlm(tmp_path / "model.arpa")
-    else:
-        pytest.skip("kenlm is installed")
+def test_perplexity_without_kenlm_is_a_clear_error(tmp_path, monkeypatch):
+    # Given kenlm cannot be imported (it is an optional extra), asking for the filter says what to install
+    monkeypatch.setitem(sys.modules, "kenlm", None)
+    with pytest.raises(ValueError, match="pip install kenlm"):
+        perplexity.load_kenlm(tmp_path / "model.arpa")
+    # And with kenlm present, a missing model file is named
+    monkeypatch.setitem(sys.modules, "kenlm", object())
+    with pytest.raises(ValueError, match="model.arpa: no such file"):
+        perplexity.load_kenlm(tmp_path / "model.arpa")
 
 
 def naive_shares_ngram(text: str, eval_texts: list[str], n: int) -> bool:
