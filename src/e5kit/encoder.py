@@ -321,25 +321,18 @@ class Encoder:
         Returns:
             (len(texts), dim) float32 array.
         """
-        embeddings, self.last_stats = self.encode_with_stats(
-            texts, role, batch_size=batch_size, normalize=normalize, show_progress=show_progress
-        )
+        embeddings, self.last_stats = self._encode(texts, role, batch_size, normalize, show_progress)
         return embeddings
 
-    def encode_with_stats(
-        self,
-        texts: Sequence[str],
-        role: str | None = None,
-        *,
-        batch_size: int | None = None,
-        normalize: bool | None = None,
-        show_progress: bool | None = None,
-    ) -> tuple[np.ndarray, EncodeStats]:
-        """``encode`` that returns its ``EncodeStats`` instead of keeping them in ``last_stats``.
+    def encode_with_stats(self, texts: Sequence[str], role: str | None = None, **options) -> tuple[np.ndarray, EncodeStats]:
+        """``encode`` (same options) that returns its ``EncodeStats`` instead of keeping them in ``last_stats``.
 
         For callers that share one Encoder between threads (the server), where ``last_stats`` may
         already belong to another call.
         """
+        return self._encode(texts, role, **options)
+
+    def _encode(self, texts, role, batch_size=None, normalize=None, show_progress=None) -> tuple[np.ndarray, EncodeStats]:
         prepared, already = self._prepare(texts, role)
         stats = EncodeStats(texts=len(prepared), already_prefixed=already, token_counts=np.zeros(len(prepared), dtype=np.int64))
         output = np.empty((len(prepared), self.dimension), dtype=np.float32)
