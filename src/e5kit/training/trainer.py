@@ -168,7 +168,6 @@ class Pretrainer:
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else {},
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -197,7 +196,6 @@ class Pretrainer:
             logger.warning("resuming with changed settings %s: the loss sequence will differ from the original run", ", ".join(changed))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
@@ -205,10 +203,9 @@ class Pretrainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
         self.sampler.load_state_dict(json.loads(state["data"]))
         self.step = int(state["step"])
-        if saved.get("max_steps") != self.config.max_steps:
-            # The restored scheduler would keep the saved learning rate for one more step before
-            # following the new length; rebuilding it at the resumed step applies the new one now.
-            self.scheduler = self._linear_schedule(last_step=self.step)
+        # The schedule follows from the config and the step, so a changed max_steps applies at once
+        # (a restored scheduler state would run one more step at the saved rate first).
+        self.scheduler = self._linear_schedule(last_step=self.step)
         logger.info("resumed from %s (step %d)", folder, self.step)
 
     def train_step(self) -> dict[str, Any]:
