@@ -241,8 +241,8 @@ class OnnxEncoder(Encoder):
         file: The ONNX file, for messages.
     """
 
-    # benchmarks/encode_backends.py on 2 AVX2 cores (all-MiniLM-L6-v2, ~140 tokens): batch 8 beat batch 32
-    # by 1.22x in fp32 and 1.03x in int8; larger batches' attention scores no longer fit in cache.
+    # benchmarks/encode_backends.py on 2 AVX2 cores (all-MiniLM-L6-v2, ~119 tokens, 4 runs): batch 8 beat
+    # batch 32 by 1.21-1.32x in fp32 and 1.10-1.27x in int8.
     default_batch_size = 8
 
     def __init__(self, session, tokenizer, *, config, prompts, pooling, normalize, max_length, file: Path) -> None:
