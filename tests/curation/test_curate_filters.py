@@ -9,17 +9,21 @@ import sys
 import numpy as np
 import pytest
 
-from e5kit.data.filters import clean, decontaminate, exact_dedup, language, length, near_dedup, perplexity
+from e5kit.data.filters import clean, decontaminate, exact_dedup, language, length, near_dedup, perplexity, visible
 from e5kit.data.filters.base import words
 from e5kit.data.pair import Pair
 
 
-def test_clean_strips_markup_urls_and_boilerplate():
+def test_clean_strips_urls_and_boilerplate_but_never_markup():
+    # Given plain text with a URL, a boilerplate line and markup-like characters (HTML is the readers' job)
     cleaner = clean.CleanFilter(clean.Config())
-    pair = Pair("<b>Tea</b> &amp; health", "<p>Green tea, see https://example.org/x now.</p><p>Accept cookies</p><script>x()</script>")
+    pair = Pair("Tea &amp; health", "Green tea, see https://example.org/x now.\nAccept cookies\nif (a<b && c>d) is code.")
+    # When cleaned, Then URL and boilerplate go, the rest stays as written
     result = cleaner.apply(pair)
-    assert (result.query, result.passage) == ("Tea & health", "Green tea, see now.")
-    assert cleaner.apply(Pair("ok", "<p>Subscribe</p>")) == "passage empty after cleaning"
+    assert (result.query, result.passage) == ("Tea &amp; health", "Green tea, see now.\nif (a<b && c>d) is code.")
+    # And a side left empty is not dropped here: the visible-text rule that always follows drops it
+    emptied = cleaner.apply(Pair("ok", "Subscribe"))
+    assert emptied.passage == "" and visible.VisibleTextFilter().apply(emptied) == "passage has no visible text"
 
 
 def test_length_bounds_and_identical_sides():

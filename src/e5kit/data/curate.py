@@ -4,7 +4,7 @@ Two passes, so the heavy work parallelises and the global work stays exact:
 
 1. Per input shard (multiprocessing by default, Ray Data with ``engine: ray``): stream the reader,
    assign the query role of symmetric pairs by a seeded coin, run the per-pair filters (clean,
-   length, language, perplexity, decontamination), compute each kept pair's exact-dedup key and
+   visible text, length, language, perplexity, decontamination), compute each kept pair's exact-dedup key and
    MinHash signature, and write ``work/<source>-<NNNNN>.parquet`` plus an atomic done marker with
    its counts. A rerun skips shards whose marker matches the task (resumable).
 2. One global pass in a fixed order: exact and near-duplicate removal across all shards, then the
@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from e5kit import config as config_io
 from e5kit.config import describe_validation_error
-from e5kit.data.filters import clean, decontaminate, exact_dedup, language, length, near_dedup, perplexity
+from e5kit.data.filters import clean, decontaminate, exact_dedup, language, length, near_dedup, perplexity, visible
 from e5kit.data.filters.base import PairFilter
 from e5kit.data.pair import PAIR_COLUMNS, Pair
 from e5kit.data.readers import arxiv, generic, news, reddit, stackexchange, stdlib_docs, warc, wikipedia
@@ -236,10 +236,15 @@ def _file_stat(path: Path) -> tuple[int, int]:
 
 
 def build_filters(filters: FiltersConfig, eval_index: str | None) -> list[PairFilter]:
-    """The per-pair filters in order: cheap rewrites and bounds first, model-based checks last."""
+    """The per-pair filters in order: cheap rewrites and bounds first, model-based checks last.
+
+    The visible-text rule always runs, right after cleaning (or first when cleaning is off): a side
+    with no visible text is a counted drop, never a written pair.
+    """
     chain: list[PairFilter] = []
     if filters.clean.enabled:
         chain.append(clean.CleanFilter(filters.clean))
+    chain.append(visible.VisibleTextFilter())
     if filters.length.enabled:
         chain.append(length.LengthFilter(filters.length))
     if filters.language.enabled:

@@ -1,21 +1,27 @@
-"""Markup, URL and boilerplate stripping: rewrites both sides, drops a pair only if a side ends up empty."""
+"""URL and boilerplate stripping with whitespace normalisation: rewrites both sides of a pair, never drops one.
+
+The cleaner never parses HTML and never decodes character references: decoding is the job of the
+reader of a field that carries markup (``e5kit.data.markup``), done once there. Text reaching this
+filter is plain text, so ``if (a<b && c>d)``, ``std::vector<int>`` and ``$x_1<...<x_n$`` pass unchanged.
+A pair left with no visible text is dropped afterwards by the visible-text rule
+(``e5kit.data.filters.visible``), whether or not cleaning runs.
+"""
 
 from __future__ import annotations
 
-import html
 import re
-from html.parser import HTMLParser
+from typing import Any
+
+from pydantic import model_validator
 
 from e5kit.data.filters.base import FilterConfig
+from e5kit.data.markup import normalize_space
 from e5kit.data.pair import Pair
 
-_TAG = re.compile(r"</?[a-zA-Z][^<>]*>")
+__all__ = ["Config", "CleanFilter", "DEFAULT_BOILERPLATE", "normalize_space"]
+
 _URL = re.compile(r"(?:https?://|ftp://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
 _MARKDOWN_LINK = re.compile(r"\[([^\]]+)\]\((?:https?://|/)[^)]*\)")
-_SPACES = re.compile(r"[ \t\u00a0]+")
-_BLANK_LINES = re.compile(r"\n\s*\n+")
-_BLOCK_TAGS = {"p", "div", "br", "li", "ul", "ol", "pre", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table", "section", "article", "header", "footer"}
-_INVISIBLE_TAGS = {"script", "style", "noscript", "template", "svg", "head"}
 
 DEFAULT_BOILERPLATE = [
     r"\bcookies?\b",
@@ -29,63 +35,26 @@ DEFAULT_BOILERPLATE = [
     r"^\s*(share|tweet|advertisement|related articles?|read more)\b",
 ]
 
-
-class HTMLText(HTMLParser):
-    """Visible text of an HTML document or fragment: block elements become line breaks; scripts are skipped."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title: list[str] = []
-        self._hidden = 0
-        self._in_title = False
-
-    def handle_starttag(self, tag, attrs):
-        if tag in _INVISIBLE_TAGS:
-            self._hidden += 1
-        elif tag == "title":
-            self._in_title = True
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag):
-        if tag in _INVISIBLE_TAGS:
-            self._hidden = max(0, self._hidden - 1)
-        elif tag == "title":
-            self._in_title = False
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data):
-        if self._in_title:
-            self.title.append(data)
-        elif not self._hidden:
-            self.parts.append(data)
-
-    def text(self) -> str:
-        return normalize_space("".join(self.parts))
-
-
-def html_to_text(markup: str) -> str:
-    """Visible text of ``markup`` with block structure kept as paragraphs."""
-    parser = HTMLText()
-    parser.feed(markup)
-    parser.close()
-    return parser.text()
-
-
-def normalize_space(text: str) -> str:
-    """Collapse runs of spaces, trim lines, and keep single blank lines between paragraphs."""
-    lines = [_SPACES.sub(" ", line).strip() for line in text.replace("\r", "\n").split("\n")]
-    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+STRIP_HTML_REMOVED = (
+    "strip_html was removed: the clean filter no longer parses HTML or decodes entities (it mangled plain "
+    "text such as 'if (a<b && c>d)'); HTML is decoded once by the reader of an HTML field (stackexchange "
+    "option body_format, warc pages; reddit option api_escaped, news option unescape_entities): remove the key"
+)
 
 
 class Config(FilterConfig):
-    """Cleaning settings.
+    """Cleaning settings. The documented rules, applied in this order, are the only changes made to a text:
+
+    1. ``strip_urls``: a markdown link ``[anchor](http...)`` becomes its anchor; bare URLs are removed.
+    2. ``remove_boilerplate``: lines of at most ``boilerplate_max_words`` words matching a pattern are removed.
+    3. Always: whitespace normalisation (:func:`normalize_space`): runs of spaces, tabs and no-break
+       spaces become one space, lines are trimmed, runs of blank lines become one blank line.
+
+    HTML is not handled here. The former ``strip_html`` key is rejected with an error naming it:
+    HTML-carrying fields are decoded by their reader (see ``e5kit.data.markup``).
 
     Attributes:
         enabled: Run the cleaner.
-        strip_html: Remove HTML tags and unescape entities where a text contains markup.
         strip_urls: Remove URLs (markdown links keep their anchor text).
         remove_boilerplate: Drop short lines matching ``boilerplate_patterns`` (cookie banners, "sign in").
         boilerplate_patterns: Case-insensitive regular expressions of boilerplate lines.
@@ -93,15 +62,21 @@ class Config(FilterConfig):
     """
 
     enabled: bool = True
-    strip_html: bool = True
     strip_urls: bool = True
     remove_boilerplate: bool = True
     boilerplate_patterns: list[str] = DEFAULT_BOILERPLATE
     boilerplate_max_words: int = 15
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_strip_html(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "strip_html" in data:
+            raise ValueError(STRIP_HTML_REMOVED)
+        return data
+
 
 class CleanFilter:
-    """Strip markup, URLs and boilerplate lines from both sides of a pair."""
+    """Strip URLs and boilerplate lines from both sides of a pair and normalise whitespace."""
 
     name = "clean"
 
@@ -110,8 +85,6 @@ class CleanFilter:
         self._boilerplate = re.compile("|".join(f"(?:{p})" for p in config.boilerplate_patterns), re.IGNORECASE) if config.boilerplate_patterns else None
 
     def clean(self, text: str) -> str:
-        if self.config.strip_html and ("<" in text or "&" in text):
-            text = html_to_text(text) if _TAG.search(text) else html.unescape(text)
         if self.config.strip_urls:
             text = _URL.sub("", _MARKDOWN_LINK.sub(r"\1", text))
         if self.config.remove_boilerplate and self._boilerplate is not None:
@@ -121,11 +94,6 @@ class CleanFilter:
     def _is_boilerplate(self, line: str) -> bool:
         return len(line.split()) <= self.config.boilerplate_max_words and bool(self._boilerplate.search(line))
 
-    def apply(self, pair: Pair) -> Pair | str:
-        query, passage = self.clean(pair.query), self.clean(pair.passage)
-        if not query:
-            return "query empty after cleaning"
-        if not passage:
-            return "passage empty after cleaning"
-        pair.query, pair.passage = query, passage
+    def apply(self, pair: Pair) -> Pair:
+        pair.query, pair.passage = self.clean(pair.query), self.clean(pair.passage)
         return pair

@@ -3,18 +3,26 @@
 Reads the data dump's ``Posts.xml`` (one ``<row .../>`` per line, parsed row by row so a malformed
 row costs one record, not the file), its JSONL extraction (``post_type``, ``id``, ``parent_id``,
 ``accepted_answer_id``, ``score``, ``title``, ``body``) and pre-joined question/answer pair exports
-(``title``, ``question_body``, ``answer_body``). HTML bodies are reduced to their visible text.
+(``title``, ``question_body``, ``answer_body``).
+
+Decoding, exactly once (``e5kit.data.markup``): in ``Posts.xml`` the XML parser unescapes each
+attribute once; a ``Body`` is then HTML markup, converted to its visible text once by
+:func:`~e5kit.data.markup.html_to_text` (``&lt;int&gt;`` in a code block becomes ``<int>``; a literal
+``&amp;lt;`` in the HTML is the visible text ``&lt;`` and stays so). A ``Title`` is plain text after
+the XML unescape and is never HTML-decoded. JSONL extractions and pair exports usually carry text
+already decoded (as the shared ``posts.jsonl`` does): their bodies are used as they are unless
+``body_format: html`` says they hold HTML.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from e5kit.data.filters.clean import html_to_text
+from e5kit.data.markup import html_to_text
 from e5kit.data.pair import Pair
 from e5kit.data.readers.base import Child, Parent, ReaderOptions, file_meta, iter_json_records, iter_lines, join_best_child, text_field
 
@@ -27,10 +35,14 @@ class Options(ReaderOptions):
     Attributes:
         min_answer_score: An answer that is not the accepted one needs at least this score.
         include_question_body: Query = title + body (True) or the title alone.
+        body_format: What the body fields hold. ``auto``: HTML in ``Posts.xml`` (the dump's format),
+            plain text in JSONL extractions and pair exports; ``html`` or ``text`` for every file.
+            HTML bodies are converted to text once; text bodies are never decoded. Titles are always text.
     """
 
     min_answer_score: int = 1
     include_question_body: bool = True
+    body_format: Literal["auto", "html", "text"] = "auto"
 
 
 def _xml_posts(path: Path, skips: Counter) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -67,27 +79,34 @@ def _optional_id(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
 
+def _body_decoder(path: Path, options: Options) -> Callable[[str], str]:
+    """How this file's body fields become text: HTML converted once, or text used as it is."""
+    html = options.body_format == "html" or (options.body_format == "auto" and ".xml" in path.suffixes)
+    return html_to_text if html else (lambda body: body)
+
+
 def _items(paths: list[Path], options: Options):
     def stream(skips: Counter) -> Iterator[Parent | Child | Pair]:
         for path in paths:
+            body_text = _body_decoder(path, options)
             for line, record in _records(path, skips):
                 site = record.get("site") or path.parent.name
                 if "answer_body" in record:
-                    item = _joined_pair(path, line, site, record, options, skips)
+                    item = _joined_pair(path, line, site, record, options, body_text, skips)
                 else:
-                    item = _post(path, line, site, record, options, skips)
+                    item = _post(path, line, site, record, options, body_text, skips)
                 if item is not None:
                     yield item
 
     return stream
 
 
-def _question_text(title: str, body: str | None, options: Options) -> str:
-    body_text = html_to_text(body) if body and options.include_question_body else ""
-    return f"{title}\n{body_text}".strip()
+def _question_text(title: str, body: object, options: Options, body_text: Callable[[str], str]) -> str:
+    text = body_text(body) if isinstance(body, str) and options.include_question_body else ""
+    return f"{title}\n{text}".strip()
 
 
-def _post(path: Path, line: int, site: str, record: dict[str, Any], options: Options, skips: Counter) -> Parent | Child | None:
+def _post(path: Path, line: int, site: str, record: dict[str, Any], options: Options, body_text: Callable[[str], str], skips: Counter) -> Parent | Child | None:
     post_id, kind = _optional_id(record.get("id")), record.get("post_type")
     if post_id is None:
         skips["post without id"] += 1
@@ -99,7 +118,7 @@ def _post(path: Path, line: int, site: str, record: dict[str, Any], options: Opt
             skips["question without title"] += 1
             return None
         meta["question_id"] = post_id
-        text = _question_text(title, record.get("body"), options)
+        text = _question_text(title, record.get("body"), options, body_text)
         accepted = _optional_id(record.get("accepted_answer_id"))
         # Ids are unique within a site only; files may mix sites.
         return Parent(id=f"{site}/{post_id}", text=text, meta=meta, preferred_child=accepted and f"{site}/{accepted}")
@@ -112,18 +131,18 @@ def _post(path: Path, line: int, site: str, record: dict[str, Any], options: Opt
         if parent_id is None or body is None or score is None:
             skips["answer without parent, body or score"] += 1
             return None
-        return Child(id=f"{site}/{post_id}", parent_id=f"{site}/{parent_id}", score=score, text=html_to_text(body), meta={"answer_id": post_id, "score": score})
+        return Child(id=f"{site}/{post_id}", parent_id=f"{site}/{parent_id}", score=score, text=body_text(body), meta={"answer_id": post_id, "score": score})
     skips["post is neither question nor answer"] += 1
     return None
 
 
-def _joined_pair(path: Path, line: int, site: str, record: dict[str, Any], options: Options, skips: Counter) -> Pair | None:
+def _joined_pair(path: Path, line: int, site: str, record: dict[str, Any], options: Options, body_text: Callable[[str], str], skips: Counter) -> Pair | None:
     title, answer = text_field(record, "title"), text_field(record, "answer_body")
     if title is None or answer is None:
         skips["pair without title or answer"] += 1
         return None
     meta = file_meta(path, line=line, site=site, question_id=record.get("question_id"), answer_id=record.get("answer_id"), accepted=record.get("accepted"))
-    return Pair(_question_text(title, record.get("question_body"), options), html_to_text(answer), meta)
+    return Pair(_question_text(title, record.get("question_body"), options, body_text), body_text(answer), meta)
 
 
 def read(paths: list[Path], options: Options, skips: Counter) -> Iterator[Pair]:

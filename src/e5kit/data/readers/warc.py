@@ -1,8 +1,9 @@
 """Common Crawl: (page title, passage) from WARC responses (HTML) or WET conversion records (plain text).
 
 Read with warcio, record by record. For HTML the title is the ``<title>`` element and the passage the
-page's visible text; for WET the first line is the page title (Common Crawl's text extractor writes
-it there) and the rest the text. The passage is the leading paragraphs up to ``max_passage_words``.
+page's visible text (the page is parsed as HTML once, here: ``e5kit.data.markup``); for WET the first
+line is the page title (Common Crawl's text extractor writes it there) and the rest the text, which is
+plain text and never decoded. The passage is the leading paragraphs up to ``max_passage_words``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from e5kit.data.filters.clean import HTMLText, normalize_space
+from e5kit.data.markup import HTMLText, normalize_space
 from e5kit.data.pair import Pair
 from e5kit.data.readers.base import ReaderOptions, file_meta
+from e5kit.text import has_visible_text
 
 
 class Options(ReaderOptions):
@@ -32,7 +34,7 @@ class Options(ReaderOptions):
 def _leading_paragraphs(text: str, max_words: int) -> str:
     kept, count = [], 0
     for paragraph in text.split("\n"):
-        if paragraph.strip():
+        if has_visible_text(paragraph):
             kept.append(paragraph.strip())
             count += len(paragraph.split())
             if count >= max_words:
@@ -93,7 +95,7 @@ def _read_file(path: Path, options: Options, skips: Counter) -> Iterator[Pair]:
                     continue
                 title, text = extracted
                 passage = _leading_paragraphs(text, options.max_passage_words)
-                if not title or not passage:
+                if not has_visible_text(title) or not has_visible_text(passage):
                     skips["page without title or text"] += 1
                     continue
                 meta = file_meta(path, id=record.rec_headers.get_header("WARC-Record-ID"), url=url, offset=records.get_record_offset())
