@@ -20,6 +20,7 @@ from e5kit.data.filters.base import FilterConfig, words
 from e5kit.data.filters.exact_dedup import stable_hash
 from e5kit.data.pair import Pair
 from e5kit.data.readers.base import iter_json_records, iter_lines
+from e5kit.text import has_visible_text
 
 #: Fields/columns of evaluation files that hold text (BEIR corpus/queries, STS, NLI, classification).
 TEXT_FIELDS = ("title", "text", "query", "question", "sentence1", "sentence2", "premise", "hypothesis", "answer")
@@ -82,10 +83,10 @@ def iter_eval_texts(path: Path, skips: Counter) -> Iterator[str]:
             if header is None:
                 header = cells
                 continue
-            yield from (cell for name, cell in zip(header, cells) if name in TEXT_FIELDS and cell.strip())
+            yield from (cell for name, cell in zip(header, cells) if name in TEXT_FIELDS and has_visible_text(cell))
         return
     for _, record in iter_json_records(path, skips):
-        yield from (record[name] for name in TEXT_FIELDS if isinstance(record.get(name), str) and record[name].strip())
+        yield from (record[name] for name in TEXT_FIELDS if isinstance(record.get(name), str) and has_visible_text(record[name]))
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from e5kit.data.pair import Pair
+from e5kit.text import has_visible_text
 
 CHUNK_BYTES = 1 << 20
 
@@ -140,10 +141,10 @@ def iter_json_records(path: str | Path, skips: Counter) -> Iterator[tuple[int, d
 
 
 def text_field(record: dict[str, Any], *names: str) -> str | None:
-    """The first of ``names`` holding a non-blank string, stripped; None when there is none."""
+    """The first of ``names`` holding a string with visible text (``e5kit.text.has_visible_text``), stripped; None when there is none."""
     for name in names:
         value = record.get(name)
-        if isinstance(value, str) and value.strip():
+        if isinstance(value, str) and has_visible_text(value):
             return value.strip()
     return None
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from e5kit.data.pair import Pair
 from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, iter_lines
+from e5kit.text import has_visible_text
 
 _HUB_PREFIX = "hf:"
 
@@ -104,7 +105,7 @@ def read(paths: list[Path], options: Options, skips: Counter) -> Iterator[Pair]:
     for path in paths:
         for row_number, row in _rows(path, options, skips):
             query, passage = row.get(options.query_column), row.get(options.passage_column)
-            if not isinstance(query, str) or not query.strip() or not isinstance(passage, str) or not passage.strip():
+            if not isinstance(query, str) or not has_visible_text(query) or not isinstance(passage, str) or not has_visible_text(passage):
                 skips[f"row without text in {options.query_column!r} or {options.passage_column!r}"] += 1
                 continue
             record_id = row.get(options.id_column) if options.id_column else None

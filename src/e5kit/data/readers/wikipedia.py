@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from e5kit.data.pair import Pair
 from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, iter_lines, text_field
+from e5kit.text import has_visible_text
 
 _WIKITEXT_JOINERS = re.compile(r" @([-,.])@ ")
 _DROPPED_TAGS = {"ref", "references", "table", "gallery", "math", "timeline", "score", "imagemap"}
@@ -40,7 +41,7 @@ def _paragraph_pairs(title: str, section: str | None, text: str, meta: dict, opt
         return
     query = f"{title} {section}".strip() if section else title
     for index, paragraph in enumerate(p.strip() for p in re.split(r"\n\s*\n|\n", text)):
-        if not paragraph:
+        if not has_visible_text(paragraph):
             continue
         if len(paragraph.split()) < options.min_paragraph_words:
             skips["paragraph under min_paragraph_words"] += 1
@@ -100,7 +101,7 @@ def _xml_pairs(path: Path, options: Options, skips: Counter) -> Iterator[Pair]:
     for line, page in _xml_pages(path, skips):
         title, namespace = page.findtext("title"), page.findtext("ns")
         wikitext = page.findtext("revision/text")
-        if not title or wikitext is None:
+        if title is None or not has_visible_text(title) or wikitext is None:
             skips["page without title or text"] += 1
         elif namespace not in (None, "0"):
             skips["page outside the article namespace"] += 1
@@ -108,8 +109,18 @@ def _xml_pairs(path: Path, options: Options, skips: Counter) -> Iterator[Pair]:
             skips["redirect page"] += 1
         else:
             meta = file_meta(path, line=line, id=page.findtext("id"), title=title)
-            for section, text in _wikitext_sections(wikitext):
-                yield from _paragraph_pairs(title, section, text, meta, options, skips)
+            yield from _article_pairs(title, _wikitext_sections(wikitext), meta, options, skips)
+
+
+def _article_pairs(title: str, sections: Iterable[tuple[str | None, str]], meta: dict, options: Options, skips: Counter) -> Iterator[Pair]:
+    """The paragraph pairs of one article; an article giving neither a pair nor a counted skip is counted itself."""
+    before, produced = sum(skips.values()), False
+    for section, text in sections:
+        for pair in _paragraph_pairs(title, section, text, meta, options, skips):
+            produced = True
+            yield pair
+    if not produced and sum(skips.values()) == before:
+        skips["article without paragraphs"] += 1
 
 
 def _json_pairs(path: Path, options: Options, skips: Counter) -> Iterator[Pair]:
@@ -124,7 +135,7 @@ def _json_pairs(path: Path, options: Options, skips: Counter) -> Iterator[Pair]:
             section = _WIKITEXT_JOINERS.sub(r"\1", section)
         paragraphs = [p for p in text.split("\n") if p.strip() != title]  # WikiExtractor repeats the title first
         meta = file_meta(path, line=line, id=record.get("id"))
-        yield from _paragraph_pairs(title, section, "\n".join(paragraphs), meta, options, skips)
+        yield from _article_pairs(title, [(section, "\n".join(paragraphs))], meta, options, skips)
 
 
 def read(paths: list[Path], options: Options, skips: Counter) -> Iterator[Pair]:
