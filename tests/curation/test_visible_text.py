@@ -82,3 +82,14 @@ def test_decontamination_index_skips_invisible_eval_texts(tmp_path):
     (tmp_path / "corpus.jsonl").write_text('{"_id": "1", "title": "\\u200b", "text": "visible words"}\n{"_id": "2", "title": "", "text": "\\u2060\\u00ad"}\n')
     texts = list(decontaminate.iter_eval_texts(tmp_path / "corpus.jsonl", Counter()))
     assert texts == ["visible words"]
+
+
+def test_stdlib_docs_skip_invisible_docstrings(tmp_path):
+    # Given a library folder whose modules' docstrings are invisible, and one that is not
+    from e5kit.data.readers.pydoc import iter_module_docs
+
+    for index, text in enumerate(["\u200b", "\u2060\u00ad", "\ufeff "]):
+        (tmp_path / f"invisible{index}.py").write_text(f'"""{text}"""\n\ndef f():\n    """{text}"""\n', encoding="utf-8")
+    (tmp_path / "shown.py").write_text('"""A visible summary."""\n', encoding="utf-8")
+    # Then only the visible docstring becomes a record
+    assert [record.doc_id for record in iter_module_docs(tmp_path)] == ["shown"]

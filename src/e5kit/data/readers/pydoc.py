@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from e5kit.text import has_visible_text
+
 #: Folders of the standard library that hold tests, demos or vendored code rather than documentation.
 _SKIPPED_PARTS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "turtledemo", "lib2to3"}
 
@@ -77,7 +79,7 @@ def iter_module_docs(root: Path | None = None, *, members: bool = True) -> Itera
             continue
         module = _module_name(path, root)
         docstring = ast.get_docstring(tree)
-        if docstring:
+        if docstring and has_visible_text(docstring):
             yield _record(module, "module", docstring)
         if not members:
             continue
@@ -92,7 +94,7 @@ def _member_docs(body: list[ast.stmt], prefix: str, in_class: bool = False) -> I
         name = f"{prefix}.{node.name}"
         is_class = isinstance(node, ast.ClassDef)
         docstring = ast.get_docstring(node)
-        if docstring:
+        if docstring and has_visible_text(docstring):
             yield _record(name, "class" if is_class else ("method" if in_class else "function"), docstring)
         if is_class:
             yield from _member_docs(node.body, name, in_class=True)
@@ -104,6 +106,6 @@ def iter_topic_docs() -> Iterator[DocRecord]:
 
     for name in sorted(topics):
         text = topics[name].strip()
-        if text:
+        if has_visible_text(text):
             first_line = text.splitlines()[0].strip()
             yield DocRecord(doc_id=f"topic:{name}", kind="topic", title=f"{name}: {first_line}", text=text)
