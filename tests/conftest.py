@@ -55,10 +55,36 @@ def build_tiny_bert(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def build_tiny_st_without_normalize(folder: Path, seed: int = 0) -> Path:
+    """The tiny BERT as a sentence-transformers folder like paraphrase-MiniLM-L3-v2: mean pooling, no
+    Normalize module, no prompts, no declared similarity (so cosine, sentence-transformers' default)."""
+    import json
+
+    build_tiny_bert(folder, seed)
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
+    (folder / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
-    """A plain Hugging Face checkpoint directory (no sentence-transformers files)."""
+    """A plain Hugging Face checkpoint directory (no sentence-transformers files): E5 prompts, cosine."""
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_unnormalized_dir(tmp_path_factory) -> Path:
+    """A sentence-transformers folder without a Normalize module (see ``build_tiny_st_without_normalize``)."""
+    return build_tiny_st_without_normalize(tmp_path_factory.mktemp("tiny-st-no-normalize"))
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 
 from e5kit import model_format
 from e5kit.hub import resolve_model_dir
+from e5kit.text import has_visible_text
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ class Encoder:
     """A bi-encoder that embeds text the E5 way.
 
     The role prefixes live with the model (``prompts``), and the encoder adds them itself, once.
-    Outputs are float32 numpy arrays, L2-normalised unless ``normalize`` is False.
+    Outputs are float32 numpy arrays, scored by dot product: L2-normalised when the similarity is
+    cosine (the default, as in E5 and sentence-transformers), raw for "dot".
 
     Args:
         model: A Hugging Face encoder returning ``last_hidden_state``.
@@ -94,7 +96,8 @@ class Encoder:
         prompts: Role name -> prefix, e.g. ``{"query": "query: ", "passage": "passage: "}``; empty for
             models trained without prefixes.
         pooling: "mean" (E5), "cls" or "max".
-        normalize: L2-normalise embeddings.
+        similarity_fn_name: "cosine" (L2-normalised embeddings, whatever the model's own modules) or
+            "dot" (raw embeddings); sentence-transformers' name for the setting.
         max_length: Token limit per text, prefix and special tokens included.
         device: Torch device; None picks CUDA when present.
         dtype: "float32", "float16" (CUDA only) or "bfloat16".
@@ -109,7 +112,7 @@ class Encoder:
         *,
         prompts: dict[str, str] | None = None,
         pooling: str = "mean",
-        normalize: bool = True,
+        similarity_fn_name: str = "cosine",
         max_length: int = 512,
         device: str | torch.device | None = None,
         dtype: str = "float32",
@@ -121,18 +124,20 @@ class Encoder:
         self.device = torch.device(device) if device is not None else auto_device()
         if dtype == "float16" and self.device.type != "cuda":
             raise ValueError("dtype float16 needs a CUDA device; on CPU use bfloat16 or float32")
-        self._set_text_options(tokenizer, prompts, pooling, normalize, max_length, model.config)
+        self._set_text_options(tokenizer, prompts, pooling, similarity_fn_name, max_length, model.config)
         self.model = model.to(device=self.device, dtype=DTYPES[dtype]).eval()
         self.dtype = dtype
 
-    def _set_text_options(self, tokenizer, prompts, pooling, normalize, max_length, config) -> None:
-        """Settings every backend shares: tokenizer, prompts, pooling, normalisation, token limit."""
+    def _set_text_options(self, tokenizer, prompts, pooling, similarity_fn_name, max_length, config) -> None:
+        """Settings every backend shares: tokenizer, prompts, pooling, similarity, token limit."""
+        if similarity_fn_name not in model_format.SIMILARITY_FUNCTIONS:
+            raise ValueError(f"similarity_fn_name must be one of {', '.join(model_format.SIMILARITY_FUNCTIONS)}, got {similarity_fn_name!r}")
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no padding token; set tokenizer.pad_token before building an Encoder")
         self.tokenizer = tokenizer
         self.prompts = {name: text for name, text in (prompts or {}).items() if text}
         self.pooling = pooling
-        self.normalize = normalize
+        self.similarity_fn_name = similarity_fn_name
         position_limit = getattr(config, "max_position_embeddings", None) or max_length
         self.max_length = min(max_length, position_limit)
         self.last_stats = EncodeStats()
@@ -145,15 +150,17 @@ class Encoder:
         *,
         prompts: dict[str, str] | None = None,
         max_length: int | None = None,
-        normalize: bool | None = None,
+        similarity_fn_name: str | None = None,
         device: str | torch.device | None = None,
         dtype: str = "float32",
         backend: str = "torch",
     ) -> Encoder:
         """Load a sentence-transformers directory, a plain Hugging Face checkpoint, or a Hub model.
 
-        Settings stored with the model (prompts, pooling, normalisation, max length) are used unless
-        overridden here. A plain Hugging Face checkpoint gets E5's "query: "/"passage: " prompts.
+        Settings stored with the model (prompts, pooling, similarity, max length) are used unless
+        overridden here. A plain Hugging Face checkpoint gets E5's "query: "/"passage: " prompts and
+        cosine similarity; a sentence-transformers folder without a Normalize module scores with the
+        similarity it declares, cosine when it declares none (sentence-transformers' default).
 
         Args:
             backend: "torch", or "onnx" for a directory written by ``e5kit export onnx`` (CPU
@@ -168,7 +175,7 @@ class Encoder:
         if backend == "onnx":
             from e5kit.serving.onnx import OnnxEncoder
 
-            return OnnxEncoder.load(name_or_path, prompts=prompts, max_length=max_length, normalize=normalize)
+            return OnnxEncoder.load(name_or_path, prompts=prompts, max_length=max_length, similarity_fn_name=similarity_fn_name)
         spec = model_format.read_model_dir(resolve_model_dir(name_or_path))
         tokenizer = AutoTokenizer.from_pretrained(spec.transformer_dir)
         model = AutoModel.from_pretrained(spec.transformer_dir)
@@ -177,7 +184,7 @@ class Encoder:
             tokenizer,
             prompts=spec.prompts if prompts is None else prompts,
             pooling=spec.pooling,
-            normalize=spec.normalize if normalize is None else normalize,
+            similarity_fn_name=similarity_fn_name or spec.similarity_fn_name,
             max_length=max_length or spec.max_length or 512,
             device=device,
             dtype=dtype,
@@ -202,7 +209,7 @@ class Encoder:
             root,
             dimension=self.dimension,
             pooling=self.pooling,
-            normalize=self.normalize,
+            similarity_fn_name=self.similarity_fn_name,
             max_length=self.max_length,
             prompts=self.prompts,
             versions={
@@ -218,7 +225,7 @@ class Encoder:
         prompts = ", ".join(f"{name}: {text!r}" for name, text in self.prompts.items()) or "none"
         return (
             "# e5kit model\n\n"
-            f"- pooling: {self.pooling}, normalised: {self.normalize}, max length: {self.max_length} tokens\n"
+            f"- pooling: {self.pooling}, similarity: {self.similarity_fn_name}, max length: {self.max_length} tokens\n"
             f"- dimension: {self.dimension}\n- role prompts: {prompts}\n\n"
             "```python\nfrom e5kit import Encoder\n"
             "encoder = Encoder.load(PATH)\n"
@@ -230,6 +237,11 @@ class Encoder:
     def dimension(self) -> int:
         """Embedding size."""
         return int(self.model.config.hidden_size)
+
+    @property
+    def normalize(self) -> bool:
+        """Whether embeddings come out L2-normalised: exactly when the similarity is cosine."""
+        return self.similarity_fn_name == "cosine"
 
     # ------------------------------------------------------------------ text preparation
     def prompt_for(self, role: str | None) -> str:
@@ -255,7 +267,9 @@ class Encoder:
         """Validate ``texts`` and add the role prefix once (texts that already carry it are left as is).
 
         Raises:
-            TypeError/ValueError: naming the index of the first None, non-string or empty text.
+            TypeError/ValueError: naming the index of the first None or non-string text, or of the first
+                text without visible characters (``e5kit.text.has_visible_text``): such texts would all
+                embed to the same vector.
         """
         return self._prepare(texts, role)[0]
 
@@ -269,8 +283,8 @@ class Encoder:
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"text at index {index} is {type(text).__name__}, expected str")
-            if not text.strip():
-                raise ValueError(f"text at index {index} is empty")
+            if not has_visible_text(text):
+                raise ValueError(f"text at index {index} has no visible text (empty, whitespace or zero-width characters only)")
             if prefix and text.startswith(prefix):
                 already += 1
                 prepared.append(text)
@@ -291,7 +305,7 @@ class Encoder:
 
     # ------------------------------------------------------------------ embedding
     def embed(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Embed tokenised inputs with autograd enabled (the training path); (batch, dim)."""
+        """Embed tokenised inputs with autograd enabled (the training path); (batch, dim), L2-normalised for cosine."""
         hidden = self.model(**features).last_hidden_state  # (batch, seq_len, dim)
         embeddings = pool(hidden, features["attention_mask"], self.pooling)
         return torch.nn.functional.normalize(embeddings, dim=-1) if self.normalize else embeddings
@@ -315,7 +329,7 @@ class Encoder:
             role: "query", "passage" (or another prompt name of the model); optional for models without
                 prompts; "none" embeds raw text.
             batch_size: Texts per forward pass (default: the backend's ``default_batch_size``).
-            normalize: Override the model's normalisation (E5 classification uses raw features).
+            normalize: Override the similarity's normalisation (E5 classification uses raw features).
             show_progress: Progress bar; None shows one for more than 1,000 texts on a terminal.
 
         Returns:

@@ -32,6 +32,10 @@ TOKENIZER_FILES = (
     "vocab.json",
 )
 POOLING_MODES = ("mean", "cls", "max")
+#: Similarity functions e5kit scores with, named as sentence-transformers' ``similarity_fn_name``.
+#: "cosine" (E5, and sentence-transformers' default) L2-normalises before the dot product; "dot" is the
+#: raw dot product, used only where a model or config declares it.
+SIMILARITY_FUNCTIONS = ("cosine", "dot")
 
 _LEGACY_POOLING_KEYS = {
     "pooling_mode_mean_tokens": "mean",
@@ -54,7 +58,9 @@ class ModelSpec:
     Attributes:
         transformer_dir: Folder holding the Hugging Face config, weights and tokenizer.
         pooling: One of ``POOLING_MODES``.
-        normalize: Whether embeddings are L2-normalised.
+        similarity_fn_name: One of ``SIMILARITY_FUNCTIONS``: "cosine" when the model has a Normalize
+            module or declares no similarity (sentence-transformers' default), else what
+            ``config_sentence_transformers.json`` declares.
         max_length: Token limit (prompt and special tokens included); None = model's own limit.
         prompts: Role name -> prefix, e.g. ``{"query": "query: "}``.
         is_sentence_transformers: True when the folder had a ``modules.json``.
@@ -62,7 +68,7 @@ class ModelSpec:
 
     transformer_dir: Path
     pooling: str = "mean"
-    normalize: bool = True
+    similarity_fn_name: str = "cosine"
     max_length: int | None = None
     prompts: dict[str, str] = field(default_factory=dict)
     is_sentence_transformers: bool = False
@@ -142,8 +148,8 @@ def read_model_dir(root: Path) -> ModelSpec:
     modules = read_json(modules_path)
     if not isinstance(modules, list) or not all(isinstance(m, dict) and "type" in m for m in modules):
         raise ModelDirectoryError(f"{modules_path}: expected a list of objects with a 'type' field")
-    spec = ModelSpec(transformer_dir=root, normalize=False, is_sentence_transformers=True)
-    seen_transformer = seen_pooling = False
+    spec = ModelSpec(transformer_dir=root, is_sentence_transformers=True)
+    seen_transformer = seen_pooling = has_normalize = False
     for index, module in enumerate(modules):
         kind = module["type"].rsplit(".", 1)[-1]
         folder = root / module.get("path", "")
@@ -155,7 +161,7 @@ def read_model_dir(root: Path) -> ModelSpec:
                 raise ModelDirectoryError(f"{config_path}: missing (modules.json lists a Pooling module at index {index})")
             spec.pooling, seen_pooling = _pooling_from_config(config_path), True
         elif kind == "Normalize":
-            spec.normalize = True
+            has_normalize = True
         else:
             raise ModelDirectoryError(
                 f"{modules_path}: module {index} has type {module['type']!r}, which e5kit does not support "
@@ -171,12 +177,19 @@ def read_model_dir(root: Path) -> ModelSpec:
     legacy_limit = read_json(st_config_path).get("max_seq_length") if st_config_path.is_file() else None
     spec.max_length = legacy_limit or _max_length_from_tokenizer(spec.transformer_dir)
 
-    prompts_path = root / "config_sentence_transformers.json"
-    if prompts_path.is_file():
-        prompts = read_json(prompts_path).get("prompts") or {}
-        if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
-            raise ModelDirectoryError(f"{prompts_path}: 'prompts' must map prompt names to strings")
-        spec.prompts = {name: text for name, text in prompts.items() if text}
+    st_config_path = root / "config_sentence_transformers.json"
+    st_config = read_json(st_config_path) if st_config_path.is_file() else {}
+    prompts = st_config.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise ModelDirectoryError(f"{st_config_path}: 'prompts' must map prompt names to strings")
+    spec.prompts = {name: text for name, text in prompts.items() if text}
+    declared = st_config.get("similarity_fn_name") or "cosine"
+    if declared not in SIMILARITY_FUNCTIONS:
+        raise ModelDirectoryError(
+            f"{st_config_path}: similarity_fn_name {declared!r} is not supported (supported: {', '.join(SIMILARITY_FUNCTIONS)})"
+        )
+    # Dot products of L2-normalised vectors are cosines, whatever the folder declares.
+    spec.similarity_fn_name = "cosine" if has_normalize else declared
     return spec
 
 
@@ -185,17 +198,24 @@ def write_st_metadata(
     *,
     dimension: int,
     pooling: str,
-    normalize: bool,
+    similarity_fn_name: str,
     max_length: int,
     prompts: dict[str, str],
     versions: dict[str, str],
 ) -> None:
-    """Write the sentence-transformers files around a saved Hugging Face checkpoint in ``root``."""
+    """Write the sentence-transformers files around a saved Hugging Face checkpoint in ``root``.
+
+    The similarity is declared twice, so every tool that loads the folder scores the same way: a
+    cosine model gets a Normalize module (its embeddings come out L2-normalised everywhere) and
+    ``similarity_fn_name`` names the function in ``config_sentence_transformers.json``.
+    """
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
-    if normalize:
+    if similarity_fn_name not in SIMILARITY_FUNCTIONS:
+        raise ValueError(f"similarity_fn_name must be one of {', '.join(SIMILARITY_FUNCTIONS)}, got {similarity_fn_name!r}")
+    if similarity_fn_name == "cosine":
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
         (root / "2_Normalize").mkdir(exist_ok=True)
     pooling_config = {"word_embedding_dimension": dimension, "include_prompt": True}
@@ -210,7 +230,7 @@ def write_st_metadata(
             "__version__": versions,
             "prompts": prompts,
             "default_prompt_name": None,
-            "similarity_fn_name": "cosine",
+            "similarity_fn_name": similarity_fn_name,
         },
     )
 

@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -45,6 +45,8 @@ class ConsistencyConfig(BaseModel):
         search_chunk: Probe vectors per FAISS search call (memory ~ search_chunk x (max_rank + 1)).
         max_length: Token limit when embedding (default: the model's own).
         device: Torch device for embedding.
+        similarity_fn_name: The ranking score: "cosine" (E5; L2-normalised embeddings whatever the
+            model ships) or "dot" (raw dot products; only when asked for).
         iterations: Filter -> re-train rounds; the last round's filter is the output.
         train: Extra pre-training settings for re-training rounds (e.g. max_steps, batch_size, chunk_size).
     """
@@ -62,6 +64,7 @@ class ConsistencyConfig(BaseModel):
     search_chunk: int = Field(default=4096, ge=1)
     max_length: int | None = None
     device: str | None = None
+    similarity_fn_name: Literal["cosine", "dot"] = "cosine"
     iterations: int = Field(default=1, ge=1)
     train: dict[str, Any] = {}
 
@@ -192,7 +195,7 @@ def _filter_once(config: ConsistencyConfig, model: str, table, files: list[Path]
     from e5kit.encoder import Encoder
 
     started = time.perf_counter()
-    encoder = Encoder.load(model, max_length=config.max_length, device=config.device)
+    encoder = Encoder.load(model, max_length=config.max_length, similarity_fn_name=config.similarity_fn_name, device=config.device)
     queries = encoder.encode(table.column("query").to_pylist(), role="query", batch_size=config.batch_size, show_progress=True)
     passages = encoder.encode(table.column("passage").to_pylist(), role="passage", batch_size=config.batch_size, show_progress=True)
     embedded = time.perf_counter()

@@ -82,7 +82,7 @@ class MTEBEncoder:
                 "revision": self.revision,
                 "embed_dim": self.encoder.dimension,
                 "max_tokens": self.encoder.max_length,
-                "similarity_fn_name": "cosine",
+                "similarity_fn_name": self.encoder.similarity_fn_name,
                 "framework": ["PyTorch"],
             }
         )
@@ -113,12 +113,14 @@ class MTEBEncoder:
         )
 
     def similarity(self, first, second):
-        """Cosine similarity matrix, (len(first), len(second))."""
+        """The model's declared similarity (cosine unless it declares dot), (len(first), len(second))."""
         import torch
 
-        first = torch.nn.functional.normalize(torch.as_tensor(np.asarray(first, dtype=np.float32)).reshape(-1, self.encoder.dimension), dim=-1)
-        second = torch.nn.functional.normalize(torch.as_tensor(np.asarray(second, dtype=np.float32)).reshape(-1, self.encoder.dimension), dim=-1)
-        return first @ second.T
+        def scoring(embeddings):
+            embeddings = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).reshape(-1, self.encoder.dimension)
+            return torch.nn.functional.normalize(embeddings, dim=-1) if self.encoder.normalize else embeddings
+
+        return scoring(first) @ scoring(second).T
 
     def similarity_pairwise(self, first, second):
         """Cosine similarity of row i of ``first`` with row i of ``second``, (n,)."""

@@ -236,7 +236,7 @@ class OnnxEncoder(Encoder):
 
     Args:
         session: ONNX Runtime session of a graph from ``export_onnx``.
-        tokenizer, prompts, pooling, normalize, max_length: as for ``Encoder``.
+        tokenizer, prompts, pooling, similarity_fn_name, max_length: as for ``Encoder``.
         config: The Hugging Face model config (for the embedding size and position limit).
         file: The ONNX file, for messages.
     """
@@ -245,8 +245,8 @@ class OnnxEncoder(Encoder):
     # batch 32 by 1.21-1.32x in fp32 and 1.10-1.27x in int8.
     default_batch_size = 8
 
-    def __init__(self, session, tokenizer, *, config, prompts, pooling, normalize, max_length, file: Path) -> None:
-        self._set_text_options(tokenizer, prompts, pooling, normalize, max_length, config)
+    def __init__(self, session, tokenizer, *, config, prompts, pooling, similarity_fn_name, max_length, file: Path) -> None:
+        self._set_text_options(tokenizer, prompts, pooling, similarity_fn_name, max_length, config)
         self.session = session
         self.file = file
         self.model = None
@@ -261,7 +261,7 @@ class OnnxEncoder(Encoder):
         *,
         prompts: dict[str, str] | None = None,
         max_length: int | None = None,
-        normalize: bool | None = None,
+        similarity_fn_name: str | None = None,
         file_name: str | None = None,
         threads: int | None = None,
     ) -> OnnxEncoder:
@@ -294,7 +294,7 @@ class OnnxEncoder(Encoder):
             config=AutoConfig.from_pretrained(spec.transformer_dir),
             prompts=spec.prompts if prompts is None else prompts,
             pooling=spec.pooling,
-            normalize=spec.normalize if normalize is None else normalize,
+            similarity_fn_name=similarity_fn_name or spec.similarity_fn_name,
             max_length=max_length or spec.max_length or 512,
             file=file,
         )

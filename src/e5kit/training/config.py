@@ -56,7 +56,10 @@ class PretrainConfig(BaseModel):
         batch_size: Global pairs per optimizer step (over all processes): every query scores against
             all of them.
         chunk_size: Pairs embedded at once per process (GradCache); memory follows this, not batch_size.
-        tau: Softmax temperature over cosine scores.
+        tau: Softmax temperature over the scores.
+        similarity_fn_name: The score: "cosine" (E5; embeddings are L2-normalised before scoring whatever
+            the start model ships, and the saved model gets a Normalize module) or "dot" (raw dot
+            products; only when asked for). sentence-transformers' name for the setting.
         lr: Peak learning rate of AdamW.
         warmup_steps: Linear warm-up steps, then linear decay to 0 at max_steps.
         weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
@@ -84,6 +87,7 @@ class PretrainConfig(BaseModel):
     batch_size: int = Field(default=1024, ge=2)
     chunk_size: int = Field(default=64, ge=1)
     tau: float = Field(default=0.01, gt=0)
+    similarity_fn_name: Literal["cosine", "dot"] = "cosine"
     lr: float = Field(default=2e-4, gt=0)
     warmup_steps: int = Field(default=1000, ge=0)
     weight_decay: float = Field(default=0.01, ge=0)

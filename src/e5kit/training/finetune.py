@@ -90,7 +90,6 @@ class FinetuneConfig(PretrainConfig):
         hard_negatives: Hard negatives per query (the group is 1 positive + these).
         alpha: Weight of InfoNCE next to KL(teacher || student).
         teacher_temperature: Temperature of the teacher's scores.
-        normalize: Train and save with L2-normalised embeddings (cosine scores, as E5).
     """
 
     data: FinetuneDataConfig
@@ -106,7 +105,6 @@ class FinetuneConfig(PretrainConfig):
     hard_negatives: int = Field(default=7, ge=0)
     alpha: float = Field(default=0.2, ge=0)
     teacher_temperature: float = Field(default=1.0, gt=0)
-    normalize: bool = True
 
     @model_validator(mode="after")
     def _prompts_have_roles(self) -> FinetuneConfig:
@@ -329,7 +327,7 @@ def model_card(config: FinetuneConfig, steps: int, last_loss: float | None, samp
         "# e5kit fine-tuned encoder\n\n"
         f"- initialised from: `{config.init_model}`\n"
         f"- objective: KL(teacher || student) over 1 positive + {config.hard_negatives} hard negatives "
-        f"+ {config.alpha} x InfoNCE (in-batch and hard negatives), cosine / tau (tau = {config.tau}); "
+        f"+ {config.alpha} x InfoNCE (in-batch and hard negatives), {config.similarity_fn_name} / tau (tau = {config.tau}); "
         "groups without teacher scores train on InfoNCE alone\n"
         f"- optimizer steps: {steps} of {config.max_steps}; global batch {config.batch_size} queries; "
         f"final loss {last_loss if last_loss is None else round(last_loss, 4)}\n\n"
@@ -348,7 +346,6 @@ class Finetuner(Pretrainer):
         self._finetune_sampler = load_datasets(config)
         config = config.model_copy(update={"max_steps": steps_for_epochs(config, self._finetune_sampler)})
         super().__init__(config, resume=resume, show_progress=show_progress)
-        self.encoder.normalize = config.normalize
 
     def build_sampler(self) -> FinetuneSampler:
         return self._finetune_sampler
@@ -374,6 +371,7 @@ class Finetuner(Pretrainer):
                 has_teacher=has_teacher,
                 alpha=config.alpha,
                 tau=config.tau,
+                similarity_fn_name=config.similarity_fn_name,
                 teacher_temperature=config.teacher_temperature,
                 ignore=ignore,
             )

@@ -65,6 +65,7 @@ class GradCache:
         encoder: The encoder being trained (its model in train mode).
         chunk_size: Texts embedded at once; peak activation memory follows this.
         tau: Temperature of the loss.
+        similarity_fn_name: The loss's score, "cosine" (E5) or "dot".
         symmetric: Add the passage->query loss.
         mask_false_negatives: Mask in-batch negatives with the same query or passage text.
         query_max_length: Token limit of queries.
@@ -80,6 +81,7 @@ class GradCache:
         *,
         chunk_size: int,
         tau: float = 0.01,
+        similarity_fn_name: str = "cosine",
         symmetric: bool = False,
         mask_false_negatives: bool = True,
         query_max_length: int = 128,
@@ -91,6 +93,7 @@ class GradCache:
         self.encoder = encoder
         self.chunk_size = chunk_size
         self.tau = tau
+        self.similarity_fn_name = similarity_fn_name
         self.symmetric = symmetric
         self.mask_false_negatives = mask_false_negatives
         self.max_lengths = {"query": query_max_length, "passage": passage_max_length}
@@ -173,6 +176,7 @@ class GradCache:
             gather_with_grad(local_passages, self.group),
             offset=self.group.rank * len(queries),
             tau=self.tau,
+            similarity_fn_name=self.similarity_fn_name,
             symmetric=self.symmetric,
             **keys,
         )

@@ -68,7 +68,7 @@ def model_card(config: PretrainConfig, steps: int, last_loss: float | None, samp
     return (
         "# e5kit contrastively pre-trained encoder\n\n"
         f"- initialised from: `{config.init_model}`\n"
-        f"- objective: InfoNCE, in-batch negatives, cosine / tau (tau = {config.tau}), "
+        f"- objective: InfoNCE, in-batch negatives, {config.similarity_fn_name} / tau (tau = {config.tau}), "
         f"{'symmetric' if config.symmetric else 'query -> passage'}, mean pooling\n"
         f"- optimizer steps: {steps} of {config.max_steps}; global batch {config.batch_size} pairs; "
         f"final loss {last_loss if last_loss is None else round(last_loss, 4)}\n"
@@ -107,7 +107,9 @@ class Pretrainer:
             raise ConfigError(f"output_dir: {self.output_dir} already holds checkpoints; pass --resume or use a new output_dir")
         self.sampler = self.build_sampler()
         torch.manual_seed(config.seed)
-        self.encoder = Encoder.load(config.init_model, prompts=config.prompts, device=self.device)
+        self.encoder = Encoder.load(
+            config.init_model, prompts=config.prompts, similarity_fn_name=config.similarity_fn_name, device=self.device
+        )
         self.model = self.encoder.model.train()
         if config.gradient_checkpointing:
             if hasattr(self.model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name goes in 6)
@@ -125,6 +127,7 @@ class Pretrainer:
             self.encoder,
             chunk_size=config.chunk_size,
             tau=config.tau,
+            similarity_fn_name=config.similarity_fn_name,
             symmetric=config.symmetric,
             mask_false_negatives=config.mask_false_negatives,
             query_max_length=config.query_max_length,

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from e5kit.training.losses.similarity import scoring_embeddings
+
 
 def distillation_loss(
     queries: torch.Tensor,
@@ -29,13 +31,14 @@ def distillation_loss(
     has_teacher: torch.Tensor | None = None,
     alpha: float = 0.2,
     tau: float = 0.01,
+    similarity_fn_name: str = "cosine",
     teacher_temperature: float = 1.0,
     ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean over local queries of KL(teacher || student) + alpha * InfoNCE (InfoNCE alone without teacher).
 
     Args:
-        queries: (b, dim) local query embeddings (L2-normalised for cosine scores).
+        queries: (b, dim) local query embeddings (normalised here for cosine).
         all_passages: (B * g, dim) passages of the global batch, group after group; row ``j * g`` is
             the positive of global query j, the next ``g - 1`` rows its hard negatives.
         group_size: g, passages per query.
@@ -46,6 +49,7 @@ def distillation_loss(
             have them when ``teacher_scores`` is given, none otherwise.
         alpha: Weight of InfoNCE next to the KL term.
         tau: Student temperature.
+        similarity_fn_name: "cosine" (E5) or "dot"; the student's score in both terms.
         teacher_temperature: Teacher temperature T_t.
         ignore: (b, B * g) bool, True for columns to leave out of query i's InfoNCE (false negatives:
             copies of its positives); never set on the target column.
@@ -53,6 +57,7 @@ def distillation_loss(
     Returns:
         Scalar loss (float32, or float64 for float64 inputs).
     """
+    queries, all_passages = scoring_embeddings(queries, similarity_fn_name), scoring_embeddings(all_passages, similarity_fn_name)
     local = queries.shape[0]
     dtype = torch.promote_types(queries.dtype, torch.float32)  # half-precision embeddings: score in fp32
     scores = queries.to(dtype) @ all_passages.to(dtype).T / tau  # (b, B * g)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from e5kit.training.losses.similarity import scoring_embeddings
+
 #: Score-matrix elements computed at once (16 MiB in fp32); bounds the loss's memory at large batches.
 SCORE_BLOCK_ELEMENTS = 1 << 22
 
@@ -23,6 +25,7 @@ def info_nce_loss(
     *,
     offset: int = 0,
     tau: float = 0.01,
+    similarity_fn_name: str = "cosine",
     symmetric: bool = False,
     query_keys: torch.Tensor | None = None,
     passage_keys: torch.Tensor | None = None,
@@ -33,14 +36,17 @@ def info_nce_loss(
     In one process, pass the same tensors as local and global (``offset=0``). Under DDP, pass this
     process's rows as ``queries``/``passages`` and the all-gathered batch as ``all_*``; the result is
     the mean over local rows, so averaging gradients over processes gives the global-batch gradient.
+    With ``offset=0`` and local = global tensors it equals sentence-transformers'
+    ``MultipleNegativesRankingLoss(scale=1 / tau)`` (cosine) on the same embeddings.
 
     Args:
-        queries: (b, dim) local query embeddings, L2-normalised.
+        queries: (b, dim) local query embeddings (normalised here for cosine).
         passages: (b, dim) local passage embeddings; row i is the positive of query i.
         all_queries: (B, dim) queries of the global batch (only read when ``symmetric``).
         all_passages: (B, dim) passages of the global batch.
         offset: Global index of local row 0.
-        tau: Temperature; scores are cosine / tau.
+        tau: Temperature; scores are similarity / tau.
+        similarity_fn_name: "cosine" (E5) or "dot" (raw dot products, only when a config asks).
         symmetric: Average with the passage->query loss (each passage against all queries).
         query_keys: (B,) integer ids of the query texts (equal text = equal id); with ``passage_keys``
             masks in-batch false negatives: column j is ignored for row i when query j equals query i
@@ -51,6 +57,9 @@ def info_nce_loss(
     Returns:
         Scalar loss (float32, or float64 for float64 inputs).
     """
+    queries, passages, all_queries, all_passages = (
+        scoring_embeddings(x, similarity_fn_name) for x in (queries, passages, all_queries, all_passages)
+    )
     local_rows = queries.shape[0]
     targets = torch.arange(offset, offset + local_rows, device=queries.device)  # (b,) global positives
     block_rows = block_rows or max(1, SCORE_BLOCK_ELEMENTS // max(1, all_passages.shape[0]))
