@@ -95,8 +95,11 @@ def test_empty_list_gives_empty_matrix(encoder):
     [
         (["ok", "fine", None], TypeError, "index 2 is NoneType"),
         (["ok", 5], TypeError, "index 1 is int"),
-        (["ok", ""], ValueError, "index 1 is empty"),
-        (["   "], ValueError, "index 0 is empty"),
+        (["ok", ""], ValueError, "index 1 has no visible text"),
+        (["   "], ValueError, "index 0 has no visible text"),
+        # Zero-width and format characters only: each would embed to the same vector as the others.
+        (["ok", "\u200b"], ValueError, "index 1 has no visible text"),
+        (["\u2060\u00ad \ufeff"], ValueError, "index 0 has no visible text"),
         ("a single string", TypeError, "single string"),
     ],
 )

@@ -13,7 +13,6 @@ Example:
 
 import base64
 import logging
-import re
 import secrets
 import time
 from contextlib import asynccontextmanager
@@ -32,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from e5kit.encoder import NO_PROMPT, ROLE_ALIASES
 from e5kit.serving.batching import BatchResult, DynamicBatcher
 from e5kit.serving.config import ServeConfig
+from e5kit.text import has_visible_text, visible_character_class
 
 logger = logging.getLogger(__name__)
 
@@ -154,15 +154,9 @@ class MetricsMiddleware:
 
 
 # ---------------------------------------------------------------------- schemas
-# JSON Schema patterns are ECMA-262 regexes, whose whitespace set differs from Python's (\x1c-\x1f and \x85 are
-# whitespace only to Python, \ufeff only to ECMA); naming the union makes the schema and the server agree.
-NON_WHITESPACE_PATTERN = r"[^\s\x1c-\x1f\x85\ufeff]"
-_NON_WHITESPACE = re.compile(NON_WHITESPACE_PATTERN)
-
-
 def _valid_text(text: str) -> str:
-    if not _NON_WHITESPACE.search(text):
-        raise ValueError("must contain non-whitespace characters")
+    if not has_visible_text(text):
+        raise ValueError("has no visible text (empty, whitespace or zero-width characters only)")
     return text
 
 
@@ -203,9 +197,11 @@ class SearchResponse(BaseModel):
 def _request_models(config: ServeConfig, dimension: int, roles: list[str]):
     """Request schemas carrying this server's limits and the model's roles, so the OpenAPI schema shows them."""
     Role = Literal.__getitem__(tuple(roles))
-    # The pattern documents the non-whitespace rule in the schema; _valid_text enforces it with a clear message.
+    # The pattern states the visible-text rule in the schema; _valid_text enforces it with a clear message.
     Text = Annotated[
-        str, Field(min_length=1, max_length=config.max_chars, json_schema_extra={"pattern": NON_WHITESPACE_PATTERN}), AfterValidator(_valid_text)
+        str,
+        Field(min_length=1, max_length=config.max_chars, json_schema_extra={"pattern": visible_character_class()}),
+        AfterValidator(_valid_text),
     ]
 
     class EmbeddingRequest(BaseModel):
