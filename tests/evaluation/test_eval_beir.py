@@ -5,10 +5,12 @@ from __future__ import annotations
 import gzip
 import json
 
+import numpy as np
 import pytest
 
-from e5kit.evaluation.beir import document_text, load_beir
+from e5kit.evaluation.beir import document_text, encode_corpus, load_beir
 from e5kit.evaluation.retrieval import run_beir
+from e5kit.text import has_visible_text
 from e5kit.textio import InputFormatError
 
 
@@ -46,7 +48,7 @@ def _corrupt(path, line_number, new_line):
         ("corpus.jsonl", 3, '{"_id": "x", "text": ', "corpus.jsonl:3: invalid JSON"),
         ("corpus.jsonl", 4, '{"title": "t", "text": "no id"}', "corpus.jsonl:4: missing '_id'"),
         ("corpus.jsonl", 5, '{"_id": "cells-0", "text": "dup"}', "corpus.jsonl:5: duplicate document id"),
-        ("corpus.jsonl", 2, '{"_id": "e", "title": "", "text": " "}', "corpus.jsonl:2: document 'e' has neither"),
+        ("queries.jsonl", 3, '{"_id": "q-python", "text": "\\u200b "}', "queries.jsonl:3: query 'q-python' has no visible text"),
         ("queries.jsonl", 2, '{"_id": "q-cancer"}', "queries.jsonl:2: field 'text'"),
         ("qrels/test.tsv", 3, "q-cells\tnot-a-doc\t1", "test.tsv:3: document id 'not-a-doc' is not in the corpus"),
         ("qrels/test.tsv", 4, "q-nobody\tcells-0\t1", "test.tsv:4: query id 'q-nobody' is not in the queries"),
@@ -60,6 +62,38 @@ def test_bad_input_names_file_and_line(beir_dir, file, line, content, message):
     # When it is loaded, Then the error names the file and line
     with pytest.raises(InputFormatError, match=message):
         load_beir(beir_dir)
+
+
+def test_a_document_without_visible_text_is_kept_as_an_empty_passage(beir_dir):
+    # Given a corpus line with empty title and a text of whitespace and zero-width characters
+    _corrupt(beir_dir / "corpus.jsonl", 2, json.dumps({"_id": "cells-1", "title": "", "text": " \u200b\u2060 "}))
+    # When it is loaded, Then the document is there under its id, not an error
+    corpus = load_beir(beir_dir).corpus
+    assert corpus["cells-1"] == {"title": "", "text": " \u200b\u2060 "} and len(corpus) == 30
+
+
+def test_encode_corpus_never_sends_an_empty_passage_to_the_encoder():
+    # Given an encoder that refuses texts without visible text, as Encoder does
+    class Refusing:
+        dimension = 3
+
+        def __init__(self):
+            self.seen = []
+
+        def encode(self, texts, role=None, **options):
+            assert all(has_visible_text(text) for text in texts), texts
+            self.seen += list(texts)
+            return np.ones((len(texts), 3), dtype=np.float32)
+
+    encoder = Refusing()
+    # When a corpus with empty passages is embedded
+    encoded = encode_corpus(encoder, ["a", "", "\u200b", "b"], role="passage", batch_size=2)
+    # Then only the visible passages reach the encoder, and the empty ones get all-zero rows, counted
+    assert encoder.seen == ["a", "b"]
+    assert encoded.empty.tolist() == [False, True, True, False] and encoded.empty_count == 2
+    assert encoded.embeddings.tolist() == [[1, 1, 1], [0, 0, 0], [0, 0, 0], [1, 1, 1]]
+    # And a corpus of empty passages only is never sent at all
+    assert encode_corpus(Refusing(), ["", " "]).embeddings.shape == (2, 3)
 
 
 def test_empty_corpus_is_an_error(beir_dir):

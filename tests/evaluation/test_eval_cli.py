@@ -48,12 +48,12 @@ def test_retrieval_runs_bm25_and_a_dense_model_into_one_table(tmp_path, beir_dir
 def test_config_file_and_set_overrides(tmp_path, beir_dir):
     # Given a YAML config and a --set override
     config = tmp_path / "eval.yaml"
-    config.write_text(f"models: [bm25]\ndata: {beir_dir}\ntop_k: 5\nresults_dir: {tmp_path / 'r'}\n")
+    config.write_text(f"models: [bm25]\ndata: {beir_dir}\ntop_k: 5\nignore_identical_ids: always\nresults_dir: {tmp_path / 'r'}\n")
     outcome = invoke("retrieval", "--config", config, "--set", "top_k=3")
-    # Then the run used the override
+    # Then the run used the override and the file's per-dataset rules
     assert outcome.exit_code == 0, outcome.output
     result = json.loads(next((tmp_path / "r").glob("*.json")).read_text())
-    assert result["details"]["settings"] == {"top_k": 3}
+    assert result["details"]["settings"] == {"top_k": 3, "ignore_identical_ids": "always", "exclude_queries_without_relevant": False}
 
 
 @pytest.mark.parametrize(

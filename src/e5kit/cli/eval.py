@@ -75,6 +75,28 @@ def _run(task: str, config_path: Path | None, sets: list[str] | None, **options)
         published = f" (published: {result.published[0]:.1f}, {result.published[1]})" if result.published else ""
         typer.echo(f"{result.model} on {result.dataset}/{result.split}: {scores}{published} [{result.wall_time_s:.1f}s] -> {path}")
     typer.echo("\n" + markdown_table([result for result, _ in written]))
+    counts = retrieval_counts_table([result for result, _ in written])
+    if counts:
+        typer.echo(counts)
+
+
+def retrieval_counts_table(results) -> str:
+    """What the retrieval rules did per result, as a markdown table ("" when no result is a retrieval one)."""
+    rows = [r for r in results if r.task == "retrieval" and "queries_without_relevant" in r.details]
+    if not rows:
+        return ""
+    lines = [
+        "| model | data set | queries averaged | judged only non-relevant (score <= 0) | self-matches removed | empty documents |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        d = r.details
+        lines.append(
+            f"| {r.model} | {r.dataset} | {d['queries_evaluated']} | {d['queries_without_relevant']} "
+            f"({d['queries_without_relevant_rule']}) | {d['identical_ids_removed']} ({d['ignore_identical_ids']}) | "
+            f"{d['empty_documents']} of {d['documents']} (kept, score 0) |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def task_command(task: str):
@@ -99,11 +121,26 @@ def task_command(task: str):
 
 
 @task_command("retrieval")
-def retrieval(top_k: int = typer.Option(None, min=1, help="Documents retrieved per query (default: 100).")):
+def retrieval(
+    top_k: int = typer.Option(None, min=1, help="Documents retrieved per query (default: 100)."),
+    ignore_identical_ids: str = typer.Option(
+        None,
+        help="Remove a retrieved document whose id equals the query id: unjudged (default: only when the qrels do not "
+        "judge it for that query), always (BEIR), never (mteb's default).",
+    ),
+    exclude_queries_without_relevant: bool = typer.Option(
+        None,
+        "--exclude-queries-without-relevant/--average-queries-without-relevant",
+        help="Queries whose qrels scores are all <= 0: left out of the mean, or averaged as 0 (default, as BEIR and mteb).",
+        show_default=False,
+    ),
+):
     """BEIR retrieval: nDCG@10, MAP@100, MRR@10, Recall@100 on a BEIR folder.
 
     The folder holds corpus.jsonl[.gz] (_id, title, text), queries.jsonl[.gz] (_id, text) and
-    qrels/<split>.tsv. Use --model bm25 for the BM25 baseline next to dense models.
+    qrels/<split>.tsv. Use --model bm25 for the BM25 baseline next to dense models. Documents without
+    visible text are kept as empty passages (score 0) and counted; the counts table after the scores
+    says what each rule did.
     """
 
 

@@ -1,15 +1,26 @@
-"""Loading BEIR-format folders: corpus.jsonl[.gz], queries.jsonl[.gz], qrels/<split>.tsv.
+"""Loading BEIR-format folders: corpus.jsonl[.gz], queries.jsonl[.gz], qrels/<split>.tsv, and the
+corpus rules every stage shares (evaluation, mining, teacher scoring, the index).
 
 Every malformed record is an error naming its file and line, so a score is never computed on
 silently damaged data.
+
+Empty passages: a document without visible text (``e5kit.text.has_visible_text`` of its "title text":
+empty, whitespace, or only zero-width/format characters; BEIR FiQA has some) is well-formed data, not an
+error. It stays in the corpus under its id, is never sent to an encoder (which refuses such texts),
+gets an all-zero embedding (dot/cosine score 0; BM25 scores it 0 too), and every stage counts it.
+``encode_corpus`` is that rule for every stage that embeds a corpus.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
+from e5kit.text import has_visible_text
 from e5kit.textio import InputFormatError, iter_jsonl, open_text
 
 
@@ -54,9 +65,11 @@ def _string_field(path: Path, line_number: int, record: dict, field: str, requir
 def load_corpus(path: Path) -> dict[str, dict[str, str]]:
     """Read corpus.jsonl records ``{"_id", "title"?, "text"}``.
 
+    A document with empty title and text is kept (an empty passage, see the module docstring).
+
     Raises:
-        InputFormatError: malformed JSON, a missing id or text, a duplicate id, a document with
-            neither title nor text, or an empty corpus (each naming file and line).
+        InputFormatError: malformed JSON, a missing id or text field, a duplicate id, or a file
+            without any record (each naming file and line).
     """
     corpus: dict[str, dict[str, str]] = {}
     for line_number, record in iter_jsonl(path):
@@ -65,8 +78,6 @@ def load_corpus(path: Path) -> dict[str, dict[str, str]]:
             raise InputFormatError(f"{path}:{line_number}: duplicate document id {doc_id!r}")
         title = _string_field(path, line_number, record, "title", required=False)
         text = _string_field(path, line_number, record, "text", required=True)
-        if not (title.strip() or text.strip()):
-            raise InputFormatError(f"{path}:{line_number}: document {doc_id!r} has neither title nor text")
         corpus[doc_id] = {"title": title, "text": text}
     if not corpus:
         raise InputFormatError(f"{path}: the corpus is empty")
@@ -81,8 +92,8 @@ def load_queries(path: Path) -> dict[str, str]:
         if query_id in queries:
             raise InputFormatError(f"{path}:{line_number}: duplicate query id {query_id!r}")
         text = _string_field(path, line_number, record, "text", required=True)
-        if not text.strip():
-            raise InputFormatError(f"{path}:{line_number}: query {query_id!r} has empty text")
+        if not has_visible_text(text):
+            raise InputFormatError(f"{path}:{line_number}: query {query_id!r} has no visible text")
         queries[query_id] = text
     return queries
 
@@ -161,3 +172,54 @@ def load_beir(data_dir: str | Path, split: str = "test") -> BeirData:
 def document_text(document: dict[str, str]) -> str:
     """BEIR's document input: "title text", stripped."""
     return f"{document.get('title', '')} {document['text']}".strip()
+
+
+def empty_mask(texts: Sequence[str]) -> np.ndarray:
+    """(len(texts),) bool: True for each text without visible text (an empty passage)."""
+    return np.fromiter((not has_visible_text(text) for text in texts), dtype=bool, count=len(texts))
+
+
+class EncodedCorpus(NamedTuple):
+    """Passage embeddings with the empty passages marked.
+
+    Attributes:
+        embeddings: (len(texts), dim) float32; all-zero rows for empty passages.
+        empty: (len(texts),) bool, True where the passage had no visible text.
+    """
+
+    embeddings: np.ndarray
+    empty: np.ndarray
+
+    @property
+    def empty_count(self) -> int:
+        return int(self.empty.sum())
+
+
+def encode_corpus(encoder, texts: Sequence[str], role: str | None = "passage", **options) -> EncodedCorpus:
+    """Embed corpus passages; empty passages are not sent to ``encoder`` and get all-zero rows.
+
+    The one rule every stage that embeds a corpus follows (evaluation, dense mining, the bi-encoder
+    teacher, the index): an all-zero row scores 0 against any query by dot product or cosine, so an
+    empty passage stays searchable by id at score 0 without a crash, and callers count ``empty``.
+
+    Args:
+        encoder: An ``Encoder`` (or anything with its ``encode``; ``dimension`` is read only when every
+            passage is empty).
+        texts: The passages.
+        role: The role the passages are embedded in.
+        **options: Passed to ``encoder.encode`` (batch_size, show_progress, normalize).
+
+    Returns:
+        ``EncodedCorpus(embeddings, empty)``. When a passage was embedded, ``encoder.last_stats`` (if
+        the encoder keeps it) describes the call over the non-empty passages.
+    """
+    empty = empty_mask(texts)
+    keep = np.flatnonzero(~empty)
+    if not len(keep):
+        return EncodedCorpus(np.zeros((len(texts), encoder.dimension), dtype=np.float32), empty)
+    vectors = encoder.encode([texts[i] for i in keep], role=role, **options)
+    if len(keep) == len(texts):
+        return EncodedCorpus(np.asarray(vectors, dtype=np.float32), empty)
+    embeddings = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+    embeddings[keep] = vectors
+    return EncodedCorpus(embeddings, empty)

@@ -1,6 +1,9 @@
 """BM25 retrieval with bm25s: Lucene variant, k1=1.5, b=0.75, English stopwords, Snowball English stemmer.
 
 These are the settings of bm25s' published BEIR figures (SciFact nDCG@10 68.7).
+
+Empty passages (no visible text, ``e5kit.evaluation.beir``) are left out of the index, as Lucene leaves
+a document without terms out of a field's statistics (document count, average length), and score 0.
 """
 
 from __future__ import annotations
@@ -31,17 +34,32 @@ def bm25_search(
 
     Returns:
         (indices, scores), both (len(queries), k): document positions and BM25 scores, best first.
+        Empty passages are never indexed; they score 0 and fill the end of a list only when k exceeds
+        the number of non-empty documents.
     """
     import bm25s
     import Stemmer
 
-    stemmer = Stemmer.Stemmer("english")
-    retriever = bm25s.BM25(method=METHOD, k1=K1, b=B)
-    retriever.index(
-        bm25s.tokenize(list(documents), stopwords="en", stemmer=stemmer, show_progress=show_progress),
-        show_progress=show_progress,
-    )
-    query_tokens = bm25s.tokenize(list(queries), stopwords="en", stemmer=stemmer, show_progress=show_progress)
+    from e5kit.evaluation.beir import empty_mask
+
+    empty = empty_mask(documents)
+    kept = np.flatnonzero(~empty)  # index row -> document position
     k = min(top_k, len(documents))
-    indices, scores = retriever.retrieve(query_tokens, k=k, show_progress=show_progress, n_threads=0)
-    return np.asarray(indices), np.asarray(scores, dtype=np.float32)
+    k_indexed = min(k, len(kept))
+    indices = np.empty((len(queries), 0), dtype=np.int64)
+    scores = np.empty((len(queries), 0), dtype=np.float32)
+    if k_indexed:
+        stemmer = Stemmer.Stemmer("english")
+        retriever = bm25s.BM25(method=METHOD, k1=K1, b=B)
+        retriever.index(
+            bm25s.tokenize([documents[i] for i in kept], stopwords="en", stemmer=stemmer, show_progress=show_progress),
+            show_progress=show_progress,
+        )
+        query_tokens = bm25s.tokenize(list(queries), stopwords="en", stemmer=stemmer, show_progress=show_progress)
+        rows, scores = retriever.retrieve(query_tokens, k=k_indexed, show_progress=show_progress, n_threads=0)
+        indices, scores = kept[np.asarray(rows)], np.asarray(scores, dtype=np.float32)
+    if k > k_indexed:  # pad with empty passages at score 0
+        padding = np.flatnonzero(empty)[: k - k_indexed]
+        indices = np.concatenate([indices, np.tile(padding, (len(queries), 1))], axis=1)
+        scores = np.concatenate([scores, np.zeros((len(queries), len(padding)), dtype=np.float32)], axis=1)
+    return indices, scores

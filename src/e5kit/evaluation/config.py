@@ -43,7 +43,20 @@ class EvalConfig(BaseModel):
 
 
 class RetrievalConfig(EvalConfig):
+    """Retrieval settings; the two rules are per data set (see ``e5kit.evaluation.retrieval``).
+
+    Attributes:
+        top_k: Documents retrieved per query.
+        ignore_identical_ids: A retrieved document whose id equals the query id is removed: "unjudged"
+            (default) only when the qrels do not judge it for that query; "always" (BEIR); "never" (mteb's
+            default).
+        exclude_queries_without_relevant: Leave queries whose qrels scores are all <= 0 out of the mean
+            (default False: averaged as 0, as BEIR and mteb do).
+    """
+
     top_k: int = Field(100, ge=1)
+    ignore_identical_ids: Literal["unjudged", "always", "never"] = "unjudged"
+    exclude_queries_without_relevant: bool = False
 
 
 class STSConfig(EvalConfig):

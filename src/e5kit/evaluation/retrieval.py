@@ -1,8 +1,28 @@
 """BEIR retrieval evaluation: dense exact search or BM25, scored with pytrec_eval.
 
 BEIR's rules: documents are embedded as "title text" in the passage role and queries in the query
-role; a retrieved document whose id equals the query id is ignored; qrels scores > 0 are relevant;
-queries without qrels for the split are skipped (and counted).
+role; qrels scores > 0 are relevant; queries without qrels for the split are skipped (and counted).
+Three rules are settings, each reported in the result's details:
+
+- Identical ids (``ignore_identical_ids``). When query and document ids share a namespace (ArguAna,
+  Quora, SciDocs, CQADupStack), a query's own document is retrieved first and is not an answer. BEIR's
+  ``EvaluateRetrieval.evaluate(..., ignore_identical_ids=True)`` (its default) drops every retrieved
+  document whose id equals the query id; mteb's ``RetrievalEvaluator.evaluate`` has the same flag,
+  default False, set True per task (``AbsTaskRetrieval.ignore_identical_ids``, e.g. ArguAna). Both drop
+  the document even when the qrels judge it relevant to that query, which silently turns a correct
+  hit into a miss (case beir_selfid: nDCG@10 50 instead of 100). Our default, "unjudged", differs on
+  purpose: a self-match is dropped only when the qrels do not judge that document for that query, so
+  a dataset whose ids merely collide is scored on its judgements, while the ArguAna/Quora case (the
+  query's own text, never judged) is dropped as in BEIR. "always" is BEIR's rule (and mteb's with the
+  flag set), "never" mteb's default. Dropped self-matches are counted.
+- Queries judged only non-relevant (every qrels score <= 0). pytrec_eval returns them with every
+  measure 0, and BEIR averages over every query pytrec_eval returns, so they count as 0: our default.
+  mteb (v2, ``AbsTaskRetrieval._evaluate_subset``) calls ``_filter_queries_without_positives`` before
+  searching, but that filter drops only queries whose qrels mapping is empty; a query judged only with
+  score 0 keeps a non-empty mapping, so mteb averages it as 0 too. ``exclude_queries_without_relevant``
+  leaves them out of the mean (what that filter's name promises). Either way they are counted.
+- Empty passages (no visible text) stay in the corpus with an all-zero embedding / BM25 score 0 and are
+  counted (``e5kit.evaluation.beir.encode_corpus``); BEIR itself would embed "" (or a lone space).
 
 Example:
     >>> evaluate_beir(Encoder.load("all-MiniLM-L6-v2"), "data/beir/scifact")   # doctest: +SKIP
@@ -14,10 +34,11 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from e5kit.evaluation.beir import document_text, load_beir
+from e5kit.evaluation.beir import document_text, empty_mask, encode_corpus, load_beir
 from e5kit.evaluation.bm25 import bm25_search
 from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
@@ -33,6 +54,28 @@ MRR_CUTOFF = 10
 SEARCH_CHUNK = 4096
 
 Run = dict[str, dict[str, float]]
+Qrels = dict[str, dict[str, int]]
+IdenticalIds = Literal["unjudged", "always", "never"]
+#: The values of ``ignore_identical_ids`` (see the module docstring).
+IDENTICAL_ID_RULES: tuple[str, ...] = ("unjudged", "always", "never")
+
+
+def drops_identical_id(query_id: str, doc_id: str, qrels: Qrels | None, rule: IdenticalIds = "unjudged") -> bool:
+    """Whether a retrieved ``doc_id`` is removed from ``query_id``'s results under ``rule``.
+
+    "unjudged": only when the ids are equal and the qrels do not judge that document for that query;
+    "always": whenever the ids are equal (BEIR); "never": never (mteb's default).
+    """
+    if rule not in IDENTICAL_ID_RULES:
+        raise ValueError(f"ignore_identical_ids must be one of {', '.join(IDENTICAL_ID_RULES)}, got {rule!r}")
+    if doc_id != query_id or rule == "never":
+        return False
+    return rule == "always" or doc_id not in (qrels or {}).get(query_id, {})
+
+
+def queries_without_relevant(qrels: Qrels) -> list[str]:
+    """Judged queries whose every qrels score is <= 0 (no relevant document)."""
+    return [query_id for query_id, judged in qrels.items() if not any(score > 0 for score in judged.values())]
 
 
 def dense_search(query_embeddings: np.ndarray, document_embeddings: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,12 +105,25 @@ def dense_search(query_embeddings: np.ndarray, document_embeddings: np.ndarray, 
 
 
 def build_run(
-    query_ids: list[str], doc_ids: list[str], indices: np.ndarray, scores: np.ndarray, top_k: int
+    query_ids: list[str],
+    doc_ids: list[str],
+    indices: np.ndarray,
+    scores: np.ndarray,
+    top_k: int,
+    qrels: Qrels | None = None,
+    ignore_identical_ids: IdenticalIds = "unjudged",
 ) -> tuple[Run, int]:
-    """Turn search results into a pytrec_eval run, dropping documents whose id equals the query id.
+    """Turn search results into a pytrec_eval run, removing self-matches by ``drops_identical_id``.
+
+    Args:
+        query_ids / doc_ids: Ids of the search rows and of the corpus positions.
+        indices / scores: (queries, k) search results, best first; -1 pads.
+        top_k: Hits kept per query after the removal.
+        qrels: The judgements ("unjudged" keeps a self-match judged for its query); None = none.
+        ignore_identical_ids: "unjudged", "always" or "never".
 
     Returns:
-        (run, number of self-matches dropped).
+        (run, number of self-matches removed).
     """
     run: Run = {}
     dropped = 0
@@ -77,7 +133,7 @@ def build_run(
             if position < 0:  # FAISS pads with -1 when fewer documents than k exist
                 continue
             doc_id = doc_ids[position]
-            if doc_id == query_id:
+            if drops_identical_id(query_id, doc_id, qrels, ignore_identical_ids):
                 dropped += 1
                 continue
             if len(hits) < top_k:
@@ -122,24 +178,47 @@ def run_beir(
     *,
     policy: PrefixPolicy | None = None,
     show_progress: bool | None = None,
+    ignore_identical_ids: IdenticalIds = "unjudged",
+    exclude_queries_without_relevant: bool = False,
 ) -> TaskOutcome:
     """Evaluate ``model`` (an ``Encoder``, a ``CachedEncoder`` or "bm25") on a BEIR folder.
 
+    Args:
+        ignore_identical_ids: Self-match rule, "unjudged" (default), "always" (BEIR) or "never" (mteb's
+            default); see the module docstring.
+        exclude_queries_without_relevant: Leave queries judged only with scores <= 0 out of the mean
+            (default: averaged as 0, as BEIR and mteb do).
+
     Returns:
         Metrics (ndcg_at_10, map_at_100, mrr_at_10, recall_at_100, fractions) and details: queries
-        evaluated, documents, skipped records by reason, seconds per phase.
+        averaged, queries judged only non-relevant, self-matches removed, documents and empty
+        documents, skipped records by reason, seconds per phase.
 
     Raises:
         FileNotFoundError / e5kit.textio.InputFormatError: missing or malformed input, or qrels
             without any judgement (named).
+        ValueError: an unknown rule, or no query left to average.
     """
+    if ignore_identical_ids not in IDENTICAL_ID_RULES:
+        raise ValueError(f"ignore_identical_ids must be one of {', '.join(IDENTICAL_ID_RULES)}, got {ignore_identical_ids!r}")
     data = load_beir(data_dir, split)
     policy = policy or policy_for("retrieval")
+    unanswerable = queries_without_relevant(data.qrels)
+    qrels = data.qrels
+    if exclude_queries_without_relevant:
+        qrels = {query_id: judged for query_id, judged in data.qrels.items() if query_id not in set(unanswerable)}
+        if not qrels:
+            raise ValueError(f"{data_dir}: every judged query of split {split} has only scores <= 0; nothing left to average")
     # load_beir guarantees every judged query exists, so at least one query is evaluated.
-    query_ids = [query_id for query_id in data.queries if query_id in data.qrels]
-    skipped = {"queries without qrels": len(data.queries) - len(query_ids)}
+    query_ids = [query_id for query_id in data.queries if query_id in qrels]
+    skipped = {"queries without qrels": len(data.queries) - len(data.qrels)}
     if skipped["queries without qrels"]:
         logger.info("%d queries have no qrels for split %s and are skipped", skipped["queries without qrels"], split)
+    if unanswerable:
+        how = "left out of the mean" if exclude_queries_without_relevant else "averaged as 0 (BEIR)"
+        logger.info("%d queries are judged only with scores <= 0: %s", len(unanswerable), how)
+        if exclude_queries_without_relevant:
+            skipped["queries judged only non-relevant (score <= 0)"] = len(unanswerable)
     doc_ids = list(data.corpus)
     documents = [document_text(data.corpus[doc_id]) for doc_id in doc_ids]
     queries = [data.queries[query_id] for query_id in query_ids]
@@ -148,26 +227,37 @@ def run_beir(
     if isinstance(model, str):
         if model != BM25:
             raise ValueError(f"unknown retrieval model {model!r}: pass an Encoder or {BM25!r}")
+        empty_documents = int(empty_mask(documents).sum())
         started = time.perf_counter()
         indices, scores = bm25_search(documents, queries, top_k + 1, show_progress=bool(show_progress))
         seconds["search"] = time.perf_counter() - started
     else:
         started = time.perf_counter()
         query_embeddings = model.encode(queries, role=policy.query_role, batch_size=batch_size, show_progress=show_progress)
-        document_embeddings = model.encode(
-            documents, role=policy.passage_role, batch_size=batch_size, show_progress=show_progress
-        )
+        corpus = encode_corpus(model, documents, role=policy.passage_role, batch_size=batch_size, show_progress=show_progress)
+        empty_documents = corpus.empty_count
         seconds["encode"] = time.perf_counter() - started
         started = time.perf_counter()
-        indices, scores = dense_search(query_embeddings, document_embeddings, top_k + 1)
+        indices, scores = dense_search(query_embeddings, corpus.embeddings, top_k + 1)
         seconds["search"] = time.perf_counter() - started
-    run, dropped = build_run(query_ids, doc_ids, indices, scores, top_k)
-    if dropped:
-        skipped["retrieved documents equal to their query id"] = dropped
+    if empty_documents:
+        logger.info("%d documents have no visible text: kept as empty passages scoring 0", empty_documents)
+    run, removed = build_run(query_ids, doc_ids, indices, scores, top_k, qrels, ignore_identical_ids)
     started = time.perf_counter()
-    metrics = retrieval_metrics(data.qrels, run)
+    metrics = retrieval_metrics(qrels, run)
     seconds["metrics"] = time.perf_counter() - started
-    details = {"queries_evaluated": len(query_ids), "documents": len(doc_ids), "top_k": top_k, "skipped": skipped, "seconds": seconds}
+    details = {
+        "queries_evaluated": len(query_ids),
+        "queries_without_relevant": len(unanswerable),
+        "queries_without_relevant_rule": "excluded" if exclude_queries_without_relevant else "averaged as 0",
+        "identical_ids_removed": removed,
+        "ignore_identical_ids": ignore_identical_ids,
+        "documents": len(doc_ids),
+        "empty_documents": empty_documents,
+        "top_k": top_k,
+        "skipped": skipped,
+        "seconds": seconds,
+    }
     return TaskOutcome(metrics, details)
 
 
@@ -180,6 +270,7 @@ def evaluate_beir(model, data_dir: str | Path, split: str = "test", batch_size: 
         split: Qrels split to score.
         batch_size: Texts per forward pass.
         top_k: Documents retrieved per query (MAP@100 and Recall@100 need >= 100).
-        **options: ``policy`` (a ``PrefixPolicy``) and ``show_progress``, passed to ``run_beir``.
+        **options: ``policy`` (a ``PrefixPolicy``), ``show_progress``, ``ignore_identical_ids`` and
+            ``exclude_queries_without_relevant``, passed to ``run_beir``.
     """
     return run_beir(model, data_dir, split, batch_size, top_k, **options).metrics

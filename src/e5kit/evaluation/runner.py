@@ -34,7 +34,9 @@ def _tasks() -> dict[str, TaskSpec]:
     from e5kit.evaluation.sts import evaluate_sts
 
     return {
-        "retrieval": TaskSpec(configs.RetrievalConfig, run_beir, ("top_k",)),
+        "retrieval": TaskSpec(
+            configs.RetrievalConfig, run_beir, ("top_k", "ignore_identical_ids", "exclude_queries_without_relevant")
+        ),
         "sts": TaskSpec(configs.STSConfig, evaluate_sts),
         "classification": TaskSpec(
             configs.ClassificationConfig,
