@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,8 +26,12 @@ from e5kit.training.mining import MiningConfig, build_mining_config, merge_top_k
     seed=st.integers(0, 1000),
 )
 def test_selection_never_returns_a_positive_and_respects_window_and_margin(corpus_size, data, negatives, skip_top, margin, relative, sampling, seed):
-    # Given a random ranking of a random corpus, random positives (some possibly unranked) and random settings
+    # Given a random ranking of a random corpus, random positives (some possibly unranked), random empty
+    # passages and copies of a positive, and random settings
     positives = set(data.draw(st.lists(st.integers(0, corpus_size - 1), min_size=1, max_size=corpus_size - 1, unique=True)))
+    others = sorted(set(range(corpus_size)) - positives)
+    empty = set(data.draw(st.lists(st.sampled_from(others), unique=True)))
+    duplicates = set(data.draw(st.lists(st.sampled_from(others), unique=True))) - empty
     depth = data.draw(st.integers(skip_top + 1, skip_top + 30))
     rng = np.random.default_rng(seed)
     ranked = rng.permutation(corpus_size)[: min(depth, corpus_size)]
@@ -34,11 +40,18 @@ def test_selection_never_returns_a_positive_and_respects_window_and_margin(corpu
     positive_score = max(scored) if scored else -np.inf
     config = MiningConfig(negatives=negatives, depth=depth, skip_top=skip_top, margin=margin, relative_margin=relative, sampling=sampling)
     # When negatives are selected (with random back-fill)
-    selection = select_negatives(ranked, ranked_scores, positives, positive_score, config, np.random.default_rng(seed), corpus_size)
-    # Then no positive is ever returned, picks are distinct, and there are as many as non-positives allow
-    assert not positives & set(selection.negatives)
+    selection = select_negatives(
+        ranked, ranked_scores, positives, positive_score, config, np.random.default_rng(seed), corpus_size, empty=empty, duplicates=duplicates
+    )
+    # Then no positive, empty passage or copy of a positive is ever returned, picks are distinct, and
+    # there are as many as the other documents allow
+    assert not (positives | empty | duplicates) & set(selection.negatives)
     assert len(set(selection.negatives)) == len(selection.negatives)
-    assert len(selection.negatives) == min(negatives, corpus_size - len(positives))
+    assert len(selection.negatives) == min(negatives, corpus_size - len(positives | empty | duplicates))
+    # And every rejected candidate of the window is counted under its reason
+    window = [int(p) for p in ranked[skip_top:depth]]
+    assert selection.rejected["empty"] == len(empty & set(window))
+    assert selection.rejected["duplicate of a positive"] == len(duplicates & set(window))
     # And every retrieved (not back-filled) negative lies in the window and below the margin ceiling
     rank_of = {int(p): r for r, p in enumerate(ranked)}
     score_of = dict(zip(map(int, ranked), ranked_scores))
@@ -153,3 +166,89 @@ def test_sharded_dense_search_equals_one_shot_search(beir_dir, tmp_path, tiny_be
     # Then the mined negatives are identical, and dense positives are always scored
     assert read_mined(tmp_path / "whole.jsonl") == read_mined(tmp_path / "sharded.jsonl")
     assert whole["positives_unscored"] == sharded["positives_unscored"] == 0
+
+
+# ---------------------------------------------------------------- issue 12: empty passages and copies of a positive
+CASES = Path(__file__).resolve().parents[1] / "evaluation" / "fixtures"
+
+
+def mine_case(name: str, out: Path, *options: str):
+    from typer.testing import CliRunner
+
+    from e5kit.cli.app import app
+
+    case = CASES / name
+    return CliRunner().invoke(app, [
+        "mine-negatives", "--queries", str(case / "queries.jsonl"), "--corpus", str(case / "corpus.jsonl"),
+        "--positives", str(case / "qrels" / "test.tsv"), "--out", str(out), *options,
+    ])
+
+
+@pytest.mark.parametrize("margin", [[], ["--margin", "0"]])
+def test_beir_dup_bm25_never_returns_a_copy_of_the_positive(tmp_path, margin):
+    # Given beir_dup: d1-copy has the same title and text as q1's positive d1
+    # When BM25 mines 2 negatives (with and without margin 0, under which the copy ties the positive)
+    result = mine_case("beir_dup", tmp_path / "mined.jsonl", "--model", "bm25", "--negatives", "2", *margin)
+    # Then d1-copy is never a negative, and the report counts it as a duplicate of a positive
+    assert result.exit_code == 0, result.output
+    records = {r["query_id"]: r for r in read_mined(tmp_path / "mined.jsonl")}
+    assert all("d1-copy" not in r["neg_ids"] and len(r["neg_ids"]) == 2 for r in records.values())
+    report = json.loads((tmp_path / "mined.jsonl.stats.json").read_text())
+    assert report["candidates_rejected"]["duplicate of a positive"] == 1
+    assert "'duplicate of a positive': 1" in result.output
+
+
+def test_beir_dup_dense_mining_and_back_fill_never_return_a_copy(tmp_path, tiny_bert_dir):
+    # Given beir_dup with q1's copy written differently: upper case, full-width letters, a zero-width
+    # space and extra whitespace (the same text under normalized_text_key)
+    folder = Path(shutil.copytree(CASES / "beir_dup", tmp_path / "beir_dup"))
+    lines = (folder / "corpus.jsonl").read_text().splitlines()
+    lines[1] = json.dumps({"_id": "d1-copy", "title": "ＭＩＴＯＳＩＳ", "text": "Mitosis  is the process\u200b by which a CELL divides into two identical daughter cells. "})
+    (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    # When a dense model mines more negatives than the corpus allows (so back-fill runs)
+    config = MiningConfig(model=str(tiny_bert_dir), negatives=4)
+    report = mine_hard_negatives(config, folder / "queries.jsonl", folder / "corpus.jsonl", folder / "qrels" / "test.tsv", tmp_path / "m.jsonl")
+    # Then the copy is rejected and counted, and back-fill does not pick it either
+    records = {r["query_id"]: r for r in read_mined(tmp_path / "m.jsonl")}
+    assert "d1-copy" not in records["q1"]["neg_ids"] and sorted(records["q1"]["neg_ids"]) == ["d2", "d3", "d4"]
+    assert report["candidates_rejected"]["duplicate of a positive"] == 1
+    assert report["skipped"]["fewer than 4 negatives found"] == {"count": 1, "records": ["query 'q1'"]}
+    assert sorted(records["q2"]["neg_ids"]) == ["d1", "d1-copy", "d3", "d4"]  # a copy of another query's positive is fine
+
+
+@pytest.mark.parametrize("model", ["bm25", "tiny"])
+def test_beir_empty_mining_keeps_counts_and_never_picks_the_empty_document(tmp_path, tiny_bert_dir, model):
+    # Given beir_empty: document 7915 has empty title and text
+    # When mining (dense mining used to stop with exit 2) with 3 negatives, more than the corpus allows
+    name = str(tiny_bert_dir) if model == "tiny" else "bm25"
+    result = mine_case("beir_empty", tmp_path / "mined.jsonl", "--model", name, "--negatives", "3")
+    # Then it succeeds, reports 1 empty document, and the empty passage is neither mined nor back-filled
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "mined.jsonl.stats.json").read_text())
+    assert report["empty_documents"] == 1 and report["documents"] == 4
+    assert report["candidates_rejected"]["empty"] == 2  # retrieved for both queries, rejected both times
+    assert all("7915" not in r["neg_ids"] and "" not in r["neg"] for r in read_mined(tmp_path / "mined.jsonl"))
+    assert "empty documents (kept, never negatives): 1" in result.output
+
+
+def test_a_positive_without_visible_text_is_left_out_and_counted(tmp_path):
+    # Given beir_empty where q1 also judges the empty document 7915 relevant, and q2 judges only it
+    folder = Path(shutil.copytree(CASES / "beir_empty", tmp_path / "beir_empty"))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\t7915\t1\nq2\t7915\t1\n")
+    # When mining with BM25
+    report = mine_hard_negatives(MiningConfig(negatives=1), folder / "queries.jsonl", folder / "corpus.jsonl", folder / "qrels" / "test.tsv", tmp_path / "m.jsonl")
+    # Then q1 keeps its visible positive only, q2 (no visible positive left) is skipped, both counted
+    records = read_mined(tmp_path / "m.jsonl")
+    assert [r["pos_ids"] for r in records] == [["d1"]] and "" not in records[0]["pos"]
+    assert report["skipped"]["positive without visible text (left out)"]["count"] == 2
+    assert report["skipped"]["every positive is an empty passage"]["count"] == 1
+
+
+def test_normalized_text_key_is_the_one_text_identity():
+    from e5kit.text import normalized_text_key
+
+    # NFKC, case folding, invisible characters removed, whitespace collapsed
+    assert normalized_text_key("  Ｍｉｔｏｓｉｓ\u00a0IS\t\tthe ﬁle\u200b.\n") == normalized_text_key("mitosis is the file.") == "mitosis is the file."
+    assert normalized_text_key("Straße") == normalized_text_key("STRASSE")
+    assert normalized_text_key("\u200b \u2060\u00ad") == ""
+    assert normalized_text_key("cell division") != normalized_text_key("cell divisions")

@@ -42,7 +42,11 @@ def mine_negatives(
     device: str = typer.Option(None, help="Torch device (default: cuda when present)."),
     seed: int = typer.Option(42, help="Seed of random sampling and back-fill."),
 ) -> None:
-    """Mine hard negatives for every query of a qrels file (positives and the query's own id are never negatives)."""
+    """Mine hard negatives for every query of a qrels file.
+
+    Never a negative (each rejection counted): a positive, the query's own id, an empty passage (no visible
+    text), a copy of a positive (same text after NFKC, case folding and whitespace collapsing).
+    """
     from e5kit.textio import InputFormatError
     from e5kit.training.mining import build_mining_config, mine_hard_negatives
 
@@ -63,8 +67,8 @@ def mine_negatives(
     skipped = sum(reason["count"] for reason in report["skipped"].values())
     typer.echo(
         f"wrote {out}: {report['queries']} queries, {report['negatives_retrieved']} mined + {report['negatives_backfilled']} random negatives "
-        f"({report['queries_per_s']} queries/s); rejected candidates {report['candidates_rejected']}; skipped records: {skipped} "
-        f"(see {out}.stats.json)"
+        f"({report['queries_per_s']} queries/s); rejected candidates {report['candidates_rejected']}; "
+        f"empty documents (kept, never negatives): {report['empty_documents']}; skipped records: {skipped} (see {out}.stats.json)"
     )
 
 

@@ -1,10 +1,13 @@
 """Hard-negative mining: BM25 (bm25s, via the evaluation harness) or a dense model (FAISS), sharded.
 
 For each query with relevant documents (qrels score > 0), candidates are retrieved, and negatives are
-picked from a rank window (skip the ``skip_top`` best, look no deeper than ``depth``): positives and
-the query's own id are never candidates, and a candidate scoring too close to the best positive
-(``margin`` / ``relative_margin``) is left out as a likely false negative. When fewer than
-``negatives`` survive, random documents that are not positives fill the rest (counted).
+picked from a rank window (skip the ``skip_top`` best, look no deeper than ``depth``). Never a negative,
+each rejection counted by reason in the report: a positive; the document with the query's own id; an
+empty passage (no visible text, ``e5kit.text.has_visible_text``: kept in the corpus with an all-zero
+embedding / BM25 score 0 as in evaluation, never sent to the encoder); a copy of a positive (its
+``e5kit.text.normalized_text_key`` of "title text" equals a positive's); a candidate scoring too close
+to the best positive (``margin`` / ``relative_margin``, a likely false negative). When fewer than
+``negatives`` survive, random documents that are none of these fill the rest (counted).
 
 Dense search can run shard by shard (``shard_size``): the corpus file is streamed, each shard embedded
 and searched, and the running top-``depth`` merged, so only one shard's embeddings are ever in memory.
@@ -19,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -33,11 +37,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tqdm.auto import tqdm
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, beir_positives
+from e5kit.text import has_visible_text, normalized_text_key
 from e5kit.textio import InputFormatError, iter_jsonl
 
 logger = logging.getLogger(__name__)
 
 BM25 = "bm25"
+#: Rejection reasons of ``select_negatives`` (the keys of the report's ``candidates_rejected``).
+POSITIVE = "positive"
+OWN_ID = "query's own id"
+EMPTY = "empty"
+DUPLICATE = "duplicate of a positive"
+MARGIN = "within the margin of the positive"
 
 
 class MiningConfig(BaseModel):
@@ -99,6 +110,10 @@ def build_mining_config(**fields: Any) -> MiningConfig:
 class CorpusFile:
     """A BEIR corpus.jsonl[.gz] read as a stream: ids once, then shards of (ids, "title text") on demand.
 
+    The first pass also notes, per document, whether it is an empty passage (``empty``: positions
+    without visible text) and a 64-bit hash of its ``normalized_text_key`` (``key_hashes``), so copies
+    of a positive are found without holding the texts.
+
     Raises (while reading):
         InputFormatError: a record without an id or text, or a duplicate id (naming file and line).
     """
@@ -107,15 +122,29 @@ class CorpusFile:
         self.path = Path(path)
         self.ids: list[str] = []
         self.position: dict[str, int] = {}
-        for line_number, doc_id, _ in self._records(with_text=False):
+        self.empty: set[int] = set()
+        hashes: list[int] = []
+        for line_number, doc_id, text in self._records():
             if doc_id in self.position:
                 raise InputFormatError(f"{self.path}:{line_number}: duplicate document id {doc_id!r}")
             self.position[doc_id] = len(self.ids)
+            if not has_visible_text(text):
+                self.empty.add(len(self.ids))
+            hashes.append(text_key_hash(text))
             self.ids.append(doc_id)
         if not self.ids:
             raise InputFormatError(f"{self.path}: the corpus is empty")
+        self.key_hashes = np.array(hashes, dtype=np.uint64)
 
-    def _records(self, with_text: bool = True) -> Iterator[tuple[int, str, str]]:
+    def copies_of(self, positions: set[int]) -> dict[int, set[int]]:
+        """For each position in ``positions``: every other position whose text has the same normalised key."""
+        wanted = {int(self.key_hashes[p]) for p in positions}
+        by_key: dict[int, set[int]] = {}
+        for other in np.flatnonzero(np.isin(self.key_hashes, np.array(sorted(wanted), dtype=np.uint64))):
+            by_key.setdefault(int(self.key_hashes[other]), set()).add(int(other))
+        return {p: by_key[int(self.key_hashes[p])] - {p} for p in positions}
+
+    def _records(self) -> Iterator[tuple[int, str, str]]:
         from e5kit.evaluation.beir import document_text
 
         for line_number, record in iter_jsonl(self.path):
@@ -124,7 +153,7 @@ class CorpusFile:
                 raise InputFormatError(f"{self.path}:{line_number}: missing '_id'")
             if not isinstance(record.get("text"), str) or not isinstance(record.get("title", ""), str):
                 raise InputFormatError(f"{self.path}:{line_number}: 'text' (and 'title', when present) must be strings")
-            yield line_number, str(doc_id), document_text(record) if with_text else ""
+            yield line_number, str(doc_id), document_text(record)
 
     def shards(self, size: int | None) -> Iterator[tuple[int, list[str]]]:
         """(position of the shard's first document, its texts) for shards of ``size`` documents (None: one)."""
@@ -144,6 +173,11 @@ class CorpusFile:
             if position in wanted:
                 found[position] = text
         return found
+
+
+def text_key_hash(text: str) -> int:
+    """64-bit hash of ``normalized_text_key(text)``: equal for texts that count as the same text."""
+    return int.from_bytes(hashlib.blake2b(normalized_text_key(text).encode("utf-8"), digest_size=8).digest(), "little")
 
 
 # ---------------------------------------------------------------------------- search
@@ -190,7 +224,11 @@ def bm25_candidates(corpus: CorpusFile, queries: Sequence[str], positives: Seque
 def dense_candidates(
     encoder, corpus: CorpusFile, queries: Sequence[str], positives: Sequence[list[int]], config: MiningConfig
 ) -> SearchResult:
-    """Exact inner-product top-``depth`` with FAISS, one corpus shard at a time, and exact positive scores."""
+    """Exact inner-product top-``depth`` with FAISS, one corpus shard at a time, and exact positive scores.
+
+    Passages are embedded by ``encode_corpus``: an empty passage gets an all-zero row (score 0).
+    """
+    from e5kit.evaluation.beir import encode_corpus
     from e5kit.evaluation.retrieval import dense_search
 
     query_embeddings = encoder.encode(queries, role="query", batch_size=config.batch_size, show_progress=True)
@@ -203,7 +241,7 @@ def dense_candidates(
     positive_scores = np.full(len(queries), -np.inf, dtype=np.float32)
     shard_count = 1 if config.shard_size is None else -(-len(corpus.ids) // config.shard_size)
     for start, texts in tqdm(corpus.shards(config.shard_size), total=shard_count, desc="searching shards", unit="shard", disable=shard_count == 1):
-        embeddings = encoder.encode(texts, role="passage", batch_size=config.batch_size, show_progress=True)
+        embeddings = encode_corpus(encoder, texts, role="passage", batch_size=config.batch_size, show_progress=True).embeddings
         shard_indices, shard_scores = dense_search(query_embeddings, embeddings, config.depth)
         shard_scores = np.where(shard_indices < 0, -np.inf, shard_scores).astype(np.float32)
         shard_indices = np.where(shard_indices < 0, -1, shard_indices + start)
@@ -234,6 +272,9 @@ def select_negatives(
     rng: np.random.Generator,
     corpus_size: int,
     exclude: set[int] = frozenset(),
+    *,
+    empty: set[int] = frozenset(),
+    duplicates: set[int] = frozenset(),
 ) -> Selection:
     """Pick ``config.negatives`` negatives for one query from its ranked candidates.
 
@@ -247,6 +288,9 @@ def select_negatives(
         rng: Random source for sampling and back-fill.
         corpus_size: Number of documents (back-fill draws positions below it).
         exclude: Other positions never to pick (e.g. the document whose id equals the query id).
+        empty: Positions of empty passages (no visible text): never picked, rejected as "empty".
+        duplicates: Positions whose text is a copy of one of this query's positives (same
+            ``normalized_text_key``): never picked, rejected as "duplicate of a positive".
     """
     selection = Selection()
     limits = []
@@ -261,18 +305,22 @@ def select_negatives(
         if position < 0:
             continue
         if position in positives:
-            selection.rejected["positive"] += 1
+            selection.rejected[POSITIVE] += 1
         elif position in exclude:
-            selection.rejected["query's own id"] += 1
+            selection.rejected[OWN_ID] += 1
+        elif position in empty:
+            selection.rejected[EMPTY] += 1
+        elif position in duplicates:
+            selection.rejected[DUPLICATE] += 1
         elif score > ceiling:
-            selection.rejected["within the margin of the positive"] += 1
+            selection.rejected[MARGIN] += 1
         else:
             candidates.append(position)
     if config.sampling == "random" and len(candidates) > config.negatives:
         candidates = [candidates[i] for i in sorted(rng.choice(len(candidates), config.negatives, replace=False))]
     selection.negatives = candidates[: config.negatives]
     if config.backfill and len(selection.negatives) < config.negatives:
-        forbidden = positives | exclude | set(selection.negatives)
+        forbidden = positives | exclude | empty | duplicates | set(selection.negatives)
         fill = random_positions(rng, corpus_size, config.negatives - len(selection.negatives), forbidden)
         selection.negatives += fill
         selection.backfilled = len(fill)
@@ -314,8 +362,10 @@ def mine_hard_negatives(
         encoder: A loaded ``Encoder`` for dense mining (default: load ``config.model``).
 
     Returns:
-        The report: counts of queries, negatives retrieved and back-filled, rejected candidates by
-        reason, skipped records by reason, seconds.
+        The report: counts of queries, documents and empty documents, negatives retrieved and
+        back-filled, rejected candidates by reason (positive, query's own id, empty, duplicate of a
+        positive, within the margin), skipped records by reason, seconds. A positive without visible
+        text is left out of its record (counted); a query left without positives is skipped (counted).
     """
     from e5kit.evaluation.beir import load_qrels, load_queries
 
@@ -324,6 +374,16 @@ def mine_hard_negatives(
     queries = load_queries(Path(queries_path))
     corpus = CorpusFile(corpus_path)
     positive_ids = beir_positives(load_qrels(Path(qrels_path)), queries, corpus.position, issues, origin=str(qrels_path))
+    for query_id, doc_ids in list(positive_ids.items()):
+        visible = [doc_id for doc_id in doc_ids if corpus.position[doc_id] not in corpus.empty]
+        for doc_id in doc_ids:
+            if doc_id not in visible:
+                issues.add("positive without visible text (left out)", f"{qrels_path} query {query_id!r} document {doc_id!r}")
+        if visible:
+            positive_ids[query_id] = visible
+        else:
+            del positive_ids[query_id]
+            issues.add("every positive is an empty passage", f"{qrels_path} query {query_id!r}")
     query_ids = list(positive_ids)
     if not query_ids:
         raise InputFormatError(f"{qrels_path}: no query has a relevant document in the corpus ({issues.describe()})")
@@ -339,10 +399,12 @@ def mine_hard_negatives(
         result = dense_candidates(encoder, corpus, query_texts, positives, config)
     search_seconds = time.perf_counter() - started
 
+    copies = corpus.copies_of({p for row in positives for p in row})
     selections = []
     rejected: Counter = Counter()
     for row, query_id in enumerate(query_ids):
         own = corpus.position.get(query_id)
+        duplicates = set().union(*(copies[p] for p in positives[row])) - set(positives[row])
         selection = select_negatives(
             result.indices[row],
             result.scores[row],
@@ -352,6 +414,8 @@ def mine_hard_negatives(
             np.random.default_rng([config.seed, row]),
             len(corpus.ids),
             exclude={own} if own is not None else set(),
+            empty=corpus.empty,
+            duplicates=duplicates,
         )
         rejected.update(selection.rejected)
         if len(selection.negatives) < config.negatives:
@@ -376,6 +440,7 @@ def mine_hard_negatives(
         "config": config.model_dump(),
         "queries": len(query_ids),
         "documents": len(corpus.ids),
+        "empty_documents": len(corpus.empty),
         "negatives_retrieved": sum(len(s.negatives) - s.backfilled for s in selections),
         "negatives_backfilled": sum(s.backfilled for s in selections),
         "candidates_rejected": dict(rejected),
