@@ -55,14 +55,17 @@ def test_missing_column_is_named(tmp_path):
 
 
 def test_invalid_rows_are_skipped_and_counted(tmp_path, write_jsonl):
-    # Given a JSONL shard with an empty query and a missing passage among valid pairs
-    write_jsonl(tmp_path / "s.jsonl", [{"query": "a", "passage": "b"}, {"query": " ", "passage": "c"}, {"query": "d"}, {"query": "e", "passage": "f"}])
+    # Given a JSONL shard with an empty query, a missing passage and a zero-width-only passage among valid pairs
+    write_jsonl(
+        tmp_path / "s.jsonl",
+        [{"query": "a", "passage": "b"}, {"query": " ", "passage": "c"}, {"query": "d"}, {"query": "g", "passage": "\u200b\u2060"}, {"query": "e", "passage": "f"}],
+    )
     sampler = PairSampler([tmp_path], batch_size=2)
     # When a batch is drawn
     batch = sampler.next_batch()
     # Then only the valid pairs come out and each skip is counted with its reason
     assert sorted(p.query for p in batch) == ["a", "e"]
-    assert sampler.skipped == {"s: query empty": 1, "s: passage missing or not a string": 1}
+    assert sampler.skipped == {"s: query has no visible text": 1, "s: passage missing or not a string": 1, "s: passage has no visible text": 1}
 
 
 def test_weighted_sampling_follows_source_weights(tmp_path, make_pairs, write_parquet, write_jsonl):

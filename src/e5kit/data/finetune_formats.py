@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from e5kit.text import has_visible_text
 from e5kit.textio import InputFormatError, iter_jsonl, open_text
 
 logger = logging.getLogger(__name__)
@@ -122,13 +123,13 @@ class RecordIssues:
 
 def invalid_reason(example: FinetuneExample) -> str | None:
     """Why an example cannot be trained on, or None when it can."""
-    if not isinstance(example.query, str) or not example.query.strip():
-        return "query missing or empty"
+    if not isinstance(example.query, str) or not has_visible_text(example.query):
+        return "query missing or without visible text"
     if not example.positives:
         return NO_POSITIVE
     for name, texts in (("positive", example.positives), ("negative", example.negatives)):
-        if not all(isinstance(text, str) and text.strip() for text in texts):
-            return f"a {name} is missing, empty or not a string"
+        if not all(isinstance(text, str) and has_visible_text(text) for text in texts):
+            return f"a {name} is missing, not a string or without visible text"
     if (example.positive_scores is None) != (example.negative_scores is None):
         return "pos_scores and neg_scores must be given together"
     if example.has_teacher_scores:
@@ -300,8 +301,8 @@ def read_nli(path: str | Path, issues: RecordIssues) -> Iterator[FinetuneExample
         if kind is None:
             issues.add(f"unknown NLI label {label!r}", record)
             continue
-        if not isinstance(premise, str) or not premise.strip() or not isinstance(hypothesis, str) or not hypothesis.strip():
-            issues.add("premise or hypothesis missing or empty", record)
+        if not (isinstance(premise, str) and has_visible_text(premise) and isinstance(hypothesis, str) and has_visible_text(hypothesis)):
+            issues.add("premise or hypothesis missing or without visible text", record)
             continue
         if kind == "neutral":
             issues.add("neutral pair (not used)", record)

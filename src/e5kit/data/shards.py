@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from e5kit.text import has_visible_text
 from e5kit.textio import iter_jsonl
 
 logger = logging.getLogger(__name__)
@@ -154,8 +155,8 @@ def invalid_reason(query: Any, passage: Any) -> str | None:
     for name, value in (("query", query), ("passage", passage)):
         if not isinstance(value, str):
             return f"{name} missing or not a string"
-        if not value.strip():
-            return f"{name} empty"
+        if not has_visible_text(value):
+            return f"{name} has no visible text"
     return None
 
 
