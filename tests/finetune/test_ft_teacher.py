@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +84,50 @@ def test_bi_encoder_teacher_scores_are_cosines(tmp_path, tiny_bert_dir):
     encoder = teacher.encoder
     expected = [float(encoder.encode([q], role="query", normalize=True)[0] @ encoder.encode([p], role="passage", normalize=True)[0]) for q, p in zip(queries, passages)]
     assert np.allclose(scores, expected, atol=1e-5)
+
+
+# ---------------------------------------------------------------- issue 12: empty passages
+def beir_empty_records():
+    """FlagEmbedding records from the beir_empty case (tests/evaluation/fixtures), the empty document 7915
+    among q1's negatives as a file from another miner could have it."""
+    folder = Path(__file__).resolve().parents[1] / "evaluation" / "fixtures" / "beir_empty"
+    corpus = {d["_id"]: f"{d['title']} {d['text']}".strip() for d in map(json.loads, (folder / "corpus.jsonl").read_text().splitlines())}
+    queries = {q["_id"]: q["text"] for q in map(json.loads, (folder / "queries.jsonl").read_text().splitlines())}
+    assert corpus["7915"] == ""
+    return [
+        {"query": queries["q1"], "pos": [corpus["d1"]], "neg": [corpus["d2"], corpus["7915"], corpus["d3"]], "neg_ids": ["d2", "7915", "d3"]},
+        {"query": queries["q2"], "pos": [corpus["d2"]], "neg": [corpus["d1"]], "neg_ids": ["d1"]},
+        {"query": queries["q2"], "pos": ["\u200b"], "neg": [corpus["d1"]]},  # no visible positive: unusable
+    ]
+
+
+@pytest.mark.parametrize("kind", ["cross-encoder", "bi-encoder"])
+def test_beir_empty_teacher_scores_the_empty_passage_zero_without_the_model(tmp_path, write_jsonl, tiny_cross_encoder_dir, tiny_bert_dir, kind):
+    # Given records whose negatives include the empty document, and a teacher that refuses empty text
+    source = write_jsonl(tmp_path / "mined.jsonl", beir_empty_records())
+    teacher = load_teacher(tiny_cross_encoder_dir if kind == "cross-encoder" else tiny_bert_dir, kind, device="cpu")
+    seen = []
+    score_pairs = teacher.score_pairs
+
+    def refusing(queries, passages):
+        assert all(text.strip() for text in passages), passages
+        seen.extend(passages)
+        return score_pairs(queries, passages)
+
+    teacher.score_pairs = refusing
+    # When the file is scored
+    report = score_file(teacher, source, tmp_path / "scored.jsonl", show_progress=False)
+    scored = read(tmp_path / "scored.jsonl")
+    # Then it succeeds, the empty passage is kept in its record with score 0 and counted, never sent
+    assert report["empty_passages"] == 1 and report["scored"] == 2 and report["pairs_scored"] == 5 == len(seen)
+    assert report["skipped"]["query without positives"]["count"] == 1
+    assert scored[0]["neg"][1] == "" and scored[0]["neg_scores"][1] == 0.0
+    # And every other score equals the teacher's score of that pair alone
+    alone = score_pairs([scored[0]["query"]] * 3, scored[0]["pos"] + [scored[0]["neg"][0], scored[0]["neg"][2]])
+    assert np.allclose([*scored[0]["pos_scores"], scored[0]["neg_scores"][0], scored[0]["neg_scores"][2]], alone, atol=1e-5)
+
+
+def test_bi_encoder_teacher_gives_an_empty_passage_cosine_zero(tiny_bert_dir):
+    teacher = load_teacher(tiny_bert_dir, "bi-encoder", device="cpu")
+    scores = teacher.score_pairs(["cell protein", "cell protein"], ["gene data", " \u2060"])
+    assert scores[1] == 0.0 and scores[0] != 0.0

@@ -5,6 +5,10 @@ and writes the same records with ``pos_scores`` and ``neg_scores`` added. Pairs 
 across records; records are written in blocks, so a killed run resumes (``score_file`` appends and
 skips the records already in the output, after checking that they are the input's first records).
 
+Empty passages (no visible text, ``e5kit.text.has_visible_text``) follow the corpus rule every stage
+shares (``e5kit.evaluation.beir``): never sent to the teacher, scored 0 (the cosine of an all-zero
+embedding), kept in their record, and counted in the report (``empty_passages``).
+
 Example:
     >>> teacher = load_teacher("cross-encoder-dir")                        # doctest: +SKIP
     >>> score_file(teacher, "mined.jsonl", "scored.jsonl")                 # doctest: +SKIP
@@ -24,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, invalid_reason
+from e5kit.text import has_visible_text
 from e5kit.textio import InputFormatError, iter_jsonl
 
 logger = logging.getLogger(__name__)
@@ -89,6 +94,8 @@ class CrossEncoderTeacher:
 class BiEncoderTeacher:
     """A (stronger) bi-encoder as teacher: the score is the cosine of the query and passage embeddings.
 
+    Passages are embedded by ``encode_corpus``: an empty passage gets an all-zero row, so cosine 0.
+
     Args:
         encoder: An ``e5kit.encoder.Encoder``.
         batch_size: Texts per forward pass.
@@ -101,10 +108,12 @@ class BiEncoderTeacher:
         self.name = name
 
     def score_pairs(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        from e5kit.evaluation.beir import encode_corpus
+
         unique_queries = list(dict.fromkeys(queries))  # a block's pairs share few distinct queries
         row = {query: index for index, query in enumerate(unique_queries)}
         query_embeddings = self.encoder.encode(unique_queries, role="query", batch_size=self.batch_size, normalize=True)
-        passage_embeddings = self.encoder.encode(list(passages), role="passage", batch_size=self.batch_size, normalize=True)
+        passage_embeddings = encode_corpus(self.encoder, list(passages), role="passage", batch_size=self.batch_size, normalize=True).embeddings
         rows = query_embeddings[[row[query] for query in queries]]  # (n, dim)
         return np.einsum("nd,nd->n", rows, passage_embeddings).astype(np.float32)
 
@@ -163,7 +172,8 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
         show_progress: Progress bar over records.
 
     Returns:
-        Report: records scored now, already done, pairs scored, skipped records by reason.
+        Report: records scored now, already done, pairs scored by the teacher, empty passages (scored 0
+        without the teacher), skipped records by reason.
 
     Raises:
         InputFormatError: the existing output does not start with the input's records (named line).
@@ -171,19 +181,23 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
     in_path, out_path = Path(in_path), Path(out_path)
     done = _done_queries(out_path) if resume else []
     issues = RecordIssues()
-    matched = scored = pairs = 0
+    matched = scored = pairs = empty = 0
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with out_path.open("a" if resume else "w", encoding="utf-8") as handle, tqdm(desc="teacher scores", unit="record", disable=not show_progress) as progress:
         block: list[dict[str, Any]] = []
 
         def flush() -> None:
-            nonlocal scored, pairs
+            nonlocal scored, pairs, empty
             queries = [r["query"] for r in block for _ in r["pos"] + r["neg"]]
             passages = [text for r in block for text in r["pos"] + r["neg"]]
-            scores = teacher.score_pairs(queries, passages).tolist() if passages else []
-            if len(scores) != len(passages):
+            visible = [i for i, text in enumerate(passages) if has_visible_text(text)]
+            scored_visible = teacher.score_pairs([queries[i] for i in visible], [passages[i] for i in visible]).tolist() if visible else []
+            if len(scored_visible) != len(visible):
                 first = block[0].get("query_id", block[0]["query"])
-                raise ValueError(f"teacher {teacher.name} returned {len(scores)} scores for {len(passages)} pairs (block starting at record {first!r})")
+                raise ValueError(f"teacher {teacher.name} returned {len(scored_visible)} scores for {len(visible)} pairs (block starting at record {first!r})")
+            scores = [0.0] * len(passages)  # empty passages: never sent to the teacher, score 0
+            for i, score in zip(visible, scored_visible):
+                scores[i] = score
             position = 0
             for record in block:
                 record["pos_scores"] = scores[position : position + len(record["pos"])]
@@ -194,7 +208,8 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
             handle.flush()
             os.fsync(handle.fileno())
             scored += len(block)
-            pairs += len(passages)
+            pairs += len(visible)
+            empty += len(passages) - len(visible)
             progress.update(len(block))
             block.clear()
 
@@ -202,8 +217,7 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
             record.pop("pos_scores", None)
             record.pop("neg_scores", None)
             name = f"{in_path}:{line_number}"
-            example = FinetuneExample(query=record.get("query"), positives=record.get("pos") or [], negatives=record.get("neg") or [], record=name)
-            reason = invalid_reason(example) if isinstance(example.positives, list) and isinstance(example.negatives, list) else "pos/neg are not lists"
+            reason = _record_problem(record)
             if reason is not None:
                 issues.add(reason, name)
                 continue
@@ -223,4 +237,28 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
             flush()
     if matched < len(done):
         raise InputFormatError(f"{out_path}: holds {len(done)} records but {in_path} has only {matched} usable ones")
-    return {"teacher": teacher.name, "scored": scored, "already_done": matched, "pairs_scored": pairs, "skipped": issues.summary()}
+    return {
+        "teacher": teacher.name,
+        "scored": scored,
+        "already_done": matched,
+        "pairs_scored": pairs,
+        "empty_passages": empty,
+        "skipped": issues.summary(),
+    }
+
+
+def _record_problem(record: dict[str, Any]) -> str | None:
+    """Why a record cannot be scored, or None. Empty passages are allowed (scored 0); a record whose
+    positives are all empty has no positive to train on."""
+    positives, negatives = record.get("pos") or [], record.get("neg") or []
+    if not (isinstance(positives, list) and isinstance(negatives, list)):
+        return "pos/neg are not lists"
+    if not all(isinstance(text, str) for text in positives + negatives):
+        return "a positive or negative is not a string"
+    return invalid_reason(
+        FinetuneExample(
+            query=record.get("query"),
+            positives=[text for text in positives if has_visible_text(text)],
+            negatives=[text for text in negatives if has_visible_text(text)],
+        )
+    )
