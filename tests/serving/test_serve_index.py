@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,7 +120,8 @@ def test_cli_build_search_add_delete(tiny_bert_dir, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["index", "build", "--model", str(tiny_bert_dir), "--corpus", str(corpus), "--out", str(tmp_path / "idx"), "--overlap", "4"])
     assert result.exit_code == 0, result.output
-    assert "added 2 documents" in result.output and "skipped: 1 (no text)" in result.output
+    # (d3 has no visible text: kept as an empty passage and counted, as in evaluation and mining)
+    assert "added 3 documents" in result.output and "empty documents (kept, zero vector): 1; skipped: none" in result.output
     result = runner.invoke(app, ["search", str(tmp_path / "idx"), "cat on the mat", "-k", "2"])
     assert result.exit_code == 0, result.output
     assert "1. " in result.output and "d1 | Cats  [chunk" in result.output
@@ -132,3 +134,32 @@ def test_cli_build_search_add_delete(tiny_bert_dir, tmp_path):
     corpus.write_text(json.dumps({"text": "no id"}) + "\n")
     result = runner.invoke(app, ["index", "build", "--model", str(tiny_bert_dir), "--corpus", str(corpus), "--out", str(tmp_path / "idx2")])
     assert result.exit_code == 2 and "docs.jsonl:1" in result.output
+
+
+# ---------------------------------------------------------------- issue 12: empty passages
+BEIR_EMPTY = Path(__file__).resolve().parents[1] / "evaluation" / "fixtures" / "beir_empty" / "corpus.jsonl"
+
+
+def test_beir_empty_index_build_keeps_and_counts_the_empty_document(tiny_bert_dir, tmp_path):
+    # Given beir_empty: document 7915 has empty title and text (index build used to skip it)
+    # When an index is built from the command line
+    result = CliRunner().invoke(app, ["index", "build", "--model", str(tiny_bert_dir), "--corpus", str(BEIR_EMPTY), "--out", str(tmp_path / "idx")])
+    # Then every document is added and the summary counts 1 empty document
+    assert result.exit_code == 0, result.output
+    assert "added 4 documents" in result.output and "empty documents (kept, zero vector): 1;" in result.output
+    assert "now 4 documents" in result.output
+
+
+def test_an_empty_document_is_stored_with_a_zero_vector_and_scores_zero(tiny_encoder, tmp_path):
+    # Given documents of which two have no visible text, and an encoder that would refuse them
+    documents = [Document("d1", "the cat sat on the mat"), Document("7915", ""), Document("zw", "\u200b \u2060", title=" "), Document("d2", "a blue sky")]
+    index = VectorIndex.create(tmp_path / "idx", tiny_encoder, IndexSettings(), model="tiny")
+    # When they are indexed
+    report = index.add(documents)
+    # Then all four are stored, the two empty ones counted, each with one all-zero vector
+    assert report.added == 4 and report.empty == 2 and not report.skipped and index.num_chunks == 4
+    vectors = index.vectors.index.reconstruct_n(0, 4)
+    assert not vectors[1].any() and not vectors[2].any() and vectors[0].any()
+    # And a search over every document finds them by id at score 0
+    hits = {h.doc_id: h for h in index.search(["cat on a mat"], k=4)[0]}
+    assert hits["7915"].score == 0.0 and hits["7915"].text == "" and hits["zw"].score == 0.0

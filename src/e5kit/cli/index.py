@@ -66,7 +66,8 @@ def _add(index, documents, batch_size: int | None) -> None:
     typer.echo(
         f"{index.path}: added {report.added} documents, replaced {report.replaced}, {report.chunks} chunks "
         f"(window {index.stored.window} tokens, overlap {index.settings.overlap}); chunks truncated: {report.truncated}; "
-        f"skipped: {skipped}; now {index.num_documents} documents, {index.num_chunks} chunks"
+        f"empty documents (kept, zero vector): {report.empty}; skipped: {skipped}; "
+        f"now {index.num_documents} documents, {index.num_chunks} chunks"
     )
 
 

@@ -7,6 +7,11 @@ An index is a folder:
 - ``docstore.sqlite``: ``documents`` (id, title, text) and ``chunks`` (vector id -> document id,
   chunk number, character span), so a hit maps back to its document and passage.
 
+A document without visible text (``e5kit.text.has_visible_text`` of its title and text) follows the
+corpus rule every stage shares (``e5kit.evaluation.beir``): it is kept, in the store and as one chunk
+with an all-zero vector (score 0 against any query), never sent to the encoder, and counted
+(``AddReport.empty``).
+
 Documents are added and deleted incrementally. Flat and IVF-PQ indexes drop deleted vectors at once;
 an HNSW graph cannot remove nodes, so its deleted vectors stay in the graph and are filtered out at
 search time (``VectorIndex.stale_vectors`` counts them; rebuild to reclaim the space).
@@ -32,7 +37,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
-from e5kit.serving.chunking import chunk_texts, chunk_window
+from e5kit.serving.chunking import Chunk, chunk_texts, chunk_window
+from e5kit.text import has_visible_text
 from e5kit.textio import InputFormatError, iter_jsonl
 
 SETTINGS_FILE = "index.json"
@@ -120,12 +126,17 @@ class Document:
 
 @dataclass
 class AddReport:
-    """What ``VectorIndex.add`` did; every document not indexed is counted with its reason."""
+    """What ``VectorIndex.add`` did; every document not indexed is counted with its reason.
+
+    ``empty`` counts the documents without visible text that were indexed as empty passages (one
+    all-zero vector each); they are part of ``added`` / ``replaced``.
+    """
 
     added: int = 0
     replaced: int = 0
     chunks: int = 0
     truncated: int = 0
+    empty: int = 0
     skipped: Counter = field(default_factory=Counter)
 
 
@@ -264,7 +275,9 @@ class VectorIndex:
     def add(self, documents: Iterable[Document], batch_size: int | None = None, show_progress: bool = False) -> AddReport:
         """Chunk, embed and index ``documents``; a document whose id is already indexed is replaced.
 
-        Documents whose text has no tokens are skipped and counted in ``report.skipped``.
+        A document without visible text is indexed as an empty passage (one all-zero vector, counted
+        in ``report.empty``); one with visible text but no tokens is skipped and counted in
+        ``report.skipped``.
         """
         report = AddReport()
         pending: list[tuple[Document, list]] = []
@@ -278,8 +291,11 @@ class VectorIndex:
                     seen.add(doc.doc_id)
                 bodies = [doc.body for doc in block]
                 for doc, chunks in zip(block, chunk_texts(bodies, self.encoder.tokenizer, self.stored.window, self.settings.overlap)):
-                    if not chunks:
-                        report.skipped["no text"] += 1
+                    if not has_visible_text(doc.body):
+                        chunks = [Chunk(index=0, start=0, end=len(doc.body))]  # an empty passage: one zero vector
+                        report.empty += 1
+                    elif not chunks:
+                        report.skipped["no tokens"] += 1
                         continue
                     pending.append((doc, chunks))
                     pending_chunks += len(chunks)
@@ -294,9 +310,13 @@ class VectorIndex:
         return report
 
     def _add_block(self, pending: list[tuple[Document, list]], report: AddReport, batch_size: int | None) -> None:
+        from e5kit.evaluation.beir import encode_corpus
+
         texts = [doc.body[chunk.start : chunk.end] for doc, chunks in pending for chunk in chunks]
-        embeddings = self.encoder.encode(texts, role=self.settings.passage_role, batch_size=batch_size)
-        report.truncated += self.encoder.last_stats.truncated
+        encoded = encode_corpus(self.encoder, texts, role=self.settings.passage_role, batch_size=batch_size)
+        embeddings = encoded.embeddings
+        if not encoded.empty.all():  # last_stats describes the call over the non-empty chunks
+            report.truncated += self.encoder.last_stats.truncated
         self._train_if_needed(embeddings)
         with self._lock, self.connection:
             replaced = self._remove([doc.doc_id for doc, _ in pending])
