@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,6 +92,25 @@ def test_false_negative_mask_hides_copies_of_a_rows_positives_but_not_its_target
     expected_row0 = [text in batch[0].positives for example in batch for text in example.passages]
     expected_row0[0] = False
     assert mask[0].tolist() == expected_row0
+
+
+def test_copies_of_a_positive_differing_only_in_case_width_or_spacing_are_copies_in_fine_tuning():
+    # Given a dataset whose pool holds a copy of q0's positive written in upper case with extra spaces,
+    # and an example with too few hard negatives (random fill runs)
+    positive = "pos 0 0 mitosis divides a cell"
+    copy = "  POS 0 0   MITOSIS divides a\u00a0cell\u200b "
+    examples = [FinetuneExample(query="q0", positives=[positive], negatives=[])]
+    examples += [FinetuneExample(query=f"q{i}", positives=[copy if i == 1 else f"pos {i} 0 text"], negatives=[]) for i in range(1, 6)]
+    sampler = FinetuneSampler({"d": examples}, {"d": 1.0}, batch_size=6, hard_negatives=4, seed=0)
+    # When groups are drawn many times
+    for seed in range(30):
+        group = sampler.group(examples[0], "d", np.random.default_rng(seed))
+        # Then the copy is never a random negative of q0
+        assert copy not in group.passages[1:] and len(group.passages) == 5
+    # And in the loss mask, the copy in another row is hidden from q0 as a false negative
+    batch = [sampler.group(example, "d", np.random.default_rng(0)) for example in examples[:2]]
+    mask = false_negative_mask(batch, range(0, 1), torch.device("cpu"))
+    assert mask[0, 5] and not mask[0, 0]
 
 
 def test_gradcache_with_groups_gives_the_plain_batch_gradient(tiny_bert_dir):

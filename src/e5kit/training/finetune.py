@@ -27,6 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from e5kit.data.finetune_formats import FORMATS, FinetuneExample, RecordIssues, read_examples
+from e5kit.text import normalized_text_key
 from e5kit.training import distributed
 from e5kit.training.config import ConfigError, PretrainConfig, coerce_config, load_config
 from e5kit.training.gradcache import text_keys
@@ -188,6 +189,7 @@ class FinetuneSampler:
         probabilities = np.array([weights[name] for name in self.source_names], dtype=np.float64)
         self.probabilities = probabilities / probabilities.sum()
         self._pools: dict[str, list[str]] = {}
+        self._pool_keys: dict[str, list[str]] = {}
         self._orders: dict[tuple[str, int], np.ndarray] = {}
 
     def _pool(self, name: str) -> list[str]:
@@ -195,6 +197,7 @@ class FinetuneSampler:
         if name not in self._pools:
             texts = dict.fromkeys(text for example in self.datasets[name] for text in example.positives + example.negatives)
             self._pools[name] = list(texts)
+            self._pool_keys[name] = [normalized_text_key(text) for text in self._pools[name]]
         return self._pools[name]
 
     def _order(self, name: str, epoch: int) -> np.ndarray:
@@ -229,7 +232,9 @@ class FinetuneSampler:
         else:
             self.counts[RANDOM_FILL] += 1
             pool = self._pool(source)
-            forbidden = {i for i, text in enumerate(pool) if text in set(example.positives) | set(example.negatives)}
+            # Never a copy of a positive or of a hard negative: the same text identity as mining (normalized_text_key).
+            taken = {normalized_text_key(text) for text in example.positives + example.negatives}
+            forbidden = {i for i, key in enumerate(self._pool_keys[source]) if key in taken}
             fill = random_positions(rng, len(pool), self.hard_negatives - len(example.negatives), forbidden)
             negatives = list(example.negatives) + [pool[i] for i in fill]
             teacher = None
@@ -303,13 +308,14 @@ def steps_for_epochs(config: FinetuneConfig, sampler: FinetuneSampler) -> int:
 def false_negative_mask(batch: list[TrainingExample], rows: range, device: torch.device) -> torch.Tensor:
     """(len(rows), B * g) bool: True where a passage of the global batch is a copy of one of row i's positives.
 
-    Its own positive's column (the target) is never masked.
+    A copy has the same ``e5kit.text.normalized_text_key`` (the rule mining rejects copies by). Its own
+    positive's column (the target) is never masked.
     """
     group = len(batch[0].passages)
-    keys = text_keys([text for example in batch for text in example.passages], device)  # (B * g,)
+    keys = text_keys([normalized_text_key(text) for example in batch for text in example.passages], device)  # (B * g,)
     mask = torch.zeros((len(rows), keys.shape[0]), dtype=torch.bool, device=device)
     for local, row in enumerate(rows):
-        positive_keys = text_keys(batch[row].positives, device)
+        positive_keys = text_keys([normalized_text_key(text) for text in batch[row].positives], device)
         mask[local] = torch.isin(keys, positive_keys)
         mask[local, row * group] = False
     return mask
