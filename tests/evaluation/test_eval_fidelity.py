@@ -59,6 +59,8 @@ def test_minilm_banking77_and_20newsgroups_run_end_to_end(shared_dir, capsys):
     with capsys.disabled():
         print(f"\nBanking77 accuracy {100 * banking.metrics['accuracy']:.1f} (published 80.0); "
               f"20 Newsgroups V-measure {100 * newsgroups.metrics['v_measure']:.1f} (published 46.5)")
-    # Local copies differ from MTEB's (see the report), so only sane ranges are asserted.
-    assert 0.6 < banking.metrics["accuracy"] <= 1.0
-    assert 0.3 < newsgroups.metrics["v_measure"] <= 1.0
+    # The local copies differ from MTEB's processed ones (README), so the recorded e5kit figures are pinned:
+    # the classifier and k-means are seeded, so only floating-point noise between CPUs/BLAS builds moves
+    # them (0.25 accuracy points; 0.5 V-measure points, as k-means can flip a few borderline subjects).
+    assert 100 * banking.metrics["accuracy"] == pytest.approx(82.96, abs=0.25)
+    assert 100 * newsgroups.metrics["v_measure"] == pytest.approx(44.1, abs=0.5)
