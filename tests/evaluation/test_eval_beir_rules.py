@@ -166,3 +166,15 @@ def test_excluding_every_query_is_a_clean_error(tmp_path):
     assert queries_without_relevant({"1": {"1": 0}, "2": {"3": 1}}) == ["1"]
     with pytest.raises(ValueError, match="only scores <= 0"):
         run_beir("bm25", folder, exclude_queries_without_relevant=True)
+
+
+def test_the_mteb_adapter_embeds_the_corpus_side_by_the_same_rule(tiny_encoder):
+    # Given the mteb adapter (mteb itself is not needed for its encode with a list of strings)
+    from e5kit.evaluation.mteb_adapter import MTEBEncoder
+
+    adapter = MTEBEncoder(tiny_encoder)
+    # When mteb hands it a corpus batch with an empty document (as FiQA's), Then it gets a zero row
+    embeddings = adapter.encode(["a cell divides", "", "the moon"], task_name=None, prompt_type="document")
+    assert embeddings.shape[0] == 3 and not embeddings[1].any() and embeddings[0].any()
+    # And the query side is unchanged
+    assert np.allclose(adapter.encode(["a cell divides"], prompt_type="query"), tiny_encoder.encode(["a cell divides"], role="query"))

@@ -108,9 +108,13 @@ class MTEBEncoder:
             import mteb
 
             task_type = mteb.get_task(task_name).metadata.type
-        return self.encoder.encode(
-            _texts(inputs), role=self.role_for(task_type, prompt_type), batch_size=kwargs.get("batch_size", self.batch_size)
-        )
+        role, batch_size = self.role_for(task_type, prompt_type), kwargs.get("batch_size", self.batch_size)
+        if getattr(prompt_type, "value", prompt_type) in ("document", "passage"):
+            # The corpus side follows the corpus rule: empty passages (FiQA has some) get all-zero rows.
+            from e5kit.evaluation.beir import encode_corpus
+
+            return encode_corpus(self.encoder, _texts(inputs), role=role, batch_size=batch_size).embeddings
+        return self.encoder.encode(_texts(inputs), role=role, batch_size=batch_size)
 
     def similarity(self, first, second):
         """The model's declared similarity (cosine unless it declares dot), (len(first), len(second))."""
