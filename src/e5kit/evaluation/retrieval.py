@@ -22,7 +22,9 @@ Three rules are settings, each reported in the result's details:
   score 0 keeps a non-empty mapping, so mteb averages it as 0 too. ``exclude_queries_without_relevant``
   leaves them out of the mean (what that filter's name promises). Either way they are counted.
 - Empty passages (no visible text) stay in the corpus with an all-zero embedding / BM25 score 0 and are
-  counted (``e5kit.evaluation.beir.encode_corpus``); BEIR itself would embed "" (or a lone space).
+  counted (``e5kit.evaluation.beir.encode_corpus``). BEIR's SentenceBERT model embeds
+  ``(title + " " + text).strip()``, i.e. the empty string, which our Encoder refuses as text without
+  content; a zero vector ranks it exactly where any content-free document belongs (score 0).
 
 Example:
     >>> evaluate_beir(Encoder.load("all-MiniLM-L6-v2"), "data/beir/scifact")   # doctest: +SKIP
