@@ -11,11 +11,11 @@ from e5kit.training.losses.distillation import distillation_loss
 
 
 def naive_loss(queries, passages, group, offset, teacher, has_teacher, alpha, tau, teacher_t, ignore):
-    """Loops over queries and columns; float64 throughout."""
+    """Loops over queries and columns; float64 throughout; scores are cosine / tau."""
     total = 0.0
     for i in range(queries.shape[0]):
         target = (offset + i) * group
-        logits = [float(queries[i] @ passages[j]) / tau for j in range(passages.shape[0])]
+        logits = [float(queries[i] @ passages[j] / (queries[i].norm() * passages[j].norm())) / tau for j in range(passages.shape[0])]
         kept = [logits[j] for j in range(len(logits)) if ignore is None or not ignore[i][j]]
         info_nce = -logits[target] + math.log(sum(math.exp(x) for x in kept))
         if teacher is None or not has_teacher[i]:

@@ -110,7 +110,7 @@ def finetune(
     Required fields: init_model, output_dir, data.datasets (each: name, format flag|beir|msmarco|nli, path; optional
     weight 1.0, split train). Defaults (the paper's): batch_size 256 queries, hard_negatives 7, alpha 0.2, tau 0.01,
     teacher_temperature 1.0, lr 2e-5, warmup_steps 400, query/passage max length 192, epochs 3 (max_steps null =
-    derived from epochs), chunk_size 32, normalize true, prompts null (the model's own), mask_false_negatives true.
+    derived from epochs), chunk_size 32, similarity_fn_name cosine, prompts null (the model's own), mask_false_negatives true.
     Groups without teacher scores (or with too few hard negatives) train on InfoNCE alone. The loop, GradCache,
     torchrun/DDP, checkpoints and --resume are the pre-training engine's. Writes {output_dir}/final with a model card.
     """
