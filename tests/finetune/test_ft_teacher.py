@@ -73,17 +73,25 @@ def test_resume_onto_another_inputs_output_is_refused(tmp_path, tiny_cross_encod
         score_file(teacher, source, tmp_path / "scored.jsonl", show_progress=False)
 
 
-def test_bi_encoder_teacher_scores_are_cosines(tmp_path, tiny_bert_dir):
-    # Given a plain checkpoint (no classification head): auto picks the bi-encoder teacher
-    teacher = load_teacher(tiny_bert_dir, device="cpu")
+@pytest.mark.parametrize("model", ["tiny_bert_dir", "tiny_unnormalized_dir"])
+def test_bi_encoder_teacher_scores_are_cosines(tmp_path, request, model):
+    # Given a plain checkpoint (no classification head): auto picks the bi-encoder teacher; with or without a Normalize module
+    teacher = load_teacher(request.getfixturevalue(model), device="cpu")
     assert isinstance(teacher, BiEncoderTeacher)
     # When scoring pairs
     queries, passages = ["cell protein", "cat dog", "cell protein"], ["gene data", "sun moon", "cancer"]
     scores = teacher.score_pairs(queries, passages)
-    # Then each equals the cosine of the separately embedded query and passage
+    # Then each equals the cosine of the separately embedded raw query and passage vectors
     encoder = teacher.encoder
-    expected = [float(encoder.encode([q], role="query", normalize=True)[0] @ encoder.encode([p], role="passage", normalize=True)[0]) for q, p in zip(queries, passages)]
+
+    def raw(text, role):
+        return encoder.encode([text], role=role, normalize=False)[0]
+
+    expected = [float(raw(q, "query") @ raw(p, "passage") / (np.linalg.norm(raw(q, "query")) * np.linalg.norm(raw(p, "passage")))) for q, p in zip(queries, passages)]
     assert np.allclose(scores, expected, atol=1e-5)
+    # And a teacher asked for dot products scores raw dot products
+    dot = load_teacher(request.getfixturevalue(model), device="cpu", similarity_fn_name="dot")
+    assert np.allclose(dot.score_pairs(queries, passages), [float(raw(q, "query") @ raw(p, "passage")) for q, p in zip(queries, passages)], rtol=1e-4)
 
 
 # ---------------------------------------------------------------- issue 12: empty passages

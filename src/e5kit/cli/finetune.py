@@ -22,6 +22,13 @@ class Sampling(str, Enum):
     random = "random"
 
 
+class Similarity(str, Enum):
+    """sentence-transformers' similarity_fn_name values e5kit scores with."""
+
+    cosine = "cosine"
+    dot = "dot"
+
+
 @app.command("mine-negatives")
 def mine_negatives(
     model: str = typer.Option("bm25", "--model", "-m", help="'bm25' (bm25s, Lucene k1=1.5 b=0.75, stemmed) or a dense model directory / bundled name for FAISS search."),
@@ -41,6 +48,7 @@ def mine_negatives(
     max_length: int = typer.Option(None, help="Token limit of the dense model (default: its own)."),
     device: str = typer.Option(None, help="Torch device (default: cuda when present)."),
     seed: int = typer.Option(42, help="Seed of random sampling and back-fill."),
+    similarity_fn_name: Similarity = typer.Option(Similarity.cosine, help="Dense score: cosine (E5, whatever the model ships) or dot (raw dot products)."),
 ) -> None:
     """Mine hard negatives for every query of a qrels file.
 
@@ -54,13 +62,13 @@ def mine_negatives(
         config = build_mining_config(
             model=model, negatives=negatives, depth=depth, skip_top=skip_top, margin=margin, relative_margin=relative_margin,
             sampling=sampling.value, backfill=backfill, shard_size=shard_size, batch_size=batch_size, max_length=max_length,
-            device=device, seed=seed,
+            device=device, seed=seed, similarity_fn_name=similarity_fn_name.value,
         )
         encoder = None
         if config.model != "bm25":
             from e5kit.cli.app import load_encoder
 
-            encoder = load_encoder(config.model, max_length=config.max_length, device=config.device)
+            encoder = load_encoder(config.model, max_length=config.max_length, similarity_fn_name=config.similarity_fn_name, device=config.device)
         report = mine_hard_negatives(config, queries, corpus, positives, out, encoder=encoder)
     except (ValueError, FileNotFoundError, InputFormatError) as error:
         raise fail(str(error)) from error
@@ -82,6 +90,7 @@ def score_teacher(
     max_length: int = typer.Option(None, min=8, help="Token limit (default: 512 for a cross-encoder pair, the model's own for a bi-encoder)."),
     device: str = typer.Option(None, help="Torch device (default: cuda when present)."),
     resume: bool = typer.Option(True, help="Keep the records already in OUT (checked against the input) and score only the rest."),
+    similarity_fn_name: Similarity = typer.Option(Similarity.cosine, help="Bi-encoder score: cosine (E5, whatever the model ships) or dot (raw dot products)."),
 ) -> None:
     """Score every (query, candidate) of a mined file with a teacher, batched and resumable."""
     from transformers.utils import logging as transformers_logging
@@ -92,7 +101,9 @@ def score_teacher(
 
     transformers_logging.disable_progress_bar()
     try:
-        scorer = load_teacher(teacher, kind.value, batch_size=batch_size, max_length=max_length, device=device)
+        scorer = load_teacher(
+            teacher, kind.value, batch_size=batch_size, max_length=max_length, device=device, similarity_fn_name=similarity_fn_name.value
+        )
         report = score_file(scorer, in_path, out, resume=resume)
     except (ValueError, FileNotFoundError, InputFormatError, ModelDirectoryError, OSError) as error:
         raise fail(str(error)) from error

@@ -69,6 +69,8 @@ class MiningConfig(BaseModel):
         batch_size: Texts per forward pass (dense).
         max_length: Token limit of the dense model (None: the model's own).
         device: Torch device for the dense model (None: CUDA when present).
+        similarity_fn_name: Dense score: "cosine" (E5; L2-normalised embeddings whatever the model
+            ships) or "dot" (raw dot products; only when asked for).
         seed: Seed of random sampling and back-fill.
     """
 
@@ -86,6 +88,7 @@ class MiningConfig(BaseModel):
     batch_size: int = Field(default=64, ge=1)
     max_length: int | None = Field(default=None, ge=4)
     device: str | None = None
+    similarity_fn_name: Literal["cosine", "dot"] = "cosine"
     seed: int = 42
 
     @model_validator(mode="after")
@@ -395,7 +398,7 @@ def mine_hard_negatives(
         if encoder is None:
             from e5kit.encoder import Encoder
 
-            encoder = Encoder.load(config.model, max_length=config.max_length, device=config.device)
+            encoder = Encoder.load(config.model, max_length=config.max_length, similarity_fn_name=config.similarity_fn_name, device=config.device)
         result = dense_candidates(encoder, corpus, query_texts, positives, config)
     search_seconds = time.perf_counter() - started
 

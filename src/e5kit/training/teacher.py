@@ -92,7 +92,8 @@ class CrossEncoderTeacher:
 
 
 class BiEncoderTeacher:
-    """A (stronger) bi-encoder as teacher: the score is the cosine of the query and passage embeddings.
+    """A (stronger) bi-encoder as teacher: the score is the encoder's similarity of query and passage
+    (cosine unless it was loaded with ``similarity_fn_name="dot"``).
 
     Passages are embedded by ``encode_corpus``: an empty passage gets an all-zero row, so cosine 0.
 
@@ -112,8 +113,8 @@ class BiEncoderTeacher:
 
         unique_queries = list(dict.fromkeys(queries))  # a block's pairs share few distinct queries
         row = {query: index for index, query in enumerate(unique_queries)}
-        query_embeddings = self.encoder.encode(unique_queries, role="query", batch_size=self.batch_size, normalize=True)
-        passage_embeddings = encode_corpus(self.encoder, list(passages), role="passage", batch_size=self.batch_size, normalize=True).embeddings
+        query_embeddings = self.encoder.encode(unique_queries, role="query", batch_size=self.batch_size)
+        passage_embeddings = encode_corpus(self.encoder, list(passages), role="passage", batch_size=self.batch_size).embeddings
         rows = query_embeddings[[row[query] for query in queries]]  # (n, dim)
         return np.einsum("nd,nd->n", rows, passage_embeddings).astype(np.float32)
 
@@ -136,15 +137,20 @@ def load_teacher(
     batch_size: int = 32,
     max_length: int | None = None,
     device: str | None = None,
+    similarity_fn_name: str = "cosine",
 ) -> Teacher:
-    """Load a teacher; ``kind="auto"`` picks the cross-encoder for sequence-classification checkpoints."""
+    """Load a teacher; ``kind="auto"`` picks the cross-encoder for sequence-classification checkpoints.
+
+    A bi-encoder scores with ``similarity_fn_name``: "cosine" (E5, whatever the model ships) or "dot".
+    """
     kind = teacher_kind(path) if kind == "auto" else kind
     if kind == "cross-encoder":
         return CrossEncoderTeacher.load(path, device=device, batch_size=batch_size, max_length=max_length or 512)
     if kind == "bi-encoder":
         from e5kit.encoder import Encoder
 
-        return BiEncoderTeacher(Encoder.load(path, max_length=max_length, device=device), batch_size=batch_size, name=str(path))
+        encoder = Encoder.load(path, max_length=max_length, similarity_fn_name=similarity_fn_name, device=device)
+        return BiEncoderTeacher(encoder, batch_size=batch_size, name=str(path))
     raise ValueError(f"kind must be auto, cross-encoder or bi-encoder, got {kind!r}")
 
 
