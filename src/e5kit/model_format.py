@@ -184,12 +184,14 @@ def read_model_dir(root: Path) -> ModelSpec:
         raise ModelDirectoryError(f"{st_config_path}: 'prompts' must map prompt names to strings")
     spec.prompts = {name: text for name, text in prompts.items() if text}
     declared = st_config.get("similarity_fn_name") or "cosine"
-    if declared not in SIMILARITY_FUNCTIONS:
+    # On L2-normalised vectors every similarity sentence-transformers knows ranks as cosine does.
+    if has_normalize:
+        declared = "cosine"
+    elif declared not in SIMILARITY_FUNCTIONS:
         raise ModelDirectoryError(
             f"{st_config_path}: similarity_fn_name {declared!r} is not supported (supported: {', '.join(SIMILARITY_FUNCTIONS)})"
         )
-    # Dot products of L2-normalised vectors are cosines, whatever the folder declares.
-    spec.similarity_fn_name = "cosine" if has_normalize else declared
+    spec.similarity_fn_name = declared
     return spec
 
 

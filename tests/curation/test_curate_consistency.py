@@ -91,10 +91,27 @@ def test_iterations_alternate_filter_and_training(pair_dir, tiny_bert_dir, tmp_p
     config = ConsistencyConfig(pairs=[str(pair_dir)], model=str(tiny_bert_dir), output_dir=tmp_path / "it", pool_size=25, iterations=3, train={"max_steps": 5})
     report = consistency_filter(config, train_fn=train)
     # Then it trained twice, each time on the previous round's kept pairs, and the last round is the output
-    assert len(calls) == 2 and calls[0][3] == {"max_steps": 5}
+    # (re-training scores as the filter ranked: its similarity_fn_name is passed on)
+    assert len(calls) == 2 and calls[0][3] == {"similarity_fn_name": "cosine", "max_steps": 5}
     assert calls[0][2] == tmp_path / "it" / "iter-0" / "model"
     assert [entry["iteration"] for entry in report["iterations"]] == [0, 1, 2]
     assert json.loads((tmp_path / "it" / "report.json").read_text())["kept"] == report["kept"]
+
+
+def test_pairs_without_visible_text_are_left_out_and_counted(tiny_unnormalized_dir, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Given a shard from elsewhere with a zero-width-only passage and an empty query among 6 pairs
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    queries = ["cat", "dog", "", "sun", "moon", "python"]
+    passages = ["the cat sat", "a dog ran", "blue sky", "\u200b", "the moon", "python file"]
+    pq.write_table(pa.table({"query": queries, "passage": passages}), folder / "x.parquet")
+    # When the filter runs with a model without a Normalize module
+    report = consistency_filter(ConsistencyConfig(pairs=[str(folder)], model=str(tiny_unnormalized_dir), output_dir=tmp_path / "out", k=4))
+    # Then the 2 pairs are counted as skipped and the other 4 are ranked, none crashing the encoder
+    assert report["skipped_without_visible_text"] == 2 and report["read"] == 4
 
 
 def test_cli_filter_consistency_and_reapply(pair_dir, tiny_bert_dir, tmp_path):

@@ -146,6 +146,23 @@ def test_stackexchange_body_html_is_decoded_exactly_once(tmp_path):
     assert cleaner.clean(pairs[0].passage) == pairs[0].passage
 
 
+def test_an_answer_without_visible_text_after_decoding_never_displaces_a_readable_one(tmp_path):
+    # Given a question whose accepted, top-scored answer is an image only, and a lower-scored readable answer
+    rows = [
+        {"Id": 1, "PostTypeId": 1, "AcceptedAnswerId": 2, "Score": 3, "Title": "How do I pour a stout?", "Body": "<p>Any tips?</p>"},
+        {"Id": 2, "PostTypeId": 2, "ParentId": 1, "Score": 9, "Body": "<p><img src='pour.png'/></p>"},
+        {"Id": 3, "PostTypeId": 2, "ParentId": 1, "Score": 1, "Body": "<p>Tilt the glass at 45 degrees, then straighten it.</p>"},
+    ]
+    path = tmp_path / "Posts.xml"
+    path.write_bytes(posts_xml(rows))
+    skips: Counter = Counter()
+    # When read
+    pairs = list(stackexchange.read([path], stackexchange.Options(), skips))
+    # Then the readable answer is the passage and the image-only one is a counted skip
+    assert [p.passage for p in pairs] == ["Tilt the glass at 45 degrees, then straighten it."]
+    assert skips["answer without visible text"] == 1
+
+
 def test_stackexchange_text_exports_are_not_decoded_again(tmp_path):
     # Given a JSONL extraction whose bodies are already text (as the shared posts.jsonl: HTML stripped, entities decoded)
     records = [

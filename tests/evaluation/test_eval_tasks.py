@@ -59,6 +59,14 @@ def test_sts_bad_score_names_line(tmp_path, tiny_encoder):
         evaluate_sts(tiny_encoder, tmp_path)
 
 
+def test_sts_text_without_visible_text_names_file_and_line(tmp_path, tiny_encoder):
+    # Given an STS file whose second pair's first sentence is a zero-width space only
+    write_tsv(tmp_path / "test.tsv", ("sentence1", "sentence2", "score"), [("a", "b", "1"), ("\u200b", "d", "2")])
+    # Then reading it fails before any embedding, naming the file, line and field
+    with pytest.raises(InputFormatError, match=r"test.tsv:3: field 'sentence1' has no visible text"):
+        evaluate_sts(tiny_encoder, tmp_path)
+
+
 def test_best_threshold_scores_equal_brute_force():
     # Given scores with ties and labels
     rng = np.random.default_rng(0)

@@ -37,6 +37,7 @@ def test_yaml_with_dotted_overrides(tmp_path):
         ("data.paths=[]", "data.paths"),
         ("data.source_weights={a: -1}", "data.source_weights"),
         ("max_steps=zero", "max_steps"),
+        ("similarity_fn_name=euclidean", "similarity_fn_name"),
     ],
 )
 def test_invalid_values_name_the_field(tmp_path, override, field):
@@ -57,3 +58,10 @@ def test_missing_required_fields_and_bad_yaml_are_named(tmp_path):
         load_config(broken)
     with pytest.raises(ConfigError, match="expected key=value"):
         load_config(None, ["max_steps"])
+
+
+def test_the_former_normalize_field_points_to_similarity_fn_name(tmp_path):
+    path = tmp_path / "pretrain.yaml"
+    path.write_text(BASE)
+    with pytest.raises(ConfigError, match="normalize was replaced by similarity_fn_name"):
+        load_config(path, ["normalize=false"])

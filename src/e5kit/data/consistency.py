@@ -25,6 +25,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from e5kit.text import has_visible_text
+
 #: (init model, pairs folder, output folder, extra settings) -> trained model directory.
 TrainFn = Callable[[str, Path, Path, dict[str, Any]], Path]
 SCORES_FILE = "scores.parquet"
@@ -148,17 +150,27 @@ def pair_files(patterns: list[str]) -> list[Path]:
 
 
 def _read_pairs(files: list[Path]):
+    """(all pairs with their shard name in ``_file``, number of pairs left out for a side without visible text).
+
+    Curation never writes such pairs; shards from elsewhere may hold them, and the encoder refuses them.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tables = []
+    tables, invisible = [], 0
     for path in files:
         table = pq.read_table(path)
         missing = {"query", "passage"} - set(table.column_names)
         if missing:
             raise ValueError(f"{path}: not a pair shard (missing column(s) {sorted(missing)})")
+        visible = [
+            isinstance(query, str) and isinstance(passage, str) and has_visible_text(query) and has_visible_text(passage)
+            for query, passage in zip(table.column("query").to_pylist(), table.column("passage").to_pylist())
+        ]
+        invisible += len(visible) - sum(visible)
+        table = table.filter(pa.array(visible, type=pa.bool_()))
         tables.append(table.append_column("_file", pa.array([path.name] * len(table))))
-    return pa.concat_tables(tables, promote_options="default")
+    return pa.concat_tables(tables, promote_options="default"), invisible
 
 
 def _write_kept(table, kept: np.ndarray, pairs_dir: Path) -> None:
@@ -261,7 +273,9 @@ def consistency_filter(config: ConsistencyConfig, train_fn: TrainFn | None = Non
     """
     train_fn = train_fn or pretrain_on
     files = pair_files(config.pairs)
-    table = _read_pairs(files)
+    table, invisible = _read_pairs(files)
+    # Re-training scores as the filter ranks, unless its own settings say otherwise.
+    retrain_settings = {"similarity_fn_name": config.similarity_fn_name, **config.train}
     model = config.model
     history = []
     for iteration in range(config.iterations):
@@ -270,8 +284,9 @@ def consistency_filter(config: ConsistencyConfig, train_fn: TrainFn | None = Non
         report = _filter_once(config, model, table, files, round_dir)
         history.append({"iteration": iteration, "model": model, "kept": report["kept"], "read": report["read"]})
         if not last:
-            model = str(train_fn(model, round_dir / "pairs", config.output_dir / f"iter-{iteration}" / "model", config.train))
+            model = str(train_fn(model, round_dir / "pairs", config.output_dir / f"iter-{iteration}" / "model", retrain_settings))
     report["iterations"] = history
+    report["skipped_without_visible_text"] = invisible
     (config.output_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report
 
@@ -292,7 +307,7 @@ def reapply_k(output_dir: str | Path, k: int) -> dict[str, Any]:
     if k > previous["max_rank"]:
         raise ValueError(f"k ({k}) must be <= max_rank ({previous['max_rank']}) of the stored ranks; re-run with a larger max_rank")
     scores = pq.read_table(scores_path)
-    table = _read_pairs([Path(path) for path in previous["input_paths"]])
+    table, _ = _read_pairs([Path(path) for path in previous["input_paths"]])
     if len(table) != len(scores):
         raise ValueError(f"{output_dir}: the input pairs changed since the ranks were computed ({len(table)} rows now, {len(scores)} scored)")
     ranks = {name: scores.column(name).to_numpy() for name in ("query_rank", "passage_rank", "score")}

@@ -14,6 +14,7 @@ import numpy as np
 from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
 from e5kit.evaluation.tables import read_columns, split_file
+from e5kit.text import has_visible_text
 
 
 def v_measures(embeddings: np.ndarray, labels: list[str], seeds: list[int], kmeans_batch_size: int = 500) -> list[float]:
@@ -48,7 +49,7 @@ def evaluate_clustering(
     """
     policy = policy or policy_for("clustering")
     table = read_columns(split_file(data, split), (text_field, label_field), allow_empty=(text_field,))
-    kept = [i for i, text in enumerate(table[text_field]) if isinstance(text, str) and text.strip()]
+    kept = [i for i, text in enumerate(table[text_field]) if isinstance(text, str) and has_visible_text(text)]
     texts = [table[text_field][i] for i in kept]
     labels = [str(table[label_field][i]) for i in kept]
     if len(set(labels)) < 2:

@@ -116,20 +116,17 @@ class MTEBEncoder:
             return encode_corpus(self.encoder, _texts(inputs), role=role, batch_size=batch_size).embeddings
         return self.encoder.encode(_texts(inputs), role=role, batch_size=batch_size)
 
-    def similarity(self, first, second):
-        """The model's declared similarity (cosine unless it declares dot), (len(first), len(second))."""
+    def _scoring(self, embeddings):
+        """(n, dim) tensor whose dot products are the model's declared similarity (cosine unless it declares dot)."""
         import torch
 
-        def scoring(embeddings):
-            embeddings = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).reshape(-1, self.encoder.dimension)
-            return torch.nn.functional.normalize(embeddings, dim=-1) if self.encoder.normalize else embeddings
+        embeddings = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).reshape(-1, self.encoder.dimension)
+        return torch.nn.functional.normalize(embeddings, dim=-1) if self.encoder.normalize else embeddings
 
-        return scoring(first) @ scoring(second).T
+    def similarity(self, first, second):
+        """The model's declared similarity, (len(first), len(second))."""
+        return self._scoring(first) @ self._scoring(second).T
 
     def similarity_pairwise(self, first, second):
-        """Cosine similarity of row i of ``first`` with row i of ``second``, (n,)."""
-        from e5kit.evaluation.pairs import row_cosines
-
-        import torch
-
-        return torch.from_numpy(row_cosines(np.asarray(first, dtype=np.float32), np.asarray(second, dtype=np.float32)))
+        """The model's declared similarity of row i of ``first`` with row i of ``second``, (n,)."""
+        return (self._scoring(first) * self._scoring(second)).sum(dim=-1)

@@ -14,6 +14,7 @@ from e5kit.evaluation.pairs import row_cosines
 from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
 from e5kit.evaluation.tables import split_file
+from e5kit.text import has_visible_text
 from e5kit.textio import InputFormatError, iter_jsonl
 
 MRR_CUTOFF = 10
@@ -25,12 +26,12 @@ def load_reranking(data: str | Path, split: str = "test") -> tuple[list[dict], d
     records, skipped = [], {"no positive": 0, "no negative": 0}
     for line_number, record in iter_jsonl(path):
         query = record.get("query")
-        if not isinstance(query, str) or not query.strip():
-            raise InputFormatError(f"{path}:{line_number}: 'query' is missing or empty")
+        if not isinstance(query, str) or not has_visible_text(query):
+            raise InputFormatError(f"{path}:{line_number}: 'query' is missing or has no visible text")
         for field in ("positive", "negative"):
             values = record.get(field, [])
-            if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
-                raise InputFormatError(f"{path}:{line_number}: {field!r} must be a list of non-empty strings")
+            if not isinstance(values, list) or not all(isinstance(v, str) and has_visible_text(v) for v in values):
+                raise InputFormatError(f"{path}:{line_number}: {field!r} must be a list of strings with visible text")
         if not record.get("positive"):
             skipped["no positive"] += 1
         elif not record.get("negative"):

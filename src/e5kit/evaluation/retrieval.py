@@ -208,7 +208,8 @@ def run_beir(
     unanswerable = queries_without_relevant(data.qrels)
     qrels = data.qrels
     if exclude_queries_without_relevant:
-        qrels = {query_id: judged for query_id, judged in data.qrels.items() if query_id not in set(unanswerable)}
+        excluded = set(unanswerable)
+        qrels = {query_id: judged for query_id, judged in data.qrels.items() if query_id not in excluded}
         if not qrels:
             raise ValueError(f"{data_dir}: every judged query of split {split} has only scores <= 0; nothing left to average")
     # load_beir guarantees every judged query exists, so at least one query is evaluated.

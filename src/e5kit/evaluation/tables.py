@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from e5kit.text import has_visible_text
 from e5kit.textio import InputFormatError, iter_jsonl, open_text
 
 SUFFIXES = (".tsv", ".tsv.gz", ".jsonl", ".jsonl.gz")
@@ -48,8 +49,8 @@ def read_columns(path: Path, columns: tuple[str, ...], allow_empty: tuple[str, .
             value = record.get(name)
             if value is None:
                 raise InputFormatError(f"{path}:{line_number}: missing field {name!r}")
-            if isinstance(value, str) and not value.strip() and name not in allow_empty:
-                raise InputFormatError(f"{path}:{line_number}: field {name!r} is empty")
+            if isinstance(value, str) and not has_visible_text(value) and name not in allow_empty:
+                raise InputFormatError(f"{path}:{line_number}: field {name!r} has no visible text")
             table[name].append(value)
         table["_line"].append(line_number)
     if not table["_line"]:

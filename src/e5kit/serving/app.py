@@ -312,7 +312,8 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
         vectors = result.embeddings
         if body.dimensions is not None and body.dimensions < vectors.shape[1]:
             vectors = vectors[:, : body.dimensions]
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            if encoder.normalize:  # a cosine model's truncated vectors are unit vectors again; a dot model's stay raw
+                vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         if body.encoding_format == "base64":
             encoded = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in vectors]
         else:

@@ -104,6 +104,16 @@ class PretrainConfig(BaseModel):
     gradient_checkpointing: bool = False
     device: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _normalize_was_renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "normalize" in data:
+            raise ValueError(
+                "normalize was replaced by similarity_fn_name: cosine (what normalize: true meant; the default) "
+                "or dot (raw dot products)"
+            )
+        return data
+
     @model_validator(mode="after")
     def _prompts_have_roles(self) -> PretrainConfig:
         missing = [role for role in ("query", "passage") if role not in self.prompts]

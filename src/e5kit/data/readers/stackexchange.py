@@ -25,6 +25,7 @@ from typing import Any, Literal
 from e5kit.data.markup import html_to_text
 from e5kit.data.pair import Pair
 from e5kit.data.readers.base import Child, Parent, ReaderOptions, file_meta, iter_json_records, iter_lines, join_best_child, text_field
+from e5kit.text import has_visible_text
 
 _XML_KINDS = {"1": "question", "2": "answer"}
 
@@ -131,7 +132,11 @@ def _post(path: Path, line: int, site: str, record: dict[str, Any], options: Opt
         if parent_id is None or body is None or score is None:
             skips["answer without parent, body or score"] += 1
             return None
-        return Child(id=f"{site}/{post_id}", parent_id=f"{site}/{parent_id}", score=score, text=body_text(body), meta={"answer_id": post_id, "score": score})
+        text = body_text(body)
+        if not has_visible_text(text):  # e.g. an image-only body: it must not displace a readable answer
+            skips["answer without visible text"] += 1
+            return None
+        return Child(id=f"{site}/{post_id}", parent_id=f"{site}/{parent_id}", score=score, text=text, meta={"answer_id": post_id, "score": score})
     skips["post is neither question nor answer"] += 1
     return None
 
