@@ -36,6 +36,20 @@ def test_flag_jsonl_keeps_good_records_and_names_bad_ones(tmp_path, write_jsonl)
     assert f"{path}:3" in issues.describe()
 
 
+def test_teacher_scored_empty_negatives_are_left_out_and_the_group_kept(tmp_path, write_jsonl):
+    # Given a score-teacher record whose mined negatives include an empty passage (kept there with score 0)
+    path = write_jsonl(
+        tmp_path / "scored.jsonl",
+        [{"query": "q1", "pos": ["p1"], "neg": ["n1", "", "\u200b", "n2"], "pos_scores": [3.0], "neg_scores": [1.0, 0.0, 0.0, 0.5], "neg_ids": ["a", "e", "z", "b"]}],
+    )
+    issues = RecordIssues()
+    # When read for fine-tuning
+    (example,) = read_examples("flag", path, issues)
+    # Then the empty negatives go with their scores and ids, the group stays, and the drop is counted
+    assert (example.negatives, example.negative_scores, example.negative_ids) == (["n1", "n2"], [1.0, 0.5], ["a", "b"])
+    assert issues.summary() == {"negative without visible text left out (the group is kept)": {"count": 1, "records": [f"{path}:1"]}}
+
+
 def test_beir_reader_gives_one_example_per_judged_query_with_document_texts(beir_dir):
     folder = beir_dir
     qrels = folder / "qrels" / "train.tsv"

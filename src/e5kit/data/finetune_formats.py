@@ -40,6 +40,7 @@ NLI_LABELS = {
 }
 NO_POSITIVE = "query without positives"
 WRONG_SCORES = "teacher scores of the wrong length"
+NEGATIVE_WITHOUT_VISIBLE_TEXT = "negative without visible text left out (the group is kept)"
 
 
 @dataclass
@@ -140,7 +141,31 @@ def invalid_reason(example: FinetuneExample) -> str | None:
     return None
 
 
+def _without_invisible_negatives(example: FinetuneExample, issues: RecordIssues) -> FinetuneExample:
+    """Leave out negatives without visible text (with their teacher score and id), counted; the group stays.
+
+    Teacher scoring keeps an empty passage of a mined file (score 0), but an empty negative teaches nothing,
+    so fine-tuning drops the passage, not the query's whole group.
+    """
+    keep = [i for i, text in enumerate(example.negatives) if not (isinstance(text, str) and not has_visible_text(text))]
+    if len(keep) == len(example.negatives):
+        return example
+    issues.add(NEGATIVE_WITHOUT_VISIBLE_TEXT, example.record)
+
+    count = len(example.negatives)
+
+    def aligned(values):
+        # Misaligned scores are left as they are for invalid_reason to name.
+        return [values[i] for i in keep] if isinstance(values, list) and len(values) == count else values
+
+    example.negatives = [example.negatives[i] for i in keep]
+    example.negative_scores = aligned(example.negative_scores)
+    example.negative_ids = aligned(example.negative_ids)
+    return example
+
+
 def _checked(example: FinetuneExample, issues: RecordIssues) -> FinetuneExample | None:
+    example = _without_invisible_negatives(example, issues)
     reason = invalid_reason(example)
     if reason is not None:
         issues.add(reason, example.record)
