@@ -24,7 +24,9 @@ Three rules are settings, each reported in the result's details:
 - Empty passages (no visible text) stay in the corpus with an all-zero embedding / BM25 score 0 and are
   counted (``e5kit.evaluation.beir.encode_corpus``). BEIR's SentenceBERT model embeds
   ``(title + " " + text).strip()``, i.e. the empty string, which our Encoder refuses as text without
-  content; a zero vector ranks it exactly where any content-free document belongs (score 0).
+  content. We differ on purpose: a zero vector scores exactly 0 against every query, so an empty passage
+  ranks below every document with a positive score and above any with a negative one (a dot model's
+  raw scores, or an unusual cosine); BEIR's embedding of "" would score whatever that vector scores.
 
 Example:
     >>> evaluate_beir(Encoder.load("all-MiniLM-L6-v2"), "data/beir/scifact")   # doctest: +SKIP
