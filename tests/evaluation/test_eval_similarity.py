@@ -80,3 +80,23 @@ def test_paraphrase_minilm_scifact_equals_sentence_transformers(shared_dir):
     print(f"\nSciFact nDCG@10, paraphrase-MiniLM-L3-v2: e5kit {ours:.2f}, sentence-transformers {reference:.2f}")
     # Then they agree within 0.1 nDCG@10
     assert ours == pytest.approx(reference, abs=0.1)
+
+
+def test_an_index_reopens_with_the_similarity_it_was_built_for(tiny_unnormalized_dir, tmp_path):
+    import json
+
+    from e5kit.serving.index import Document, IndexSettings, IndexStoreError, VectorIndex
+
+    # Given an index built from a model without Normalize asked to score by raw dot products
+    dot = Encoder.load(tiny_unnormalized_dir, device="cpu", similarity_fn_name="dot")
+    index = VectorIndex.create(tmp_path / "idx", dot, IndexSettings(), model=str(tiny_unnormalized_dir))
+    index.add([Document("a", "the cat sat on the mat")])
+    index.close()
+    assert json.loads((tmp_path / "idx" / "index.json").read_text())["similarity_fn_name"] == "dot"
+    # When it is reopened by path, Then its model is loaded with that similarity (the folder itself declares cosine)
+    reopened = VectorIndex.open(tmp_path / "idx")
+    assert reopened.encoder.similarity_fn_name == "dot"
+    reopened.close()
+    # And an encoder scoring otherwise is refused by name
+    with pytest.raises(IndexStoreError, match="vectors for dot similarity but the encoder scores by cosine"):
+        VectorIndex.open(tmp_path / "idx", encoder=Encoder.load(tiny_unnormalized_dir, device="cpu"))

@@ -86,3 +86,12 @@ def test_gradients_through_blocked_loss_match_unblocked():
         grads.append((queries.grad.clone(), passages.grad.clone()))
     # Then the gradients agree
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+
+
+def test_text_keys_treat_copies_differing_in_case_width_or_spacing_as_the_same_text():
+    from e5kit.training.gradcache import text_keys
+
+    # Given a text, its copies in upper case, full-width letters and extra spacing, and a different text
+    keys = text_keys(["Cell  protein", "CELL PROTEIN", "ｃｅｌｌ protein\u200b", "cell proteins"], torch.device("cpu"))
+    # Then the copies share one key (masked as in-batch false negatives, as mining rejects them), the other differs
+    assert keys[0] == keys[1] == keys[2] and keys[3] != keys[0]

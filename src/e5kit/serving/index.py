@@ -105,6 +105,8 @@ class StoredIndex(BaseModel):
 
     model: str
     backend: str = "torch"
+    #: The similarity the vectors were embedded for; an index written before it was stored was cosine.
+    similarity_fn_name: Literal["cosine", "dot"] = "cosine"
     dimension: int
     window: int
     settings: IndexSettings
@@ -224,7 +226,9 @@ class VectorIndex:
         window = settings.window or chunk_window(encoder.tokenizer, encoder.max_length, encoder.prompt_for(settings.passage_role))
         if settings.overlap >= window:
             raise IndexStoreError(f"overlap ({settings.overlap}) must be smaller than the chunk window ({window} tokens)")
-        stored = StoredIndex(model=model, backend=backend, dimension=encoder.dimension, window=window, settings=settings)
+        stored = StoredIndex(
+            model=model, backend=backend, similarity_fn_name=encoder.similarity_fn_name, dimension=encoder.dimension, window=window, settings=settings
+        )
         index = cls(path, stored, _new_faiss_index(settings, encoder.dimension), _connect(path / DOCSTORE_FILE), encoder)
         (path / SETTINGS_FILE).write_text(stored.model_dump_json(indent=2) + "\n", encoding="utf-8")
         index._write_vectors()
@@ -249,7 +253,12 @@ class VectorIndex:
         if encoder is None:
             from e5kit.encoder import Encoder
 
-            encoder = Encoder.load(stored.model, backend=backend or stored.backend)
+            encoder = Encoder.load(stored.model, backend=backend or stored.backend, similarity_fn_name=stored.similarity_fn_name)
+        if encoder.similarity_fn_name != stored.similarity_fn_name:
+            raise IndexStoreError(
+                f"{path}: the index holds vectors for {stored.similarity_fn_name} similarity but the encoder scores by "
+                f"{encoder.similarity_fn_name}; load it with similarity_fn_name={stored.similarity_fn_name!r}"
+            )
         if encoder.dimension != stored.dimension:
             raise IndexStoreError(
                 f"{path}: the index holds {stored.dimension}-dimensional vectors but the model embeds {encoder.dimension}"

@@ -312,10 +312,10 @@ def false_negative_mask(batch: list[TrainingExample], rows: range, device: torch
     positive's column (the target) is never masked.
     """
     group = len(batch[0].passages)
-    keys = text_keys([normalized_text_key(text) for example in batch for text in example.passages], device)  # (B * g,)
+    keys = text_keys([text for example in batch for text in example.passages], device)  # (B * g,)
     mask = torch.zeros((len(rows), keys.shape[0]), dtype=torch.bool, device=device)
     for local, row in enumerate(rows):
-        positive_keys = text_keys([normalized_text_key(text) for text in batch[row].positives], device)
+        positive_keys = text_keys(batch[row].positives, device)
         mask[local] = torch.isin(keys, positive_keys)
         mask[local, row * group] = False
     return mask
