@@ -1,19 +1,25 @@
-"""Dynamic batching: concurrent requests share forward passes.
+"""Dynamic batching: concurrent requests share forward passes, and large requests are split.
 
-Requests put their texts on an asyncio queue; one collector task takes the first waiting request,
-then keeps taking more until ``max_batch_size`` texts are gathered or ``max_wait_ms`` has passed,
-and runs the whole batch on a single worker thread (the model is not re-entrant, and one batch of
-32 is far faster than 32 batches of one). While the worker runs, new requests queue up and form the
-next batch, so under load batches fill without waiting.
+Requests put their texts on an asyncio queue; one collector task gathers texts into batches of at
+most ``max_batch_size`` and runs each on a single worker thread (the model is not re-entrant, and
+one batch of 32 is far faster than 32 batches of one). When fewer texts than that are waiting, the
+collector waits up to ``max_wait_ms`` for more; while the worker runs, new requests queue up and
+form the next batch, so under load batches fill without waiting.
+
+A request with more texts than ``max_batch_size`` is split: each batch takes texts first from
+requests not yet started (in arrival order), then from started ones in turn, a request that still
+has texts left going to the back of the line. So a query that arrives while a 2,048-text request is
+being embedded rides in the next batch instead of waiting for the whole request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,11 +28,25 @@ import numpy as np
 class BatchResult:
     """Embeddings of one request's texts and the tokens each used."""
 
-    embeddings: np.ndarray
+    embeddings: np.ndarray  # (texts, dim) float32
     tokens: np.ndarray  # (texts,) int
 
 
 EmbedFunction = Callable[[list[str]], BatchResult]
+
+
+@dataclass
+class _Pending:
+    """A submitted request: its texts, how far batches have taken them, and the results so far."""
+
+    texts: list[str]
+    future: asyncio.Future
+    taken: int = 0
+    parts: list[BatchResult] = field(default_factory=list)
+
+    @property
+    def left(self) -> int:
+        return len(self.texts) - self.taken
 
 
 class DynamicBatcher:
@@ -34,9 +54,9 @@ class DynamicBatcher:
 
     Args:
         embed: Embeds a list of texts (already prefixed) -> ``BatchResult``.
-        max_batch_size: Texts gathered before a batch runs without waiting further; one request
-            larger than this runs as one batch on its own.
-        max_wait_ms: How long the first request of a batch waits for company.
+        max_batch_size: Most texts per call of ``embed``; larger requests are split across calls,
+            taking turns with the other waiting requests.
+        max_wait_ms: How long a batch with room left waits for more requests.
         on_batch: Called with (texts in batch, seconds spent embedding) after every batch (metrics).
     """
 
@@ -47,18 +67,23 @@ class DynamicBatcher:
         max_wait_ms: float = 5.0,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
         self.embed = embed
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch
         self._queue: asyncio.Queue | None = None
+        self._fresh: deque[_Pending] = deque()  # not yet in any batch, in arrival order
+        self._started: deque[_Pending] = deque()  # partly embedded, in turn order
         self._collector: asyncio.Task | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="e5kit-embed")
 
     @property
     def waiting(self) -> int:
-        """Requests queued and not yet in a batch."""
-        return self._queue.qsize() if self._queue is not None else 0
+        """Requests with texts not yet taken into a batch."""
+        queued = self._queue.qsize() if self._queue is not None else 0
+        return queued + len(self._fresh) + len(self._started)
 
     async def start(self) -> None:
         """Start the collector on the running event loop."""
@@ -73,44 +98,77 @@ class DynamicBatcher:
         self._worker.shutdown(wait=True)
 
     async def submit(self, texts: list[str]) -> BatchResult:
-        """Embed ``texts`` as part of whatever batch forms around them."""
+        """Embed ``texts`` as part of whatever batches form around them; results are in input order."""
         if self._queue is None:
             raise RuntimeError("the batcher is not started")
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put((texts, future))
+        await self._queue.put(_Pending(list(texts), future))
         return await future
 
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            size = len(batch[0][0])
+            if not self._fresh and not self._started:
+                self._fresh.append(await self._queue.get())
+            self._drain_queue()
             deadline = loop.time() + self.max_wait
-            while size < self.max_batch_size:
-                remaining = deadline - loop.time()
+            while self._texts_left() < self.max_batch_size and (remaining := deadline - loop.time()) > 0:
                 try:
-                    item = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining)
-                except (asyncio.QueueEmpty, TimeoutError):
+                    self._fresh.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
                     break
-                batch.append(item)
-                size += len(item[0])
-            await self._run(batch)
+                self._drain_queue()
+            batch = self._take_batch()
+            if batch:
+                await self._run(batch)
 
-    async def _run(self, batch: list[tuple[list[str], asyncio.Future]]) -> None:
-        texts = [text for request_texts, _ in batch for text in request_texts]
+    def _drain_queue(self) -> None:
+        while not self._queue.empty():
+            self._fresh.append(self._queue.get_nowait())
+
+    def _texts_left(self) -> int:
+        return sum(request.left for line in (self._fresh, self._started) for request in line if not request.future.done())
+
+    def _take_batch(self) -> list[tuple[_Pending, int, int]]:
+        """Up to ``max_batch_size`` texts as (request, start, end) slices: new requests first, then the others in turn."""
+        batch, room = [], self.max_batch_size
+        for line in (self._fresh, self._started):
+            for _ in range(len(line)):
+                if room == 0:
+                    return batch
+                request = line.popleft()
+                if request.future.done():  # the client went away: drop what it has left
+                    continue
+                start = request.taken
+                request.taken = min(len(request.texts), start + room)
+                batch.append((request, start, request.taken))
+                room -= request.taken - start
+                if request.left:
+                    self._started.append(request)  # the back of the line: the others get the next turn
+        return batch
+
+    async def _run(self, batch: list[tuple[_Pending, int, int]]) -> None:
+        texts = [text for request, start, end in batch for text in request.texts[start:end]]
         started = time.perf_counter()
         try:
             result = await asyncio.get_running_loop().run_in_executor(self._worker, self.embed, texts)
-        except Exception as error:  # every request of the batch learns why
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+        except Exception as error:  # every request of the batch learns why, and leaves the line
+            for request, _, _ in batch:
+                if not request.future.done():
+                    request.future.set_exception(error)
             return
         if self.on_batch is not None:
             self.on_batch(len(texts), time.perf_counter() - started)
-        start = 0
-        for request_texts, future in batch:
-            end = start + len(request_texts)
-            if not future.done():  # the client may have gone away
-                future.set_result(BatchResult(result.embeddings[start:end], result.tokens[start:end]))
-            start = end
+        offset = 0
+        for request, start, end in batch:
+            size = end - start
+            request.parts.append(BatchResult(result.embeddings[offset : offset + size], result.tokens[offset : offset + size]))
+            offset += size
+            # Batches run one at a time, so the batch that took a request's last texts completes it.
+            if end == len(request.texts) and not request.future.done():  # the client may have gone away
+                request.future.set_result(
+                    BatchResult(
+                        np.concatenate([part.embeddings for part in request.parts]),
+                        np.concatenate([part.tokens for part in request.parts]),
+                    )
+                )
