@@ -11,8 +11,8 @@ from e5kit.cli.app import app, fail, load_encoder, overrides_option
 from e5kit.hub import DEFAULT_MODEL
 from e5kit.serving.config import describe_fields
 
-SERVE_HELP = f"""Serve a model over HTTP: POST /v1/embeddings (OpenAI-compatible), POST /search (with --index),
-GET /health, GET /metrics (Prometheus).
+SERVE_HELP = f"""Serve a model over HTTP: POST /v1/embeddings and GET /v1/models (OpenAI-compatible),
+POST /search (with --index), GET /health, GET /metrics (Prometheus).
 
 Settings, lowest precedence first: defaults, --config YAML, the options below, --set key=value.
 Every setting and its default:
@@ -29,11 +29,11 @@ def serve(
     host: str = typer.Option(None, help="Interface (default 127.0.0.1)."),
     port: int = typer.Option(None, help="Port (default 8000)."),
     api_key: str = typer.Option(None, help="Require this bearer token (default: $E5KIT_API_KEY, else no auth)."),
-    max_batch_size: int = typer.Option(None, help="Texts gathered from concurrent requests into one encode call (default 32)."),
+    max_batch_size: int = typer.Option(None, help="Most texts per encode call, shared by concurrent requests; larger requests are split (default 32)."),
     max_wait_ms: float = typer.Option(None, help="Batch wait in ms (default 5)."),
-    max_items: int = typer.Option(None, help="Inputs per request (default 256)."),
+    max_items: int = typer.Option(None, help="Inputs per request (default 2048, as OpenAI)."),
     max_chars: int = typer.Option(None, help="Characters per input (default 20000)."),
-    max_body_bytes: int = typer.Option(None, help="Request body bytes (default 2000000)."),
+    max_body_bytes: int = typer.Option(None, help="Request body bytes (default 4000000)."),
     config: Path = typer.Option(None, "--config", help="YAML file of settings (see configs/serve.yaml)."),
     overrides: list[str] = overrides_option("--set max_items=64 --set max_wait_ms=2"),
 ) -> None:

@@ -1,9 +1,16 @@
-"""The embedding server: OpenAI-compatible ``POST /v1/embeddings``, ``POST /search``, health and metrics.
+"""The embedding server: OpenAI-compatible ``POST /v1/embeddings`` and ``GET /v1/models``, ``POST /search``, health and metrics.
 
 Role prefixes are applied server-side from the model's own prompts (``input_type``), so a client
-cannot forget them. Concurrent requests are batched (``batching.DynamicBatcher``). Every bad
-request gets a 4xx JSON error in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``,
-whose message names the problem.
+cannot forget them. Concurrent requests are batched, and large ones split
+(``batching.DynamicBatcher``). Every bad request gets a 4xx JSON error in OpenAI's shape,
+``{"error": {"message", "type", "param", "code"}}``, whose message names the problem.
+
+Inputs sent as token ids (a list of ints, or a list of such lists), as OpenAI's own clients may send
+them (LangChain's ``OpenAIEmbeddings`` does by default), are OpenAI token ids: they are decoded to
+text with tiktoken (``ServeConfig.token_ids_encoding``, cl100k_base by default, the encoding of
+OpenAI's embedding models) and that text is embedded with the model's own tokenizer. Reading them as
+ids of the model's tokenizer would embed unrelated text. Without tiktoken on the server such a
+request gets a 400 that says how to send text instead.
 
 Example:
     >>> app = create_app(Encoder.load("all-MiniLM-L6-v2"), ServeConfig())   # doctest: +SKIP
@@ -14,6 +21,7 @@ Example:
 import base64
 import logging
 import secrets
+import threading
 import time
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
@@ -25,7 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictInt, Tag
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from e5kit.encoder import NO_PROMPT, ROLE_ALIASES
@@ -67,8 +75,8 @@ def error_response(status: int, message: str, param: str | None = None, code: st
 def _validation_message(error: RequestValidationError) -> tuple[str, str | None]:
     problems, first_field = [], None
     for item in error.errors():
-        # Drop "body" and pydantic's union-branch tags such as "list[constrained-str]".
-        location = [str(part) for part in item["loc"] if part != "body" and "[" not in str(part)]
+        # Drop "body", the tags of input's forms, and pydantic's union-branch tags such as "list[constrained-str]".
+        location = [str(part) for part in item["loc"] if part != "body" and part not in INPUT_FORMS and "[" not in str(part)]
         field = ".".join(location)
         first_field = first_field or (location[0] if location else None)
         if item["type"] == "json_invalid":
@@ -81,7 +89,7 @@ def _validation_message(error: RequestValidationError) -> tuple[str, str | None]
 ERROR_RESPONSES = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
-        400: "A request the model cannot serve (unknown input_type, dimensions too large)",
+        400: "A request the model cannot serve (text without visible characters, token ids that cannot be decoded)",
         401: "Missing or wrong bearer token (when the server requires one)",
         404: "Unknown model, or no index loaded",
         413: "Request body larger than max_body_bytes",
@@ -153,7 +161,100 @@ class MetricsMiddleware:
             self.requests.labels(endpoint, str(status)).inc()
 
 
+# ---------------------------------------------------------------------- token ids
+SEND_TEXT_HINT = (
+    "or send text instead (LangChain's OpenAIEmbeddings does with check_embedding_ctx_length=False; "
+    "the server truncates at the model's token limit itself)"
+)
+
+
+class TokenIdDecoder:
+    """Decodes OpenAI token ids to text with the tiktoken encoding ``name``.
+
+    The encoding loads on first use (tiktoken downloads its file once, or reads it from
+    ``$TIKTOKEN_CACHE_DIR``), and whether it loaded is kept for the server's lifetime.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._encoding = None
+        self._failure: str | None = None
+
+    def _load(self):
+        with self._lock:
+            if self._encoding is None and self._failure is None:
+                try:
+                    import tiktoken
+                except ImportError:
+                    self._failure = (
+                        "input: token ids are decoded with tiktoken, which is not installed on this server "
+                        f"(pip install 'e5kit[openai]'); {SEND_TEXT_HINT}"
+                    )
+                else:
+                    try:
+                        self._encoding = tiktoken.get_encoding(self.name)
+                    except Exception as error:  # unknown name, no network, unreadable cache: all say the same to clients
+                        logger.warning("tiktoken encoding %r did not load: %s: %s", self.name, type(error).__name__, error)
+                        self._failure = (
+                            f"input: token ids need the tiktoken encoding {self.name!r}, which did not load on this server "
+                            f"({type(error).__name__}: {error}); {SEND_TEXT_HINT}"
+                        )
+        if self._failure is not None:
+            raise ApiError(400, self._failure, param="input", code="token_ids_unsupported")
+        return self._encoding
+
+    def decode(self, rows: list[list[int]], labels: list[str]) -> list[str]:
+        """Text of each row of token ids; ``labels`` name the rows in errors ("input", "input[3]").
+
+        Raises:
+            ApiError: 400 when tiktoken or the encoding is unavailable, or an id is not in the encoding.
+        """
+        encoding = self._load()
+        texts = []
+        for ids, label in zip(rows, labels, strict=True):
+            problem = next((f"token id {i} is beyond" for i in ids if i >= encoding.n_vocab), None)
+            if problem is None:
+                try:
+                    texts.append(encoding.decode(ids))
+                except KeyError:  # an unused id inside the range (cl100k_base has a few)
+                    problem = f"token id {next(i for i in ids if not _is_token(encoding, i))} is not in"
+            if problem is not None:
+                raise ApiError(
+                    400, f"{label}: {problem} the tiktoken encoding {self.name!r} (ids 0 to {encoding.n_vocab - 1})",
+                    param="input", code="invalid_token_id",
+                )
+        return texts
+
+
+def _is_token(encoding, token_id: int) -> bool:
+    try:
+        encoding.decode_single_token_bytes(token_id)
+    except KeyError:
+        return False
+    return True
+
+
 # ---------------------------------------------------------------------- schemas
+#: The forms an embeddings request's ``input`` takes, as OpenAI's API defines it.
+INPUT_FORMS = ("text", "texts", "token_ids", "token_id_lists")
+
+
+def _input_form(value) -> str:
+    """Which of ``INPUT_FORMS`` ``value`` is meant to be, judged by its first element, so that a bad
+    input is told what is wrong with it in that form rather than in all four."""
+    if not isinstance(value, list):
+        return "text"
+    first = value[0] if value else ""
+    if isinstance(first, list):
+        return "token_id_lists"
+    return "token_ids" if isinstance(first, int | float) else "texts"
+
+
+def _integral_float_as_int(value):
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _valid_text(text: str) -> str:
     if not has_visible_text(text):
         raise ValueError("has no visible text (empty, whitespace or zero-width characters only)")
@@ -176,6 +277,18 @@ class EmbeddingResponse(BaseModel):
     data: list[EmbeddingData]
     model: str
     usage: Usage
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="When this server loaded the model (Unix seconds).")
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
 
 
 class SearchResult(BaseModel):
@@ -204,11 +317,26 @@ def _request_models(config: ServeConfig, dimension: int, roles: list[str]):
         AfterValidator(_valid_text),
     ]
 
+    # OpenAI token ids (see the module docstring): JSON Schema integers, so 7.0 passes but "7", 7.5 and true do not.
+    TokenId = Annotated[StrictInt, Field(ge=0), BeforeValidator(_integral_float_as_int)]
+    TokenIds = Annotated[list[TokenId], Field(min_length=1, max_length=config.max_chars)]
+    Items = Field(min_length=1, max_length=config.max_items)
+
     class EmbeddingRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
-        input: Text | Annotated[list[Text], Field(min_length=1, max_length=config.max_items)] = Field(
-            description=f"A string or a list of 1 to {config.max_items} strings of at most {config.max_chars} characters."
+        input: Annotated[
+            Annotated[Text, Tag("text")]
+            | Annotated[list[Text], Items, Tag("texts")]
+            | Annotated[TokenIds, Tag("token_ids")]
+            | Annotated[list[TokenIds], Items, Tag("token_id_lists")],
+            Discriminator(_input_form),
+        ] = Field(
+            description=(
+                f"A string or a list of 1 to {config.max_items} strings of at most {config.max_chars} characters; "
+                f"or OpenAI token ids ({config.token_ids_encoding}): one list of at most {config.max_chars} ids, "
+                f"or a list of 1 to {config.max_items} such lists, decoded to text before embedding."
+            )
         )
         model: str | None = Field(None, description="Must name the served model when given.")
         input_type: Role | None = Field(
@@ -237,6 +365,8 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
     if config.default_input_type not in known_roles:
         raise ValueError(f"default_input_type {config.default_input_type!r} is not one of {', '.join(known_roles)}")
     EmbeddingRequest, SearchRequest = _request_models(config, encoder.dimension, known_roles)
+    token_decoder = TokenIdDecoder(config.token_ids_encoding)
+    loaded_at = int(time.time())
 
     registry = CollectorRegistry()
     requests = Counter("e5kit_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=registry)
@@ -294,21 +424,48 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
         logger.exception("unexpected error")
         return error_response(500, f"internal error ({type(error).__name__}); see the server log")
 
-    async def embed_request(texts: list[str], role: str) -> BatchResult:
+    async def embed_request(texts: list[str], role: str, decoded: bool = False) -> BatchResult:
         try:
             prepared = encoder.prepare(texts, role)
         except (TypeError, ValueError) as error:
-            raise ApiError(400, f"input: {error}", param="input") from error
+            source = " (decoded from its token ids)" if decoded else ""
+            raise ApiError(400, f"input: {error}{source}", param="input") from error
         return await batcher.submit(prepared)
+
+    async def request_texts(request_input) -> tuple[list[str], bool]:
+        """The texts of an embeddings request's ``input``, and whether they were decoded from token ids."""
+        if isinstance(request_input, str):
+            return [request_input], False
+        if isinstance(request_input[0], str):
+            return request_input, False
+        if isinstance(request_input[0], int):  # one input as token ids
+            return await run_in_threadpool(token_decoder.decode, [request_input], ["input"]), True
+        labels = [f"input[{i}]" for i in range(len(request_input))]
+        return await run_in_threadpool(token_decoder.decode, request_input, labels), True
+
+    def model_object() -> dict:
+        return {"id": served_name, "object": "model", "created": loaded_at, "owned_by": "e5kit"}
+
+    @app.get("/v1/models", response_model=ModelList, responses={401: ERROR_RESPONSES[401]}, dependencies=protected)
+    async def models() -> dict:
+        """The served model, in OpenAI's list shape."""
+        return {"object": "list", "data": [model_object()]}
+
+    @app.get("/v1/models/{model_id:path}", response_model=ModelObject, responses={s: ERROR_RESPONSES[s] for s in (401, 404)}, dependencies=protected)
+    async def model(model_id: str) -> dict:
+        """The served model when ``model_id`` names it (as ``model`` in an embeddings request may)."""
+        if model_id not in accepted_names:
+            raise ApiError(404, f"model {model_id!r} is not served here; this server serves {served_name!r}", "model", "model_not_found")
+        return model_object()
 
     @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses=ERROR_RESPONSES, dependencies=protected)
     async def embeddings(body: EmbeddingRequest) -> Response:
-        """Embed one or more texts (OpenAI-compatible); the role prefix comes from ``input_type``."""
+        """Embed one or more texts or token-id lists (OpenAI-compatible); the role prefix comes from ``input_type``."""
         if body.model is not None and body.model not in accepted_names:
             raise ApiError(404, f"model {body.model!r} is not served here; this server serves {served_name!r}", "model", "model_not_found")
         role = body.input_type or config.default_input_type
-        texts = [body.input] if isinstance(body.input, str) else body.input
-        result = await embed_request(texts, role)
+        texts, decoded = await request_texts(body.input)
+        result = await embed_request(texts, role, decoded)
         vectors = result.embeddings
         if body.dimensions is not None and body.dimensions < vectors.shape[1]:
             vectors = vectors[:, : body.dimensions]
@@ -366,5 +523,5 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, requests=requests, latency=latency, endpoints={"/v1/embeddings", "/search", "/health", "/metrics"})
+    app.add_middleware(MetricsMiddleware, requests=requests, latency=latency, endpoints={"/v1/embeddings", "/v1/models", "/search", "/health", "/metrics"})
     return app

@@ -21,11 +21,12 @@ class ServeConfig(BaseModel):
     api_key: str | None = Field(None, description="Require 'Authorization: Bearer KEY' (also from $E5KIT_API_KEY).")
     served_model_name: str | None = Field(None, description="The 'model' name clients send (default: the model folder's name).")
     default_input_type: str = Field("query", description="Role used when a request gives no input_type.")
-    max_batch_size: int = Field(32, ge=1, description="Texts gathered from concurrent requests into one encode call (which runs them in forward passes of the backend's best size).")
+    max_batch_size: int = Field(32, ge=1, description="Most texts per encode call: concurrent requests share one, larger requests are split into several, taking turns with the others.")
     max_wait_ms: float = Field(5.0, ge=0, description="How long a request waits for others to share its batch.")
-    max_items: int = Field(256, ge=1, description="Inputs per request.")
-    max_chars: int = Field(20_000, ge=1, description="Characters per input (longer inputs are refused; long texts are truncated at the model's token limit).")
-    max_body_bytes: int = Field(2_000_000, ge=1, description="Request body size in bytes.")
+    max_items: int = Field(2048, ge=1, description="Inputs per request (OpenAI's limit; LangChain sends 1,000).")
+    max_chars: int = Field(20_000, ge=1, description="Characters (or token ids) per input; longer inputs are refused, long texts are truncated at the model's token limit.")
+    max_body_bytes: int = Field(4_000_000, ge=1, description="Request body size in bytes (a request within OpenAI's 300,000-token cap fits, even sent as token ids).")
+    token_ids_encoding: str = Field("cl100k_base", description="tiktoken encoding that decodes inputs sent as token ids, as OpenAI clients such as LangChain do by default (needs `pip install 'e5kit[openai]'`).")
     max_top_k: int = Field(100, ge=1, description="Most documents one /search returns.")
 
 
