@@ -135,6 +135,18 @@ def test_gradcache_equals_sentence_transformers_cached_mnrl_without_normalize(ti
         torch.testing.assert_close(grad, reference_grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_gradcache_loss_on_a_model_without_normalize_is_the_naive_cosine_over_tau(tiny_unnormalized_dir, single_torch_thread):
+    # Given a tiny model without a Normalize module (dropout off, so training and inference embed alike)
+    encoder = Encoder.load(tiny_unnormalized_dir, device="cpu")
+    _dropout_off(encoder.model.train())
+    # When one GradCache step runs at tau 0.01 (chunks of 4 texts)
+    loss = GradCache(encoder, chunk_size=4, tau=0.01, mask_false_negatives=False).step(QUERIES, PASSAGES)
+    # Then its loss is the naive cosine / tau InfoNCE of the model's raw (unnormalised) embeddings
+    raw_queries = torch.from_numpy(encoder.encode(QUERIES, normalize=False)).double()
+    raw_passages = torch.from_numpy(encoder.encode(PASSAGES, normalize=False)).double()
+    assert loss == pytest.approx(_naive_cosine_info_nce(raw_queries, raw_passages, 0.01), rel=1e-4)
+
+
 def test_encoder_embeds_unit_vectors_for_a_model_without_normalize(tiny_unnormalized_dir):
     from sentence_transformers import SentenceTransformer
 
