@@ -112,3 +112,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder in which no file can be created: mode 555 for a normal user. Root writes through
+    permission bits, so as root it is /sys/kernel (sysfs refuses new files); skipped when that is writable."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    folder = Path("/sys/kernel")
+    try:
+        (folder / ".e5kit-write-probe").touch()
+    except OSError:
+        yield folder
+        return
+    (folder / ".e5kit-write-probe").unlink()
+    pytest.skip("running as root, and /sys/kernel is writable: no folder refuses writes (root ignores permission bits)")

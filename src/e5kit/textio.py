@@ -1,50 +1,343 @@
-"""Reading text files line by line with errors that name the file and line."""
+"""Reading input files and checking output folders, with errors that name the file (and line).
+
+This is e5kit's one decompression layer: every input the package reads (curation dumps, evaluation
+and index files, fine-tuning data) comes through :func:`iter_chunks`, which picks the codec from the
+file name's last suffix, in any case: ``.gz``, ``.bz2``, ``.xz``/``.lzma`` and ``.zst`` are
+decompressed, any other suffix is read as it is; archive suffixes e5kit cannot read (``.zip``,
+``.7z``, ...) are refused. Each codec runs through one loop (:func:`_decompressed_chunks`) over the
+standard library's and zstandard's incremental decompressors, so every codec follows one rule:
+concatenated members/streams/frames are all read (pbzip2, multi-member gzip, multi-frame zstd), and a
+stream that ends early or holds bytes that do not decompress is an error, never a silent end. (The
+file classes ``bz2.BZ2File`` and ``lzma.LZMAFile``, which fsspec also uses, end quietly at a corrupt
+second stream, and fsspec's zstd codec ends quietly at a cut.)
+
+Failure modes, all named:
+
+* A path that is not a readable regular file (missing, a dangling symbolic link, a folder, a FIFO or
+  device, no permission) is refused before a byte is read: ``FileNotFoundError`` when missing, else
+  :class:`InputPathError`. :func:`check_input_file` runs the same check up front.
+* A cut or corrupt compressed stream raises :class:`CorruptStream` after every byte that could be
+  decompressed before the damage was given out; line readers raise it after the last complete line.
+* Strict line readers (:func:`iter_text_lines`, :func:`iter_jsonl`, :func:`iter_tsv_rows`,
+  :func:`read_texts`) raise :class:`InputFormatError` ``"path:line: ..."`` on the first bad line
+  (invalid UTF-8, bad JSON). The curation readers use :func:`iter_byte_lines` and count bad lines instead.
+
+Lines are split on ``\\n``; a trailing ``\\r`` is removed (CRLF files read like LF files).
+"""
 
 from __future__ import annotations
 
-import gzip
+import bz2
+import csv
 import io
 import json
+import lzma
+import os
+import stat
+import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+#: Bytes read from disk at a time (a compressed chunk of text decompresses to a few MB at most).
+CHUNK_BYTES = 1 << 16
+#: File-name suffix (lower case) -> codec e5kit decompresses.
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".lzma": "lzma", ".zst": "zstd"}
+COMPRESSED_SUFFIXES = tuple(COMPRESSIONS)
+#: Suffixes of archives and compressions e5kit does not read: refused by name rather than read as text.
+UNREADABLE_SUFFIXES = (".zip", ".7z", ".rar", ".tar", ".tgz", ".lz4", ".br", ".sz", ".z")
+
 
 class InputFormatError(ValueError):
-    """A record in an input file is malformed; the message names the file and line."""
+    """An input file cannot be read as records; the message names the file (and line)."""
 
 
-def open_text(path: str | Path) -> IO[str]:
-    """Open a UTF-8 text file, transparently decompressing ``.gz`` and ``.zst``."""
+class InputPathError(InputFormatError):
+    """An input path is not a readable regular file (a folder, a FIFO, no permission, an unsupported
+    compression); the message names it."""
+
+
+class CorruptStream(InputFormatError):
+    """A compressed stream is cut or corrupt.
+
+    Attributes:
+        path: The file.
+        line: The line at the cut (one more than the last complete line), when read by lines; else None.
+        codec: The compression (gzip, bz2, xz, lzma, zstd).
+        detail: The codec's own words, when it gave any.
+    """
+
+    def __init__(self, path: str | Path, codec: str, line: int | None = None, detail: str = "") -> None:
+        self.path, self.codec, self.line, self.detail = Path(path), codec, line, detail
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: truncated or corrupt {codec} stream{f' ({detail})' if detail else ''}")
+
+    def at_line(self, line: int) -> CorruptStream:
+        """The same error, placed at ``line``."""
+        return CorruptStream(self.path, self.codec, line, self.detail)
+
+
+class OutputPathError(ValueError):
+    """An output folder cannot be created or written; the message names it."""
+
+
+# ------------------------------------------------------------------------------------------- paths
+def compression(path: str | Path) -> str | None:
+    """The codec of ``path`` by its last suffix (gzip, bz2, xz, lzma, zstd), or None for a plain file.
+
+    Raises:
+        InputPathError: an archive or compression e5kit does not read (``.zip``, ``.7z``, ``.tar``, ``.lz4``, ...).
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in UNREADABLE_SUFFIXES:
+        raise InputPathError(f"{path}: {suffix} files are not read (give the plain file, or one compressed with {', '.join(COMPRESSED_SUFFIXES)})")
+    return COMPRESSIONS.get(suffix)
+
+
+def content_suffix(path: str | Path) -> str:
+    """The lower-cased suffix that says what a file holds, compression suffixes left out:
+    ``.jsonl`` for ``corpus.JSONL.gz``, ``""`` when there is none."""
+    suffixes = [suffix.lower() for suffix in Path(path).suffixes]
+    while suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
+
+
+def find_compressed(folder: str | Path, name: str) -> Path | None:
+    """``folder/name``, else ``folder/name`` with the first compression suffix that exists
+    (``.gz``, ``.bz2``, ``.xz``, ``.lzma``, ``.zst``); None when there is none."""
+    for suffix in ("", *COMPRESSED_SUFFIXES):
+        candidate = Path(folder) / f"{name}{suffix}"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def check_input_file(path: str | Path) -> Path:
+    """Refuse, before any work, a path that cannot be read as a file; returns it as a Path.
+
+    Raises:
+        FileNotFoundError: nothing is there (or a dangling symbolic link), naming the path.
+        InputPathError: a folder, a FIFO/socket/device, a file that cannot be opened (permissions),
+            or an unsupported compression suffix, naming the path.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    if path.suffix == ".zst":
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        dangling = f" (dangling symbolic link to {os.readlink(path)})" if path.is_symlink() else ""
+        raise FileNotFoundError(f"{path}: no such file{dangling}") from None
+    except OSError as error:
+        raise InputPathError(f"{path}: cannot be read ({error.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise InputPathError(f"{path}: is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise InputPathError(f"{path}: is not a regular file (a FIFO, socket or device cannot be read as input)")
+    compression(path)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as error:
+        raise InputPathError(f"{path}: cannot be read ({error.strerror})") from None
+    return path
+
+
+def writable_folder(path: str | Path) -> Path:
+    """Create the output folder ``path`` if needed and prove that files can be written in it (a probe
+    file is created and removed), so a stage fails before its expensive work (loading a model).
+
+    Raises:
+        OutputPathError: naming the folder, when it is a file, cannot be created, or is not writable
+            (read-only, permissions, a read-only file system).
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputPathError(f"{path}: exists and is not a folder (an output folder is needed)") from None
+    except OSError as error:
+        raise OutputPathError(f"{path}: cannot create the output folder ({error.strerror})") from None
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".e5kit-write-check-", dir=path)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise OutputPathError(f"{path}: output folder is not writable ({error.strerror})") from None
+    return path
+
+
+# ---------------------------------------------------------------------------------- decompression
+def _decompressor(codec: str):
+    """A fresh incremental decompressor (``decompress(bytes)``, ``eof``, ``unused_data``) for one member/stream/frame."""
+    if codec == "gzip":
+        return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    if codec == "bz2":
+        return bz2.BZ2Decompressor()
+    if codec in ("xz", "lzma"):
+        return lzma.LZMADecompressor()
+    import zstandard
+
+    return zstandard.ZstdDecompressor(max_window_size=2**31).decompressobj()  # Pushshift dumps use --long=31
+
+
+def _codec_errors(codec: str) -> tuple[type[Exception], ...]:
+    """What the decompressor raises on bytes that do not decompress (bz2: OSError)."""
+    if codec == "zstd":
         import zstandard
 
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(path.open("rb")), encoding="utf-8")
-    return path.open("r", encoding="utf-8")
+        return (zstandard.ZstdError,)
+    return (zlib.error, lzma.LZMAError, OSError)
+
+
+def _decompressed_chunks(handle: IO[bytes], path: Path, codec: str) -> Iterator[bytes]:
+    """The decompressed bytes of every concatenated member/stream/frame of ``handle``.
+
+    Raises:
+        CorruptStream: bytes that do not decompress (also after a complete member: never ignored), or a
+            stream that ends before its end marker; always after the bytes decompressed before.
+    """
+    errors = _codec_errors(codec)
+    data = handle.read(CHUNK_BYTES)
+    if not data:
+        return  # an empty file is an empty input
+    decompressor = _decompressor(codec)
+    while True:
+        try:
+            output = decompressor.decompress(data)
+        except errors as error:
+            raise CorruptStream(path, codec, detail=str(error)) from error
+        if output:
+            yield output
+        if decompressor.eof:  # this member ended; anything after it must be another complete one
+            data = decompressor.unused_data or handle.read(CHUNK_BYTES)
+            if not data:
+                return
+            decompressor = _decompressor(codec)
+            continue
+        data = handle.read(CHUNK_BYTES)
+        if not data:
+            raise CorruptStream(path, codec, detail="the stream ends before its end marker")
+
+
+def iter_chunks(path: str | Path) -> Iterator[bytes]:
+    """The decompressed bytes of ``path``, chunk by chunk (plain files: as read, :data:`CHUNK_BYTES` at a time).
+
+    Raises:
+        FileNotFoundError, InputPathError: before reading (see :func:`check_input_file`).
+        CorruptStream: after the last bytes that decompressed, when the stream is cut or corrupt.
+        OSError: a read error.
+    """
+    path = check_input_file(path)
+    codec = compression(path)
+    with path.open("rb") as handle:
+        if codec is None:
+            while data := handle.read(CHUNK_BYTES):
+                yield data
+        else:
+            yield from _decompressed_chunks(handle, path, codec)
+
+
+class _ChunkReader(io.RawIOBase):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks, self._pending = chunks, memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+    def close(self) -> None:
+        self._chunks.close()
+        super().close()
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """A binary file object of the decompressed bytes of ``path`` (for parsers that want a stream, e.g. WARC).
+
+    Raises:
+        FileNotFoundError, InputPathError: at once (see :func:`check_input_file`).
+        CorruptStream: from ``read`` when the stream is cut or corrupt, after the bytes before it.
+    """
+    check_input_file(path)  # now, not at the first read of the (lazy) chunks
+    return io.BufferedReader(_ChunkReader(iter_chunks(path)), CHUNK_BYTES)
+
+
+# ------------------------------------------------------------------------------------------- lines
+def iter_byte_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, raw line without ``\\n`` or ``\\r\\n``) for every line, blank ones included.
+
+    Raises:
+        FileNotFoundError, InputPathError: before reading.
+        CorruptStream: with ``line`` set to the line at the cut, after every complete line before it
+            (the partial line of a cut stream is not a record and is not given out).
+        OSError: a read error of a plain file.
+    """
+    number = 0
+    rest = b""
+    try:
+        for chunk in iter_chunks(path):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for raw in lines:
+                number += 1
+                yield number, raw[:-1] if raw.endswith(b"\r") else raw
+    except CorruptStream as error:
+        raise error.at_line(number + 1) from error.__cause__
+    if rest:
+        yield number + 1, rest[:-1] if rest.endswith(b"\r") else rest
+
+
+def decode_line(path: str | Path, line_number: int, raw: bytes) -> str:
+    """``raw`` as UTF-8 text.
+
+    Raises:
+        InputFormatError: ``"path:line: invalid UTF-8 (byte N ...)"``.
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputFormatError(f"{path}:{line_number}: invalid UTF-8 (byte {error.start + 1} of the line: {error.reason})") from None
+
+
+def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) for every line of a UTF-8 file, blank ones included; errors name file and line."""
+    for line_number, raw in iter_byte_lines(path):
+        yield line_number, decode_line(path, line_number, raw)
+
+
+def iter_tsv_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) for every non-blank line of a tab-separated file (no quoting: one row per line)."""
+    for line_number, text in iter_text_lines(path):
+        if text.strip():
+            yield line_number, next(csv.reader([text], delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line of a JSONL file.
 
     Raises:
-        InputFormatError: on a line that is not a JSON object.
+        InputFormatError: on a line that is not a JSON object, invalid UTF-8 or a cut stream, naming file and line.
     """
-    with open_text(path) as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputFormatError(f"{path}:{line_number}: invalid JSON ({error.msg})") from error
-            if not isinstance(record, dict):
-                raise InputFormatError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
-            yield line_number, record
+    for line_number, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputFormatError(f"{path}:{line_number}: invalid JSON ({error.msg})") from error
+        if not isinstance(record, dict):
+            raise InputFormatError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
+        yield line_number, record
 
 
 def read_texts(path: str | Path, field: str = "text") -> list[str]:
@@ -53,9 +346,7 @@ def read_texts(path: str | Path, field: str = "text") -> list[str]:
     Rows of the output follow the lines of the input, so a blank line in a ``.txt`` file or a
     missing/empty field in a JSONL record is an error naming its line rather than a silent skip.
     """
-    path = Path(path)
-    suffixes = [s for s in path.suffixes if s not in (".gz", ".zst")]
-    if suffixes and suffixes[-1] in (".jsonl", ".json", ".ndjson"):
+    if content_suffix(path) in (".jsonl", ".json", ".ndjson"):
         texts = []
         for line_number, record in iter_jsonl(path):
             value = record.get(field)
@@ -64,10 +355,8 @@ def read_texts(path: str | Path, field: str = "text") -> list[str]:
             texts.append(value)
         return texts
     texts = []
-    with open_text(path) as handle:
-        for line_number, line in enumerate(handle, start=1):
-            text = line.rstrip("\n")
-            if not text.strip():
-                raise InputFormatError(f"{path}:{line_number}: blank line (every line is one text to embed)")
-            texts.append(text)
+    for line_number, text in iter_text_lines(path):
+        if not text.strip():
+            raise InputFormatError(f"{path}:{line_number}: blank line (every line is one text to embed)")
+        texts.append(text)
     return texts

@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from e5kit.text import has_visible_text
-from e5kit.textio import InputFormatError, iter_jsonl, open_text
+from e5kit.textio import InputFormatError, content_suffix, iter_jsonl, iter_tsv_rows
 
 logger = logging.getLogger(__name__)
 
@@ -257,13 +256,6 @@ def read_beir(folder: str | Path, issues: RecordIssues, split: str = "train") ->
         )
 
 
-def _tsv_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
-    with open_text(path) as handle:
-        for line_number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-            if "".join(row).strip():
-                yield line_number, row
-
-
 def _grouped(groups: dict[str, FinetuneExample], issues: RecordIssues) -> Iterator[FinetuneExample]:
     for example in groups.values():
         if _checked(example, issues) is not None:
@@ -276,7 +268,7 @@ def read_msmarco_triples(path: str | Path, issues: RecordIssues) -> Iterator[Fin
     The file is grouped in memory: all positives and negatives of a query form one example.
     """
     groups: dict[str, FinetuneExample] = {}
-    for line_number, row in _tsv_rows(path):
+    for line_number, row in iter_tsv_rows(path):
         if len(row) != 3:
             issues.add(f"expected 3 tab-separated columns, got {len(row)}", f"{path}:{line_number}")
             continue
@@ -296,13 +288,12 @@ def _nli_rows(path: str | Path, issues: RecordIssues) -> Iterator[tuple[str, str
     def pick(record: dict[str, Any], names: tuple[str, str]) -> Any:
         return next((record[name] for name in names if name in record), None)
 
-    name = Path(path).name.removesuffix(".gz")
-    if name.endswith((".jsonl", ".json", ".ndjson")):
+    if content_suffix(path) in (".jsonl", ".json", ".ndjson"):
         for line_number, record in iter_jsonl(path):
             yield (f"{path}:{line_number}", *(pick(record, names) for names in keys))
         return
     header: list[str] | None = None
-    for line_number, row in _tsv_rows(path):
+    for line_number, row in iter_tsv_rows(path):
         if header is None:
             header = [cell.strip().lower() for cell in row]
             missing = [names[0] for names in keys if not any(n in header for n in names)]

@@ -13,7 +13,6 @@ gets an all-zero embedding (dot/cosine score 0; BM25 scores it 0 too), and every
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -21,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from e5kit.text import has_visible_text
-from e5kit.textio import InputFormatError, iter_jsonl, open_text
+from e5kit.textio import COMPRESSED_SUFFIXES, InputFormatError, find_compressed, iter_jsonl, iter_tsv_rows
 
 
 class BeirData(NamedTuple):
@@ -39,11 +38,11 @@ class BeirData(NamedTuple):
 
 
 def find_file(folder: Path, name: str) -> Path:
-    """``folder/name`` or ``folder/name.gz``, whichever exists."""
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"{folder}: no {name} or {name}.gz")
+    """``folder/name`` or a compressed ``folder/name.gz`` (``.bz2``, ``.xz``, ``.lzma``, ``.zst``), whichever exists."""
+    found = find_compressed(folder, name)
+    if found is None:
+        raise FileNotFoundError(f"{folder}: no {name} (or {name} with {', '.join(COMPRESSED_SUFFIXES)})")
+    return found
 
 
 def _record_id(path: Path, line_number: int, record: dict) -> str:
@@ -115,27 +114,24 @@ def load_qrels(
             missing from the corpus or queries, or a file without any judgement (naming file and line).
     """
     qrels: dict[str, dict[str, int]] = {}
-    with open_text(path) as handle:
-        for line_number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-            if not "".join(row).strip():
-                continue
-            if line_number == 1 and row[0].strip().lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(row) != 3:
-                raise InputFormatError(f"{path}:{line_number}: expected 3 tab-separated columns, got {len(row)}")
-            query_id, doc_id, score_text = (cell.strip() for cell in row)
-            try:
-                score = int(score_text)
-            except ValueError as error:
-                raise InputFormatError(f"{path}:{line_number}: score {score_text!r} is not an integer") from error
-            if queries is not None and query_id not in queries:
-                raise InputFormatError(f"{path}:{line_number}: query id {query_id!r} is not in the queries file")
-            if corpus is not None and doc_id not in corpus:
-                raise InputFormatError(f"{path}:{line_number}: document id {doc_id!r} is not in the corpus")
-            judged = qrels.setdefault(query_id, {})
-            if doc_id in judged:
-                raise InputFormatError(f"{path}:{line_number}: pair ({query_id}, {doc_id}) is judged twice")
-            judged[doc_id] = score
+    for line_number, row in iter_tsv_rows(path):
+        if line_number == 1 and row[0].strip().lower() in ("query-id", "query_id", "qid"):
+            continue
+        if len(row) != 3:
+            raise InputFormatError(f"{path}:{line_number}: expected 3 tab-separated columns, got {len(row)}")
+        query_id, doc_id, score_text = (cell.strip() for cell in row)
+        try:
+            score = int(score_text)
+        except ValueError as error:
+            raise InputFormatError(f"{path}:{line_number}: score {score_text!r} is not an integer") from error
+        if queries is not None and query_id not in queries:
+            raise InputFormatError(f"{path}:{line_number}: query id {query_id!r} is not in the queries file")
+        if corpus is not None and doc_id not in corpus:
+            raise InputFormatError(f"{path}:{line_number}: document id {doc_id!r} is not in the corpus")
+        judged = qrels.setdefault(query_id, {})
+        if doc_id in judged:
+            raise InputFormatError(f"{path}:{line_number}: pair ({query_id}, {doc_id}) is judged twice")
+        judged[doc_id] = score
     if not qrels:
         raise InputFormatError(f"{path}: no relevance judgements")
     return qrels
@@ -161,10 +157,10 @@ def load_beir(data_dir: str | Path, split: str = "test") -> BeirData:
         raise FileNotFoundError(f"{folder}: not a directory")
     corpus = load_corpus(find_file(folder, "corpus.jsonl"))
     queries = load_queries(find_file(folder, "queries.jsonl"))
-    qrels_path = folder / "qrels" / f"{split}.tsv"
-    if not qrels_path.is_file():
-        available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
-        raise FileNotFoundError(f"{qrels_path}: no such file (splits with qrels: {', '.join(available) or 'none'})")
+    qrels_path = find_compressed(folder / "qrels", f"{split}.tsv")
+    if qrels_path is None:
+        available = sorted(p.name.split(".")[0] for p in (folder / "qrels").glob("*.tsv*"))
+        raise FileNotFoundError(f"{folder / 'qrels' / f'{split}.tsv'}: no such file (splits with qrels: {', '.join(available) or 'none'})")
     qrels = load_qrels(qrels_path, corpus=corpus, queries=queries)
     return BeirData(corpus, queries, qrels)
 

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from e5kit.text import has_visible_text
-from e5kit.textio import InputFormatError, iter_jsonl, open_text
+from e5kit.textio import COMPRESSED_SUFFIXES, InputFormatError, content_suffix, find_compressed, iter_jsonl, iter_tsv_rows
 
-SUFFIXES = (".tsv", ".tsv.gz", ".jsonl", ".jsonl.gz")
+SUFFIXES = (".tsv", ".jsonl")
 
 
 def split_file(data: str | Path, split: str) -> Path:
-    """``data`` itself when it is a file, else ``data/<split>.tsv[.gz]`` or ``data/<split>.jsonl[.gz]``."""
+    """``data`` itself when it is not a folder, else ``data/<split>.tsv`` or ``data/<split>.jsonl``, each
+    possibly compressed (``.gz``, ``.bz2``, ``.xz``, ``.lzma``, ``.zst``)."""
     path = Path(data)
-    if path.is_file():
-        return path
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such file or directory")
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or directory")
+        return path
     for suffix in SUFFIXES:
-        if (path / f"{split}{suffix}").is_file():
-            return path / f"{split}{suffix}"
-    raise FileNotFoundError(f"{path}: no {split}.tsv, {split}.tsv.gz, {split}.jsonl or {split}.jsonl.gz")
+        found = find_compressed(path, f"{split}{suffix}")
+        if found is not None:
+            return found
+    raise FileNotFoundError(f"{path}: no {split}.tsv or {split}.jsonl (plain or {', '.join(COMPRESSED_SUFFIXES)})")
 
 
 def read_columns(path: Path, columns: tuple[str, ...], allow_empty: tuple[str, ...] = ()) -> dict[str, list]:
@@ -40,7 +41,7 @@ def read_columns(path: Path, columns: tuple[str, ...], allow_empty: tuple[str, .
         InputFormatError: a missing column, a short row or an empty value, naming file and line.
     """
     table: dict[str, list] = {name: [] for name in (*columns, "_line")}
-    if ".jsonl" in path.suffixes:
+    if content_suffix(path) == ".jsonl":
         records = iter_jsonl(path)
     else:
         records = _iter_tsv(path, columns)
@@ -59,20 +60,17 @@ def read_columns(path: Path, columns: tuple[str, ...], allow_empty: tuple[str, .
 
 
 def _iter_tsv(path: Path, columns: tuple[str, ...]):
-    with open_text(path) as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
+    header: list[str] | None = None
+    for line_number, row in iter_tsv_rows(path):
         if header is None:
-            return
-        missing = [name for name in columns if name not in header]
-        if missing:
-            raise InputFormatError(f"{path}:1: header lacks column(s) {', '.join(missing)} (has: {', '.join(header)})")
-        for line_number, row in enumerate(reader, start=2):
-            if not "".join(row).strip():
-                continue
-            if len(row) != len(header):
-                raise InputFormatError(f"{path}:{line_number}: expected {len(header)} tab-separated columns, got {len(row)}")
-            yield line_number, dict(zip(header, row, strict=True))
+            header = row
+            missing = [name for name in columns if name not in header]
+            if missing:
+                raise InputFormatError(f"{path}:{line_number}: header lacks column(s) {', '.join(missing)} (has: {', '.join(header)})")
+            continue
+        if len(row) != len(header):
+            raise InputFormatError(f"{path}:{line_number}: expected {len(header)} tab-separated columns, got {len(row)}")
+        yield line_number, dict(zip(header, row, strict=True))
 
 
 def parse_float(path: Path, line_number: int, column: str, value) -> float:

@@ -1,0 +1,115 @@
+"""e5kit.textio: the one decompression layer, strict line readers and the output-folder check."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from corrupt_corpus import CODECS, DAMAGED_CASES, complete_lines_before_cut, unreadable_paths, write
+
+from e5kit.textio import (
+    CorruptStream,
+    InputFormatError,
+    InputPathError,
+    OutputPathError,
+    check_input_file,
+    content_suffix,
+    iter_byte_lines,
+    iter_jsonl,
+    read_texts,
+    writable_folder,
+)
+
+LINES = [f"line {i} of a text file".encode() for i in range(20000)]  # about 500 kB: several bz2 and zstd blocks
+DATA = b"\n".join(LINES) + b"\n"
+
+
+@pytest.mark.parametrize("suffix", ["", *CODECS, ".GZ"])
+def test_every_codec_gives_every_line(tmp_path, suffix):
+    # Given the same lines plain and compressed (suffixes in any case)
+    path = tmp_path / f"texts.txt{suffix}"
+    path.write_bytes(CODECS.get(suffix.lower(), bytes)(DATA))
+    # When read, then every line comes out in order
+    assert [line for _, line in iter_byte_lines(path)] == LINES
+
+
+@pytest.mark.parametrize("suffix", list(CODECS))
+def test_concatenated_members_are_all_read(tmp_path, suffix):
+    # Given two complete members/streams/frames back to back (pbzip2, cat a.gz b.gz, multi-frame zstd)
+    path = tmp_path / f"texts.txt{suffix}"
+    path.write_bytes(CODECS[suffix](b"a\nb\n") + CODECS[suffix](b"c\n"))
+    # When read, then both are read
+    assert [line for _, line in iter_byte_lines(path)] == [b"a", b"b", b"c"]
+
+
+@pytest.mark.parametrize(("damage", "suffix"), DAMAGED_CASES, ids=lambda value: value)
+def test_damage_raises_after_the_lines_before_it(tmp_path, damage, suffix):
+    # Given a damaged stream
+    path = write(tmp_path / f"texts.txt{suffix}", DATA, damage)
+    # When read line by line
+    seen = []
+    with pytest.raises(CorruptStream) as error:
+        for number, line in iter_byte_lines(path):
+            seen.append(line)
+    # Then the lines before the damage came out, and the error names the file, the line of the cut and the codec
+    assert seen == LINES[: len(seen)]
+    assert error.value.line == len(seen) + 1
+    assert str(error.value).startswith(f"{path}:{len(seen) + 1}: truncated or corrupt ")
+    if damage == "truncated":
+        assert len(seen) == complete_lines_before_cut(path.read_bytes(), suffix) > 0
+
+
+def test_crlf_lines_and_empty_files(tmp_path):
+    # Given a CRLF file and empty files (plain and compressed)
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(b"a\r\nb\r\nc")
+    empty = [tmp_path / f"empty.txt{suffix}" for suffix in ["", *CODECS]]
+    for path in empty:
+        path.write_bytes(b"")
+    # When read, then CR is no part of a line, and an empty file has no lines (not a cut stream)
+    assert read_texts(crlf) == ["a", "b", "c"]
+    assert all(list(iter_byte_lines(path)) == [] for path in empty)
+
+
+def test_strict_readers_name_file_and_line(tmp_path):
+    # Given JSONL with invalid UTF-8 on line 2, and a truncated gzip of JSONL
+    invalid = write(tmp_path / "docs.jsonl", b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    cut = write(tmp_path / "docs.jsonl.gz", b"".join(b'{"text": "line %d"}\n' % i for i in range(5000)), "truncated")
+    # When read strictly, then each is an InputFormatError naming the file and line
+    with pytest.raises(InputFormatError, match=rf"^{invalid}:2: invalid UTF-8"):
+        list(iter_jsonl(invalid))
+    with pytest.raises(InputFormatError, match=rf"^{cut}:\d+: truncated or corrupt gzip stream"):
+        read_texts(cut)
+
+
+def test_paths_that_are_not_readable_files_are_refused_before_reading(tmp_path):
+    # Given every kind of path that is not a readable file (a FIFO would block an open() forever)
+    for kind, path in unreadable_paths(tmp_path).items():
+        # When checked or read, then the error names the path
+        expected = FileNotFoundError if kind == "dangling-link" else InputPathError
+        with pytest.raises(expected, match=str(path)):
+            check_input_file(path)
+        with pytest.raises(expected, match=str(path)):
+            read_texts(path)
+
+
+def test_content_suffix_leaves_compression_out():
+    assert [content_suffix(name) for name in ("corpus.JSONL.gz", "a.tsv.bz2.zst", "Posts.xml", "README")] == [".jsonl", ".tsv", ".xml", ""]
+
+
+def test_writable_folder_creates_and_checks(tmp_path):
+    # Given a new nested folder, a file where a folder is wanted, and a path below a file
+    (tmp_path / "file").write_text("x")
+    # When checked, then the new folder exists and the others are named errors
+    assert writable_folder(tmp_path / "a" / "b").is_dir()
+    with pytest.raises(OutputPathError, match=rf"{tmp_path / 'file'}: exists and is not a folder"):
+        writable_folder(tmp_path / "file")
+    with pytest.raises(OutputPathError, match=rf"{tmp_path / 'file' / 'sub'}: cannot create the output folder"):
+        writable_folder(tmp_path / "file" / "sub")
+    assert os.listdir(tmp_path / "a" / "b") == []  # the probe file is gone
+
+
+def test_writable_folder_refuses_a_read_only_folder(read_only_folder):
+    # Given a folder files cannot be created in; when checked, then the error names it
+    with pytest.raises(OutputPathError, match=rf"{read_only_folder}: output folder is not writable"):
+        writable_folder(read_only_folder)
