@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 
 from e5kit.data.readers import arxiv, generic, news, reddit, stackexchange, warc, wikipedia
 from e5kit.data.readers.base import CORRUPT_JSON, INVALID_UTF8, TRUNCATED
+from e5kit.data.skips import SkipCounter
 
 
 def read_all(module, paths, **options):
-    skips: Counter = Counter()
+    skips = SkipCounter()
     pairs = list(module.read(list(paths), module.Options(**options), skips))
     return pairs, skips
 

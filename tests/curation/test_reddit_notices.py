@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from e5kit.cli.app import app
 from e5kit.data.readers import reddit
+from e5kit.data.skips import SkipCounter
 
 CASE = Path(__file__).parent / "fixtures" / "reddit_notice"  # copy of ../shared/cases/reddit_notice
 REAL_ANSWER = (
@@ -42,7 +43,7 @@ NOT_NOTICES = ["[removed] but here is my answer", "I [deleted] my old post", "[d
 
 
 def read(paths, **options):
-    skips: Counter = Counter()
+    skips = SkipCounter()
     pairs = list(reddit.read(list(paths), reddit.Options(**options), skips))
     return pairs, skips
 

@@ -23,6 +23,7 @@ from e5kit.data.filters import clean
 from e5kit.data.markup import html_to_text, normalize_space, unescape_reddit
 from e5kit.data.pair import Pair
 from e5kit.data.readers import arxiv, generic, news, stackexchange
+from e5kit.data.skips import SkipCounter
 
 CODE_TEXTS = ["if (a<b && c>d)", "std::vector<int>", "Use x &amp;&amp; y; a &lt;b&gt; is not a tag, nor is <br> here"]
 #: arXiv 0704.0215 (title and abstract), one of the shared sample's abstracts the old cleaner cut short.
@@ -94,7 +95,7 @@ def test_shared_arxiv_abstracts_with_angle_brackets_keep_all_their_text(shared_d
         abstracts = {number: json.loads(line).get("abstract") or "" for number, line in enumerate(handle, start=1)}
     angled = {number for number, abstract in abstracts.items() if re.search(r"<[A-Za-z]", abstract)}
     cleaner = clean.CleanFilter(clean.Config())
-    pairs = [pair for pair in arxiv.read([path], arxiv.Options(citations=False), Counter()) if pair.meta["line"] in angled]
+    pairs = [pair for pair in arxiv.read([path], arxiv.Options(citations=False), SkipCounter()) if pair.meta["line"] in angled]
     assert len(pairs) == len(angled) == 25
     for pair in pairs:
         # no URL or boilerplate in these: the cleaned passage is the abstract, up to whitespace
@@ -135,7 +136,7 @@ def test_stackexchange_body_html_is_decoded_exactly_once(tmp_path):
     path = tmp_path / "Posts.xml"
     path.write_bytes(posts_xml(SE_ROWS))
     assert b"&amp;lt;int&amp;gt;" in path.read_bytes() and b"&amp;amp;lt;" in path.read_bytes()
-    skips: Counter = Counter()
+    skips = SkipCounter()
     pairs = list(stackexchange.read([path], stackexchange.Options(), skips))
     assert [(p.query, p.passage) for p in pairs] == [(
         "Why does a<b && c>d fail with std::vector<int>?\nMy code:\n\nstd::vector<int> v; if (a<b && c>d) {}",
@@ -155,7 +156,7 @@ def test_an_answer_without_visible_text_after_decoding_never_displaces_a_readabl
     ]
     path = tmp_path / "Posts.xml"
     path.write_bytes(posts_xml(rows))
-    skips: Counter = Counter()
+    skips = SkipCounter()
     # When read
     pairs = list(stackexchange.read([path], stackexchange.Options(), skips))
     # Then the readable answer is the passage and the image-only one is a counted skip
@@ -170,11 +171,11 @@ def test_stackexchange_text_exports_are_not_decoded_again(tmp_path):
         {"site": "s", "id": 2, "post_type": "answer", "parent_id": 1, "score": 1, "body": "Write &lt; for < and keep <cool trick> as written."},
     ]
     path = write_lines(tmp_path / "posts.jsonl", json_lines(records))
-    pairs = list(stackexchange.read([path], stackexchange.Options(), Counter()))
+    pairs = list(stackexchange.read([path], stackexchange.Options(), SkipCounter()))
     # Then nothing is parsed as HTML or unescaped
     assert [(p.query, p.passage) for p in pairs] == [("Tags in prose\nLook at this <huge stack of solutions>.", "Write &lt; for < and keep <cool trick> as written.")]
     # And body_format: html says an extraction holds HTML
-    html_pairs = list(stackexchange.read([path], stackexchange.Options(body_format="html"), Counter()))
+    html_pairs = list(stackexchange.read([path], stackexchange.Options(body_format="html"), SkipCounter()))
     assert html_pairs[0].passage == "Write < for < and keep as written."
 
 
@@ -192,8 +193,8 @@ def test_reddit_api_escaping_is_undone_once_and_only_for_its_three_characters():
 def test_news_is_plain_text_unless_the_export_is_known_to_carry_entities(tmp_path):
     # Given an AG News style record with HTML character references
     path = write_lines(tmp_path / "n.jsonl", json_lines([{"title": "Chips &amp; more", "description": "Texas Instruments &lt;TXN.N&gt; said if (a<b) nothing."}]))
-    plain = list(news.read([path], news.Options(), Counter()))
-    decoded = list(news.read([path], news.Options(unescape_entities=True), Counter()))
+    plain = list(news.read([path], news.Options(), SkipCounter()))
+    decoded = list(news.read([path], news.Options(unescape_entities=True), SkipCounter()))
     # Then by default the text is used as written, and with unescape_entities decoded once (no tag parsing)
     assert (plain[0].query, plain[0].passage) == ("Chips &amp; more", "Texas Instruments &lt;TXN.N&gt; said if (a<b) nothing.")
     assert (decoded[0].query, decoded[0].passage) == ("Chips & more", "Texas Instruments <TXN.N> said if (a<b) nothing.")
@@ -201,8 +202,8 @@ def test_news_is_plain_text_unless_the_export_is_known_to_carry_entities(tmp_pat
 
 def test_generic_and_arxiv_readers_pass_markup_like_text_through(tmp_path):
     rows = [{"query": text, "passage": f"{text} again"} for text in CODE_TEXTS]
-    pairs = list(generic.read([write_lines(tmp_path / "g.jsonl", json_lines(rows))], generic.Options(), Counter()))
+    pairs = list(generic.read([write_lines(tmp_path / "g.jsonl", json_lines(rows))], generic.Options(), SkipCounter()))
     assert [(p.query, p.passage) for p in pairs] == [(r["query"], r["passage"]) for r in rows]
-    papers = list(arxiv.read([write_lines(tmp_path / "a.jsonl", json_lines([ARXIV_0704_0215]))], arxiv.Options(), Counter()))
+    papers = list(arxiv.read([write_lines(tmp_path / "a.jsonl", json_lines([ARXIV_0704_0215]))], arxiv.Options(), SkipCounter()))
     assert papers[0].passage == ARXIV_0704_0215["abstract"]
     assert isinstance(clean.CleanFilter(clean.Config()).apply(Pair("q", papers[0].passage)), Pair)

@@ -20,6 +20,7 @@ from e5kit.data.filters.visible import PASSAGE_INVISIBLE, QUERY_INVISIBLE, Visib
 from e5kit.data.pair import Pair
 from e5kit.data.readers import generic, news, wikipedia
 from e5kit.data.readers.base import text_field
+from e5kit.data.skips import SkipCounter
 
 INVISIBLE = ["\u200b", "\u2060\u00ad", "\ufeff ", "", " \t\n"]
 
@@ -41,12 +42,12 @@ def test_readers_treat_invisible_fields_as_missing(tmp_path, text):
     generic_path = write_lines(tmp_path / "g.jsonl", json_lines([{"query": text, "passage": "A passage"}]))
     wiki_path = write_lines(tmp_path / "w.jsonl", json_lines([{"title": "Article", "text": f"{text}\nA paragraph long enough to be a passage here."}]))
     # When read, Then each is a counted skip, not a pair
-    skips: Counter = Counter()
+    skips = SkipCounter()
     assert list(news.read([news_path], news.Options(), skips)) == []
     assert list(generic.read([generic_path], generic.Options(), skips)) == []
     assert skips == Counter({"article without headline or text": 1, "row without text in 'query' or 'passage'": 1})
     # And an invisible paragraph is not a paragraph
-    pairs = list(wikipedia.read([wiki_path], wikipedia.Options(min_paragraph_words=3), Counter()))
+    pairs = list(wikipedia.read([wiki_path], wikipedia.Options(min_paragraph_words=3), SkipCounter()))
     assert [p.passage for p in pairs] == ["A paragraph long enough to be a passage here."]
 
 
@@ -80,7 +81,7 @@ def test_pipeline_drops_pairs_left_invisible_after_cleaning_with_a_counted_reaso
 
 def test_decontamination_index_skips_invisible_eval_texts(tmp_path):
     (tmp_path / "corpus.jsonl").write_text('{"_id": "1", "title": "\\u200b", "text": "visible words"}\n{"_id": "2", "title": "", "text": "\\u2060\\u00ad"}\n')
-    texts = list(decontaminate.iter_eval_texts(tmp_path / "corpus.jsonl", Counter()))
+    texts = list(decontaminate.iter_eval_texts(tmp_path / "corpus.jsonl", SkipCounter()))
     assert texts == ["visible words"]
 
 

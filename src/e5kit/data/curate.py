@@ -12,7 +12,11 @@ Two passes, so the heavy work parallelises and the global work stays exact:
    ``report.json``, ``report.md`` and length histograms.
 
 Every unit a reader produces (a candidate pair or a skipped record) ends in exactly one bucket, so
-per source ``read == kept + sum(dropped)``; the report checks it.
+per source ``read == kept + sum(dropped)``; the report checks it. Every drop keeps where it came from:
+per reason, the report lists the count per file and the first (file, line) examples (``drop_where``).
+
+Input paths are checked with the config, before any work: a folder, a FIFO, a dangling link, an
+unreadable file or an unsupported compression is a config error naming the path.
 
 Example:
     >>> report = curate(CurateConfig(output_dir="out", sources=[{"type": "news", "paths": ["news.jsonl"]}]))  # doctest: +SKIP
@@ -38,7 +42,9 @@ from e5kit.config import describe_validation_error
 from e5kit.data.filters import clean, decontaminate, exact_dedup, language, length, near_dedup, perplexity, visible
 from e5kit.data.filters.base import PairFilter
 from e5kit.data.pair import PAIR_COLUMNS, Pair
-from e5kit.data.readers import arxiv, generic, news, reddit, stackexchange, stdlib_docs, warc, wikipedia
+from e5kit.data.readers import arxiv, base, generic, news, reddit, stackexchange, stdlib_docs, warc, wikipedia
+from e5kit.data.skips import SkipCounter
+from e5kit.textio import InputPathError, check_input_file
 
 #: Source type -> reader module (``Options`` model and ``read(paths, options, skips)``).
 READERS: dict[str, ModuleType] = {
@@ -55,7 +61,11 @@ READERS: dict[str, ModuleType] = {
 }
 #: Sources that need no input files.
 PATHLESS = {"pydoc"}
+#: Sources whose paths may be ``hf:NAME[:SPLIT]`` Hub datasets.
+HUB_PATHS = {"generic"}
 WRITE_BATCH = 8192
+#: Changes when a done marker's content changes, so markers of an older e5kit are redone, not trusted.
+MARKER_VERSION = 2
 # Aliases: the FiltersConfig fields share the filter modules' names.
 CleanConfig, LengthConfig, LanguageConfig = clean.Config, length.Config, language.Config
 PerplexityConfig, DecontaminateConfig = perplexity.Config, decontaminate.Config
@@ -103,6 +113,23 @@ class SourceConfig(BaseModel):
 
     def reader_options(self):
         return READERS[self.type].Options.model_validate(self.options)
+
+    def check_paths(self) -> None:
+        """Refuse, before work starts, every input path the reader cannot read (see ``readers.base.check_paths``).
+
+        Raises:
+            ValueError: a pattern matching nothing, or a path that is a folder, a FIFO, a dangling link,
+                unreadable or of an unsupported compression, naming it.
+        """
+        files = self.files()
+        hub = [str(path) for path in files if str(path).startswith("hf:")]
+        if hub and self.type not in HUB_PATHS:
+            raise ValueError(f"{hub[0]}: hf: paths are read by the generic source only")
+        check = getattr(READERS[self.type], "check_paths", base.check_paths)
+        try:
+            check(files, self.reader_options())
+        except (OSError, InputPathError) as error:
+            raise ValueError(str(error)) from None
 
     def files(self) -> list[Path]:
         """The input files, in a stable order; a pattern that matches nothing is an error."""
@@ -174,7 +201,7 @@ class CurateConfig(BaseModel):
             if not source.paths and source.type not in PATHLESS:
                 raise ValueError(f"{where}.paths: a {source.type} source needs at least one input path")
             try:
-                source.files()
+                source.check_paths()
             except ValueError as error:
                 raise ValueError(f"{where}.paths: {error}") from None
             if filters.perplexity.model_path is not None:
@@ -182,6 +209,11 @@ class CurateConfig(BaseModel):
             missing = [str(p) for p in filters.decontaminate.eval_paths if not p.exists()]
             if missing:
                 raise ValueError(f"{where}: filters.decontaminate.eval_paths: no such file or folder: {missing}")
+            try:
+                for path in decontaminate.eval_files(list(filters.decontaminate.eval_paths)):
+                    check_input_file(path)
+            except (OSError, InputPathError) as error:
+                raise ValueError(f"{where}: filters.decontaminate.eval_paths: {error}") from None
         return self
 
     def filters_for(self, source: SourceConfig) -> FiltersConfig:
@@ -223,7 +255,7 @@ class ShardTask(BaseModel):
     def fingerprint(self) -> str:
         """Changes when the task or any input file (size, mtime) changes, invalidating a done marker."""
         stats = [(f, *(_file_stat(Path(f)))) for f in self.files]
-        payload = json.dumps([self.model_dump(mode="json", exclude={"work_dir"}), stats], sort_keys=True)
+        payload = json.dumps([MARKER_VERSION, self.model_dump(mode="json", exclude={"work_dir"}), stats], sort_keys=True)
         return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
 
 
@@ -322,8 +354,8 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     options = reader.Options.model_validate(task.options)
     chain = build_filters(task.filters, task.eval_index)
     dedup_config, near_config = task.filters.exact_dedup, task.filters.near_dedup
-    skips: Counter = Counter()
-    dropped: Counter = Counter()
+    skips = SkipCounter()
+    dropped = SkipCounter()
     candidates = 0
     writer = _ParquetWriter(work_dir / f"{task.stem}.parquet", _pair_schema(with_dedup=True))
     for pair in reader.read([Path(f) for f in task.files], options, skips):
@@ -334,7 +366,7 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
         for pair_filter in chain:
             result = pair_filter.apply(result)
             if isinstance(result, str):
-                dropped[f"{pair_filter.name}: {result}"] += 1
+                dropped.add(f"{pair_filter.name}: {result}", *_location(pair.meta))
                 break
         else:
             writer.add({
@@ -346,7 +378,7 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
                 "minhash": near_dedup.signature(result, near_config).tobytes() if near_config.enabled else b"",
             })
     writer.close()
-    dropped.update({f"reader: {reason}": count for reason, count in skips.items()})
+    dropped.merge(skips, prefix="reader: ")
     counts = {
         "fingerprint": fingerprint,
         "source": task.source_name,
@@ -355,9 +387,15 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
         "read": candidates + sum(skips.values()),
         "passed": writer.count,
         "dropped": dict(sorted(dropped.items())),
+        "drop_where": dropped.where(),
     }
     _write_json_atomic(marker, counts)
     return {**counts, "resumed": False}
+
+
+def _location(meta: dict[str, Any]) -> tuple[str | None, int | None]:
+    """(file, line) of a pair from its provenance (WARC pairs give their record offset as the line)."""
+    return meta.get("file"), meta.get("line", meta.get("offset"))
 
 
 def run_local(tasks: list[ShardTask], workers: int) -> list[dict[str, Any]]:
@@ -385,7 +423,7 @@ class _SourceTotals:
     def __init__(self) -> None:
         self.read = 0
         self.kept = 0
-        self.dropped: Counter = Counter()
+        self.dropped = SkipCounter()
         self.shards = 0
         self.resumed = 0
         self.query_words: list[int] = []
@@ -411,7 +449,7 @@ def _merge(config: CurateConfig, tasks: list[ShardTask], results: list[dict[str,
     for task, result in tqdm(list(zip(tasks, results)), desc="dedup + write", unit="shard", disable=len(tasks) < 2):
         total = totals[task.source_name]
         total.read += result["read"]
-        total.dropped.update(result["dropped"])
+        total.dropped.merge(SkipCounter.from_json(result["dropped"], result["drop_where"]))
         total.shards += 1
         total.resumed += bool(result.get("resumed"))
         exact_on, near_config = task.filters.exact_dedup.enabled, task.filters.near_dedup
@@ -422,10 +460,10 @@ def _merge(config: CurateConfig, tasks: list[ShardTask], results: list[dict[str,
         for batch in pq.ParquetFile(Path(task.work_dir) / f"{task.stem}.parquet").iter_batches(batch_size=WRITE_BATCH):
             for row in batch.to_pylist():
                 if exact_on and seen.is_duplicate(row["dedup_key"]):
-                    total.dropped[f"{seen.name}: {seen.reason}"] += 1
+                    total.dropped.add(f"{seen.name}: {seen.reason}", *_location(json.loads(row["meta"])))
                     continue
                 if near is not None and near.is_duplicate(np.frombuffer(row["minhash"], dtype=np.uint64)):
-                    total.dropped[f"{near.name}: {near.reason}"] += 1
+                    total.dropped.add(f"{near.name}: {near.reason}", *_location(json.loads(row["meta"])))
                     continue
                 writer = writers.get(task.source_name)
                 if writer is None or writer.count >= config.shard_size:
@@ -469,6 +507,28 @@ def _histogram(path: Path, name: str, totals: _SourceTotals, bins: int) -> None:
     plt.close(figure)
 
 
+#: Files and examples named per drop reason in report.md (report.json has every file and more examples).
+MARKDOWN_LOCATIONS = 3
+
+
+def _per_file(files: dict[str, int]) -> str:
+    """``a.gz: 3, b.gz: 1, and N more files`` (files with most drops first)."""
+    named = [f"{_cell(file)}: {count:,}" for file, count in list(files.items())[:MARKDOWN_LOCATIONS]]
+    more = len(files) - MARKDOWN_LOCATIONS
+    return ", ".join(named) + (f", and {more:,} more files" if more > 0 else "")
+
+
+def _first_at(examples: list[dict[str, Any]]) -> str:
+    """``a.gz:12, a.gz:40`` (a location without a line is the file alone)."""
+    return ", ".join(
+        _cell(example["file"]) + (f":{example['line']}" if example["line"] is not None else "") for example in examples[:MARKDOWN_LOCATIONS]
+    )
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
 def _report_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Curation report",
@@ -485,8 +545,10 @@ def _report_markdown(report: dict[str, Any]) -> str:
         share = 100 * entry["kept"] / entry["read"] if entry["read"] else 0.0
         lines.append(f"| {name} | {entry['read']:,} | {entry['kept']:,} | {dropped:,} | {share:.1f} |")
     for name, entry in report["sources"].items():
-        lines += ["", f"## {name}", "", "| drop reason | pairs |", "|---|---:|"]
-        lines += [f"| {reason} | {count:,} |" for reason, count in sorted(entry["dropped"].items(), key=lambda item: -item[1])]
+        lines += ["", f"## {name}", "", "| drop reason | pairs | per file | first at (file:line) |", "|---|---:|---|---|"]
+        for reason, count in sorted(entry["dropped"].items(), key=lambda item: -item[1]):
+            where = entry["drop_where"][reason]
+            lines.append(f"| {reason} | {count:,} | {_per_file(where['files'])} | {_first_at(where['examples'])} |")
         lines += ["", f"Query words {entry['query_words']}; passage words {entry['passage_words']}.", "", f"![{name} lengths]({entry['histogram']})"]
     return "\n".join(lines) + "\n"
 
@@ -509,7 +571,10 @@ def _eval_index(config: CurateConfig, work_dir: Path) -> tuple[dict[tuple, str],
             temporary = path.with_name(path.name + ".tmp")
             index.save(temporary)
             os.replace(temporary, path)
-            info[digest] = {"eval_paths": list(key[0]), "ngram": settings.ngram, "ngrams": len(index.ngrams), "texts": len(index.texts), "skipped": dict(skips)}
+            info[digest] = {
+                "eval_paths": list(key[0]), "ngram": settings.ngram, "ngrams": len(index.ngrams), "texts": len(index.texts),
+                "skipped": dict(skips), "skipped_where": skips.where(),
+            }
         paths[key] = str(path)
     return paths, info
 
@@ -556,6 +621,7 @@ def curate(config: CurateConfig) -> dict[str, Any]:
             "read": total.read,
             "kept": total.kept,
             "dropped": dict(sorted(total.dropped.items())),
+            "drop_where": total.dropped.where(),
             "query_words": _length_summary(total.query_words),
             "passage_words": _length_summary(total.passage_words),
             "histogram": f"histograms/{source.name}.png",

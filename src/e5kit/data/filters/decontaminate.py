@@ -9,7 +9,6 @@ sorted array, so the index for a whole BEIR corpus is a few MB and is shared by 
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,9 @@ from e5kit.data.filters.base import FilterConfig, words
 from e5kit.data.filters.exact_dedup import stable_hash
 from e5kit.data.pair import Pair
 from e5kit.data.readers.base import iter_json_records, iter_lines
+from e5kit.data.skips import SkipCounter
 from e5kit.text import has_visible_text
+from e5kit.textio import content_suffix
 
 #: Fields/columns of evaluation files that hold text (BEIR corpus/queries, STS, NLI, classification).
 TEXT_FIELDS = ("title", "text", "query", "question", "sentence1", "sentence2", "premise", "hypothesis", "answer")
@@ -65,18 +66,19 @@ def ngram_hashes(token_hashes: np.ndarray, n: int) -> np.ndarray:
 
 
 def eval_files(paths: list[Path]) -> list[Path]:
+    """The evaluation files: each file of ``paths``, and the JSONL/TSV files (compressed or not) under each folder."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(f for f in path.rglob("*") if f.is_file() and any(s in f.suffixes for s in _EVAL_SUFFIXES)))
+            files.extend(sorted(f for f in path.rglob("*") if f.is_file() and content_suffix(f) in _EVAL_SUFFIXES))
         else:
             files.append(path)
     return files
 
 
-def iter_eval_texts(path: Path, skips: Counter) -> Iterator[str]:
+def iter_eval_texts(path: Path, skips: SkipCounter) -> Iterator[str]:
     """Texts of one evaluation file: the text fields of JSON lines, or the text columns of a TSV."""
-    if ".tsv" in path.suffixes:
+    if content_suffix(path) == ".tsv":
         header: list[str] | None = None
         for _, line in iter_lines(path, skips):
             cells = line.rstrip("\n").split("\t")
@@ -98,9 +100,9 @@ class EvalIndex:
     ngram: int
 
     @classmethod
-    def build(cls, paths: list[Path], ngram: int) -> tuple[EvalIndex, Counter]:
-        """Index every text of ``paths``; returns the index and the eval-file records skipped per reason."""
-        skips: Counter = Counter()
+    def build(cls, paths: list[Path], ngram: int) -> tuple[EvalIndex, SkipCounter]:
+        """Index every text of ``paths``; returns the index and the eval-file records skipped (per reason, with locations)."""
+        skips = SkipCounter()
         cache: dict[str, int] = {}
         ngram_parts, text_hashes = [], []
         for path in eval_files(paths):

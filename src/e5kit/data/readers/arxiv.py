@@ -10,13 +10,13 @@ the query role at random (seeded), as E5 did.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from e5kit.data.pair import Pair
 from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, text_field
+from e5kit.data.skips import SkipCounter
 
 _SPACES = re.compile(r"\s+")
 
@@ -36,12 +36,12 @@ def _paper_id(record: dict[str, Any]) -> str | None:
     return None if value in (None, "") else str(value)
 
 
-def _citations(record: dict[str, Any], skips: Counter) -> list[dict[str, Any]]:
+def _citations(path: Path, line: int, record: dict[str, Any], skips: SkipCounter) -> list[dict[str, Any]]:
     citations = record.get("citations")
     if citations is None:
         return []
     if not isinstance(citations, list):
-        skips["citations field is not a list"] += 1
+        skips.add("citations field is not a list", path, line)
         return []
     return citations
 
@@ -49,24 +49,24 @@ def _citations(record: dict[str, Any], skips: Counter) -> list[dict[str, Any]]:
 def _cited_ids(paths: list[Path]) -> set[str]:
     cited: set[str] = set()
     for path in paths:
-        for _, record in iter_json_records(path, Counter()):
+        for _, record in iter_json_records(path, SkipCounter()):
             citations = record.get("citations")
             if isinstance(citations, list):
                 cited.update(str(c["cited_id"]) for c in citations if isinstance(c, dict) and c.get("cited_id") is not None)
     return cited
 
 
-def read(paths: list[Path], options: Options, skips: Counter) -> Iterator[Pair]:
+def read(paths: list[Path], options: Options, skips: SkipCounter) -> Iterator[Pair]:
     """Stream title -> abstract pairs, then citation pairs whose cited paper was found in the shard."""
     cited = _cited_ids(paths) if options.citations else set()
     cited_texts: dict[str, str] = {}
-    waiting: list[tuple[str, str, dict[str, Any]]] = []
+    waiting: list[tuple[str, str, dict[str, Any]]] = []  # (context, cited id, meta with file and line)
     for path in paths:
         for line, record in iter_json_records(path, skips):
             paper_id = _paper_id(record)
             title, abstract = text_field(record, "title"), text_field(record, "abstract", "paperAbstract")
             if title is None or abstract is None:
-                skips["paper without title or abstract"] += 1
+                skips.add("paper without title or abstract", path, line)
             else:
                 title, abstract = _SPACES.sub(" ", title), _SPACES.sub(" ", abstract)
                 yield Pair(title, abstract, file_meta(path, line=line, id=paper_id, kind="title-abstract"))
@@ -74,10 +74,10 @@ def read(paths: list[Path], options: Options, skips: Counter) -> Iterator[Pair]:
                     cited_texts[paper_id] = f"{title}\n{abstract}"
             if not options.citations:
                 continue
-            for index, citation in enumerate(_citations(record, skips)):
+            for index, citation in enumerate(_citations(path, line, record, skips)):
                 context = text_field(citation, "context") if isinstance(citation, dict) else None
                 if context is None:
-                    skips["citation without context"] += 1
+                    skips.add("citation without context", path, line)
                     continue
                 meta = file_meta(path, line=line, id=paper_id, kind="citation", citation=index, cited_id=citation.get("cited_id"))
                 inline_title = text_field(citation, "cited_title")
@@ -87,9 +87,9 @@ def read(paths: list[Path], options: Options, skips: Counter) -> Iterator[Pair]:
                 elif citation.get("cited_id") is not None:
                     waiting.append((context, str(citation["cited_id"]), meta))
                 else:
-                    skips["citation without cited paper"] += 1
+                    skips.add("citation without cited paper", path, line)
     for context, cited_id, meta in waiting:
         if cited_id in cited_texts:
             yield Pair(context, cited_texts[cited_id], meta, symmetric=True)
         else:
-            skips["cited paper not in shard"] += 1
+            skips.add("cited paper not in shard", meta["file"], meta["line"])

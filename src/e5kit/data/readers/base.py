@@ -1,20 +1,23 @@
 """Streaming building blocks shared by the dump readers.
 
 Every reader streams its files record by record and never raises on bad input: a corrupt JSON line,
-a malformed XML row, invalid UTF-8, a truncated ``.gz``/``.zst``/``.bz2`` stream or a record without
-the fields a reader needs is counted in a ``skips`` counter under a readable reason and passed over.
+a malformed XML row, invalid UTF-8, a truncated or corrupt ``.gz``/``.bz2``/``.xz``/``.zst`` stream
+(read through ``e5kit.textio``, the package's one decompression layer; the records before the cut
+are kept), a number out of range or a record without the fields a reader needs is counted in a
+:class:`~e5kit.data.skips.SkipCounter` under a readable reason, with its file and line, and passed over.
+
+Paths are checked before work starts (:func:`check_paths`): a folder, a FIFO, a dangling link or an
+unreadable file is an error naming it, never a silent drop.
 
 The reader protocol: each module in ``e5kit.data.readers`` has an ``Options`` pydantic model and
-``read(paths, options, skips) -> Iterator[Pair]`` over the files of one shard.
+``read(paths, options, skips) -> Iterator[Pair]`` over the files of one shard; it may define
+``check_paths(paths, options)`` when it reads more than regular files (e.g. a ``datasets`` folder).
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import json
-import zlib
-from collections import Counter
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +26,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from e5kit.data.pair import Pair
+from e5kit.data.skips import SkipCounter
 from e5kit.text import has_visible_text
-
-CHUNK_BYTES = 1 << 20
+from e5kit.textio import CorruptStream, check_input_file, iter_byte_lines
 
 # Skip reasons shared by every reader.
 TRUNCATED = "truncated or corrupt compressed stream"
@@ -41,103 +44,77 @@ class ReaderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TruncatedStream(Exception):
-    """A compressed stream ended before its end marker."""
+def check_paths(paths: list[Path], options: ReaderOptions) -> None:
+    """Refuse, before work starts, any path that is not a readable regular file with a supported compression.
+
+    The default of every reader that reads files; a reader that reads folders defines its own.
+
+    Raises:
+        FileNotFoundError, e5kit.textio.InputPathError: naming the path (see ``e5kit.textio.check_input_file``).
+    """
+    for path in paths:
+        check_input_file(path)
 
 
-def _zstd_chunks(handle) -> Iterator[bytes]:
-    import zstandard
-
-    decompressor = zstandard.ZstdDecompressor(max_window_size=2**31)  # Pushshift dumps use long windows
-    stream = decompressor.decompressobj()
-    pending = b""
-    while True:
-        data = pending or handle.read(CHUNK_BYTES)
-        pending = b""
-        if not data:
-            break
-        yield stream.decompress(data)
-        if stream.eof:  # one frame finished; a multi-frame file continues with a fresh decompressor
-            pending = stream.unused_data
-            stream = decompressor.decompressobj()
-            if not pending:
-                pending = handle.read(CHUNK_BYTES)
-                if not pending:
-                    return
-    if not stream.eof:
-        raise TruncatedStream
-
-
-def _chunks(path: Path) -> Iterator[bytes]:
-    """Decompressed bytes of ``path`` (.gz, .zst, .bz2 or plain), raising TruncatedStream on a cut stream."""
-    with path.open("rb") as handle:
-        suffix = path.suffix
-        if suffix == ".zst":
-            yield from _zstd_chunks(handle)
-            return
-        if suffix in (".gz", ".bz2"):
-            opener = gzip.GzipFile if suffix == ".gz" else bz2.BZ2File
-            with opener(fileobj=handle) as stream:
-                try:
-                    while data := stream.read1(CHUNK_BYTES):  # read1: data before a cut still comes out
-                        yield data
-                except (EOFError, OSError, zlib.error) as error:
-                    raise TruncatedStream from error
-            return
-        while data := handle.read(CHUNK_BYTES):
-            yield data
-
-
-def iter_lines(path: str | Path, skips: Counter, *, keep_blank: bool = False) -> Iterator[tuple[int, str]]:
+def iter_lines(path: str | Path, skips: SkipCounter, *, keep_blank: bool = False) -> Iterator[tuple[int, str]]:
     """Yield (line number, decoded line) per line (blank ones only with ``keep_blank``).
 
-    Undecodable lines and cut or corrupt streams are counted in ``skips``.
+    Undecodable lines, a cut or corrupt stream (at the line of the cut, after the lines before it) and
+    an unreadable file are counted in ``skips`` with their location.
     """
-    path = Path(path)
     number = 0
-    rest = b""
     try:
-        for chunk in _chunks(path):
-            lines = (rest + chunk).split(b"\n")
-            rest = lines.pop()
-            for raw in lines:
-                number += 1
-                line = _decode(raw, skips, keep_blank)
-                if line is not None:
-                    yield number, line
-    except TruncatedStream:
-        skips[TRUNCATED] += 1
-        return  # the partial last line of a cut stream is not a record
-    except OSError:
-        skips[UNREADABLE] += 1
-        return
-    if rest:
-        line = _decode(rest, skips, keep_blank)
-        if line is not None:
-            yield number + 1, line
+        for number, raw in iter_byte_lines(path):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                skips.add(INVALID_UTF8, path, number)
+                continue
+            if keep_blank or line.strip():
+                yield number, line
+    except CorruptStream as error:
+        skips.add(TRUNCATED, path, error.line)  # the partial last line of a cut stream is not a record
+    except (OSError, ValueError):  # vanished or became unreadable after the up-front check
+        skips.add(UNREADABLE, path, number + 1 if number else None)
 
 
-def _decode(raw: bytes, skips: Counter, keep_blank: bool) -> str | None:
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        skips[INVALID_UTF8] += 1
-        return None
-    return line if keep_blank or line.strip() else None
-
-
-def iter_json_records(path: str | Path, skips: Counter) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_json_records(path: str | Path, skips: SkipCounter) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) per JSON line; corrupt lines and non-objects are counted."""
     for number, line in iter_lines(path, skips):
         try:
             record = json.loads(line)
         except ValueError:
-            skips[CORRUPT_JSON] += 1
+            skips.add(CORRUPT_JSON, path, number)
             continue
         if not isinstance(record, dict):
-            skips[NOT_AN_OBJECT] += 1
+            skips.add(NOT_AN_OBJECT, path, number)
             continue
         yield number, record
+
+
+class BadField(ValueError):
+    """A record's field holds a value a reader cannot use; ``str(error)`` is the skip reason."""
+
+
+def number_field(record: dict[str, Any], name: str) -> float | None:
+    """``record[name]`` (a JSON number or numeric string) as a finite float; None when absent or null.
+
+    The one rule every reader applies to numeric fields: out of range (``inf``, ``Infinity``,
+    ``1e400``, ``NaN``) or not a number is a bad field, counted by the caller, never a crash.
+
+    Raises:
+        BadField: ``"<name> is not a finite number"``.
+    """
+    value = record.get(name)
+    if value is None:
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise BadField(f"{name} is not a finite number")
+    return number
 
 
 def text_field(record: dict[str, Any], *names: str) -> str | None:
@@ -160,6 +137,8 @@ class Parent:
 
     id: str
     text: str
+    file: Path  # where the record is, for a skip's location
+    line: int
     meta: dict[str, Any]
     preferred_child: str | None = None  # e.g. the accepted answer
 
@@ -172,12 +151,14 @@ class Child:
     parent_id: str
     score: float
     text: str
+    file: Path  # where the record is, for a skip's location
+    line: int
     meta: dict[str, Any] = field(default_factory=dict)
 
 
 def join_best_child(
-    items: Callable[[Counter], Iterable[Parent | Child | Pair]],
-    skips: Counter,
+    items: Callable[[SkipCounter], Iterable[Parent | Child | Pair]],
+    skips: SkipCounter,
     *,
     min_fallback_score: float,
     no_child_reason: str,
@@ -192,7 +173,7 @@ def join_best_child(
     Args:
         items: Re-iterable source: ``items(skips)`` streams parents and children (and ready-made pairs of
             pre-joined formats, passed through), counting bad records.
-        skips: Counter of skip reasons (filled during pass 2 only, so nothing is counted twice).
+        skips: Skip reasons with locations (filled during pass 2 only, so nothing is counted twice).
         min_fallback_score: A child that is not the preferred one needs at least this score.
         no_child_reason: Skip reason for a parent without a chosen child.
         not_chosen_reason: Skip reason for a child that is not its parent's chosen one.
@@ -200,7 +181,7 @@ def join_best_child(
     preferred: dict[str, str] = {}
     best: dict[str, tuple[float, str]] = {}
     preferred_seen: set[str] = set()
-    for item in items(Counter()):
+    for item in items(SkipCounter()):
         if isinstance(item, Pair):
             continue
         if isinstance(item, Parent):
@@ -221,21 +202,21 @@ def join_best_child(
             yield item
         elif isinstance(item, Parent):
             if item.id not in chosen:
-                skips[no_child_reason] += 1
+                skips.add(no_child_reason, item.file, item.line)
             elif item.id in waiting_children:
                 yield _joined(item, waiting_children.pop(item.id))
             else:
                 waiting_parents[item.id] = item
         elif chosen.get(item.parent_id) != item.id:
-            skips[not_chosen_reason] += 1
+            skips.add(not_chosen_reason, item.file, item.line)
         elif item.parent_id in waiting_parents:
             yield _joined(waiting_parents.pop(item.parent_id), item)
         else:
             waiting_children[item.parent_id] = item
-    if waiting_children:
-        skips["parent not found in shard"] += len(waiting_children)
-    if waiting_parents:
-        skips["chosen child vanished between passes"] += len(waiting_parents)
+    for child in waiting_children.values():
+        skips.add("parent not found in shard", child.file, child.line)
+    for parent in waiting_parents.values():
+        skips.add("chosen child vanished between passes", parent.file, parent.line)
 
 
 def _joined(parent: Parent, child: Child) -> Pair:

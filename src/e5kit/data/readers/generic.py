@@ -1,20 +1,24 @@
 """Any table of text pairs: JSON lines, CSV/TSV, Parquet, or a Hugging Face dataset, with a column mapping.
 
 Files stream (Parquet batch by batch; a ``datasets`` folder saved with ``save_to_disk`` is memory-mapped).
-A path ``hf:NAME[:SPLIT]`` streams a dataset from the Hugging Face Hub (needs network).
+A path ``hf:NAME[:SPLIT]`` streams a dataset from the Hugging Face Hub (needs network). Folders and
+``hf:`` paths need the ``datasets`` package (``pip install 'e5kit[hf]'``); :func:`check_paths` says so
+before work starts, as it refuses a folder that is not a saved dataset.
 """
 
 from __future__ import annotations
 
 import csv
-from collections import Counter
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from e5kit.data.pair import Pair
 from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, iter_lines
+from e5kit.data.skips import SkipCounter
 from e5kit.text import has_visible_text
+from e5kit.textio import InputPathError, check_input_file, content_suffix
 
 _HUB_PREFIX = "hf:"
 
@@ -42,38 +46,67 @@ def _format(path: Path, options: Options) -> str:
         return options.format
     if str(path).startswith(_HUB_PREFIX) or path.is_dir():
         return "hf"
-    suffixes = [s for s in path.suffixes if s not in (".gz", ".zst", ".bz2")]
-    last = suffixes[-1] if suffixes else ""
-    return {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}.get(last, "jsonl")
+    return {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}.get(content_suffix(path), "jsonl")
 
 
-def _delimited_rows(path: Path, delimiter: str, skips: Counter) -> Iterator[tuple[int, dict[str, Any]]]:
-    lines = (line + "\n" for _, line in iter_lines(path, skips))
-    reader = csv.DictReader(lines, delimiter=delimiter)
+def check_paths(paths: list[Path], options: Options) -> None:
+    """Refuse, before work starts, a path this reader cannot read, naming it.
+
+    Files must be readable regular files (``e5kit.textio.check_input_file``). A folder or ``hf:`` path is
+    read with ``datasets``: it must be installed, and a folder must hold one saved ``Dataset``.
+
+    Raises:
+        FileNotFoundError, e5kit.textio.InputPathError: naming the path and, for a missing package, the extra.
+    """
+    for path in paths:
+        if _format(path, options) != "hf":
+            check_input_file(path)
+            continue
+        if importlib.util.find_spec("datasets") is None:
+            raise InputPathError(f"{path}: a Hugging Face dataset (folder or hf: path) needs the datasets package: pip install 'e5kit[hf]'")
+        if str(path).startswith(_HUB_PREFIX):
+            continue
+        if not path.is_dir():
+            raise InputPathError(f"{path}: format hf reads a folder saved with datasets' save_to_disk, and this is not a folder")
+        if (path / "dataset_dict.json").is_file():
+            raise InputPathError(f"{path}: holds several splits (a DatasetDict); name one split's folder, e.g. {path / 'train'}")
+        if not (path / "state.json").is_file():
+            raise InputPathError(f"{path}: is a folder but not a saved Hugging Face dataset (no state.json); name the files to read")
+
+
+def _delimited_rows(path: Path, delimiter: str, skips: SkipCounter) -> Iterator[tuple[int, dict[str, Any]]]:
+    line = 0  # the file line the CSV reader is at (a quoted field may span lines: the record's last one)
+
+    def lines() -> Iterator[str]:
+        nonlocal line
+        for line, text in iter_lines(path, skips):
+            yield text + "\n"
+
+    reader = csv.DictReader(lines(), delimiter=delimiter)
     try:
         for row in reader:
             if None in row or any(value is None for value in row.values()):
-                skips["CSV row with a wrong number of fields"] += 1
+                skips.add("CSV row with a wrong number of fields", path, line)
                 continue
-            yield reader.line_num, row
+            yield line, row
     except csv.Error:
-        skips["malformed CSV (rest of file)"] += 1
+        skips.add("malformed CSV (rest of file)", path, line)
 
 
-def _parquet_rows(path: Path, columns: list[str], skips: Counter) -> Iterator[tuple[int, dict[str, Any]]]:
+def _parquet_rows(path: Path, columns: list[str], skips: SkipCounter) -> Iterator[tuple[int, dict[str, Any]]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    row = 0
     try:
         parquet = pq.ParquetFile(path)
         present = [c for c in columns if c in parquet.schema_arrow.names]
-        row = 0
         for batch in parquet.iter_batches(columns=present, batch_size=4096):
             for record in batch.to_pylist():
                 row += 1
                 yield row, record
     except (pa.ArrowException, OSError):
-        skips["corrupt Parquet file"] += 1
+        skips.add("corrupt Parquet file", path, row + 1 if row else None)
 
 
 def _hf_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -88,7 +121,7 @@ def _hf_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     return enumerate(rows, start=1)
 
 
-def _rows(path: Path, options: Options, skips: Counter) -> Iterator[tuple[int, dict[str, Any]]]:
+def _rows(path: Path, options: Options, skips: SkipCounter) -> Iterator[tuple[int, dict[str, Any]]]:
     kind = _format(path, options)
     if kind in ("csv", "tsv"):
         return _delimited_rows(path, "," if kind == "csv" else "\t", skips)
@@ -100,13 +133,13 @@ def _rows(path: Path, options: Options, skips: Counter) -> Iterator[tuple[int, d
     return iter_json_records(path, skips)
 
 
-def read(paths: list[Path], options: Options, skips: Counter) -> Iterator[Pair]:
+def read(paths: list[Path], options: Options, skips: SkipCounter) -> Iterator[Pair]:
     """Stream pairs from the mapped columns; rows missing either text are counted."""
     for path in paths:
         for row_number, row in _rows(path, options, skips):
             query, passage = row.get(options.query_column), row.get(options.passage_column)
             if not isinstance(query, str) or not has_visible_text(query) or not isinstance(passage, str) or not has_visible_text(passage):
-                skips[f"row without text in {options.query_column!r} or {options.passage_column!r}"] += 1
+                skips.add(f"row without text in {options.query_column!r} or {options.passage_column!r}", path, row_number)
                 continue
             record_id = row.get(options.id_column) if options.id_column else None
             yield Pair(query.strip(), passage.strip(), file_meta(path, line=row_number, id=record_id), symmetric=options.symmetric)

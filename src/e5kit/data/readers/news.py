@@ -7,13 +7,13 @@ to carry HTML character references in their text (AG News: ``&lt;TXN.N&gt;``, ``
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 from e5kit.data.markup import unescape_entities
 from e5kit.data.pair import Pair
 from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, text_field
+from e5kit.data.skips import SkipCounter
 
 
 class Options(ReaderOptions):
@@ -31,13 +31,13 @@ class Options(ReaderOptions):
     unescape_entities: bool = False
 
 
-def read(paths: list[Path], options: Options, skips: Counter) -> Iterator[Pair]:
+def read(paths: list[Path], options: Options, skips: SkipCounter) -> Iterator[Pair]:
     """Stream (headline, passage) pairs."""
     for path in paths:
         for line, record in iter_json_records(path, skips):
             title, text = text_field(record, *options.title_fields), text_field(record, *options.text_fields)
             if title is None or text is None:
-                skips["article without headline or text"] += 1
+                skips.add("article without headline or text", path, line)
                 continue
             if options.unescape_entities:
                 title, text = unescape_entities(title), unescape_entities(text)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from e5kit.data.skips import SkipCounter
 from e5kit.text import has_visible_text
 
 #: Folders of the standard library that hold tests, demos or vendored code rather than documentation.
@@ -60,11 +61,11 @@ def _record(doc_id: str, kind: str, docstring: str) -> DocRecord:
     return DocRecord(doc_id=doc_id, kind=kind, title=f"{doc_id}: {summary}", text=docstring.strip())
 
 
-def iter_module_docs(root: Path | None = None, *, members: bool = True) -> Iterator[DocRecord]:
+def iter_module_docs(root: Path | None = None, *, members: bool = True, skips: SkipCounter | None = None) -> Iterator[DocRecord]:
     """Yield docstring records of the public modules (and, with ``members``, their classes, functions and methods).
 
     Private names (leading underscore) and test folders are left out; files that do not parse are
-    passed over (the standard library ships a few Python-2 era fixtures).
+    passed over (the standard library ships a few Python-2 era fixtures), counted in ``skips`` when given.
     """
     root = root or stdlib_dir()
     for path in sorted(root.rglob("*.py")):
@@ -76,6 +77,8 @@ def iter_module_docs(root: Path | None = None, *, members: bool = True) -> Itera
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, ValueError):
+            if skips is not None:
+                skips.add("Python file that does not parse", path)
             continue
         module = _module_name(path, root)
         docstring = ast.get_docstring(tree)

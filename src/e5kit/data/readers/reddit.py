@@ -26,14 +26,14 @@ No Reddit text is ever parsed as HTML.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from e5kit.data.markup import unescape_reddit
 from e5kit.data.pair import Pair
-from e5kit.data.readers.base import Child, Parent, ReaderOptions, file_meta, iter_json_records, join_best_child, text_field
+from e5kit.data.readers.base import BadField, Child, Parent, ReaderOptions, file_meta, iter_json_records, join_best_child, number_field, text_field
+from e5kit.data.skips import SkipCounter
 
 #: Bot accounts whose posts and comments are never passages, whatever ``bot_authors`` says.
 BUILTIN_BOTS = ("AutoModerator",)
@@ -96,10 +96,13 @@ def group_shards(paths: list[Path]) -> list[list[Path]]:
 
 
 def _score(record: dict[str, Any]) -> int | None:
-    try:
-        return int(float(record.get("score")))
-    except (TypeError, ValueError):
-        return None
+    """The record's score as an int; None when absent.
+
+    Raises:
+        BadField: the score is out of range or not a number (``base.number_field``).
+    """
+    score = number_field(record, "score")
+    return None if score is None else int(score)
 
 
 def _kind(record: dict[str, Any]) -> str:
@@ -119,52 +122,56 @@ def _items(paths: list[Path], options: Options):
     api_texts = _decoder(options.api_escaped is not False)
     joined_texts = _decoder(options.api_escaped is True)
 
-    def stream(skips: Counter) -> Iterator[Parent | Child | Pair]:
+    def stream(skips: SkipCounter) -> Iterator[Parent | Child | Pair]:
         for path in paths:
             for line, record in iter_json_records(path, skips):
                 kind = _kind(record)
-                if kind == "joined":
-                    pair = _joined_pair(path, line, record, options, joined_texts, skips)
-                elif kind == "post":
-                    pair = _post(path, line, record, options, api_texts, skips)
-                else:
-                    pair = _comment(path, line, record, options, api_texts, skips)
+                try:
+                    if kind == "joined":
+                        pair = _joined_pair(path, line, record, options, joined_texts, skips)
+                    elif kind == "post":
+                        pair = _post(path, line, record, options, api_texts, skips)
+                    else:
+                        pair = _comment(path, line, record, options, api_texts, skips)
+                except BadField as error:
+                    skips.add(str(error), path, line)
+                    continue
                 if pair is not None:
                     yield pair
 
     return stream
 
 
-def _post(path: Path, line: int, record: dict[str, Any], options: Options, decode: Callable[[str], str], skips: Counter) -> Parent | None:
+def _post(path: Path, line: int, record: dict[str, Any], options: Options, decode: Callable[[str], str], skips: SkipCounter) -> Parent | None:
     post_id, title = record.get("id"), text_field(record, "title")
     if not isinstance(post_id, str) or title is None:
-        skips["post without id or title"] += 1
+        skips.add("post without id or title", path, line)
         return None
     title, body = decode(title), decode(text_field(record, "selftext", "text") or "")
     if is_removal_notice(title) or is_removal_notice(body):
-        skips[DELETED_POST] += 1
+        skips.add(DELETED_POST, path, line)
         return None
     if options.is_bot(record.get("author")):
-        skips[BOT_POST] += 1
+        skips.add(BOT_POST, path, line)
         return None
     meta = file_meta(path, line=line, id=post_id, subreddit=record.get("subreddit"))
-    return Parent(id=post_id, text=f"{title}\n{body}".strip(), meta=meta)
+    return Parent(id=post_id, text=f"{title}\n{body}".strip(), file=path, line=line, meta=meta)
 
 
-def _comment(path: Path, line: int, record: dict[str, Any], options: Options, decode: Callable[[str], str], skips: Counter) -> Child | None:
+def _comment(path: Path, line: int, record: dict[str, Any], options: Options, decode: Callable[[str], str], skips: SkipCounter) -> Child | None:
     body, link_id, parent_id, score = text_field(record, "body", "text"), record.get("link_id"), record.get("parent_id"), _score(record)
     if body is None or not isinstance(link_id, str) or not isinstance(parent_id, str) or score is None:
-        skips["comment without body, link_id, parent_id or score"] += 1
+        skips.add("comment without body, link_id, parent_id or score", path, line)
         return None
     body = decode(body)
     if parent_id != link_id:
-        skips["comment is not top-level"] += 1
+        skips.add("comment is not top-level", path, line)
         return None
     if reason := _comment_rule(body, score, record.get("author"), options):
-        skips[reason] += 1
+        skips.add(reason, path, line)
         return None
     post_id = link_id.removeprefix("t3_")
-    return Child(id=str(record.get("id")), parent_id=post_id, score=score, text=body, meta={"line": line, "id": record.get("id"), "score": score})
+    return Child(id=str(record.get("id")), parent_id=post_id, score=score, text=body, file=path, line=line, meta={"line": line, "id": record.get("id"), "score": score})
 
 
 def _comment_rule(body: str, score: int | None, author: Any, options: Options) -> str | None:
@@ -180,30 +187,30 @@ def _comment_rule(body: str, score: int | None, author: Any, options: Options) -
     return None
 
 
-def _joined_pair(path: Path, line: int, record: dict[str, Any], options: Options, decode: Callable[[str], str], skips: Counter) -> Pair | None:
+def _joined_pair(path: Path, line: int, record: dict[str, Any], options: Options, decode: Callable[[str], str], skips: SkipCounter) -> Pair | None:
     comment = text_field(record, "comment")
     if record.get("type") == "comment-reply":
         if not options.include_replies:
-            skips["comment-reply pair (include_replies is off)"] += 1
+            skips.add("comment-reply pair (include_replies is off)", path, line)
             return None
         parts = [text_field(record, "parent_text")]
     else:
         parts = [text_field(record, "post_title"), text_field(record, "post_body")]
     if parts[0] is None or comment is None:
-        skips["pair without post or comment text"] += 1
+        skips.add("pair without post or comment text", path, line)
         return None
     parts, comment = [decode(part) for part in parts if part is not None], decode(comment)
     if any(is_removal_notice(part) for part in parts):
-        skips[DELETED_POST] += 1
+        skips.add(DELETED_POST, path, line)
         return None
     if reason := _comment_rule(comment, _score(record), record.get("author"), options):
-        skips[reason] += 1
+        skips.add(reason, path, line)
         return None
     meta = file_meta(path, line=line, id=record.get("comment_id"), subreddit=record.get("subreddit"), type=record.get("type"))
     return Pair("\n".join(parts), comment, meta)
 
 
-def read(paths: list[Path], options: Options, skips: Counter) -> Iterator[Pair]:
+def read(paths: list[Path], options: Options, skips: SkipCounter) -> Iterator[Pair]:
     """Stream the (post, top comment) pairs of one shard (its files read twice: ids first, then texts)."""
     yield from join_best_child(
         _items(paths, options),

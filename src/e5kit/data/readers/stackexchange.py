@@ -17,14 +17,16 @@ already decoded (as the shared ``posts.jsonl`` does): their bodies are used as t
 from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from e5kit.data.markup import html_to_text
 from e5kit.data.pair import Pair
-from e5kit.data.readers.base import Child, Parent, ReaderOptions, file_meta, iter_json_records, iter_lines, join_best_child, text_field
+from e5kit.data.readers.base import (
+    BadField, Child, Parent, ReaderOptions, file_meta, iter_json_records, iter_lines, join_best_child, number_field, text_field,
+)
+from e5kit.data.skips import SkipCounter
 from e5kit.text import has_visible_text
 
 _XML_KINDS = {"1": "question", "2": "answer"}
@@ -46,18 +48,18 @@ class Options(ReaderOptions):
     body_format: Literal["auto", "html", "text"] = "auto"
 
 
-def _xml_posts(path: Path, skips: Counter) -> Iterator[tuple[int, dict[str, Any]]]:
+def _xml_posts(path: Path, skips: SkipCounter) -> Iterator[tuple[int, dict[str, Any]]]:
     for line_number, line in iter_lines(path, skips):
         stripped = line.strip()
         if not stripped.startswith("<row"):
             if stripped.startswith(("<?xml", "<posts", "</posts")):
                 continue
-            skips["malformed XML row"] += 1
+            skips.add("malformed XML row", path, line_number)
             continue
         try:
             attributes = ElementTree.fromstring(stripped).attrib
         except ElementTree.ParseError:
-            skips["malformed XML row"] += 1
+            skips.add("malformed XML row", path, line_number)
             continue
         yield line_number, {
             "id": attributes.get("Id"),
@@ -70,7 +72,7 @@ def _xml_posts(path: Path, skips: Counter) -> Iterator[tuple[int, dict[str, Any]
         }
 
 
-def _records(path: Path, skips: Counter) -> Iterator[tuple[int, dict[str, Any]]]:
+def _records(path: Path, skips: SkipCounter) -> Iterator[tuple[int, dict[str, Any]]]:
     if ".xml" in path.suffixes:
         return _xml_posts(path, skips)
     return iter_json_records(path, skips)
@@ -87,15 +89,19 @@ def _body_decoder(path: Path, options: Options) -> Callable[[str], str]:
 
 
 def _items(paths: list[Path], options: Options):
-    def stream(skips: Counter) -> Iterator[Parent | Child | Pair]:
+    def stream(skips: SkipCounter) -> Iterator[Parent | Child | Pair]:
         for path in paths:
             body_text = _body_decoder(path, options)
             for line, record in _records(path, skips):
                 site = record.get("site") or path.parent.name
-                if "answer_body" in record:
-                    item = _joined_pair(path, line, site, record, options, body_text, skips)
-                else:
-                    item = _post(path, line, site, record, options, body_text, skips)
+                try:
+                    if "answer_body" in record:
+                        item = _joined_pair(path, line, site, record, options, body_text, skips)
+                    else:
+                        item = _post(path, line, site, record, options, body_text, skips)
+                except BadField as error:
+                    skips.add(str(error), path, line)
+                    continue
                 if item is not None:
                     yield item
 
@@ -107,50 +113,46 @@ def _question_text(title: str, body: object, options: Options, body_text: Callab
     return f"{title}\n{text}".strip()
 
 
-def _post(path: Path, line: int, site: str, record: dict[str, Any], options: Options, body_text: Callable[[str], str], skips: Counter) -> Parent | Child | None:
+def _post(path: Path, line: int, site: str, record: dict[str, Any], options: Options, body_text: Callable[[str], str], skips: SkipCounter) -> Parent | Child | None:
     post_id, kind = _optional_id(record.get("id")), record.get("post_type")
     if post_id is None:
-        skips["post without id"] += 1
+        skips.add("post without id", path, line)
         return None
     meta = file_meta(path, line=line, site=site)
     if kind == "question":
         title = text_field(record, "title")
         if title is None:
-            skips["question without title"] += 1
+            skips.add("question without title", path, line)
             return None
         meta["question_id"] = post_id
         text = _question_text(title, record.get("body"), options, body_text)
         accepted = _optional_id(record.get("accepted_answer_id"))
         # Ids are unique within a site only; files may mix sites.
-        return Parent(id=f"{site}/{post_id}", text=text, meta=meta, preferred_child=accepted and f"{site}/{accepted}")
+        return Parent(id=f"{site}/{post_id}", text=text, file=path, line=line, meta=meta, preferred_child=accepted and f"{site}/{accepted}")
     if kind == "answer":
-        parent_id, body = _optional_id(record.get("parent_id")), text_field(record, "body")
-        try:
-            score = float(record.get("score"))
-        except (TypeError, ValueError):
-            score = None
+        parent_id, body, score = _optional_id(record.get("parent_id")), text_field(record, "body"), number_field(record, "score")
         if parent_id is None or body is None or score is None:
-            skips["answer without parent, body or score"] += 1
+            skips.add("answer without parent, body or score", path, line)
             return None
         text = body_text(body)
         if not has_visible_text(text):  # e.g. an image-only body: it must not displace a readable answer
-            skips["answer without visible text"] += 1
+            skips.add("answer without visible text", path, line)
             return None
-        return Child(id=f"{site}/{post_id}", parent_id=f"{site}/{parent_id}", score=score, text=text, meta={"answer_id": post_id, "score": score})
-    skips["post is neither question nor answer"] += 1
+        return Child(id=f"{site}/{post_id}", parent_id=f"{site}/{parent_id}", score=score, text=text, file=path, line=line, meta={"answer_id": post_id, "score": score})
+    skips.add("post is neither question nor answer", path, line)
     return None
 
 
-def _joined_pair(path: Path, line: int, site: str, record: dict[str, Any], options: Options, body_text: Callable[[str], str], skips: Counter) -> Pair | None:
+def _joined_pair(path: Path, line: int, site: str, record: dict[str, Any], options: Options, body_text: Callable[[str], str], skips: SkipCounter) -> Pair | None:
     title, answer = text_field(record, "title"), text_field(record, "answer_body")
     if title is None or answer is None:
-        skips["pair without title or answer"] += 1
+        skips.add("pair without title or answer", path, line)
         return None
     meta = file_meta(path, line=line, site=site, question_id=record.get("question_id"), answer_id=record.get("answer_id"), accepted=record.get("accepted"))
     return Pair(_question_text(title, record.get("question_body"), options, body_text), body_text(answer), meta)
 
 
-def read(paths: list[Path], options: Options, skips: Counter) -> Iterator[Pair]:
+def read(paths: list[Path], options: Options, skips: SkipCounter) -> Iterator[Pair]:
     """Stream the (question, answer) pairs of one shard (read twice: ids and scores first, then texts)."""
     yield from join_best_child(
         _items(paths, options),

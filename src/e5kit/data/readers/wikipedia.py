@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ElementTree
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from e5kit.data.pair import Pair
 from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, iter_lines, text_field
+from e5kit.data.skips import SkipCounter
 from e5kit.text import has_visible_text
 
 _WIKITEXT_JOINERS = re.compile(r" @([-,.])@ ")
@@ -35,16 +35,16 @@ class Options(ReaderOptions):
     skip_sections: list[str] = ["references", "external links", "see also", "further reading", "notes", "bibliography", "sources", "footnotes"]
 
 
-def _paragraph_pairs(title: str, section: str | None, text: str, meta: dict, options: Options, skips: Counter) -> Iterator[Pair]:
+def _paragraph_pairs(title: str, section: str | None, text: str, meta: dict, options: Options, skips: SkipCounter) -> Iterator[Pair]:
     if section and section.strip().lower() in {name.lower() for name in options.skip_sections}:
-        skips["reference or navigation section"] += 1
+        skips.add("reference or navigation section", meta["file"], meta.get("line"))
         return
     query = f"{title} {section}".strip() if section else title
     for index, paragraph in enumerate(p.strip() for p in re.split(r"\n\s*\n|\n", text)):
         if not has_visible_text(paragraph):
             continue
         if len(paragraph.split()) < options.min_paragraph_words:
-            skips["paragraph under min_paragraph_words"] += 1
+            skips.add("paragraph under min_paragraph_words", meta["file"], meta.get("line"))
             continue
         yield Pair(query, paragraph, {**meta, "section": section, "paragraph": index})
 
@@ -76,14 +76,14 @@ def _remove(code, node) -> None:
         pass
 
 
-def _xml_pages(path: Path, skips: Counter) -> Iterator[tuple[int, ElementTree.Element]]:
+def _xml_pages(path: Path, skips: SkipCounter) -> Iterator[tuple[int, ElementTree.Element]]:
     buffer: list[str] = []
     start = 0
     for line_number, line in iter_lines(path, skips, keep_blank=True):
         stripped = line.strip()
         if stripped.startswith("<page"):
             if buffer:
-                skips["malformed XML page"] += 1
+                skips.add("malformed XML page", path, start)
             buffer, start = [], line_number
         if buffer or stripped.startswith("<page"):
             buffer.append(line)
@@ -91,28 +91,28 @@ def _xml_pages(path: Path, skips: Counter) -> Iterator[tuple[int, ElementTree.El
             try:
                 yield start, ElementTree.fromstring("\n".join(buffer))
             except ElementTree.ParseError:
-                skips["malformed XML page"] += 1
+                skips.add("malformed XML page", path, start)
             buffer = []
     if buffer:
-        skips["malformed XML page"] += 1
+        skips.add("malformed XML page", path, start)
 
 
-def _xml_pairs(path: Path, options: Options, skips: Counter) -> Iterator[Pair]:
+def _xml_pairs(path: Path, options: Options, skips: SkipCounter) -> Iterator[Pair]:
     for line, page in _xml_pages(path, skips):
         title, namespace = page.findtext("title"), page.findtext("ns")
         wikitext = page.findtext("revision/text")
         if title is None or not has_visible_text(title) or wikitext is None:
-            skips["page without title or text"] += 1
+            skips.add("page without title or text", path, line)
         elif namespace not in (None, "0"):
-            skips["page outside the article namespace"] += 1
+            skips.add("page outside the article namespace", path, line)
         elif page.find("redirect") is not None or wikitext.lstrip().lower().startswith("#redirect"):
-            skips["redirect page"] += 1
+            skips.add("redirect page", path, line)
         else:
             meta = file_meta(path, line=line, id=page.findtext("id"), title=title)
             yield from _article_pairs(title, _wikitext_sections(wikitext), meta, options, skips)
 
 
-def _article_pairs(title: str, sections: Iterable[tuple[str | None, str]], meta: dict, options: Options, skips: Counter) -> Iterator[Pair]:
+def _article_pairs(title: str, sections: Iterable[tuple[str | None, str]], meta: dict, options: Options, skips: SkipCounter) -> Iterator[Pair]:
     """The paragraph pairs of one article; an article giving neither a pair nor a counted skip is counted itself."""
     before, produced = sum(skips.values()), False
     for section, text in sections:
@@ -120,14 +120,14 @@ def _article_pairs(title: str, sections: Iterable[tuple[str | None, str]], meta:
             produced = True
             yield pair
     if not produced and sum(skips.values()) == before:
-        skips["article without paragraphs"] += 1
+        skips.add("article without paragraphs", meta["file"], meta.get("line"))
 
 
-def _json_pairs(path: Path, options: Options, skips: Counter) -> Iterator[Pair]:
+def _json_pairs(path: Path, options: Options, skips: SkipCounter) -> Iterator[Pair]:
     for line, record in iter_json_records(path, skips):
         title, text = text_field(record, "article", "title"), text_field(record, "text")
         if title is None or text is None:
-            skips["record without title/article or text"] += 1
+            skips.add("record without title/article or text", path, line)
             continue
         section = text_field(record, "section")
         title, text = _WIKITEXT_JOINERS.sub(r"\1", title), _WIKITEXT_JOINERS.sub(r"\1", text)
@@ -138,7 +138,7 @@ def _json_pairs(path: Path, options: Options, skips: Counter) -> Iterator[Pair]:
         yield from _article_pairs(title, [(section, "\n".join(paragraphs))], meta, options, skips)
 
 
-def read(paths: list[Path], options: Options, skips: Counter) -> Iterator[Pair]:
+def read(paths: list[Path], options: Options, skips: SkipCounter) -> Iterator[Pair]:
     """Stream (title [+ section], paragraph) pairs from XML dumps or JSON lines."""
     for path in paths:
         reader = _xml_pairs if ".xml" in path.suffixes else _json_pairs
