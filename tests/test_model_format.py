@@ -43,6 +43,42 @@ def test_sentence_transformers_loads_what_e5kit_saves_with_equal_embeddings(save
         np.testing.assert_allclose(e5.encode(TEXTS, role=role), expected, atol=1e-5)
 
 
+def test_sentence_transformers_6_encode_query_and_encode_document_add_e5_prefixes(saved_dir):
+    from sentence_transformers import SentenceTransformer
+
+    # Given a model saved by e5kit, loaded by sentence-transformers
+    st_model = SentenceTransformer(str(saved_dir), device="cpu")
+    e5 = Encoder.load(saved_dir, device="cpu")
+    # When it embeds with its role methods and no prompt named
+    queries = st_model.encode_query(TEXTS, convert_to_numpy=True)
+    documents = st_model.encode_document(TEXTS, convert_to_numpy=True)
+    # Then they equal e5kit's queries and passages: "passage: " is saved under "document", the name
+    # encode_document looks up first (every model it loads has one, empty unless saved)
+    np.testing.assert_allclose(queries, e5.encode_queries(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(documents, e5.encode_passages(TEXTS), atol=1e-5)
+    assert st_model.prompts["document"] == "passage: "
+    assert not np.allclose(documents, st_model.encode(TEXTS, prompt_name=None, convert_to_numpy=True), atol=1e-3)
+
+
+def test_e5kit_reads_sentence_transformers_prompt_names_as_its_roles(saved_dir, tmp_path):
+    # Given the saved folder, e5kit's roles are what they were: "document" folds into "passage"
+    e5 = Encoder.load(saved_dir, device="cpu")
+    assert e5.prompts == {"query": "query: ", "passage": "passage: "}
+    np.testing.assert_allclose(e5.encode(TEXTS, role="document"), e5.encode_passages(TEXTS), atol=1e-6)
+    # And a folder with only sentence-transformers' name for passages gives the passage role that prefix
+    folder = shutil.copytree(saved_dir, tmp_path / "document-only")
+    config_path = folder / "config_sentence_transformers.json"
+    config = json.loads(config_path.read_text())
+    config["prompts"] = {"query": "search_query: ", "document": "search_document: ", "passage": ""}
+    config_path.write_text(json.dumps(config))
+    assert Encoder.load(folder, device="cpu").prompts == {"query": "search_query: ", "passage": "search_document: "}
+    # But prompts that disagree about passages are refused, naming both
+    config["prompts"] = {"query": "query: ", "document": "doc: ", "passage": "passage: "}
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ModelDirectoryError, match="prompts 'document' \\('doc: '\\) and 'passage' \\('passage: '\\) differ"):
+        Encoder.load(folder, device="cpu")
+
+
 def test_transformers_automodel_loads_what_e5kit_saves(saved_dir):
     from transformers import AutoModel, AutoTokenizer
 

@@ -27,7 +27,8 @@ from e5kit.text import has_visible_text
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-ROLE_ALIASES = {"document": "passage", "doc": "passage", "corpus": "passage"}
+#: Other names of roles ("document" is sentence-transformers 6's name for passages).
+ROLE_ALIASES = model_format.ROLE_ALIASES
 #: Inference backends ``Encoder.load`` accepts.
 BACKENDS = ("torch", "onnx")
 #: The role that embeds raw text with no prefix, even on a model that has prompts.
@@ -94,7 +95,8 @@ class Encoder:
         model: A Hugging Face encoder returning ``last_hidden_state``.
         tokenizer: Its tokenizer.
         prompts: Role name -> prefix, e.g. ``{"query": "query: ", "passage": "passage: "}``; empty for
-            models trained without prefixes.
+            models trained without prefixes. Aliases (``ROLE_ALIASES``: "document", ...) are read as
+            the role they name; ValueError when an alias and its role carry different prefixes.
         pooling: "mean" (E5), "cls" or "max".
         similarity_fn_name: "cosine" (L2-normalised embeddings, whatever the model's own modules) or
             "dot" (raw embeddings); sentence-transformers' name for the setting.
@@ -135,7 +137,7 @@ class Encoder:
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no padding token; set tokenizer.pad_token before building an Encoder")
         self.tokenizer = tokenizer
-        self.prompts = {name: text for name, text in (prompts or {}).items() if text}
+        self.prompts = model_format.canonical_prompts({name: text for name, text in (prompts or {}).items() if text})
         self.pooling = pooling
         self.similarity_fn_name = similarity_fn_name
         position_limit = getattr(config, "max_position_embeddings", None) or max_length

@@ -17,6 +17,11 @@ from typing import Any
 
 #: E5's role prefixes, used for plain Hugging Face checkpoints (E5 initialises from BERT).
 E5_PROMPTS: dict[str, str] = {"query": "query: ", "passage": "passage: "}
+#: Other names of e5kit's roles. sentence-transformers 6's ``encode_document`` takes the first of the
+#: prompts "document", "passage", "corpus" that a model has, and every model it loads has a
+#: "document" prompt ("" unless saved), so e5kit saves the passage prefix under "document" too and
+#: reads these names as the role they stand for.
+ROLE_ALIASES: dict[str, str] = {"document": "passage", "doc": "passage", "corpus": "passage"}
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -182,7 +187,10 @@ def read_model_dir(root: Path) -> ModelSpec:
     prompts = st_config.get("prompts") or {}
     if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
         raise ModelDirectoryError(f"{st_config_path}: 'prompts' must map prompt names to strings")
-    spec.prompts = {name: text for name, text in prompts.items() if text}
+    try:
+        spec.prompts = canonical_prompts({name: text for name, text in prompts.items() if text})
+    except ValueError as error:
+        raise ModelDirectoryError(f"{st_config_path}: {error}") from error
     declared = st_config.get("similarity_fn_name") or "cosine"
     # On L2-normalised vectors every similarity sentence-transformers knows ranks as cosine does.
     if has_normalize:
@@ -193,6 +201,32 @@ def read_model_dir(root: Path) -> ModelSpec:
         )
     spec.similarity_fn_name = declared
     return spec
+
+
+def canonical_prompts(prompts: dict[str, str]) -> dict[str, str]:
+    """``prompts`` with alias names (``ROLE_ALIASES``) folded into the role they stand for.
+
+    Raises:
+        ValueError: an alias and its role (or two aliases) carry different prefixes, so e5kit's role
+            and sentence-transformers' ``encode_document`` would disagree.
+    """
+    canonical = {name: text for name, text in prompts.items() if name not in ROLE_ALIASES}
+    for alias, role in ROLE_ALIASES.items():
+        if alias in prompts and canonical.setdefault(role, prompts[alias]) != prompts[alias]:
+            raise ValueError(
+                f"prompts {alias!r} ({prompts[alias]!r}) and {role!r} ({canonical[role]!r}) differ, but e5kit reads "
+                f"{alias!r} as {role!r}; make them equal, or pass prompts= to Encoder.load"
+            )
+    return canonical
+
+
+def st_prompts(prompts: dict[str, str]) -> dict[str, str]:
+    """``prompts`` as saved for sentence-transformers: the passage prefix also under "document", the
+    name sentence-transformers 6's ``encode_document`` looks up first."""
+    saved = dict(prompts)
+    if "passage" in prompts:
+        saved.setdefault("document", prompts["passage"])
+    return saved
 
 
 def write_st_metadata(
@@ -209,7 +243,9 @@ def write_st_metadata(
 
     The similarity is declared twice, so every tool that loads the folder scores the same way: a
     cosine model gets a Normalize module (its embeddings come out L2-normalised everywhere) and
-    ``similarity_fn_name`` names the function in ``config_sentence_transformers.json``.
+    ``similarity_fn_name`` names the function in ``config_sentence_transformers.json``. The prompts
+    are saved with ``st_prompts``, so ``SentenceTransformer.encode_query`` / ``encode_document``
+    add the query / passage prefix.
     """
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -230,7 +266,7 @@ def write_st_metadata(
         root / "config_sentence_transformers.json",
         {
             "__version__": versions,
-            "prompts": prompts,
+            "prompts": st_prompts(prompts),
             "default_prompt_name": None,
             "similarity_fn_name": similarity_fn_name,
         },
