@@ -6,7 +6,7 @@ dense layers (``DynamicQuantizeMatMul``: attention output and both feed-forward 
 prints the multiply-accumulates per second and per core, counted from the model config and the
 padded batch shapes, to compare with what the CPU's vector units can do.
 
-    python benchmarks/onnx_profile.py [--onnx-dir /tmp/e5kit-bench-onnx] [--file pooled_qint8.onnx] [--texts 256] [--batch-size 8]
+    python benchmarks/onnx_profile.py [--onnx-dir /tmp/e5kit-bench-onnx] [--file model_qint8_quantized.onnx] [--texts 256] [--batch-size 8]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="all-MiniLM-L6-v2", help="exported first when --onnx-dir has no export")
     parser.add_argument("--onnx-dir", type=Path, default=Path(tempfile.gettempdir()) / "e5kit-bench-onnx")
-    parser.add_argument("--file", default="pooled_qint8.onnx")
+    parser.add_argument("--file", default="model_qint8_quantized.onnx")
     parser.add_argument("--texts", type=int, default=256)
     parser.add_argument("--words", type=int, default=78)
     parser.add_argument("--batch-size", type=int, default=8)

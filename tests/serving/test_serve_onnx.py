@@ -54,6 +54,9 @@ def test_int8_graph_is_default_and_close(tiny_encoder, onnx_dir, texts):
     assert onnx.dimension == tiny_encoder.dimension
     manifest = json.loads((onnx_dir.model_dir / "onnx" / "e5kit_onnx.json").read_text())
     assert manifest["default"] == INT8_FILE and manifest["pooling"] == "mean"
+    assert manifest["files"] == {FP32_FILE: "fp32", INT8_FILE: "int8"}
+    # And the manifest states that the graph does not normalise (the cosine model's consumers do)
+    assert manifest["normalized"] is False and manifest["similarity_fn_name"] == "cosine"
     # And its embeddings stay close to fp32 (a random 2-layer model quantises worse than a trained one)
     mean, _ = mean_cosine(tiny_encoder.encode(texts, role="passage"), onnx.encode(texts, role="passage"))
     assert mean > 0.95

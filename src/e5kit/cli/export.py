@@ -32,7 +32,10 @@ def onnx(
     check_texts: int = typer.Option(256, min=8, help="Real texts (standard-library docs) embedded by both to compare."),
     eval_data: Path = typer.Option(None, help="A BEIR folder (e.g. ../shared/data/beir/scifact): also compare nDCG@10 of fp32 and the export."),
 ) -> None:
-    """Export to ONNX (pooling inside the graph), quantise, and check fidelity against fp32 torch.
+    """Export to ONNX (token embeddings and pooled embeddings as outputs), quantise, and check fidelity against fp32 torch.
+
+    The files follow sentence-transformers' layout (onnx/model.onnx, onnx/model_qint8_quantized.onnx),
+    so SentenceTransformer(OUT, backend="onnx") loads them too.
 
     Prints the mean and minimum cosine between torch fp32 and each exported graph on real texts, and
     fails (exit 2) when the mean is below 0.99 or, with --eval-data, when nDCG@10 drops by more than
@@ -59,6 +62,7 @@ def onnx(
     if failures:
         raise fail("export fidelity check failed: " + "; ".join(failures))
     typer.echo(f"ok: load with Encoder.load({str(exported.model_dir)!r}, backend='onnx') (uses {exported.default.name})")
+    typer.echo(f"    or SentenceTransformer({str(exported.model_dir)!r}, backend='onnx') (uses onnx/{exported.files['fp32'].name})")
 
 
 def _check_texts(count: int) -> list[str]:

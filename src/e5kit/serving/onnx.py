@@ -1,13 +1,22 @@
 """ONNX export, dynamic int8 quantisation, and the ONNX Runtime backend of the Encoder.
 
-The exported graph takes ``input_ids`` and ``attention_mask`` and returns the pooled (not yet
-normalised) ``sentence_embedding``, so pooling runs inside ONNX Runtime. The ONNX files sit in
-``onnx/`` next to a normal sentence-transformers directory, so prompts, pooling and the token limit
-travel with them; ``onnx/e5kit_onnx.json`` lists the files and which one ``backend="onnx"`` loads.
+The exported graph takes ``input_ids`` and ``attention_mask`` and has two outputs: the token
+embeddings ``last_hidden_state`` (batch, sequence, dim), which is what sentence-transformers' ONNX
+backend (through Optimum) reads and pools itself, and the pooled ``sentence_embedding`` (batch, dim),
+so that e5kit's backend pools inside ONNX Runtime. Neither output is L2-normalised: a cosine model's
+consumers normalise (e5kit's encoder, and the Normalize module of the saved folder), and the manifest
+says so (``"normalized": false``).
+
+The files follow sentence-transformers' layout: ``onnx/model.onnx`` (fp32, what
+``SentenceTransformer(dir, backend="onnx")`` loads) and ``onnx/model_qint8_quantized.onnx`` (int8,
+``model_kwargs={"file_name": "onnx/model_qint8_quantized.onnx"}``), next to a normal
+sentence-transformers directory, so prompts, pooling and the token limit travel with them.
+``onnx/e5kit_onnx.json`` lists the files and which one ``Encoder.load(dir, backend="onnx")`` loads.
 
 Example:
     >>> export_onnx(Encoder.load("all-MiniLM-L6-v2"), "out/minilm", quantize="int8")  # doctest: +SKIP
     >>> encoder = Encoder.load("out/minilm", backend="onnx")                              # doctest: +SKIP
+    >>> SentenceTransformer("out/minilm", backend="onnx")                                 # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -29,24 +38,29 @@ logger = logging.getLogger(__name__)
 
 ONNX_FOLDER = "onnx"
 MANIFEST = "e5kit_onnx.json"
-FP32_FILE = "pooled_fp32.onnx"
-INT8_FILE = "pooled_qint8.onnx"
+#: sentence-transformers' names: Optimum's default file, and the name sentence-transformers gives a
+#: dynamically quantised int8 copy made with a custom (not ISA-named) quantisation config.
+FP32_FILE = "model.onnx"
+INT8_FILE = "model_qint8_quantized.onnx"
 INPUT_NAMES = ["input_ids", "attention_mask"]
+#: The token embeddings, under the name Optimum's ORTModelForFeatureExtraction reads.
+TOKEN_OUTPUT = "last_hidden_state"
+#: The pooled embedding e5kit's backend reads.
 OUTPUT_NAME = "sentence_embedding"
 QUANTIZATIONS = ("none", "int8")
 
 
-class _PooledModel(torch.nn.Module):
-    """The Hugging Face encoder followed by the Encoder's pooling, as one graph to export."""
+class _ExportedModel(torch.nn.Module):
+    """The Hugging Face encoder with the Encoder's pooling as a second output, as one graph to export."""
 
     def __init__(self, model: torch.nn.Module, pooling: str) -> None:
         super().__init__()
         self.model = model
         self.pooling = pooling
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return pool(hidden, attention_mask, self.pooling)  # (batch, dim)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (batch, seq_len, dim)
+        return hidden, pool(hidden, attention_mask, self.pooling)  # and (batch, dim)
 
 
 @dataclass
@@ -94,6 +108,13 @@ def export_onnx(encoder: Encoder, out_dir: str | Path, *, quantize: str = "int8"
         "pooling": encoder.pooling,
         "inputs": INPUT_NAMES,
         "output": OUTPUT_NAME,
+        "outputs": {
+            TOKEN_OUTPUT: "token embeddings (batch, sequence, dim), for sentence-transformers' ONNX backend",
+            OUTPUT_NAME: f"{encoder.pooling}-pooled embeddings (batch, dim), for e5kit's ONNX backend",
+        },
+        # Whether the graph's outputs are L2-normalised; for a cosine model, consumers normalise them.
+        "normalized": False,
+        "similarity_fn_name": encoder.similarity_fn_name,
         "opset": opset,
         "torch": torch.__version__,
     }
@@ -108,7 +129,7 @@ def _export_fp32(encoder: Encoder, path: Path, opset: int) -> None:
     model = encoder.model.float().cpu()
     attention = model.config._attn_implementation
     model.set_attn_implementation("eager")
-    wrapper = _PooledModel(model, encoder.pooling).eval()
+    wrapper = _ExportedModel(model, encoder.pooling).eval()
     example = encoder.tokenizer(["an example text", "a second, longer example text"], padding=True, return_tensors="pt")
     dynamic = {0: "batch", 1: "sequence"}
     try:
@@ -123,8 +144,8 @@ def _export_fp32(encoder: Encoder, path: Path, opset: int) -> None:
                 str(path),
                 dynamo=False,
                 input_names=INPUT_NAMES,
-                output_names=[OUTPUT_NAME],
-                dynamic_axes=dict.fromkeys(INPUT_NAMES, dynamic) | {OUTPUT_NAME: {0: "batch"}},
+                output_names=[TOKEN_OUTPUT, OUTPUT_NAME],
+                dynamic_axes=dict.fromkeys([*INPUT_NAMES, TOKEN_OUTPUT], dynamic) | {OUTPUT_NAME: {0: "batch"}},
                 opset_version=opset,
             )
     finally:
@@ -239,19 +260,20 @@ class OnnxEncoder(Encoder):
         tokenizer, prompts, pooling, similarity_fn_name, max_length: as for ``Encoder``.
         config: The Hugging Face model config (for the embedding size and position limit).
         file: The ONNX file, for messages.
+        dtype: Its weights' precision, "float32" or "int8" (as the manifest lists it).
     """
 
     # benchmarks/encode_backends.py on 2 AVX2 cores (all-MiniLM-L6-v2, ~119 tokens, 4 runs): batch 8 beat
     # batch 32 by 1.21-1.32x in fp32 and 1.10-1.27x in int8.
     default_batch_size = 8
 
-    def __init__(self, session, tokenizer, *, config, prompts, pooling, similarity_fn_name, max_length, file: Path) -> None:
+    def __init__(self, session, tokenizer, *, config, prompts, pooling, similarity_fn_name, max_length, file: Path, dtype: str) -> None:
         self._set_text_options(tokenizer, prompts, pooling, similarity_fn_name, max_length, config)
         self.session = session
         self.file = file
         self.model = None
         self.device = torch.device("cpu")
-        self.dtype = "int8" if file.name == INT8_FILE else "float32"
+        self.dtype = dtype
         self._dimension = int(config.hidden_size)
 
     @classmethod
@@ -297,6 +319,7 @@ class OnnxEncoder(Encoder):
             similarity_fn_name=similarity_fn_name or spec.similarity_fn_name,
             max_length=max_length or spec.max_length or 512,
             file=file,
+            dtype="int8" if manifest["files"].get(file.name) == "int8" else "float32",
         )
 
     @property
