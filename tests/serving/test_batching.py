@@ -98,7 +98,9 @@ def test_concurrent_small_requests_share_a_batch():
         finally:
             await batcher.stop()
 
+    # Given a 200 ms wait, When five 1-text requests arrive together
     results = run(scenario)
+    # Then one batch embedded them all, and each got its own vector
     assert len(embed.batches) == 1 and [r.embeddings[0, 0] for r in results] == [0, 1, 2, 3, 4]
 
 
@@ -125,5 +127,6 @@ def test_a_failing_batch_fails_its_requests_only():
 
 
 def test_max_batch_size_must_be_positive():
+    # A batch of no texts would never make progress
     with pytest.raises(ValueError, match="max_batch_size must be at least 1"):
         DynamicBatcher(RecordingEmbed(), max_batch_size=0)

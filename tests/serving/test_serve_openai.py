@@ -55,6 +55,7 @@ def test_token_id_lists_embed_like_the_text_they_decode_to(token_client, tiny_en
     ],
 )
 def test_bad_token_ids_get_a_named_4xx(token_client, payload, status, needle):
+    # Given token ids the server cannot read, Then the error names the input and the problem
     response = token_client.post("/v1/embeddings", json=payload)
     assert response.status_code == status, response.text
     assert needle in response.json()["error"]["message"]
@@ -76,6 +77,7 @@ def test_token_ids_without_tiktoken_get_a_400_saying_what_to_do(tiny_encoder, mo
 
 def test_an_encoding_that_does_not_load_is_named(tiny_encoder):
     pytest.importorskip("tiktoken")
+    # Given a server configured with an encoding tiktoken does not know, When token ids arrive, Then a 400 names it
     with TestClient(create_app(tiny_encoder, ServeConfig(token_ids_encoding="no-such-encoding"))) as client:
         response = client.post("/v1/embeddings", json={"input": [1, 2, 3]})
     assert response.status_code == 400
@@ -83,6 +85,7 @@ def test_an_encoding_that_does_not_load_is_named(tiny_encoder):
 
 
 def test_models_endpoints_in_openai_shape(tiny_encoder):
+    # Given a server for models/e5-tiny served as "tiny", When a client lists and retrieves models
     config = ServeConfig(model="models/e5-tiny", served_model_name="tiny")
     with TestClient(create_app(tiny_encoder, config)) as client:
         listed = client.get("/v1/models").json()
@@ -98,6 +101,7 @@ def test_models_endpoints_in_openai_shape(tiny_encoder):
 
 
 def test_models_need_the_bearer_token_too(tiny_encoder):
+    # Given a server with an api_key, Then listing models needs it like embedding does
     with TestClient(create_app(tiny_encoder, ServeConfig(api_key="s3cret"))) as client:
         assert client.get("/v1/models").status_code == 401
         assert client.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
