@@ -17,6 +17,7 @@ from e5kit.textio import (
     iter_byte_lines,
     iter_jsonl,
     read_texts,
+    writable_file,
     writable_folder,
 )
 
@@ -97,19 +98,24 @@ def test_content_suffix_leaves_compression_out():
     assert [content_suffix(name) for name in ("corpus.JSONL.gz", "a.tsv.bz2.zst", "Posts.xml", "README")] == [".jsonl", ".tsv", ".xml", ""]
 
 
-def test_writable_folder_creates_and_checks(tmp_path):
+def test_writable_folder_checks_without_creating(tmp_path):
     # Given a new nested folder, a file where a folder is wanted, and a path below a file
     (tmp_path / "file").write_text("x")
-    # When checked, then the new folder exists and the others are named errors
-    assert writable_folder(tmp_path / "a" / "b").is_dir()
+    # When checked, then the new folder passes and the others are named errors
+    assert writable_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b"
     with pytest.raises(OutputPathError, match=rf"{tmp_path / 'file'}: exists and is not a folder"):
         writable_folder(tmp_path / "file")
-    with pytest.raises(OutputPathError, match=rf"{tmp_path / 'file' / 'sub'}: cannot create the output folder"):
+    with pytest.raises(OutputPathError, match=rf"{tmp_path / 'file' / 'sub'}: cannot create the output folder \({tmp_path / 'file'} is a file"):
         writable_folder(tmp_path / "file" / "sub")
-    assert os.listdir(tmp_path / "a" / "b") == []  # the probe file is gone
+    with pytest.raises(OutputPathError, match=rf"{tmp_path}: is a folder; an output file is needed"):
+        writable_file(tmp_path)
+    # And nothing was created or left behind (the probe file is gone)
+    assert sorted(os.listdir(tmp_path)) == ["file"]
 
 
 def test_writable_folder_refuses_a_read_only_folder(read_only_folder):
-    # Given a folder files cannot be created in; when checked, then the error names it
+    # Given a folder files cannot be created in; when it or a folder inside it is checked, then the error names it
     with pytest.raises(OutputPathError, match=rf"{read_only_folder}: output folder is not writable"):
         writable_folder(read_only_folder)
+    with pytest.raises(OutputPathError, match=rf"{read_only_folder / 'run'}: cannot create the output folder \({read_only_folder} is not writable"):
+        writable_folder(read_only_folder / "run")

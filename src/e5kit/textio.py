@@ -143,27 +143,55 @@ def check_input_file(path: str | Path) -> Path:
     return path
 
 
-def writable_folder(path: str | Path) -> Path:
-    """Create the output folder ``path`` if needed and prove that files can be written in it (a probe
-    file is created and removed), so a stage fails before its expensive work (loading a model).
+def writable_folder(path: str | Path, existing: tuple[str, ...] = ()) -> Path:
+    """Check that ``path`` is, or can be created as, a folder in which files can be written, so a stage
+    fails before its expensive work (loading a model). Nothing is created: a probe file is made and
+    removed in ``path``, or in its nearest existing parent when ``path`` does not exist yet.
+
+    Args:
+        path: The output folder.
+        existing: Names of files in it that will be rewritten in place (an index's store): each one
+            that exists must be writable too.
 
     Raises:
-        OutputPathError: naming the folder, when it is a file, cannot be created, or is not writable
-            (read-only, permissions, a read-only file system).
+        OutputPathError: naming the folder (or file), when it is a file, cannot be created (a parent is
+            a file or not writable), or is not writable (read-only, permissions, a read-only file system).
     """
     path = Path(path)
+    ancestor = path
+    while not ancestor.exists() and ancestor.parent != ancestor:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        if ancestor == path:
+            raise OutputPathError(f"{path}: exists and is not a folder (an output folder is needed)")
+        raise OutputPathError(f"{path}: cannot create the output folder ({ancestor} is a file)")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise OutputPathError(f"{path}: exists and is not a folder (an output folder is needed)") from None
-    except OSError as error:
-        raise OutputPathError(f"{path}: cannot create the output folder ({error.strerror})") from None
-    try:
-        handle, probe = tempfile.mkstemp(prefix=".e5kit-write-check-", dir=path)
+        handle, probe = tempfile.mkstemp(prefix=".e5kit-write-check-", dir=ancestor)
         os.close(handle)
         os.unlink(probe)
     except OSError as error:
-        raise OutputPathError(f"{path}: output folder is not writable ({error.strerror})") from None
+        if ancestor == path:
+            raise OutputPathError(f"{path}: output folder is not writable ({error.strerror})") from None
+        raise OutputPathError(f"{path}: cannot create the output folder ({ancestor} is not writable: {error.strerror})") from None
+    for name in existing:
+        if (path / name).exists() and not os.access(path / name, os.W_OK):
+            raise OutputPathError(f"{path / name}: is read-only")
+    return path
+
+
+def writable_file(path: str | Path) -> Path:
+    """Check that the output file ``path`` can be written (its folder exists or can be created) before a
+    stage's expensive work; nothing is created. Returns ``path``.
+
+    Raises:
+        OutputPathError: naming the path, when it is a folder or its folder is not writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{path}: is a folder; an output file is needed")
+    writable_folder(path.parent)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputPathError(f"{path}: is read-only")
     return path
 
 

@@ -37,6 +37,27 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def output_folder(path: Path, existing: tuple[str, ...] = ()) -> Path:
+    """``e5kit.textio.writable_folder`` for a command: call it before loading a model, so an output folder
+    that cannot be written is a one-line error (exit 2) naming it, not a traceback after the work."""
+    from e5kit.textio import OutputPathError, writable_folder
+
+    try:
+        return writable_folder(path, existing)
+    except OutputPathError as error:
+        raise fail(str(error)) from error
+
+
+def output_file(path: Path) -> Path:
+    """``e5kit.textio.writable_file`` for a command (see :func:`output_folder`)."""
+    from e5kit.textio import OutputPathError, writable_file
+
+    try:
+        return writable_file(path)
+    except OutputPathError as error:
+        raise fail(str(error)) from error
+
+
 def load_encoder(model: str, **options):
     """Load an Encoder for a command, turning a missing or malformed model into a clean error."""
     from transformers.utils import logging as transformers_logging
@@ -65,10 +86,11 @@ def overrides_option(example: str):
 
 
 def run_training(load_settings: Callable, train: Callable, config: Path | None, overrides: list[str] | None, resume: bool) -> None:
-    """The shared body of ``pretrain`` and ``finetune``: validate the config, train, say where the outputs are.
+    """The shared body of ``pretrain`` and ``finetune``: validate the config, check that ``output_dir`` can be
+    written, train, say where the outputs are.
 
     Args:
-        load_settings: (config path, overrides) -> validated settings; raises ConfigError naming the field.
+        load_settings: (config path, overrides) -> validated settings with an ``output_dir``; raises ConfigError naming the field.
         train: (settings, resume=...) -> path of the final model.
     """
     import logging
@@ -83,7 +105,12 @@ def run_training(load_settings: Callable, train: Callable, config: Path | None, 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     transformers_logging.disable_progress_bar()
     try:
-        final = train(load_settings(config, overrides or []), resume=resume)
+        settings = load_settings(config, overrides or [])
+    except ConfigError as error:
+        raise fail(str(error)) from error
+    output_folder(settings.output_dir)
+    try:
+        final = train(settings, resume=resume)
     except (ConfigError, ShardError, InputFormatError, ModelDirectoryError, FileNotFoundError) as error:
         raise fail(str(error)) from error
     typer.echo(f"final model: {final}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail, overrides_option
+from e5kit.cli.app import app, fail, output_folder, overrides_option
 
 
 @app.command()
@@ -31,9 +31,10 @@ def curate(
         settings = load_config(config, overrides)
     except ValueError as error:
         raise fail(str(error)) from error
+    output_folder(settings.output_dir)
     try:
         report = run_curation(settings)
-    except RuntimeError as error:
+    except (RuntimeError, OSError) as error:  # counts that do not reconcile; a disk that fills up
         raise fail(str(error)) from error
     totals = report["totals"]
     typer.echo(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail, load_encoder, overrides_option
+from e5kit.cli.app import app, fail, load_encoder, output_folder, overrides_option
 
 eval_app = typer.Typer(
     help="Evaluate models: BEIR retrieval against BM25, STS, classification, clustering, pair classification, reranking.",
@@ -62,6 +62,7 @@ def _run(task: str, config_path: Path | None, sets: list[str] | None, **options)
         config = load_config(task_spec(task).config_class, config_path, options, sets or [])
     except ConfigError as error:
         raise fail(str(error)) from error
+    output_folder(config.results_dir)
 
     def load(name: str):
         return load_encoder(name, max_length=config.max_length, device=config.device, dtype=config.dtype)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail, overrides_option
+from e5kit.cli.app import app, fail, output_folder, overrides_option
 
 filter_app = typer.Typer(help="Filters over curated pair shards.", no_args_is_help=True)
 app.add_typer(filter_app, name="filter")
@@ -32,6 +32,8 @@ def consistency(
     if reapply:
         if k is None:
             raise fail("--reapply needs --k")
+        if output.is_dir():  # a missing one is reapply_k's error: no earlier run there
+            output_folder(output)
         try:
             report = reapply_k(output, k)
         except ValueError as error:
@@ -40,6 +42,10 @@ def consistency(
         given = {"pairs": pairs, "model": model, "output_dir": output, "k": k, "pool_size": pool_size, "iterations": iterations}
         try:
             settings = load_config(ConsistencyConfig, config, set_, options=given)
+        except ValueError as error:
+            raise fail(str(error)) from error
+        output_folder(settings.output_dir)
+        try:
             report = consistency_filter(settings)
         except (ValueError, FileNotFoundError) as error:
             raise fail(str(error)) from error

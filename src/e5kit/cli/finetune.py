@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import RESUME_HELP, app, fail, overrides_option, run_training
+from e5kit.cli.app import RESUME_HELP, app, fail, output_file, overrides_option, run_training
 
 
 class TeacherKind(str, Enum):
@@ -58,6 +58,7 @@ def mine_negatives(
     from e5kit.textio import InputFormatError
     from e5kit.training.mining import build_mining_config, mine_hard_negatives
 
+    output_file(out)
     try:
         config = build_mining_config(
             model=model, negatives=negatives, depth=depth, skip_top=skip_top, margin=margin, relative_margin=relative_margin,
@@ -100,6 +101,7 @@ def score_teacher(
     from e5kit.training.teacher import load_teacher, score_file
 
     transformers_logging.disable_progress_bar()
+    output_file(out)
     try:
         scorer = load_teacher(
             teacher, kind.value, batch_size=batch_size, max_length=max_length, device=device, similarity_fn_name=similarity_fn_name.value

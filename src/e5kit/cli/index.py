@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail, load_encoder
+from e5kit.cli.app import app, fail, load_encoder, output_folder
 from e5kit.hub import DEFAULT_MODEL
 
 index_app = typer.Typer(
@@ -43,25 +43,36 @@ def _read_corpus(corpus: Path, id_field: str, text_field: str, title_field: str)
 
 
 def _open_index(path: Path, backend: Backend | None):
+    """Open an index to change it: a folder or store that cannot be written is an error before the model loads."""
+    import sqlite3
+
     from transformers.utils import logging as transformers_logging
 
     from e5kit.model_format import ModelDirectoryError
-    from e5kit.serving.index import IndexStoreError, VectorIndex
+    from e5kit.serving.index import DOCSTORE_FILE, SETTINGS_FILE, VECTORS_FILE, IndexStoreError, VectorIndex
 
+    if path.is_dir():  # a missing one is VectorIndex.open's error ("not an index")
+        output_folder(path, existing=(SETTINGS_FILE, VECTORS_FILE, DOCSTORE_FILE))
     transformers_logging.disable_progress_bar()
     try:
         return VectorIndex.open(path, backend=backend.value if backend else None)
     except (IndexStoreError, FileNotFoundError, ModelDirectoryError) as error:
         raise fail(str(error)) from error
+    except (sqlite3.Error, OSError) as error:
+        raise fail(f"{path}: cannot open the index ({error})") from error
 
 
 def _add(index, documents, batch_size: int | None) -> None:
+    import sqlite3
+
     from e5kit.serving.index import IndexStoreError
 
     try:
         report = index.add(documents, batch_size=batch_size, show_progress=True)
     except (IndexStoreError, ValueError) as error:
         raise fail(str(error)) from error
+    except (sqlite3.Error, OSError) as error:
+        raise fail(f"{index.path}: cannot write the index ({error})") from error
     skipped = ", ".join(f"{count} ({reason})" for reason, count in report.skipped.items()) or "none"
     typer.echo(
         f"{index.path}: added {report.added} documents, replaced {report.replaced}, {report.chunks} chunks "
@@ -104,6 +115,7 @@ def build(
     except ValidationError as error:
         raise fail("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())) from error
     documents = _read_corpus(corpus, id_field, text_field, title_field)
+    output_folder(out)
     encoder = load_encoder(model, backend=backend.value)
     model_ref = str(Path(model).resolve()) if Path(model).exists() else model
     try:
@@ -145,7 +157,12 @@ def delete(
             raise fail(str(error)) from error
     if not ids:
         raise fail("no document ids given (pass ids as arguments or --ids-file)")
+    import sqlite3
+
     index = _open_index(index_dir, Backend.torch)
-    deleted, missing = index.delete(ids)
+    try:
+        deleted, missing = index.delete(ids)
+    except (sqlite3.Error, OSError) as error:
+        raise fail(f"{index_dir}: cannot write the index ({error})") from error
     stale = f"; {index.stale_vectors} deleted vectors stay in the HNSW graph, filtered at search" if index.stale_vectors else ""
     typer.echo(f"{index_dir}: deleted {deleted} documents; not found: {len(missing)} {missing[:10] if missing else ''}{stale}")
