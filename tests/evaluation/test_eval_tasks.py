@@ -59,6 +59,14 @@ def test_sts_bad_score_names_line(tmp_path, tiny_encoder):
         evaluate_sts(tiny_encoder, tmp_path)
 
 
+@pytest.mark.parametrize("score", ["inf", "NaN", "1e400"])
+def test_sts_score_out_of_range_names_line(tmp_path, tiny_encoder, score):
+    # Given a gold score that is not a finite number; when evaluated, then the error names file, line and value
+    write_tsv(tmp_path / "test.tsv", ("sentence1", "sentence2", "score"), [("a", "b", "1"), ("c", "d", score)])
+    with pytest.raises(InputFormatError, match=rf"test.tsv:3: score '{score}' is not a finite number"):
+        evaluate_sts(tiny_encoder, tmp_path)
+
+
 def test_sts_text_without_visible_text_names_file_and_line(tmp_path, tiny_encoder):
     # Given an STS file whose second pair's first sentence is a zero-width space only
     write_tsv(tmp_path / "test.tsv", ("sentence1", "sentence2", "score"), [("a", "b", "1"), ("\u200b", "d", "2")])

@@ -36,6 +36,22 @@ def test_flag_jsonl_keeps_good_records_and_names_bad_ones(tmp_path, write_jsonl)
     assert f"{path}:3" in issues.describe()
 
 
+@pytest.mark.parametrize("score", [float("inf"), float("-inf"), float("nan"), 1e400])
+def test_teacher_scores_out_of_range_are_counted_records(tmp_path, write_jsonl, score):
+    # Given a scored record whose negative score is Infinity, -Infinity, NaN or 1e400 (json: Infinity), and a good one
+    path = write_jsonl(
+        tmp_path / "scored.jsonl",
+        [
+            {"query": "q1", "pos": ["p1"], "neg": ["n1"], "pos_scores": [3.0], "neg_scores": [score]},
+            {"query": "q2", "pos": ["p2"], "neg": ["n2"], "pos_scores": [3.0], "neg_scores": [1.0]},
+        ],
+    )
+    issues = RecordIssues()
+    # When read, then the bad record is a counted issue naming its line (its loss would be NaN), the good one trains
+    assert [example.query for example in read_examples("flag", path, issues)] == ["q2"]
+    assert issues.summary() == {"a teacher score is not a finite number": {"count": 1, "records": [f"{path}:1"]}}
+
+
 def test_teacher_scored_empty_negatives_are_left_out_and_the_group_kept(tmp_path, write_jsonl):
     # Given a score-teacher record whose mined negatives include an empty passage (kept there with score 0)
     path = write_jsonl(

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -135,8 +136,11 @@ def invalid_reason(example: FinetuneExample) -> str | None:
     if example.has_teacher_scores:
         if len(example.positive_scores) != len(example.positives) or len(example.negative_scores) != len(example.negatives):
             return WRONG_SCORES
-        if not all(isinstance(score, (int, float)) and not isinstance(score, bool) for score in example.positive_scores + example.negative_scores):
-            return "a teacher score is not a number"
+        if not all(
+            isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
+            for score in example.positive_scores + example.negative_scores
+        ):
+            return "a teacher score is not a finite number"  # Infinity, NaN, 1e400 would make the loss NaN
     return None
 
 

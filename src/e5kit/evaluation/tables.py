@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from e5kit.text import has_visible_text
@@ -74,8 +75,15 @@ def _iter_tsv(path: Path, columns: tuple[str, ...]):
 
 
 def parse_float(path: Path, line_number: int, column: str, value) -> float:
-    """``float(value)``, or an error naming the file, line and column."""
+    """``float(value)``, or an error naming the file, line and column.
+
+    Raises:
+        InputFormatError: the value is not a number, or not a finite one (``inf``, ``NaN``, ``1e400``).
+    """
     try:
-        return float(value)
-    except (TypeError, ValueError) as error:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError) as error:
         raise InputFormatError(f"{path}:{line_number}: {column} {value!r} is not a number") from error
+    if not math.isfinite(number):
+        raise InputFormatError(f"{path}:{line_number}: {column} {value!r} is not a finite number")
+    return number
