@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from corrupt_corpus import write
+from corrupt_corpus import unreadable_paths, write
 from typer.testing import CliRunner
 
 from e5kit.cli.app import app
@@ -186,3 +186,29 @@ def test_an_index_write_refused_by_sqlite_is_one_line(built_index, inputs, monke
     result = CliRunner().invoke(app, ["index", command, str(built_index), *extra])
     # Then one line names the index and what sqlite said
     assert_one_line_error(result, built_index, "readonly database")
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "dangling-link", "zip-archive"])
+def test_eval_and_index_inputs_that_are_not_readable_files_are_named(tmp_path, tiny_bert_dir, kind):
+    # Given an input path that is not a readable file (a FIFO would block a plain open() forever)
+    path = unreadable_paths(tmp_path / "bad")[kind]
+    runner = CliRunner()
+    # When it is an evaluation split (a folder is looked into for test.tsv), an index corpus or an ids file
+    model = str(tiny_bert_dir) if kind == "folder" else NO_MODEL  # a data file is checked before the model loads
+    results = [
+        runner.invoke(app, ["eval", "sts", "--model", model, "--data", str(path), "--results-dir", str(tmp_path / "results"), "--no-cache"]),
+        runner.invoke(app, ["index", "build", "--corpus", str(path), "--out", str(tmp_path / "idx"), "--model", NO_MODEL]),
+        runner.invoke(app, ["index", "add", str(tmp_path / "idx"), "--corpus", str(path)]),
+        runner.invoke(app, ["index", "delete", str(tmp_path / "idx"), "--ids-file", str(path)]),
+    ]
+    # Then each is one line naming it
+    for result in results:
+        assert_one_line_error(result, path)
+
+
+def test_a_library_message_with_line_breaks_is_printed_as_one_line(tmp_path):
+    # Given a valid STS file and a model that cannot be found (the Hub client's message spans lines)
+    data = write(tmp_path / "test.tsv", b"sentence1\tsentence2\tscore\na\tb\t1\n")
+    # When evaluated, then the error is still one line, naming the model
+    result = CliRunner().invoke(app, ["eval", "sts", "--model", NO_MODEL, "--data", str(data), "--results-dir", str(tmp_path / "results")])
+    assert_one_line_error(result, NO_MODEL)

@@ -32,8 +32,10 @@ def root(
 
 
 def fail(message: str) -> typer.Exit:
-    """Print an error for the user (no traceback) and return the exit to raise."""
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    """Print ``error: <message>`` on one line (line breaks inside, e.g. from a library's message, become
+    spaces) for the user, no traceback, and return the exit (code 2) to raise."""
+    one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    typer.secho(f"error: {one_line}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=2)
 
 

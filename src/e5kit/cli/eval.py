@@ -55,7 +55,7 @@ def _run(task: str, config_path: Path | None, sets: list[str] | None, **options)
     from e5kit.evaluation.config import ConfigError, load_config
     from e5kit.evaluation.report import markdown_table
     from e5kit.evaluation.runner import run_task, task_spec
-    from e5kit.textio import InputFormatError
+    from e5kit.textio import InputFormatError, check_input_file
 
     options["cache"] = False if options.pop("no_cache") else None
     try:
@@ -63,6 +63,11 @@ def _run(task: str, config_path: Path | None, sets: list[str] | None, **options)
     except ConfigError as error:
         raise fail(str(error)) from error
     output_folder(config.results_dir)
+    if not config.data.is_dir():  # a data file is checked before any model loads; a folder's files when read
+        try:
+            check_input_file(config.data)
+        except (FileNotFoundError, InputFormatError) as error:
+            raise fail(str(error)) from error
 
     def load(name: str):
         return load_encoder(name, max_length=config.max_length, device=config.device, dtype=config.dtype)
