@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import json_lines, posts_xml
+from curation_dumps import json_lines, posts_xml
 from typer.testing import CliRunner
 from corrupt_corpus import CODECS, DAMAGED_CASES, complete_lines_before_cut, damaged, unreadable_paths, write
 

@@ -6,7 +6,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import STACK_ROWS, json_lines, mediawiki_xml, posts_xml, pushshift_records, write_lines, write_warc
+from curation_dumps import STACK_ROWS, json_lines, mediawiki_xml, posts_xml, pushshift_records, write_lines, write_warc
 from typer.testing import CliRunner
 
 from e5kit.cli.app import app

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import STACK_ROWS, json_lines, mediawiki_xml, posts_xml, pushshift_records, write_lines, write_warc
+from curation_dumps import STACK_ROWS, json_lines, mediawiki_xml, posts_xml, pushshift_records, write_lines, write_warc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

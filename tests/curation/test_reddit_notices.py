@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import json_lines, write_lines
+from curation_dumps import json_lines, write_lines
 from typer.testing import CliRunner
 
 from e5kit.cli.app import app

@@ -14,7 +14,7 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import json_lines, posts_xml, write_lines
+from curation_dumps import json_lines, posts_xml, write_lines
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import json_lines, write_lines
+from curation_dumps import json_lines, write_lines
 
 from e5kit.data.curate import CurateConfig, curate
 from e5kit.data.filters import decontaminate
