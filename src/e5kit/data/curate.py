@@ -92,7 +92,9 @@ class SourceConfig(BaseModel):
     Attributes:
         type: Reader: reddit, stackexchange, wikipedia, arxiv/s2orc, commoncrawl/warc, news, generic, pydoc.
         name: Name in shard files and the report (default: the type); unique per config.
-        paths: Files or glob patterns (``**`` allowed); each file is a shard (Reddit pairs RS_/RC_ files).
+        paths: Files or glob patterns (``**`` allowed); each file is a shard (Reddit pairs RS_/RC_ files). Plain or
+            .gz/.bz2/.xz/.zst. A folder, FIFO, dangling link or unreadable file is a config error naming it (the
+            generic source reads a folder saved by ``datasets``, pydoc one folder of Python sources).
         options: The reader's options (see its ``Options``).
         filters: Overrides of the global filter settings for this source, e.g. ``{length: {min_passage_words: 20}}``.
     """
