@@ -57,10 +57,11 @@ def stage_commands(inputs: dict[str, Path], out: Path) -> dict[str, tuple[list[s
                             "--positives", str(beir / "qrels" / "test.tsv"), "--out", str(out / "mined.jsonl")], out),
         "score-teacher": (["score-teacher", "--teacher", NO_MODEL, "--in", str(inputs["mined"]), "--out", str(out / "scored.jsonl")], out),
         "filter consistency": (["filter", "consistency", "--pairs", str(inputs["pairs"]), "--model", NO_MODEL, "--output", str(out)], out),
+        "encode": (["encode", "--model", NO_MODEL, "--role", "query", "--input", str(inputs["news"]), "--output", str(out / "embeddings.npy")], out),
     }
 
 
-STAGES = ["curate", "eval", "index build", "pretrain", "finetune", "mine-negatives", "score-teacher", "filter consistency"]
+STAGES = ["curate", "eval", "index build", "pretrain", "finetune", "mine-negatives", "score-teacher", "filter consistency", "encode"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail, load_encoder
+from e5kit.cli.app import app, fail, load_encoder, output_file
 from e5kit.hub import DEFAULT_MODEL
 
 
@@ -44,6 +44,7 @@ def encode(
         texts = read_texts(input_path, field=field)
     except (FileNotFoundError, InputFormatError) as error:
         raise fail(str(error)) from error
+    output_file(output)  # before the model loads: an unwritable output is a one-line error, not lost work
     encoder = load_encoder(model, max_length=max_length, device=device, dtype=dtype)
     started = time.perf_counter()
     embeddings = encoder.encode(texts, role=role.value, batch_size=batch_size, show_progress=True)
