@@ -63,7 +63,10 @@ def test_encode_gzipped_jsonl_with_field(tiny_bert_dir, tmp_path):
     [
         ('{"text": "fine"}\n{"text": \n', ".jsonl", "docs.jsonl:2: invalid JSON"),
         ('{"text": "fine"}\n{"title": "no text"}\n', ".jsonl", "docs.jsonl:2: field 'text' is missing"),
-        ("fine\n\nother\n", ".txt", "docs.txt:2: blank line"),
+        ("fine\n\nother\n", ".txt", "docs.txt:2: line without visible text"),
+        # zero-width characters only: the encoder would refuse it mid-run; the reader names the line first
+        ("fine\n\u200b\u2060\nother\n", ".txt", "docs.txt:2: line without visible text"),
+        ('{"text": "fine"}\n{"text": "\u200b"}\n', ".jsonl", "docs.jsonl:2: field 'text' is missing, not a string or has no visible text"),
     ],
 )
 def test_encode_bad_input_names_file_and_line(tiny_bert_dir, tmp_path, content, suffix, message):

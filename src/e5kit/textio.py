@@ -40,6 +40,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from e5kit.text import has_visible_text
+
 #: Bytes read from disk at a time (a compressed chunk of text decompresses to a few MB at most).
 CHUNK_BYTES = 1 << 16
 #: File-name suffix (lower case) -> codec e5kit decompresses.
@@ -378,13 +380,13 @@ def read_texts(path: str | Path, field: str = "text") -> list[str]:
         texts = []
         for line_number, record in iter_jsonl(path):
             value = record.get(field)
-            if not isinstance(value, str) or not value.strip():
-                raise InputFormatError(f"{path}:{line_number}: field {field!r} is missing, empty or not a string")
+            if not isinstance(value, str) or not has_visible_text(value):
+                raise InputFormatError(f"{path}:{line_number}: field {field!r} is missing, not a string or has no visible text")
             texts.append(value)
         return texts
     texts = []
     for line_number, text in iter_text_lines(path):
-        if not text.strip():
-            raise InputFormatError(f"{path}:{line_number}: blank line (every line is one text to embed)")
+        if not has_visible_text(text):
+            raise InputFormatError(f"{path}:{line_number}: line without visible text (every line is one text to embed)")
         texts.append(text)
     return texts
