@@ -95,3 +95,20 @@ def test_similarity_prints_cosine(tiny_bert_dir):
     assert float(same.stdout.strip().splitlines()[-1]) == pytest.approx(1.0, abs=1e-4)
     different = runner.invoke(app, ["similarity", "-m", str(tiny_bert_dir), "cells divide", "the blue sky", "--device", "cpu"])
     assert float(different.stdout.strip().splitlines()[-1]) < 0.9999
+
+
+def test_encode_without_role_for_a_model_without_prompts_and_to_standard_output(tiny_unnormalized_dir, tiny_bert_dir, tmp_path):
+    import io
+
+    (tmp_path / "texts.txt").write_text("the cat sat\npython reads files\n")
+    # Given a model without prompts, When encoded without --role to standard output (-)
+    result = runner.invoke(app, ["encode", "-m", str(tiny_unnormalized_dir), "-i", str(tmp_path / "texts.txt"), "-o", "-", "--device", "cpu"])
+    # Then standard output holds exactly the .npy array (the report goes to standard error)
+    assert result.exit_code == 0, result.output
+    matrix = np.load(io.BytesIO(result.stdout_bytes))
+    expected = Encoder.load(tiny_unnormalized_dir, device="cpu").encode(["the cat sat", "python reads files"])
+    np.testing.assert_allclose(matrix, expected, atol=1e-5)
+    assert not (tmp_path / "-.npy").exists() and not (tmp_path / "-").exists()
+    # And a model with prompts still needs a role: one line names the choices
+    refused = runner.invoke(app, ["encode", "-m", str(tiny_bert_dir), "-i", str(tmp_path / "texts.txt"), "-o", str(tmp_path / "e.npy")])
+    assert refused.exit_code == 2 and "no role given" in refused.output and "--role" in refused.output

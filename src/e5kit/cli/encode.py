@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from enum import Enum
 from pathlib import Path
@@ -26,9 +27,11 @@ DTYPE_HELP = "float32, bfloat16, or float16 (CUDA only). Output is float32 eithe
 @app.command()
 def encode(
     model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
-    role: Role = typer.Option(..., "--role", "-r", help="query or passage: the model's prefix for it is added; none = raw text."),
+    role: Role = typer.Option(
+        None, "--role", "-r", help="query or passage: the model's prefix for it is added; none = raw text. Required for a model with prompts (E5)."
+    ),
     input_path: Path = typer.Option(..., "--input", "-i", help="Texts: .txt (one per line) or .jsonl (see --field); .gz allowed."),
-    output: Path = typer.Option(..., "--output", "-o", help="Where to write the (n, dim) float32 .npy array."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the (n, dim) float32 .npy array; - writes it to standard output."),
     field: str = typer.Option("text", help="JSONL field holding the text."),
     batch_size: int = typer.Option(32, min=1, help="Texts per forward pass."),
     max_length: int = typer.Option(None, min=8, help="Token limit (default: the model's own)."),
@@ -44,18 +47,30 @@ def encode(
         texts = read_texts(input_path, field=field)
     except (FileNotFoundError, InputFormatError) as error:
         raise fail(str(error)) from error
-    output_file(output)  # before the model loads: an unwritable output is a one-line error, not lost work
+    to_stdout = str(output) == "-"
+    if not to_stdout:
+        output_file(output)  # before the model loads: an unwritable output is a one-line error, not lost work
     encoder = load_encoder(model, max_length=max_length, device=device, dtype=dtype)
+    role_name = role.value if role is not None else None
     started = time.perf_counter()
-    embeddings = encoder.encode(texts, role=role.value, batch_size=batch_size, show_progress=True)
+    try:
+        embeddings = encoder.encode(texts, role=role_name, batch_size=batch_size, show_progress=True)
+    except ValueError as error:  # a model with prompts and no --role
+        raise fail(f"{error} (--role)") from error
     elapsed = time.perf_counter() - started
-    output.parent.mkdir(parents=True, exist_ok=True)
-    np.save(output, embeddings)
+    if to_stdout:
+        np.save(sys.stdout.buffer, embeddings)
+        sys.stdout.buffer.flush()
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        np.save(output, embeddings)
     stats = encoder.last_stats
+    # The report goes to standard error when the array goes to standard output.
     typer.echo(
-        f"wrote {output}: {embeddings.shape[0]} x {embeddings.shape[1]} float32 "
+        f"wrote {'standard output' if to_stdout else output}: {embeddings.shape[0]} x {embeddings.shape[1]} float32 "
         f"({elapsed:.1f}s, {len(texts) / max(elapsed, 1e-9):.1f} texts/s); "
-        f"prefix {encoder.prompt_for(role.value)!r}; truncated at {encoder.max_length} tokens: {stats.truncated}"
+        f"prefix {encoder.prompt_for(role_name)!r}; truncated at {encoder.max_length} tokens: {stats.truncated}",
+        err=to_stdout,
     )
 
 
