@@ -61,6 +61,42 @@ def pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor, mode: str
     return summed / counts
 
 
+def load_transformer(folder: Path) -> PreTrainedModel:
+    """``AutoModel.from_pretrained(folder)`` without the pooler head, which e5kit never uses.
+
+    Encoders that have one (BERT, RoBERTa, XLM-R, ...) are built with ``add_pooling_layer=False``:
+    a checkpoint saved without pooler weights (most sentence-transformers models) then loads without
+    a randomly initialised pooler (which made every load's weights, and so the embedding-cache key,
+    differ), and transformers' load report about the pooler is not printed. Any other missing,
+    unexpected or resized weight is still reported, as one warning of the ``e5kit.encoder`` logger.
+    """
+    import inspect
+
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+    from transformers.utils import logging as transformers_logging
+
+    config = AutoConfig.from_pretrained(folder)
+    model_class = MODEL_MAPPING[type(config)] if type(config) in MODEL_MAPPING else None
+    options = {"add_pooling_layer": False} if model_class and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters else {}
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its load report would name the pooler weights left out
+    try:
+        model, info = AutoModel.from_pretrained(folder, config=config, output_loading_info=True, **options)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    problems = {
+        kind: sorted(key for key in info.get(kind, ()) if not str(key).startswith("pooler."))
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
+    if any(problems.values()):
+        logger.warning(
+            "%s: weights that do not match %s: %s", folder, type(model).__name__,
+            "; ".join(f"{kind.replace('_', ' ')}: {', '.join(map(str, keys))}" for kind, keys in problems.items() if keys),
+        )
+    return model
+
+
 def auto_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -180,7 +216,7 @@ class Encoder:
             return OnnxEncoder.load(name_or_path, prompts=prompts, max_length=max_length, similarity_fn_name=similarity_fn_name)
         spec = model_format.read_model_dir(resolve_model_dir(name_or_path))
         tokenizer = AutoTokenizer.from_pretrained(spec.transformer_dir)
-        model = AutoModel.from_pretrained(spec.transformer_dir)
+        model = load_transformer(spec.transformer_dir)
         return cls(
             model,
             tokenizer,
