@@ -1,8 +1,11 @@
 """Stage configs: a YAML mapping, ``--set key=value`` overrides, pydantic validation that names the field.
 
-Every config-driven stage (curate, filter consistency, pretrain, finetune, eval, serve) reads its
-settings through here, so ``--set`` means the same everywhere: dots reach nested keys, digits index
-lists (``sources.0.paths=[a.jsonl]``), and values are parsed as YAML (numbers, booleans, lists).
+Every config-driven stage (curate, filter consistency, pretrain, finetune, eval, serve, quickstart)
+reads its settings through here, so ``--set`` means the same everywhere: dots reach nested keys,
+digits index lists (``sources.0.paths=[a.jsonl]``), and values are parsed as YAML (numbers,
+booleans, lists). The example configs ship inside the package (``e5kit/configs/*.yaml``); a config
+path that does not exist and names one of them (``pretrain``, ``pretrain.yaml`` or
+``configs/pretrain.yaml``) reads the bundled file.
 
 Example:
     >>> tree = apply_overrides({"data": {"paths": []}}, ["data.paths=[a.parquet]", "max_steps=10"])
@@ -25,23 +28,47 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the file and line, or the field."""
 
 
+def bundled_configs() -> dict[str, Path]:
+    """The example configs installed with e5kit: name (file name without ``.yaml``) -> file, sorted by name."""
+    folder = Path(__file__).resolve().parent / "configs"
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_config(path: str | Path) -> Path:
+    """``path`` itself when it exists, else the bundled config it names: ``NAME``, ``NAME.yaml`` or
+    ``configs/NAME.yaml`` (the repository's folder of the same files). Anything else is returned as is
+    (reading it then fails, naming it)."""
+    path = Path(path)
+    if path.exists() or path.parent not in (Path("."), Path("configs")) or path.suffix not in ("", ".yaml"):
+        return path
+    return bundled_configs().get(path.name.removesuffix(".yaml"), path)
+
+
+def config_origin(path: str | Path) -> str:
+    """How errors name a config file: its path as given, or ``bundled config NAME`` for a bundled one."""
+    resolved = resolve_config(path)
+    return str(path) if resolved == Path(path) else f"bundled config {resolved.stem}"
+
+
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """The top-level mapping of a YAML config file (empty file -> {}).
+    """The top-level mapping of a YAML config file (empty file -> {}); a bundled config's name reads it
+    (``resolve_config``).
 
     Raises:
         ConfigError: missing file, invalid YAML (with its line), or a top level that is not a mapping.
     """
-    path = Path(path)
+    origin, path = config_origin(path), resolve_config(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
+        names = ", ".join(bundled_configs())
+        raise ConfigError(f"{path}: no such config file (bundled configs, usable by name: {names})")
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(error, 'problem', error)})") from error
+        raise ConfigError(f"{origin}{where}: invalid YAML ({getattr(error, 'problem', error)})") from error
     if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+        raise ConfigError(f"{origin}: expected a mapping of config keys at the top level")
     return tree
 
 
@@ -108,4 +135,4 @@ def load_config(
     tree = read_yaml_mapping(path) if path is not None else {}
     tree.update({key: value for key, value in (options or {}).items() if value is not None and value != []})
     apply_overrides(tree, list(overrides or []))
-    return validate_config(schema, tree, str(path) if path is not None else "command line")
+    return validate_config(schema, tree, config_origin(path) if path is not None else "command line")

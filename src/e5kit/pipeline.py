@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from e5kit.config import load_config
 from e5kit.hub import DEFAULT_MODEL
 
 STAGES = ("corpus", "curate", "consistency", "pretrain", "evaluate", "index")
@@ -97,14 +98,14 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_quickstart_config(path: str | Path | None, **overrides: Any) -> QuickstartConfig:
-    """Read a quickstart YAML (or the defaults) and apply keyword overrides that are not None."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of quickstart settings")
-    data.update({key: value for key, value in overrides.items() if value is not None})
-    return QuickstartConfig.model_validate(data)
+    """Read a quickstart YAML (or the defaults; a bundled config's name reads it) and apply keyword
+    overrides that are not None.
+
+    Raises:
+        e5kit.config.ConfigError: a missing file, invalid YAML (with its line) or an invalid field, on one
+            line naming the file and every bad field.
+    """
+    return load_config(QuickstartConfig, path, options=overrides)
 
 
 class Quickstart:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -24,11 +28,62 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+class LogLevel(str, Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+#: The level chosen with --log-level / -v / -q; None = the command's own default (see ``configure_logging``).
+_chosen_level: int | None = None
+
+
+def configure_logging(default: int = logging.WARNING) -> None:
+    """Send log records of ``default`` level and above (or the level chosen on the command line) to
+    standard error, as ``LEVEL logger: message`` lines."""
+    level = _chosen_level if _chosen_level is not None else default
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")  # a no-op where a handler exists already
+    logging.getLogger().setLevel(level)
+
+
 @app.callback()
 def root(
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    log_level: LogLevel = typer.Option(
+        None, "--log-level", help="Log messages shown on standard error, from this level up (default: info for training, else warning).",
+        case_sensitive=False, show_default=False,
+    ),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v: --log-level info; -vv: debug.", show_default=False),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="--log-level error: only errors are logged.", show_default=False),
 ) -> None:
-    """E5-style text embeddings: every stage reads and writes files, so stages run, resume and inspect one by one."""
+    """E5-style text embeddings: every stage reads and writes files, so stages run, resume and inspect one by one.
+
+    The logging options go before the command: e5kit -q eval sts ..., e5kit --log-level debug serve ...
+    """
+    global _chosen_level
+    chosen = [name for name, given in (("--log-level", log_level is not None), ("-v", verbose > 0), ("-q", quiet)) if given]
+    if len(chosen) > 1:
+        raise fail(f"{' and '.join(chosen)} each set the log level; give one of them")
+    _chosen_level = None
+    if log_level is not None:
+        _chosen_level = logging.getLevelName(log_level.value.upper())
+    elif verbose:
+        _chosen_level = logging.DEBUG if verbose > 1 else logging.INFO
+    elif quiet:
+        _chosen_level = logging.ERROR
+    if _chosen_level is None:
+        return
+    configure_logging()
+    # transformers keeps a level of its own (read from TRANSFORMERS_VERBOSITY when it is first imported); it
+    # follows -q and debug, and stays at warning for info, where it would print every model's full config.
+    transformers_level = _chosen_level if _chosen_level in (logging.DEBUG, logging.ERROR) else logging.WARNING
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity(transformers_level)
+    else:
+        os.environ["TRANSFORMERS_VERBOSITY"] = logging.getLevelName(transformers_level).lower()
 
 
 def fail(message: str) -> typer.Exit:
@@ -95,8 +150,6 @@ def run_training(load_settings: Callable, train: Callable, config: Path | None, 
         load_settings: (config path, overrides) -> validated settings with an ``output_dir``; raises ConfigError naming the field.
         train: (settings, resume=...) -> path of the final model.
     """
-    import logging
-
     from transformers.utils import logging as transformers_logging
 
     from e5kit.data.shards import ShardError
@@ -104,7 +157,7 @@ def run_training(load_settings: Callable, train: Callable, config: Path | None, 
     from e5kit.textio import InputFormatError
     from e5kit.config import ConfigError
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(default=logging.INFO)
     transformers_logging.disable_progress_bar()
     try:
         settings = load_settings(config, overrides or [])

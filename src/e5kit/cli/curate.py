@@ -11,7 +11,7 @@ from e5kit.cli.app import app, fail, output_folder, overrides_option
 
 @app.command()
 def curate(
-    config: Path = typer.Option(None, "--config", "-c", help="YAML config (see configs/curate.yaml); optional when --set gives everything."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config, or a bundled config's name (`e5kit config show curate`); optional when --set gives everything."),
     set_: list[str] = overrides_option("--set workers=4 --set sources.0.paths=\\[a.jsonl]"),
     engine: str = typer.Option(None, help="local (multiprocessing, the default) or ray (Ray Data); same as --set engine=..."),
     workers: int = typer.Option(None, min=1, help="Parallel shard workers (default: CPU count); same as --set workers=..."),

@@ -25,7 +25,7 @@ MODELS = typer.Option(
 )
 DATA = typer.Option(None, "--data", "-d", help="Data folder (or file) of the task; see the task's help for its format.")
 SPLIT = typer.Option(None, help="Split to score (default: test).")
-CONFIG = typer.Option(None, "--config", "-c", help="YAML config (e.g. configs/eval_retrieval.yaml); options override it.")
+CONFIG = typer.Option(None, "--config", "-c", help="YAML config, or a bundled config's name (e.g. eval_retrieval; `e5kit config list`); options override it.")
 SETS = overrides_option("--set batch_size=64 --set top_k=1000")
 BATCH = typer.Option(None, min=1, help="Texts per forward pass (default: 32).")
 MAX_LENGTH = typer.Option(None, min=8, help="Token limit (default: the model's own).")

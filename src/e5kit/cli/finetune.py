@@ -114,7 +114,7 @@ def score_teacher(
 
 @app.command()
 def finetune(
-    config: Path = typer.Option(None, "--config", "-c", help="YAML config (see configs/finetune.yaml); optional when --set gives every required field."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config, or a bundled config's name (`e5kit config show finetune`); optional when --set gives every required field."),
     overrides: list[str] = overrides_option("--set batch_size=32 --set 'data.datasets=[{name: scifact, format: flag, path: mined.jsonl}]'"),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ) -> None:

@@ -11,7 +11,7 @@ from e5kit.cli.app import RESUME_HELP, app, overrides_option, run_training
 
 @app.command()
 def pretrain(
-    config: Path = typer.Option(None, "--config", "-c", help="YAML config (see configs/pretrain.yaml); optional when --set gives every required field."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config, or a bundled config's name (`e5kit config show pretrain`); optional when --set gives every required field."),
     overrides: list[str] = overrides_option("--set max_steps=100 --set data.paths=[a.parquet,b/] --set data.source_weights={reddit:2,wiki:1}"),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ) -> None:

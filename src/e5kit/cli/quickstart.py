@@ -12,7 +12,7 @@ from e5kit.cli.app import app, fail
 @app.command()
 def quickstart(
     workdir: Path = typer.Option(None, help="Folder for every stage's output (default: e5kit-quickstart, or the config's)."),
-    config: Path = typer.Option(None, "--config", "-c", help="YAML: real dumps (sources), hub models, GPUs (nproc_per_node), stage overrides."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML (or a bundled config's name, e.g. quickstart_ray): real dumps (sources), hub models, GPUs (nproc_per_node), stage overrides."),
     model: str = typer.Option(None, help="Starting encoder (default: all-MiniLM-L6-v2, bundled with e5kit)."),
     force: bool = typer.Option(False, "--force", help="Redo stages that finished in an earlier run."),
 ) -> None:
@@ -23,13 +23,12 @@ def quickstart(
     its start and BM25 on a held-out split, then exports and indexes the model. Finished stages are
     skipped on a rerun.
     """
-    from pydantic import ValidationError
-
+    from e5kit.config import ConfigError
     from e5kit.pipeline import Quickstart, load_quickstart_config
 
     try:
         settings = load_quickstart_config(config, workdir=workdir, model=model)
-    except (OSError, ValueError, ValidationError) as error:
+    except ConfigError as error:
         raise fail(str(error)) from error
     summaries = Quickstart(settings, force=force, log=typer.echo).run()
     typer.secho("\nResults (held-out split, x100):", bold=True)

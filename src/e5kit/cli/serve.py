@@ -34,7 +34,7 @@ def serve(
     max_items: int = typer.Option(None, help="Inputs per request (default 2048, as OpenAI)."),
     max_chars: int = typer.Option(None, help="Characters per input (default 20000)."),
     max_body_bytes: int = typer.Option(None, help="Request body bytes (default 4000000)."),
-    config: Path = typer.Option(None, "--config", help="YAML file of settings (see configs/serve.yaml)."),
+    config: Path = typer.Option(None, "--config", help="YAML file of settings, or a bundled config's name (`e5kit config show serve`)."),
     overrides: list[str] = overrides_option("--set max_items=64 --set max_wait_ms=2"),
 ) -> None:
     import uvicorn
