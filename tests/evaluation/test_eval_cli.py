@@ -108,11 +108,11 @@ def test_task_options_reach_the_task(tmp_path, tiny_bert_dir):
     # Given a JSONL clustering file whose text is in "subject"
     records = [{"subject": f"{word} {i}", "label": word} for word in ("cat", "sun", "gene") for i in range(4)]
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    # When clustered from the CLI with --text-field and --seeds
-    outcome = invoke("clustering", "-m", tiny_bert_dir, "-d", tmp_path, "--text-field", "subject", "--seeds", "2",
+    # When clustered from the CLI with --columns and --seeds
+    outcome = invoke("clustering", "-m", tiny_bert_dir, "-d", tmp_path, "--columns", "text=subject", "--seeds", "2",
                      "--results-dir", tmp_path / "r", "--no-cache")
     # Then the options were used and recorded, and no cache was written
     assert outcome.exit_code == 0, outcome.output
     result = json.loads(next((tmp_path / "r").glob("*.json")).read_text())
-    assert result["details"]["settings"]["text_field"] == "subject" and result["details"]["seeds"] == 2
+    assert result["details"]["settings"]["columns"] == {"text": "subject"} and result["details"]["seeds"] == 2
     assert "cache" not in result["details"] and result["prefix_policy"]["query_prefix"] == "query: "

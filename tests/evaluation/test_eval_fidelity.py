@@ -54,7 +54,7 @@ def test_minilm_banking77_and_20newsgroups_run_end_to_end(shared_dir, capsys):
     model = Encoder.load("all-MiniLM-L6-v2", device="cpu")
     banking = evaluate_classification(model, shared_dir / "data" / "classification" / "banking77")
     newsgroups = evaluate_clustering(
-        model, shared_dir / "data" / "clustering" / "twentynewsgroups", text_field="subject"
+        model, shared_dir / "data" / "clustering" / "twentynewsgroups", columns={"text": "subject"}
     )
     with capsys.disabled():
         print(f"\nBanking77 accuracy {100 * banking.metrics['accuracy']:.1f} (published 80.0); "

@@ -141,7 +141,7 @@ def test_clustering_separable_topics_give_v_measure_one_and_count_empty_texts(tm
     records.append({"subject": "", "label": "g0"})
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     # When clustered on the subject field with 3 seeds
-    outcome = evaluate_clustering(TopicModel(), tmp_path, text_field="subject", seeds=3)
+    outcome = evaluate_clustering(TopicModel(), tmp_path, columns={"text": "subject"}, seeds=3)
     # Then the V-measure is perfect and the empty record is skipped, counted
     assert outcome.metrics["v_measure"] == pytest.approx(1.0)
     assert outcome.details["skipped"] == {"empty subject": 1} and outcome.details["texts"] == 30

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from e5kit.cli.app import app, fail, load_encoder, output_folder, overrides_option
+from e5kit.evaluation import fields
 
 eval_app = typer.Typer(
     help="Evaluate models: BEIR retrieval against BM25, STS, classification, clustering, pair classification, reranking.",
@@ -51,6 +52,32 @@ COMMON_OPTIONS = [
 ]
 
 
+def columns_option(fields: tuple[str, ...], example: str):
+    """The ``--columns`` option of a task reading ``fields`` from the user's files."""
+    return typer.Option(
+        None, "--columns",
+        help=f"Read the task's fields ({', '.join(fields)}) from columns named otherwise: FIELD=COLUMN,... (e.g. {example}); "
+        "in a config: columns: {FIELD: COLUMN}.",
+    )
+
+
+def parse_columns(text: str) -> dict[str, str]:
+    """``"sentence1=sentence_A,score=relatedness_score"`` -> ``{"sentence1": "sentence_A", "score": "relatedness_score"}``.
+
+    Raises:
+        typer.Exit: (via ``fail``) an item without ``=`` or with an empty side, or a field given twice.
+    """
+    mapping: dict[str, str] = {}
+    for item in text.split(","):
+        field, _, column = (part.strip() for part in item.partition("="))
+        if not field or not column:
+            raise fail(f"--columns {text!r}: expected FIELD=COLUMN pairs separated by commas, got {item!r}")
+        if field in mapping:
+            raise fail(f"--columns {text!r}: field {field!r} is given twice")
+        mapping[field] = column
+    return mapping
+
+
 def _run(task: str, config_path: Path | None, sets: list[str] | None, **options) -> None:
     from e5kit.evaluation.config import ConfigError, load_config
     from e5kit.evaluation.report import markdown_table
@@ -58,6 +85,8 @@ def _run(task: str, config_path: Path | None, sets: list[str] | None, **options)
     from e5kit.textio import InputFormatError, check_input_file
 
     options["cache"] = False if options.pop("no_cache") else None
+    if options.get("columns") is not None:
+        options["columns"] = parse_columns(options["columns"])
     try:
         config = load_config(task_spec(task).config_class, config_path, options, sets or [])
     except ConfigError as error:
@@ -151,8 +180,11 @@ def retrieval(
 
 
 @task_command("sts")
-def sts():
-    """STS: Spearman of cosine similarity with gold scores (<split>.tsv[.gz] with sentence1, sentence2, score)."""
+def sts(columns: str = columns_option(fields.STS, "sentence1=sentence_A,sentence2=sentence_B,score=relatedness_score for SICK")):
+    """STS: Spearman of cosine similarity with gold scores (<split>.tsv[.gz] or .jsonl[.gz] with sentence1, sentence2, score).
+
+    Any score scale works (Spearman compares ranks); --columns reads files whose columns are named otherwise.
+    """
 
 
 @task_command("classification")
@@ -162,29 +194,33 @@ def classification(
         None, min=1, help="Training examples per label per experiment (default: 8, as MTEB; --set samples_per_label=null = all)."
     ),
     experiments: int = typer.Option(None, min=1, help="Undersampled runs averaged (default: 10)."),
+    columns: str = columns_option(fields.CLASSIFICATION, "text=utterance,label=intent"),
 ):
     """Classification: logistic regression on unnormalised embeddings, test accuracy.
 
-    The folder holds <train-split> and <split> files (.tsv[.gz] with a header, or .jsonl[.gz]) with text and label.
+    The folder holds <train-split> and <split> files (.tsv[.gz] with a header, or .jsonl[.gz]) with text and
+    label (or the columns --columns names).
     """
 
 
 @task_command("clustering")
 def clustering(
-    text_field: str = typer.Option(None, help="Field holding the text (default: text; 20 Newsgroups: subject)."),
-    label_field: str = typer.Option(None, help="Field holding the label (default: label)."),
     seeds: int = typer.Option(None, min=1, help="k-means seeds averaged (default: 10)."),
+    columns: str = columns_option(fields.CLUSTERING, "text=subject for 20 Newsgroups"),
 ):
-    """Clustering: mini-batch k-means (k = number of labels), V-measure averaged over seeds."""
+    """Clustering: mini-batch k-means (k = number of labels), V-measure averaged over seeds.
+
+    The file (.tsv[.gz] with a header, or .jsonl[.gz]) holds text and label (or the columns --columns names).
+    """
 
 
 @task_command("pair_classification")
-def pair_classification():
+def pair_classification(columns: str = columns_option(fields.PAIR_CLASSIFICATION, "label=is_paraphrase")):
     """Pair classification: cosine average precision (and best accuracy/F1) on sentence1, sentence2, 0/1 label."""
 
 
 @task_command("reranking")
-def reranking():
+def reranking(columns: str = columns_option(fields.RERANKING, "positive=pos,negative=neg")):
     """Reranking: MAP and MRR@10 of cosine ranking over JSONL records {query, positive: [...], negative: [...]}."""
 
 

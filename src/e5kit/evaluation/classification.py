@@ -1,7 +1,8 @@
 """Classification: logistic regression on frozen embeddings, scored by test accuracy (MTEB's protocol).
 
 Data: ``<data>/<train_split>`` and ``<data>/<split>`` files (TSV with header or JSONL) with ``text``
-and ``label``. As in MTEB, each of ``experiments`` runs trains on ``samples_per_label`` random
+and ``label``, or other column names mapped to those fields (``{"text": "utterance", "label":
+"intent"}``). As in MTEB, each of ``experiments`` runs trains on ``samples_per_label`` random
 examples per label (seeded), and scores are averaged; ``samples_per_label=None`` trains once on the
 whole train split. E5 classifies unnormalised embeddings, so ``normalize`` defaults to False.
 """
@@ -9,19 +10,28 @@ whole train split. E5 classifies unnormalised embeddings, so ``normalize`` defau
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
-from e5kit.evaluation.tables import read_columns, split_file
+from e5kit.evaluation.fields import CLASSIFICATION as FIELDS
+from e5kit.evaluation.tables import read_fields, split_file
 
 
-def load_labelled(data: str | Path, split: str, text_field: str = "text", label_field: str = "label") -> tuple[list[str], list[str]]:
-    """(texts, labels as strings) of ``data/<split>.tsv[.gz]|.jsonl[.gz]``."""
-    table = read_columns(split_file(data, split), (text_field, label_field))
-    return table[text_field], [str(label) for label in table[label_field]]
+def load_labelled(data: str | Path, split: str, columns: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """(texts, labels as strings) of ``data/<split>.tsv[.gz]|.jsonl[.gz]``.
+
+    Args:
+        columns: Field (``FIELDS``) -> the file's column holding it, for files named otherwise.
+
+    Raises:
+        InputFormatError: a missing column or an empty value, naming file and line.
+    """
+    table = read_fields(split_file(data, split), FIELDS, columns)
+    return table["text"], [str(label) for label in table["label"]]
 
 
 def undersample(labels: list[str], samples_per_label: int, order: list[int], seed: int) -> list[int]:
@@ -49,6 +59,7 @@ def evaluate_classification(
     seed: int = 42,
     max_iter: int = 100,
     normalize: bool = False,
+    columns: Mapping[str, str] | None = None,
     policy: PrefixPolicy | None = None,
 ) -> TaskOutcome:
     """Mean accuracy and macro-F1 of logistic regressions trained on ``model``'s embeddings.
@@ -64,14 +75,15 @@ def evaluate_classification(
         seed: Seed of the undersampling.
         max_iter: Logistic-regression iterations (MTEB: 100).
         normalize: L2-normalise the features (E5: no).
+        columns: Field -> column of both splits' files (see ``load_labelled``).
         policy: Prefix policy; every text takes ``policy.query_role``.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
 
     policy = policy or policy_for("classification")
-    train_texts, train_labels = load_labelled(data, train_split)
-    test_texts, test_labels = load_labelled(data, split)
+    train_texts, train_labels = load_labelled(data, train_split, columns)
+    test_texts, test_labels = load_labelled(data, split, columns)
     order = list(range(len(train_texts)))
     if samples_per_label is None:
         runs = [order]

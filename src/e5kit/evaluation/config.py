@@ -7,12 +7,14 @@ Precedence, lowest first: field defaults, the YAML file (``--config``), command-
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from e5kit import config as config_io
 from e5kit.config import ConfigError
+from e5kit.evaluation import fields
+from e5kit.evaluation.tables import column_names
 
 __all__ = ["ConfigError", "EvalConfig", "load_config"]
 
@@ -59,19 +61,42 @@ class RetrievalConfig(EvalConfig):
     exclude_queries_without_relevant: bool = False
 
 
-class STSConfig(EvalConfig):
-    pass
+class MappedColumnsConfig(EvalConfig):
+    """A task that reads named fields from the user's own files.
+
+    Attributes:
+        columns: Field -> the column (TSV header name or JSONL key) holding it in the data, for files
+            named otherwise, e.g. SICK for STS: ``{sentence1: sentence_A, sentence2: sentence_B, score:
+            relatedness_score}``; fields left out are read from columns of their own name.
+    """
+
+    #: The fields the task reads (its files' default column names).
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    columns: dict[str, str] = {}
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, columns: dict[str, str]) -> dict[str, str]:
+        column_names(cls.FIELDS, columns)  # ValueError naming the unknown field or the shared column
+        return columns
 
 
-class PairClassificationConfig(EvalConfig):
-    pass
+class STSConfig(MappedColumnsConfig):
+    FIELDS = fields.STS
 
 
-class RerankingConfig(EvalConfig):
-    pass
+class PairClassificationConfig(MappedColumnsConfig):
+    FIELDS = fields.PAIR_CLASSIFICATION
 
 
-class ClassificationConfig(EvalConfig):
+class RerankingConfig(MappedColumnsConfig):
+    FIELDS = fields.RERANKING
+
+
+class ClassificationConfig(MappedColumnsConfig):
+    FIELDS = fields.CLASSIFICATION
+
     train_split: str = "train"
     samples_per_label: int | None = Field(8, ge=1)
     experiments: int = Field(10, ge=1)
@@ -80,9 +105,9 @@ class ClassificationConfig(EvalConfig):
     normalize: bool = False
 
 
-class ClusteringConfig(EvalConfig):
-    text_field: str = "text"
-    label_field: str = "label"
+class ClusteringConfig(MappedColumnsConfig):
+    FIELDS = fields.CLUSTERING
+
     seeds: int = Field(10, ge=1)
     kmeans_batch_size: int = Field(500, ge=1)
 

@@ -1,11 +1,13 @@
 """Reranking: order each query's candidates by cosine similarity; MAP and MRR@10 (MTEB's protocol).
 
-Data: JSONL records ``{"query": str, "positive": [str, ...], "negative": [str, ...]}``. A record
+Data: JSONL records ``{"query": str, "positive": [str, ...], "negative": [str, ...]}``, or other keys
+mapped to those fields (FlagEmbedding's ``{"positive": "pos", "negative": "neg"}``). A record
 without any positive or without any negative cannot be ranked meaningfully and is skipped, counted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -13,31 +15,42 @@ import numpy as np
 from e5kit.evaluation.pairs import row_cosines
 from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
-from e5kit.evaluation.tables import split_file
+from e5kit.evaluation.fields import RERANKING as FIELDS
+from e5kit.evaluation.tables import column_names, split_file
 from e5kit.text import has_visible_text
 from e5kit.textio import InputFormatError, iter_jsonl
 
 MRR_CUTOFF = 10
 
 
-def load_reranking(data: str | Path, split: str = "test") -> tuple[list[dict], dict[str, int]]:
-    """(records, skipped counts by reason); records hold query, positive and negative lists."""
+def load_reranking(data: str | Path, split: str = "test", columns: Mapping[str, str] | None = None) -> tuple[list[dict], dict[str, int]]:
+    """(records, skipped counts by reason); records hold query, positive and negative lists.
+
+    Args:
+        columns: Field (``FIELDS``) -> the JSONL key holding it, for files named otherwise.
+
+    Raises:
+        InputFormatError: a query without visible text, a candidate list that is not a list of strings
+            with visible text (naming file, line and key), or no record with both positives and negatives.
+    """
     path = split_file(data, split)
+    keys = column_names(FIELDS, columns)
     records, skipped = [], {"no positive": 0, "no negative": 0}
     for line_number, record in iter_jsonl(path):
-        query = record.get("query")
+        query = record.get(keys["query"])
         if not isinstance(query, str) or not has_visible_text(query):
-            raise InputFormatError(f"{path}:{line_number}: 'query' is missing or has no visible text")
+            raise InputFormatError(f"{path}:{line_number}: {keys['query']!r} is missing or has no visible text")
+        lists = {}
         for field in ("positive", "negative"):
-            values = record.get(field, [])
+            values = lists[field] = record.get(keys[field], [])
             if not isinstance(values, list) or not all(isinstance(v, str) and has_visible_text(v) for v in values):
-                raise InputFormatError(f"{path}:{line_number}: {field!r} must be a list of strings with visible text")
-        if not record.get("positive"):
+                raise InputFormatError(f"{path}:{line_number}: {keys[field]!r} must be a list of strings with visible text")
+        if not lists["positive"]:
             skipped["no positive"] += 1
-        elif not record.get("negative"):
+        elif not lists["negative"]:
             skipped["no negative"] += 1
         else:
-            records.append({"query": query, "positive": record["positive"], "negative": record["negative"]})
+            records.append({"query": query, **lists})
     if not records:
         raise InputFormatError(f"{path}: no record with both positives and negatives")
     return records, skipped
@@ -51,13 +64,20 @@ def reciprocal_rank(relevant: np.ndarray, scores: np.ndarray, cutoff: int = MRR_
 
 
 def evaluate_reranking(
-    model, data: str | Path, split: str = "test", batch_size: int = 32, *, policy: PrefixPolicy | None = None
+    model,
+    data: str | Path,
+    split: str = "test",
+    batch_size: int = 32,
+    *,
+    columns: Mapping[str, str] | None = None,
+    policy: PrefixPolicy | None = None,
 ) -> TaskOutcome:
-    """MAP and MRR@10 of cosine ranking; E5's policy embeds queries and candidates as queries."""
+    """MAP and MRR@10 of cosine ranking (``columns``: see ``load_reranking``); E5's policy embeds queries
+    and candidates as queries."""
     from sklearn.metrics import average_precision_score
 
     policy = policy or policy_for("reranking")
-    records, skipped = load_reranking(data, split)
+    records, skipped = load_reranking(data, split, columns)
     query_embeddings = model.encode([r["query"] for r in records], role=policy.query_role, batch_size=batch_size)
     candidates = [text for r in records for text in (*r["positive"], *r["negative"])]
     candidate_embeddings = model.encode(candidates, role=policy.passage_role, batch_size=batch_size)

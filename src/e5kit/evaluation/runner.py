@@ -37,17 +37,15 @@ def _tasks() -> dict[str, TaskSpec]:
         "retrieval": TaskSpec(
             configs.RetrievalConfig, run_beir, ("top_k", "ignore_identical_ids", "exclude_queries_without_relevant")
         ),
-        "sts": TaskSpec(configs.STSConfig, evaluate_sts),
+        "sts": TaskSpec(configs.STSConfig, evaluate_sts, ("columns",)),
         "classification": TaskSpec(
             configs.ClassificationConfig,
             evaluate_classification,
-            ("train_split", "samples_per_label", "experiments", "seed", "max_iter", "normalize"),
+            ("train_split", "samples_per_label", "experiments", "seed", "max_iter", "normalize", "columns"),
         ),
-        "clustering": TaskSpec(
-            configs.ClusteringConfig, evaluate_clustering, ("text_field", "label_field", "seeds", "kmeans_batch_size")
-        ),
-        "pair_classification": TaskSpec(configs.PairClassificationConfig, evaluate_pair_classification),
-        "reranking": TaskSpec(configs.RerankingConfig, evaluate_reranking),
+        "clustering": TaskSpec(configs.ClusteringConfig, evaluate_clustering, ("seeds", "kmeans_batch_size", "columns")),
+        "pair_classification": TaskSpec(configs.PairClassificationConfig, evaluate_pair_classification, ("columns",)),
+        "reranking": TaskSpec(configs.RerankingConfig, evaluate_reranking, ("columns",)),
     }
 
 

@@ -1,8 +1,13 @@
-"""Reading the local task files (TSV with a header row, or JSONL), with errors naming file and line."""
+"""Reading the local task files (TSV with a header row, or JSONL), with errors naming file and line.
+
+Each task reads named fields (STS: sentence1, sentence2, score); a column mapping
+(``{"sentence1": "sentence_A"}``) reads a file whose columns are named otherwise, e.g. SICK's.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 from e5kit.text import has_visible_text
@@ -26,13 +31,50 @@ def split_file(data: str | Path, split: str) -> Path:
     raise FileNotFoundError(f"{path}: no {split}.tsv or {split}.jsonl (plain or {', '.join(COMPRESSED_SUFFIXES)})")
 
 
-def read_columns(path: Path, columns: tuple[str, ...], allow_empty: tuple[str, ...] = ()) -> dict[str, list]:
+def column_names(fields: tuple[str, ...], columns: Mapping[str, str] | None) -> dict[str, str]:
+    """Field -> the file's column that holds it: ``columns[field]`` when mapped, else the field's own name.
+
+    Raises:
+        ValueError: ``columns`` maps a field the task does not read, or two fields to one column.
+    """
+    columns = dict(columns or {})
+    unknown = sorted(set(columns) - set(fields))
+    if unknown:
+        raise ValueError(f"the column mapping names unknown field(s) {', '.join(unknown)}; this task reads {', '.join(fields)}")
+    names = {field: columns.get(field, field) for field in fields}
+    shared = sorted({name for name in names.values() if list(names.values()).count(name) > 1})
+    if shared:
+        raise ValueError(f"the column mapping reads more than one of the fields {', '.join(fields)} from column(s) {', '.join(shared)}")
+    return names
+
+
+def read_fields(
+    path: Path, fields: tuple[str, ...], columns: Mapping[str, str] | None = None, allow_empty: tuple[str, ...] = ()
+) -> dict[str, list]:
+    """``read_columns`` of a task's ``fields``, each read from its column (``column_names``).
+
+    Returns:
+        Field name -> values in file order, plus "_line" -> line numbers.
+
+    Raises:
+        InputFormatError: a missing column (its name in the file; the message says how to map it), a
+            short row or an empty value, naming file and line.
+        ValueError: a bad mapping (``column_names``).
+    """
+    names = column_names(fields, columns)
+    hint = "; map the task's fields to your columns with --columns FIELD=COLUMN,... (columns: in a config)"
+    table = read_columns(path, tuple(names.values()), tuple(names[field] for field in allow_empty), missing_hint=hint)
+    return {**{field: table[name] for field, name in names.items()}, "_line": table["_line"]}
+
+
+def read_columns(path: Path, columns: tuple[str, ...], allow_empty: tuple[str, ...] = (), missing_hint: str = "") -> dict[str, list]:
     """Read the named columns of a TSV (header row) or JSONL file.
 
     Args:
         path: The file.
         columns: Columns (TSV header names or JSONL keys) that every record must have.
         allow_empty: Columns whose value may be empty (the caller counts and skips such records).
+        missing_hint: Appended to the error about a missing column.
 
     Returns:
         Column name -> values in file order (strings for TSV, JSON values for JSONL), plus
@@ -45,12 +87,12 @@ def read_columns(path: Path, columns: tuple[str, ...], allow_empty: tuple[str, .
     if content_suffix(path) == ".jsonl":
         records = iter_jsonl(path)
     else:
-        records = _iter_tsv(path, columns)
+        records = _iter_tsv(path, columns, missing_hint)
     for line_number, record in records:
         for name in columns:
             value = record.get(name)
             if value is None:
-                raise InputFormatError(f"{path}:{line_number}: missing field {name!r}")
+                raise InputFormatError(f"{path}:{line_number}: missing field {name!r}{missing_hint}")
             if isinstance(value, str) and not has_visible_text(value) and name not in allow_empty:
                 raise InputFormatError(f"{path}:{line_number}: field {name!r} has no visible text")
             table[name].append(value)
@@ -60,14 +102,16 @@ def read_columns(path: Path, columns: tuple[str, ...], allow_empty: tuple[str, .
     return table
 
 
-def _iter_tsv(path: Path, columns: tuple[str, ...]):
+def _iter_tsv(path: Path, columns: tuple[str, ...], missing_hint: str = ""):
     header: list[str] | None = None
     for line_number, row in iter_tsv_rows(path):
         if header is None:
             header = row
             missing = [name for name in columns if name not in header]
             if missing:
-                raise InputFormatError(f"{path}:{line_number}: header lacks column(s) {', '.join(missing)} (has: {', '.join(header)})")
+                raise InputFormatError(
+                    f"{path}:{line_number}: header lacks column(s) {', '.join(missing)} (has: {', '.join(header)}){missing_hint}"
+                )
             continue
         if len(row) != len(header):
             raise InputFormatError(f"{path}:{line_number}: expected {len(header)} tab-separated columns, got {len(row)}")
