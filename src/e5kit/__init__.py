@@ -1,20 +1,108 @@
-"""e5kit: E5-style text embeddings, from raw text pairs to a served model."""
+"""e5kit: E5-style text embeddings, from raw text pairs to a served model.
 
-from importlib.metadata import PackageNotFoundError, version
+Each stage's function and config can be imported from here; they load on first use (PEP 562), so
+``import e5kit`` (and ``e5kit --help``) does not import torch, transformers or numpy:
 
-try:
-    __version__ = version("e5kit")
-except PackageNotFoundError:  # running from a source tree without an install
-    __version__ = "0.0.0+unknown"
+    >>> import e5kit
+    >>> config = e5kit.load_config(e5kit.PretrainConfig, "pretrain", ["max_steps=10"])  # doctest: +SKIP
+    >>> final = e5kit.pretrain(config)                                                   # doctest: +SKIP
+    >>> encoder = e5kit.Encoder.load(final)                                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+#: Public name -> the module that defines it, one group per stage.
+_EXPORTS = {
+    # embedding and configs
+    "Encoder": "e5kit.encoder",
+    "load_config": "e5kit.config",
+    "ConfigError": "e5kit.config",
+    # curation and the consistency filter
+    "curate": "e5kit.data.curate",
+    "CurateConfig": "e5kit.data.curate",
+    "consistency_filter": "e5kit.data.consistency",
+    "ConsistencyConfig": "e5kit.data.consistency",
+    # pre-training
+    "pretrain": "e5kit.training.trainer",
+    "PretrainConfig": "e5kit.training.config",
+    # fine-tuning: hard negatives, teacher scores, the fine-tuning run
+    "mine_hard_negatives": "e5kit.training.mining",
+    "MiningConfig": "e5kit.training.mining",
+    "load_teacher": "e5kit.training.teacher",
+    "score_file": "e5kit.training.teacher",
+    "finetune": "e5kit.training.finetune",
+    "FinetuneConfig": "e5kit.training.finetune",
+    # evaluation
+    "run_task": "e5kit.evaluation.runner",
+    "write_report": "e5kit.evaluation.report",
+    "RetrievalConfig": "e5kit.evaluation.config",
+    "STSConfig": "e5kit.evaluation.config",
+    "ClassificationConfig": "e5kit.evaluation.config",
+    "ClusteringConfig": "e5kit.evaluation.config",
+    "PairClassificationConfig": "e5kit.evaluation.config",
+    "RerankingConfig": "e5kit.evaluation.config",
+    # export, index, serving
+    "export_onnx": "e5kit.serving.onnx",
+    "VectorIndex": "e5kit.serving.index",
+    "IndexSettings": "e5kit.serving.index",
+    "create_app": "e5kit.serving.app",
+    "ServeConfig": "e5kit.serving.config",
+    # the whole chain
+    "Quickstart": "e5kit.pipeline",
+    "QuickstartConfig": "e5kit.pipeline",
+}
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
+    from e5kit.config import ConfigError, load_config
+    from e5kit.data.consistency import ConsistencyConfig, consistency_filter
+    from e5kit.data.curate import CurateConfig, curate
+    from e5kit.encoder import Encoder
+    from e5kit.evaluation.config import (
+        ClassificationConfig,
+        ClusteringConfig,
+        PairClassificationConfig,
+        RerankingConfig,
+        RetrievalConfig,
+        STSConfig,
+    )
+    from e5kit.evaluation.report import write_report
+    from e5kit.evaluation.runner import run_task
+    from e5kit.pipeline import Quickstart, QuickstartConfig
+    from e5kit.serving.app import create_app
+    from e5kit.serving.config import ServeConfig
+    from e5kit.serving.index import IndexSettings, VectorIndex
+    from e5kit.serving.onnx import export_onnx
+    from e5kit.training.config import PretrainConfig
+    from e5kit.training.finetune import FinetuneConfig, finetune
+    from e5kit.training.mining import MiningConfig, mine_hard_negatives
+    from e5kit.training.teacher import load_teacher, score_file
+    from e5kit.training.trainer import pretrain
+
+    __version__: str
 
 
 def __getattr__(name: str):
-    # Importing torch costs seconds; keep `import e5kit` (and `e5kit --help`) fast until the Encoder is used.
-    if name == "Encoder":
-        from e5kit.encoder import Encoder
+    """Import an exported name's module on first use (``__version__`` reads the installed metadata)."""
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
 
-        return Encoder
-    raise AttributeError(f"module 'e5kit' has no attribute {name!r}")
+        try:
+            value = version("e5kit")
+        except PackageNotFoundError:  # running from a source tree without an install
+            value = "0.0.0+unknown"
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
+        raise AttributeError(f"module 'e5kit' has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
 
 
-__all__ = ["Encoder", "__version__"]
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+__all__ = ["__version__", *_EXPORTS]

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import typer
 
-from e5kit import __version__
-
 app = typer.Typer(
     name="e5kit",
     help="E5-style text embeddings: curate weak pairs, pre-train, fine-tune, evaluate against BM25, serve.",
@@ -24,6 +22,8 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
+        from e5kit import __version__  # read from the installed metadata only when asked for
+
         typer.echo(f"e5kit {__version__}")
         raise typer.Exit()
 
