@@ -119,3 +119,57 @@ def test_writable_folder_refuses_a_read_only_folder(read_only_folder):
         writable_folder(read_only_folder)
     with pytest.raises(OutputPathError, match=rf"{read_only_folder / 'run'}: cannot create the output folder \({read_only_folder} is not writable"):
         writable_folder(read_only_folder / "run")
+
+
+# ------------------------------------------------------------------------------------ atomic outputs
+def test_an_atomic_file_replaces_the_old_one_only_when_committed_and_writers_never_share_a_name(tmp_path):
+    from e5kit.textio import AtomicFile
+
+    # Given an existing output and two writers of it (a rerun started while an old worker still writes)
+    path = tmp_path / "shard.parquet"
+    path.write_text("old")
+    first, second = AtomicFile(path), AtomicFile(path)
+    assert first.temporary != second.temporary and first.temporary.parent == tmp_path
+    assert first.temporary.name.startswith(f".shard.parquet.{os.getpid()}.") and first.temporary.suffix == ".tmp"
+    first.temporary.write_text("first")
+    second.temporary.write_text("second")
+    # When neither has committed, then the old file is still there
+    assert path.read_text() == "old"
+    # When both commit, then the last one wins and no temporary file is left (no FileNotFoundError)
+    first.commit()
+    second.commit()
+    assert path.read_text() == "second" and sorted(p.name for p in tmp_path.iterdir()) == ["shard.parquet"]
+
+
+def test_an_atomic_file_whose_writer_fails_leaves_the_old_file(tmp_path):
+    from e5kit.textio import AtomicFile, write_text_atomic
+
+    # Given an existing output
+    path = write_text_atomic(tmp_path / "report.json", "{}")
+    # When a write fails midway, then the old file stays and the temporary one is gone
+    with pytest.raises(RuntimeError), AtomicFile(path) as staged:
+        staged.temporary.write_text('{"half": ')
+        raise RuntimeError("killed")
+    assert path.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_stale_temporaries_of_ended_processes_are_removed_and_those_of_running_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from e5kit.textio import remove_stale_temporaries, temporary_path
+
+    # Given temporary files and folders of an ended process, one of this (running) process, and other files
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead_pid = int(ended.stdout)
+    live = temporary_path(tmp_path / "a.parquet")
+    live.write_text("being written")
+    dead_file = tmp_path / live.name.replace(f".{os.getpid()}.", f".{dead_pid}.")
+    dead_file.write_text("half")
+    dead_folder = tmp_path / f".step-00000003.{dead_pid}.0123456789ab.tmp"
+    dead_folder.mkdir()
+    (dead_folder / "state.pt").write_text("half")
+    (tmp_path / "keep.tmp").write_text("not ours")
+    # When cleaning, then only the ended process's temporaries go
+    assert remove_stale_temporaries(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "keep.tmp"])

@@ -23,6 +23,12 @@ Failure modes, all named:
   (invalid UTF-8, bad JSON). The curation readers use :func:`iter_byte_lines` and count bad lines instead.
 
 Lines are split on ``\\n``; a trailing ``\\r`` is removed (CRLF files read like LF files).
+
+Outputs are written whole or not at all: :class:`AtomicFile` writes under a temporary name unique to
+the process and call (``.NAME.PID.RANDOM.tmp`` beside the file) and renames it onto the file only when
+complete, so a run killed mid-write (kill -9) leaves the previous file or none, and a rerun started while
+an old process still writes the same file never collides with it. :func:`remove_stale_temporaries`
+clears the temporary files of processes that no longer run.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ import io
 import json
 import lzma
 import os
+import re
+import secrets
+import shutil
 import stat
 import tempfile
 import zlib
@@ -195,6 +204,101 @@ def writable_file(path: str | Path) -> Path:
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputPathError(f"{path}: is read-only")
     return path
+
+
+# ------------------------------------------------------------------------------------- atomic outputs
+#: A temporary name made by :func:`temporary_path`: ``.NAME.PID.RANDOM.tmp``.
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{12}\.tmp$")
+
+
+def temporary_path(path: str | Path) -> Path:
+    """A fresh name beside ``path`` for writing it (a file or a folder) before it is renamed into place:
+    ``.NAME.PID.RANDOM.tmp``, unique to this process and call, hidden, and recognised by
+    :func:`remove_stale_temporaries` once its process has ended."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+
+
+class AtomicFile:
+    """An output file written under a :func:`temporary_path` and renamed onto ``path`` when complete.
+
+    A run killed mid-write leaves ``path`` as it was (the previous file, or none); two processes writing
+    the same file never share a temporary name, and the last to commit wins. As a context manager it
+    commits when the block ends normally and discards the temporary file when it raises.
+
+    Example:
+        >>> with AtomicFile("report.json") as staged:                         # doctest: +SKIP
+        ...     staged.temporary.write_text("{}")
+
+    Attributes:
+        path: The file to write.
+        temporary: Where to write it first (not created: the writer creates it).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.temporary = temporary_path(self.path)
+
+    def commit(self) -> Path:
+        """Flush the temporary file to disk and rename it onto ``path``; returns ``path``.
+
+        Raises:
+            FileNotFoundError: nothing was written to the temporary name.
+            OSError: the rename or the flush failed (the temporary file is removed).
+        """
+        try:
+            with self.temporary.open("rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(self.temporary, self.path)
+        except OSError:
+            self.discard()
+            raise
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the temporary file (if it was created); ``path`` is left as it was."""
+        self.temporary.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through an :class:`AtomicFile`; returns ``path``.
+
+    Raises:
+        OSError: the file cannot be written (``path`` is left as it was).
+    """
+    with AtomicFile(path) as staged:
+        staged.temporary.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Remove the temporary files and folders (:func:`temporary_path` names) in ``folder`` whose process
+    no longer runs (left by a killed run); those of running processes are kept. Returns how many went."""
+    import psutil
+
+    removed = 0
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    for entry in folder.iterdir():
+        match = _TEMPORARY.match(entry.name)
+        if match is None or psutil.pid_exists(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 # ---------------------------------------------------------------------------------- decompression
