@@ -16,6 +16,22 @@ Documents are added and deleted incrementally. Flat and IVF-PQ indexes drop dele
 an HNSW graph cannot remove nodes, so its deleted vectors stay in the graph and are filtered out at
 search time (``VectorIndex.stale_vectors`` counts them; rebuild to reclaim the space).
 
+kill -9 at any point leaves the vectors and the store in agreement once the index is opened again:
+
+- The store is the record. Each block of an add commits its documents, chunks and vectors in one
+  SQLite transaction: the vectors go to the ``pending_vectors`` journal until ``vectors.faiss`` is
+  rewritten (atomically, ``e5kit.textio.AtomicFile``) at the end of the add, or once the journal
+  holds ``JOURNAL_MIN`` vectors and as many as the file (so rewrites cost at most about twice the
+  final file). Deletions commit their rows first.
+- ``VectorIndex.open`` compares the vector ids in ``vectors.faiss`` with the chunk rows and repairs
+  what a killed run left: journal vectors missing from the file are added, vectors whose rows are gone
+  are removed (kept as stale in HNSW), and chunk rows without any vector (an add interrupted by an
+  e5kit before the journal) are embedded again from the stored text; the repaired file is written
+  back. A ``vectors.faiss`` that cannot be read is refused, naming it.
+- An index is created with ``index.json`` written last, and marked unfinished until its first add
+  completes, so ``create`` (``e5kit index build``) rerun after a killed build starts it again instead
+  of refusing an existing index.
+
 Example:
     >>> index = VectorIndex.create("idx", Encoder.load("all-MiniLM-L6-v2"), IndexSettings())  # doctest: +SKIP
     >>> index.add([Document("d1", "A long text ...")])                                       # doctest: +SKIP
@@ -25,6 +41,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections import Counter
@@ -39,15 +56,22 @@ from tqdm.auto import tqdm
 
 from e5kit.serving.chunking import Chunk, chunk_texts, chunk_window
 from e5kit.text import has_visible_text
-from e5kit.textio import InputFormatError, iter_jsonl
+from e5kit.textio import AtomicFile, InputFormatError, iter_jsonl, remove_stale_temporaries, write_text_atomic
+
+logger = logging.getLogger(__name__)
 
 SETTINGS_FILE = "index.json"
 VECTORS_FILE = "vectors.faiss"
 DOCSTORE_FILE = "docstore.sqlite"
-#: Chunks embedded per step when adding documents (bounds memory on large corpora).
+#: Documents chunked at a time when adding.
+CHUNK_DOCUMENTS = 256
+#: Chunks embedded and committed per step when adding documents (bounds memory on large corpora).
 ADD_BLOCK = 2048
+#: ``vectors.faiss`` is rewritten during an add once the journal holds this many vectors and as many as the file.
+JOURNAL_MIN = 16 * ADD_BLOCK
 
 _SCHEMA = """
+PRAGMA auto_vacuum = INCREMENTAL;
 CREATE TABLE IF NOT EXISTS documents (doc_id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
     vector_id INTEGER PRIMARY KEY,
@@ -58,6 +82,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pending_vectors (first_id INTEGER PRIMARY KEY, vectors BLOB NOT NULL);
 """
 
 
@@ -212,31 +237,54 @@ class VectorIndex:
         self.connection = connection
         self.encoder = encoder
         self._lock = threading.Lock()
+        self._journaled = 0  # vectors this session put in the journal since vectors.faiss was written
+        self._written = int(vectors.ntotal)  # vectors in vectors.faiss when it was last written
 
     # ------------------------------------------------------------------ opening
     @classmethod
     def create(cls, path: str | Path, encoder, settings: IndexSettings, model: str, backend: str = "torch", overwrite: bool = False) -> VectorIndex:
-        """Start an empty index in ``path`` for documents embedded by ``encoder`` (loaded from ``model``)."""
+        """Start an empty index in ``path`` for documents embedded by ``encoder`` (loaded from ``model``).
+
+        An index whose build was killed before its first add finished is replaced as if ``overwrite``
+        were given, so a build can simply be run again.
+
+        Raises:
+            IndexStoreError: a finished index is already in ``path`` (without ``overwrite``), the overlap
+                does not fit the chunk window, or pq_subquantizers does not divide the dimension.
+        """
         path = Path(path)
-        if (path / SETTINGS_FILE).exists() and not overwrite:
+        if (path / SETTINGS_FILE).exists() and not overwrite and not _unfinished_build(path):
             raise IndexStoreError(f"{path}: an index already exists here (use add to extend it, or overwrite)")
-        path.mkdir(parents=True, exist_ok=True)
-        for name in (VECTORS_FILE, DOCSTORE_FILE):
-            (path / name).unlink(missing_ok=True)
         window = settings.window or chunk_window(encoder.tokenizer, encoder.max_length, encoder.prompt_for(settings.passage_role))
         if settings.overlap >= window:
             raise IndexStoreError(f"overlap ({settings.overlap}) must be smaller than the chunk window ({window} tokens)")
+        vectors = _new_faiss_index(settings, encoder.dimension)
         stored = StoredIndex(
             model=model, backend=backend, similarity_fn_name=encoder.similarity_fn_name, dimension=encoder.dimension, window=window, settings=settings
         )
-        index = cls(path, stored, _new_faiss_index(settings, encoder.dimension), _connect(path / DOCSTORE_FILE), encoder)
-        (path / SETTINGS_FILE).write_text(stored.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        path.mkdir(parents=True, exist_ok=True)
+        for name in (SETTINGS_FILE, VECTORS_FILE, *_store_files()):  # index.json first: until it is back, no index is here
+            (path / name).unlink(missing_ok=True)
+        connection = _connect(path / DOCSTORE_FILE)
+        with connection:
+            connection.execute("INSERT INTO meta (key, value) VALUES ('built', 0)")
+        index = cls(path, stored, vectors, connection, encoder)
         index._write_vectors()
+        write_text_atomic(path / SETTINGS_FILE, stored.model_dump_json(indent=2) + "\n")
         return index
 
     @classmethod
     def open(cls, path: str | Path, encoder=None, backend: str | None = None) -> VectorIndex:
-        """Open an index; its model is loaded unless ``encoder`` is given (with the stored or given backend)."""
+        """Open an index; its model is loaded unless ``encoder`` is given (with the stored or given backend).
+
+        The vectors are checked against the store and what a killed add or delete left is repaired
+        (see the module docstring); the repair is written back.
+
+        Raises:
+            IndexStoreError: not an index, a file missing or unreadable, or an encoder that does not fit
+                the stored vectors, naming the path.
+            sqlite3.Error, OSError: the store cannot be read, or a repair cannot be written.
+        """
         import faiss
 
         path = Path(path)
@@ -263,8 +311,64 @@ class VectorIndex:
             raise IndexStoreError(
                 f"{path}: the index holds {stored.dimension}-dimensional vectors but the model embeds {encoder.dimension}"
             )
-        vectors = faiss.read_index(str(path / VECTORS_FILE))
-        return cls(path, stored, vectors, _connect(path / DOCSTORE_FILE), encoder)
+        try:
+            vectors = faiss.read_index(str(path / VECTORS_FILE))
+        except RuntimeError as error:
+            detail = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
+            raise IndexStoreError(f"{path / VECTORS_FILE}: not a readable FAISS index ({detail}); rebuild the index") from None
+        if vectors.d != stored.dimension:
+            raise IndexStoreError(f"{path / VECTORS_FILE}: holds {vectors.d}-dimensional vectors but {SETTINGS_FILE} says {stored.dimension}")
+        index = cls(path, stored, vectors, _connect(path / DOCSTORE_FILE), encoder)
+        index._reconcile()
+        return index
+
+    def _reconcile(self) -> None:
+        """Make the FAISS vectors agree with the chunk rows after a killed add or delete (see the module
+        docstring), and write the repair back when anything changed."""
+        present = self._faiss_ids()
+        rows = np.array([row[0] for row in self.connection.execute("SELECT vector_id FROM chunks")], dtype=np.int64)
+        journal = self.connection.execute("SELECT first_id, vectors FROM pending_vectors ORDER BY first_id").fetchall()
+        changed = bool(journal)
+        for first_id, blob in journal:  # in the order the add gave them, as the uninterrupted add would
+            vectors = np.frombuffer(blob, dtype=np.float32).reshape(-1, self.stored.dimension)
+            ids = np.arange(first_id, first_id + len(vectors), dtype=np.int64)
+            wanted = np.isin(ids, rows) & ~np.isin(ids, present)
+            if wanted.any():
+                self.vectors.add_with_ids(np.ascontiguousarray(vectors[wanted]), ids[wanted])
+                present = np.concatenate([present, ids[wanted]])
+        orphans = present[~np.isin(present, rows)]
+        if len(orphans) and self.settings.kind != "hnsw":  # HNSW keeps them as stale vectors
+            self.vectors.remove_ids(orphans)
+            changed = True
+        missing = rows[~np.isin(rows, present)]
+        if len(missing):
+            logger.warning("%s: %d chunks have no vector (an interrupted add); embedding them again", self.path, len(missing))
+            self._embed_again(missing)
+            changed = True
+        if changed:
+            self._checkpoint()
+
+    def _faiss_ids(self) -> np.ndarray:
+        """The vector ids held in the FAISS index."""
+        import faiss
+
+        if isinstance(self.vectors, faiss.IndexIDMap):
+            return faiss.vector_to_array(self.vectors.id_map).astype(np.int64)
+        from faiss.contrib.inspect_tools import get_invlist
+
+        ivf = faiss.extract_index_ivf(self.vectors)
+        return np.concatenate([np.empty(0, dtype=np.int64)] + [get_invlist(ivf.invlists, number)[0] for number in range(ivf.nlist)]).astype(np.int64)
+
+    def _embed_again(self, vector_ids: np.ndarray) -> None:
+        """Embed the chunks ``vector_ids`` from their stored text and add them under the same ids."""
+        rows = self._select_in(
+            "SELECT c.vector_id, d.text, c.start_char, c.end_char FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE c.vector_id IN ({})",
+            [int(vector_id) for vector_id in vector_ids],
+        )
+        rows.sort()
+        embeddings = self._embed([text[start:end] for _, text, start, end in rows], None).embeddings
+        self._train_if_needed(embeddings)
+        self.vectors.add_with_ids(embeddings, np.array([row[0] for row in rows], dtype=np.int64))
 
     # ------------------------------------------------------------------ counts
     @property
@@ -286,14 +390,20 @@ class VectorIndex:
 
         A document without visible text is indexed as an empty passage (one all-zero vector, counted
         in ``report.empty``); one with visible text but no tokens is skipped and counted in
-        ``report.skipped``.
+        ``report.skipped``. Each block of documents is committed as it is embedded: after kill -9 the
+        blocks done are kept (``open`` repairs the vectors), and adding the same documents again gives
+        the index an uninterrupted add would have given.
+
+        Raises:
+            IndexStoreError: a document id given twice, or too few chunks to train an ivfpq index.
+            sqlite3.Error, OSError: the index cannot be written.
         """
         report = AddReport()
         pending: list[tuple[Document, list]] = []
         pending_chunks = 0
         seen: set[str] = set()
         with tqdm(desc="indexing", unit="doc", disable=not show_progress) as progress:
-            for block in _blocks(documents, 256):
+            for block in _blocks(documents, CHUNK_DOCUMENTS):
                 for doc in block:
                     if doc.doc_id in seen:
                         raise IndexStoreError(f"document id {doc.doc_id!r} is given twice in one add")
@@ -315,37 +425,48 @@ class VectorIndex:
             if pending:
                 self._add_block(pending, report, batch_size)
                 progress.update(len(pending))
-        self._write_vectors()
+        self._checkpoint(finished_add=True)
         return report
 
-    def _add_block(self, pending: list[tuple[Document, list]], report: AddReport, batch_size: int | None) -> None:
+    def _embed(self, texts: list[str], batch_size: int | None):
         from e5kit.evaluation.beir import encode_corpus
 
+        return encode_corpus(self.encoder, texts, role=self.settings.passage_role, batch_size=batch_size)
+
+    def _add_block(self, pending: list[tuple[Document, list]], report: AddReport, batch_size: int | None) -> None:
         texts = [doc.body[chunk.start : chunk.end] for doc, chunks in pending for chunk in chunks]
-        encoded = encode_corpus(self.encoder, texts, role=self.settings.passage_role, batch_size=batch_size)
+        encoded = self._embed(texts, batch_size)
         embeddings = encoded.embeddings
         if not encoded.empty.all():  # last_stats describes the call over the non-empty chunks
             report.truncated += self.encoder.last_stats.truncated
-        self._train_if_needed(embeddings)
-        with self._lock, self.connection:
-            replaced = self._remove([doc.doc_id for doc, _ in pending])
-            report.replaced += replaced
-            report.added += len(pending) - replaced
-            # Ids are never reused: an HNSW graph still holds the vectors of deleted documents.
-            first_id = self._next_id()
-            ids = np.arange(first_id, first_id + len(texts), dtype=np.int64)
+        if not self.vectors.is_trained:
+            self._train_if_needed(embeddings)
+            self._write_vectors()  # the trained quantizer is on disk before any row relies on it
+        with self._lock:
+            with self.connection:  # rows and their vectors (in the journal) commit together
+                replaced, stale = self._remove([doc.doc_id for doc, _ in pending])
+                # Ids are never reused: an HNSW graph still holds the vectors of deleted documents.
+                first_id = self._next_id()
+                ids = np.arange(first_id, first_id + len(texts), dtype=np.int64)
+                self.connection.executemany(
+                    "INSERT INTO documents (doc_id, title, text) VALUES (?, ?, ?)",
+                    [(doc.doc_id, doc.title, doc.body) for doc, _ in pending],
+                )
+                rows = [(doc.doc_id, chunk.index, chunk.start, chunk.end) for doc, chunks in pending for chunk in chunks]
+                self.connection.executemany(
+                    "INSERT INTO chunks (vector_id, doc_id, chunk_index, start_char, end_char) VALUES (?, ?, ?, ?, ?)",
+                    [(int(vector_id), *row) for vector_id, row in zip(ids, rows)],
+                )
+                self.connection.execute("INSERT INTO pending_vectors (first_id, vectors) VALUES (?, ?)", (first_id, np.ascontiguousarray(embeddings, dtype=np.float32).tobytes()))
+                self.connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_id', ?)", (int(ids[-1]) + 1,))
+            self._drop_vectors(stale)
             self.vectors.add_with_ids(embeddings, ids)
-            self.connection.executemany(
-                "INSERT INTO documents (doc_id, title, text) VALUES (?, ?, ?)",
-                [(doc.doc_id, doc.title, doc.body) for doc, _ in pending],
-            )
-            rows = [(doc.doc_id, chunk.index, chunk.start, chunk.end) for doc, chunks in pending for chunk in chunks]
-            self.connection.executemany(
-                "INSERT INTO chunks (vector_id, doc_id, chunk_index, start_char, end_char) VALUES (?, ?, ?, ?, ?)",
-                [(int(vector_id), *row) for vector_id, row in zip(ids, rows)],
-            )
-            self.connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_id', ?)", (int(ids[-1]) + 1,))
+        report.replaced += replaced
+        report.added += len(pending) - replaced
         report.chunks += len(texts)
+        self._journaled += len(texts)
+        if self._journaled >= max(JOURNAL_MIN, self._written):
+            self._checkpoint()
 
     def _next_id(self) -> int:
         row = self.connection.execute("SELECT value FROM meta WHERE key = 'next_id'").fetchone()
@@ -364,25 +485,35 @@ class VectorIndex:
         self.vectors.train(embeddings)
 
     def delete(self, doc_ids: Sequence[str]) -> tuple[int, list[str]]:
-        """Remove documents by id; returns (number deleted, ids that were not in the index)."""
-        with self._lock, self.connection:
-            present = {row[0] for row in self._select_in("SELECT doc_id FROM documents WHERE doc_id IN ({})", list(doc_ids))}
-            self._remove(sorted(present))
-        self._write_vectors()
+        """Remove documents by id; returns (number deleted, ids that were not in the index).
+
+        Raises:
+            sqlite3.Error, OSError: the index cannot be written.
+        """
+        with self._lock:
+            with self.connection:
+                present = {row[0] for row in self._select_in("SELECT doc_id FROM documents WHERE doc_id IN ({})", list(doc_ids))}
+                _, stale = self._remove(sorted(present))
+            self._drop_vectors(stale)
+        self._checkpoint()
         return len(present), [doc_id for doc_id in doc_ids if doc_id not in present]
 
-    def _remove(self, doc_ids: list[str]) -> int:
-        """Drop ``doc_ids`` from the store (and their vectors, where FAISS can); returns how many existed."""
+    def _remove(self, doc_ids: list[str]) -> tuple[int, list[int]]:
+        """Drop ``doc_ids`` from the store (in the caller's transaction); returns how many existed and
+        the vector ids of their chunks."""
         vector_ids = [row[0] for row in self._select_in("SELECT vector_id FROM chunks WHERE doc_id IN ({})", doc_ids)]
-        if vector_ids and self.settings.kind != "hnsw":
-            self.vectors.remove_ids(np.asarray(vector_ids, dtype=np.int64))
         removed = 0
         for start in range(0, len(doc_ids), 500):
             part = doc_ids[start : start + 500]
             marks = ",".join("?" * len(part))
             self.connection.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", part)
             removed += self.connection.execute(f"DELETE FROM documents WHERE doc_id IN ({marks})", part).rowcount
-        return removed
+        return removed, vector_ids
+
+    def _drop_vectors(self, vector_ids: list[int]) -> None:
+        """Remove the vectors of deleted chunks from FAISS, where it can (an HNSW graph keeps them as stale)."""
+        if vector_ids and self.settings.kind != "hnsw":
+            self.vectors.remove_ids(np.asarray(vector_ids, dtype=np.int64))
 
     def _select_in(self, query: str, values: list) -> list[tuple]:
         rows: list[tuple] = []
@@ -391,12 +522,24 @@ class VectorIndex:
             rows += self.connection.execute(query.format(",".join("?" * len(part))), part).fetchall()
         return rows
 
+    def _checkpoint(self, finished_add: bool = False) -> None:
+        """Write ``vectors.faiss``, then empty the journal it now holds (and, at the end of an add, mark
+        the index built: ``create`` no longer replaces it)."""
+        self._write_vectors()
+        with self.connection:
+            self.connection.execute("DELETE FROM pending_vectors")
+            if finished_add:
+                self.connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('built', 1)")
+        self.connection.execute("PRAGMA incremental_vacuum").fetchall()  # a store made before auto_vacuum keeps its free pages for reuse
+        self._journaled = 0
+
     def _write_vectors(self) -> None:
         import faiss
 
-        temporary = self.path / (VECTORS_FILE + ".tmp")
-        faiss.write_index(self.vectors, str(temporary))
-        temporary.replace(self.path / VECTORS_FILE)
+        remove_stale_temporaries(self.path)  # what killed runs left half written
+        with AtomicFile(self.path / VECTORS_FILE) as staged:
+            faiss.write_index(self.vectors, str(staged.temporary))
+        self._written = int(self.vectors.ntotal)
 
     # ------------------------------------------------------------------ search
     def search(self, queries: Sequence[str], k: int = 10) -> list[list[SearchHit]]:
@@ -455,6 +598,26 @@ class VectorIndex:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def _store_files() -> tuple[str, ...]:
+    """The store and the files SQLite keeps beside it (a killed write leaves its rollback journal)."""
+    return (DOCSTORE_FILE, *(DOCSTORE_FILE + suffix for suffix in ("-journal", "-wal", "-shm")))
+
+
+def _unfinished_build(path: Path) -> bool:
+    """Whether ``path`` holds an index whose first add never finished (a build killed midway)."""
+    if not (path / DOCSTORE_FILE).is_file() or not (path / VECTORS_FILE).is_file():
+        return True
+    try:
+        connection = sqlite3.connect(path / DOCSTORE_FILE)
+        try:
+            row = connection.execute("SELECT value FROM meta WHERE key = 'built'").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return False
+    return row is not None and row[0] == 0
 
 
 def _connect(path: Path) -> sqlite3.Connection:
