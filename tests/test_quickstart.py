@@ -57,6 +57,12 @@ def test_reduced_quickstart_end_to_end_and_rerun_skips(tiny_bert_dir, tmp_path, 
     assert summaries["index"]["documents"] == summaries["corpus"]["pairs"]
     assert "e5kit search" in first.output and "e5kit serve" in first.output
     assert (workdir / "index" / "model" / "modules.json").is_file()
+    # The indexed model's card holds its held-out score in the model-index the Hub reads
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(workdir / "index" / "model" / "README.md")
+    ndcg = next(e for e in card.data.eval_results if e.metric_type == "ndcg_at_10")
+    assert ndcg.task_type == "Retrieval" and ndcg.metric_value == round(100 * scored["e5kit pre-trained"], 2)
 
     # When it runs again, Then nothing is redone
     second = runner.invoke(app, ["quickstart", "--config", str(config_path)])

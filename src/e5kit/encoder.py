@@ -233,7 +233,8 @@ class Encoder:
 
         Args:
             path: Output folder (created).
-            model_card: Markdown for README.md; a short usage card is written when None.
+            model_card: Markdown for README.md; when None, ``e5kit.model_card.build_model_card``'s card
+                (Hub front matter, usage) without training details.
         """
         import sentence_transformers
         import transformers
@@ -256,19 +257,12 @@ class Encoder:
                 "pytorch": torch.__version__,
             },
         )
-        (root / "README.md").write_text(model_card or self._default_model_card(), encoding="utf-8")
-        return root
+        if model_card is None:
+            from e5kit.model_card import build_model_card
 
-    def _default_model_card(self) -> str:
-        prompts = ", ".join(f"{name}: {text!r}" for name, text in self.prompts.items()) or "none"
-        return (
-            "# e5kit model\n\n"
-            f"- pooling: {self.pooling}, similarity: {self.similarity_fn_name}, max length: {self.max_length} tokens\n"
-            f"- dimension: {self.dimension}\n- role prompts: {prompts}\n\n"
-            "```python\nfrom e5kit import Encoder\n"
-            "encoder = Encoder.load(PATH)\n"
-            "encoder.encode_queries([...]); encoder.encode_passages([...])\n```\n"
-        )
+            model_card = build_model_card(self, title="e5kit model", model_name=root.resolve().name)
+        (root / "README.md").write_text(model_card, encoding="utf-8")
+        return root
 
     # ------------------------------------------------------------------ properties
     @property

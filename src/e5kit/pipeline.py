@@ -256,6 +256,7 @@ class Quickstart:
         shutil.copytree(self.summaries["pretrain"]["model"], model_dir)
         corpus = self.config.index_corpus or Path(self.summaries["corpus"]["eval_dir"]) / "corpus.jsonl"
         encoder = Encoder.load(model_dir)
+        self._add_results_to_card(model_dir, encoder)
         index = VectorIndex.create(folder / "index", encoder, IndexSettings(), model=str(model_dir))
         report = index.add(iter_corpus(corpus), show_progress=True)
         documents, chunks = index.num_documents, index.num_chunks
@@ -266,6 +267,20 @@ class Quickstart:
         }
         self.log(f"  model: {model_dir}\n  index: {documents} documents, {chunks} chunks ({report})")
         return {"model": str(model_dir), "index": str(folder / "index"), "documents": documents, "chunks": chunks, "commands": commands}
+
+    def _add_results_to_card(self, model_dir: Path, encoder) -> None:
+        """Put the evaluate stage's scores of this model into its card's model-index (``e5kit eval card``)."""
+        from e5kit.evaluation.cache import weights_hash
+        from e5kit.evaluation.results import read_results, results_of_model
+        from e5kit.model_card import with_results
+
+        measured = results_of_model(read_results(self.stage_dir("evaluate") / "results"), weights_hash(encoder))
+        if not measured:  # an evaluate stage kept from an earlier run of other weights
+            self.log("  model card: the evaluate stage holds no results of these weights; none added")
+            return
+        readme = model_dir / "README.md"
+        readme.write_text(with_results(readme.read_text(encoding="utf-8"), measured), encoding="utf-8")
+        self.log(f"  model card: {len(measured)} evaluation results in its model-index")
 
 
 def results_table(rows: list[dict[str, Any]]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from typer.testing import CliRunner
 
@@ -33,7 +34,9 @@ def test_short_run_writes_model_card_metrics_and_curve(tmp_path, tiny_bert_dir, 
     encoder = Encoder.load(run / "final")
     assert encoder.prompts == {"query": "query: ", "passage": "passage: "}
     card = (run / "final" / "README.md").read_text()
-    assert str(tiny_bert_dir) in card and "| arxiv | 20 |" in card and '"symmetric": true' in card and "steps: 3 of 3" in card
+    # (the start model is named relative to the model folder: no saved file holds an absolute path)
+    assert f"`{os.path.relpath(tiny_bert_dir, run / 'final')}`" in card and str(tmp_path) not in card
+    assert "| arxiv | 20 |" in card and '"symmetric": true' in card and "steps: 3 of 3" in card
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3] and all(r["loss"] > 0 for r in records)
     assert (run / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail, load_encoder, output_folder, overrides_option
+from e5kit.cli.app import app, fail, load_encoder, output_file, output_folder, overrides_option
 from e5kit.evaluation import fields
 
 eval_app = typer.Typer(
@@ -222,6 +222,36 @@ def pair_classification(columns: str = columns_option(fields.PAIR_CLASSIFICATION
 @task_command("reranking")
 def reranking(columns: str = columns_option(fields.RERANKING, "positive=pos,negative=neg")):
     """Reranking: MAP and MRR@10 of cosine ranking over JSONL records {query, positive: [...], negative: [...]}."""
+
+
+@eval_app.command()
+def card(
+    model_dir: Path = typer.Argument(..., help="A model folder (e5kit or sentence-transformers); its README.md gets the results."),
+    results_dir: Path = typer.Argument(..., help="Folder of result JSON files written by the eval commands."),
+) -> None:
+    """Write the scores measured on MODEL_DIR into its model card: the model-index of the card's YAML front
+    matter (shown by the Hugging Face Hub) and an Evaluation table.
+
+    Results are matched to the model by the hash of its weights, so a result measured on a copy or under
+    another name counts; a model without a card gets e5kit's.
+    """
+    from e5kit.evaluation.cache import weights_hash
+    from e5kit.evaluation.results import read_results, results_of_model
+    from e5kit.model_card import build_model_card, with_results
+
+    readme = output_file(model_dir / "README.md")
+    try:
+        results = read_results(results_dir)
+    except (FileNotFoundError, ValueError) as error:
+        raise fail(str(error)) from error
+    encoder = load_encoder(str(model_dir), device="cpu")
+    measured = results_of_model(results, weights_hash(encoder))
+    if not measured:
+        raise fail(f"{results_dir}: none of its {len(results)} results was measured on the weights of {model_dir}")
+    name = model_dir.resolve().name
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else build_model_card(encoder, title="e5kit model", model_name=name)
+    readme.write_text(with_results(text, measured, model_name=name), encoding="utf-8")
+    typer.echo(f"{readme}: {len(measured)} results in the model-index ({', '.join(sorted({r.task for r in measured}))})")
 
 
 @eval_app.command()

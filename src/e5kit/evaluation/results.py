@@ -46,7 +46,11 @@ class TaskOutcome:
 
 
 class EvalResult(BaseModel):
-    """One result file."""
+    """One result file.
+
+    Local paths (``model_path``, ``data_path``, the cache's path in ``details``) are relative to the
+    folder of the result file; a bundled model or Hub id is named as given.
+    """
 
     model: str
     model_path: str | None
@@ -97,6 +101,12 @@ def write_result(results_dir: str | Path, result: EvalResult) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def results_of_model(results: list[EvalResult], weights_hash: str) -> list[EvalResult]:
+    """The results measured on the model whose weights hash to ``weights_hash``
+    (``e5kit.evaluation.cache.weights_hash``), whatever it was called or where it lay then."""
+    return [result for result in results if result.weights_hash == weights_hash]
 
 
 def read_results(results_dir: str | Path) -> list[EvalResult]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from e5kit.evaluation import config as configs
 from e5kit.evaluation.prefix_policy import policy_for
 from e5kit.evaluation.results import MAIN_METRIC, EvalResult, TaskOutcome, now, write_result
+from e5kit.model_card import portable_name
 
 
 @dataclass(frozen=True)
@@ -96,18 +97,18 @@ def run_task(task: str, config: configs.EvalConfig, load_model: Callable[[str], 
         wall = time.perf_counter() - started
         details = dict(outcome.details)
         if isinstance(model, CachedEncoder):
-            details["cache"] = {"hits": model.hits, "embedded": model.misses, "path": str(cache.path)}
+            details["cache"] = {"hits": model.hits, "embedded": model.misses, "path": portable_name(cache.path, config.results_dir)}
         if encoder is None:
             from e5kit.evaluation.bm25 import bm25_settings
 
             details["bm25"] = bm25_settings()
         result = EvalResult(
             model=model_label(name),
-            model_path=str(Path(name).resolve()) if Path(name).exists() else name,
+            model_path=portable_name(name, config.results_dir),
             weights_hash=(model.model_hash if isinstance(model, CachedEncoder) else weights_hash(encoder)) if encoder else None,
             task=task,
             dataset=dataset_name(config.data),
-            data_path=str(config.data.resolve()),
+            data_path=portable_name(config.data, config.results_dir),
             split=config.split,
             metrics=outcome.metrics,
             main_metric=MAIN_METRIC[task],

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from e5kit.data.shards import PairSampler
 from e5kit.encoder import Encoder, auto_device
+from e5kit.model_card import build_model_card, portable_name, start_model
 from e5kit.training import checkpoint as checkpoints
 from e5kit.training import distributed
 from e5kit.training.config import ConfigError, PretrainConfig, coerce_config
@@ -57,32 +58,33 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def model_card(config: PretrainConfig, steps: int, last_loss: float | None, sampler: PairSampler) -> str:
-    """Markdown README for the final model: init, data, hyper-parameters, steps."""
-    hyper = config.model_dump(mode="json", exclude={"data", "init_model", "output_dir"})
+def model_card(config: PretrainConfig, steps: int, last_loss: float | None, sampler: PairSampler, encoder: Encoder) -> str:
+    """README.md of the final model: the shared Hub-ready card (``e5kit.model_card``) with the objective,
+    steps, data mixture and skipped rows; paths are relative to the model's folder."""
+    final = Path(config.output_dir) / "final"
     sources = "\n".join(
         f"| {name} | {sampler.rows_by_source[name]} | {probability:.4f} |"
         for name, probability in zip(sampler.source_names, sampler.probabilities)
     )
     skipped = "\n".join(f"- {reason}: {count}" for reason, count in sampler.skipped.items()) or "- none"
-    return (
-        "# e5kit contrastively pre-trained encoder\n\n"
-        f"- initialised from: `{config.init_model}`\n"
+    training = (
         f"- objective: InfoNCE, in-batch negatives, {config.similarity_fn_name} / tau (tau = {config.tau}), "
         f"{'symmetric' if config.symmetric else 'query -> passage'}, mean pooling\n"
         f"- optimizer steps: {steps} of {config.max_steps}; global batch {config.batch_size} pairs; "
-        f"final loss {last_loss if last_loss is None else round(last_loss, 4)}\n"
-        f"- role prompts: {json.dumps(config.prompts)}\n\n"
-        "## Data\n\n"
-        f"Shards: {', '.join(f'`{p}`' for p in config.data.paths)}\n\n"
+        f"final loss {last_loss if last_loss is None else round(last_loss, 4)}\n\n"
+        f"Pair shards: {', '.join(f'`{portable_name(p, final)}`' for p in config.data.paths)}\n\n"
         "| source | rows | sampling probability |\n|---|---|---|\n"
-        f"{sources}\n\nSkipped rows:\n{skipped}\n\n"
-        "## Hyper-parameters\n\n"
-        f"```json\n{json.dumps(hyper, indent=2)}\n```\n\n"
-        "## Use\n\n"
-        "```python\nfrom e5kit import Encoder\n"
-        "encoder = Encoder.load(PATH)\n"
-        "encoder.encode_queries([...]); encoder.encode_passages([...])\n```\n"
+        f"{sources}\n\nSkipped rows:\n{skipped}\n"
+    )
+    return build_model_card(
+        encoder,
+        title="e5kit contrastively pre-trained encoder",
+        model_name=Path(config.output_dir).resolve().name,
+        start=start_model(config.init_model, final),
+        stage="pretrain",
+        datasets=sampler.source_names,
+        training=training,
+        hyperparameters=config.model_dump(mode="json", exclude={"data", "init_model", "output_dir"}),
     )
 
 
@@ -159,7 +161,7 @@ class Pretrainer:
 
     def model_card(self) -> str:
         """Markdown README of the final model."""
-        return model_card(self.config, self.step, self.last_loss, self.sampler)
+        return model_card(self.config, self.step, self.last_loss, self.sampler, self.encoder)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.precision == "fp32":
