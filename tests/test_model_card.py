@@ -159,3 +159,23 @@ def test_with_results_needs_results_and_a_name():
     updated = ModelCard(with_results(card, [Result()], model_name="theirs"))
     assert [(e.task_type, e.metric_type, e.metric_value) for e in updated.data.eval_results] == [("Retrieval", "ndcg_at_10", 50.0), ("Retrieval", "recall_at_100", 90.0)]
     assert "# Someone's model" in updated.text and "## Evaluation" in updated.text
+
+
+def test_a_finetuned_model_card_comes_from_the_same_builder(trained, tmp_path):
+    # Given a FlagEmbedding file and the pre-trained model as the start
+    from e5kit.training.finetune import finetune
+
+    data = tmp_path / "flag.jsonl"
+    data.write_text("".join(json.dumps({"query": f"cell {i}", "pos": [f"gene text {i}"], "neg": [f"sun moon {i}"]}) + "\n" for i in range(4)))
+    config = {"init_model": str(trained / "run" / "final"), "output_dir": str(tmp_path / "ft"), "max_steps": 1, "batch_size": 2,
+              "chunk_size": 4, "hard_negatives": 1, "warmup_steps": 0, "checkpoint_every": 0, "device": "cpu",
+              "data": {"datasets": [{"name": "mine", "format": "flag", "path": str(data)}]}}
+    # When it is fine-tuned for one step
+    final = finetune(config, show_progress=False)
+    card = ModelCard.load(final / "README.md")
+    # Then the card has the same Hub fields, the fine-tuning tag and data set, the licence and base model
+    # carried through the local pre-trained model, and names its inputs relative to itself
+    assert card.data.library_name == "sentence-transformers" and "e5kit-finetune" in card.data.tags and card.data.datasets == ["mine"]
+    assert card.data.license == "mit" and card.data.base_model == "intfloat/e5-small-v2" and card.data.model_name == "ft"
+    assert f"- mine: flag `{os.path.relpath(data, final)}`" in card.text and "| mine | 4 |" in card.text and "x InfoNCE" in card.text
+    assert not [path for path, text in text_files(final).items() if str(tmp_path) in text or str(trained) in text]

@@ -27,6 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from e5kit.data.finetune_formats import FORMATS, FinetuneExample, RecordIssues, read_examples
+from e5kit.model_card import build_model_card, portable_name, start_model
 from e5kit.text import normalized_text_key
 from e5kit.training import distributed
 from e5kit.training.config import ConfigError, PretrainConfig, coerce_config, load_config
@@ -321,25 +322,33 @@ def false_negative_mask(batch: list[TrainingExample], rows: range, device: torch
     return mask
 
 
-def model_card(config: FinetuneConfig, steps: int, last_loss: float | None, sampler: FinetuneSampler) -> str:
-    """Markdown README of the fine-tuned model: init, data mixture, objective, hyper-parameters, counts."""
-    hyper = config.model_dump(mode="json", exclude={"data", "init_model", "output_dir"})
+def model_card(config: FinetuneConfig, steps: int, last_loss: float | None, sampler: FinetuneSampler, encoder) -> str:
+    """README.md of the fine-tuned model: the shared Hub-ready card (``e5kit.model_card``) with the
+    objective, steps, data mixture and counts; paths are relative to the model's folder."""
+    final = Path(config.output_dir) / "final"
     rows = "\n".join(
         f"| {name} | {sampler.rows_by_source[name]} | {probability:.4f} |" for name, probability in zip(sampler.source_names, sampler.probabilities)
     )
-    datasets = "\n".join(f"- {d.name}: {d.format} `{d.path}`" for d in config.data.datasets)
+    datasets = "\n".join(f"- {d.name}: {d.format} `{portable_name(d.path, final)}`" for d in config.data.datasets)
     skipped = "\n".join(f"- {reason}: {count}" for reason, count in {**sampler.skipped, **sampler.counts}.items()) or "- none"
-    return (
-        "# e5kit fine-tuned encoder\n\n"
-        f"- initialised from: `{config.init_model}`\n"
+    training = (
         f"- objective: KL(teacher || student) over 1 positive + {config.hard_negatives} hard negatives "
         f"+ {config.alpha} x InfoNCE (in-batch and hard negatives), {config.similarity_fn_name} / tau (tau = {config.tau}); "
         "groups without teacher scores train on InfoNCE alone\n"
         f"- optimizer steps: {steps} of {config.max_steps}; global batch {config.batch_size} queries; "
         f"final loss {last_loss if last_loss is None else round(last_loss, 4)}\n\n"
-        f"## Data\n\n{datasets}\n\n| dataset | examples | sampling probability |\n|---|---|---|\n{rows}\n\n"
-        f"Skipped records and groups trained without hard negatives or teacher scores:\n{skipped}\n\n"
-        f"## Hyper-parameters\n\n```json\n{json.dumps(hyper, indent=2)}\n```\n"
+        f"{datasets}\n\n| dataset | examples | sampling probability |\n|---|---|---|\n{rows}\n\n"
+        f"Skipped records and groups trained without hard negatives or teacher scores:\n{skipped}\n"
+    )
+    return build_model_card(
+        encoder,
+        title="e5kit fine-tuned encoder",
+        model_name=Path(config.output_dir).resolve().name,
+        start=start_model(config.init_model, final),
+        stage="finetune",
+        datasets=[d.name for d in config.data.datasets],
+        training=training,
+        hyperparameters=config.model_dump(mode="json", exclude={"data", "init_model", "output_dir"}),
     )
 
 
@@ -385,7 +394,7 @@ class Finetuner(Pretrainer):
         return self.cache.step([e.query for e in local], [text for e in local for text in e.passages], loss=loss)
 
     def model_card(self) -> str:
-        return model_card(self.config, self.step, self.last_loss, self.sampler)
+        return model_card(self.config, self.step, self.last_loss, self.sampler, self.encoder)
 
 
 def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *, resume: bool = False, show_progress: bool | None = None) -> Path:
