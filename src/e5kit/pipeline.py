@@ -9,8 +9,11 @@ bundled all-MiniLM-L6-v2; a YAML config swaps in real dumps, hub models and GPUs
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from e5kit.config import load_config
 from e5kit.hub import DEFAULT_MODEL
+from e5kit.processes import die_with_parent
 
 STAGES = ("corpus", "curate", "consistency", "pretrain", "evaluate", "index")
 STAGE_FILE = "stage.json"
@@ -218,7 +222,8 @@ class Quickstart:
             command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.config.nproc_per_node}",
                        "-m", "e5kit", "pretrain", "--config", str(config_path)]
             self.log("  " + " ".join(command))
-            subprocess.run(command, check=True)
+            # SIGTERM when this process ends, however it ends: torchrun then stops its own workers.
+            subprocess.run(command, check=True, preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM))
             final = Path(settings["output_dir"]) / "final"
         else:
             from e5kit.training.trainer import pretrain

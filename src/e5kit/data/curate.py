@@ -6,7 +6,9 @@ Two passes, so the heavy work parallelises and the global work stays exact:
    assign the query role of symmetric pairs by a seeded coin, run the per-pair filters (clean,
    visible text, length, language, perplexity, decontamination), compute each kept pair's exact-dedup key and
    MinHash signature, and write ``work/<source>-<NNNNN>.parquet`` plus an atomic done marker with
-   its counts. A rerun skips shards whose marker matches the task (resumable).
+   its counts. A rerun skips shards whose marker matches the task (resumable). Workers end with the
+   process that started them (``e5kit.processes.die_with_parent``), so a curate killed with kill -9
+   leaves no orphans behind.
 2. One global pass in a fixed order: exact and near-duplicate removal across all shards, then the
    final ``pairs/<source>-<NNNNN>.parquet`` (string columns query, passage, source, meta),
    ``report.json``, ``report.md`` and length histograms.
@@ -14,6 +16,10 @@ Two passes, so the heavy work parallelises and the global work stays exact:
 Every unit a reader produces (a candidate pair or a skipped record) ends in exactly one bucket, so
 per source ``read == kept + sum(dropped)``; the report checks it. Every drop keeps where it came from:
 per reason, the report lists the count per file and the first (file, line) examples (``drop_where``).
+
+Every file is written whole or not at all (``e5kit.textio.AtomicFile``, under a temporary name unique to
+the process), so after kill -9 at any point a rerun gives the uninterrupted run's output, even while a
+worker of the killed run is still writing; the temporary files of ended processes are removed.
 
 Input paths are checked with the config, before any work: a folder, a FIFO, a dangling link, an
 unreadable file or an unsupported compression is a config error naming the path.
@@ -44,7 +50,8 @@ from e5kit.data.filters.base import PairFilter
 from e5kit.data.pair import PAIR_COLUMNS, Pair
 from e5kit.data.readers import arxiv, base, generic, news, reddit, stackexchange, stdlib_docs, warc, wikipedia
 from e5kit.data.skips import SkipCounter
-from e5kit.textio import InputPathError, check_input_file
+from e5kit.processes import die_with_parent
+from e5kit.textio import AtomicFile, InputPathError, check_input_file, remove_stale_temporaries, write_text_atomic
 
 #: Source type -> reader module (``Options`` model and ``read(paths, options, skips)``).
 READERS: dict[str, ModuleType] = {
@@ -297,14 +304,14 @@ def swap_coin(seed: int, pair: Pair) -> bool:
 
 
 class _ParquetWriter:
-    """Writes rows in row groups to ``path`` via a temporary file renamed on close (atomic)."""
+    """Writes rows in row groups to ``path`` through an ``AtomicFile``, committed on close."""
 
     def __init__(self, path: Path, schema) -> None:
         import pyarrow.parquet as pq
 
         self.path, self.schema = path, schema
-        self.temporary = path.with_name(path.name + ".tmp")
-        self.writer = pq.ParquetWriter(self.temporary, schema)
+        self.staged = AtomicFile(path)
+        self.writer = pq.ParquetWriter(self.staged.temporary, schema)
         self.rows: dict[str, list] = {name: [] for name in schema.names}
         self.count = 0
 
@@ -325,7 +332,7 @@ class _ParquetWriter:
     def close(self) -> None:
         self._flush()
         self.writer.close()
-        os.replace(self.temporary, self.path)
+        self.staged.commit()
 
 
 def _pair_schema(with_dedup: bool):
@@ -338,9 +345,7 @@ def _pair_schema(with_dedup: bool):
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def process_shard(task: ShardTask) -> dict[str, Any]:
@@ -401,7 +406,8 @@ def _location(meta: dict[str, Any]) -> tuple[str | None, int | None]:
 
 
 def run_local(tasks: list[ShardTask], workers: int) -> list[dict[str, Any]]:
-    """Process shards in worker processes (in this process when one worker or one shard)."""
+    """Process shards in worker processes (in this process when one worker or one shard); the workers
+    end with this process, even when it is killed with kill -9."""
     from tqdm.auto import tqdm
 
     if workers == 1 or len(tasks) <= 1:
@@ -412,7 +418,9 @@ def run_local(tasks: list[ShardTask], workers: int) -> list[dict[str, Any]]:
     # fork: spawn would re-run the caller's script in every worker, so a script without an
     # ``if __name__ == "__main__"`` guard (a quickstart) would fail. Workers never call into torch.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context(method)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context(method), initializer=die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         futures = {pool.submit(process_shard, task): index for index, task in enumerate(tasks)}
         results: list[dict[str, Any] | None] = [None] * len(tasks)
         for future in tqdm(as_completed(futures), total=len(tasks), desc="shards", unit="shard"):
@@ -505,7 +513,8 @@ def _histogram(path: Path, name: str, totals: _SourceTotals, bins: int) -> None:
         axis.set_xlabel("words")
         axis.set_ylabel("pairs")
     figure.tight_layout()
-    figure.savefig(path, dpi=80)
+    with AtomicFile(path) as staged:
+        figure.savefig(staged.temporary, dpi=80, format="png")
     plt.close(figure)
 
 
@@ -570,9 +579,8 @@ def _eval_index(config: CurateConfig, work_dir: Path) -> tuple[dict[tuple, str],
         path = work_dir / f"eval-index-{digest}.npz"
         if not path.is_file():
             index, skips = decontaminate.EvalIndex.build(list(settings.eval_paths), settings.ngram)
-            temporary = path.with_name(path.name + ".tmp")
-            index.save(temporary)
-            os.replace(temporary, path)
+            with AtomicFile(path) as staged:
+                index.save(staged.temporary)
             info[digest] = {
                 "eval_paths": list(key[0]), "ngram": settings.ngram, "ngrams": len(index.ngrams), "texts": len(index.texts),
                 "skipped": dict(skips), "skipped_where": skips.where(),
@@ -601,6 +609,8 @@ def curate(config: CurateConfig) -> dict[str, Any]:
     output_dir = Path(config.output_dir)
     work_dir = output_dir / "work"
     work_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (output_dir, work_dir, output_dir / "pairs"):
+        remove_stale_temporaries(folder)
     eval_indexes, eval_info = _eval_index(config, work_dir)
     tasks = plan_tasks(config, work_dir, eval_indexes)
     if config.engine == "ray":
@@ -609,6 +619,8 @@ def curate(config: CurateConfig) -> dict[str, Any]:
         results = run_ray(tasks, config.workers)
     else:
         results = run_local(tasks, config.workers)
+    for name in ("report.json", "report.md"):  # the report marks a finished run: gone while the final shards are rewritten
+        (output_dir / name).unlink(missing_ok=True)
     totals = _merge(config, tasks, results)
 
     histogram_dir = output_dir / "histograms"
@@ -646,7 +658,7 @@ def curate(config: CurateConfig) -> dict[str, Any]:
         "config": config.model_dump(mode="json"),
     }
     _write_json_atomic(output_dir / "report.json", report)
-    (output_dir / "report.md").write_text(_report_markdown(report), encoding="utf-8")
+    write_text_atomic(output_dir / "report.md", _report_markdown(report))
     if not report["reconciled"]:
         raise RuntimeError(f"curation counts do not reconcile (read != kept + dropped); see {output_dir / 'report.json'}")
     return report
