@@ -179,3 +179,12 @@ def test_a_finetuned_model_card_comes_from_the_same_builder(trained, tmp_path):
     assert card.data.license == "mit" and card.data.base_model == "intfloat/e5-small-v2" and card.data.model_name == "ft"
     assert f"- mine: flag `{os.path.relpath(data, final)}`" in card.text and "| mine | 4 |" in card.text and "x InfoNCE" in card.text
     assert not [path for path, text in text_files(final).items() if str(tmp_path) in text or str(trained) in text]
+
+
+def test_an_onnx_export_keeps_its_source_card(trained, tmp_path):
+    # Given the trained model with its card; When it is exported to ONNX (fp32 only)
+    source = trained / "run" / "final"
+    result = CliRunner().invoke(app, ["export", "onnx", "--model", str(source), "--out", str(tmp_path / "onnx"), "--quantize", "none", "--check-texts", "8"])
+    # Then the export carries the same card: same weights, same licence, base model and training account
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "onnx" / "README.md").read_text() == (source / "README.md").read_text()

@@ -78,7 +78,9 @@ class OnnxExport:
     default: Path
 
 
-def export_onnx(encoder: Encoder, out_dir: str | Path, *, quantize: str = "int8", opset: int = 18) -> OnnxExport:
+def export_onnx(
+    encoder: Encoder, out_dir: str | Path, *, quantize: str = "int8", opset: int = 18, model_card: str | None = None
+) -> OnnxExport:
     """Save ``encoder`` as a sentence-transformers directory plus ONNX fp32 (and int8) graphs.
 
     Args:
@@ -87,12 +89,14 @@ def export_onnx(encoder: Encoder, out_dir: str | Path, *, quantize: str = "int8"
         quantize: "int8" adds a dynamically quantised copy (int8 weights, activations quantised at
             run time) and makes it the default; "none" keeps fp32 only.
         opset: ONNX opset version.
+        model_card: README.md of the export (the source model's card: the weights are the same); None
+            writes e5kit's card (``Encoder.save``).
     """
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     if encoder.model is None:
         raise ValueError("export needs a torch-backend Encoder (this one already runs on ONNX)")
-    root = encoder.save(out_dir)
+    root = encoder.save(out_dir, model_card=model_card)
     folder = root / ONNX_FOLDER
     folder.mkdir(exist_ok=True)
     files = {"fp32": folder / FP32_FILE}
