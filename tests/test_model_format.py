@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from huggingface_hub import ModelCard
 
 from e5kit.encoder import Encoder
 from e5kit.model_format import ModelDirectoryError
@@ -26,7 +27,9 @@ def test_round_trip_keeps_embeddings_and_settings(tiny_bert_dir, saved_dir):
     assert reloaded.prompts == original.prompts
     assert (reloaded.pooling, reloaded.normalize, reloaded.max_length) == ("mean", True, 64)
     np.testing.assert_allclose(reloaded.encode_queries(TEXTS), original.encode_queries(TEXTS), atol=1e-6)
-    assert (saved_dir / "README.md").read_text().startswith("# e5kit model")
+    # The card is a Hub model card (huggingface_hub parses its front matter) titled "e5kit model"
+    card = ModelCard.load(saved_dir / "README.md")
+    assert card.data.library_name == "sentence-transformers" and card.text.lstrip().startswith("# e5kit model")
 
 
 def test_sentence_transformers_loads_what_e5kit_saves_with_equal_embeddings(saved_dir):
