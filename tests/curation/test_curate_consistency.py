@@ -124,3 +124,64 @@ def test_cli_filter_consistency_and_reapply(pair_dir, tiny_bert_dir, tmp_path):
     assert again.exit_code == 0 and "at k=1" in again.output
     bad = runner.invoke(app, ["filter", "consistency", "--output", str(output), "--pairs", str(tmp_path / "none"), "--model", "x"])
     assert bad.exit_code == 2 and "no Parquet pair shards" in bad.output
+
+
+# ------------------------------------------------------------------------------ kill -9 (issue 14, item 3)
+#: (point, when, calls it gets in one filter run over pair_dir) for the seeded draws.
+KILL_POINTS = [
+    ("e5kit.encoder:Encoder.encode", "after", 2),  # queries embedded, nothing written
+    ("pyarrow.parquet:write_table", "after", 3),  # scores or a kept shard written under its temporary name
+    ("e5kit.textio:AtomicFile.commit", "after", 4),  # scores, a kept shard or the report renamed into place
+]
+
+
+def filter_outputs(folder):
+    """Kept pairs, ranks and the report of a filter run, timings and the run's own paths left out."""
+    report = json.loads((folder / "report.json").read_text())
+    for key in ("embed_s", "search_s", "search_pairs_per_s"):
+        report.pop(key)
+    return {
+        "pairs": {path.name: pq.read_table(path).to_pylist() for path in sorted((folder / "pairs").glob("*.parquet"))},
+        "scores": pq.read_table(folder / "scores.parquet").to_pylist(),
+        "report": report,
+    }
+
+
+@pytest.mark.parametrize(  # a run takes a subprocess (~14 s on 2 busy cores): the file commits by default, the rest slow
+    "point", [point if point[0].endswith("commit") else pytest.param(point, marks=pytest.mark.slow) for point in KILL_POINTS], ids=lambda point: point[0].rsplit(".", 1)[-1]
+)
+def test_filter_killed_at_each_point_reruns_to_the_uninterrupted_output(point, pair_dir, tiny_bert_dir, tmp_path):
+    from kill_points import at_seeded_call, run_killed
+
+    # Given an uninterrupted filter run, and the same run killed at the point
+    argv = ["filter", "consistency", "--pairs", str(pair_dir), "--model", str(tiny_bert_dir), "--pool-size", "25", "--set", "max_rank=10"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*argv, "--output", str(tmp_path / "straight")]).exit_code == 0
+    run_killed([*argv, "--output", tmp_path / "killed"], at_seeded_call(0, *point))
+    # When it is run again, then the output equals the uninterrupted run's and no temporary file is left
+    result = runner.invoke(app, [*argv, "--output", str(tmp_path / "killed")])
+    assert result.exit_code == 0, result.output
+    assert filter_outputs(tmp_path / "killed") == filter_outputs(tmp_path / "straight")
+    assert not [path for path in (tmp_path / "killed").rglob("*") if path.name.endswith(".tmp")]
+
+
+def test_filter_killed_while_re_training_resumes_the_training_to_the_uninterrupted_output(pair_dir, tiny_bert_dir, tmp_path, single_torch_thread):
+    from kill_points import KillPoint, run_killed
+
+    # Given a two-round filter (round one re-trains with e5kit pre-training, checkpointing every 2 steps)
+    train = ["--set", "train.max_steps=4", "--set", "train.batch_size=8", "--set", "train.chunk_size=4", "--set", "train.checkpoint_every=2"]
+    argv = ["filter", "consistency", "--pairs", str(pair_dir), "--model", str(tiny_bert_dir), "--pool-size", "25", "--iterations", "2", *train]
+    runner = CliRunner()
+    assert runner.invoke(app, [*argv, "--output", str(tmp_path / "straight")]).exit_code == 0
+    # When a run is killed after re-training step 3 (its last checkpoint is step 2) and run again
+    run_killed([*argv, "--output", tmp_path / "killed"], KillPoint("e5kit.training.metrics:MetricsLog.log", count=3))
+    assert not (tmp_path / "killed" / "report.json").exists()
+    result = runner.invoke(app, [*argv, "--output", str(tmp_path / "killed")])
+    # Then the training resumed (no "already holds checkpoints" refusal) and the output equals the uninterrupted run's
+    assert result.exit_code == 0, result.output
+    killed, straight = filter_outputs(tmp_path / "killed"), filter_outputs(tmp_path / "straight")
+    for entry in [killed["report"], straight["report"], *killed["report"]["iterations"], *straight["report"]["iterations"]]:
+        entry["model"] = entry["model"].replace(str(tmp_path / "killed"), "OUT").replace(str(tmp_path / "straight"), "OUT")
+    assert killed == straight
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / run / "iter-0" / "model" / "metrics.jsonl").read_text().splitlines()] for run in ("killed", "straight")]
+    assert losses[0] == losses[1] and len(losses[0]) == 4

@@ -8,6 +8,10 @@ k <= max_rank is applied later without re-embedding (``reapply_k``). ``iteration
 filtering and re-training on the kept pairs (the paper's suggested future work); every iteration
 re-filters the full input with the newest model.
 
+Every file is written whole or not at all (``e5kit.textio.AtomicFile``), and ``report.json`` is written
+last, so it marks a finished run: after kill -9 at any point, running the same filter again gives the
+uninterrupted run's output (a re-training round resumes from its last checkpoint).
+
 Example:
     >>> report = consistency_filter(ConsistencyConfig(pairs=["out/pairs"], model="all-MiniLM-L6-v2", output_dir="out/consistent"))  # doctest: +SKIP
 """
@@ -16,7 +20,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.text import has_visible_text
+from e5kit.textio import AtomicFile, remove_stale_temporaries, write_text_atomic
 
 #: (init model, pairs folder, output folder, extra settings) -> trained model directory.
 TrainFn = Callable[[str, Path, Path, dict[str, Any]], Path]
@@ -179,14 +183,14 @@ def _write_kept(table, kept: np.ndarray, pairs_dir: Path) -> None:
     import pyarrow.parquet as pq
 
     pairs_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(pairs_dir)
     for stale in pairs_dir.glob("*.parquet"):
         stale.unlink()
     kept_table = table.filter(pa.array(kept))
     for name in sorted(set(table.column("_file").to_pylist())):
         part = kept_table.filter(pc.equal(kept_table.column("_file"), name)).drop_columns(["_file"])
-        temporary = pairs_dir / f"{name}.tmp"
-        pq.write_table(part, temporary)
-        os.replace(temporary, pairs_dir / name)
+        with AtomicFile(pairs_dir / name) as staged:
+            pq.write_table(part, staged.temporary)
 
 
 def _report(ranks: dict[str, np.ndarray], k: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -201,6 +205,7 @@ def _report(ranks: dict[str, np.ndarray], k: int, extra: dict[str, Any]) -> dict
 
 # --------------------------------------------------------------------------------------------- the stage
 def _filter_once(config: ConsistencyConfig, model: str, table, files: list[Path], output_dir: Path) -> dict[str, Any]:
+    """One filter round into ``output_dir`` (scores and kept pairs); returns its report, which the caller writes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -218,6 +223,7 @@ def _filter_once(config: ConsistencyConfig, model: str, table, files: list[Path]
     searched = time.perf_counter()
 
     output_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output_dir)
     in_pool = np.zeros(count, dtype=bool)
     in_pool[pool] = True
     scores = pa.table({
@@ -228,7 +234,8 @@ def _filter_once(config: ConsistencyConfig, model: str, table, files: list[Path]
         "score": ranks["score"],
         "in_pool": in_pool,
     })
-    pq.write_table(scores, output_dir / SCORES_FILE)
+    with AtomicFile(output_dir / SCORES_FILE) as staged:
+        pq.write_table(scores, staged.temporary)
     _write_kept(table, keep_mask(ranks["query_rank"], ranks["passage_rank"], config.k), output_dir / "pairs")
     report = _report(ranks, config.k, {
         "model": model,
@@ -240,7 +247,6 @@ def _filter_once(config: ConsistencyConfig, model: str, table, files: list[Path]
         "search_s": round(searched - embedded, 3),
         "search_pairs_per_s": round(count / max(searched - embedded, 1e-9), 1),
     })
-    (output_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report
 
 
@@ -257,11 +263,13 @@ def _rows_per_file(table) -> list[int]:
 
 
 def pretrain_on(model: str, pairs_dir: Path, output_dir: Path, settings: dict[str, Any]) -> Path:
-    """Default re-training step: ``e5kit.training.trainer.pretrain`` from ``model`` on ``pairs_dir``."""
+    """Default re-training step: ``e5kit.training.trainer.pretrain`` from ``model`` on ``pairs_dir``; a
+    run killed before is resumed from its last checkpoint (bit-exact, as ``e5kit pretrain --resume``)."""
+    from e5kit.training.checkpoint import list_checkpoints
     from e5kit.training.trainer import pretrain
 
     config = {**settings, "init_model": model, "data": {**settings.get("data", {}), "paths": [str(pairs_dir)]}, "output_dir": str(output_dir)}
-    return Path(pretrain(config))
+    return Path(pretrain(config, resume=bool(list_checkpoints(output_dir / "checkpoints"))))
 
 
 def consistency_filter(config: ConsistencyConfig, train_fn: TrainFn | None = None) -> dict[str, Any]:
@@ -273,6 +281,7 @@ def consistency_filter(config: ConsistencyConfig, train_fn: TrainFn | None = Non
     """
     train_fn = train_fn or pretrain_on
     files = pair_files(config.pairs)
+    (config.output_dir / "report.json").unlink(missing_ok=True)  # written again last: it marks a finished run
     table, invisible = _read_pairs(files)
     # Re-training scores as the filter ranks, unless its own settings say otherwise.
     retrain_settings = {"similarity_fn_name": config.similarity_fn_name, **config.train}
@@ -284,10 +293,11 @@ def consistency_filter(config: ConsistencyConfig, train_fn: TrainFn | None = Non
         report = _filter_once(config, model, table, files, round_dir)
         history.append({"iteration": iteration, "model": model, "kept": report["kept"], "read": report["read"]})
         if not last:
+            write_text_atomic(round_dir / "report.json", json.dumps(report, indent=2))
             model = str(train_fn(model, round_dir / "pairs", config.output_dir / f"iter-{iteration}" / "model", retrain_settings))
     report["iterations"] = history
     report["skipped_without_visible_text"] = invisible
-    (config.output_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_text_atomic(config.output_dir / "report.json", json.dumps(report, indent=2))
     return report
 
 
@@ -314,5 +324,5 @@ def reapply_k(output_dir: str | Path, k: int) -> dict[str, Any]:
     _write_kept(table, keep_mask(ranks["query_rank"], ranks["passage_rank"], k), output_dir / "pairs")
     carried = {key: value for key, value in previous.items() if key not in ("read", "kept", "dropped", "k")}
     report = _report(ranks, k, carried)
-    report_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_text_atomic(report_path, json.dumps(report, indent=2))
     return report

@@ -1,8 +1,9 @@
 """Atomic, verifiable training checkpoints: ``{root}/step-00000100/{state.pt, manifest.json}``.
 
-A checkpoint is written into a hidden temporary folder, the manifest (with the SHA-256 of every file)
-last, and the folder is then renamed into place, so a run killed mid-write leaves either a complete
-checkpoint or none. On load, a checkpoint whose manifest is missing or whose files do not match
+A checkpoint is written into a hidden temporary folder (``e5kit.textio.temporary_path``: unique to the
+process), the manifest (with the SHA-256 of every file) last, and the folder is then renamed into place,
+so a run killed mid-write leaves either a complete checkpoint or none; the next save removes the
+folders of writes whose process has ended. On load, a checkpoint whose manifest is missing or whose files do not match
 their checksums is reported and the previous one is used.
 """
 
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from e5kit.textio import remove_stale_temporaries, temporary_path
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +55,7 @@ def save_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int) -> 
     """Write ``state`` (tensors, numbers, strings, dicts) as the checkpoint of ``step``; keep the last ``keep``."""
     root.mkdir(parents=True, exist_ok=True)
     final = checkpoint_dir(root, step)
-    staging = root / f".{final.name}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = temporary_path(final)
     staging.mkdir()
     state_path = staging / STATE_FILE
     torch.save(state, state_path)
@@ -119,5 +121,4 @@ def load_checkpoint(folder: Path, map_location: str | torch.device = "cpu") -> d
 def _prune(root: Path, keep: int) -> None:
     for folder in list_checkpoints(root)[keep:]:
         shutil.rmtree(folder)
-    for staging in root.glob(f".{PREFIX}*.tmp"):
-        shutil.rmtree(staging, ignore_errors=True)
+    remove_stale_temporaries(root)

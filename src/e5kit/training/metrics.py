@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from e5kit.textio import AtomicFile, write_text_atomic
 
 
 class MetricsLog:
@@ -22,9 +23,7 @@ class MetricsLog:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = [] if keep_until_step is None else [r for r in read_metrics(path) if r.get("step", 0) <= keep_until_step]
-        staging = path.with_name(path.name + ".tmp")
-        staging.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
-        os.replace(staging, path)
+        write_text_atomic(path, "".join(json.dumps(record) + "\n" for record in kept))
         self._handle = path.open("a", encoding="utf-8")
 
     def log(self, record: dict[str, Any]) -> None:
@@ -68,6 +67,7 @@ def plot_loss_curve(metrics_path: Path, png_path: Path) -> Path:
     axis.set_title("contrastive pre-training")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(png_path, dpi=100)
+    with AtomicFile(png_path) as staged:
+        figure.savefig(staged.temporary, dpi=100, format="png")
     plt.close(figure)
     return png_path
