@@ -173,3 +173,14 @@ def test_stale_temporaries_of_ended_processes_are_removed_and_those_of_running_o
     # When cleaning, then only the ended process's temporaries go
     assert remove_stale_temporaries(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "keep.tmp"])
+
+
+def test_stale_temporaries_can_be_limited_to_one_file(tmp_path):
+    from e5kit.textio import remove_stale_temporaries
+
+    # Given stale temporaries of two files in a folder e5kit does not own (no system hands out pid 999999999)
+    for name in ("mined.jsonl", "other.jsonl"):
+        (tmp_path / f".{name}.999999999.0123456789ab.tmp").write_text("half")
+    # When cleaning those of one file, then the other's stay
+    assert remove_stale_temporaries(tmp_path, "mined.jsonl") == 1
+    assert [p.name for p in tmp_path.iterdir()] == [".other.jsonl.999999999.0123456789ab.tmp"]

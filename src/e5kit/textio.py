@@ -280,9 +280,10 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def remove_stale_temporaries(folder: str | Path) -> int:
+def remove_stale_temporaries(folder: str | Path, name: str | None = None) -> int:
     """Remove the temporary files and folders (:func:`temporary_path` names) in ``folder`` whose process
-    no longer runs (left by a killed run); those of running processes are kept. Returns how many went."""
+    no longer runs (left by a killed run); those of running processes are kept. With ``name``, only the
+    temporaries of that file (for a folder e5kit does not own). Returns how many went."""
     import psutil
 
     removed = 0
@@ -291,7 +292,7 @@ def remove_stale_temporaries(folder: str | Path) -> int:
         return 0
     for entry in folder.iterdir():
         match = _TEMPORARY.match(entry.name)
-        if match is None or psutil.pid_exists(int(match.group(1))):
+        if match is None or psutil.pid_exists(int(match.group(1))) or (name is not None and not entry.name.startswith(f".{name}.")):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

@@ -13,7 +13,10 @@ Dense search can run shard by shard (``shard_size``): the corpus file is streame
 and searched, and the running top-``depth`` merged, so only one shard's embeddings are ever in memory.
 BM25 needs corpus-wide term statistics, so it indexes the whole corpus at once.
 
-Output: FlagEmbedding JSONL ``{query, pos, neg, query_id, pos_ids, neg_ids}`` plus a ``.stats.json``.
+Output: FlagEmbedding JSONL ``{query, pos, neg, query_id, pos_ids, neg_ids}`` plus a ``.stats.json``,
+each written whole or not at all (``e5kit.textio.AtomicFile``); the stats are removed before the JSONL
+is replaced and written after it, so stats beside a JSONL always describe it. Mining is seeded, so
+after kill -9 at any point a rerun writes the uninterrupted run's files.
 
 Example:
     >>> report = mine_hard_negatives(MiningConfig(model="bm25", negatives=7, skip_top=3, margin=0.5),
@@ -38,7 +41,7 @@ from tqdm.auto import tqdm
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, beir_positives
 from e5kit.text import has_visible_text, normalized_text_key
-from e5kit.textio import InputFormatError, iter_jsonl
+from e5kit.textio import AtomicFile, InputFormatError, iter_jsonl, remove_stale_temporaries, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -426,9 +429,11 @@ def mine_hard_negatives(
         selections.append(selection)
 
     texts = corpus.texts({p for row in positives for p in row} | {p for s in selections for p in s.negatives})
-    out_path = Path(out_path)
+    out_path, stats_path = Path(out_path), Path(f"{out_path}.stats.json")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with out_path.open("w", encoding="utf-8") as handle:
+    stats_path.unlink(missing_ok=True)  # stale stats never sit beside a new JSONL
+    remove_stale_temporaries(out_path.parent, out_path.name)  # what a killed run left half written
+    with AtomicFile(out_path) as staged, staged.temporary.open("w", encoding="utf-8") as handle:
         for row, query_id in enumerate(query_ids):
             example = FinetuneExample(
                 query=query_texts[row],
@@ -452,5 +457,5 @@ def mine_hard_negatives(
         "seconds": {"search": round(search_seconds, 3), "total": round(time.perf_counter() - started, 3)},
         "queries_per_s": round(len(query_ids) / max(time.perf_counter() - started, 1e-9), 2),
     }
-    Path(f"{out_path}.stats.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(stats_path, json.dumps(report, indent=2) + "\n")
     return report

@@ -2,8 +2,11 @@
 
 ``score_file`` reads FlagEmbedding JSONL (``{query, pos, neg, ...}``, e.g. from ``e5kit mine-negatives``)
 and writes the same records with ``pos_scores`` and ``neg_scores`` added. Pairs are scored in batches
-across records; records are written in blocks, so a killed run resumes (``score_file`` appends and
-skips the records already in the output, after checking that they are the input's first records).
+across records; records are written in blocks of ``BLOCK_RECORDS``, so a killed run resumes
+(``score_file`` appends and skips the records already in the output, after checking that they are the
+input's first records). A resumed run keeps only the whole blocks a killed one wrote and scores the rest
+in the same blocks, so its output is the uninterrupted run's, byte for byte (a batch's padding would
+otherwise change the last bits of a score).
 
 Empty passages (no visible text, ``e5kit.text.has_visible_text``) follow the corpus rule every stage
 shares (``e5kit.evaluation.beir``): never sent to the teacher, scored 0 (the cosine of an all-zero
@@ -154,17 +157,24 @@ def load_teacher(
     raise ValueError(f"kind must be auto, cross-encoder or bi-encoder, got {kind!r}")
 
 
-def _done_queries(out_path: Path) -> list[str]:
-    """Queries of the complete records already in ``out_path``; an unfinished last line is cut off."""
+def _written_records(out_path: Path) -> tuple[list[str], list[int]]:
+    """The queries of the complete records in ``out_path``, and the byte offset where each ends.
+
+    Raises:
+        InputFormatError: a complete line that is not a scored record, naming it.
+    """
     if not out_path.is_file():
-        return []
+        return [], []
     data = out_path.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
-        logger.warning("%s: dropping an unfinished last line left by an interrupted run", out_path)
-        with out_path.open("r+b") as handle:
-            handle.truncate(len(complete))
-    return [json.loads(line)["query"] for line in complete.decode("utf-8").splitlines() if line.strip()]
+    queries, ends, end = [], [], 0
+    for number, line in enumerate(data[: data.rfind(b"\n") + 1].splitlines(keepends=True), start=1):
+        try:
+            queries.append(json.loads(line)["query"])
+        except (ValueError, KeyError, TypeError):
+            raise InputFormatError(f"{out_path}:{number}: not a scored record; the output belongs to something else (use a new output file or --no-resume)") from None
+        end += len(line)
+        ends.append(end)
+    return queries, ends
 
 
 def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, resume: bool = True, show_progress: bool = True) -> dict[str, Any]:
@@ -174,18 +184,25 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
         teacher: The scorer.
         in_path: Input JSONL (``query``, ``pos``, ``neg``; other fields are kept).
         out_path: Output JSONL, appended to when ``resume`` and it already holds records.
-        resume: Keep the records already in ``out_path`` and score only the rest.
+        resume: Keep the whole blocks of records already in ``out_path`` and score only the rest (the
+            records of an unfinished block, once checked, are scored again with their block).
         show_progress: Progress bar over records.
 
     Returns:
-        Report: records scored now, already done, pairs scored by the teacher, empty passages (scored 0
-        without the teacher), skipped records by reason.
+        Report: records scored now, already done (kept), pairs scored by the teacher, empty passages
+        (scored 0 without the teacher), skipped records by reason.
 
     Raises:
-        InputFormatError: the existing output does not start with the input's records (named line).
+        InputFormatError: the existing output does not start with the input's records (named line); it
+            is left as it was.
     """
     in_path, out_path = Path(in_path), Path(out_path)
-    done = _done_queries(out_path) if resume else []
+    done, ends = _written_records(out_path) if resume else ([], [])
+    kept = len(done) - len(done) % BLOCK_RECORDS
+    if len(done) > kept:
+        logger.warning("%s: the last %d records form an unfinished block; they are checked and scored again", out_path, len(done) - kept)
+    # What follows the whole blocks is cut off before the first write, once every record was checked.
+    cut = [ends[kept - 1] if kept else 0] if resume else []
     issues = RecordIssues()
     matched = scored = pairs = empty = 0
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,6 +221,8 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
             scores = [0.0] * len(passages)  # empty passages: never sent to the teacher, score 0
             for i, score in zip(visible, scored_visible):
                 scores[i] = score
+            if cut:
+                handle.truncate(cut.pop())
             position = 0
             for record in block:
                 record["pos_scores"] = scores[position : position + len(record["pos"])]
@@ -234,19 +253,22 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
                         "the output belongs to another input (use a new output file or --no-resume)"
                     )
                 matched += 1
-                progress.update(1)
-                continue
-            block.append(record)
+                if matched <= kept:
+                    progress.update(1)
+                    continue
+            block.append(record)  # a new record, or one of an unfinished block (scored again)
             if len(block) == BLOCK_RECORDS:
                 flush()
+        if matched < len(done):
+            raise InputFormatError(f"{out_path}: holds {len(done)} records but {in_path} has only {matched} usable ones")
         if block:
             flush()
-    if matched < len(done):
-        raise InputFormatError(f"{out_path}: holds {len(done)} records but {in_path} has only {matched} usable ones")
+        if cut:  # nothing left to score: still drop an unfinished line
+            handle.truncate(cut.pop())
     return {
         "teacher": teacher.name,
         "scored": scored,
-        "already_done": matched,
+        "already_done": kept,
         "pairs_scored": pairs,
         "empty_passages": empty,
         "skipped": issues.summary(),
