@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from e5kit.config import load_config
 from e5kit.hub import DEFAULT_MODEL
 from e5kit.processes import die_with_parent
+from e5kit.textio import write_text_atomic
 
 STAGES = ("corpus", "curate", "consistency", "pretrain", "evaluate", "index")
 STAGE_FILE = "stage.json"
@@ -152,7 +153,7 @@ class Quickstart:
         started = time.perf_counter()
         summary = action(folder)
         summary["seconds"] = round(time.perf_counter() - started, 1)
-        marker.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        write_text_atomic(marker, json.dumps(summary, indent=2, default=str))  # whole or absent: a kill never leaves half a marker
         self.summaries[stage] = summary
         self.log(f"[{stage}] finished in {summary['seconds']:.0f}s")
 
