@@ -139,3 +139,15 @@ def test_bi_encoder_teacher_gives_an_empty_passage_cosine_zero(tiny_bert_dir):
     teacher = load_teacher(tiny_bert_dir, "bi-encoder", device="cpu")
     scores = teacher.score_pairs(["cell protein", "cell protein"], ["gene data", " \u2060"])
     assert scores[1] == 0.0 and scores[0] != 0.0
+
+
+def test_resume_onto_a_file_that_is_not_scored_records_is_refused_and_left_as_it_was(tmp_path, tiny_cross_encoder_dir, write_jsonl):
+    # Given an output path that holds something else (fewer lines than a block, which a resume would cut)
+    source = write_jsonl(tmp_path / "mined.jsonl", RECORDS)
+    other = tmp_path / "notes.jsonl"
+    other.write_text('{"note": "mine"}\n')
+    teacher = load_teacher(tiny_cross_encoder_dir, device="cpu")
+    # When scoring into it, then the line is named and the file is untouched
+    with pytest.raises(InputFormatError, match="notes.jsonl:1: not a scored record"):
+        score_file(teacher, source, other, show_progress=False)
+    assert other.read_text() == '{"note": "mine"}\n'

@@ -458,7 +458,9 @@ class VectorIndex:
                     "INSERT INTO chunks (vector_id, doc_id, chunk_index, start_char, end_char) VALUES (?, ?, ?, ?, ?)",
                     [(int(vector_id), *row) for vector_id, row in zip(ids, rows)],
                 )
-                self.connection.execute("INSERT INTO pending_vectors (first_id, vectors) VALUES (?, ?)", (first_id, np.ascontiguousarray(embeddings, dtype=np.float32).tobytes()))
+                self.connection.execute(
+                    "INSERT INTO pending_vectors (first_id, vectors) VALUES (?, ?)", (first_id, np.ascontiguousarray(embeddings, dtype=np.float32).tobytes())
+                )
                 self.connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_id', ?)", (int(ids[-1]) + 1,))
             self._drop_vectors(stale)
             self.vectors.add_with_ids(embeddings, ids)

@@ -171,7 +171,9 @@ def _written_records(out_path: Path) -> tuple[list[str], list[int]]:
         try:
             queries.append(json.loads(line)["query"])
         except (ValueError, KeyError, TypeError):
-            raise InputFormatError(f"{out_path}:{number}: not a scored record; the output belongs to something else (use a new output file or --no-resume)") from None
+            raise InputFormatError(
+                f"{out_path}:{number}: not a scored record; the output belongs to something else (use a new output file or --no-resume)"
+            ) from None
         end += len(line)
         ends.append(end)
     return queries, ends
