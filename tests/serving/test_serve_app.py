@@ -76,6 +76,21 @@ def test_bad_input_gets_a_named_4xx_error(client, payload, status, needle):
     assert needle in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        (b'{"input": "caf\xe9"}', "the body is not valid UTF-8 (byte 0xe9 at position 14)"),
+        (b'{"input": ' + b"[" * 1900 + b"]" * 1900 + b"}", "nested too deeply"),  # under the 4,000-byte limit
+    ],
+)
+def test_unparseable_bodies_get_a_400_saying_why(client, body, needle):
+    # Given a body that is not UTF-8, or JSON nested beyond what the parser can take
+    response = client.post("/v1/embeddings", content=body, headers={"content-type": "application/json"})
+    # Then the 400 says what is wrong with it, like every other error of the server
+    assert response.status_code == 400
+    assert needle in response.json()["error"]["message"]
+
+
 def test_malformed_json_and_oversized_bodies(client):
     response = client.post("/v1/embeddings", content=b'{"input": ', headers={"content-type": "application/json"})
     assert response.status_code == 422 and "not valid JSON" in response.json()["error"]["message"]

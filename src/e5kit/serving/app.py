@@ -86,6 +86,20 @@ def _validation_message(error: RequestValidationError) -> tuple[str, str | None]
     return "; ".join(problems), first_field
 
 
+def _http_error_message(error: StarletteHTTPException) -> str:
+    """The error's detail, or for a body FastAPI could not parse, what is wrong with it.
+
+    FastAPI answers any body that fails to parse other than as invalid JSON with "There was an error
+    parsing the body" and keeps the cause: name it, as every other error of this server does.
+    """
+    cause = error.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at position {cause.start}); send JSON encoded as UTF-8"
+    if isinstance(cause, RecursionError):
+        return "the body's JSON is nested too deeply to parse; `input` is a string, a list of strings or token ids"
+    return str(error.detail)
+
+
 ERROR_RESPONSES = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
@@ -417,7 +431,7 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, error: StarletteHTTPException):
-        return error_response(error.status_code, str(error.detail), headers=getattr(error, "headers", None))
+        return error_response(error.status_code, _http_error_message(error), headers=getattr(error, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, error: Exception):
