@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from encode_throughput import best_rate, prose_windows
+from encode_throughput import best_rate, cpu_description, prose_windows
 
 # Runs inside the separate sentence-transformers[onnx] environment; prints texts/s.
 ST_ONNX_SCRIPT = r"""
@@ -113,6 +113,7 @@ def main() -> None:
     shared = args.batch_sizes[0]
     best = {name: max(by_size.values()) for name, by_size in rates.items()}
     st_fp32 = "sentence-transformers torch fp32"
+    print(cpu_description())
     print(f"model {args.model} | cpu threads {torch.get_num_threads()} | {len(texts)} texts of ~{args.words} words "
           f"(max length {encoder.max_length}) | best of {args.rounds} interleaved rounds | texts/s per batch size")
     header = "".join(f"{f'batch {size}':>11}" for size in args.batch_sizes)
