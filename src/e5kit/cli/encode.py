@@ -52,11 +52,12 @@ def encode(
         output_file(output)  # before the model loads: an unwritable output is a one-line error, not lost work
     encoder = load_encoder(model, max_length=max_length, device=device, dtype=dtype)
     role_name = role.value if role is not None else None
-    started = time.perf_counter()
     try:
-        embeddings = encoder.encode(texts, role=role_name, batch_size=batch_size, show_progress=True)
-    except ValueError as error:  # a model with prompts and no --role
+        encoder.prompt_for(role_name)  # a model with prompts needs a role: refuse before embedding anything
+    except ValueError as error:
         raise fail(f"{error} (--role)") from error
+    started = time.perf_counter()
+    embeddings = encoder.encode(texts, role=role_name, batch_size=batch_size, show_progress=True)
     elapsed = time.perf_counter() - started
     if to_stdout:
         np.save(sys.stdout.buffer, embeddings)
