@@ -120,8 +120,10 @@ class MTEBEncoder:
         """(n, dim) tensor whose dot products are the model's declared similarity (cosine unless it declares dot)."""
         import torch
 
+        from e5kit.training.losses.similarity import scoring_embeddings
+
         embeddings = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).reshape(-1, self.encoder.dimension)
-        return torch.nn.functional.normalize(embeddings, dim=-1) if self.encoder.normalize else embeddings
+        return scoring_embeddings(embeddings, self.encoder.similarity_fn_name)
 
     def similarity(self, first, second):
         """The model's declared similarity, (len(first), len(second))."""
