@@ -1,6 +1,6 @@
 """The quickstart: the whole E5 pipeline chained stage by stage in one work folder.
 
-corpus -> curate -> consistency -> pretrain -> evaluate -> export + index. Each stage is the same
+corpus -> curate -> holdout -> consistency -> pretrain -> evaluate -> export + index. Each stage is the same
 library call as its own ``e5kit`` command, writes into ``<workdir>/<stage>/`` and finishes by writing
 ``<workdir>/<stage>/stage.json`` (its summary); a rerun skips stages that have one, ``force`` redoes
 them. Without a config the chain runs offline on the standard library's documentation with the
@@ -29,7 +29,7 @@ from e5kit.hub import DEFAULT_MODEL
 from e5kit.processes import die_with_parent
 from e5kit.textio import write_text_atomic
 
-STAGES = ("corpus", "curate", "consistency", "pretrain", "evaluate", "index")
+STAGES = ("corpus", "curate", "holdout", "consistency", "pretrain", "evaluate", "index")
 STAGE_FILE = "stage.json"
 
 
@@ -43,11 +43,13 @@ class QuickstartConfig(BaseModel):
         corpus_size: Use only this many documented objects of the built-in corpus (None = all ~2.3k).
         sources: Curation sources (``e5kit curate`` format); empty = the built-in stdlib corpus.
         curate: Overrides of the curation config (filters, engine, workers...).
+        holdout: Overrides of the held-out split step (``e5kit holdout``: fraction, max_queries...) run on
+            ``sources``; ``{"enabled": false}`` skips it. The built-in corpus has its own split.
         consistency: Overrides of the consistency-filter config; ``{"enabled": false}`` skips it.
         pretrain: Overrides of the pre-training config (batch_size, max_steps, lr, prompts...).
         nproc_per_node: Processes for pre-training; above 1 it runs under ``torchrun``.
-        eval_data: BEIR folders to evaluate on; empty = the built-in held-out split.
-        index_corpus: JSONL documents ({"_id", "title", "text"}) to index; None = the eval corpus.
+        eval_data: BEIR folders to evaluate on; empty = the held-out splits (per source, or the built-in one).
+        index_corpus: JSONL documents ({"_id", "title", "text"}) to index; None = the first evaluation corpus.
         seed: Seed of every stage.
     """
 
@@ -59,6 +61,7 @@ class QuickstartConfig(BaseModel):
     corpus_size: int | None = Field(default=None, ge=20)
     sources: list[dict[str, Any]] = []
     curate: dict[str, Any] = {}
+    holdout: dict[str, Any] = {}
     consistency: dict[str, Any] = {}
     pretrain: dict[str, Any] = {}
     nproc_per_node: int = Field(default=1, ge=1)
@@ -113,6 +116,121 @@ def load_quickstart_config(path: str | Path | None, **overrides: Any) -> Quickst
     return load_config(QuickstartConfig, path, options=overrides)
 
 
+def run_stage(folder: Path, action: Callable[[Path], dict[str, Any]], *, force: bool, log: Callable[[str], None], label: str) -> dict[str, Any]:
+    """Run ``action(folder)`` unless ``folder/stage.json`` says it finished; returns its summary.
+
+    A folder without a marker is a stage that did not finish: it is removed and redone from scratch.
+    The marker is written atomically after the action returns, so a kill never leaves half of one.
+    """
+    marker = folder / STAGE_FILE
+    if marker.is_file() and not force:
+        log(f"[{label}] done before, skipped (--force redoes it)")
+        return json.loads(marker.read_text(encoding="utf-8"))
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    log(f"[{label}] running")
+    started = time.perf_counter()
+    summary = action(folder)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    write_text_atomic(marker, json.dumps(summary, indent=2, default=str))
+    log(f"[{label}] finished in {summary['seconds']:.0f}s")
+    return summary
+
+
+def curate_stage(folder: Path, sources: list[dict[str, Any]], overrides: dict[str, Any], seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """``e5kit curate`` of ``sources`` with the offline defaults under ``overrides``, into ``folder``."""
+    from e5kit.data.curate import CurateConfig, curate
+
+    settings = _merge(DEFAULT_CURATE, overrides)
+    settings.update(output_dir=str(folder), seed=seed, sources=sources)
+    report = curate(CurateConfig.model_validate(settings))
+    totals = report["totals"]
+    log(f"  read {totals['read']}, kept {totals['kept']}; dropped by reason: {totals['dropped']}")
+    return {"pairs_dir": str(folder / "pairs"), "read": totals["read"], "kept": totals["kept"], "dropped": totals["dropped"]}
+
+
+def holdout_stage(folder: Path, pairs_dir: str, overrides: dict[str, Any], seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """``e5kit holdout`` of curated pairs: per-source held-out BEIR splits and the training pairs left."""
+    from e5kit.data.holdout import HoldoutConfig, holdout
+
+    settings = {**overrides, "pairs": [pairs_dir], "output_dir": str(folder), "seed": seed}
+    report = holdout(HoldoutConfig.model_validate(settings))
+    for name, entry in report["sources"].items():
+        log(f"  {name}: {entry['heldout']['queries']} held-out queries, {entry['kept']} of {entry['read']} pairs kept for training")
+    return {"pairs_dir": str(folder / "pairs"), "eval_dirs": report["eval_dirs"], "read": report["read"], "kept": report["kept"]}
+
+
+def consistency_stage(folder: Path, pairs_dir: str, model: str, overrides: dict[str, Any], seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """The consistency filter with the defaults under ``overrides`` (``{"enabled": false}`` passes the pairs on)."""
+    from e5kit.data.consistency import ConsistencyConfig, consistency_filter
+
+    settings = _merge(DEFAULT_CONSISTENCY, overrides)
+    if not settings.pop("enabled"):
+        return {"pairs_dir": pairs_dir, "enabled": False}
+    settings["model"] = settings.get("model") or model  # a preliminary model of its own, if given
+    settings.update(pairs=[pairs_dir], output_dir=str(folder), seed=seed)
+    report = consistency_filter(ConsistencyConfig.model_validate(settings))
+    log(f"  consistency filter (k={report['k']}) kept {report['kept']} of {report['read']} pairs")
+    return {"pairs_dir": str(folder / "pairs"), "enabled": True, "read": report["read"], "kept": report["kept"], "k": report["k"]}
+
+
+def pretrain_stage(
+    folder: Path, pairs_dir: str, model: str, overrides: dict[str, Any], seed: int, nproc_per_node: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Continued pre-training of ``model`` on ``pairs_dir`` (under torchrun when ``nproc_per_node`` > 1)."""
+    from e5kit.hub import resolve_model_dir
+    from e5kit.model_format import read_model_dir
+
+    settings = _merge(DEFAULT_PRETRAIN, overrides)
+    # Keep the starting model's own prefix convention (none for all-MiniLM) unless the config sets one.
+    settings.setdefault("prompts", read_model_dir(resolve_model_dir(model)).prompts)
+    settings.update(
+        init_model=model,
+        output_dir=str(folder / "run"),
+        seed=seed,
+        data=_merge(settings.get("data", {}), {"paths": [pairs_dir]}),
+    )
+    if nproc_per_node > 1:
+        config_path = folder / "pretrain.yaml"
+        config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
+                   "-m", "e5kit", "pretrain", "--config", str(config_path)]
+        log("  " + " ".join(command))
+        # SIGTERM when this process ends, however it ends: torchrun then stops its own workers.
+        subprocess.run(command, check=True, preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM))
+        final = Path(settings["output_dir"]) / "final"
+    else:
+        from e5kit.training.trainer import pretrain
+
+        final = pretrain(settings)
+    metrics = [json.loads(line) for line in (Path(settings["output_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    losses = [row["loss"] for row in metrics if "loss" in row]
+    log(f"  {len(losses)} steps; loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    return {"model": str(final), "steps": len(losses), "first_loss": losses[0], "last_loss": losses[-1],
+            "loss_curve": str(Path(settings["output_dir"]) / "loss_curve.png")}
+
+
+def evaluate_retrieval(folder: Path, models: dict[str, str], eval_dirs: list[Path], log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """nDCG@10 and Recall@100 of each labelled model (a path, a bundled name or ``bm25``) on each BEIR folder.
+
+    Embeddings and results are cached under ``folder`` (per weights and data), so a model evaluated
+    before is not encoded again. Returns one row per (data set, model).
+    """
+    from e5kit.encoder import Encoder
+    from e5kit.evaluation.config import RetrievalConfig
+    from e5kit.evaluation.runner import run_task
+
+    rows = []
+    for data in eval_dirs:
+        config = RetrievalConfig(models=list(models.values()), data=data, results_dir=folder / "results", cache_dir=folder / "cache")
+        for label, (result, _) in zip(models, run_task("retrieval", config, Encoder.load)):
+            rows.append({"model": label, "dataset": result.dataset, "data": str(data), "ndcg_at_10": result.metrics["ndcg_at_10"],
+                         "recall_at_100": result.metrics["recall_at_100"]})
+            log(f"  {result.dataset}: {label} nDCG@10 {100 * result.metrics['ndcg_at_10']:.1f}")
+    return rows
+
+
 class Quickstart:
     """Runs the stages in order, skipping those already finished.
 
@@ -136,26 +254,8 @@ class Quickstart:
         """Run every stage; returns each stage's summary."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         for stage in STAGES:
-            self._run_stage(stage, getattr(self, f"_{stage}"))
+            self.summaries[stage] = run_stage(self.stage_dir(stage), getattr(self, f"_{stage}"), force=self.force, log=self.log, label=stage)
         return self.summaries
-
-    def _run_stage(self, stage: str, action: Callable[[Path], dict[str, Any]]) -> None:
-        folder = self.stage_dir(stage)
-        marker = folder / STAGE_FILE
-        if marker.is_file() and not self.force:
-            self.summaries[stage] = json.loads(marker.read_text(encoding="utf-8"))
-            self.log(f"[{stage}] done before, skipped (--force redoes it)")
-            return
-        if folder.exists():
-            shutil.rmtree(folder)  # a half-finished stage is redone from scratch
-        folder.mkdir(parents=True)
-        self.log(f"[{stage}] running")
-        started = time.perf_counter()
-        summary = action(folder)
-        summary["seconds"] = round(time.perf_counter() - started, 1)
-        write_text_atomic(marker, json.dumps(summary, indent=2, default=str))  # whole or absent: a kill never leaves half a marker
-        self.summaries[stage] = summary
-        self.log(f"[{stage}] finished in {summary['seconds']:.0f}s")
 
     # ------------------------------------------------------------------ stages
     def _corpus(self, folder: Path) -> dict[str, Any]:
@@ -175,92 +275,50 @@ class Quickstart:
         }
 
     def _curate(self, folder: Path) -> dict[str, Any]:
-        from e5kit.data.curate import CurateConfig, curate
-
         corpus = self.summaries["corpus"]
-        settings = _merge(DEFAULT_CURATE, self.config.curate)
-        settings.update(output_dir=str(folder), seed=self.config.seed)
+        overrides = self.config.curate
         if corpus["builtin"]:
-            settings["sources"] = [{"type": "generic", "name": "pydoc", "paths": [corpus["pairs_path"]]}]
-            decontaminate = settings["filters"].setdefault("decontaminate", {})
-            decontaminate.setdefault("eval_paths", [corpus["heldout_path"]])
+            sources = [{"type": "generic", "name": "pydoc", "paths": [corpus["pairs_path"]]}]
+            filters = overrides.get("filters", {})
+            decontaminate = {"eval_paths": [corpus["heldout_path"]], **filters.get("decontaminate", {})}
+            overrides = {**overrides, "filters": {**filters, "decontaminate": decontaminate}}
         else:
-            settings["sources"] = self.config.sources
-        report = curate(CurateConfig.model_validate(settings))
-        totals = report["totals"]
-        self.log(f"  read {totals['read']}, kept {totals['kept']}; dropped by reason: {totals['dropped']}")
-        return {"pairs_dir": str(folder / "pairs"), "read": totals["read"], "kept": totals["kept"], "dropped": totals["dropped"]}
+            sources = self.config.sources
+        return curate_stage(folder, sources, overrides, self.config.seed, self.log)
+
+    def _holdout(self, folder: Path) -> dict[str, Any]:
+        curated = self.summaries["curate"]["pairs_dir"]
+        if self.summaries["corpus"]["builtin"] or not self.config.holdout.get("enabled", True):
+            return {"pairs_dir": curated, "eval_dirs": [], "enabled": False}  # the corpus stage held out the built-in split
+        overrides = {key: value for key, value in self.config.holdout.items() if key != "enabled"}
+        return {**holdout_stage(folder, curated, overrides, self.config.seed, self.log), "enabled": True}
 
     def _consistency(self, folder: Path) -> dict[str, Any]:
-        from e5kit.data.consistency import ConsistencyConfig, consistency_filter
-
-        curated = self.summaries["curate"]["pairs_dir"]
-        settings = _merge(DEFAULT_CONSISTENCY, self.config.consistency)
-        if not settings.pop("enabled"):
-            return {"pairs_dir": curated, "enabled": False}
-        settings["model"] = settings.get("model") or self.config.model  # a preliminary model of its own, if given
-        settings.update(pairs=[curated], output_dir=str(folder), seed=self.config.seed)
-        report = consistency_filter(ConsistencyConfig.model_validate(settings))
-        self.log(f"  consistency filter (k={report['k']}) kept {report['kept']} of {report['read']} pairs")
-        return {"pairs_dir": str(folder / "pairs"), "enabled": True, "read": report["read"], "kept": report["kept"], "k": report["k"]}
+        return consistency_stage(folder, self.summaries["holdout"]["pairs_dir"], self.config.model, self.config.consistency, self.config.seed, self.log)
 
     def _pretrain(self, folder: Path) -> dict[str, Any]:
-        from e5kit.hub import resolve_model_dir
-        from e5kit.model_format import read_model_dir
-
-        settings = _merge(DEFAULT_PRETRAIN, self.config.pretrain)
-        # Keep the starting model's own prefix convention (none for all-MiniLM) unless the config sets one.
-        settings.setdefault("prompts", read_model_dir(resolve_model_dir(self.config.model)).prompts)
-        settings.update(
-            init_model=self.config.model,
-            output_dir=str(folder / "run"),
-            seed=self.config.seed,
-            data=_merge(settings.get("data", {}), {"paths": [self.summaries["consistency"]["pairs_dir"]]}),
-        )
-        if self.config.nproc_per_node > 1:
-            config_path = folder / "pretrain.yaml"
-            config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
-            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.config.nproc_per_node}",
-                       "-m", "e5kit", "pretrain", "--config", str(config_path)]
-            self.log("  " + " ".join(command))
-            # SIGTERM when this process ends, however it ends: torchrun then stops its own workers.
-            subprocess.run(command, check=True, preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM))
-            final = Path(settings["output_dir"]) / "final"
-        else:
-            from e5kit.training.trainer import pretrain
-
-            final = pretrain(settings)
-        metrics = [json.loads(line) for line in (Path(settings["output_dir"]) / "metrics.jsonl").read_text().splitlines()]
-        losses = [row["loss"] for row in metrics if "loss" in row]
-        self.log(f"  {len(losses)} steps; loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-        return {"model": str(final), "steps": len(losses), "first_loss": losses[0], "last_loss": losses[-1],
-                "loss_curve": str(Path(settings["output_dir"]) / "loss_curve.png")}
+        pairs = self.summaries["consistency"]["pairs_dir"]
+        return pretrain_stage(folder, pairs, self.config.model, self.config.pretrain, self.config.seed, self.config.nproc_per_node, self.log)
 
     def _evaluate(self, folder: Path) -> dict[str, Any]:
-        from e5kit.encoder import Encoder
-        from e5kit.evaluation.config import RetrievalConfig
-        from e5kit.evaluation.runner import run_task
-
-        eval_dirs = self.config.eval_data or [Path(self.summaries["corpus"]["eval_dir"])]
+        eval_dirs = list(self.config.eval_data) or [Path(d) for d in self.summaries["holdout"]["eval_dirs"]]
+        if not eval_dirs:
+            eval_dirs = [Path(self.summaries["corpus"]["eval_dir"])]
         models = {"BM25": "bm25", f"{self.config.model} (start)": self.config.model, "e5kit pre-trained": self.summaries["pretrain"]["model"]}
-        rows = []
-        for data in eval_dirs:
-            config = RetrievalConfig(models=list(models.values()), data=data, results_dir=folder / "results", cache_dir=folder / "cache")
-            for label, (result, _) in zip(models, run_task("retrieval", config, Encoder.load)):
-                rows.append({"model": label, "dataset": result.dataset, "ndcg_at_10": result.metrics["ndcg_at_10"],
-                             "recall_at_100": result.metrics["recall_at_100"]})
+        rows = evaluate_retrieval(folder, models, eval_dirs, lambda line: None)
         table = results_table(rows)
         (folder / "results.md").write_text(table + "\n", encoding="utf-8")
         self.log(table)
-        return {"rows": rows, "table": table}
+        return {"rows": rows, "table": table, "eval_dirs": [str(d) for d in eval_dirs]}
 
     def _index(self, folder: Path) -> dict[str, Any]:
         from e5kit.encoder import Encoder
+        from e5kit.evaluation.beir import find_file
         from e5kit.serving.index import IndexSettings, VectorIndex, iter_corpus
 
         model_dir = folder / "model"
         shutil.copytree(self.summaries["pretrain"]["model"], model_dir)
-        corpus = self.config.index_corpus or Path(self.summaries["corpus"]["eval_dir"]) / "corpus.jsonl"
+        corpus = self.config.index_corpus or find_file(Path(self.summaries["evaluate"]["eval_dirs"][0]), "corpus.jsonl")
         encoder = Encoder.load(model_dir)
         self._add_results_to_card(model_dir, encoder)
         index = VectorIndex.create(folder / "index", encoder, IndexSettings(), model=str(model_dir))

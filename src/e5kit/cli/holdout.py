@@ -1,0 +1,45 @@
+"""``e5kit holdout``: held-out retrieval splits per source, cut from curated pairs (a thin driver over ``e5kit.data.holdout``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from e5kit.cli.app import app, fail, output_folder, overrides_option
+
+
+@app.command()
+def holdout(
+    pairs: list[str] = typer.Option(None, "--pairs", "-p", help="Curated pair shards: Parquet files, folders (a curate output's pairs/) or globs. Repeatable."),
+    output: Path = typer.Option(None, "--output", "-o", help="Output folder: pairs/ (training pairs), heldout/<source>/ (BEIR folders), report.json, report.md."),
+    fraction: float = typer.Option(None, help="Share of each source's distinct queries eligible for holding out [default: 0.05]."),
+    max_queries: int = typer.Option(None, min=1, help="At most this many held-out queries per source [default: 500]."),
+    seed: int = typer.Option(None, help="Seed of the hash that picks the held-out queries [default: 0]."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config of the step (fields of HoldoutConfig)."),
+    set_: list[str] = overrides_option("--set min_queries=100 --set ngram=8"),
+) -> None:
+    """Hold out a seeded share of each source's pairs as a BEIR retrieval split (query -> its passage among
+    all held-out passages of the source) and remove every training pair that overlaps a held-out text.
+
+    Run it between `e5kit curate` and `e5kit filter consistency`; evaluate with
+    `e5kit eval retrieval --data OUTPUT/heldout/<source>`. Rerun: a finished run with the same settings is kept.
+    """
+    from e5kit.config import load_config
+    from e5kit.data.holdout import HoldoutConfig
+    from e5kit.data.holdout import holdout as run_holdout
+    from e5kit.data.shards import ShardError
+    from e5kit.textio import InputFormatError
+
+    given = {"pairs": pairs, "output_dir": output, "fraction": fraction, "max_queries": max_queries, "seed": seed}
+    try:
+        settings = load_config(HoldoutConfig, config, set_, options=given)
+    except ValueError as error:
+        raise fail(str(error)) from error
+    output_folder(settings.output_dir)
+    try:
+        report = run_holdout(settings)
+    except (ShardError, InputFormatError, OSError) as error:
+        raise fail(str(error)) from error
+    typer.echo((settings.output_dir / "report.md").read_text(encoding="utf-8"), nl=False)
+    typer.echo(f"kept {report['kept']:,} of {report['read']:,} pairs for training; held-out splits: {', '.join(report['eval_dirs']) or 'none'}")
