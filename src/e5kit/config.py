@@ -29,25 +29,29 @@ class ConfigError(ValueError):
 
 
 def bundled_configs() -> dict[str, Path]:
-    """The example configs installed with e5kit: name (file name without ``.yaml``) -> file, sorted by name."""
+    """The example configs installed with e5kit: name (path under ``configs/`` without ``.yaml``, e.g.
+    ``curate`` or ``ablations/e5_paper``) -> file, sorted by name."""
     folder = Path(__file__).resolve().parent / "configs"
-    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+    return {path.relative_to(folder).with_suffix("").as_posix(): path for path in sorted(folder.rglob("*.yaml"))}
 
 
 def resolve_config(path: str | Path) -> Path:
     """``path`` itself when it exists, else the bundled config it names: ``NAME``, ``NAME.yaml`` or
-    ``configs/NAME.yaml`` (the repository's folder of the same files). Anything else is returned as is
-    (reading it then fails, naming it)."""
+    ``configs/NAME.yaml`` (the repository's folder of the same files); NAME may name a subfolder
+    (``ablations/e5_paper``). Anything else is returned as is (reading it then fails, naming it)."""
     path = Path(path)
-    if path.exists() or path.parent not in (Path("."), Path("configs")) or path.suffix not in ("", ".yaml"):
+    if path.exists() or path.suffix not in ("", ".yaml"):
         return path
-    return bundled_configs().get(path.name.removesuffix(".yaml"), path)
+    name = path.as_posix().removesuffix(".yaml").removeprefix("configs/")
+    return bundled_configs().get(name, path)
 
 
 def config_origin(path: str | Path) -> str:
     """How errors name a config file: its path as given, or ``bundled config NAME`` for a bundled one."""
     resolved = resolve_config(path)
-    return str(path) if resolved == Path(path) else f"bundled config {resolved.stem}"
+    if resolved == Path(path):
+        return str(path)
+    return f"bundled config {next(name for name, file in bundled_configs().items() if file == resolved)}"
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
