@@ -184,3 +184,48 @@ def test_stale_temporaries_can_be_limited_to_one_file(tmp_path):
     # When cleaning those of one file, then the other's stay
     assert remove_stale_temporaries(tmp_path, "mined.jsonl") == 1
     assert [p.name for p in tmp_path.iterdir()] == [".other.jsonl.999999999.0123456789ab.tmp"]
+
+
+def test_an_atomic_folder_replaces_the_old_one_only_when_committed(tmp_path):
+    from e5kit.textio import AtomicFolder
+
+    # Given an existing model folder, and a new one being written beside it
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "model.safetensors").write_text("old")
+    staged = AtomicFolder(final)
+    (staged.temporary / "model.safetensors").write_text("new")
+    (staged.temporary / "sub").mkdir()
+    (staged.temporary / "sub" / "config.json").write_text("{}")
+    # When it has not committed, then the old folder is whole and the new one is hidden
+    assert [p.name for p in final.iterdir()] == ["model.safetensors"] and staged.temporary.name.startswith(".final.")
+    # When it commits, then the new folder is in place and nothing else is left
+    staged.commit()
+    assert (final / "model.safetensors").read_text() == "new" and (final / "sub" / "config.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["final"]
+
+
+def test_an_atomic_folder_whose_writer_fails_leaves_the_old_folder_and_a_killed_ones_leftovers_go(tmp_path):
+    from e5kit.textio import AtomicFolder
+
+    # Given an existing folder, and what a killed write of it left (a dead process's temporary folder)
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "a").write_text("old")
+    (tmp_path / ".final.999999999.0123456789ab.tmp").mkdir()
+    # When a write fails midway, then the old folder stays and no temporary folder is left
+    with pytest.raises(RuntimeError), AtomicFolder(final) as staged:
+        (staged.temporary / "a").write_text("half")
+        raise RuntimeError("killed")
+    assert (final / "a").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["final"]
+
+
+def test_an_atomic_folder_refuses_to_replace_a_folder_of_another_kind(tmp_path):
+    from e5kit.textio import AtomicFolder, OutputPathError
+
+    # Given a folder of the user's files named as a model's output (`--out .` by mistake)
+    (tmp_path / "notes.txt").write_text("mine")
+    # When a model folder would replace it, then it is refused by name and left as it was
+    with pytest.raises(OutputPathError, match=rf"{tmp_path}: exists and holds no config.json; not replacing it"):
+        AtomicFolder(tmp_path, replaces="config.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

@@ -23,6 +23,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 from e5kit import model_format
 from e5kit.hub import resolve_model_dir
 from e5kit.text import has_visible_text
+from e5kit.textio import AtomicFolder
 
 logger = logging.getLogger(__name__)
 
@@ -231,16 +232,27 @@ class Encoder:
     def save(self, path: str | Path, model_card: str | None = None) -> Path:
         """Save as a sentence-transformers directory that also loads with ``AutoModel.from_pretrained``.
 
+        The folder is written whole or not at all (``e5kit.textio.AtomicFolder``): a run killed mid-save
+        leaves the previous folder, or none, never a half model that a later stage would load.
+
         Args:
-            path: Output folder (created).
+            path: Output folder (created; an existing model folder, or an empty folder, is replaced).
             model_card: Markdown for README.md; when None, ``e5kit.model_card.build_model_card``'s card
                 (Hub front matter, usage) without training details.
+
+        Raises:
+            e5kit.textio.OutputPathError: ``path`` is a file, or a non-empty folder that holds no model.
         """
+        with AtomicFolder(path, replaces="config.json") as staged:
+            self.write_model_files(staged.temporary, model_card, name=Path(path).resolve().name)
+        return Path(path)
+
+    def write_model_files(self, root: Path, model_card: str | None, name: str) -> None:
+        """Write the files of :meth:`save` into the existing folder ``root`` (a staging folder that the
+        caller renames into place); ``name`` is the model's name in the default card."""
         import sentence_transformers
         import transformers
 
-        root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(root)
         self.tokenizer.model_max_length = self.max_length
         self.tokenizer.save_pretrained(root)
@@ -260,9 +272,8 @@ class Encoder:
         if model_card is None:
             from e5kit.model_card import build_model_card
 
-            model_card = build_model_card(self, title="e5kit model", model_name=root.resolve().name)
+            model_card = build_model_card(self, title="e5kit model", model_name=name)
         (root / "README.md").write_text(model_card, encoding="utf-8")
-        return root
 
     # ------------------------------------------------------------------ properties
     @property

@@ -27,8 +27,9 @@ Lines are split on ``\\n``; a trailing ``\\r`` is removed (CRLF files read like 
 Outputs are written whole or not at all: :class:`AtomicFile` writes under a temporary name unique to
 the process and call (``.NAME.PID.RANDOM.tmp`` beside the file) and renames it onto the file only when
 complete, so a run killed mid-write (kill -9) leaves the previous file or none, and a rerun started while
-an old process still writes the same file never collides with it. :func:`remove_stale_temporaries`
-clears the temporary files of processes that no longer run.
+an old process still writes the same file never collides with it; :class:`AtomicFolder` does the same
+for a whole folder (a model, a checkpoint, a set of shards). :func:`remove_stale_temporaries` clears the
+temporary files and folders of processes that no longer run.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import re
 import secrets
 import shutil
 import stat
+import sys
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -53,6 +55,8 @@ from e5kit.text import has_visible_text
 
 #: Bytes read from disk at a time (a compressed chunk of text decompresses to a few MB at most).
 CHUNK_BYTES = 1 << 16
+#: The input path that means standard input (``e5kit encode -i -``, ``e5kit search IDX -``).
+STDIN = "-"
 #: File-name suffix (lower case) -> codec e5kit decompresses.
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".lzma": "lzma", ".zst": "zstd"}
 COMPRESSED_SUFFIXES = tuple(COMPRESSIONS)
@@ -269,6 +273,83 @@ class AtomicFile:
             self.discard()
 
 
+class AtomicFolder:
+    """An output folder (a model, a checkpoint, a set of shards) written under a :func:`temporary_path`
+    and renamed onto ``path`` when complete.
+
+    A run killed mid-write leaves ``path`` as it was (the previous folder, or none), never a half folder
+    that a later stage would take as complete. An existing folder is first renamed aside (a folder cannot
+    be renamed onto a non-empty one), then removed; a kill between the two renames leaves no ``path`` and
+    both folders under temporary names, which the next write of ``path`` removes. As a context manager it
+    commits when the block ends normally and discards the temporary folder when it raises.
+
+    Example:
+        >>> with AtomicFolder("runs/pt/final") as staged:                      # doctest: +SKIP
+        ...     model.save_pretrained(staged.temporary)
+
+    Args:
+        path: The folder to write.
+        replaces: When given, a file name every folder of this kind holds (a model's ``config.json``): an
+            existing non-empty folder without it is refused rather than replaced, so a folder a user
+            named by mistake (``--out .``) is never removed. Without it, whatever is at ``path`` is replaced.
+
+    Attributes:
+        path: The folder to write.
+        temporary: Where to write it first (created, empty, with its parents).
+
+    Raises:
+        OutputPathError: ``path`` is a file, or (with ``replaces``) a non-empty folder of another kind.
+    """
+
+    def __init__(self, path: str | Path, replaces: str | None = None) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputPathError(f"{self.path}: exists and is not a folder (an output folder is needed)")
+        if replaces is not None and self.path.is_dir() and any(self.path.iterdir()) and not (self.path / replaces).exists():
+            raise OutputPathError(f"{self.path}: exists and holds no {replaces}; not replacing it (give a new or empty folder)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path.parent, self.path.name)  # what killed writes of this folder left
+        self.temporary = temporary_path(self.path)
+        self.temporary.mkdir()
+
+    def commit(self) -> Path:
+        """Flush every file of the temporary folder to disk and rename it onto ``path``; returns ``path``.
+
+        Raises:
+            OSError: a flush or rename failed (the temporary folder is removed, ``path`` is left as it was).
+        """
+        aside, moved = temporary_path(self.path), False
+        try:
+            for file in sorted(self.temporary.rglob("*")):
+                if file.is_file() and not file.is_symlink():
+                    with file.open("rb+") as handle:
+                        os.fsync(handle.fileno())
+            if self.path.exists() or self.path.is_symlink():
+                os.replace(self.path, aside)
+                moved = True
+            os.replace(self.temporary, self.path)
+        except OSError:
+            if moved:
+                os.replace(aside, self.path)
+            self.discard()
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the temporary folder; ``path`` is left as it was."""
+        shutil.rmtree(self.temporary, ignore_errors=True)
+
+    def __enter__(self) -> AtomicFolder:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` through an :class:`AtomicFile`; returns ``path``.
 
@@ -356,13 +437,17 @@ def _decompressed_chunks(handle: IO[bytes], path: Path, codec: str) -> Iterator[
 
 
 def iter_chunks(path: str | Path) -> Iterator[bytes]:
-    """The decompressed bytes of ``path``, chunk by chunk (plain files: as read, :data:`CHUNK_BYTES` at a time).
+    """The decompressed bytes of ``path``, chunk by chunk (plain files: as read, :data:`CHUNK_BYTES` at a time);
+    :data:`STDIN` reads standard input, uncompressed.
 
     Raises:
         FileNotFoundError, InputPathError: before reading (see :func:`check_input_file`).
         CorruptStream: after the last bytes that decompressed, when the stream is cut or corrupt.
         OSError: a read error.
     """
+    if str(path) == STDIN:
+        yield from iter(lambda: sys.stdin.buffer.read(CHUNK_BYTES), b"")
+        return
     path = check_input_file(path)
     codec = compression(path)
     with path.open("rb") as handle:
@@ -475,13 +560,14 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield line_number, record
 
 
-def read_texts(path: str | Path, field: str = "text") -> list[str]:
+def read_texts(path: str | Path, field: str = "text", jsonl: bool | None = None) -> list[str]:
     """Read the texts to embed: one per line of a ``.txt`` file, or ``field`` of each JSONL object.
 
     Rows of the output follow the lines of the input, so a blank line in a ``.txt`` file or a
     missing/empty field in a JSONL record is an error naming its line rather than a silent skip.
+    ``jsonl`` says which the file is; None decides by its suffix (:data:`STDIN`, which has none: lines).
     """
-    if content_suffix(path) in (".jsonl", ".json", ".ndjson"):
+    if jsonl if jsonl is not None else content_suffix(path) in (".jsonl", ".json", ".ndjson"):
         texts = []
         for line_number, record in iter_jsonl(path):
             value = record.get(field)

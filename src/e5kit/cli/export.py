@@ -45,13 +45,17 @@ def onnx(
     from e5kit.serving.onnx import OnnxEncoder, export_onnx, mean_cosine
 
     from e5kit.hub import resolve_model_dir
+    from e5kit.textio import OutputPathError
 
     encoder = load_encoder(model, device="cpu")
     source_card = resolve_model_dir(model) / "README.md"  # the export keeps its source's card (licence, base model, scores)
     typer.echo(f"exporting {model} to {out} (quantize: {quantize.value}) ...")
-    exported = export_onnx(
-        encoder, out, quantize=quantize.value, opset=opset, model_card=source_card.read_text(encoding="utf-8") if source_card.is_file() else None
-    )
+    try:
+        exported = export_onnx(
+            encoder, out, quantize=quantize.value, opset=opset, model_card=source_card.read_text(encoding="utf-8") if source_card.is_file() else None
+        )
+    except OutputPathError as error:
+        raise fail(str(error)) from error
     texts = _check_texts(check_texts)
     role = "passage" if "passage" in encoder.prompts else None
     reference = encoder.encode(texts, role=role)

@@ -33,6 +33,7 @@ import torch
 from e5kit import model_format
 from e5kit.encoder import Encoder, pool
 from e5kit.hub import resolve_model_dir
+from e5kit.textio import AtomicFolder
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,8 @@ def export_onnx(
 
     Args:
         encoder: A torch-backend Encoder.
-        out_dir: Output folder (created); the ONNX files go to ``out_dir/onnx/``.
+        out_dir: Output folder (created; an existing model folder, or an empty one, is replaced); the
+            ONNX files go to ``out_dir/onnx/``.
         quantize: "int8" adds a dynamically quantised copy (int8 weights, activations quantised at
             run time) and makes it the default; "none" keeps fp32 only.
         opset: ONNX opset version.
@@ -96,9 +98,17 @@ def export_onnx(
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     if encoder.model is None:
         raise ValueError("export needs a torch-backend Encoder (this one already runs on ONNX)")
-    root = encoder.save(out_dir, model_card=model_card)
-    folder = root / ONNX_FOLDER
-    folder.mkdir(exist_ok=True)
+    root = Path(out_dir)
+    with AtomicFolder(root, replaces="config.json") as staged:  # a killed export leaves no model folder without its graphs
+        encoder.write_model_files(staged.temporary, model_card, name=root.resolve().name)
+        files = _write_graphs(encoder, staged.temporary / ONNX_FOLDER, quantize, opset)
+    files = {precision: root / ONNX_FOLDER / path.name for precision, path in files.items()}
+    return OnnxExport(model_dir=root, files=files, default=files.get("int8", files["fp32"]))
+
+
+def _write_graphs(encoder: Encoder, folder: Path, quantize: str, opset: int) -> dict[str, Path]:
+    """The ONNX graphs and their manifest in ``folder`` (created); returns precision -> file."""
+    folder.mkdir()
     files = {"fp32": folder / FP32_FILE}
     _export_fp32(encoder, files["fp32"], opset)
     fuse_operators(files["fp32"], encoder.model.config)
@@ -123,7 +133,7 @@ def export_onnx(
         "torch": torch.__version__,
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return OnnxExport(model_dir=root, files=files, default=default)
+    return files
 
 
 def _export_fp32(encoder: Encoder, path: Path, opset: int) -> None:

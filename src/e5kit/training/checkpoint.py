@@ -1,10 +1,9 @@
 """Atomic, verifiable training checkpoints: ``{root}/step-00000100/{state.pt, manifest.json}``.
 
-A checkpoint is written into a hidden temporary folder (``e5kit.textio.temporary_path``: unique to the
-process), the manifest (with the SHA-256 of every file) last, and the folder is then renamed into place,
-so a run killed mid-write leaves either a complete checkpoint or none; the next save removes the
-folders of writes whose process has ended. On load, a checkpoint whose manifest is missing or whose files do not match
-their checksums is reported and the previous one is used.
+A checkpoint is written through ``e5kit.textio.AtomicFolder`` (a hidden temporary folder unique to the
+process, renamed into place when complete), so a run killed mid-write leaves either a complete checkpoint
+or none; the next save removes the folders of writes whose process has ended. On load, a checkpoint whose
+manifest is missing or whose files do not match their checksums is reported and the previous one is used.
 """
 
 from __future__ import annotations
@@ -12,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from e5kit.textio import remove_stale_temporaries, temporary_path
+from e5kit.textio import AtomicFolder, remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -44,30 +42,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with path.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def save_checkpoint(root: Path, step: int, state: dict[str, Any], keep: int) -> Path:
     """Write ``state`` (tensors, numbers, strings, dicts) as the checkpoint of ``step``; keep the last ``keep``."""
-    root.mkdir(parents=True, exist_ok=True)
-    final = checkpoint_dir(root, step)
-    staging = temporary_path(final)
-    staging.mkdir()
-    state_path = staging / STATE_FILE
-    torch.save(state, state_path)
-    with state_path.open("rb+") as handle:
-        os.fsync(handle.fileno())
-    manifest = {"step": step, "files": {STATE_FILE: _sha256(state_path)}}
-    _write_synced(staging / MANIFEST_FILE, json.dumps(manifest, indent=2).encode("utf-8"))
-    if final.exists():  # an older run's checkpoint of the same step, e.g. after resuming further back
-        shutil.rmtree(final)
-    os.replace(staging, final)
+    # An older run's checkpoint of the same step (after resuming further back) is replaced.
+    with AtomicFolder(checkpoint_dir(root, step)) as staged:
+        torch.save(state, staged.temporary / STATE_FILE)
+        manifest = {"step": step, "files": {STATE_FILE: _sha256(staged.temporary / STATE_FILE)}}
+        (staged.temporary / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     _prune(root, keep)
-    return final
+    return staged.path
 
 
 def verify_checkpoint(folder: Path) -> int:
