@@ -41,6 +41,13 @@ QUERY_ROLE = typer.Option(
 PASSAGE_ROLE = typer.Option(
     None, help="Override the role of documents / candidates / second texts (E5: passage for retrieval, else query)."
 )
+MTEB_RESULTS = typer.Option(
+    None, help="Also write mteb-format results into this mteb ResultCache folder (results/<model>/<revision>/<Task>.json).",
+)
+MTEB_TASK = typer.Option(
+    None, help="MTEB task name of those files (default: SciFact for scifact etc., else the data folder's name); "
+    "their languages: --set mteb_languages=[eng-Latn].",
+)
 
 
 #: (name, type, option) shared by every task command, appended after the task's own options.
@@ -48,7 +55,8 @@ COMMON_OPTIONS = [
     ("models", list[str], MODELS), ("data", Path, DATA), ("split", str, SPLIT), ("config", Path, CONFIG),
     ("sets", list[str], SETS), ("batch_size", int, BATCH), ("max_length", int, MAX_LENGTH), ("dtype", str, DTYPE),
     ("device", str, DEVICE), ("results_dir", Path, RESULTS), ("no_cache", bool, NO_CACHE), ("cache_dir", Path, CACHE_DIR),
-    ("query_role", str, QUERY_ROLE), ("passage_role", str, PASSAGE_ROLE),
+    ("query_role", str, QUERY_ROLE), ("passage_role", str, PASSAGE_ROLE), ("mteb_results", Path, MTEB_RESULTS),
+    ("mteb_task", str, MTEB_TASK),
 ]
 
 
@@ -101,6 +109,8 @@ def _run(task: str, config_path: Path | None, sets: list[str] | None, **options)
     def load(name: str):
         return load_encoder(name, max_length=config.max_length, device=config.device, dtype=config.dtype)
 
+    if config.mteb_results is not None:
+        output_folder(config.mteb_results)
     try:
         written = run_task(task, config, load)
     except (FileNotFoundError, InputFormatError, ValueError) as error:
@@ -109,10 +119,21 @@ def _run(task: str, config_path: Path | None, sets: list[str] | None, **options)
         scores = ", ".join(f"{name} {100 * value:.2f}" for name, value in result.metrics.items())
         published = f" (published: {result.published[0]:.1f}, {result.published[1]})" if result.published else ""
         typer.echo(f"{result.model} on {result.dataset}/{result.split}: {scores}{published} [{result.wall_time_s:.1f}s] -> {path}")
+        if config.mteb_results is not None:
+            typer.echo(f"  mteb format -> {_write_mteb(config, result)}")
     typer.echo("\n" + markdown_table([result for result, _ in written]))
     counts = retrieval_counts_table([result for result, _ in written])
     if counts:
         typer.echo(counts)
+
+
+def _write_mteb(config, result) -> Path:
+    from e5kit.evaluation.mteb_results import write_mteb_result
+
+    try:
+        return write_mteb_result(config.mteb_results, result, config.mteb_task, data=config.data, languages=config.mteb_languages)
+    except (FileNotFoundError, ValueError) as error:
+        raise fail(str(error)) from error
 
 
 def retrieval_counts_table(results) -> str:

@@ -7,9 +7,9 @@ Precedence, lowest first: field defaults, the YAML file (``--config``), command-
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from e5kit import config as config_io
 from e5kit.config import ConfigError
@@ -20,7 +20,16 @@ __all__ = ["ConfigError", "EvalConfig", "load_config"]
 
 
 class EvalConfig(BaseModel):
-    """Settings every task shares."""
+    """Settings every task shares.
+
+    Attributes:
+        mteb_results: Also write each result in mteb's format into this mteb ``ResultCache`` folder
+            (``results/<model>/<revision>/<TaskName>.json``; see ``e5kit.evaluation.mteb_results``).
+        mteb_task: The MTEB task name those files take (default: the MTEB task of a known data set, e.g.
+            scifact -> SciFact, else the data set's folder name).
+        mteb_languages: The data's languages in those files, as mteb's ISO 639-3 + ISO 15924 codes (e.g.
+            [eng-Latn]; default: English for the known MTEB tasks, else und-Zzzz, "undetermined").
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -36,6 +45,17 @@ class EvalConfig(BaseModel):
     results_dir: Path = Path("results")
     cache: bool = True
     cache_dir: Path | None = None
+    mteb_results: Path | None = None
+    mteb_task: str | None = None
+    mteb_languages: list[Annotated[str, StringConstraints(pattern=r"^[a-z]{3}-[A-Z][a-z]{3}$")]] | None = Field(None, min_length=1)
+
+    @field_validator("mteb_task")
+    @classmethod
+    def _plain_task_name(cls, name: str | None) -> str | None:
+        # checked here so a bad name fails before any model loads, not after the evaluation
+        if name is not None and (not name.strip() or "/" in name or "\\" in name or name in (".", "..")):
+            raise ValueError(f"{name!r}: expected a plain name (it becomes <TaskName>.json)")
+        return name
 
     @model_validator(mode="after")
     def _bm25_only_for_retrieval(self):
