@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -85,6 +86,17 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 def tiny_unnormalized_dir(tmp_path_factory) -> Path:
     """A sentence-transformers folder without a Normalize module (see ``build_tiny_st_without_normalize``)."""
     return build_tiny_st_without_normalize(tmp_path_factory.mktemp("tiny-st-no-normalize"))
+
+
+@pytest.fixture
+def restore_root_level():
+    """The root logger's and transformers' levels as they were before the test (the CLI's log options change them)."""
+    from transformers.utils import logging as transformers_logging
+
+    level, transformers_level = logging.getLogger().level, transformers_logging.get_verbosity()
+    yield
+    logging.getLogger().setLevel(level)
+    transformers_logging.set_verbosity(transformers_level)
 
 
 @pytest.fixture

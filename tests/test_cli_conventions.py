@@ -168,17 +168,6 @@ def test_quickstart_config_errors_are_one_line(tmp_path, text, expected):
 # ---------------------------------------------------------------- log level
 
 
-@pytest.fixture
-def restore_root_level():
-    """The root logger's and transformers' levels as they were before the test."""
-    from transformers.utils import logging as transformers_logging
-
-    level, transformers_level = logging.getLogger().level, transformers_logging.get_verbosity()
-    yield
-    logging.getLogger().setLevel(level)
-    transformers_logging.set_verbosity(transformers_level)
-
-
 @pytest.mark.parametrize(("options", "level"), [(["--log-level", "debug"], logging.DEBUG), (["-v"], logging.INFO), (["-vv"], logging.DEBUG), (["-q"], logging.ERROR)])
 def test_global_log_options_set_the_level(options, level, restore_root_level):
     # When a command runs with a global logging option

@@ -5,18 +5,51 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
+import click
 import typer
+from typer.core import TyperGroup
+
+from e5kit import progress
+
+#: Exit status of a failure the user can fix in the command: bad input, a usage or config error (and click's own usage errors).
+EXIT_BAD_INPUT = 2
+#: Exit status of a failure while running: out of memory, a model that fails to load for a reason other than its path, a bug.
+EXIT_RUNTIME_FAILURE = 1
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 2 bad input, usage or config (a one-line error naming the file or option); "
+    "1 a runtime failure such as out of memory, a model that fails to load for a reason other than its "
+    "path, or an unexpected error (a one-line error; -v or --log-level debug adds the traceback)."
+)
+
+
+class _Group(TyperGroup):
+    """The root group: an exception that no command turned into a one-line error is a runtime failure."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as error:
+            raise runtime_failure(error) from error
+
 
 app = typer.Typer(
     name="e5kit",
     help="E5-style text embeddings: curate weak pairs, pre-train, fine-tune, evaluate against BM25, serve.",
+    epilog=EXIT_CODES_HELP,
+    cls=_Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help text is printed as written: rich markup would eat examples such as --set data.paths=[a/,b/].
+    rich_markup_mode=None,
 )
 
 
@@ -66,6 +99,7 @@ def root(
     if len(chosen) > 1:
         raise fail(f"{' and '.join(chosen)} each set the log level; give one of them")
     _chosen_level = None
+    progress.set_quiet(quiet or log_level == LogLevel.error)
     if log_level is not None:
         _chosen_level = logging.getLevelName(log_level.value.upper())
     elif verbose:
@@ -86,12 +120,30 @@ def root(
         os.environ["TRANSFORMERS_VERBOSITY"] = logging.getLevelName(transformers_level).lower()
 
 
-def fail(message: str) -> typer.Exit:
-    """Print ``error: <message>`` on one line (line breaks inside, e.g. from a library's message, become
-    spaces) for the user, no traceback, and return the exit (code 2) to raise."""
+def _print_error(message: str) -> None:
+    """``error: <message>`` on standard error, on one line (line breaks inside, e.g. from a library's message, become spaces)."""
     one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())
     typer.secho(f"error: {one_line}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=2)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``error: <message>`` for input the user can fix, without a traceback, and return the exit
+    (:data:`EXIT_BAD_INPUT`) to raise."""
+    _print_error(message)
+    return typer.Exit(code=EXIT_BAD_INPUT)
+
+
+def runtime_failure(error: Exception) -> typer.Exit:
+    """Print a failure that is not the input's fault as one ``error:`` line (after the traceback with -v or
+    --log-level info/debug) and return the exit (:data:`EXIT_RUNTIME_FAILURE`) to raise."""
+    if _chosen_level is not None and _chosen_level <= logging.INFO:
+        traceback.print_exception(error)
+        hint = ""
+    else:
+        hint = " (e5kit -v ... shows the traceback)"
+    detail = str(error).strip()
+    _print_error(f"{type(error).__name__}{': ' + detail if detail else ''}{hint}")
+    return typer.Exit(code=EXIT_RUNTIME_FAILURE)
 
 
 def output_folder(path: Path, existing: tuple[str, ...] = ()) -> Path:

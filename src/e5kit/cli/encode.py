@@ -19,6 +19,17 @@ class Role(str, Enum):
     none = "none"
 
 
+class InputFormat(str, Enum):
+    auto = "auto"
+    txt = "txt"
+    jsonl = "jsonl"
+
+    @property
+    def jsonl_or_by_suffix(self) -> bool | None:
+        """``read_texts``' ``jsonl``: None lets the file's suffix decide."""
+        return None if self is InputFormat.auto else self is InputFormat.jsonl
+
+
 MODEL_HELP = "Model directory (sentence-transformers or Hugging Face), bundled name, or Hub id."
 DEVICE_HELP = "Torch device, e.g. cpu or cuda:0 (default: cuda when present)."
 DTYPE_HELP = "float32, bfloat16, or float16 (CUDA only). Output is float32 either way."
@@ -30,21 +41,29 @@ def encode(
     role: Role = typer.Option(
         None, "--role", "-r", help="query or passage: the model's prefix for it is added; none = raw text. Required for a model with prompts (E5)."
     ),
-    input_path: Path = typer.Option(..., "--input", "-i", help="Texts: .txt (one per line) or .jsonl (see --field); .gz allowed."),
+    input_path: Path = typer.Option(
+        ..., "--input", "-i", help="Texts: .txt (one per line) or .jsonl (see --field), .gz allowed; - reads standard input (see --input-format)."
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the (n, dim) float32 .npy array; - writes it to standard output."),
+    input_format: InputFormat = typer.Option(
+        InputFormat.auto, "--input-format", help="txt or jsonl; auto decides by the file's suffix, and reads standard input as txt."
+    ),
     field: str = typer.Option("text", help="JSONL field holding the text."),
     batch_size: int = typer.Option(32, min=1, help="Texts per forward pass."),
     max_length: int = typer.Option(None, min=8, help="Token limit (default: the model's own)."),
     device: str = typer.Option(None, help=DEVICE_HELP),
     dtype: str = typer.Option("float32", help=DTYPE_HELP),
 ) -> None:
-    """Embed every text of a file and save the matrix as .npy (row i = line i)."""
+    """Embed every text of a file (or of standard input) and save the matrix as .npy (row i = line i).
+
+    In a pipe: cut -f2 docs.tsv | e5kit encode -m MODEL -i - -o - > docs.npy
+    """
     import numpy as np
 
     from e5kit.textio import InputFormatError, read_texts
 
     try:
-        texts = read_texts(input_path, field=field)
+        texts = read_texts(input_path, field=field, jsonl=input_format.jsonl_or_by_suffix)
     except (FileNotFoundError, InputFormatError) as error:
         raise fail(str(error)) from error
     to_stdout = str(output) == "-"

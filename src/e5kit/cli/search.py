@@ -14,7 +14,9 @@ from e5kit.cli.index import BACKEND_HELP, Backend, _open_index
 @app.command()
 def search(
     index_dir: Path = typer.Argument(..., help="Index folder from `e5kit index build`."),
-    query: list[str] = typer.Argument(..., help="One or more queries (the model's query prefix is added)."),
+    query: list[str] = typer.Argument(
+        ..., help="One or more queries (the model's query prefix is added); - reads them from standard input, one per line."
+    ),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Documents to show per query."),
     snippet_chars: int = typer.Option(240, min=20, help="Characters of the best chunk to show."),
     backend: Backend = typer.Option(None, help=BACKEND_HELP + " Default: the backend the index was built with."),
@@ -27,7 +29,9 @@ def search(
 
     Offsets are character positions in the document's title + " " + text (its text alone when it has
     no title); the snippet is the best chunk, shortened to --snippet-chars on a word boundary.
+    With - as the query, every line of standard input is one: e5kit search IDX - --json < questions.txt
     """
+    query = read_queries(query)
     index = _open_index(index_dir, backend)
     try:
         results = index.search(query, k=top_k)
@@ -46,6 +50,19 @@ def search(
             title = f" | {hit.title}" if hit.title else ""
             typer.echo(f"  {rank}. {hit.score:.4f}  {hit.doc_id}{title}  [chunk {hit.chunk_index}, chars {hit.start}-{hit.end}]")
             typer.echo(f"     {hit.snippet(snippet_chars)}")
+
+
+def read_queries(arguments: list[str]) -> list[str]:
+    """The queries, each ``-`` among the arguments replaced by the lines of standard input."""
+    from e5kit.textio import STDIN, InputFormatError, read_texts
+
+    queries: list[str] = []
+    for argument in arguments:
+        try:
+            queries += read_texts(STDIN, jsonl=False) if argument == STDIN else [argument]
+        except InputFormatError as error:
+            raise fail(str(error)) from error
+    return queries
 
 
 def hit_record(rank: int, hit, snippet_chars: int) -> dict:
