@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from e5kit.cli.app import RESUME_HELP, app, fail, output_file, overrides_option, run_training
+from e5kit.cli.pretrain import REPORT_TO, report_to_overrides
 
 
 class TeacherKind(str, Enum):
@@ -117,6 +118,7 @@ def finetune(
     config: Path = typer.Option(None, "--config", "-c", help="YAML config, or a bundled config's name (`e5kit config show finetune`); optional when --set gives every required field."),
     overrides: list[str] = overrides_option("--set batch_size=32 --set 'data.datasets=[{name: scifact, format: flag, path: mined.jsonl}]'"),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
+    report_to: list[str] = REPORT_TO,
 ) -> None:
     """Fine-tune a bi-encoder: KL(teacher || student) over positive + hard negatives + alpha * InfoNCE (E5 section 3).
 
@@ -130,4 +132,4 @@ def finetune(
     from e5kit.training.finetune import finetune as run_finetune
     from e5kit.training.finetune import load_finetune_config
 
-    run_training(load_finetune_config, run_finetune, config, overrides, resume)
+    run_training(load_finetune_config, run_finetune, config, [*(overrides or []), *report_to_overrides(report_to)], resume)

@@ -8,12 +8,24 @@ import typer
 
 from e5kit.cli.app import RESUME_HELP, app, overrides_option, run_training
 
+#: ``--report-to``, shared with ``e5kit finetune``.
+REPORT_TO = typer.Option(
+    None, "--report-to", help="Also log the per-step metrics to: tensorboard (repeatable; sets report_to; "
+    "event files in {output_dir}/tensorboard or logging_dir).",
+)
+
+
+def report_to_overrides(report_to: list[str] | None) -> list[str]:
+    """``--report-to`` values as the ``--set`` override they stand for (none when not given)."""
+    return [f"report_to=[{','.join(report_to)}]"] if report_to else []
+
 
 @app.command()
 def pretrain(
     config: Path = typer.Option(None, "--config", "-c", help="YAML config, or a bundled config's name (`e5kit config show pretrain`); optional when --set gives every required field."),
     overrides: list[str] = overrides_option("--set max_steps=100 --set data.paths=[a.parquet,b/] --set data.source_weights={reddit:2,wiki:1}"),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
+    report_to: list[str] = REPORT_TO,
 ) -> None:
     """Contrastively pre-train a bi-encoder on (query, passage) shards: InfoNCE with in-batch negatives, GradCache, DDP.
 
@@ -27,4 +39,4 @@ def pretrain(
     from e5kit.training.config import load_config
     from e5kit.training.trainer import pretrain as run_pretrain
 
-    run_training(load_config, run_pretrain, config, overrides, resume)
+    run_training(load_config, run_pretrain, config, [*(overrides or []), *report_to_overrides(report_to)], resume)

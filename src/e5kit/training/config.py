@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from e5kit import config as config_io
 from e5kit.config import ConfigError
 from e5kit.model_format import E5_PROMPTS
+from e5kit.training.metrics import require_tensorboard
 
 __all__ = ["ConfigError", "DataConfig", "PretrainConfig", "coerce_config", "load_config"]
 
@@ -76,6 +77,10 @@ class PretrainConfig(BaseModel):
         seed: Seed of the model's RNG and of the data sampler.
         gradient_checkpointing: Recompute activations in backward (less memory per chunk, ~30% slower).
         device: Torch device; None picks CUDA when present.
+        report_to: Where the per-step metrics go besides metrics.jsonl: [] or [tensorboard] (loss, lr,
+            grad_norm, pairs_per_s, step_s, per-source pair counts as train/<name> scalars; needs
+            ``pip install 'e5kit[tensorboard]'``). Hugging Face Trainer's name for the setting.
+        logging_dir: The TensorBoard folder (``tensorboard --logdir`` it); None = {output_dir}/tensorboard.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -104,6 +109,26 @@ class PretrainConfig(BaseModel):
     seed: int = 42
     gradient_checkpointing: bool = False
     device: str | None = None
+    report_to: list[Literal["tensorboard"]] = Field(default_factory=list)
+    logging_dir: Path | None = None
+
+    @property
+    def tensorboard_dir(self) -> Path | None:
+        """The TensorBoard folder, or None when ``report_to`` does not ask for TensorBoard."""
+        if "tensorboard" not in self.report_to:
+            return None
+        return self.logging_dir or self.output_dir / "tensorboard"
+
+    @field_validator("report_to")
+    @classmethod
+    def _reporter_installed(cls, report_to: list[str]) -> list[str]:
+        # checked here so a missing package fails before the model loads, as a one-line config error
+        if "tensorboard" in report_to:
+            try:
+                require_tensorboard()
+            except ImportError as error:
+                raise ValueError(str(error)) from None
+        return report_to
 
     @model_validator(mode="before")
     @classmethod

@@ -1,7 +1,9 @@
-"""The training log: one JSON object per optimizer step in ``metrics.jsonl``, and a loss-curve PNG."""
+"""The training log: one JSON object per optimizer step in ``metrics.jsonl`` (mirrored to TensorBoard when
+asked), and a loss-curve PNG."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -10,18 +12,25 @@ from e5kit.textio import AtomicFile, write_text_atomic
 
 
 class MetricsLog:
-    """Append-only JSONL of per-step metrics.
+    """Append-only JSONL of per-step metrics, optionally mirrored as TensorBoard scalars.
 
     Args:
         path: The ``metrics.jsonl`` file.
         keep_until_step: On resume, the checkpoint's step: records after it (written by the interrupted
             run past its last checkpoint) are dropped, since the resumed run writes them again.
             None starts a new log.
+        tensorboard_dir: Also write every numeric field of each record to TensorBoard event files here
+            (see ``scalars``); None writes none.
+
+    Raises:
+        ImportError: ``tensorboard_dir`` is given and the ``tensorboard`` package is missing, in one line
+            saying how to install it.
     """
 
-    def __init__(self, path: Path, keep_until_step: int | None = None) -> None:
+    def __init__(self, path: Path, keep_until_step: int | None = None, tensorboard_dir: Path | None = None) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._tensorboard = None if tensorboard_dir is None else tensorboard_writer(tensorboard_dir, keep_until_step)
         kept = [] if keep_until_step is None else [r for r in read_metrics(path) if r.get("step", 0) <= keep_until_step]
         write_text_atomic(path, "".join(json.dumps(record) + "\n" for record in kept))
         self._handle = path.open("a", encoding="utf-8")
@@ -29,9 +38,54 @@ class MetricsLog:
     def log(self, record: dict[str, Any]) -> None:
         self._handle.write(json.dumps(record) + "\n")
         self._handle.flush()
+        if self._tensorboard is not None:
+            step = record["step"]  # the x axis, not a curve
+            for tag, value in scalars({key: value for key, value in record.items() if key != "step"}).items():
+                self._tensorboard.add_scalar(tag, value, global_step=step)
 
     def close(self) -> None:
         self._handle.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def require_tensorboard() -> None:
+    """Check, without importing it, that the ``tensorboard`` package torch's writer needs is installed.
+
+    Raises:
+        ImportError: it is not, in one line saying how to install it.
+    """
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ImportError("tensorboard logging needs the tensorboard package: pip install 'e5kit[tensorboard]'")
+
+
+def tensorboard_writer(folder: Path, keep_until_step: int | None = None):
+    """A ``torch.utils.tensorboard.SummaryWriter`` on ``folder``; on resume (``keep_until_step``) TensorBoard
+    hides the interrupted run's points after that step, as ``MetricsLog`` drops them from the JSONL.
+
+    Raises:
+        ImportError: the ``tensorboard`` package is missing (torch's writer needs it).
+    """
+    require_tensorboard()
+    from torch.utils.tensorboard import SummaryWriter
+
+    purge_step = None if keep_until_step is None else keep_until_step + 1
+    # a 10 s flush (torch's default is 120 s) so a user watching TensorBoard sees steps as they come
+    return SummaryWriter(log_dir=str(folder), purge_step=purge_step, flush_secs=10)
+
+
+def scalars(record: dict[str, Any], prefix: str = "train") -> dict[str, float]:
+    """The TensorBoard tags and values of a metrics record: every number, nested dicts joined with "/", e.g.
+    ``{"loss": 0.7, "sources": {"wiki": 60}}`` -> ``{"train/loss": 0.7, "train/sources/wiki": 60.0}``;
+    strings and lists are skipped."""
+    found: dict[str, float] = {}
+    for key, value in record.items():
+        tag = f"{prefix}/{key}"
+        if isinstance(value, dict):
+            found.update(scalars(value, tag))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            found[tag] = float(value)
+    return found
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: Config fields a resumed run may change without changing the loss sequence.
-RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "keep_checkpoints", "output_dir", "device"}
+RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "keep_checkpoints", "output_dir", "device", "report_to", "logging_dir"}
 
 
 def pick_device(config: PretrainConfig, group: distributed.ProcessGroup) -> torch.device:
@@ -138,7 +138,7 @@ class Pretrainer:
             autocast=self._autocast,
             scale_loss=self.scaler.scale if self.scaler else (lambda loss: loss),
         )
-        self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", keep_until_step=self.step if resume else None) if self.group.is_main else None
+        self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", keep_until_step=self.step if resume else None, tensorboard_dir=config.tensorboard_dir) if self.group.is_main else None
         self.show_progress = self.group.is_main and (show_progress is not False)
         self.last_loss: float | None = None
 
