@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -21,6 +22,19 @@ Every setting and its default:
 """
 
 
+class DefaultRole(str, Enum):
+    query = "query"
+    document = "document"
+    none = "none"
+
+
+DEFAULT_ROLE_HELP = (
+    "Role for /v1/embeddings requests without input_type to a model with prompts (default query: E5's prefix for "
+    "symmetric use). Clients that cannot send input_type, such as LangChain's OpenAIEmbeddings, then embed documents "
+    "as queries, so such responses carry an X-E5kit-Warning header; e5kit.integrations sends the right role."
+)
+
+
 @app.command(help=SERVE_HELP)
 def serve(
     model: str = typer.Option(None, "--model", "-m", help=f"Model to serve (default: the index's model, else {DEFAULT_MODEL})."),
@@ -34,6 +48,7 @@ def serve(
     max_items: int = typer.Option(None, help="Inputs per request (default 2048, as OpenAI)."),
     max_chars: int = typer.Option(None, help="Characters per input (default 20000)."),
     max_body_bytes: int = typer.Option(None, help="Request body bytes (default 4000000)."),
+    default_role: DefaultRole = typer.Option(None, "--default-role", help=DEFAULT_ROLE_HELP),
     config: Path = typer.Option(None, "--config", help="YAML file of settings, or a bundled config's name (`e5kit config show serve`)."),
     overrides: list[str] = overrides_option("--set max_items=64 --set max_wait_ms=2"),
 ) -> None:
@@ -45,7 +60,7 @@ def serve(
     options = dict(
         model=model, index=index, backend=backend, host=host, port=port, api_key=api_key or os.environ.get("E5KIT_API_KEY"),
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_items=max_items, max_chars=max_chars,
-        max_body_bytes=max_body_bytes,
+        max_body_bytes=max_body_bytes, default_input_type=default_role.value if default_role else None,
     )
     try:
         settings = load_config(ServeConfig, config, options, overrides or [])

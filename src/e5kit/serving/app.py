@@ -5,6 +5,12 @@ cannot forget them. Concurrent requests are batched, and large ones split
 (``batching.DynamicBatcher``). Every bad request gets a 4xx JSON error in OpenAI's shape,
 ``{"error": {"message", "type", "param", "code"}}``, whose message names the problem.
 
+A request without ``input_type`` to a model that has prompts is embedded in the server's default
+role (``ServeConfig.default_input_type``, ``e5kit serve --default-role``; "query" unless set). Clients
+that cannot send a role (LangChain's ``OpenAIEmbeddings``, LlamaIndex's ``OpenAIEmbedding``) then embed
+documents as queries, so such a response carries a ``ROLE_WARNING_HEADER`` naming the role applied,
+and the server logs it once; ``e5kit.integrations`` sends the right role for each call.
+
 Inputs sent as token ids (a list of ints, or a list of such lists), as OpenAI's own clients may send
 them (LangChain's ``OpenAIEmbeddings`` does by default), are OpenAI token ids: they are decoded to
 text with tiktoken (``ServeConfig.token_ids_encoding``, cl100k_base by default, the encoding of
@@ -42,6 +48,9 @@ from e5kit.serving.config import ServeConfig
 from e5kit.text import has_visible_text, visible_character_class
 
 logger = logging.getLogger(__name__)
+
+#: Response header set when a prompted model gets a request without ``input_type``.
+ROLE_WARNING_HEADER = "X-E5kit-Warning"
 
 
 # ---------------------------------------------------------------------- errors
@@ -354,7 +363,11 @@ def _request_models(config: ServeConfig, dimension: int, roles: list[str]):
         )
         model: str | None = Field(None, description="Must name the served model when given.")
         input_type: Role | None = Field(
-            None, description=f"The role whose prefix the model adds (none: raw text); default {config.default_input_type}."
+            None,
+            description=(
+                f"The role whose prefix the model adds (none: raw text); default {config.default_input_type}, "
+                f"and then a model with prompts answers with an {ROLE_WARNING_HEADER} header naming that role."
+            ),
         )
         dimensions: int | None = Field(None, ge=1, le=dimension, description="Keep the first N dimensions, renormalised.")
         encoding_format: Literal["float", "base64"] = "float"
@@ -380,6 +393,11 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
         raise ValueError(f"default_input_type {config.default_input_type!r} is not one of {', '.join(known_roles)}")
     EmbeddingRequest, SearchRequest = _request_models(config, encoder.dimension, known_roles)
     token_decoder = TokenIdDecoder(config.token_ids_encoding)
+    role_warning = (
+        f"no input_type: embedded with the server's default role {config.default_input_type!r}; send input_type "
+        f"'query' or 'document' (e5kit.integrations does), or start the server with --default-role"
+    ) if encoder.prompts else None
+    role_warning_logged = False
     loaded_at = int(time.time())
 
     registry = CollectorRegistry()
@@ -472,9 +490,12 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
             raise ApiError(404, f"model {model_id!r} is not served here; this server serves {served_name!r}", "model", "model_not_found")
         return model_object()
 
-    @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses=ERROR_RESPONSES, dependencies=protected)
+    role_header = {ROLE_WARNING_HEADER: {"description": "Set when input_type was omitted and the model has prompts: the role applied.", "schema": {"type": "string"}}}
+
+    @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses={200: {"headers": role_header}, **ERROR_RESPONSES}, dependencies=protected)
     async def embeddings(body: EmbeddingRequest) -> Response:
         """Embed one or more texts or token-id lists (OpenAI-compatible); the role prefix comes from ``input_type``."""
+        nonlocal role_warning_logged
         if body.model is not None and body.model not in accepted_names:
             raise ApiError(404, f"model {body.model!r} is not served here; this server serves {served_name!r}", "model", "model_not_found")
         role = body.input_type or config.default_input_type
@@ -491,13 +512,20 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
             encoded = vectors.tolist()
         used = int(sum(result.tokens))
         tokens_total.inc(used)
+        headers = None
+        if body.input_type is None and role_warning is not None:
+            headers = {ROLE_WARNING_HEADER: role_warning}
+            if not role_warning_logged:  # every such response carries the header; the log says it once
+                role_warning_logged = True
+                logger.warning("%s (further requests without input_type are not logged)", role_warning)
         return JSONResponse(
             {
                 "object": "list",
                 "data": [{"object": "embedding", "index": i, "embedding": vector} for i, vector in enumerate(encoded)],
                 "model": served_name,
                 "usage": {"prompt_tokens": used, "total_tokens": used},
-            }
+            },
+            headers=headers,
         )
 
     @app.post("/search", response_model=SearchResponse, responses=ERROR_RESPONSES, dependencies=protected)

@@ -20,7 +20,14 @@ class ServeConfig(BaseModel):
     port: int = Field(8000, ge=0, le=65535, description="TCP port.")
     api_key: str | None = Field(None, description="Require 'Authorization: Bearer KEY' (also from $E5KIT_API_KEY).")
     served_model_name: str | None = Field(None, description="The 'model' name clients send (default: the model folder's name).")
-    default_input_type: str = Field("query", description="Role used when a request gives no input_type.")
+    default_input_type: str = Field(
+        "query",
+        description=(
+            "Role of requests without input_type (`e5kit serve --default-role`): query (E5's prefix for symmetric use, "
+            "right for queries, wrong for documents), document, none (raw text) or a prompt name; to a model with "
+            "prompts such a response carries an X-E5kit-Warning header."
+        ),
+    )
     max_batch_size: int = Field(32, ge=1, description="Most texts per encode call: concurrent requests share one, larger requests are split into several, taking turns with the others.")
     max_wait_ms: float = Field(5.0, ge=0, description="How long a request waits for others to share its batch.")
     max_items: int = Field(2048, ge=1, description="Inputs per request (OpenAI's limit; LangChain sends 1,000).")
