@@ -10,7 +10,7 @@ from e5kit.cli.app import RESUME_HELP, app, overrides_option, run_training
 
 #: ``--report-to``, shared with ``e5kit finetune``.
 REPORT_TO = typer.Option(
-    None, "--report-to", help="Also log the per-step metrics to: tensorboard (repeatable; sets report_to; "
+    None, "--report-to", metavar="TARGET", help="Also log the per-step metrics to: tensorboard (repeatable; sets report_to; "
     "event files in {output_dir}/tensorboard or logging_dir).",
 )
 
