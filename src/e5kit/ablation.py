@@ -1,0 +1,329 @@
+"""``e5kit ablate``: named variants of the E5 pipeline, run with shared stages and compared on held-out data.
+
+A variant is a set of overrides of the consistency-filter and pre-training configs over the run's
+base settings. The runner curates once, cuts the held-out splits once (``e5kit holdout``), runs one
+consistency filter per distinct filter setting and one pre-training per distinct (filter, training)
+setting, then evaluates every trained model, the start model and BM25 on every held-out split and
+each extra BEIR folder. Each step lives in its own folder with the quickstart's ``stage.json`` marker
+(``e5kit.pipeline.run_stage``), named by a hash of its settings, so a rerun skips what finished and two
+variants that share a step share its folder.
+
+A variant's consistency filter may be judged by another variant's trained model (``model:
+variant:<name>``), as E5 filtered with a model first trained on the noisy pairs.
+
+Outputs in ``workdir``: ``results.json`` (every score, per-source keep rates of each filter, each
+comparison), ``results.md`` (variant x data set table, comparisons beside the paper's figures) and
+``results.png`` (the table as a heat map).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from e5kit.config import load_config
+from e5kit.hub import DEFAULT_MODEL
+from e5kit.pipeline import consistency_stage, curate_stage, evaluate_retrieval, holdout_stage, pretrain_stage, run_stage
+from e5kit.textio import AtomicFile, write_text_atomic
+
+#: Consistency ``model`` values of this form name another variant whose trained model judges the pairs.
+VARIANT_REFERENCE = "variant:"
+BM25_ROW = "BM25"
+START_ROW = "start model"
+
+
+class Variant(BaseModel):
+    """One variant of the pipeline.
+
+    Attributes:
+        name: Row label in the tables (unique).
+        description: What the variant changes, for the report.
+        consistency: Overrides of the base consistency settings (``{"enabled": false}``: no filter;
+            ``model: variant:<name>``: judged by that variant's trained model).
+        pretrain: Overrides of the base pre-training settings (batch_size, max_steps, tau, prompts,
+            source_homogeneous, data.source_weights...).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    consistency: dict[str, Any] = {}
+    pretrain: dict[str, Any] = {}
+
+
+class Comparison(BaseModel):
+    """Two rows compared on the held-out average, with the paper's figure beside ours.
+
+    Attributes:
+        name: What is compared (e.g. "consistency filter vs none").
+        baseline: Variant name, or ``start model`` / ``BM25``.
+        variant: Variant name expected to score higher, per the paper.
+        paper: The paper's figures for the same comparison (e.g. "34.9 -> 40.7, BEIR avg, 1M random pairs").
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    baseline: str
+    variant: str
+    paper: str = ""
+
+
+class AblationConfig(BaseModel):
+    """The ablation run.
+
+    Attributes:
+        workdir: Folder of every step's output and the results.
+        model: Start model of every variant (path, bundled name or Hub id).
+        sources: Curation sources (``e5kit curate`` format).
+        curate: Overrides of the curation config (filters, workers...).
+        holdout: Overrides of the held-out split step (fraction, max_queries, min_queries...).
+        consistency: Base consistency-filter settings, under each variant's overrides.
+        pretrain: Base pre-training settings, under each variant's overrides.
+        eval_data: Extra BEIR folders every row is evaluated on (e.g. SciFact), besides the held-out splits.
+        variants: The variants (at least one).
+        comparisons: Pairs of rows to report side by side with the paper's figures.
+        nproc_per_node: Processes per pre-training run (torchrun above 1).
+        seed: Seed of every step.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    workdir: Path = Path("e5kit-ablation")
+    model: str = DEFAULT_MODEL
+    sources: list[dict[str, Any]] = Field(min_length=1)
+    curate: dict[str, Any] = {}
+    holdout: dict[str, Any] = {}
+    consistency: dict[str, Any] = {}
+    pretrain: dict[str, Any] = {}
+    eval_data: list[Path] = []
+    variants: list[Variant] = Field(min_length=1)
+    comparisons: list[Comparison] = []
+    nproc_per_node: int = Field(default=1, ge=1)
+    seed: int = 13
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> AblationConfig:
+        names = [variant.name for variant in self.variants]
+        repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+        if repeated:
+            raise ValueError(f"variants: repeated name(s) {', '.join(repeated)}")
+        reserved = {BM25_ROW, START_ROW} & set(names)
+        if reserved:
+            raise ValueError(f"variants: {', '.join(sorted(reserved))} is a row of its own; name the variant differently")
+        for index, variant in enumerate(self.variants):
+            judge = str(variant.consistency.get("model") or "")
+            if judge.startswith(VARIANT_REFERENCE) and judge[len(VARIANT_REFERENCE):] not in names:
+                raise ValueError(f"variants.{index}.consistency.model: no variant named {judge[len(VARIANT_REFERENCE):]!r}")
+        rows = set(names) | {BM25_ROW, START_ROW}
+        for index, comparison in enumerate(self.comparisons):
+            for field in ("baseline", "variant"):
+                if getattr(comparison, field) not in rows:
+                    raise ValueError(f"comparisons.{index}.{field}: {getattr(comparison, field)!r} is not a variant, {START_ROW!r} or {BM25_ROW!r}")
+        return self
+
+
+def load_ablation_config(path: str | Path | None, overrides: list[str] | None = None) -> AblationConfig:
+    """Read an ablation YAML (a bundled config's name reads it) and apply ``key=value`` overrides.
+
+    Raises:
+        e5kit.config.ConfigError: naming the file and line, or every bad field, on one line.
+    """
+    return load_config(AblationConfig, path, overrides)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def _fingerprint(settings: Any) -> str:
+    return hashlib.blake2b(json.dumps(settings, sort_keys=True, default=str).encode(), digest_size=6).hexdigest()
+
+
+def _source_counts(pairs_dir: str) -> Counter:
+    from e5kit.data.shards import count_sources, resolve_shard_paths
+
+    counts: Counter = Counter()
+    for shard in resolve_shard_paths([pairs_dir]):
+        counts.update(count_sources(shard))
+    return counts
+
+
+class Ablation:
+    """Runs the variants of an :class:`AblationConfig`, sharing every step two variants have in common.
+
+    Args:
+        config: The run's settings.
+        force: Redo every step even when it finished before.
+        log: Where progress lines go.
+    """
+
+    def __init__(self, config: AblationConfig, *, force: bool = False, log: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.force = force
+        self.log = log
+        self.workdir = config.workdir
+        self.trained: dict[str, dict[str, Any]] = {}
+        self.filtered: dict[str, dict[str, Any]] = {}
+
+    def _step(self, folder: Path, action: Callable[[Path], dict[str, Any]], label: str) -> dict[str, Any]:
+        return run_stage(folder, action, force=self.force, log=self.log, label=label)
+
+    def run(self) -> dict[str, Any]:
+        """Run every step; returns the results (also written to ``workdir/results.json``)."""
+        config = self.config
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        curated = self._step(self.workdir / "curate", lambda f: curate_stage(f, config.sources, config.curate, config.seed, self.log), "curate")
+        held = self._step(self.workdir / "holdout", lambda f: holdout_stage(f, curated["pairs_dir"], config.holdout, config.seed, self.log), "holdout")
+        heldout_dirs = [Path(d) for d in held["eval_dirs"]]
+        if not heldout_dirs:
+            raise ValueError("holdout: no source had enough distinct queries for a held-out split; lower holdout.min_queries")
+        for variant in self._in_dependency_order():
+            self._train(variant, held["pairs_dir"])
+
+        models = {BM25_ROW: "bm25", START_ROW: config.model}
+        models.update({name: trained["model"] for name, trained in self.trained.items()})
+        rows = self._step(
+            self.workdir / "evaluate" / _fingerprint([models, [str(d) for d in heldout_dirs + list(config.eval_data)]]),
+            lambda f: {"rows": evaluate_retrieval(f, models, heldout_dirs + list(config.eval_data), self.log)},
+            "evaluate",
+        )["rows"]
+        results = self._results(rows, [str(d) for d in heldout_dirs], held)
+        write_text_atomic(self.workdir / "results.json", json.dumps(results, indent=2, default=str))
+        write_text_atomic(self.workdir / "results.md", results_markdown(results))
+        results_plot(results, self.workdir / "results.png")
+        self.log(results_markdown(results))
+        return results
+
+    def _in_dependency_order(self) -> list[Variant]:
+        """Variants ordered so a filter judged by another variant's model runs after that variant trained."""
+        by_name = {variant.name: variant for variant in self.config.variants}
+        ordered: list[Variant] = []
+        visiting: set[str] = set()
+
+        def visit(variant: Variant) -> None:
+            if variant in ordered:
+                return
+            if variant.name in visiting:
+                raise ValueError(f"variants: {variant.name!r} is judged, through consistency.model, by a variant that depends on it")
+            visiting.add(variant.name)
+            judge = str(variant.consistency.get("model") or "")
+            if judge.startswith(VARIANT_REFERENCE):
+                visit(by_name[judge[len(VARIANT_REFERENCE):]])
+            visiting.discard(variant.name)
+            ordered.append(variant)
+
+        for variant in self.config.variants:
+            visit(variant)
+        return ordered
+
+    def _train(self, variant: Variant, pairs_dir: str) -> None:
+        config = self.config
+        consistency = _merge(config.consistency, variant.consistency)
+        judge = str(consistency.get("model") or "")
+        if judge.startswith(VARIANT_REFERENCE):
+            consistency["model"] = self.trained[judge[len(VARIANT_REFERENCE):]]["model"]
+        filter_key = _fingerprint([pairs_dir, config.model, consistency])
+        filtered = self._step(
+            self.workdir / "consistency" / filter_key,
+            lambda f: consistency_stage(f, pairs_dir, config.model, consistency, config.seed, self.log),
+            f"consistency {variant.name}",
+        )
+        self.filtered[variant.name] = {**filtered, "key": filter_key, "settings": consistency}
+        pretrain = _merge(config.pretrain, variant.pretrain)
+        train_key = _fingerprint([filtered["pairs_dir"], config.model, pretrain, config.nproc_per_node])
+        self.trained[variant.name] = self._step(
+            self.workdir / "pretrain" / train_key,
+            lambda f: pretrain_stage(f, filtered["pairs_dir"], config.model, pretrain, config.seed, config.nproc_per_node, self.log),
+            f"pretrain {variant.name}",
+        )
+
+    def _results(self, rows: list[dict[str, Any]], heldout: list[str], held: dict[str, Any]) -> dict[str, Any]:
+        datasets = list(dict.fromkeys(row["data"] for row in rows))
+        scores: dict[str, dict[str, float]] = {}
+        for row in rows:
+            scores.setdefault(row["model"], {})[row["data"]] = 100 * row["ndcg_at_10"]
+        for model, by_data in scores.items():
+            by_data["held-out average"] = sum(by_data[d] for d in heldout) / len(heldout)
+        names = {d: Path(d).name for d in datasets}
+        read = _source_counts(held["pairs_dir"])
+        keep_rates = {}
+        for name, filtered in self.filtered.items():
+            kept = _source_counts(filtered["pairs_dir"]) if filtered.get("enabled", True) else read
+            keep_rates[name] = {source: {"read": read[source], "kept": kept[source]} for source in sorted(read)}
+        comparisons = []
+        for comparison in self.config.comparisons:
+            before = scores[comparison.baseline]["held-out average"]
+            after = scores[comparison.variant]["held-out average"]
+            comparisons.append({**comparison.model_dump(), "ours_before": before, "ours_after": after, "reproduced": after > before})
+        return {
+            "datasets": [names[d] for d in datasets],
+            "heldout": [names[d] for d in heldout],
+            "scores": {model: {names.get(d, d): value for d, value in by_data.items()} for model, by_data in scores.items()},
+            "variants": {
+                v.name: {"description": v.description, "model": self.trained[v.name]["model"], "steps": self.trained[v.name]["steps"],
+                         "first_loss": self.trained[v.name]["first_loss"], "last_loss": self.trained[v.name]["last_loss"],
+                         "consistency": self.filtered[v.name]["key"], "pretrain": str(Path(self.trained[v.name]["model"]).parent.parent.name)}
+                for v in self.config.variants
+            },
+            "keep_rates": keep_rates,
+            "comparisons": comparisons,
+        }
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """The ablation's tables: nDCG@10 x100 per row and data set, keep rates, and comparisons beside the paper."""
+    columns = results["heldout"] + ["held-out average"] + [d for d in results["datasets"] if d not in results["heldout"]]
+    lines = ["nDCG@10 (x100) on each held-out split and extra data set:", "",
+             "| row | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for model, by_data in results["scores"].items():
+        lines.append(f"| {model} | " + " | ".join(f"{by_data[c]:.1f}" for c in columns) + " |")
+    lines += ["", "Consistency filter keep rates per source (kept / read):", ""]
+    sources = sorted({s for rates in results["keep_rates"].values() for s in rates})
+    lines += ["| variant | " + " | ".join(sources) + " |", "|---|" + "---|" * len(sources)]
+    for name, rates in results["keep_rates"].items():
+        cells = [f"{rates[s]['kept']:,} / {rates[s]['read']:,}" if s in rates else "" for s in sources]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if results["comparisons"]:
+        lines += ["", "| comparison | ours (held-out avg nDCG@10) | E5 paper | same direction |", "|---|---|---|---|"]
+        for c in results["comparisons"]:
+            lines.append(f"| {c['name']} ({c['baseline']} -> {c['variant']}) | {c['ours_before']:.1f} -> {c['ours_after']:.1f} | "
+                         f"{c['paper']} | {'yes' if c['reproduced'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def results_plot(results: dict[str, Any], path: Path) -> None:
+    """The score table as a heat map: rows x data sets, each cell labelled with its nDCG@10 x100."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    columns = results["heldout"] + ["held-out average"] + [d for d in results["datasets"] if d not in results["heldout"]]
+    rows = list(results["scores"])
+    values = np.array([[results["scores"][r][c] for c in columns] for r in rows])
+    figure, axes = plt.subplots(figsize=(1.4 * len(columns) + 3, 0.45 * len(rows) + 1.8))
+    image = axes.imshow(values, cmap="viridis", aspect="auto")
+    axes.set_xticks(range(len(columns)), labels=columns, rotation=30, ha="right")
+    axes.set_yticks(range(len(rows)), labels=rows)
+    middle = (values.max() + values.min()) / 2
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            axes.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", color="black" if values[i, j] > middle else "white", fontsize=9)
+    figure.colorbar(image, ax=axes, label="nDCG@10 (x100)")
+    axes.set_title("E5 ablations: nDCG@10 on held-out splits")
+    figure.tight_layout()
+    with AtomicFile(path) as staged:
+        figure.savefig(staged.temporary, format="png", dpi=120)
+    plt.close(figure)

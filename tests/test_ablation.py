@@ -1,0 +1,117 @@
+"""``e5kit ablate``: variants share every step they have in common, a rerun redoes nothing, and the
+tables hold each row's own evaluation."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from e5kit.ablation import AblationConfig, results_markdown
+from e5kit.cli import app
+
+VOCABULARY = [f"word{i}" for i in range(300)]
+
+
+def _pairs_file(path, source, count, seed):
+    rng = random.Random(seed)
+    with path.open("w") as handle:
+        for i in range(count):
+            passage = " ".join(rng.choice(VOCABULARY) for _ in range(24))
+            handle.write(json.dumps({"query": f"{source} topic {i} " + " ".join(passage.split()[:3]), "passage": passage}) + "\n")
+
+
+@pytest.fixture
+def ablation_config(tmp_path, tiny_bert_dir):
+    for source, seed in (("alpha", 0), ("beta", 1)):
+        _pairs_file(tmp_path / f"{source}.jsonl", source, 160, seed)
+    config = {
+        "workdir": str(tmp_path / "abl"),
+        "model": str(tiny_bert_dir),
+        "sources": [{"type": "generic", "name": name, "paths": [str(tmp_path / f"{name}.jsonl")]} for name in ("alpha", "beta")],
+        "curate": {"workers": 1, "filters": {"language": {"enabled": False}, "near_dedup": {"enabled": False}}},
+        "holdout": {"fraction": 0.15, "min_queries": 50},
+        "consistency": {"k": 40, "max_length": 48},
+        "pretrain": {"max_steps": 2, "batch_size": 8, "chunk_size": 4, "checkpoint_every": 0, "passage_max_length": 48, "warmup_steps": 0},
+        "variants": [
+            {"name": "no filter", "consistency": {"enabled": False}},
+            {"name": "filtered", "description": "E5's consistency filter"},
+            {"name": "filtered, tau 0.01", "pretrain": {"tau": 0.01}},
+            {"name": "judged by trained", "consistency": {"model": "variant:no filter"}},
+        ],
+        "comparisons": [{"name": "consistency filter", "baseline": "no filter", "variant": "filtered", "paper": "34.9 -> 40.7"}],
+    }
+    path = tmp_path / "ablation.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_ablation_shares_steps_evaluates_each_row_and_resumes(ablation_config, tmp_path, single_torch_thread):
+    # Given four variants: two share one filter setting, one filter is judged by another variant's model
+    runner = CliRunner()
+
+    # When the ablation runs
+    first = runner.invoke(app, ["ablate", "--config", str(ablation_config)])
+
+    # Then curation and the split ran once, one filter per distinct setting, one training per variant
+    assert first.exit_code == 0, first.output
+    workdir = tmp_path / "abl"
+    assert len(list((workdir / "consistency").iterdir())) == 3  # none, start-model judge, trained judge
+    assert len(list((workdir / "pretrain").iterdir())) == 4
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["heldout"] == ["alpha", "beta"]
+    assert set(results["scores"]) == {"BM25", "start model", "no filter", "filtered", "filtered, tau 0.01", "judged by trained"}
+    # And the judge of the last filter is the model trained without a filter
+    judged = json.loads((workdir / "consistency" / results["variants"]["judged by trained"]["consistency"] / "report.json").read_text())
+    assert judged["model"] == results["variants"]["no filter"]["model"]
+    # And each row's score is that model's own evaluation on the held-out split
+    from e5kit.encoder import Encoder
+    from e5kit.evaluation.retrieval import evaluate_beir
+
+    alpha = workdir / "holdout" / "heldout" / "alpha"
+    trained = Encoder.load(results["variants"]["filtered"]["model"], device="cpu")
+    assert results["scores"]["filtered"]["alpha"] == pytest.approx(100 * evaluate_beir(trained, alpha)["ndcg_at_10"], abs=1e-6)
+    assert results["scores"]["BM25"]["alpha"] == pytest.approx(100 * evaluate_beir("bm25", alpha)["ndcg_at_10"], abs=1e-6)
+    average = (results["scores"]["filtered"]["alpha"] + results["scores"]["filtered"]["beta"]) / 2
+    assert results["scores"]["filtered"]["held-out average"] == pytest.approx(average)
+    # And keep rates are reported per source for every filter, the unfiltered variant keeping all
+    no_filter = results["keep_rates"]["no filter"]
+    assert all(rates["kept"] == rates["read"] > 0 for rates in no_filter.values())
+    assert all(0 < rates["kept"] <= rates["read"] for rates in results["keep_rates"]["filtered"].values())
+    # And the comparison states our direction beside the paper's figure, in markdown and in the picture
+    comparison = results["comparisons"][0]
+    assert comparison["reproduced"] == (comparison["ours_after"] > comparison["ours_before"])
+    markdown = (workdir / "results.md").read_text()
+    assert "34.9 -> 40.7" in markdown and markdown == results_markdown(results)
+    assert (workdir / "results.png").read_bytes().startswith(b"\x89PNG")
+
+    # When it runs again, Then every step is skipped
+    second = runner.invoke(app, ["ablate", "--config", str(ablation_config)])
+    assert second.exit_code == 0, second.output
+    assert "] running" not in second.output and second.output.count("skipped") == 2 + 4 + 4 + 1  # curate, holdout, per variant, evaluate
+
+
+def test_ablation_config_names_bad_references_on_one_line(tmp_path):
+    # Given a variant judged by a variant that does not exist, When the config is validated, Then the field is named
+    base = {"sources": [{"type": "generic", "paths": ["x.jsonl"]}], "variants": [{"name": "a", "consistency": {"model": "variant:b"}}]}
+    with pytest.raises(ValueError, match=r"variants.0.consistency.model: no variant named 'b'"):
+        AblationConfig.model_validate(base)
+    # And a comparison naming an unknown row is refused the same way
+    with pytest.raises(ValueError, match=r"comparisons.0.variant"):
+        AblationConfig.model_validate({**base, "variants": [{"name": "a"}], "comparisons": [{"name": "x", "baseline": "start model", "variant": "c"}]})
+    # And through the CLI the error is one line, exit 2
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(base))
+    result = CliRunner().invoke(app, ["ablate", "--config", str(path)])
+    assert result.exit_code == 2 and "no variant named 'b'" in result.output and "Traceback" not in result.output
+
+
+def test_the_shipped_e5_ablation_config_validates():
+    # Given the bundled ablation config, When it is loaded by name, Then every variant and comparison resolves
+    from e5kit.ablation import load_ablation_config
+
+    config = load_ablation_config("ablations/e5_paper")
+    assert len(config.variants) >= 8 and config.comparisons
