@@ -131,7 +131,8 @@ def test_cli_filter_consistency_and_reapply(pair_dir, tiny_bert_dir, tmp_path):
 KILL_POINTS = [
     ("e5kit.encoder:Encoder.encode", "after", 2),  # queries embedded, nothing written
     ("pyarrow.parquet:write_table", "after", 3),  # scores or a kept shard written under its temporary name
-    ("e5kit.textio:AtomicFile.commit", "after", 4),  # scores, a kept shard or the report renamed into place
+    ("e5kit.textio:AtomicFile.commit", "after", 2),  # scores or the report renamed into place
+    ("e5kit.textio:AtomicFolder.commit", "before", 1),  # every kept shard written, pairs/ not yet renamed into place
 ]
 
 
@@ -147,7 +148,7 @@ def filter_outputs(folder):
     }
 
 
-@pytest.mark.parametrize(  # a run takes a subprocess (~14 s on 2 busy cores): the file commits by default, the rest slow
+@pytest.mark.parametrize(  # a run takes a subprocess (~14 s on 2 busy cores): the commits by default, the rest slow
     "point", [point if point[0].endswith("commit") else pytest.param(point, marks=pytest.mark.slow) for point in KILL_POINTS], ids=lambda point: point[0].rsplit(".", 1)[-1]
 )
 def test_filter_killed_at_each_point_reruns_to_the_uninterrupted_output(point, pair_dir, tiny_bert_dir, tmp_path):

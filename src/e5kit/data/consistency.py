@@ -8,9 +8,10 @@ k <= max_rank is applied later without re-embedding (``reapply_k``). ``iteration
 filtering and re-training on the kept pairs (the paper's suggested future work); every iteration
 re-filters the full input with the newest model.
 
-Every file is written whole or not at all (``e5kit.textio.AtomicFile``), and ``report.json`` is written
-last, so it marks a finished run: after kill -9 at any point, running the same filter again gives the
-uninterrupted run's output (a re-training round resumes from its last checkpoint).
+Every file, and the ``pairs/`` folder as one, is written whole or not at all (``e5kit.textio.AtomicFile``,
+``AtomicFolder``), and ``report.json`` is written last, so it marks a finished run: after kill -9 at any
+point, running the same filter again gives the uninterrupted run's output (a re-training round resumes
+from its last checkpoint).
 
 Example:
     >>> report = consistency_filter(ConsistencyConfig(pairs=["out/pairs"], model="all-MiniLM-L6-v2", output_dir="out/consistent"))  # doctest: +SKIP
@@ -29,7 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.text import has_visible_text
-from e5kit.textio import AtomicFile, remove_stale_temporaries, write_text_atomic
+from e5kit.textio import AtomicFile, AtomicFolder, remove_stale_temporaries, write_text_atomic
 
 #: (init model, pairs folder, output folder, extra settings) -> trained model directory.
 TrainFn = Callable[[str, Path, Path, dict[str, Any]], Path]
@@ -182,15 +183,12 @@ def _write_kept(table, kept: np.ndarray, pairs_dir: Path) -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    pairs_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(pairs_dir)
-    for stale in pairs_dir.glob("*.parquet"):
-        stale.unlink()
     kept_table = table.filter(pa.array(kept))
-    for name in sorted(set(table.column("_file").to_pylist())):
-        part = kept_table.filter(pc.equal(kept_table.column("_file"), name)).drop_columns(["_file"])
-        with AtomicFile(pairs_dir / name) as staged:
-            pq.write_table(part, staged.temporary)
+    # One folder, replaced whole: a later stage never reads a mix of old and new shards.
+    with AtomicFolder(pairs_dir) as staged:
+        for name in sorted(set(table.column("_file").to_pylist())):
+            part = kept_table.filter(pc.equal(kept_table.column("_file"), name)).drop_columns(["_file"])
+            pq.write_table(part, staged.temporary / name)
 
 
 def _report(ranks: dict[str, np.ndarray], k: int, extra: dict[str, Any]) -> dict[str, Any]:
