@@ -110,10 +110,16 @@ def test_llamaindex_embeds_texts_and_queries_in_their_roles(llamaindex, target, 
     np.testing.assert_allclose(single, documents[0], rtol=0, atol=1e-6)
 
 
-def test_llamaindex_serialises_without_the_api_key(llamaindex, server_url):
+def test_llamaindex_round_trips_through_its_dict_without_the_api_key(llamaindex, server_url, tiny_encoder, monkeypatch):
+    # Given a server embed model saved with LlamaIndex's to_dict
     embed_model = llamaindex.E5kitEmbedding(base_url=server_url, api_key="s3cret", model="tiny")
     fields = embed_model.to_dict()
     assert fields["base_url"] == server_url and fields["model_name"] == "tiny" and "s3cret" not in str(fields)
+    # When it is rebuilt with from_dict, the key coming from the environment
+    monkeypatch.setenv("E5KIT_API_KEY", "s3cret")
+    rebuilt = llamaindex.E5kitEmbedding.from_dict(fields)
+    # Then it embeds queries as before
+    np.testing.assert_allclose(rebuilt.get_query_embedding(QUERY), expected(tiny_encoder)[1], rtol=0, atol=1e-6)
 
 
 # ---------------------------------------------------------------------- imports

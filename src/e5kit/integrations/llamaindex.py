@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from llama_index.core.embeddings import BaseEmbedding
 from pydantic import Field, PrivateAttr
 
-from e5kit.integrations.embedder import DEFAULT_BATCH_SIZE, make_embedder
+from e5kit.integrations.embedder import DEFAULT_BATCH_SIZE, EncoderEmbedder, ServerEmbedder, make_embedder
 
 if TYPE_CHECKING:
     from e5kit.encoder import Encoder
@@ -32,7 +32,8 @@ class E5kitEmbedding(BaseEmbedding):
         base_url: An ``e5kit serve`` server ("http://host:port", or OpenAI's ".../v1" form).
         encoder: Instead of a server: an ``e5kit.Encoder``, or a model for ``Encoder.load``.
         api_key: The server's bearer token (default: $E5KIT_API_KEY); never serialised.
-        model: Sent as the request's ``model`` and kept as ``model_name`` (default "e5kit").
+        model: Sent as the request's ``model`` (the server refuses a name it does not serve); also
+            the default ``model_name`` (else "e5kit").
         timeout: Seconds per server request.
         query_role: Role of queries; "query" is E5's.
         document_role: Role of documents; "document" is read as "passage" (E5's "passage: ").
@@ -44,11 +45,12 @@ class E5kitEmbedding(BaseEmbedding):
     """
 
     base_url: str | None = Field(None, description="The e5kit server; None for a local Encoder.")
+    model: str | None = Field(None, description="The served model's name, sent with each request.")
     timeout: float = Field(60.0, description="Seconds per server request.")
     query_role: str = Field("query", description="Role of query embeddings.")
     document_role: str = Field("document", description="Role of text (document) embeddings.")
     embed_batch_size: int = Field(DEFAULT_BATCH_SIZE, gt=0, le=2048, description="Texts per request or forward pass.")
-    _embedder: Any = PrivateAttr()
+    _embedder: ServerEmbedder | EncoderEmbedder = PrivateAttr()
 
     def __init__(
         self,
@@ -59,7 +61,8 @@ class E5kitEmbedding(BaseEmbedding):
         model: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(base_url=base_url, model_name=model or "e5kit", **kwargs)
+        kwargs.setdefault("model_name", model or "e5kit")  # from_dict passes it back
+        super().__init__(base_url=base_url, model=model, **kwargs)
         self._embedder = make_embedder(
             base_url, encoder, batch_size=self.embed_batch_size, api_key=api_key, model=model, timeout=self.timeout
         )
