@@ -8,6 +8,10 @@ Example:
     >>> import mteb                                                     # doctest: +SKIP
     >>> model = MTEBEncoder(Encoder.load("path/to/model"))              # doctest: +SKIP
     >>> mteb.evaluate(model, mteb.get_tasks(tasks=["SciFact"]))         # doctest: +SKIP
+
+``local_retrieval_task`` runs an MTEB retrieval task on a local BEIR folder instead of the Hub copy:
+    >>> task = local_retrieval_task("data/beir/scifact", "SciFact")     # doctest: +SKIP
+    >>> mteb.evaluate(model, [task], cache=mteb.ResultCache("mteb-results"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ class MTEBEncoder:
     @property
     def mteb_model_meta(self):
         """mteb's ``ModelMeta`` for this model (name, revision = weights hash prefix, size, dimension)."""
-        from mteb.models.model_meta import ModelMeta
+        from mteb.models.model_meta import ModelMeta, ScoringFunction
 
         return ModelMeta.create_empty(
             overwrites={
@@ -82,7 +86,7 @@ class MTEBEncoder:
                 "revision": self.revision,
                 "embed_dim": self.encoder.dimension,
                 "max_tokens": self.encoder.max_length,
-                "similarity_fn_name": self.encoder.similarity_fn_name,
+                "similarity_fn_name": ScoringFunction(self.encoder.similarity_fn_name),
                 "framework": ["PyTorch"],
             }
         )
@@ -132,3 +136,43 @@ class MTEBEncoder:
     def similarity_pairwise(self, first, second):
         """The model's declared similarity of row i of ``first`` with row i of ``second``, (n,)."""
         return (self._scoring(first) * self._scoring(second)).sum(dim=-1)
+
+
+def local_retrieval_task(data_dir, task: str = "SciFact", split: str = "test"):
+    """mteb's retrieval task ``task`` (its name, metadata, main score and evaluator) with its Hub data
+    replaced by a local BEIR folder, read by e5kit's BEIR reader; nothing is downloaded.
+
+    Args:
+        data_dir: Folder with corpus.jsonl[.gz], queries.jsonl[.gz] and qrels/<split>.tsv.
+        task: An mteb retrieval task name (``mteb.get_task`` resolves it).
+        split: The qrels split, which becomes the task's only evaluation split. Queries without qrels
+            in it are left out (mteb scores every query it is given).
+
+    Returns:
+        The mteb task, its data loaded: pass it to ``mteb.evaluate``.
+
+    Raises:
+        ValueError: ``task`` is not a retrieval task (or unknown to mteb, from ``mteb.get_task``).
+        FileNotFoundError, InputFormatError: from ``e5kit.evaluation.beir.load_beir``.
+    """
+    import mteb
+    from datasets import Dataset
+
+    from e5kit.evaluation.beir import load_beir
+
+    instance = mteb.get_task(task, eval_splits=[split])
+    if instance.metadata.type != "Retrieval":
+        raise ValueError(f"{task}: an mteb {instance.metadata.type} task; local_retrieval_task takes a Retrieval task")
+    corpus, queries, qrels = load_beir(data_dir, split)
+    instance.dataset = {
+        "default": {
+            split: {
+                "corpus": Dataset.from_list([{"id": doc_id, "title": doc.get("title", ""), "text": doc["text"]} for doc_id, doc in corpus.items()]),
+                "queries": Dataset.from_list([{"id": query_id, "text": queries[query_id]} for query_id in qrels]),
+                "relevant_docs": qrels,
+                "top_ranked": None,
+            }
+        }
+    }
+    instance.data_loaded = True
+    return instance
