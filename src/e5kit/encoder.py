@@ -10,18 +10,17 @@ Example:
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from e5kit import model_format
 from e5kit.hub import resolve_model_dir
+from e5kit.progress import progress_bar
 from e5kit.text import has_visible_text
 from e5kit.textio import AtomicFolder
 
@@ -373,7 +372,8 @@ class Encoder:
                 prompts; "none" embeds raw text.
             batch_size: Texts per forward pass (default: the backend's ``default_batch_size``).
             normalize: Override the similarity's normalisation (E5 classification uses raw features).
-            show_progress: Progress bar; None shows one for more than 1,000 texts on a terminal.
+            show_progress: False: no progress bar; True or None: one on a terminal once encoding takes
+                a few seconds, at any number of texts (see ``e5kit.progress``).
 
         Returns:
             (len(texts), dim) float32 array.
@@ -395,11 +395,9 @@ class Encoder:
         output = np.empty((len(prepared), self.dimension), dtype=np.float32)
         if not prepared:
             return output, stats
-        if show_progress is None:
-            show_progress = len(prepared) > 1000 and sys.stderr.isatty()
         normalize = self.normalize if normalize is None else normalize
         batch_size = batch_size or self.default_batch_size
-        with tqdm(total=len(prepared), desc="encoding", unit="text", disable=not show_progress) as progress:
+        with progress_bar(total=len(prepared), desc="encoding", unit="text", show=show_progress) as progress:
             for start in range(0, len(prepared), TOKENIZE_BLOCK):
                 block_ids = self.token_ids(prepared[start : start + TOKENIZE_BLOCK], stats=stats)
                 lengths = np.array([len(ids) for ids in block_ids], dtype=np.int64)

@@ -33,14 +33,14 @@ def _watched() -> bool:
     return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
-def enabled(show: bool | None = True) -> bool:
+def progress_shown(show: bool | None = True) -> bool:
     """Whether a bar that its caller wants (``show`` not False; None is the callers' "default") is drawn."""
     return show is not False and not _quiet and _watched()
 
 
-def bar(iterable=None, *, show: bool | None = True, **options) -> tqdm:
-    """A tqdm bar (``desc``, ``unit``, ``total``, ... as tqdm takes them) drawn by the rule of :func:`enabled`."""
-    return tqdm(iterable, disable=not enabled(show), delay=DELAY_S, **options)
+def progress_bar(iterable=None, *, show: bool | None = True, **options) -> tqdm:
+    """A tqdm bar (``desc``, ``unit``, ``total``, ... as tqdm takes them) drawn by the rule of :func:`progress_shown`."""
+    return tqdm(iterable, disable=not progress_shown(show), delay=DELAY_S, **options)
 
 
 def set_count(count) -> None:
@@ -63,7 +63,7 @@ def counting(*, show: bool | None = True, **options) -> Iterator[object]:
     get the yielded shared value and pass it to :func:`set_count`); the bar follows it twice a second."""
     count = multiprocessing.Value("q", 0)
     set_count(count)
-    progress = bar(show=show, **options)
+    progress = progress_bar(show=show, **options)
     stopped = threading.Event()
 
     def follow() -> None:

@@ -51,6 +51,7 @@ from e5kit.data.pair import PAIR_COLUMNS, Pair
 from e5kit.data.readers import arxiv, base, generic, news, reddit, stackexchange, stdlib_docs, warc, wikipedia
 from e5kit.data.skips import SkipCounter
 from e5kit.processes import die_with_parent
+from e5kit.progress import add as count_records, counting, progress_bar, set_count
 from e5kit.textio import AtomicFile, InputPathError, check_input_file, remove_stale_temporaries, write_text_atomic
 
 #: Source type -> reader module (``Options`` model and ``read(paths, options, skips)``).
@@ -73,6 +74,8 @@ HUB_PATHS = {"generic"}
 WRITE_BATCH = 8192
 #: Changes when a done marker's content changes, so markers of an older e5kit are redone, not trusted.
 MARKER_VERSION = 2
+#: Records a shard reads between two additions to the records bar (each takes a lock shared by the workers).
+COUNT_EVERY = 1000
 # Aliases: the FiltersConfig fields share the filter modules' names.
 CleanConfig, LengthConfig, LanguageConfig = clean.Config, length.Config, language.Config
 PerplexityConfig, DecontaminateConfig = perplexity.Config, decontaminate.Config
@@ -356,6 +359,7 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     if marker.is_file():
         done = json.loads(marker.read_text(encoding="utf-8"))
         if done.get("fingerprint") == fingerprint:
+            count_records(done["read"])
             return {**done, "resumed": True}
     reader = READERS[task.source_type]
     options = reader.Options.model_validate(task.options)
@@ -367,6 +371,8 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     writer = _ParquetWriter(work_dir / f"{task.stem}.parquet", _pair_schema(with_dedup=True))
     for pair in reader.read([Path(f) for f in task.files], options, skips):
         candidates += 1
+        if candidates % COUNT_EVERY == 0:
+            count_records(COUNT_EVERY)
         if pair.symmetric and swap_coin(task.seed, pair):
             pair.query, pair.passage = pair.passage, pair.query
         result: Pair | str = pair
@@ -385,6 +391,7 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
                 "minhash": near_dedup.signature(result, near_config).tobytes() if near_config.enabled else b"",
             })
     writer.close()
+    count_records(candidates % COUNT_EVERY + sum(skips.values()))
     dropped.merge(skips, prefix="reader: ")
     counts = {
         "fingerprint": fingerprint,
@@ -405,13 +412,22 @@ def _location(meta: dict[str, Any]) -> tuple[str | None, int | None]:
     return meta.get("file"), meta.get("line", meta.get("offset"))
 
 
+def _start_worker(parent: int, records) -> None:
+    """A curation worker: it ends with ``parent`` and adds to its records bar."""
+    die_with_parent(parent)
+    set_count(records)
+
+
 def run_local(tasks: list[ShardTask], workers: int) -> list[dict[str, Any]]:
     """Process shards in worker processes (in this process when one worker or one shard); the workers
-    end with this process, even when it is killed with kill -9."""
-    from tqdm.auto import tqdm
+    end with this process, even when it is killed with kill -9. Bars count the records read and the shards done."""
+    with counting(desc="records", unit="record") as records:
+        return _run_shards(tasks, workers, records)
 
+
+def _run_shards(tasks: list[ShardTask], workers: int, records) -> list[dict[str, Any]]:
     if workers == 1 or len(tasks) <= 1:
-        return [process_shard(task) for task in tqdm(tasks, desc="shards", unit="shard", disable=len(tasks) < 2)]
+        return [process_shard(task) for task in progress_bar(tasks, desc="shards", unit="shard", show=len(tasks) > 1)]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -419,11 +435,11 @@ def run_local(tasks: list[ShardTask], workers: int) -> list[dict[str, Any]]:
     # ``if __name__ == "__main__"`` guard (a quickstart) would fail. Workers never call into torch.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context(method), initializer=die_with_parent, initargs=(os.getpid(),)
+        max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context(method), initializer=_start_worker, initargs=(os.getpid(), records)
     ) as pool:
         futures = {pool.submit(process_shard, task): index for index, task in enumerate(tasks)}
         results: list[dict[str, Any] | None] = [None] * len(tasks)
-        for future in tqdm(as_completed(futures), total=len(tasks), desc="shards", unit="shard"):
+        for future in progress_bar(as_completed(futures), total=len(tasks), desc="shards", unit="shard"):
             results[futures[future]] = future.result()
     return results
 
@@ -443,7 +459,6 @@ class _SourceTotals:
 def _merge(config: CurateConfig, tasks: list[ShardTask], results: list[dict[str, Any]]) -> dict[str, _SourceTotals]:
     """Global dedup in config order and the final shards; returns per-source totals."""
     import pyarrow.parquet as pq
-    from tqdm.auto import tqdm
 
     pairs_dir = config.output_dir / "pairs"
     pairs_dir.mkdir(parents=True, exist_ok=True)
@@ -456,7 +471,7 @@ def _merge(config: CurateConfig, tasks: list[ShardTask], results: list[dict[str,
     writers: dict[str, _ParquetWriter] = {}
     shard_numbers: Counter = Counter()
     schema = _pair_schema(with_dedup=False)
-    for task, result in tqdm(list(zip(tasks, results)), desc="dedup + write", unit="shard", disable=len(tasks) < 2):
+    for task, result in progress_bar(list(zip(tasks, results)), desc="dedup + write", unit="shard", show=len(tasks) > 1):
         total = totals[task.source_name]
         total.read += result["read"]
         total.dropped.merge(SkipCounter.from_json(result["dropped"], result["drop_where"]))
