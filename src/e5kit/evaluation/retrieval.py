@@ -46,6 +46,7 @@ from e5kit.evaluation.beir import document_text, empty_mask, encode_corpus, load
 from e5kit.evaluation.bm25 import bm25_search
 from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
+from e5kit.progress import progress_shown
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ def run_beir(
             raise ValueError(f"unknown retrieval model {model!r}: pass an Encoder or {BM25!r}")
         empty_documents = int(empty_mask(documents).sum())
         started = time.perf_counter()
-        indices, scores = bm25_search(documents, queries, top_k + 1, show_progress=bool(show_progress))
+        indices, scores = bm25_search(documents, queries, top_k + 1, show_progress=progress_shown(show_progress))
         seconds["search"] = time.perf_counter() - started
     else:
         started = time.perf_counter()

@@ -410,7 +410,7 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
 
     def embed(texts: list[str]) -> BatchResult:
         # Prefixed already; forward batches at the backend's best size.
-        embeddings, stats = encoder.encode_with_stats(texts, role=NO_PROMPT)
+        embeddings, stats = encoder.encode_with_stats(texts, role=NO_PROMPT, show_progress=False)
         return BatchResult(embeddings, stats.token_counts)
 
     def record_batch(size: int, seconds: float) -> None:

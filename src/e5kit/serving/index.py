@@ -53,8 +53,8 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from tqdm.auto import tqdm
 
+from e5kit.progress import progress_bar
 from e5kit.serving.chunking import Chunk, chunk_texts, chunk_window
 from e5kit.text import has_visible_text
 from e5kit.textio import AtomicFile, InputFormatError, iter_jsonl, remove_stale_temporaries, write_text_atomic
@@ -403,7 +403,7 @@ class VectorIndex:
         pending: list[tuple[Document, list]] = []
         pending_chunks = 0
         seen: set[str] = set()
-        with tqdm(desc="indexing", unit="doc", disable=not show_progress) as progress:
+        with progress_bar(desc="indexing", unit="doc", show=show_progress) as progress:
             for block in _blocks(documents, CHUNK_DOCUMENTS):
                 for doc in block:
                     if doc.doc_id in seen:

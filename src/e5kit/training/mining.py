@@ -37,9 +37,9 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from tqdm.auto import tqdm
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, beir_positives
+from e5kit.progress import progress_bar, progress_shown
 from e5kit.text import has_visible_text, normalized_text_key
 from e5kit.textio import AtomicFile, InputFormatError, iter_jsonl, remove_stale_temporaries, write_text_atomic
 
@@ -218,7 +218,7 @@ def bm25_candidates(corpus: CorpusFile, queries: Sequence[str], positives: Seque
     from e5kit.evaluation.bm25 import bm25_search
 
     _, documents = next(corpus.shards(None))
-    indices, scores = bm25_search(documents, queries, depth, show_progress=True)
+    indices, scores = bm25_search(documents, queries, depth, show_progress=progress_shown())
     positive_scores = np.full(len(queries), -np.inf, dtype=np.float32)
     for row, (ranked, ranked_scores, relevant) in enumerate(zip(indices, scores, positives)):
         hits = ranked_scores[np.isin(ranked, relevant)]
@@ -246,7 +246,7 @@ def dense_candidates(
     indices = np.full((len(queries), 0), -1, dtype=np.int64)
     positive_scores = np.full(len(queries), -np.inf, dtype=np.float32)
     shard_count = 1 if config.shard_size is None else -(-len(corpus.ids) // config.shard_size)
-    for start, texts in tqdm(corpus.shards(config.shard_size), total=shard_count, desc="searching shards", unit="shard", disable=shard_count == 1):
+    for start, texts in progress_bar(corpus.shards(config.shard_size), total=shard_count, desc="searching shards", unit="shard", show=shard_count > 1):
         embeddings = encode_corpus(encoder, texts, role="passage", batch_size=config.batch_size, show_progress=True).embeddings
         shard_indices, shard_scores = dense_search(query_embeddings, embeddings, config.depth)
         shard_scores = np.where(shard_indices < 0, -np.inf, shard_scores).astype(np.float32)

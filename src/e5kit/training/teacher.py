@@ -28,9 +28,9 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, invalid_reason
+from e5kit.progress import progress_bar
 from e5kit.text import has_visible_text
 from e5kit.textio import InputFormatError, iter_jsonl
 
@@ -208,7 +208,7 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
     issues = RecordIssues()
     matched = scored = pairs = empty = 0
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with out_path.open("a" if resume else "w", encoding="utf-8") as handle, tqdm(desc="teacher scores", unit="record", disable=not show_progress) as progress:
+    with out_path.open("a" if resume else "w", encoding="utf-8") as handle, progress_bar(desc="teacher scores", unit="record", show=show_progress) as progress:
         block: list[dict[str, Any]] = []
 
         def flush() -> None:

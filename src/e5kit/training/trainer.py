@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from e5kit.data.shards import PairSampler
 from e5kit.encoder import Encoder, auto_device
 from e5kit.model_card import build_model_card, portable_name, start_model
+from e5kit.progress import progress_bar
 from e5kit.training import checkpoint as checkpoints
 from e5kit.training import distributed
 from e5kit.training.config import ConfigError, PretrainConfig, coerce_config
@@ -252,7 +252,7 @@ class Pretrainer:
     def run(self) -> Path:
         """Train to ``max_steps`` and save the final model; returns ``{output_dir}/final``."""
         config = self.config
-        progress = tqdm(total=config.max_steps, initial=self.step, desc=self.stage, unit="step", disable=not self.show_progress)
+        progress = progress_bar(total=config.max_steps, initial=self.step, desc=self.stage, unit="step", show=self.show_progress)
         try:
             while self.step < config.max_steps:
                 record = self.train_step()
