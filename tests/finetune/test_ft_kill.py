@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from kill_points import KillPoint, at_seeded_call, run_killed
+import pytest
+from kill_points import KillPoint, at_seeded_call, run_killed, seeded_points
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from e5kit.cli import app
 from e5kit.training import teacher as teacher_module
-from e5kit.training.teacher import load_teacher, score_file
+from e5kit.training.teacher import load_teacher, partial_path, score_file
 
 runner = CliRunner()
 
@@ -60,37 +62,89 @@ def mined_records(count: int) -> list[dict]:
     ]
 
 
-def test_teacher_scoring_killed_between_blocks_resumes_to_the_same_bytes(tmp_path, tiny_cross_encoder_dir, write_jsonl, monkeypatch):
+#: (point, when, calls it gets scoring 18 records in blocks of 4 with batches of 3 pairs) for the seeded draws:
+#: before or after a block is scored, after a block reached the disk, before the partial file is renamed into place.
+TEACHER_POINTS = [
+    ("e5kit.training.teacher:CrossEncoderTeacher.score_pairs", "before", 5),
+    ("e5kit.training.teacher:CrossEncoderTeacher.score_pairs", "after", 5),
+    ("os:fsync", "after", 5),
+    ("os:replace", "before", 1),
+]
+
+
+def check_killed_scoring(kill: KillPoint, tmp_path: Path, tiny_cross_encoder_dir: Path, write_jsonl, monkeypatch) -> None:
     # Given an uninterrupted scoring run in blocks of 4 records
     monkeypatch.setattr(teacher_module, "BLOCK_RECORDS", 4)
     source = write_jsonl(tmp_path / "mined.jsonl", mined_records(18))
     argv = ["score-teacher", "--teacher", tiny_cross_encoder_dir, "--in", source, "--device", "cpu", "--batch-size", "3"]
     cli(*argv, "--out", tmp_path / "straight.jsonl")
-    # When a run is killed as it starts scoring its third block, and run again (resuming)
-    kill = KillPoint("e5kit.training.teacher:CrossEncoderTeacher.score_pairs", 3, "before", {"e5kit.training.teacher:BLOCK_RECORDS": 4})
-    run_killed([*argv, "--out", tmp_path / "scored.jsonl"], kill)
-    assert len((tmp_path / "scored.jsonl").read_text().splitlines()) == 8
-    output = cli(*argv, "--out", tmp_path / "scored.jsonl")
-    # Then only the rest was scored, and the file is the uninterrupted run's, byte for byte
-    assert '"already_done": 8' in output and '"scored": 10' in output
-    assert (tmp_path / "scored.jsonl").read_bytes() == (tmp_path / "straight.jsonl").read_bytes()
+    # When a run is killed at the point, then no output file claims to be complete
+    out = tmp_path / "scored.jsonl"
+    run_killed([*argv, "--out", out], kill)
+    assert not out.exists()
+    # And run again (resuming), it scores only what no whole block holds, and the file is the uninterrupted run's, byte for byte
+    report = json.loads(re.search(r"wrote \S+: (\{.*\})", cli(*argv, "--out", out)).group(1))
+    assert report["already_done"] % 4 == 0 and report["already_done"] + report["scored"] == 18
+    assert out.read_bytes() == (tmp_path / "straight.jsonl").read_bytes() and not partial_path(out).exists()
+
+
+@pytest.mark.parametrize("point", TEACHER_POINTS, ids=lambda point: f"{point[1]}-{point[0].rsplit(':', 1)[-1]}")
+def test_teacher_scoring_killed_at_each_point_resumes_to_the_same_bytes(point, tmp_path, tiny_cross_encoder_dir, write_jsonl, monkeypatch):
+    check_killed_scoring(at_seeded_call(0, *point, {"e5kit.training.teacher:BLOCK_RECORDS": 4}), tmp_path, tiny_cross_encoder_dir, write_jsonl, monkeypatch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_teacher_scoring_killed_at_more_seeded_points(seed, tmp_path, tiny_cross_encoder_dir, write_jsonl, monkeypatch):
+    check_killed_scoring(seeded_points(seed, TEACHER_POINTS, {"e5kit.training.teacher:BLOCK_RECORDS": 4}), tmp_path, tiny_cross_encoder_dir, write_jsonl, monkeypatch)
 
 
 def test_teacher_scoring_killed_inside_a_block_scores_that_block_again(tmp_path, tiny_cross_encoder_dir, write_jsonl, monkeypatch):
-    # Given an uninterrupted run's output, and what a run killed while writing its second block left:
-    # one whole block of 4, two records of the next and half a line
+    # Given an uninterrupted run's output, and what a run killed while writing its second block left
+    # in the partial file: one whole block of 4, two records of the next and half a line
     monkeypatch.setattr(teacher_module, "BLOCK_RECORDS", 4)
     source = write_jsonl(tmp_path / "mined.jsonl", mined_records(11))
     teacher = load_teacher(tiny_cross_encoder_dir, "cross-encoder", batch_size=3, device="cpu")
     score_file(teacher, source, tmp_path / "full.jsonl", show_progress=False)
     lines = (tmp_path / "full.jsonl").read_bytes().splitlines(keepends=True)
-    partial = tmp_path / "partial.jsonl"
-    partial.write_bytes(b"".join(lines[:6]) + lines[6][:25])
+    out = tmp_path / "scored.jsonl"
+    partial_path(out).write_bytes(b"".join(lines[:6]) + lines[6][:25])
     # When resuming
-    report = score_file(teacher, source, partial, show_progress=False)
+    report = score_file(teacher, source, out, show_progress=False)
     # Then the unfinished block was checked and scored again whole, and the bytes equal the uninterrupted run's
     assert report["already_done"] == 4 and report["scored"] == 7
-    assert partial.read_bytes() == (tmp_path / "full.jsonl").read_bytes()
+    assert out.read_bytes() == (tmp_path / "full.jsonl").read_bytes() and not partial_path(out).exists()
+
+
+class FailsAtBlock:
+    """A teacher that raises when asked to score its ``block``-th block, as a run killed there."""
+
+    def __init__(self, teacher, block: int) -> None:
+        self.teacher, self.block, self.name = teacher, block, teacher.name
+
+    def score_pairs(self, queries, passages):
+        self.block -= 1
+        if self.block == 0:
+            raise RuntimeError("killed")
+        return self.teacher.score_pairs(queries, passages)
+
+
+def test_a_finished_output_stays_in_place_until_a_resumed_run_is_complete(tmp_path, tiny_cross_encoder_dir, write_jsonl, monkeypatch):
+    # Given a finished output of 6 records, and the input grown to 11 (blocks of 4)
+    monkeypatch.setattr(teacher_module, "BLOCK_RECORDS", 4)
+    teacher = load_teacher(tiny_cross_encoder_dir, "cross-encoder", batch_size=3, device="cpu")
+    out = tmp_path / "scored.jsonl"
+    score_file(teacher, write_jsonl(tmp_path / "six.jsonl", mined_records(6)), out, show_progress=False)
+    finished = out.read_bytes()
+    source = write_jsonl(tmp_path / "mined.jsonl", mined_records(11))
+    score_file(teacher, source, tmp_path / "full.jsonl", show_progress=False)
+    # When a resumed run stops while scoring its second block (the first one written to the partial file)
+    with pytest.raises(RuntimeError, match="killed"):
+        score_file(FailsAtBlock(teacher, 2), source, out, show_progress=False)
+    # Then the finished output is as it was, and a rerun continues from the partial file to the uninterrupted output
+    assert out.read_bytes() == finished and len(partial_path(out).read_bytes().splitlines()) == 8
+    assert score_file(teacher, source, out, show_progress=False)["already_done"] == 8
+    assert out.read_bytes() == (tmp_path / "full.jsonl").read_bytes()
 
 
 # ----------------------------------------------------------------------------------------- fine-tuning

@@ -11,7 +11,7 @@ import torch
 
 from e5kit.textio import InputFormatError
 from e5kit.training import teacher as teacher_module
-from e5kit.training.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_teacher, score_file
+from e5kit.training.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_teacher, partial_path, score_file
 
 RECORDS = [
     {"query": f"what is cell {i}", "pos": [f"cell protein {i}"] * (1 + i % 2), "neg": [f"cat dog {j}" for j in range(i % 4)], "query_id": str(i)}
@@ -56,13 +56,13 @@ def test_killed_run_resumes_to_the_same_output(tmp_path, tiny_cross_encoder_dir,
     teacher = load_teacher(tiny_cross_encoder_dir, "cross-encoder", batch_size=3, device="cpu")
     score_file(teacher, source, tmp_path / "full.jsonl", show_progress=False)
     full_lines = (tmp_path / "full.jsonl").read_text().splitlines(keepends=True)
-    partial = tmp_path / "partial.jsonl"
-    partial.write_text("".join(full_lines[:4]) + full_lines[4][:20])
+    out = tmp_path / "scored.jsonl"
+    partial_path(out).write_text("".join(full_lines[:4]) + full_lines[4][:20])
     # When resuming
-    report = score_file(teacher, source, partial, show_progress=False)
-    # Then only the rest is scored and the file equals the uninterrupted run's
+    report = score_file(teacher, source, out, show_progress=False)
+    # Then only the rest is scored and the output equals the uninterrupted run's
     assert report["already_done"] == 4 and report["scored"] == 7
-    assert read(partial) == read(tmp_path / "full.jsonl")
+    assert read(out) == read(tmp_path / "full.jsonl") and not partial_path(out).exists()
 
 
 def test_resume_onto_another_inputs_output_is_refused(tmp_path, tiny_cross_encoder_dir, write_jsonl):

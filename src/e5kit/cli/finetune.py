@@ -91,10 +91,13 @@ def score_teacher(
     batch_size: int = typer.Option(32, min=1, help="Pairs (cross-encoder) or texts (bi-encoder) per forward pass."),
     max_length: int = typer.Option(None, min=8, help="Token limit (default: 512 for a cross-encoder pair, the model's own for a bi-encoder)."),
     device: str = typer.Option(None, help="Torch device (default: cuda when present)."),
-    resume: bool = typer.Option(True, help="Keep the records already in OUT (checked against the input) and score only the rest."),
+    resume: bool = typer.Option(True, help="Keep the records already written (OUT.partial left by a killed run, else OUT), checked against the input, and score only the rest."),
     similarity_fn_name: Similarity = typer.Option(Similarity.cosine, help="Bi-encoder score: cosine (E5, whatever the model ships) or dot (raw dot products)."),
 ) -> None:
-    """Score every (query, candidate) of a mined file with a teacher, batched and resumable."""
+    """Score every (query, candidate) of a mined file with a teacher, batched and resumable.
+
+    Records are written to OUT.partial, renamed to OUT once all are scored: OUT is always a finished file.
+    """
     from transformers.utils import logging as transformers_logging
 
     from e5kit.model_format import ModelDirectoryError

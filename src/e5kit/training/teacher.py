@@ -2,11 +2,12 @@
 
 ``score_file`` reads FlagEmbedding JSONL (``{query, pos, neg, ...}``, e.g. from ``e5kit mine-negatives``)
 and writes the same records with ``pos_scores`` and ``neg_scores`` added. Pairs are scored in batches
-across records; records are written in blocks of ``BLOCK_RECORDS``, so a killed run resumes
-(``score_file`` appends and skips the records already in the output, after checking that they are the
-input's first records). A resumed run keeps only the whole blocks a killed one wrote and scores the rest
-in the same blocks, so its output is the uninterrupted run's, byte for byte (a batch's padding would
-otherwise change the last bits of a score).
+across records; records are written in blocks of ``BLOCK_RECORDS`` to ``OUT.partial``, which is renamed
+onto ``OUT`` only when every record is scored, so ``OUT`` is never a half output that fine-tuning would
+take as complete. A killed run resumes (``score_file`` appends to the partial file and skips the records
+already in it, after checking that they are the input's first records). A resumed run keeps only the
+whole blocks a killed one wrote and scores the rest in the same blocks, so its output is the
+uninterrupted run's, byte for byte (a batch's padding would otherwise change the last bits of a score).
 
 Empty passages (no visible text, ``e5kit.text.has_visible_text``) follow the corpus rule every stage
 shares (``e5kit.evaluation.beir``): never sent to the teacher, scored 0 (the cosine of an all-zero
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -38,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: Records scored (and written) together; the resume granularity.
 BLOCK_RECORDS = 64
+#: Suffix of the file an unfinished run writes (``OUT.partial``); the output's own name appears only when complete.
+PARTIAL_SUFFIX = ".partial"
 
 
 class Teacher(Protocol):
@@ -179,15 +183,25 @@ def _written_records(out_path: Path) -> tuple[list[str], list[int]]:
     return queries, ends
 
 
+def partial_path(out_path: str | Path) -> Path:
+    """Where ``score_file`` writes ``out_path`` until it is complete: ``OUT.partial`` beside it."""
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.name}{PARTIAL_SUFFIX}")
+
+
 def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, resume: bool = True, show_progress: bool = True) -> dict[str, Any]:
     """Add teacher ``pos_scores``/``neg_scores`` to every usable record of a FlagEmbedding JSONL file.
+
+    The records are written to :func:`partial_path` and renamed onto ``out_path`` only when every record
+    is scored, so ``out_path`` is always a finished output (a previous one stays until the new one is).
 
     Args:
         teacher: The scorer.
         in_path: Input JSONL (``query``, ``pos``, ``neg``; other fields are kept).
-        out_path: Output JSONL, appended to when ``resume`` and it already holds records.
-        resume: Keep the whole blocks of records already in ``out_path`` and score only the rest (the
-            records of an unfinished block, once checked, are scored again with their block).
+        out_path: Output JSONL.
+        resume: Keep the whole blocks of records already written (the partial file a killed run left,
+            else ``out_path``) and score only the rest (the records of an unfinished block, once checked,
+            are scored again with their block).
         show_progress: Progress bar over records.
 
     Returns:
@@ -199,74 +213,88 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
             is left as it was.
     """
     in_path, out_path = Path(in_path), Path(out_path)
-    done, ends = _written_records(out_path) if resume else ([], [])
+    partial = partial_path(out_path)
+    written = partial if partial.exists() else out_path
+    done, ends = _written_records(written) if resume else ([], [])
     kept = len(done) - len(done) % BLOCK_RECORDS
     if len(done) > kept:
-        logger.warning("%s: the last %d records form an unfinished block; they are checked and scored again", out_path, len(done) - kept)
-    # What follows the whole blocks is cut off before the first write, once every record was checked.
-    cut = [ends[kept - 1] if kept else 0] if resume else []
+        logger.warning("%s: the last %d records form an unfinished block; they are checked and scored again", written, len(done) - kept)
     issues = RecordIssues()
     matched = scored = pairs = empty = 0
+    handle = None
+
+    def writer():
+        """The partial file, opened at the first write, once every kept record was checked: it starts
+        as the whole blocks already written (copied from a finished output), the rest cut off."""
+        nonlocal handle
+        if handle is None:
+            if written == out_path and resume and out_path.exists():
+                shutil.copyfile(out_path, partial)
+            handle = partial.open("a" if resume else "w", encoding="utf-8")
+            handle.truncate(ends[kept - 1] if kept else 0)
+        return handle
+
+    def flush() -> None:
+        nonlocal scored, pairs, empty
+        queries = [r["query"] for r in block for _ in r["pos"] + r["neg"]]
+        passages = [text for r in block for text in r["pos"] + r["neg"]]
+        visible = [i for i, text in enumerate(passages) if has_visible_text(text)]
+        scored_visible = teacher.score_pairs([queries[i] for i in visible], [passages[i] for i in visible]).tolist() if visible else []
+        if len(scored_visible) != len(visible):
+            first = block[0].get("query_id", block[0]["query"])
+            raise ValueError(f"teacher {teacher.name} returned {len(scored_visible)} scores for {len(visible)} pairs (block starting at record {first!r})")
+        scores = [0.0] * len(passages)  # empty passages: never sent to the teacher, score 0
+        for i, score in zip(visible, scored_visible):
+            scores[i] = score
+        position = 0
+        for record in block:
+            record["pos_scores"] = scores[position : position + len(record["pos"])]
+            position += len(record["pos"])
+            record["neg_scores"] = scores[position : position + len(record["neg"])]
+            position += len(record["neg"])
+            writer().write(json.dumps(record, ensure_ascii=False) + "\n")
+        writer().flush()
+        os.fsync(writer().fileno())
+        scored += len(block)
+        pairs += len(visible)
+        empty += len(passages) - len(visible)
+        progress.update(len(block))
+        block.clear()
+
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with out_path.open("a" if resume else "w", encoding="utf-8") as handle, progress_bar(desc="teacher scores", unit="record", show=show_progress) as progress:
-        block: list[dict[str, Any]] = []
-
-        def flush() -> None:
-            nonlocal scored, pairs, empty
-            queries = [r["query"] for r in block for _ in r["pos"] + r["neg"]]
-            passages = [text for r in block for text in r["pos"] + r["neg"]]
-            visible = [i for i, text in enumerate(passages) if has_visible_text(text)]
-            scored_visible = teacher.score_pairs([queries[i] for i in visible], [passages[i] for i in visible]).tolist() if visible else []
-            if len(scored_visible) != len(visible):
-                first = block[0].get("query_id", block[0]["query"])
-                raise ValueError(f"teacher {teacher.name} returned {len(scored_visible)} scores for {len(visible)} pairs (block starting at record {first!r})")
-            scores = [0.0] * len(passages)  # empty passages: never sent to the teacher, score 0
-            for i, score in zip(visible, scored_visible):
-                scores[i] = score
-            if cut:
-                handle.truncate(cut.pop())
-            position = 0
-            for record in block:
-                record["pos_scores"] = scores[position : position + len(record["pos"])]
-                position += len(record["pos"])
-                record["neg_scores"] = scores[position : position + len(record["neg"])]
-                position += len(record["neg"])
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-            scored += len(block)
-            pairs += len(visible)
-            empty += len(passages) - len(visible)
-            progress.update(len(block))
-            block.clear()
-
-        for line_number, record in iter_jsonl(in_path):
-            record.pop("pos_scores", None)
-            record.pop("neg_scores", None)
-            name = f"{in_path}:{line_number}"
-            reason = _record_problem(record)
-            if reason is not None:
-                issues.add(reason, name)
-                continue
-            if matched < len(done):
-                if done[matched] != record["query"]:
-                    raise InputFormatError(
-                        f"{out_path}:{matched + 1}: holds query {done[matched]!r} but {name} is {record['query']!r}; "
-                        "the output belongs to another input (use a new output file or --no-resume)"
-                    )
-                matched += 1
-                if matched <= kept:
-                    progress.update(1)
+    block: list[dict[str, Any]] = []
+    try:
+        with progress_bar(desc="teacher scores", unit="record", show=show_progress) as progress:
+            for line_number, record in iter_jsonl(in_path):
+                record.pop("pos_scores", None)
+                record.pop("neg_scores", None)
+                name = f"{in_path}:{line_number}"
+                reason = _record_problem(record)
+                if reason is not None:
+                    issues.add(reason, name)
                     continue
-            block.append(record)  # a new record, or one of an unfinished block (scored again)
-            if len(block) == BLOCK_RECORDS:
+                if matched < len(done):
+                    if done[matched] != record["query"]:
+                        raise InputFormatError(
+                            f"{written}:{matched + 1}: holds query {done[matched]!r} but {name} is {record['query']!r}; "
+                            "the output belongs to another input (use a new output file or --no-resume)"
+                        )
+                    matched += 1
+                    if matched <= kept:
+                        progress.update(1)
+                        continue
+                block.append(record)  # a new record, or one of an unfinished block (scored again)
+                if len(block) == BLOCK_RECORDS:
+                    flush()
+            if matched < len(done):
+                raise InputFormatError(f"{written}: holds {len(done)} records but {in_path} has only {matched} usable ones")
+            if block:
                 flush()
-        if matched < len(done):
-            raise InputFormatError(f"{out_path}: holds {len(done)} records but {in_path} has only {matched} usable ones")
-        if block:
-            flush()
-        if cut:  # nothing left to score: still drop an unfinished line
-            handle.truncate(cut.pop())
+            writer().close()  # also when nothing was left to score: a killed run's partial file is finished now
+    finally:
+        if handle is not None:
+            handle.close()
+    os.replace(partial, out_path)
     return {
         "teacher": teacher.name,
         "scored": scored,
