@@ -112,3 +112,50 @@ def test_state_dict_resumes_exactly(tmp_path, make_pairs, write_parquet, write_j
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
     # Then the resumed batches continue exactly where the first sampler stopped
     assert head + drain(resumed, 12) == uninterrupted
+
+
+def test_a_folder_of_compressed_jsonl_shards_is_read_with_every_codec_the_decompression_layer_reads(tmp_path, make_pairs):
+    from corrupt_corpus import CODECS
+
+    # Given a folder of JSONL shards, one per codec (one with an upper-case suffix), beside a hidden
+    # temporary file an unfinished write left
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    for number, suffix in enumerate(CODECS):
+        lines = "".join(json.dumps(r) + "\n" for r in make_pairs(3, seed=number)).encode()
+        (folder / f"part{number}.jsonl{suffix.upper() if number == 0 else suffix}").write_bytes(CODECS[suffix](lines))
+    (folder / ".part9.jsonl.gz.123.0123456789ab.tmp").write_bytes(b"half")
+    # When the folder is given to the training sampler
+    sampler = PairSampler([folder], batch_size=4)
+    # Then every shard is found and read whole, each a source named by its stem, and the temporary is not
+    assert [path.name for path in sampler.files] == ["part0.jsonl.GZ", "part1.jsonl.bz2", "part2.jsonl.xz", "part3.jsonl.zst"]
+    assert sampler.rows_by_source == Counter({f"part{number}": 3 for number in range(len(CODECS))})
+
+
+@pytest.mark.parametrize("files", [[], ["pairs.jsonl.lz4", "notes.txt"]], ids=["empty", "no-readable-shard"])
+def test_a_folder_without_a_readable_shard_is_one_error_naming_it(tmp_path, files):
+    # Given a folder that is empty, or holds only files that are not shards e5kit reads
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    for name in files:
+        (folder / name).write_bytes(b"x")
+    # When it is given to the training sampler, then the error is one line naming the folder
+    with pytest.raises(ShardError, match=rf"^{folder}: folder holds no pair shard \(\.parquet, \.jsonl, \.jsonl\.gz, .*\.jsonl\.zst\)") as error:
+        PairSampler([folder], batch_size=4)
+    assert "\n" not in str(error.value) and (not files or "e.g. notes.txt" in str(error.value))
+
+
+def test_pretrain_on_a_folder_without_shards_is_a_one_line_error_naming_it(tmp_path, tiny_bert_dir):
+    from typer.testing import CliRunner
+
+    from e5kit.cli import app
+
+    # Given a data folder that holds only an LZ4-compressed file
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "pairs" / "pairs.jsonl.lz4").write_bytes(b"x")
+    # When pre-training is started on it
+    result = CliRunner().invoke(app, ["pretrain", "--set", f"init_model={tiny_bert_dir}", "--set", f"data.paths=[{tmp_path / 'pairs'}]",
+                                      "--set", f"output_dir={tmp_path / 'run'}", "--set", "max_steps=1", "--set", "batch_size=2"])
+    # Then it exits 2 with one error line naming the folder, and no run folder was started
+    assert result.exit_code == 2 and f"error: {tmp_path / 'pairs'}: folder holds no pair shard" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run" / "final").exists()

@@ -1,7 +1,8 @@
 """Streaming (query, passage) pair shards with weighted multi-source sampling and an exact resumable position.
 
-Shards are Parquet files (string columns ``query``, ``passage``, ``source``, ``meta``) or JSONL(.gz)
-lines with ``query``, ``passage`` and optional ``source``; a missing source is the file's stem. Files
+Shards are Parquet files (string columns ``query``, ``passage``, ``source``, ``meta``) or JSONL lines
+(plain, or compressed as .gz, .bz2, .xz, .lzma or .zst: the decompression layer's list, ``e5kit.textio``)
+with ``query``, ``passage`` and optional ``source``; a missing source is the file's stem. Files
 are read in record batches (never whole), one open reader per source.
 
 Sampling is a pure function of ``(seed, batch number)`` plus each source's read position, so the
@@ -23,11 +24,13 @@ from typing import Any
 import numpy as np
 
 from e5kit.text import has_visible_text
-from e5kit.textio import iter_jsonl
+from e5kit.textio import COMPRESSED_SUFFIXES, InputPathError, check_input_file, iter_jsonl
 
 logger = logging.getLogger(__name__)
 
-SHARD_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
+#: Pair shard file names end in one of these (lower case): Parquet, or JSONL plain or compressed with any
+#: codec the decompression layer reads (``e5kit.textio.COMPRESSED_SUFFIXES``).
+SHARD_SUFFIXES = (".parquet", ".jsonl", *(f".jsonl{suffix}" for suffix in COMPRESSED_SUFFIXES))
 #: Rows converted to Python at a time when reading Parquet.
 READ_BATCH_ROWS = 1024
 
@@ -45,29 +48,43 @@ class Pair:
     source: str
 
 
+def _shard_suffix(path: Path) -> str | None:
+    """The shard suffix ``path``'s name ends in (any case), longest first; None for other files."""
+    name = path.name.lower()
+    return next((suffix for suffix in sorted(SHARD_SUFFIXES, key=len, reverse=True) if name.endswith(suffix)), None)
+
+
 def is_shard(path: Path) -> bool:
-    return path.name.endswith(SHARD_SUFFIXES)
+    return _shard_suffix(path) is not None
 
 
 def shard_stem(path: Path) -> str:
     """The file name without its shard suffix: the source of rows that name none."""
-    for suffix in SHARD_SUFFIXES[::-1]:
-        if path.name.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.stem
+    suffix = _shard_suffix(path)
+    return path.name[: -len(suffix)] if suffix else path.stem
+
+
+def is_parquet(path: Path) -> bool:
+    return _shard_suffix(path) == ".parquet"
 
 
 def resolve_shard_paths(patterns: Sequence[str | Path]) -> list[Path]:
-    """Expand files, folders (their *.parquet, *.jsonl, *.jsonl.gz) and globs into a sorted list of shards.
+    """Expand files, folders (every shard below them: ``SHARD_SUFFIXES``) and globs into a sorted list of
+    shards, each checked to be a readable file before any work.
 
     Raises:
-        ShardError: naming a pattern that matches no shard file.
+        ShardError: naming a pattern (a folder, a glob) that matches no shard file, a file that is not a
+            shard, or a shard that cannot be read.
     """
     found: dict[Path, None] = {}
     for pattern in patterns:
         path = Path(pattern).expanduser()
         if path.is_dir():
-            matches = sorted(p for p in path.rglob("*") if p.is_file() and is_shard(p))
+            # Hidden entries are left out: unfinished writes (e5kit.textio.temporary_path) are hidden.
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            matches = [p for p in files if is_shard(p)]
+            if files and not matches:
+                raise ShardError(f"{pattern}: folder holds no pair shard ({', '.join(SHARD_SUFFIXES)}), only {len(files)} other file(s), e.g. {files[0].name}")
         elif path.is_file():
             if not is_shard(path):
                 raise ShardError(f"{path}: not a pair shard (expected one of {', '.join(SHARD_SUFFIXES)})")
@@ -75,7 +92,13 @@ def resolve_shard_paths(patterns: Sequence[str | Path]) -> list[Path]:
         else:
             matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file() and is_shard(Path(p)))
         if not matches:
-            raise ShardError(f"{pattern}: matches no pair shard ({', '.join(SHARD_SUFFIXES)})")
+            what = "folder holds" if path.is_dir() else "matches"
+            raise ShardError(f"{pattern}: {what} no pair shard ({', '.join(SHARD_SUFFIXES)})")
+        for match in matches:
+            try:
+                check_input_file(match)
+            except (OSError, InputPathError) as error:
+                raise ShardError(str(error)) from None
         found.update(dict.fromkeys(matches))
     return list(found)
 
@@ -93,7 +116,7 @@ def _parquet_file(path: Path):
 
 def count_sources(path: Path) -> Counter:
     """Rows per source in one shard, reading only the ``source`` column (or just the footer statistics)."""
-    if path.name.endswith(".parquet"):
+    if is_parquet(path):
         parquet = _parquet_file(path)
         if "source" not in parquet.schema_arrow.names:
             return Counter({shard_stem(path): parquet.metadata.num_rows})
@@ -123,7 +146,7 @@ def _single_value_from_statistics(metadata, column: int) -> str | None:
 
 def iter_rows(path: Path, start: int = 0) -> Iterator[tuple[int, Any, Any, str]]:
     """Yield (row index, query, passage, source) from row ``start`` on; values are not validated here."""
-    if path.name.endswith(".parquet"):
+    if is_parquet(path):
         parquet = _parquet_file(path)
         columns = [c for c in ("query", "passage", "source") if c in parquet.schema_arrow.names]
         group_start, first_group = 0, 0
