@@ -30,8 +30,28 @@ def markdown_table(results: list[EvalResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(results: list[EvalResult], path: str | Path) -> Path:
-    """Grouped bars: one group per (dataset, task), one bar per model, headline metric x100."""
+#: Width of one bar (inches): its value label ("100.0" at 8 points) fits on it, unrotated.
+BAR_INCHES = 0.42
+#: Width of one group (inches) at least: room for its label, wrapped at ``LABEL_CHARS``.
+GROUP_INCHES = 1.4
+LABEL_CHARS = 18
+
+
+def _group_label(column: str) -> str:
+    """A group's label under the axis: the data set, then (task, metric), each wrapped at ``LABEL_CHARS``."""
+    import textwrap
+
+    dataset, _, rest = column.partition(" (")
+    lines = textwrap.wrap(dataset, LABEL_CHARS, break_long_words=True) + textwrap.wrap(f"({rest}", LABEL_CHARS, break_long_words=True)
+    return "\n".join(lines)
+
+
+def chart_figure(results: list[EvalResult]):
+    """Grouped bars: one group per (dataset, task), one bar per model, headline metric x100 written on each.
+
+    The figure grows with the number of groups and models, so that neither the group labels nor the
+    values overlap; the legend sits beside the axes, never over a bar.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,18 +61,30 @@ def bar_chart(results: list[EvalResult], path: str | Path) -> Path:
     columns = sorted({_column(r) for r in results})
     models = list(dict.fromkeys(r.model for r in results))
     scores = {(r.model, _column(r)): r.main_score for r in results}
-    width = 0.8 / len(models)
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.8 * len(columns) + 2), 4.5))
+    group_inches = max(GROUP_INCHES, len(models) * BAR_INCHES / 0.8)  # the bars fill 80% of a group
+    figure, axes = plt.subplots(figsize=(len(columns) * group_inches + 3.5, 5.0), layout="constrained")
     positions = np.arange(len(columns))
+    width = 0.8 / len(models)
     for offset, model in enumerate(models):
         heights = [scores.get((model, c), np.nan) for c in columns]  # NaN: not evaluated, no bar
         bars = axes.bar(positions + (offset - (len(models) - 1) / 2) * width, heights, width, label=model)
-        axes.bar_label(bars, labels=["" if np.isnan(h) else f"{h:.1f}" for h in heights], fontsize=7)
-    axes.set_xticks(positions, [c.replace(" (", "\n(") for c in columns], fontsize=8)
-    axes.set_ylabel("score x100")
-    axes.set_title("e5kit evaluation")
-    axes.legend(fontsize=8)
-    figure.tight_layout()
+        axes.bar_label(bars, labels=["" if np.isnan(h) else f"{h:.1f}" for h in heights], fontsize=8, padding=2)
+    axes.set_xticks(positions, [_group_label(c) for c in columns], fontsize=8)
+    axes.set_xlim(-0.5, len(columns) - 0.5)
+    axes.set_ylim(0, max(10.0, 1.12 * max(scores.values(), default=0.0)))  # room for the values above the bars
+    axes.set_ylabel("score x100 (each group's headline metric)")
+    axes.set_title("e5kit evaluation: headline metric per data set and model")
+    axes.grid(axis="y", alpha=0.3)
+    axes.set_axisbelow(True)
+    figure.legend(loc="outside right upper", fontsize=8, title="model", title_fontsize=8)
+    return figure
+
+
+def bar_chart(results: list[EvalResult], path: str | Path) -> Path:
+    """Write :func:`chart_figure` of ``results`` to the PNG ``path``."""
+    import matplotlib.pyplot as plt
+
+    figure = chart_figure(results)
     path = Path(path)
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -33,6 +33,7 @@ from e5kit.training import distributed
 from e5kit.training.config import ConfigError, PretrainConfig, coerce_config, load_config
 from e5kit.training.gradcache import text_keys
 from e5kit.training.losses.distillation import distillation_loss
+from e5kit.training.metrics import CurveLabels
 from e5kit.training.mining import random_positions
 from e5kit.training.trainer import Pretrainer
 
@@ -356,6 +357,7 @@ class Finetuner(Pretrainer):
     """A ``Pretrainer`` whose batches are groups (positive + hard negatives + teacher scores) and whose loss is distillation."""
 
     stage = "finetune"
+    curve = CurveLabels(title="fine-tuning", loss="KL + alpha * InfoNCE loss", throughput="query groups/s")
 
     def __init__(self, config: FinetuneConfig, *, resume: bool = False, show_progress: bool | None = None) -> None:
         self._finetune_sampler = load_datasets(config)

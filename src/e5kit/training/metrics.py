@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,26 +102,49 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def plot_loss_curve(metrics_path: Path, png_path: Path) -> Path:
-    """Plot training loss (and its running mean) against step into ``png_path``."""
+@dataclass(frozen=True)
+class CurveLabels:
+    """What a training stage's curves show: the figure's title, the loss's name and what a throughput unit is."""
+
+    title: str
+    loss: str
+    throughput: str
+
+
+def loss_curve_figure(records: list[dict[str, Any]], labels: CurveLabels):
+    """The figure of ``metrics.jsonl`` records: loss (and its running mean) above throughput, both against step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [r for r in read_metrics(metrics_path) if "loss" in r]
+    records = [r for r in records if "loss" in r]
     steps = [r["step"] for r in records]
     losses = [r["loss"] for r in records]
     window = max(1, len(losses) // 20)
     smoothed = [sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1]) for i in range(len(losses))]
-    figure, axis = plt.subplots(figsize=(7, 4))
-    axis.plot(steps, losses, alpha=0.35, label="loss")
-    axis.plot(steps, smoothed, label=f"running mean ({window} steps)")
-    axis.set_xlabel("optimizer step")
-    axis.set_ylabel("InfoNCE loss")
-    axis.set_title("contrastive pre-training")
-    axis.legend()
+    figure, (loss_axis, speed_axis) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, height_ratios=(2, 1))
+    figure.suptitle(f"{labels.title}: {len(steps):,} optimizer steps")
+    loss_axis.plot(steps, losses, alpha=0.35, label="loss per step")
+    loss_axis.plot(steps, smoothed, label=f"running mean ({window} steps)")
+    loss_axis.set_ylabel(f"{labels.loss} (nats)")
+    loss_axis.set_title("training loss", fontsize=10)
+    loss_axis.legend()
+    loss_axis.grid(alpha=0.3)
+    speed_axis.plot(steps, [r.get("pairs_per_s", float("nan")) for r in records], color="tab:green")
+    speed_axis.set_ylabel(labels.throughput)
+    speed_axis.set_title(f"throughput ({labels.throughput})", fontsize=10)
+    speed_axis.set_xlabel("optimizer step (steps)")
+    speed_axis.grid(alpha=0.3)
     figure.tight_layout()
+    return figure
+
+
+def plot_loss_curve(metrics_path: Path, png_path: Path, labels: CurveLabels) -> Path:
+    """Write :func:`loss_curve_figure` of the records in ``metrics_path`` to ``png_path``."""
+    import matplotlib.pyplot as plt
+
+    figure = loss_curve_figure(read_metrics(metrics_path), labels)
     with AtomicFile(png_path) as staged:
         figure.savefig(staged.temporary, dpi=100, format="png")
     plt.close(figure)

@@ -29,7 +29,7 @@ from e5kit.training import checkpoint as checkpoints
 from e5kit.training import distributed
 from e5kit.training.config import ConfigError, PretrainConfig, coerce_config
 from e5kit.training.gradcache import GradCache
-from e5kit.training.metrics import MetricsLog, plot_loss_curve
+from e5kit.training.metrics import CurveLabels, MetricsLog, plot_loss_curve
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,8 @@ class Pretrainer:
 
     #: Name of the stage, shown on the progress bar.
     stage = "pretrain"
+    #: Title and axis labels of loss_curve.png.
+    curve = CurveLabels(title="contrastive pre-training", loss="InfoNCE loss", throughput="pairs/s")
 
     def __init__(self, config: PretrainConfig, *, resume: bool = False, show_progress: bool | None = None) -> None:
         self.config = config
@@ -275,7 +277,7 @@ class Pretrainer:
                 disable()
             self.model.eval()
             self.encoder.save(final, model_card=self.model_card())
-            plot_loss_curve(self.output_dir / "metrics.jsonl", self.output_dir / "loss_curve.png")
+            plot_loss_curve(self.output_dir / "metrics.jsonl", self.output_dir / "loss_curve.png", self.curve)
         distributed.barrier(self.group)
         return final
 
