@@ -91,7 +91,7 @@ def test_ablation_shares_steps_evaluates_each_row_and_resumes(ablation_config, t
     # When it runs again, Then every step is skipped
     second = runner.invoke(app, ["ablate", "--config", str(ablation_config)])
     assert second.exit_code == 0, second.output
-    assert "] running" not in second.output and second.output.count("skipped") == 2 + 4 + 4 + 1  # curate, holdout, per variant, evaluate
+    assert "] running" not in second.output and second.output.count("skipped") == 2 + 2 + 4 * 3  # curate, holdout, BM25 and start rows, 3 steps per variant
 
 
 def test_ablation_config_names_bad_references_on_one_line(tmp_path):

@@ -188,21 +188,28 @@ class Ablation:
         heldout_dirs = [Path(d) for d in held["eval_dirs"]]
         if not heldout_dirs:
             raise ValueError("holdout: no source had enough distinct queries for a held-out split; lower holdout.min_queries")
+        eval_dirs = heldout_dirs + list(config.eval_data)
+        rows: list[dict[str, Any]] = []
+        for label, model in ((BM25_ROW, "bm25"), (START_ROW, config.model)):
+            rows += self._evaluate(label, model, eval_dirs)
         for variant in self._in_dependency_order():
             self._train(variant, held["pairs_dir"])
+            rows += self._evaluate(variant.name, self.trained[variant.name]["model"], eval_dirs)
+            results = self._write(rows, heldout_dirs, held)  # partial tables while later variants train
+        self.log(results_markdown(results))
+        return results
 
-        models = {BM25_ROW: "bm25", START_ROW: config.model}
-        models.update({name: trained["model"] for name, trained in self.trained.items()})
-        rows = self._step(
-            self.workdir / "evaluate" / _fingerprint([models, [str(d) for d in heldout_dirs + list(config.eval_data)]]),
-            lambda f: {"rows": evaluate_retrieval(f, models, heldout_dirs + list(config.eval_data), self.log)},
-            "evaluate",
-        )["rows"]
+    def _evaluate(self, label: str, model: str, eval_dirs: list[Path]) -> list[dict[str, Any]]:
+        """One row's scores, in a step of its own: a rerun or a new variant never re-evaluates a finished row."""
+        folder = self.workdir / "evaluate" / _fingerprint([model, [str(d) for d in eval_dirs]])
+        rows = self._step(folder, lambda f: {"rows": evaluate_retrieval(f, {label: model}, eval_dirs, self.log)}, f"evaluate {label}")["rows"]
+        return [{**row, "model": label} for row in rows]
+
+    def _write(self, rows: list[dict[str, Any]], heldout_dirs: list[Path], held: dict[str, Any]) -> dict[str, Any]:
         results = self._results(rows, [str(d) for d in heldout_dirs], held)
         write_text_atomic(self.workdir / "results.json", json.dumps(results, indent=2, default=str))
         write_text_atomic(self.workdir / "results.md", results_markdown(results))
         results_plot(results, self.workdir / "results.png")
-        self.log(results_markdown(results))
         return results
 
     def _in_dependency_order(self) -> list[Variant]:
@@ -263,6 +270,8 @@ class Ablation:
             keep_rates[name] = {source: {"read": read[source], "kept": kept[source]} for source in sorted(read)}
         comparisons = []
         for comparison in self.config.comparisons:
+            if comparison.baseline not in scores or comparison.variant not in scores:
+                continue  # a partial table, written while a row of it is still training
             before = scores[comparison.baseline]["held-out average"]
             after = scores[comparison.variant]["held-out average"]
             comparisons.append({**comparison.model_dump(), "ours_before": before, "ours_after": after, "reproduced": after > before})
@@ -274,7 +283,7 @@ class Ablation:
                 v.name: {"description": v.description, "model": self.trained[v.name]["model"], "steps": self.trained[v.name]["steps"],
                          "first_loss": self.trained[v.name]["first_loss"], "last_loss": self.trained[v.name]["last_loss"],
                          "consistency": self.filtered[v.name]["key"], "pretrain": str(Path(self.trained[v.name]["model"]).parent.parent.name)}
-                for v in self.config.variants
+                for v in self.config.variants if v.name in self.trained
             },
             "keep_rates": keep_rates,
             "comparisons": comparisons,
