@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from e5kit.progress import progress_bar
 from e5kit.text import has_visible_text
 from e5kit.textio import AtomicFile, AtomicFolder, remove_stale_temporaries, write_text_atomic
 
@@ -106,12 +107,14 @@ def rank_of_own(probes: np.ndarray, targets: np.ndarray, candidates: np.ndarray,
     # One candidate may be the probe's own target, so max_rank + 1 results always hold max_rank others.
     depth = min(max_rank + 1, len(candidates))
     ranks = np.empty(len(probes), dtype=np.int32)
-    for start in range(0, len(probes), chunk):
-        stop = min(start + chunk, len(probes))
-        scores, positions = index.search(np.ascontiguousarray(probes[start:stop], dtype=np.float32), depth)  # (c, depth)
-        others = candidate_ids[positions] != np.arange(start, stop)[:, None]  # (c, depth)
-        ahead = ((scores > own[start:stop, None]) & others).sum(axis=1)  # (c,)
-        ranks[start:stop] = np.minimum(ahead + 1, max_rank + 1)
+    with progress_bar(total=len(probes), desc="ranking", unit="pair") as progress:
+        for start in range(0, len(probes), chunk):
+            stop = min(start + chunk, len(probes))
+            scores, positions = index.search(np.ascontiguousarray(probes[start:stop], dtype=np.float32), depth)  # (c, depth)
+            others = candidate_ids[positions] != np.arange(start, stop)[:, None]  # (c, depth)
+            ahead = ((scores > own[start:stop, None]) & others).sum(axis=1)  # (c,)
+            ranks[start:stop] = np.minimum(ahead + 1, max_rank + 1)
+            progress.update(stop - start)
     return ranks
 
 
