@@ -148,22 +148,36 @@ def filter_outputs(folder):
     }
 
 
-@pytest.mark.parametrize(  # a run takes a subprocess (~14 s on 2 busy cores): the commits by default, the rest slow
-    "point", [point if point[0].endswith("commit") else pytest.param(point, marks=pytest.mark.slow) for point in KILL_POINTS], ids=lambda point: point[0].rsplit(".", 1)[-1]
-)
-def test_filter_killed_at_each_point_reruns_to_the_uninterrupted_output(point, pair_dir, tiny_bert_dir, tmp_path):
-    from kill_points import at_seeded_call, run_killed
+def check_killed_filter(kill, pair_dir, tiny_bert_dir, tmp_path):
+    from kill_points import run_killed
 
     # Given an uninterrupted filter run, and the same run killed at the point
     argv = ["filter", "consistency", "--pairs", str(pair_dir), "--model", str(tiny_bert_dir), "--pool-size", "25", "--set", "max_rank=10"]
     runner = CliRunner()
     assert runner.invoke(app, [*argv, "--output", str(tmp_path / "straight")]).exit_code == 0
-    run_killed([*argv, "--output", tmp_path / "killed"], at_seeded_call(0, *point))
+    run_killed([*argv, "--output", tmp_path / "killed"], kill)
     # When it is run again, then the output equals the uninterrupted run's and no temporary file is left
     result = runner.invoke(app, [*argv, "--output", str(tmp_path / "killed")])
     assert result.exit_code == 0, result.output
     assert filter_outputs(tmp_path / "killed") == filter_outputs(tmp_path / "straight")
     assert not [path for path in (tmp_path / "killed").rglob("*") if path.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(  # a run takes a subprocess (~14 s on 2 busy cores): the commits by default, the rest slow
+    "point", [point if point[0].endswith("commit") else pytest.param(point, marks=pytest.mark.slow) for point in KILL_POINTS], ids=lambda point: point[0].rsplit(".", 1)[-1]
+)
+def test_filter_killed_at_each_point_reruns_to_the_uninterrupted_output(point, pair_dir, tiny_bert_dir, tmp_path):
+    from kill_points import at_seeded_call
+
+    check_killed_filter(at_seeded_call(0, *point), pair_dir, tiny_bert_dir, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(1, 5))
+def test_filter_killed_at_more_seeded_points(seed, pair_dir, tiny_bert_dir, tmp_path):
+    from kill_points import seeded_points
+
+    check_killed_filter(seeded_points(seed, KILL_POINTS), pair_dir, tiny_bert_dir, tmp_path)
 
 
 def test_filter_killed_while_re_training_resumes_the_training_to_the_uninterrupted_output(pair_dir, tiny_bert_dir, tmp_path, single_torch_thread):
