@@ -108,6 +108,32 @@ def single_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture
+def pair_sources(tmp_path) -> list[dict]:
+    """Two generic JSONL sources ("alpha", "beta") of 160 pairs each: a distinct query per pair (its source,
+    a number and three words of its 24-word passage), enough for a held-out split of each."""
+    import json
+    import random
+
+    vocabulary = [f"word{i}" for i in range(300)]
+    sources = []
+    for seed, name in enumerate(("alpha", "beta")):
+        rng = random.Random(seed)
+        path = tmp_path / f"{name}.jsonl"
+        with path.open("w") as handle:
+            for i in range(160):
+                passage = " ".join(rng.choice(vocabulary) for _ in range(24))
+                handle.write(json.dumps({"query": f"{name} topic {i} " + " ".join(passage.split()[:3]), "passage": passage}) + "\n")
+        sources.append({"type": "generic", "name": name, "paths": [str(path)]})
+    return sources
+
+
+@pytest.fixture
+def pair_sources_curate() -> dict:
+    """Curation overrides for ``pair_sources``: its made-up words are no language, and its passages share words."""
+    return {"workers": 1, "filters": {"language": {"enabled": False}, "near_dedup": {"enabled": False}}}
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """../shared beside the repository; tests using it skip cleanly when it is absent."""

@@ -4,7 +4,6 @@ tables hold each row's own evaluation."""
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import yaml
@@ -13,26 +12,13 @@ from typer.testing import CliRunner
 from e5kit.ablation import AblationConfig, results_markdown
 from e5kit.cli import app
 
-VOCABULARY = [f"word{i}" for i in range(300)]
-
-
-def _pairs_file(path, source, count, seed):
-    rng = random.Random(seed)
-    with path.open("w") as handle:
-        for i in range(count):
-            passage = " ".join(rng.choice(VOCABULARY) for _ in range(24))
-            handle.write(json.dumps({"query": f"{source} topic {i} " + " ".join(passage.split()[:3]), "passage": passage}) + "\n")
-
-
 @pytest.fixture
-def ablation_config(tmp_path, tiny_bert_dir):
-    for source, seed in (("alpha", 0), ("beta", 1)):
-        _pairs_file(tmp_path / f"{source}.jsonl", source, 160, seed)
+def ablation_config(tmp_path, tiny_bert_dir, pair_sources, pair_sources_curate):
     config = {
         "workdir": str(tmp_path / "abl"),
         "model": str(tiny_bert_dir),
-        "sources": [{"type": "generic", "name": name, "paths": [str(tmp_path / f"{name}.jsonl")]} for name in ("alpha", "beta")],
-        "curate": {"workers": 1, "filters": {"language": {"enabled": False}, "near_dedup": {"enabled": False}}},
+        "sources": pair_sources,
+        "curate": pair_sources_curate,
         "holdout": {"fraction": 0.15, "min_queries": 50},
         "consistency": {"k": 40, "max_length": 48},
         "pretrain": {"max_steps": 2, "batch_size": 8, "chunk_size": 4, "checkpoint_every": 0, "passage_max_length": 48, "warmup_steps": 0},

@@ -70,6 +70,40 @@ def test_reduced_quickstart_end_to_end_and_rerun_skips(tiny_bert_dir, tmp_path, 
     assert second.output.count("skipped") == len(STAGES)
 
 
+def test_quickstart_on_real_sources_holds_out_a_split_per_source_and_evaluates_on_each(
+    tiny_bert_dir, tmp_path, pair_sources, pair_sources_curate, single_torch_thread
+):
+    # Given two real sources instead of the built-in corpus
+    config = {
+        "workdir": str(tmp_path / "qs"),
+        "model": str(tiny_bert_dir),
+        "sources": pair_sources,
+        "curate": pair_sources_curate,
+        "holdout": {"fraction": 0.15, "min_queries": 50},
+        "consistency": {"k": 40, "max_length": 48},
+        "pretrain": {"max_steps": 1, "batch_size": 8, "chunk_size": 4, "checkpoint_every": 0, "passage_max_length": 48},
+    }
+    config_path = tmp_path / "quickstart.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    # When the quickstart runs
+    result = CliRunner().invoke(app, ["quickstart", "--config", str(config_path)])
+
+    # Then each source got a held-out split, training never saw it, and every model was scored on each split
+    assert result.exit_code == 0, result.output
+    workdir = tmp_path / "qs"
+    holdout = json.loads((workdir / "holdout" / STAGE_FILE).read_text())
+    assert holdout["enabled"] and [d.rsplit("/", 1)[-1] for d in holdout["eval_dirs"]] == ["alpha", "beta"]
+    assert holdout["kept"] < holdout["read"]
+    evaluate = json.loads((workdir / "evaluate" / STAGE_FILE).read_text())
+    assert sorted({(row["dataset"], row["model"]) for row in evaluate["rows"]}) == sorted(
+        (split, model) for split in ("alpha", "beta") for model in ("BM25", f"{tiny_bert_dir} (start)", "e5kit pre-trained")
+    )
+    # And the index holds the first split's corpus
+    index = json.loads((workdir / "index" / STAGE_FILE).read_text())
+    assert index["documents"] == len((workdir / "holdout" / "heldout" / "alpha" / "corpus.jsonl").read_text().splitlines())
+
+
 def test_shipped_quickstart_configs_validate_every_stage_section():
     from pathlib import Path
 

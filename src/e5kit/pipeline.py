@@ -48,7 +48,8 @@ class QuickstartConfig(BaseModel):
         consistency: Overrides of the consistency-filter config; ``{"enabled": false}`` skips it.
         pretrain: Overrides of the pre-training config (batch_size, max_steps, lr, prompts...).
         nproc_per_node: Processes for pre-training; above 1 it runs under ``torchrun``.
-        eval_data: BEIR folders to evaluate on; empty = the held-out splits (per source, or the built-in one).
+        eval_data: BEIR folders to evaluate on besides the per-source held-out splits (the built-in
+            corpus: instead of its own split).
         index_corpus: JSONL documents ({"_id", "title", "text"}) to index; None = the first evaluation corpus.
         seed: Seed of every stage.
     """
@@ -301,8 +302,8 @@ class Quickstart:
         return pretrain_stage(folder, pairs, self.config.model, self.config.pretrain, self.config.seed, self.config.nproc_per_node, self.log)
 
     def _evaluate(self, folder: Path) -> dict[str, Any]:
-        eval_dirs = list(self.config.eval_data) or [Path(d) for d in self.summaries["holdout"]["eval_dirs"]]
-        if not eval_dirs:
+        eval_dirs = [Path(d) for d in self.summaries["holdout"]["eval_dirs"]] + list(self.config.eval_data)
+        if self.summaries["corpus"]["builtin"] and not self.config.eval_data:
             eval_dirs = [Path(self.summaries["corpus"]["eval_dir"])]
         models = {"BM25": "bm25", f"{self.config.model} (start)": self.config.model, "e5kit pre-trained": self.summaries["pretrain"]["model"]}
         rows = evaluate_retrieval(folder, models, eval_dirs, lambda line: None)
