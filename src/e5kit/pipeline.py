@@ -202,9 +202,10 @@ def pretrain_stage(
         subprocess.run(command, check=True, preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM))
         final = Path(settings["output_dir"]) / "final"
     else:
+        from e5kit.evaluation.retrieval import retrieval_evaluator
         from e5kit.training.trainer import pretrain
 
-        final = pretrain(settings)
+        final = pretrain(settings, evaluator=retrieval_evaluator(settings["eval_data"]) if settings.get("eval_data") else None)
     metrics = [json.loads(line) for line in (Path(settings["output_dir"]) / "metrics.jsonl").read_text().splitlines()]
     losses = [row["loss"] for row in metrics if "loss" in row]
     log(f"  {len(losses)} steps; loss {losses[0]:.3f} -> {losses[-1]:.3f}")

@@ -112,3 +112,49 @@ def test_missing_tensorboard_is_a_one_line_error_before_any_work(tmp_path, monke
     assert result.exit_code == 2, result.output
     assert "report_to: Value error, tensorboard logging needs the tensorboard package: pip install 'e5kit[tensorboard]'" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+@needs_tensorboard
+def test_eval_data_is_scored_during_training_and_logged_beside_the_loss(tmp_path, tiny_bert_dir, make_pairs, write_parquet):
+    # Given a tiny BEIR folder and a 3-step run that scores it every 2 steps
+    beir = tmp_path / "heldout"
+    (beir / "qrels").mkdir(parents=True)
+    documents = {"d1": "cell protein gene", "d2": "cat dog sat on the mat", "d3": "python file read write"}
+    queries = {"q1": "what protein", "q2": "where the cat sat"}
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in documents.items()))
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries.items()))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    write_parquet(tmp_path / "data" / "pairs.parquet", make_pairs(20, source="arxiv"))
+    settings = {"init_model": tiny_bert_dir, "data.paths": f"[{tmp_path / 'data'}]", "output_dir": tmp_path / "run", "max_steps": 3,
+                "batch_size": 8, "chunk_size": 4, "warmup_steps": 1, "checkpoint_every": 0, "eval_data": f"[{beir}]", "eval_every": 2}
+    argv = ["pretrain", *[part for key, value in settings.items() for part in ("--set", f"{key}={value}")], "--report-to", "tensorboard"]
+
+    # When it runs
+    result = runner.invoke(app, argv)
+
+    # Then metrics.jsonl holds the scores at steps 2 and 3 (the last), the last equal to an evaluation of the final model
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evaluations = {r["step"]: r["eval"] for r in records if "eval" in r}
+    assert sorted(evaluations) == [2, 3]
+    from e5kit.encoder import Encoder
+    from e5kit.evaluation.retrieval import evaluate_beir
+
+    final = evaluate_beir(Encoder.load(tmp_path / "run" / "final", device="cpu"), beir)
+    assert evaluations[3] == pytest.approx({"heldout/ndcg_at_10": final["ndcg_at_10"], "heldout/recall_at_100": final["recall_at_100"]})
+    # And TensorBoard shows them as eval/<data set>/<metric>, beside train/loss
+    logged = read_scalars(tmp_path / "run" / "tensorboard")
+    assert logged["eval/heldout/ndcg_at_10"] == pytest.approx({2: evaluations[2]["heldout/ndcg_at_10"], 3: final["ndcg_at_10"]})
+    assert sorted(logged["train/loss"]) == [1, 2, 3]
+
+
+def test_eval_data_without_an_evaluator_is_refused_before_training(tmp_path, tiny_bert_dir, make_pairs, write_parquet):
+    # Given a config with eval_data, When the library trainer gets no evaluator, Then it names the field
+    from e5kit.config import ConfigError
+    from e5kit.training.trainer import pretrain
+
+    write_parquet(tmp_path / "data" / "pairs.parquet", make_pairs(8))
+    config = {"init_model": str(tiny_bert_dir), "data": {"paths": [str(tmp_path / "data")]}, "output_dir": str(tmp_path / "run"),
+              "max_steps": 1, "batch_size": 4, "eval_data": [str(tmp_path)]}
+    with pytest.raises(ConfigError, match="eval_data"):
+        pretrain(config)

@@ -200,7 +200,8 @@ def run_training(load_settings: Callable, train: Callable, config: Path | None, 
 
     Args:
         load_settings: (config path, overrides) -> validated settings with an ``output_dir``; raises ConfigError naming the field.
-        train: (settings, resume=...) -> path of the final model.
+        train: (settings, resume=..., evaluator=...) -> path of the final model; the evaluator scores
+            ``settings.eval_data`` (None when it is empty).
     """
     from transformers.utils import logging as transformers_logging
 
@@ -217,7 +218,12 @@ def run_training(load_settings: Callable, train: Callable, config: Path | None, 
         raise fail(str(error)) from error
     output_folder(settings.output_dir)
     try:
-        final = train(settings, resume=resume)
+        evaluator = None
+        if settings.eval_data:
+            from e5kit.evaluation.retrieval import retrieval_evaluator
+
+            evaluator = retrieval_evaluator(settings.eval_data)
+        final = train(settings, resume=resume, evaluator=evaluator)
     except (ConfigError, ShardError, InputFormatError, ModelDirectoryError, FileNotFoundError) as error:
         raise fail(str(error)) from error
     typer.echo(f"final model: {final}")

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -280,3 +281,18 @@ def evaluate_beir(model, data_dir: str | Path, split: str = "test", batch_size: 
             ``exclude_queries_without_relevant``, passed to ``run_beir``.
     """
     return run_beir(model, data_dir, split, batch_size, top_k, **options).metrics
+
+
+def retrieval_evaluator(data_dirs: list[str | Path], split: str = "test") -> Callable[[Any], dict[str, float]]:
+    """An evaluator for a trainer's ``eval_data``: encoder -> {"<folder name>/ndcg_at_10": ..., "<folder name>/recall_at_100": ...}
+    (fractions, BEIR's rules as in ``e5kit eval retrieval``, the model's own prefix policy)."""
+
+    def evaluate(encoder) -> dict[str, float]:
+        scores = {}
+        for data_dir in data_dirs:
+            metrics = evaluate_beir(encoder, data_dir, split, show_progress=False)
+            name = Path(data_dir).name
+            scores.update({f"{name}/ndcg_at_10": metrics["ndcg_at_10"], f"{name}/recall_at_100": metrics["recall_at_100"]})
+        return scores
+
+    return evaluate

@@ -80,6 +80,11 @@ class PretrainConfig(BaseModel):
         report_to: Where the per-step metrics go besides metrics.jsonl: [] or [tensorboard] (loss, lr,
             grad_norm, pairs_per_s, step_s, per-source pair counts as train/<name> scalars; needs
             ``pip install 'e5kit[tensorboard]'``). Hugging Face Trainer's name for the setting.
+        eval_data: BEIR folders the model is scored on (nDCG@10, Recall@100) every ``eval_every`` steps
+            and after the last one, logged as ``{"step": n, "eval": {"<folder name>/<metric>": value}}``
+            in metrics.jsonl (TensorBoard: ``eval/<folder name>/<metric>``). The scoring is e5kit.evaluation's, handed to the trainer by its caller
+            (``e5kit pretrain``/``finetune``, the quickstart), so training never imports evaluation.
+        eval_every: Steps between evaluations of ``eval_data``; 0 scores only after the last step.
         logging_dir: The TensorBoard folder (``tensorboard --logdir`` it); None = {output_dir}/tensorboard.
     """
 
@@ -111,6 +116,8 @@ class PretrainConfig(BaseModel):
     device: str | None = None
     report_to: list[Literal["tensorboard"]] = Field(default_factory=list)
     logging_dir: Path | None = None
+    eval_data: list[Path] = []
+    eval_every: int = Field(default=0, ge=0)
 
     @property
     def tensorboard_dir(self) -> Path | None:

@@ -35,7 +35,7 @@ from e5kit.training.gradcache import text_keys
 from e5kit.training.losses.distillation import distillation_loss
 from e5kit.training.metrics import CurveLabels
 from e5kit.training.mining import random_positions
-from e5kit.training.trainer import Pretrainer
+from e5kit.training.trainer import Evaluator, Pretrainer
 
 logger = logging.getLogger(__name__)
 
@@ -359,10 +359,12 @@ class Finetuner(Pretrainer):
     stage = "finetune"
     curve = CurveLabels(title="fine-tuning", loss="KL + alpha * InfoNCE loss", throughput="query groups/s")
 
-    def __init__(self, config: FinetuneConfig, *, resume: bool = False, show_progress: bool | None = None) -> None:
+    def __init__(
+        self, config: FinetuneConfig, *, resume: bool = False, show_progress: bool | None = None, evaluator: Evaluator | None = None
+    ) -> None:
         self._finetune_sampler = load_datasets(config)
         config = config.model_copy(update={"max_steps": steps_for_epochs(config, self._finetune_sampler)})
-        super().__init__(config, resume=resume, show_progress=show_progress)
+        super().__init__(config, resume=resume, show_progress=show_progress, evaluator=evaluator)
 
     def build_sampler(self) -> FinetuneSampler:
         return self._finetune_sampler
@@ -399,13 +401,17 @@ class Finetuner(Pretrainer):
         return model_card(self.config, self.step, self.last_loss, self.sampler, self.encoder)
 
 
-def finetune(config: FinetuneConfig | dict[str, Any] | str | Path, *, resume: bool = False, show_progress: bool | None = None) -> Path:
-    """Fine-tune and return the final model's path (``{output_dir}/final``).
+def finetune(
+    config: FinetuneConfig | dict[str, Any] | str | Path, *, resume: bool = False, show_progress: bool | None = None,
+    evaluator: Evaluator | None = None,
+) -> Path:
+    """Fine-tune and return the final model's path (``{output_dir}/final``); ``evaluator`` as for
+    :func:`e5kit.training.trainer.pretrain`.
 
     Raises:
         ConfigError: an invalid setting or an unusable dataset (named) -- before any training work.
     """
-    trainer = Finetuner(coerce_config(config, FinetuneConfig), resume=resume, show_progress=show_progress)
+    trainer = Finetuner(coerce_config(config, FinetuneConfig), resume=resume, show_progress=show_progress, evaluator=evaluator)
     try:
         return trainer.run()
     finally:

@@ -41,7 +41,10 @@ class MetricsLog:
         self._handle.flush()
         if self._tensorboard is not None:
             step = record["step"]  # the x axis, not a curve
-            for tag, value in scalars({key: value for key, value in record.items() if key != "step"}).items():
+            # evaluation scores get a section of their own: eval/<data set>/<metric>, beside train/...
+            tags = scalars({key: value for key, value in record.items() if key not in ("step", "eval")})
+            tags.update(scalars(record.get("eval", {}), "eval"))
+            for tag, value in tags.items():
                 self._tensorboard.add_scalar(tag, value, global_step=step)
 
     def close(self) -> None:

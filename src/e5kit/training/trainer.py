@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ from e5kit.training.gradcache import GradCache
 from e5kit.training.metrics import CurveLabels, MetricsLog, plot_loss_curve
 
 logger = logging.getLogger(__name__)
+
+#: Scores an encoder on held-out data: encoder -> {"<data set>/<metric>": value}.
+Evaluator = Callable[[Encoder], dict[str, float]]
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: Config fields a resumed run may change without changing the loss sequence.
@@ -99,8 +103,13 @@ class Pretrainer:
     #: Title and axis labels of loss_curve.png.
     curve = CurveLabels(title="contrastive pre-training", loss="InfoNCE loss", throughput="pairs/s")
 
-    def __init__(self, config: PretrainConfig, *, resume: bool = False, show_progress: bool | None = None) -> None:
+    def __init__(
+        self, config: PretrainConfig, *, resume: bool = False, show_progress: bool | None = None, evaluator: Evaluator | None = None
+    ) -> None:
+        if config.eval_data and evaluator is None:
+            raise ConfigError("eval_data: the trainer was given no evaluator to score it with (pass evaluator=, as e5kit pretrain does)")
         self.config = config
+        self.evaluator = evaluator
         self.group = distributed.init_process_group(auto_device().type if config.device is None else torch.device(config.device).type)
         self.device = pick_device(config, self.group)
         if config.batch_size % self.group.world_size:
@@ -251,6 +260,15 @@ class Pretrainer:
             checkpoints.save_checkpoint(self.checkpoint_root, self.step, self._state(), self.config.keep_checkpoints)
         distributed.barrier(self.group)
 
+    def evaluate(self) -> None:
+        """Score the model on ``eval_data`` (main process; the others wait) and log ``{"step", "eval": scores}``."""
+        if self.group.is_main:
+            self.model.eval()
+            scores = self.evaluator(self.encoder)
+            self.model.train()
+            self.metrics.log({"step": self.step, "eval": scores})
+        distributed.barrier(self.group)
+
     def run(self) -> Path:
         """Train to ``max_steps`` and save the final model; returns ``{output_dir}/final``."""
         config = self.config
@@ -264,6 +282,8 @@ class Pretrainer:
                 progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", pairs_s=f"{record['pairs_per_s']:.1f}")
                 if config.checkpoint_every and self.step % config.checkpoint_every == 0:
                     self.save_checkpoint()
+                if config.eval_data and (self.step == config.max_steps or (config.eval_every and self.step % config.eval_every == 0)):
+                    self.evaluate()
         finally:
             progress.close()
             if self.metrics:
@@ -282,19 +302,24 @@ class Pretrainer:
         return final
 
 
-def pretrain(config: PretrainConfig | dict[str, Any] | str | Path, *, resume: bool = False, show_progress: bool | None = None) -> Path:
+def pretrain(
+    config: PretrainConfig | dict[str, Any] | str | Path, *, resume: bool = False, show_progress: bool | None = None,
+    evaluator: Evaluator | None = None,
+) -> Path:
     """Run contrastive pre-training and return the path of the final model (``{output_dir}/final``).
 
     Args:
         config: A PretrainConfig, a nested dict of its fields, or a YAML file.
         resume: Continue from the newest valid checkpoint in ``{output_dir}/checkpoints``.
         show_progress: Progress bar on the main process (default on).
+        evaluator: Scores the encoder on ``config.eval_data``: encoder -> {"<folder>/<metric>": value}
+            (``e5kit.evaluation.retrieval.retrieval_evaluator``); required when ``eval_data`` is set.
 
     Raises:
         ConfigError: an invalid setting (named) — raised before any training work.
         e5kit.data.shards.ShardError: unusable data files (named).
     """
-    trainer = Pretrainer(coerce_config(config), resume=resume, show_progress=show_progress)
+    trainer = Pretrainer(coerce_config(config), resume=resume, show_progress=show_progress, evaluator=evaluator)
     try:
         return trainer.run()
     finally:
