@@ -1,4 +1,4 @@
-"""ONNX export: fp32 graph equals torch, int8 stays close, the Encoder hook and the CLI."""
+"""ONNX export: fp32 graph equals torch, static int8 stays close, every backend is batch independent, the Encoder hook and the CLI."""
 
 from __future__ import annotations
 
@@ -36,8 +36,9 @@ def test_export_fuses_attention_and_quantises_it_but_keeps_residual_layer_norms_
         return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
 
     assert {"Attention", "EmbedLayerNormalization", "LayerNormalization"} <= op_types(onnx_dir.files["fp32"])
-    # And the int8 graph quantises the fused attention too
+    # And the int8 graph quantises the fused attention too, with constant (calibrated) activation scales
     assert "QAttention" in op_types(onnx_dir.files["int8"])
+    assert "QuantizeLinear" in op_types(onnx_dir.files["int8"]) and "DynamicQuantizeLinear" not in op_types(onnx_dir.files["int8"])
     # And neither the file nor the graph ONNX Runtime runs uses the slow SkipLayerNormalization kernel
     runtime_graph = tmp_path / "runtime.onnx"
     session_for(onnx_dir.files["int8"], runtime_graph=runtime_graph)
@@ -57,6 +58,8 @@ def test_int8_graph_is_default_and_close(tiny_encoder, onnx_dir, texts):
     assert manifest["files"] == {FP32_FILE: "fp32", INT8_FILE: "int8"}
     # And the manifest states that the graph does not normalise (the cosine model's consumers do)
     assert manifest["normalized"] is False and manifest["similarity_fn_name"] == "cosine"
+    # And it records how int8 was calibrated
+    assert manifest["int8"]["batch_independent"] is True and manifest["int8"]["calibration"]["texts"] > 0
     # And its embeddings stay close to fp32 (a random 2-layer model quantises worse than a trained one)
     mean, _ = mean_cosine(tiny_encoder.encode(texts, role="passage"), onnx.encode(texts, role="passage"))
     assert mean > 0.95
@@ -86,3 +89,64 @@ def test_cli_export_prints_fidelity(tiny_bert_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert "cosine to torch fp32 over 16 texts: mean 1.00000" in result.output
     assert (tmp_path / "m" / "onnx" / FP32_FILE).is_file() and not (tmp_path / "m" / "onnx" / INT8_FILE).exists()
+
+
+@pytest.mark.parametrize("backend", ["torch fp32", "onnx fp32", "onnx int8"])
+def test_a_texts_vector_does_not_depend_on_its_batch(tiny_encoder, onnx_dir, texts, backend):
+    # Given each backend and precision e5kit ships
+    encoder = {
+        "torch fp32": tiny_encoder,
+        "onnx fp32": OnnxEncoder.load(onnx_dir.model_dir, file_name=FP32_FILE),
+        "onnx int8": OnnxEncoder.load(onnx_dir.model_dir, file_name=INT8_FILE),
+    }[backend]
+    # And texts of very different lengths, so that the short ones are padded next to the long ones
+    mixed = [texts[0], texts[-1], texts[3], " ".join(texts[4:7]), "cats"]
+    # When each is embedded alone, and all in one batch
+    alone = np.concatenate([encoder.encode([text], role="passage") for text in mixed])
+    batched = encoder.encode(mixed, role="passage", batch_size=len(mixed))
+    # Then every text gets the same vector both ways (padding and neighbours do not leak in)
+    _, worst = mean_cosine(alone, batched)
+    assert worst >= 0.9999, f"{backend}: min cosine alone vs batched {worst:.6f}"
+    # And a batch whose other members differ gives the first text the same vector again
+    other = encoder.encode([mixed[0], " ".join(texts[1:5])], role="passage")
+    assert mean_cosine(alone[:1], other[:1])[1] >= 0.9999
+
+
+def test_int8_calibration_texts_set_the_scales(tiny_encoder, texts, tmp_path):
+    from e5kit.serving.onnx import export_onnx, read_manifest
+
+    # Given two int8 exports calibrated on different texts
+    narrow = export_onnx(tiny_encoder, tmp_path / "narrow", calibration=["cats"] * 2, calibration_source="cats.txt")
+    wide = export_onnx(tiny_encoder, tmp_path / "wide", calibration=texts)
+    # Then the manifest names each sample, and their int8 graphs differ (the scales come from the sample)
+    assert read_manifest(narrow.model_dir)["int8"]["calibration"] == {"source": "cats.txt", "texts": 2}
+    assert read_manifest(wide.model_dir)["int8"]["calibration"]["texts"] == len(texts)
+    vectors = [OnnxEncoder.load(export.model_dir).encode(texts, role="passage") for export in (narrow, wide)]
+    assert not np.allclose(*vectors)
+    # And no calibration texts is refused before anything is written
+    with pytest.raises(ValueError, match="calibration text"):
+        export_onnx(tiny_encoder, tmp_path / "none", calibration=[])
+    assert not (tmp_path / "none").exists()
+
+
+def test_cli_export_calibrates_on_a_file_and_prints_batch_independence(tiny_bert_dir, texts, tmp_path):
+    # Given a JSONL calibration file
+    calibration = tmp_path / "calibration.jsonl"
+    calibration.write_text("\n".join(json.dumps({"title": "t", "text": text}) for text in texts) + "\n")
+    # When the model is exported to int8 with it
+    result = CliRunner().invoke(app, ["export", "onnx", "--model", str(tiny_bert_dir), "--out", str(tmp_path / "m"), "--calibration", str(calibration), "--check-texts", "16"])
+    # Then the check prints both graphs' cosine to fp32 and alone-vs-batched cosine, and passes
+    assert result.exit_code == 0, result.output
+    assert result.output.count("cosine alone vs in a batch over 16 texts: min ") == 2
+    assert json.loads((tmp_path / "m" / "onnx" / "e5kit_onnx.json").read_text())["int8"]["calibration"] == {"source": "calibration.jsonl", "texts": len(texts)}
+
+
+def test_cli_export_names_an_unreadable_calibration_file(tiny_bert_dir, tmp_path):
+    # Given a JSONL calibration file whose records have no text
+    calibration = tmp_path / "bad.jsonl"
+    calibration.write_text('{"body": "cats"}\n')
+    # When exported with it, Then it fails with one line naming the file, before writing anything
+    result = CliRunner().invoke(app, ["export", "onnx", "--model", str(tiny_bert_dir), "--out", str(tmp_path / "m"), "--calibration", str(calibration)])
+    assert result.exit_code == 2
+    assert str(calibration) in result.output and "'text'" in result.output
+    assert not (tmp_path / "m").exists()
