@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from e5kit.config import load_config
 from e5kit.hub import DEFAULT_MODEL
 from e5kit.pipeline import consistency_stage, curate_stage, evaluate_retrieval, holdout_stage, pretrain_stage, run_stage
-from e5kit.textio import AtomicFile, write_text_atomic
+from e5kit.io.files import AtomicFile, write_text_atomic
 
 #: Consistency ``model`` values of this form name another variant whose trained model judges the pairs.
 VARIANT_REFERENCE = "variant:"

@@ -21,8 +21,8 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 from e5kit import model_format
 from e5kit.hub import resolve_model_dir
 from e5kit.progress import progress_bar
-from e5kit.text import has_visible_text
-from e5kit.textio import AtomicFolder
+from e5kit.io.text import has_visible_text
+from e5kit.io.files import AtomicFolder
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ class Encoder:
     def save(self, path: str | Path, model_card: str | None = None) -> Path:
         """Save as a sentence-transformers directory that also loads with ``AutoModel.from_pretrained``.
 
-        The folder is written whole or not at all (``e5kit.textio.AtomicFolder``): a run killed mid-save
+        The folder is written whole or not at all (``e5kit.io.files.AtomicFolder``): a run killed mid-save
         leaves the previous folder, or none, never a half model that a later stage would load.
 
         Args:
@@ -240,7 +240,7 @@ class Encoder:
                 (Hub front matter, usage) without training details.
 
         Raises:
-            e5kit.textio.OutputPathError: ``path`` is a file, or a non-empty folder that holds no model.
+            e5kit.io.files.OutputPathError: ``path`` is a file, or a non-empty folder that holds no model.
         """
         with AtomicFolder(path, replaces="config.json") as staged:
             self.write_model_files(staged.temporary, model_card, name=Path(path).resolve().name)
@@ -310,7 +310,7 @@ class Encoder:
 
         Raises:
             TypeError/ValueError: naming the index of the first None or non-string text, or of the first
-                text without visible characters (``e5kit.text.has_visible_text``): such texts would all
+                text without visible characters (``e5kit.io.text.has_visible_text``): such texts would all
                 embed to the same vector.
         """
         return self._prepare(texts, role)[0]

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from e5kit.config import load_config
 from e5kit.hub import DEFAULT_MODEL
 from e5kit.processes import die_with_parent
-from e5kit.textio import write_text_atomic
+from e5kit.io.files import write_text_atomic
 
 STAGES = ("corpus", "curate", "holdout", "consistency", "pretrain", "evaluate", "index")
 STAGE_FILE = "stage.json"

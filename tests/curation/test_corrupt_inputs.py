@@ -21,7 +21,7 @@ from e5kit.data.curate import CurateConfig, curate
 from e5kit.data.readers import arxiv, base, generic, news, reddit, stackexchange, stdlib_docs, warc, wikipedia
 from e5kit.data.readers.base import CORRUPT_JSON, INVALID_UTF8, TRUNCATED
 from e5kit.data.skips import SkipCounter
-from e5kit.textio import CorruptStream, iter_byte_lines
+from e5kit.io.files import CorruptStream, iter_byte_lines
 
 RECORDS = 2000  # about 250 kB of text: several bz2 blocks, so a cut stream still holds whole ones
 PARAGRAPH = "with enough plain words in it to pass every length rule of every reader here"

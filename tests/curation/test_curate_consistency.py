@@ -131,8 +131,8 @@ def test_cli_filter_consistency_and_reapply(pair_dir, tiny_bert_dir, tmp_path):
 KILL_POINTS = [
     ("e5kit.encoder:Encoder.encode", "after", 2),  # queries embedded, nothing written
     ("pyarrow.parquet:write_table", "after", 3),  # scores or a kept shard written under its temporary name
-    ("e5kit.textio:AtomicFile.commit", "after", 2),  # scores or the report renamed into place
-    ("e5kit.textio:AtomicFolder.commit", "before", 1),  # every kept shard written, pairs/ not yet renamed into place
+    ("e5kit.io.files:AtomicFile.commit", "after", 2),  # scores or the report renamed into place
+    ("e5kit.io.files:AtomicFolder.commit", "before", 1),  # every kept shard written, pairs/ not yet renamed into place
 ]
 
 

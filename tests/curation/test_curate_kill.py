@@ -28,7 +28,7 @@ NEWS = [
 POINTS = [
     ("e5kit.data.curate:process_shard", "after", 4),  # some shards done (parquet + marker), others not started
     ("pyarrow.parquet:ParquetWriter.write_table", "after", 10),  # a shard or final file half written
-    ("e5kit.textio:AtomicFile.commit", "after", 17),  # any file just renamed into place: shard, marker, final shard, report
+    ("e5kit.io.files:AtomicFile.commit", "after", 17),  # any file just renamed into place: shard, marker, final shard, report
 ]
 
 

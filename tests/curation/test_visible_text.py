@@ -1,4 +1,4 @@
-"""Curation uses the shared "no visible text" rule (``e5kit.text.has_visible_text``) (issue 12, item 7).
+"""Curation uses the shared "no visible text" rule (``e5kit.io.text.has_visible_text``) (issue 12, item 7).
 
 A text of zero-width or format characters only (U+200B, U+2060, U+00AD, U+FEFF) passed the old
 ``.strip()`` emptiness checks and would have been written as a training pair; every such text embeds

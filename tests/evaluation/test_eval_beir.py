@@ -10,8 +10,8 @@ import pytest
 
 from e5kit.evaluation.beir import document_text, encode_corpus, load_beir
 from e5kit.evaluation.retrieval import run_beir
-from e5kit.text import has_visible_text
-from e5kit.textio import InputFormatError
+from e5kit.io.text import has_visible_text
+from e5kit.io.files import InputFormatError
 
 
 def test_load_beir_reads_corpus_queries_and_qrels(beir_dir):

@@ -16,7 +16,7 @@ from e5kit.evaluation.classification import evaluate_classification
 from e5kit.evaluation.pair_classification import evaluate_pair_classification
 from e5kit.evaluation.reranking import evaluate_reranking
 from e5kit.evaluation.sts import evaluate_sts
-from e5kit.textio import InputFormatError
+from e5kit.io.files import InputFormatError
 
 SICK_HEADER = ("pair_ID", "sentence_A", "sentence_B", "relatedness_score", "entailment_judgment")
 SICK_COLUMNS = "sentence1=sentence_A,sentence2=sentence_B,score=relatedness_score"

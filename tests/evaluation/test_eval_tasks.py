@@ -14,7 +14,7 @@ from e5kit.evaluation.clustering import evaluate_clustering
 from e5kit.evaluation.pair_classification import best_threshold_scores, evaluate_pair_classification
 from e5kit.evaluation.reranking import evaluate_reranking
 from e5kit.evaluation.sts import evaluate_sts
-from e5kit.textio import InputFormatError
+from e5kit.io.files import InputFormatError
 
 
 class TopicModel:

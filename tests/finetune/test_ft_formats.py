@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from e5kit.data.finetune_formats import RecordIssues, read_examples
-from e5kit.textio import InputFormatError
+from e5kit.io.files import InputFormatError
 
 
 def test_flag_jsonl_keeps_good_records_and_names_bad_ones(tmp_path, write_jsonl):

@@ -245,7 +245,7 @@ def test_a_positive_without_visible_text_is_left_out_and_counted(tmp_path):
 
 
 def test_normalized_text_key_is_the_one_text_identity():
-    from e5kit.text import normalized_text_key
+    from e5kit.io.text import normalized_text_key
 
     # NFKC, case folding, invisible characters removed, whitespace collapsed
     assert normalized_text_key("  Ｍｉｔｏｓｉｓ\u00a0IS\t\tthe ﬁle\u200b.\n") == normalized_text_key("mitosis is the file.") == "mitosis is the file."

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from e5kit.textio import InputFormatError
+from e5kit.io.files import InputFormatError
 from e5kit.training import teacher as teacher_module
 from e5kit.training.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_teacher, partial_path, score_file
 

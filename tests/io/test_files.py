@@ -1,4 +1,4 @@
-"""e5kit.textio: the one decompression layer, strict line readers and the output-folder check."""
+"""e5kit.io.files: the one decompression layer, strict line readers and the output-folder check."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pytest
 from corrupt_corpus import CODECS, DAMAGED_CASES, complete_lines_before_cut, unreadable_paths, write
 
-from e5kit.textio import (
+from e5kit.io.files import (
     CorruptStream,
     InputFormatError,
     InputPathError,
@@ -123,7 +123,7 @@ def test_writable_folder_refuses_a_read_only_folder(read_only_folder):
 
 # ------------------------------------------------------------------------------------ atomic outputs
 def test_an_atomic_file_replaces_the_old_one_only_when_committed_and_writers_never_share_a_name(tmp_path):
-    from e5kit.textio import AtomicFile
+    from e5kit.io.files import AtomicFile
 
     # Given an existing output and two writers of it (a rerun started while an old worker still writes)
     path = tmp_path / "shard.parquet"
@@ -142,7 +142,7 @@ def test_an_atomic_file_replaces_the_old_one_only_when_committed_and_writers_nev
 
 
 def test_an_atomic_file_whose_writer_fails_leaves_the_old_file(tmp_path):
-    from e5kit.textio import AtomicFile, write_text_atomic
+    from e5kit.io.files import AtomicFile, write_text_atomic
 
     # Given an existing output
     path = write_text_atomic(tmp_path / "report.json", "{}")
@@ -157,7 +157,7 @@ def test_stale_temporaries_of_ended_processes_are_removed_and_those_of_running_o
     import subprocess
     import sys
 
-    from e5kit.textio import remove_stale_temporaries, temporary_path
+    from e5kit.io.files import remove_stale_temporaries, temporary_path
 
     # Given temporary files and folders of an ended process, one of this (running) process, and other files
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
@@ -176,7 +176,7 @@ def test_stale_temporaries_of_ended_processes_are_removed_and_those_of_running_o
 
 
 def test_stale_temporaries_can_be_limited_to_one_file(tmp_path):
-    from e5kit.textio import remove_stale_temporaries
+    from e5kit.io.files import remove_stale_temporaries
 
     # Given stale temporaries of two files in a folder e5kit does not own (no system hands out pid 999999999)
     for name in ("mined.jsonl", "other.jsonl"):
@@ -187,7 +187,7 @@ def test_stale_temporaries_can_be_limited_to_one_file(tmp_path):
 
 
 def test_an_atomic_folder_replaces_the_old_one_only_when_committed(tmp_path):
-    from e5kit.textio import AtomicFolder
+    from e5kit.io.files import AtomicFolder
 
     # Given an existing model folder, and a new one being written beside it
     final = tmp_path / "final"
@@ -206,7 +206,7 @@ def test_an_atomic_folder_replaces_the_old_one_only_when_committed(tmp_path):
 
 
 def test_an_atomic_folder_whose_writer_fails_leaves_the_old_folder_and_a_killed_ones_leftovers_go(tmp_path):
-    from e5kit.textio import AtomicFolder
+    from e5kit.io.files import AtomicFolder
 
     # Given an existing folder, and what a killed write of it left (a dead process's temporary folder)
     final = tmp_path / "final"
@@ -221,7 +221,7 @@ def test_an_atomic_folder_whose_writer_fails_leaves_the_old_folder_and_a_killed_
 
 
 def test_an_atomic_folder_refuses_to_replace_a_folder_of_another_kind(tmp_path):
-    from e5kit.textio import AtomicFolder, OutputPathError
+    from e5kit.io.files import AtomicFolder, OutputPathError
 
     # Given a folder of the user's files named as a model's output (`--out .` by mistake)
     (tmp_path / "notes.txt").write_text("mine")

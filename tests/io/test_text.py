@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from e5kit.text import has_visible_text, visible_character_class
+from e5kit.io.text import has_visible_text, visible_character_class
 
 
 @pytest.mark.parametrize("text", ["", " ", "\n\t", "\u200b", "\u2060", "\u00ad", "\ufeff", "\u200b \u200d\u2060", "\x00\x1f", "\u3000"])

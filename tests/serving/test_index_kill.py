@@ -32,10 +32,10 @@ ADD_POINTS = [
     ("e5kit.serving.index:VectorIndex._add_block", "before", 5),  # a block embedded, nothing committed
     ("e5kit.serving.index:VectorIndex._next_id", "after", 5),  # inside a block's transaction: replaced rows already deleted
     ("faiss:write_index", "after", 2),  # vectors.faiss written under its temporary name, not renamed
-    ("e5kit.textio:AtomicFile.commit", "after", 2),  # vectors.faiss renamed into place, journal not yet emptied
+    ("e5kit.io.files:AtomicFile.commit", "after", 2),  # vectors.faiss renamed into place, journal not yet emptied
 ]
 #: The same in `index build` of FIRST: 4 blocks; files committed: the empty vectors, index.json, 2 rewrites.
-BUILD_POINTS = [(point, when, 4) for point, when, _ in ADD_POINTS[:3]] + [("e5kit.textio:AtomicFile.commit", "after", 4)]
+BUILD_POINTS = [(point, when, 4) for point, when, _ in ADD_POINTS[:3]] + [("e5kit.io.files:AtomicFile.commit", "after", 4)]
 
 
 def text(number: int, words: int, version: int = 0) -> str:

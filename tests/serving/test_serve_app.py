@@ -53,7 +53,7 @@ def test_dimensions_and_base64(client, tiny_encoder):
         ({"input": []}, 422, "input"),
         ({"input": ""}, 422, "input"),
         ({"input": ["ok", "   "]}, 422, "input.1: Value error, has no visible text"),
-        # no visible text in one shared definition (e5kit.text): control, format and zero-width characters too
+        # no visible text in one shared definition (e5kit.io.text): control, format and zero-width characters too
         ({"input": "\x1f"}, 422, "has no visible text"),
         ({"input": "\ufeff "}, 422, "has no visible text"),
         ({"input": ["ok", "\u200b"]}, 422, "input.1: Value error, has no visible text"),

@@ -24,7 +24,7 @@ STEPS = 6
 POINTS = [
     ("e5kit.training.metrics:MetricsLog.log", "after", STEPS),
     ("torch:save", "after", STEPS // 2),
-    ("e5kit.textio:AtomicFolder.commit", "before", STEPS // 2 + 1),
+    ("e5kit.io.files:AtomicFolder.commit", "before", STEPS // 2 + 1),
     ("transformers.modeling_utils:PreTrainedModel.save_pretrained", "after", 1),
 ]
 #: Drawn by default; the rest, and more seeds, run with the slow tests.

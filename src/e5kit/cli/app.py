@@ -147,9 +147,9 @@ def runtime_failure(error: Exception) -> typer.Exit:
 
 
 def output_folder(path: Path, existing: tuple[str, ...] = ()) -> Path:
-    """``e5kit.textio.writable_folder`` for a command: call it before loading a model, so an output folder
+    """``e5kit.io.files.writable_folder`` for a command: call it before loading a model, so an output folder
     that cannot be written is a one-line error (exit 2) naming it, not a traceback after the work."""
-    from e5kit.textio import OutputPathError, writable_folder
+    from e5kit.io.files import OutputPathError, writable_folder
 
     try:
         return writable_folder(path, existing)
@@ -158,8 +158,8 @@ def output_folder(path: Path, existing: tuple[str, ...] = ()) -> Path:
 
 
 def output_file(path: Path) -> Path:
-    """``e5kit.textio.writable_file`` for a command (see :func:`output_folder`)."""
-    from e5kit.textio import OutputPathError, writable_file
+    """``e5kit.io.files.writable_file`` for a command (see :func:`output_folder`)."""
+    from e5kit.io.files import OutputPathError, writable_file
 
     try:
         return writable_file(path)
@@ -207,7 +207,7 @@ def run_training(load_settings: Callable, train: Callable, config: Path | None, 
 
     from e5kit.data.shards import ShardError
     from e5kit.model_format import ModelDirectoryError
-    from e5kit.textio import InputFormatError
+    from e5kit.io.files import InputFormatError
     from e5kit.config import ConfigError
 
     configure_logging(default=logging.INFO)

@@ -60,7 +60,7 @@ def encode(
     """
     import numpy as np
 
-    from e5kit.textio import InputFormatError, read_texts
+    from e5kit.io.files import InputFormatError, read_texts
 
     try:
         texts = read_texts(input_path, field=field, jsonl=input_format.jsonl_or_by_suffix)

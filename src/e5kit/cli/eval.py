@@ -90,7 +90,7 @@ def _run(task: str, config_path: Path | None, sets: list[str] | None, **options)
     from e5kit.evaluation.config import ConfigError, load_config
     from e5kit.evaluation.report import markdown_table
     from e5kit.evaluation.runner import run_task, task_spec
-    from e5kit.textio import InputFormatError, check_input_file
+    from e5kit.io.files import InputFormatError, check_input_file
 
     options["cache"] = False if options.pop("no_cache") else None
     if options.get("columns") is not None:

@@ -56,7 +56,7 @@ def mine_negatives(
     Never a negative (each rejection counted): a positive, the query's own id, an empty passage (no visible
     text), a copy of a positive (same text after NFKC, case folding and whitespace collapsing).
     """
-    from e5kit.textio import InputFormatError
+    from e5kit.io.files import InputFormatError
     from e5kit.training.mining import build_mining_config, mine_hard_negatives
 
     output_file(out)
@@ -101,7 +101,7 @@ def score_teacher(
     from transformers.utils import logging as transformers_logging
 
     from e5kit.model_format import ModelDirectoryError
-    from e5kit.textio import InputFormatError
+    from e5kit.io.files import InputFormatError
     from e5kit.training.teacher import load_teacher, score_file
 
     transformers_logging.disable_progress_bar()

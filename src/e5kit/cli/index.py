@@ -34,7 +34,7 @@ BACKEND_HELP = "torch, or onnx for a model directory written by `e5kit export on
 
 def _read_corpus(corpus: Path, id_field: str, text_field: str, title_field: str):
     from e5kit.serving.index import iter_corpus
-    from e5kit.textio import InputFormatError
+    from e5kit.io.files import InputFormatError
 
     try:
         return list(iter_corpus(corpus, id_field=id_field, text_field=text_field, title_field=title_field))
@@ -147,7 +147,7 @@ def delete(
     ids_file: Path = typer.Option(None, "--ids-file", help="A file with one document id per line (added to the arguments)."),
 ) -> None:
     """Delete documents (all their chunks) from an index; ids not in the index are listed."""
-    from e5kit.textio import read_texts
+    from e5kit.io.files import read_texts
 
     ids = list(doc_ids or [])
     if ids_file is not None:

@@ -54,7 +54,7 @@ def search(
 
 def read_queries(arguments: list[str]) -> list[str]:
     """The queries, each ``-`` among the arguments replaced by the lines of standard input."""
-    from e5kit.textio import STDIN, InputFormatError, read_texts
+    from e5kit.io.files import STDIN, InputFormatError, read_texts
 
     queries: list[str] = []
     for argument in arguments:

@@ -8,7 +8,7 @@ k <= max_rank is applied later without re-embedding (``reapply_k``). ``iteration
 filtering and re-training on the kept pairs (the paper's suggested future work); every iteration
 re-filters the full input with the newest model.
 
-Every file, and the ``pairs/`` folder as one, is written whole or not at all (``e5kit.textio.AtomicFile``,
+Every file, and the ``pairs/`` folder as one, is written whole or not at all (``e5kit.io.files.AtomicFile``,
 ``AtomicFolder``), and ``report.json`` is written last, so it marks a finished run: after kill -9 at any
 point, running the same filter again gives the uninterrupted run's output (a re-training round resumes
 from its last checkpoint).
@@ -30,8 +30,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.progress import progress_bar
-from e5kit.text import has_visible_text
-from e5kit.textio import AtomicFile, AtomicFolder, remove_stale_temporaries, write_text_atomic
+from e5kit.io.text import has_visible_text
+from e5kit.io.files import AtomicFile, AtomicFolder, remove_stale_temporaries, write_text_atomic
 
 #: (init model, pairs folder, output folder, extra settings) -> trained model directory.
 TrainFn = Callable[[str, Path, Path, dict[str, Any]], Path]

@@ -17,7 +17,7 @@ Every unit a reader produces (a candidate pair or a skipped record) ends in exac
 per source ``read == kept + sum(dropped)``; the report checks it. Every drop keeps where it came from:
 per reason, the report lists the count per file and the first (file, line) examples (``drop_where``).
 
-Every file is written whole or not at all (``e5kit.textio.AtomicFile``, under a temporary name unique to
+Every file is written whole or not at all (``e5kit.io.files.AtomicFile``, under a temporary name unique to
 the process), so after kill -9 at any point a rerun gives the uninterrupted run's output, even while a
 worker of the killed run is still writing; the temporary files of ended processes are removed.
 
@@ -52,7 +52,7 @@ from e5kit.data.readers import arxiv, base, generic, news, reddit, stackexchange
 from e5kit.data.skips import SkipCounter
 from e5kit.processes import die_with_parent
 from e5kit.progress import add as count_records, counting, progress_bar, set_count
-from e5kit.textio import AtomicFile, InputPathError, check_input_file, remove_stale_temporaries, write_text_atomic
+from e5kit.io.files import AtomicFile, InputPathError, check_input_file, remove_stale_temporaries, write_text_atomic
 
 #: Source type -> reader module (``Options`` model and ``read(paths, options, skips)``).
 READERS: dict[str, ModuleType] = {

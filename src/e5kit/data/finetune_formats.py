@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e5kit.text import has_visible_text
-from e5kit.textio import InputFormatError, content_suffix, iter_jsonl, iter_tsv_rows
+from e5kit.io.text import has_visible_text
+from e5kit.io.files import InputFormatError, content_suffix, iter_jsonl, iter_tsv_rows
 
 logger = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ def read_examples(kind: str, path: str | Path, issues: RecordIssues, *, split: s
 
     Raises:
         FileNotFoundError: a missing file or folder (named).
-        e5kit.textio.InputFormatError: a file that is not of the format at all (named with its line).
+        e5kit.io.files.InputFormatError: a file that is not of the format at all (named with its line).
     """
     if kind == "flag":
         return read_flag_jsonl(path, issues)

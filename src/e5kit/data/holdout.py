@@ -36,8 +36,8 @@ from e5kit.data.filters import decontaminate
 from e5kit.data.pair import Pair
 from e5kit.data.shards import ShardError, invalid_reason, iter_rows, resolve_shard_paths, shard_stem
 from e5kit.data.skips import SkipCounter
-from e5kit.text import normalized_text_key
-from e5kit.textio import AtomicFile, remove_stale_temporaries, write_text_atomic
+from e5kit.io.text import normalized_text_key
+from e5kit.io.files import AtomicFile, remove_stale_temporaries, write_text_atomic
 
 HELD_OUT = "held out for evaluation"
 SPLIT = "test"

@@ -1,7 +1,7 @@
 """Streaming (query, passage) pair shards with weighted multi-source sampling and an exact resumable position.
 
 Shards are Parquet files (string columns ``query``, ``passage``, ``source``, ``meta``) or JSONL lines
-(plain, or compressed as .gz, .bz2, .xz, .lzma or .zst: the decompression layer's list, ``e5kit.textio``)
+(plain, or compressed as .gz, .bz2, .xz, .lzma or .zst: the decompression layer's list, ``e5kit.io.files``)
 with ``query``, ``passage`` and optional ``source``; a missing source is the file's stem. Files
 are read in record batches (never whole), one open reader per source.
 
@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from e5kit.text import has_visible_text
-from e5kit.textio import COMPRESSED_SUFFIXES, InputPathError, check_input_file, iter_jsonl
+from e5kit.io.text import has_visible_text
+from e5kit.io.files import COMPRESSED_SUFFIXES, InputPathError, check_input_file, iter_jsonl
 
 logger = logging.getLogger(__name__)
 
 #: Pair shard file names end in one of these (lower case): Parquet, or JSONL plain or compressed with any
-#: codec the decompression layer reads (``e5kit.textio.COMPRESSED_SUFFIXES``).
+#: codec the decompression layer reads (``e5kit.io.files.COMPRESSED_SUFFIXES``).
 SHARD_SUFFIXES = (".parquet", ".jsonl", *(f".jsonl{suffix}" for suffix in COMPRESSED_SUFFIXES))
 #: Rows converted to Python at a time when reading Parquet.
 READ_BATCH_ROWS = 1024
@@ -80,7 +80,7 @@ def resolve_shard_paths(patterns: Sequence[str | Path]) -> list[Path]:
     for pattern in patterns:
         path = Path(pattern).expanduser()
         if path.is_dir():
-            # Hidden entries are left out: unfinished writes (e5kit.textio.temporary_path) are hidden.
+            # Hidden entries are left out: unfinished writes (e5kit.io.files.temporary_path) are hidden.
             files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
             matches = [p for p in files if is_shard(p)]
             if files and not matches:

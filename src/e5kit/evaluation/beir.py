@@ -4,7 +4,7 @@ corpus rules every stage shares (evaluation, mining, teacher scoring, the index)
 Every malformed record is an error naming its file and line, so a score is never computed on
 silently damaged data.
 
-Empty passages: a document without visible text (``e5kit.text.has_visible_text`` of its "title text":
+Empty passages: a document without visible text (``e5kit.io.text.has_visible_text`` of its "title text":
 empty, whitespace, or only zero-width/format characters; BEIR FiQA has some) is well-formed data, not an
 error. It stays in the corpus under its id, is never sent to an encoder (which refuses such texts),
 gets an all-zero embedding (dot/cosine score 0; BM25 scores it 0 too), and every stage counts it.
@@ -19,8 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from e5kit.text import has_visible_text
-from e5kit.textio import COMPRESSED_SUFFIXES, InputFormatError, find_compressed, iter_jsonl, iter_tsv_rows
+from e5kit.io.text import has_visible_text
+from e5kit.io.files import COMPRESSED_SUFFIXES, InputFormatError, find_compressed, iter_jsonl, iter_tsv_rows
 
 
 class BeirData(NamedTuple):

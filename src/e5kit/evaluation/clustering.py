@@ -16,7 +16,7 @@ from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
 from e5kit.evaluation.fields import CLUSTERING as FIELDS
 from e5kit.evaluation.tables import column_names, read_fields, split_file
-from e5kit.text import has_visible_text
+from e5kit.io.text import has_visible_text
 
 
 def v_measures(embeddings: np.ndarray, labels: list[str], seeds: list[int], kmeans_batch_size: int = 500) -> list[float]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from e5kit.evaluation.results import EvalResult
-from e5kit.textio import write_text_atomic
+from e5kit.io.files import write_text_atomic
 
 #: The mteb release whose ``TaskResult`` layout the files follow (mteb >= 1.12.48 reads it unchanged).
 #: e5kit, not mteb, computed the scores: the file's "e5kit" block says so.

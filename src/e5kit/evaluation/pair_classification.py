@@ -18,7 +18,7 @@ from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
 from e5kit.evaluation.fields import PAIR_CLASSIFICATION as FIELDS
 from e5kit.evaluation.tables import column_names, read_fields, split_file
-from e5kit.textio import InputFormatError
+from e5kit.io.files import InputFormatError
 
 
 def load_pairs(data: str | Path, split: str = "test", columns: Mapping[str, str] | None = None) -> tuple[list[str], list[str], np.ndarray]:

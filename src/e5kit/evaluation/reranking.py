@@ -17,8 +17,8 @@ from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
 from e5kit.evaluation.fields import RERANKING as FIELDS
 from e5kit.evaluation.tables import column_names, split_file
-from e5kit.text import has_visible_text
-from e5kit.textio import InputFormatError, iter_jsonl
+from e5kit.io.text import has_visible_text
+from e5kit.io.files import InputFormatError, iter_jsonl
 
 MRR_CUTOFF = 10
 

@@ -201,7 +201,7 @@ def run_beir(
         documents, skipped records by reason, seconds per phase.
 
     Raises:
-        FileNotFoundError / e5kit.textio.InputFormatError: missing or malformed input, or qrels
+        FileNotFoundError / e5kit.io.files.InputFormatError: missing or malformed input, or qrels
             without any judgement (named).
         ValueError: an unknown rule, or no query left to average.
     """

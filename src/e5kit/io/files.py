@@ -51,7 +51,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from e5kit.text import has_visible_text
+from e5kit.io.text import has_visible_text
 
 #: Bytes read from disk at a time (a compressed chunk of text decompresses to a few MB at most).
 CHUNK_BYTES = 1 << 16

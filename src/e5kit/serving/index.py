@@ -7,7 +7,7 @@ An index is a folder:
 - ``docstore.sqlite``: ``documents`` (id, title, text) and ``chunks`` (vector id -> document id,
   chunk number, character span), so a hit maps back to its document and passage.
 
-A document without visible text (``e5kit.text.has_visible_text`` of its title and text) follows the
+A document without visible text (``e5kit.io.text.has_visible_text`` of its title and text) follows the
 corpus rule every stage shares (``e5kit.evaluation.beir``): it is kept, in the store and as one chunk
 with an all-zero vector (score 0 against any query), never sent to the encoder, and counted
 (``AddReport.empty``).
@@ -20,7 +20,7 @@ kill -9 at any point leaves the vectors and the store in agreement once the inde
 
 - The store is the record. Each block of an add commits its documents, chunks and vectors in one
   SQLite transaction: the vectors go to the ``pending_vectors`` journal until ``vectors.faiss`` is
-  rewritten (atomically, ``e5kit.textio.AtomicFile``) at the end of the add, or once the journal
+  rewritten (atomically, ``e5kit.io.files.AtomicFile``) at the end of the add, or once the journal
   holds ``JOURNAL_MIN`` vectors and as many as the file (so rewrites cost at most about twice the
   final file). Deletions commit their rows first.
 - ``VectorIndex.open`` compares the vector ids in ``vectors.faiss`` with the chunk rows and repairs
@@ -56,8 +56,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.progress import progress_bar
 from e5kit.serving.chunking import Chunk, chunk_texts, chunk_window
-from e5kit.text import has_visible_text
-from e5kit.textio import AtomicFile, InputFormatError, iter_jsonl, remove_stale_temporaries, write_text_atomic
+from e5kit.io.text import has_visible_text
+from e5kit.io.files import AtomicFile, InputFormatError, iter_jsonl, remove_stale_temporaries, write_text_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Atomic, verifiable training checkpoints: ``{root}/step-00000100/{state.pt, manifest.json}``.
 
-A checkpoint is written through ``e5kit.textio.AtomicFolder`` (a hidden temporary folder unique to the
+A checkpoint is written through ``e5kit.io.files.AtomicFolder`` (a hidden temporary folder unique to the
 process, renamed into place when complete), so a run killed mid-write leaves either a complete checkpoint
 or none; the next save removes the folders of writes whose process has ended. On load, a checkpoint whose
 manifest is missing or whose files do not match their checksums is reported and the previous one is used.
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from e5kit.textio import AtomicFolder, remove_stale_temporaries
+from e5kit.io.files import AtomicFolder, remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 

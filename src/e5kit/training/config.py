@@ -70,7 +70,7 @@ class PretrainConfig(BaseModel):
         precision: fp32, bf16 (autocast) or fp16 (autocast + loss scaling, CUDA only).
         symmetric: Add the passage->query loss.
         mask_false_negatives: Ignore in-batch negatives whose query or passage text equals the positive's
-            (same ``e5kit.text.normalized_text_key``: case, Unicode width and spacing do not count).
+            (same ``e5kit.io.text.normalized_text_key``: case, Unicode width and spacing do not count).
         source_homogeneous: Draw every batch from a single source.
         checkpoint_every: Steps between checkpoints; 0 writes none.
         keep_checkpoints: How many checkpoints to keep.

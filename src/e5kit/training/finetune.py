@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from e5kit.data.finetune_formats import FORMATS, FinetuneExample, RecordIssues, read_examples
 from e5kit.model_card import build_model_card, portable_name, start_model
-from e5kit.text import normalized_text_key
+from e5kit.io.text import normalized_text_key
 from e5kit.training import distributed
 from e5kit.training.config import ConfigError, PretrainConfig, coerce_config, load_config
 from e5kit.training.gradcache import text_keys
@@ -310,7 +310,7 @@ def steps_for_epochs(config: FinetuneConfig, sampler: FinetuneSampler) -> int:
 def false_negative_mask(batch: list[TrainingExample], rows: range, device: torch.device) -> torch.Tensor:
     """(len(rows), B * g) bool: True where a passage of the global batch is a copy of one of row i's positives.
 
-    A copy has the same ``e5kit.text.normalized_text_key`` (the rule mining rejects copies by). Its own
+    A copy has the same ``e5kit.io.text.normalized_text_key`` (the rule mining rejects copies by). Its own
     positive's column (the target) is never masked.
     """
     group = len(batch[0].passages)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from e5kit.encoder import Encoder
-from e5kit.text import normalized_text_key
+from e5kit.io.text import normalized_text_key
 from e5kit.training.distributed import ProcessGroup, gather_no_grad, gather_with_grad
 from e5kit.training.losses.infonce import info_nce_loss
 
@@ -39,7 +39,7 @@ class Chunk:
 
 def text_keys(texts: Sequence[str], device: torch.device) -> torch.Tensor:
     """(n,) int64 ids of texts, equal in every process (Python's ``hash`` is per-process) for texts that are
-    the same by ``e5kit.text.normalized_text_key`` (the rule mining rejects copies of a positive by)."""
+    the same by ``e5kit.io.text.normalized_text_key`` (the rule mining rejects copies of a positive by)."""
     ids = [
         int.from_bytes(hashlib.blake2b(normalized_text_key(text).encode("utf-8"), digest_size=8).digest(), "little", signed=True)
         for text in texts

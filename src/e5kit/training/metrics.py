@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from e5kit.textio import AtomicFile, write_text_atomic
+from e5kit.io.files import AtomicFile, write_text_atomic
 
 
 class MetricsLog:

@@ -3,9 +3,9 @@
 For each query with relevant documents (qrels score > 0), candidates are retrieved, and negatives are
 picked from a rank window (skip the ``skip_top`` best, look no deeper than ``depth``). Never a negative,
 each rejection counted by reason in the report: a positive; the document with the query's own id; an
-empty passage (no visible text, ``e5kit.text.has_visible_text``: kept in the corpus with an all-zero
+empty passage (no visible text, ``e5kit.io.text.has_visible_text``: kept in the corpus with an all-zero
 embedding / BM25 score 0 as in evaluation, never sent to the encoder); a copy of a positive (its
-``e5kit.text.normalized_text_key`` of "title text" equals a positive's); a candidate scoring too close
+``e5kit.io.text.normalized_text_key`` of "title text" equals a positive's); a candidate scoring too close
 to the best positive (``margin`` / ``relative_margin``, a likely false negative). When fewer than
 ``negatives`` survive, random documents that are none of these fill the rest (counted).
 
@@ -14,7 +14,7 @@ and searched, and the running top-``depth`` merged, so only one shard's embeddin
 BM25 needs corpus-wide term statistics, so it indexes the whole corpus at once.
 
 Output: FlagEmbedding JSONL ``{query, pos, neg, query_id, pos_ids, neg_ids}`` plus a ``.stats.json``,
-each written whole or not at all (``e5kit.textio.AtomicFile``); the stats are removed before the JSONL
+each written whole or not at all (``e5kit.io.files.AtomicFile``); the stats are removed before the JSONL
 is replaced and written after it, so stats beside a JSONL always describe it. Mining is seeded, so
 after kill -9 at any point a rerun writes the uninterrupted run's files.
 
@@ -40,8 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, beir_positives
 from e5kit.progress import progress_bar, progress_shown
-from e5kit.text import has_visible_text, normalized_text_key
-from e5kit.textio import AtomicFile, InputFormatError, iter_jsonl, remove_stale_temporaries, write_text_atomic
+from e5kit.io.text import has_visible_text, normalized_text_key
+from e5kit.io.files import AtomicFile, InputFormatError, iter_jsonl, remove_stale_temporaries, write_text_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ already in it, after checking that they are the input's first records). A resume
 whole blocks a killed one wrote and scores the rest in the same blocks, so its output is the
 uninterrupted run's, byte for byte (a batch's padding would otherwise change the last bits of a score).
 
-Empty passages (no visible text, ``e5kit.text.has_visible_text``) follow the corpus rule every stage
+Empty passages (no visible text, ``e5kit.io.text.has_visible_text``) follow the corpus rule every stage
 shares (``e5kit.evaluation.beir``): never sent to the teacher, scored 0 (the cosine of an all-zero
 embedding), kept in their record, and counted in the report (``empty_passages``).
 
@@ -33,8 +33,8 @@ import torch
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, invalid_reason
 from e5kit.progress import progress_bar
-from e5kit.text import has_visible_text
-from e5kit.textio import InputFormatError, iter_jsonl
+from e5kit.io.text import has_visible_text
+from e5kit.io.files import InputFormatError, iter_jsonl
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Curation's use of the shared "no visible text" rule (``e5kit.text.has_visible_text``).
+"""Curation's use of the shared "no visible text" rule (``e5kit.io.text.has_visible_text``).
 
 A pair whose query or passage has no visible text (empty, whitespace, or only control/format
 characters such as U+200B, U+2060, U+00AD, U+FEFF) cannot be trained on: every such text embeds to
@@ -9,7 +9,7 @@ cleaning is enabled), so such a pair is dropped with a counted reason, never wri
 from __future__ import annotations
 
 from e5kit.data.pair import Pair
-from e5kit.text import has_visible_text
+from e5kit.io.text import has_visible_text
 
 QUERY_INVISIBLE = "query has no visible text"
 PASSAGE_INVISIBLE = "passage has no visible text"

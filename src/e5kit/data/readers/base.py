@@ -2,7 +2,7 @@
 
 Every reader streams its files record by record and never raises on bad input: a corrupt JSON line,
 a malformed XML row, invalid UTF-8, a truncated or corrupt ``.gz``/``.bz2``/``.xz``/``.zst`` stream
-(read through ``e5kit.textio``, the package's one decompression layer; the records before the cut
+(read through ``e5kit.io.files``, the package's one decompression layer; the records before the cut
 are kept), a number out of range or a record without the fields a reader needs is counted in a
 :class:`~e5kit.data.skips.SkipCounter` under a readable reason, with its file and line, and passed over.
 
@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict
 
 from e5kit.data.pair import Pair
 from e5kit.data.skips import SkipCounter
-from e5kit.text import has_visible_text
-from e5kit.textio import CorruptStream, check_input_file, iter_byte_lines
+from e5kit.io.text import has_visible_text
+from e5kit.io.files import CorruptStream, check_input_file, iter_byte_lines
 
 # Skip reasons shared by every reader.
 TRUNCATED = "truncated or corrupt compressed stream"
@@ -50,7 +50,7 @@ def check_paths(paths: list[Path], options: ReaderOptions) -> None:
     The default of every reader that reads files; a reader that reads folders defines its own.
 
     Raises:
-        FileNotFoundError, e5kit.textio.InputPathError: naming the path (see ``e5kit.textio.check_input_file``).
+        FileNotFoundError, e5kit.io.files.InputPathError: naming the path (see ``e5kit.io.files.check_input_file``).
     """
     for path in paths:
         check_input_file(path)
@@ -118,7 +118,7 @@ def number_field(record: dict[str, Any], name: str) -> float | None:
 
 
 def text_field(record: dict[str, Any], *names: str) -> str | None:
-    """The first of ``names`` holding a string with visible text (``e5kit.text.has_visible_text``), stripped; None when there is none."""
+    """The first of ``names`` holding a string with visible text (``e5kit.io.text.has_visible_text``), stripped; None when there is none."""
     for name in names:
         value = record.get(name)
         if isinstance(value, str) and has_visible_text(value):

@@ -17,8 +17,8 @@ from typing import Any, Literal
 from e5kit.data.pair import Pair
 from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, iter_lines
 from e5kit.data.skips import SkipCounter
-from e5kit.text import has_visible_text
-from e5kit.textio import InputPathError, check_input_file, content_suffix
+from e5kit.io.text import has_visible_text
+from e5kit.io.files import InputPathError, check_input_file, content_suffix
 
 _HUB_PREFIX = "hf:"
 
@@ -52,11 +52,11 @@ def _format(path: Path, options: Options) -> str:
 def check_paths(paths: list[Path], options: Options) -> None:
     """Refuse, before work starts, a path this reader cannot read, naming it.
 
-    Files must be readable regular files (``e5kit.textio.check_input_file``). A folder or ``hf:`` path is
+    Files must be readable regular files (``e5kit.io.files.check_input_file``). A folder or ``hf:`` path is
     read with ``datasets``: it must be installed, and a folder must hold one saved ``Dataset``.
 
     Raises:
-        FileNotFoundError, e5kit.textio.InputPathError: naming the path and, for a missing package, the extra.
+        FileNotFoundError, e5kit.io.files.InputPathError: naming the path and, for a missing package, the extra.
     """
     for path in paths:
         if _format(path, options) != "hf":

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from e5kit.data.skips import SkipCounter
-from e5kit.text import has_visible_text
+from e5kit.io.text import has_visible_text
 
 #: Folders of the standard library that hold tests, demos or vendored code rather than documentation.
 _SKIPPED_PARTS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "turtledemo", "lib2to3"}

@@ -27,7 +27,7 @@ from e5kit.data.readers.base import (
     BadField, Child, Parent, ReaderOptions, file_meta, iter_json_records, iter_lines, join_best_child, number_field, text_field,
 )
 from e5kit.data.skips import SkipCounter
-from e5kit.text import has_visible_text
+from e5kit.io.text import has_visible_text
 
 _XML_KINDS = {"1": "question", "2": "answer"}
 

@@ -9,7 +9,7 @@ from e5kit.data.pair import Pair
 from e5kit.data.readers.base import ReaderOptions
 from e5kit.data.readers.pydoc import iter_module_docs, iter_topic_docs
 from e5kit.data.skips import SkipCounter
-from e5kit.textio import InputPathError
+from e5kit.io.files import InputPathError
 
 
 class Options(ReaderOptions):

@@ -5,7 +5,7 @@ page's visible text (the page is parsed as HTML once, here: ``e5kit.data.markup`
 line is the page title (Common Crawl's text extractor writes it there) and the rest the text, which is
 plain text and never decoded. The passage is the leading paragraphs up to ``max_passage_words``.
 
-Files are decompressed by ``e5kit.textio`` like every input (``.warc.gz`` as Common Crawl ships it,
+Files are decompressed by ``e5kit.io.files`` like every input (``.warc.gz`` as Common Crawl ships it,
 ``.bz2``, ``.xz``, ``.zst``), so a cut stream keeps the records before the cut. WARC has no lines: a
 pair's ``offset`` and a skip's location give the record's byte offset in the decompressed stream.
 """
@@ -20,8 +20,8 @@ from e5kit.data.markup import HTMLText, normalize_space
 from e5kit.data.pair import Pair
 from e5kit.data.readers.base import TRUNCATED, UNREADABLE, ReaderOptions, file_meta
 from e5kit.data.skips import SkipCounter
-from e5kit.text import has_visible_text
-from e5kit.textio import CorruptStream, InputPathError, open_binary
+from e5kit.io.text import has_visible_text
+from e5kit.io.files import CorruptStream, InputPathError, open_binary
 
 
 class Options(ReaderOptions):
@@ -91,7 +91,7 @@ def _read_file(path: Path, options: Options, skips: SkipCounter) -> Iterator[Pai
 
     offset = None
     try:
-        with open_binary(path) as handle:  # e5kit.textio decompresses; warcio reads gzip members only when given raw .gz
+        with open_binary(path) as handle:  # e5kit.io.files decompresses; warcio reads gzip members only when given raw .gz
             records = ArchiveIterator(handle)
             for record in records:
                 payload = record.content_stream().read()

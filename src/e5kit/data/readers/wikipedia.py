@@ -16,7 +16,7 @@ from pathlib import Path
 from e5kit.data.pair import Pair
 from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, iter_lines, text_field
 from e5kit.data.skips import SkipCounter
-from e5kit.text import has_visible_text
+from e5kit.io.text import has_visible_text
 
 _WIKITEXT_JOINERS = re.compile(r" @([-,.])@ ")
 _DROPPED_TAGS = {"ref", "references", "table", "gallery", "math", "timeline", "score", "imagemap"}
