@@ -89,6 +89,35 @@ def test_curate_killed_at_more_seeded_points(seed, tmp_path, uninterrupted):
     check_killed_curate(seeded_points(seed, POINTS), tmp_path, uninterrupted)
 
 
+def test_a_rerun_killed_while_writing_the_final_shards_leaves_the_complete_pairs_of_the_last_run(tmp_path, uninterrupted):
+    # Given a finished curation whose pairs/ spans several final shards
+    output = tmp_path / "out"
+    config = write_config(tmp_path, output)
+    curate(CurateConfig.model_validate(json.loads(config.read_text())))
+    assert len(uninterrupted["pairs"]) > 1
+    # When a rerun (every shard resumed) is killed right after its first final shard is written
+    run_killed(["curate", "--config", config], KillPoint("e5kit.data.curate:_ParquetWriter.close", count=1, when="after"))
+    # Then pairs/ is still the last complete set, never a mix of new and missing shards that training would read
+    pairs = {path.name: pq.read_table(path).to_pylist() for path in sorted((output / "pairs").glob("*.parquet"))}
+    assert json.loads(json.dumps(pairs).replace(str(tmp_path), "RUN")) == uninterrupted["pairs"]
+
+
+def test_a_rerun_keeps_the_shards_of_sources_it_does_not_curate(tmp_path):
+    # Given a pairs/ folder that also holds another run's source
+    output = tmp_path / "out"
+    config = write_config(tmp_path, output)
+    (output / "pairs").mkdir(parents=True)
+    other = output / "pairs" / "reddit-00000.parquet"
+    writer = _ParquetWriter(other, _pair_schema(with_dedup=False))
+    writer.add({"query": "q", "passage": "p", "source": "reddit", "meta": "{}"})
+    writer.close()
+    # When this run's news source is curated into it, Then the reddit shard is still there beside the news shards
+    curate(CurateConfig.model_validate(json.loads(config.read_text())))
+    names = sorted(path.name for path in (output / "pairs").glob("*.parquet"))
+    assert "reddit-00000.parquet" in names and any(name.startswith("news-") for name in names)
+    assert pq.read_table(output / "pairs" / "reddit-00000.parquet").to_pylist()[0]["query"] == "q"
+
+
 #: Runs curate with every worker blocked forever in its reader (as orphans were found: blocked on a queue).
 BLOCKED_WORKERS = """
 import json, sys, time

@@ -34,6 +34,7 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -52,7 +53,7 @@ from e5kit.data.readers import arxiv, base, generic, news, reddit, stackexchange
 from e5kit.data.skips import SkipCounter
 from e5kit.processes import die_with_parent
 from e5kit.progress import add as count_records, counting, progress_bar, set_count
-from e5kit.io.files import AtomicFile, InputPathError, check_input_file, remove_stale_temporaries, write_text_atomic
+from e5kit.io.files import AtomicFile, AtomicFolder, InputPathError, check_input_file, remove_stale_temporaries, write_text_atomic
 
 #: Source type -> reader module (``Options`` model and ``read(paths, options, skips)``).
 READERS: dict[str, ModuleType] = {
@@ -458,13 +459,30 @@ class _SourceTotals:
 
 def _merge(config: CurateConfig, tasks: list[ShardTask], results: list[dict[str, Any]]) -> dict[str, _SourceTotals]:
     """Global dedup in config order and the final shards; returns per-source totals."""
+    pairs_dir = config.output_dir / "pairs"
+    # pairs/ is written whole or not at all, so a kill while the final shards are written leaves the previous
+    # complete set (or none), never a mix that training would take as complete; a rerun rewrites this run's
+    # sources from scratch and keeps the shards of other sources gathered in the same folder.
+    staged = AtomicFolder(pairs_dir)
+    curated = {source.name for source in config.sources}
+    for shard in sorted(pairs_dir.glob("*.parquet")) if pairs_dir.is_dir() else []:
+        if shard.name.rsplit("-", 1)[0] not in curated:
+            try:
+                os.link(shard, staged.temporary / shard.name)
+            except OSError:  # a file system without hard links
+                shutil.copy2(shard, staged.temporary / shard.name)
+    try:
+        totals = _write_final_shards(config, tasks, results, staged.temporary)
+    except BaseException:
+        staged.discard()
+        raise
+    staged.commit()
+    return totals
+
+
+def _write_final_shards(config: CurateConfig, tasks: list[ShardTask], results: list[dict[str, Any]], pairs_dir: Path) -> dict[str, _SourceTotals]:
     import pyarrow.parquet as pq
 
-    pairs_dir = config.output_dir / "pairs"
-    pairs_dir.mkdir(parents=True, exist_ok=True)
-    for source in config.sources:  # a rerun rewrites the final shards from scratch
-        for stale in pairs_dir.glob(f"{source.name}-*.parquet"):
-            stale.unlink()
     seen = exact_dedup.ExactDedup()
     near_indexes: dict[tuple, near_dedup.NearDedup] = {}
     totals = {source.name: _SourceTotals() for source in config.sources}
