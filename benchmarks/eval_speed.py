@@ -21,7 +21,7 @@ SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "beir
 
 def subset(data_dir: Path, max_docs: int | None, folder: Path) -> Path:
     """Write a BEIR folder holding every judged document and others up to ``max_docs`` in total."""
-    from e5kit.evaluation.beir import load_beir
+    from e5kit.io.beir import load_beir
 
     corpus, queries, qrels = load_beir(data_dir)
     judged = {doc_id for docs in qrels.values() for doc_id in docs}
@@ -53,7 +53,7 @@ def time_sentence_transformers(model_name: str, data_dir: Path, batch_size: int,
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
-    from e5kit.evaluation.beir import document_text, load_beir
+    from e5kit.io.beir import document_text, load_beir
     from e5kit.hub import resolve_model_dir
 
     corpus, queries, qrels = load_beir(data_dir)

@@ -33,7 +33,7 @@ def main() -> None:
     from sentence_transformers.util import mine_hard_negatives as st_mine
 
     from e5kit.encoder import Encoder
-    from e5kit.evaluation.beir import document_text, load_beir
+    from e5kit.io.beir import document_text, load_beir
     from e5kit.training.mining import MiningConfig, mine_hard_negatives
 
     data = Path(args.data)

@@ -315,8 +315,8 @@ class Quickstart:
 
     def _index(self, folder: Path) -> dict[str, Any]:
         from e5kit.encoder import Encoder
-        from e5kit.evaluation.beir import find_file
-        from e5kit.serving.index import IndexSettings, VectorIndex, iter_corpus
+        from e5kit.io.beir import find_file
+        from e5kit.serving.index import IndexSettings, VectorIndex, corpus_documents
 
         model_dir = folder / "model"
         shutil.copytree(self.summaries["pretrain"]["model"], model_dir)
@@ -324,7 +324,7 @@ class Quickstart:
         encoder = Encoder.load(model_dir)
         self._add_results_to_card(model_dir, encoder)
         index = VectorIndex.create(folder / "index", encoder, IndexSettings(), model=str(model_dir))
-        report = index.add(iter_corpus(corpus), show_progress=True)
+        report = index.add(corpus_documents(corpus), show_progress=True)
         documents, chunks = index.num_documents, index.num_chunks
         index.close()
         commands = {

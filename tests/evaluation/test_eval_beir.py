@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from e5kit.evaluation.beir import document_text, encode_corpus, load_beir
+from e5kit.io.beir import document_text, load_beir
+from e5kit.retrieval.dense import encode_corpus
 from e5kit.evaluation.retrieval import run_beir
 from e5kit.io.text import has_visible_text
 from e5kit.io.files import InputFormatError

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from e5kit.encoder import Encoder
-from e5kit.evaluation.beir import document_text, load_beir
+from e5kit.io.beir import document_text, load_beir
 from e5kit.evaluation.retrieval import evaluate_beir
 
 

@@ -33,11 +33,11 @@ BACKEND_HELP = "torch, or onnx for a model directory written by `e5kit export on
 
 
 def _read_corpus(corpus: Path, id_field: str, text_field: str, title_field: str):
-    from e5kit.serving.index import iter_corpus
     from e5kit.io.files import InputFormatError
+    from e5kit.serving.index import corpus_documents
 
     try:
-        return list(iter_corpus(corpus, id_field=id_field, text_field=text_field, title_field=title_field))
+        return list(corpus_documents(corpus, id_field=id_field, text_field=text_field, title_field=title_field))
     except (FileNotFoundError, InputFormatError) as error:
         raise fail(str(error)) from error
 

@@ -243,7 +243,7 @@ def read_beir(folder: str | Path, issues: RecordIssues, split: str = "train") ->
     Negatives are left empty: they come from mining (``e5kit mine-negatives``) or from in-batch and
     random passages during fine-tuning.
     """
-    from e5kit.evaluation.beir import document_text, find_file, load_corpus, load_qrels, load_queries
+    from e5kit.io.beir import document_text, find_file, load_corpus, load_qrels, load_queries
 
     folder = Path(folder)
     corpus = load_corpus(find_file(folder, "corpus.jsonl"))

@@ -2,7 +2,7 @@
 
 These are the settings of bm25s' published BEIR figures (SciFact nDCG@10 68.7).
 
-Empty passages (no visible text, ``e5kit.evaluation.beir``) are left out of the index, as Lucene leaves
+Empty passages (no visible text, ``e5kit.io.beir``) are left out of the index, as Lucene leaves
 a document without terms out of a field's statistics (document count, average length), and score 0.
 """
 
@@ -40,7 +40,7 @@ def bm25_search(
     import bm25s
     import Stemmer
 
-    from e5kit.evaluation.beir import empty_mask
+    from e5kit.io.beir import empty_mask
 
     empty = empty_mask(documents)
     kept = np.flatnonzero(~empty)  # index row -> document position

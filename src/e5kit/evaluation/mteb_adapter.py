@@ -115,7 +115,7 @@ class MTEBEncoder:
         role, batch_size = self.role_for(task_type, prompt_type), kwargs.get("batch_size", self.batch_size)
         if getattr(prompt_type, "value", prompt_type) in ("document", "passage"):
             # The corpus side follows the corpus rule: empty passages (FiQA has some) get all-zero rows.
-            from e5kit.evaluation.beir import encode_corpus
+            from e5kit.retrieval.dense import encode_corpus
 
             return encode_corpus(self.encoder, _texts(inputs), role=role, batch_size=batch_size).embeddings
         return self.encoder.encode(_texts(inputs), role=role, batch_size=batch_size)
@@ -153,12 +153,12 @@ def local_retrieval_task(data_dir, task: str = "SciFact", split: str = "test"):
 
     Raises:
         ValueError: ``task`` is not a retrieval task (or unknown to mteb, from ``mteb.get_task``).
-        FileNotFoundError, InputFormatError: from ``e5kit.evaluation.beir.load_beir``.
+        FileNotFoundError, InputFormatError: from ``e5kit.io.beir.load_beir``.
     """
     import mteb
     from datasets import Dataset
 
-    from e5kit.evaluation.beir import load_beir
+    from e5kit.io.beir import load_beir
 
     instance = mteb.get_task(task, eval_splits=[split])
     if instance.metadata.type != "Retrieval":

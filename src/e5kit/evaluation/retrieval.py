@@ -22,7 +22,7 @@ Three rules are settings, each reported in the result's details:
   score 0 keeps a non-empty mapping, so mteb averages it as 0 too. ``exclude_queries_without_relevant``
   leaves them out of the mean (what that filter's name promises). Either way they are counted.
 - Empty passages (no visible text) stay in the corpus with an all-zero embedding / BM25 score 0 and are
-  counted (``e5kit.evaluation.beir.encode_corpus``). BEIR's SentenceBERT model embeds
+  counted (``e5kit.retrieval.dense.encode_corpus``). BEIR's SentenceBERT model embeds
   ``(title + " " + text).strip()``, i.e. the empty string, which our Encoder refuses as text without
   content. We differ on purpose: a zero vector scores exactly 0 against every query, so an empty passage
   ranks below every document with a positive score and above any with a negative one (a dot model's
@@ -43,11 +43,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from e5kit.evaluation.beir import document_text, empty_mask, encode_corpus, load_beir
+from e5kit.io.beir import document_text, empty_mask, load_beir
 from e5kit.evaluation.bm25 import bm25_search
 from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
 from e5kit.progress import progress_shown
+from e5kit.retrieval.dense import encode_corpus
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ An index is a folder:
   chunk number, character span), so a hit maps back to its document and passage.
 
 A document without visible text (``e5kit.io.text.has_visible_text`` of its title and text) follows the
-corpus rule every stage shares (``e5kit.evaluation.beir``): it is kept, in the store and as one chunk
+corpus rule every stage shares (``e5kit.io.beir``): it is kept, in the store and as one chunk
 with an all-zero vector (score 0 against any query), never sent to the encoder, and counted
 (``AddReport.empty``).
 
@@ -57,7 +57,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from e5kit.progress import progress_bar
 from e5kit.serving.chunking import Chunk, chunk_texts, chunk_window
 from e5kit.io.text import has_visible_text
-from e5kit.io.files import AtomicFile, InputFormatError, iter_jsonl, remove_stale_temporaries, write_text_atomic
+from e5kit.io.beir import iter_corpus
+from e5kit.io.files import AtomicFile, remove_stale_temporaries, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -186,25 +187,14 @@ class SearchHit:
         return flat if len(flat) <= chars else flat[:chars].rsplit(" ", 1)[0] + " ..."
 
 
-def iter_corpus(path: str | Path, id_field: str = "_id", text_field: str = "text", title_field: str = "title") -> Iterator[Document]:
-    """Read documents from JSONL (BEIR ``corpus.jsonl`` layout by default; ``.gz``/``.zst`` allowed).
+def corpus_documents(path: str | Path, id_field: str = "_id", text_field: str = "text", title_field: str = "title") -> Iterator[Document]:
+    """The documents of a corpus JSONL (BEIR ``corpus.jsonl`` layout by default), read by ``e5kit.io.beir.iter_corpus``.
 
     Raises:
-        InputFormatError: a record without an id, with a non-string text, or a repeated id, naming the line.
+        InputFormatError: a malformed record or a repeated id, naming file and line.
     """
-    seen: dict[str, int] = {}
-    for line_number, record in iter_jsonl(path):
-        doc_id = record.get(id_field, record.get("id") if id_field == "_id" else None)
-        if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool) or str(doc_id) == "":
-            raise InputFormatError(f"{path}:{line_number}: field {id_field!r} (document id) is missing or not a string/number")
-        doc_id = str(doc_id)
-        if doc_id in seen:
-            raise InputFormatError(f"{path}:{line_number}: document id {doc_id!r} repeats line {seen[doc_id]}")
-        seen[doc_id] = line_number
-        text, title = record.get(text_field, ""), record.get(title_field) or ""
-        if not isinstance(text, str) or not isinstance(title, str):
-            raise InputFormatError(f"{path}:{line_number}: fields {text_field!r} and {title_field!r} must be strings")
-        yield Document(doc_id=doc_id, text=text, title=title)
+    for record in iter_corpus(path, id_field=id_field, text_field=text_field, title_field=title_field):
+        yield Document(doc_id=record.doc_id, text=record.text, title=record.title)
 
 
 def _new_faiss_index(settings: IndexSettings, dimension: int):
@@ -430,7 +420,7 @@ class VectorIndex:
         return report
 
     def _embed(self, texts: list[str], batch_size: int | None):
-        from e5kit.evaluation.beir import encode_corpus
+        from e5kit.retrieval.dense import encode_corpus
 
         return encode_corpus(self.encoder, texts, role=self.settings.passage_role, batch_size=batch_size)
 

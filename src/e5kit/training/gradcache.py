@@ -16,7 +16,6 @@ little padding; the loss is computed in the original pair order, so the result d
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 from e5kit.encoder import Encoder
-from e5kit.io.text import normalized_text_key
+from e5kit.io.hashing import text_key_hash
 from e5kit.training.distributed import ProcessGroup, gather_no_grad, gather_with_grad
 from e5kit.training.losses.infonce import info_nce_loss
 
@@ -40,11 +39,7 @@ class Chunk:
 def text_keys(texts: Sequence[str], device: torch.device) -> torch.Tensor:
     """(n,) int64 ids of texts, equal in every process (Python's ``hash`` is per-process) for texts that are
     the same by ``e5kit.io.text.normalized_text_key`` (the rule mining rejects copies of a positive by)."""
-    ids = [
-        int.from_bytes(hashlib.blake2b(normalized_text_key(text).encode("utf-8"), digest_size=8).digest(), "little", signed=True)
-        for text in texts
-    ]
-    return torch.tensor(ids, dtype=torch.int64, device=device)
+    return torch.tensor([text_key_hash(text) for text in texts], dtype=torch.int64, device=device)
 
 
 def length_sorted_chunks(encoder: Encoder, texts: Sequence[str], role: str, max_length: int, chunk_size: int) -> list[Chunk]:

@@ -25,12 +25,11 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,8 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, beir_positives
 from e5kit.progress import progress_bar, progress_shown
-from e5kit.io.text import has_visible_text, normalized_text_key
-from e5kit.io.files import AtomicFile, InputFormatError, iter_jsonl, remove_stale_temporaries, write_text_atomic
+from e5kit.io.beir import CorpusStream, load_qrels, load_queries
+from e5kit.io.files import AtomicFile, InputFormatError, remove_stale_temporaries, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -112,80 +111,6 @@ def build_mining_config(**fields: Any) -> MiningConfig:
         raise ValueError(f"invalid mining options: {problems}") from error
 
 
-# ---------------------------------------------------------------------------- corpus streaming
-class CorpusFile:
-    """A BEIR corpus.jsonl[.gz] read as a stream: ids once, then shards of (ids, "title text") on demand.
-
-    The first pass also notes, per document, whether it is an empty passage (``empty``: positions
-    without visible text) and a 64-bit hash of its ``normalized_text_key`` (``key_hashes``), so copies
-    of a positive are found without holding the texts.
-
-    Raises (while reading):
-        InputFormatError: a record without an id or text, or a duplicate id (naming file and line).
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.ids: list[str] = []
-        self.position: dict[str, int] = {}
-        self.empty: set[int] = set()
-        hashes: list[int] = []
-        for line_number, doc_id, text in self._records():
-            if doc_id in self.position:
-                raise InputFormatError(f"{self.path}:{line_number}: duplicate document id {doc_id!r}")
-            self.position[doc_id] = len(self.ids)
-            if not has_visible_text(text):
-                self.empty.add(len(self.ids))
-            hashes.append(text_key_hash(text))
-            self.ids.append(doc_id)
-        if not self.ids:
-            raise InputFormatError(f"{self.path}: the corpus is empty")
-        self.key_hashes = np.array(hashes, dtype=np.uint64)
-
-    def copies_of(self, positions: set[int]) -> dict[int, set[int]]:
-        """For each position in ``positions``: every other position whose text has the same normalised key."""
-        wanted = {int(self.key_hashes[p]) for p in positions}
-        by_key: dict[int, set[int]] = {}
-        for other in np.flatnonzero(np.isin(self.key_hashes, np.array(sorted(wanted), dtype=np.uint64))):
-            by_key.setdefault(int(self.key_hashes[other]), set()).add(int(other))
-        return {p: by_key[int(self.key_hashes[p])] - {p} for p in positions}
-
-    def _records(self) -> Iterator[tuple[int, str, str]]:
-        from e5kit.evaluation.beir import document_text
-
-        for line_number, record in iter_jsonl(self.path):
-            doc_id = record.get("_id")
-            if doc_id is None or not str(doc_id).strip():
-                raise InputFormatError(f"{self.path}:{line_number}: missing '_id'")
-            if not isinstance(record.get("text"), str) or not isinstance(record.get("title", ""), str):
-                raise InputFormatError(f"{self.path}:{line_number}: 'text' (and 'title', when present) must be strings")
-            yield line_number, str(doc_id), document_text(record)
-
-    def shards(self, size: int | None) -> Iterator[tuple[int, list[str]]]:
-        """(position of the shard's first document, its texts) for shards of ``size`` documents (None: one)."""
-        start, texts = 0, []
-        for _, _, text in self._records():
-            texts.append(text)
-            if size is not None and len(texts) == size:
-                yield start, texts
-                start, texts = start + len(texts), []
-        if texts:
-            yield start, texts
-
-    def texts(self, wanted: set[int]) -> dict[int, str]:
-        """Texts of the documents at positions ``wanted`` (one more pass over the file)."""
-        found = {}
-        for position, (_, _, text) in enumerate(self._records()):
-            if position in wanted:
-                found[position] = text
-        return found
-
-
-def text_key_hash(text: str) -> int:
-    """64-bit hash of ``normalized_text_key(text)``: equal for texts that count as the same text."""
-    return int.from_bytes(hashlib.blake2b(normalized_text_key(text).encode("utf-8"), digest_size=8).digest(), "little")
-
-
 # ---------------------------------------------------------------------------- search
 def merge_top_k(
     scores: np.ndarray, indices: np.ndarray, new_scores: np.ndarray, new_indices: np.ndarray, k: int
@@ -213,7 +138,7 @@ class SearchResult:
     positive_scores: np.ndarray
 
 
-def bm25_candidates(corpus: CorpusFile, queries: Sequence[str], positives: Sequence[list[int]], depth: int) -> SearchResult:
+def bm25_candidates(corpus: CorpusStream, queries: Sequence[str], positives: Sequence[list[int]], depth: int) -> SearchResult:
     """BM25 top-``depth`` with the harness's settings; a positive's score is known when it is retrieved."""
     from e5kit.evaluation.bm25 import bm25_search
 
@@ -228,13 +153,13 @@ def bm25_candidates(corpus: CorpusFile, queries: Sequence[str], positives: Seque
 
 
 def dense_candidates(
-    encoder, corpus: CorpusFile, queries: Sequence[str], positives: Sequence[list[int]], config: MiningConfig
+    encoder, corpus: CorpusStream, queries: Sequence[str], positives: Sequence[list[int]], config: MiningConfig
 ) -> SearchResult:
     """Exact inner-product top-``depth`` with FAISS, one corpus shard at a time, and exact positive scores.
 
     Passages are embedded by ``encode_corpus``: an empty passage gets an all-zero row (score 0).
     """
-    from e5kit.evaluation.beir import encode_corpus
+    from e5kit.retrieval.dense import encode_corpus
     from e5kit.evaluation.retrieval import dense_search
 
     query_embeddings = encoder.encode(queries, role="query", batch_size=config.batch_size, show_progress=True)
@@ -373,12 +298,10 @@ def mine_hard_negatives(
         positive, within the margin), skipped records by reason, seconds. A positive without visible
         text is left out of its record (counted); a query left without positives is skipped (counted).
     """
-    from e5kit.evaluation.beir import load_qrels, load_queries
-
     started = time.perf_counter()
     issues = RecordIssues()
     queries = load_queries(Path(queries_path))
-    corpus = CorpusFile(corpus_path)
+    corpus = CorpusStream(corpus_path)
     positive_ids = beir_positives(load_qrels(Path(qrels_path)), queries, corpus.position, issues, origin=str(qrels_path))
     for query_id, doc_ids in list(positive_ids.items()):
         visible = [doc_id for doc_id in doc_ids if corpus.position[doc_id] not in corpus.empty]

@@ -10,7 +10,7 @@ whole blocks a killed one wrote and scores the rest in the same blocks, so its o
 uninterrupted run's, byte for byte (a batch's padding would otherwise change the last bits of a score).
 
 Empty passages (no visible text, ``e5kit.io.text.has_visible_text``) follow the corpus rule every stage
-shares (``e5kit.evaluation.beir``): never sent to the teacher, scored 0 (the cosine of an all-zero
+shares (``e5kit.io.beir``): never sent to the teacher, scored 0 (the cosine of an all-zero
 embedding), kept in their record, and counted in the report (``empty_passages``).
 
 Example:
@@ -116,7 +116,7 @@ class BiEncoderTeacher:
         self.name = name
 
     def score_pairs(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
-        from e5kit.evaluation.beir import encode_corpus
+        from e5kit.retrieval.dense import encode_corpus
 
         unique_queries = list(dict.fromkeys(queries))  # a block's pairs share few distinct queries
         row = {query: index for index, query in enumerate(unique_queries)}

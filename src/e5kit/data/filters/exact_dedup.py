@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Literal
 
 from e5kit.data.filters.base import FilterConfig, words
 from e5kit.data.pair import Pair
+from e5kit.io.hashing import stable_hash
 
 
 class Config(FilterConfig):
@@ -19,11 +19,6 @@ class Config(FilterConfig):
 
     enabled: bool = True
     key: Literal["pair", "passage", "query"] = "pair"
-
-
-def stable_hash(text: str) -> int:
-    """A signed 64-bit hash that is the same in every process and run (Python's ``hash`` is salted)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
 
 
 def dedup_key(pair: Pair, key: str) -> int:

@@ -1,26 +1,31 @@
-"""Loading BEIR-format folders: corpus.jsonl[.gz], queries.jsonl[.gz], qrels/<split>.tsv, and the
-corpus rules every stage shares (evaluation, mining, teacher scoring, the index).
+"""The one BEIR reader: corpus.jsonl[.gz], queries.jsonl[.gz], qrels/<split>.tsv, for every stage
+(evaluation, mining, teacher scoring, fine-tuning formats, the index).
 
-Every malformed record is an error naming its file and line, so a score is never computed on
-silently damaged data.
+Every malformed record is an error naming its file and line, so a score is never computed on silently
+damaged data. A corpus record is ``{"_id", "title"?, "text"}``: the id a non-blank string or an integer
+(``"id"`` is read when ``"_id"`` is absent), ``text`` a string, ``title`` a string or absent/null; a
+repeated id is an error. :func:`iter_corpus` streams the records (the index, which may name other
+fields); :func:`load_corpus` holds them in memory (evaluation); :class:`CorpusStream` reads a corpus
+too large to hold in passes (dense mining, shard by shard).
 
 Empty passages: a document without visible text (``e5kit.io.text.has_visible_text`` of its "title text":
 empty, whitespace, or only zero-width/format characters; BEIR FiQA has some) is well-formed data, not an
 error. It stays in the corpus under its id, is never sent to an encoder (which refuses such texts),
-gets an all-zero embedding (dot/cosine score 0; BM25 scores it 0 too), and every stage counts it.
-``encode_corpus`` is that rule for every stage that embeds a corpus.
+gets an all-zero embedding (dot/cosine score 0; BM25 scores it 0 too), and every stage counts it
+(``empty_mask``; ``e5kit.retrieval.dense.encode_corpus`` embeds a corpus by that rule).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from e5kit.io.text import has_visible_text
 from e5kit.io.files import COMPRESSED_SUFFIXES, InputFormatError, find_compressed, iter_jsonl, iter_tsv_rows
+from e5kit.io.hashing import text_key_hash
+from e5kit.io.text import has_visible_text
 
 
 class BeirData(NamedTuple):
@@ -37,6 +42,15 @@ class BeirData(NamedTuple):
     qrels: dict[str, dict[str, int]]
 
 
+class CorpusRecord(NamedTuple):
+    """One corpus document as read: its line in the file, id, title ("" when absent) and text."""
+
+    line: int
+    doc_id: str
+    title: str
+    text: str
+
+
 def find_file(folder: Path, name: str) -> Path:
     """``folder/name`` or a compressed ``folder/name.gz`` (``.bz2``, ``.xz``, ``.lzma``, ``.zst``), whichever exists."""
     found = find_compressed(folder, name)
@@ -45,10 +59,14 @@ def find_file(folder: Path, name: str) -> Path:
     return found
 
 
-def _record_id(path: Path, line_number: int, record: dict) -> str:
-    value = record.get("_id")
+def _record_id(path: Path, line_number: int, record: dict, field: str = "_id") -> str:
+    value = record.get(field)
+    if value is None and field == "_id":
+        value = record.get("id")
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise InputFormatError(f"{path}:{line_number}: missing '_id'")
+        raise InputFormatError(f"{path}:{line_number}: missing {field!r}")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InputFormatError(f"{path}:{line_number}: {field!r} must be a string or an integer, got {type(value).__name__}")
     return str(value)
 
 
@@ -61,23 +79,34 @@ def _string_field(path: Path, line_number: int, record: dict, field: str, requir
     return value
 
 
-def load_corpus(path: Path) -> dict[str, dict[str, str]]:
-    """Read corpus.jsonl records ``{"_id", "title"?, "text"}``.
+def iter_corpus(path: str | Path, id_field: str = "_id", text_field: str = "text", title_field: str = "title") -> Iterator[CorpusRecord]:
+    """Stream the documents of a corpus JSONL (BEIR layout by default; any compression ``e5kit.io.files`` reads).
 
-    A document with empty title and text is kept (an empty passage, see the module docstring).
+    A document with empty title and text is given out (an empty passage, see the module docstring).
+
+    Raises (while reading):
+        InputFormatError: malformed JSON, a missing or non-string/integer id, a missing or non-string
+            text, a non-string title, a repeated id (each naming file and line).
+    """
+    path = Path(path)
+    first_line: dict[str, int] = {}
+    for line_number, record in iter_jsonl(path):
+        doc_id = _record_id(path, line_number, record, id_field)
+        if doc_id in first_line:
+            raise InputFormatError(f"{path}:{line_number}: duplicate document id {doc_id!r} (first on line {first_line[doc_id]})")
+        first_line[doc_id] = line_number
+        title = _string_field(path, line_number, record, title_field, required=False)
+        text = _string_field(path, line_number, record, text_field, required=True)
+        yield CorpusRecord(line_number, doc_id, title, text)
+
+
+def load_corpus(path: Path) -> dict[str, dict[str, str]]:
+    """Read a whole corpus.jsonl (``iter_corpus``'s rules) into doc id -> ``{"title", "text"}``.
 
     Raises:
-        InputFormatError: malformed JSON, a missing id or text field, a duplicate id, or a file
-            without any record (each naming file and line).
+        InputFormatError: ``iter_corpus``'s errors, or a file without any record (naming the file).
     """
-    corpus: dict[str, dict[str, str]] = {}
-    for line_number, record in iter_jsonl(path):
-        doc_id = _record_id(path, line_number, record)
-        if doc_id in corpus:
-            raise InputFormatError(f"{path}:{line_number}: duplicate document id {doc_id!r}")
-        title = _string_field(path, line_number, record, "title", required=False)
-        text = _string_field(path, line_number, record, "text", required=True)
-        corpus[doc_id] = {"title": title, "text": text}
+    corpus = {record.doc_id: {"title": record.title, "text": record.text} for record in iter_corpus(path)}
     if not corpus:
         raise InputFormatError(f"{path}: the corpus is empty")
     return corpus
@@ -175,47 +204,57 @@ def empty_mask(texts: Sequence[str]) -> np.ndarray:
     return np.fromiter((not has_visible_text(text) for text in texts), dtype=bool, count=len(texts))
 
 
-class EncodedCorpus(NamedTuple):
-    """Passage embeddings with the empty passages marked.
+class CorpusStream:
+    """A corpus.jsonl[.gz] read in passes (``iter_corpus``): ids once, then shards of (ids, "title text") on demand.
 
-    Attributes:
-        embeddings: (len(texts), dim) float32; all-zero rows for empty passages.
-        empty: (len(texts),) bool, True where the passage had no visible text.
+    The first pass also notes, per document, whether it is an empty passage (``empty``: positions
+    without visible text) and ``text_key_hash`` of its "title text" (``key_hashes``), so copies of a
+    document are found without holding the texts.
+
+    Raises (while reading):
+        InputFormatError: ``iter_corpus``'s errors, or a file without any record.
     """
 
-    embeddings: np.ndarray
-    empty: np.ndarray
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.ids: list[str] = []
+        self.position: dict[str, int] = {}
+        self.empty: set[int] = set()
+        hashes: list[int] = []
+        for record in iter_corpus(self.path):
+            text = document_text(record._asdict())
+            self.position[record.doc_id] = len(self.ids)
+            if not has_visible_text(text):
+                self.empty.add(len(self.ids))
+            hashes.append(text_key_hash(text))
+            self.ids.append(record.doc_id)
+        if not self.ids:
+            raise InputFormatError(f"{self.path}: the corpus is empty")
+        self.key_hashes = np.array(hashes, dtype=np.int64)
 
-    @property
-    def empty_count(self) -> int:
-        return int(self.empty.sum())
+    def copies_of(self, positions: set[int]) -> dict[int, set[int]]:
+        """For each position in ``positions``: every other position whose text has the same normalised key."""
+        wanted = {int(self.key_hashes[p]) for p in positions}
+        by_key: dict[int, set[int]] = {}
+        for other in np.flatnonzero(np.isin(self.key_hashes, np.array(sorted(wanted), dtype=np.int64))):
+            by_key.setdefault(int(self.key_hashes[other]), set()).add(int(other))
+        return {p: by_key[int(self.key_hashes[p])] - {p} for p in positions}
 
+    def _texts(self) -> Iterator[str]:
+        for record in iter_corpus(self.path):
+            yield document_text(record._asdict())
 
-def encode_corpus(encoder, texts: Sequence[str], role: str | None = "passage", **options) -> EncodedCorpus:
-    """Embed corpus passages; empty passages are not sent to ``encoder`` and get all-zero rows.
+    def shards(self, size: int | None) -> Iterator[tuple[int, list[str]]]:
+        """(position of the shard's first document, its texts) for shards of ``size`` documents (None: one)."""
+        start, texts = 0, []
+        for text in self._texts():
+            texts.append(text)
+            if size is not None and len(texts) == size:
+                yield start, texts
+                start, texts = start + len(texts), []
+        if texts:
+            yield start, texts
 
-    The one rule every stage that embeds a corpus follows (evaluation, dense mining, the bi-encoder
-    teacher, the index): an all-zero row scores 0 against any query by dot product or cosine, so an
-    empty passage stays searchable by id at score 0 without a crash, and callers count ``empty``.
-
-    Args:
-        encoder: An ``Encoder`` (or anything with its ``encode``; ``dimension`` is read only when every
-            passage is empty).
-        texts: The passages.
-        role: The role the passages are embedded in.
-        **options: Passed to ``encoder.encode`` (batch_size, show_progress, normalize).
-
-    Returns:
-        ``EncodedCorpus(embeddings, empty)``. When a passage was embedded, ``encoder.last_stats`` (if
-        the encoder keeps it) describes the call over the non-empty passages.
-    """
-    empty = empty_mask(texts)
-    keep = np.flatnonzero(~empty)
-    if not len(keep):
-        return EncodedCorpus(np.zeros((len(texts), encoder.dimension), dtype=np.float32), empty)
-    vectors = encoder.encode([texts[i] for i in keep], role=role, **options)
-    if len(keep) == len(texts):
-        return EncodedCorpus(np.asarray(vectors, dtype=np.float32), empty)
-    embeddings = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
-    embeddings[keep] = vectors
-    return EncodedCorpus(embeddings, empty)
+    def texts(self, wanted: set[int]) -> dict[int, str]:
+        """Texts of the documents at positions ``wanted`` (one more pass over the file)."""
+        return {position: text for position, text in enumerate(self._texts()) if position in wanted}

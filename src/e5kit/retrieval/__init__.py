@@ -1,0 +1,9 @@
+"""Search shared by evaluation, hard-negative mining, the consistency filter and the index.
+
+- ``dense``: embedding a corpus by the empty-passage rule (``encode_corpus``), FAISS index construction
+  from ``faiss.index_factory`` strings, exact inner-product search in query chunks, shard merging
+  (``merge_top_k``) and ``rank_of_own``.
+- ``bm25``: BM25 search with the settings of bm25s' published BEIR figures.
+
+Layer: above ``e5kit.io`` and the encoder, below data, training, evaluation and serving.
+"""
