@@ -148,3 +148,16 @@ def test_help_keeps_every_bracket_and_fits_80_columns(path, command, monkeypatch
         for bracketed in re.findall(r"\[[^\]\n]*\]", " ".join(source.split())):
             assert bracketed in shown, f"{bracketed!r} missing from the help of {' '.join(path)}"
     assert max(len(line) for line in result.output.splitlines()) <= 80
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    # Given a command whose standard output is a pipe its reader has already closed (`e5kit ... | head -0`)
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "e5kit", "config", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    # When it writes, Then it stops with 128 + SIGPIPE, as Unix tools do, and prints no error or traceback
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141, stderr
+    assert "error" not in stderr.lower() and "Traceback" not in stderr

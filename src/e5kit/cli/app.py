@@ -20,11 +20,15 @@ from e5kit import progress
 EXIT_BAD_INPUT = 2
 #: Exit status of a failure while running: out of memory, a model that fails to load for a reason other than its path, a bug.
 EXIT_RUNTIME_FAILURE = 1
+#: Exit status when the reader of standard output closed it early (128 + SIGPIPE, what a shell reports for
+#: a Unix tool stopped that way); nothing is printed.
+EXIT_BROKEN_PIPE = 141
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 2 bad input, usage or config (a one-line error naming the file or option); "
     "1 a runtime failure such as out of memory, a model that fails to load for a reason other than its "
-    "path, or an unexpected error (a one-line error; -v or --log-level debug adds the traceback)."
+    "path, or an unexpected error (a one-line error; -v or --log-level debug adds the traceback); "
+    "141 the reader of the output stopped early (e5kit ... | head), nothing printed."
 )
 
 
@@ -36,6 +40,11 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:
+            # The reader of our output left (`e5kit search ... | head -1`): stop quietly, as Unix tools do.
+            # Python's recipe: point stdout at /dev/null so the interpreter's final flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(code=EXIT_BROKEN_PIPE) from None
         except Exception as error:
             raise runtime_failure(error) from error
 
@@ -205,7 +214,7 @@ def run_training(load_settings: Callable, train: Callable, config: Path | None, 
     """
     from transformers.utils import logging as transformers_logging
 
-    from e5kit.data.shards import ShardError
+    from e5kit.io.pairs import ShardError
     from e5kit.model_format import ModelDirectoryError
     from e5kit.io.files import InputFormatError
     from e5kit.config import ConfigError
