@@ -151,7 +151,8 @@ def _fingerprint(settings: Any) -> str:
 
 
 def _source_counts(pairs_dir: str) -> Counter:
-    from e5kit.data.shards import count_sources, resolve_shard_paths
+    from e5kit.data.shards import count_sources
+    from e5kit.io.pairs import resolve_shard_paths
 
     counts: Counter = Counter()
     for shard in resolve_shard_paths([pairs_dir]):

@@ -11,7 +11,7 @@ import pytest
 
 from e5kit.data.filters import clean, decontaminate, exact_dedup, language, length, near_dedup, perplexity, visible
 from e5kit.data.filters.base import words
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 
 
 def test_clean_strips_urls_and_boilerplate_but_never_markup():

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from e5kit.cli.app import app
 from e5kit.data.curate import CurateConfig, curate, load_config
-from e5kit.data.pair import PAIR_COLUMNS
+from e5kit.io.pairs import PAIR_COLUMNS
 
 NEWS = [{"title": f"Headline number {i} about city council budget", "description": f"The city council met on day {i} and approved spending on parks, roads and the public library."} for i in range(30)]
 

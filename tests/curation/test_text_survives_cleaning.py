@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from e5kit.data.curate import CurateConfig, curate, load_config
 from e5kit.data.filters import clean
 from e5kit.data.markup import html_to_text, normalize_space, unescape_reddit
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 from e5kit.data.readers import arxiv, generic, news, stackexchange
 from e5kit.data.skips import SkipCounter
 

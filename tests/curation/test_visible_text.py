@@ -17,7 +17,7 @@ from curation_dumps import json_lines, write_lines
 from e5kit.data.curate import CurateConfig, curate
 from e5kit.data.filters import decontaminate
 from e5kit.data.filters.visible import PASSAGE_INVISIBLE, QUERY_INVISIBLE, VisibleTextFilter
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 from e5kit.data.readers import generic, news, wikipedia
 from e5kit.data.readers.base import text_field
 from e5kit.data.skips import SkipCounter

@@ -8,7 +8,8 @@ from collections import Counter
 
 import pytest
 
-from e5kit.data.shards import PairSampler, ShardError, count_sources, iter_rows, resolve_shard_paths
+from e5kit.data.shards import PairSampler, count_sources, iter_rows
+from e5kit.io.pairs import ShardError, resolve_shard_paths
 
 
 def drain(sampler, batches):

@@ -48,7 +48,7 @@ from e5kit import config as config_io
 from e5kit.config import describe_validation_error
 from e5kit.data.filters import clean, decontaminate, exact_dedup, language, length, near_dedup, perplexity, visible
 from e5kit.data.filters.base import PairFilter
-from e5kit.data.pair import PAIR_COLUMNS, Pair
+from e5kit.io.pairs import PAIR_COLUMNS, Pair
 from e5kit.data.readers import arxiv, base, generic, news, reddit, stackexchange, stdlib_docs, warc, wikipedia
 from e5kit.data.skips import SkipCounter
 from e5kit.processes import die_with_parent

@@ -33,8 +33,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from e5kit.data.filters import decontaminate
-from e5kit.data.pair import Pair
-from e5kit.data.shards import ShardError, invalid_reason, iter_rows, resolve_shard_paths, shard_stem
+from e5kit.io.pairs import Pair, ShardError, resolve_shard_paths, shard_stem
+from e5kit.data.shards import invalid_reason, iter_rows
 from e5kit.data.skips import SkipCounter
 from e5kit.io.text import normalized_text_key
 from e5kit.io.files import AtomicFile, remove_stale_temporaries, write_text_atomic
@@ -145,7 +145,7 @@ def holdout(config: HoldoutConfig) -> dict[str, Any]:
     """Cut the held-out splits and write the decontaminated training pairs; returns the report.
 
     Raises:
-        e5kit.data.shards.ShardError: a pairs path that names no pair shard, or two shards with one file name (naming them).
+        e5kit.io.pairs.ShardError: a pairs path that names no pair shard, or two shards with one file name (naming them).
     """
     output_dir = Path(config.output_dir)
     report_path = output_dir / "report.json"

@@ -12,7 +12,6 @@ sampler, continues with exactly batch n + 1.
 
 from __future__ import annotations
 
-import glob
 import logging
 import zlib
 from collections import Counter
@@ -24,83 +23,13 @@ from typing import Any
 import numpy as np
 
 from e5kit.io.text import has_visible_text
-from e5kit.io.files import COMPRESSED_SUFFIXES, InputPathError, check_input_file, iter_jsonl
+from e5kit.io.files import iter_jsonl
+from e5kit.io.pairs import Pair, ShardError, is_parquet, resolve_shard_paths, shard_stem
 
 logger = logging.getLogger(__name__)
 
-#: Pair shard file names end in one of these (lower case): Parquet, or JSONL plain or compressed with any
-#: codec the decompression layer reads (``e5kit.io.files.COMPRESSED_SUFFIXES``).
-SHARD_SUFFIXES = (".parquet", ".jsonl", *(f".jsonl{suffix}" for suffix in COMPRESSED_SUFFIXES))
 #: Rows converted to Python at a time when reading Parquet.
 READ_BATCH_ROWS = 1024
-
-
-class ShardError(ValueError):
-    """A shard path or file is unusable; the message names it."""
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One training pair."""
-
-    query: str
-    passage: str
-    source: str
-
-
-def _shard_suffix(path: Path) -> str | None:
-    """The shard suffix ``path``'s name ends in (any case), longest first; None for other files."""
-    name = path.name.lower()
-    return next((suffix for suffix in sorted(SHARD_SUFFIXES, key=len, reverse=True) if name.endswith(suffix)), None)
-
-
-def is_shard(path: Path) -> bool:
-    return _shard_suffix(path) is not None
-
-
-def shard_stem(path: Path) -> str:
-    """The file name without its shard suffix: the source of rows that name none."""
-    suffix = _shard_suffix(path)
-    return path.name[: -len(suffix)] if suffix else path.stem
-
-
-def is_parquet(path: Path) -> bool:
-    return _shard_suffix(path) == ".parquet"
-
-
-def resolve_shard_paths(patterns: Sequence[str | Path]) -> list[Path]:
-    """Expand files, folders (every shard below them: ``SHARD_SUFFIXES``) and globs into a sorted list of
-    shards, each checked to be a readable file before any work.
-
-    Raises:
-        ShardError: naming a pattern (a folder, a glob) that matches no shard file, a file that is not a
-            shard, or a shard that cannot be read.
-    """
-    found: dict[Path, None] = {}
-    for pattern in patterns:
-        path = Path(pattern).expanduser()
-        if path.is_dir():
-            # Hidden entries are left out: unfinished writes (e5kit.io.files.temporary_path) are hidden.
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            matches = [p for p in files if is_shard(p)]
-            if files and not matches:
-                raise ShardError(f"{pattern}: folder holds no pair shard ({', '.join(SHARD_SUFFIXES)}), only {len(files)} other file(s), e.g. {files[0].name}")
-        elif path.is_file():
-            if not is_shard(path):
-                raise ShardError(f"{path}: not a pair shard (expected one of {', '.join(SHARD_SUFFIXES)})")
-            matches = [path]
-        else:
-            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file() and is_shard(Path(p)))
-        if not matches:
-            what = "folder holds" if path.is_dir() else "matches"
-            raise ShardError(f"{pattern}: {what} no pair shard ({', '.join(SHARD_SUFFIXES)})")
-        for match in matches:
-            try:
-                check_input_file(match)
-            except (OSError, InputPathError) as error:
-                raise ShardError(str(error)) from None
-        found.update(dict.fromkeys(matches))
-    return list(found)
 
 
 def _parquet_file(path: Path):
@@ -227,7 +156,7 @@ class SourceStream:
                     if self.position.epoch == 0:
                         self.skipped[reason] += 1
                     continue
-                pairs.append(Pair(query, passage, self.name))
+                pairs.append(Pair(query, passage, source=self.name))
                 if len(pairs) == count:
                     return pairs
             self._next_file()

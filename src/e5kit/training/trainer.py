@@ -317,7 +317,7 @@ def pretrain(
 
     Raises:
         ConfigError: an invalid setting (named) — raised before any training work.
-        e5kit.data.shards.ShardError: unusable data files (named).
+        e5kit.io.pairs.ShardError: unusable data files (named).
     """
     trainer = Pretrainer(coerce_config(config), resume=resume, show_progress=show_progress, evaluator=evaluator)
     try:

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 
 _WORD = re.compile(r"\w+")
 

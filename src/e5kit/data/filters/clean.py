@@ -16,7 +16,7 @@ from pydantic import model_validator
 
 from e5kit.data.filters.base import FilterConfig
 from e5kit.data.markup import normalize_space
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 
 __all__ = ["Config", "CleanFilter", "DEFAULT_BOILERPLATE", "normalize_space"]
 

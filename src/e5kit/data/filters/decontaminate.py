@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from e5kit.data.filters.base import FilterConfig, words
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import iter_json_records, iter_lines
 from e5kit.data.skips import SkipCounter
 from e5kit.io.files import content_suffix

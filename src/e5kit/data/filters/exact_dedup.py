@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from e5kit.data.filters.base import FilterConfig, words
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 from e5kit.io.hashing import stable_hash
 
 

@@ -6,7 +6,7 @@ from functools import lru_cache
 from typing import Literal
 
 from e5kit.data.filters.base import FilterConfig
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 
 
 class Config(FilterConfig):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from e5kit.data.filters.base import FilterConfig, words
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 
 
 class Config(FilterConfig):

@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 
 from e5kit.data.filters.base import FilterConfig, words
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 
 MINHASH_SEED = 1
 

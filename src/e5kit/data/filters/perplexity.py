@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from e5kit.data.filters.base import FilterConfig
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 
 
 class Config(FilterConfig):

@@ -8,7 +8,7 @@ cleaning is enabled), so such a pair is dropped with a counted reason, never wri
 
 from __future__ import annotations
 
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 from e5kit.io.text import has_visible_text
 
 QUERY_INVISIBLE = "query has no visible text"

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 from e5kit.data.skips import SkipCounter
 from e5kit.io.text import has_visible_text
 from e5kit.io.files import CorruptStream, check_input_file, iter_byte_lines

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, iter_lines
 from e5kit.data.skips import SkipCounter
 from e5kit.io.text import has_visible_text

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from e5kit.data.markup import unescape_reddit
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import BadField, Child, Parent, ReaderOptions, file_meta, iter_json_records, join_best_child, number_field, text_field
 from e5kit.data.skips import SkipCounter
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from e5kit.data.markup import html_to_text
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import (
     BadField, Child, Parent, ReaderOptions, file_meta, iter_json_records, iter_lines, join_best_child, number_field, text_field,
 )

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from e5kit.data.markup import HTMLText, normalize_space
-from e5kit.data.pair import Pair
+from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import TRUNCATED, UNREADABLE, ReaderOptions, file_meta
 from e5kit.data.skips import SkipCounter
 from e5kit.io.text import has_visible_text
