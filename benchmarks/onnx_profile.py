@@ -1,10 +1,10 @@
 """Where ONNX Runtime spends an e5kit ONNX export's encode time, per operator type, on this CPU.
 
 Encodes the same ~128-token texts as ``encode_backends.py`` through ``OnnxEncoder`` with ONNX
-Runtime's profiler on, and prints each operator type's share of kernel time. For the quantised
-dense layers (``DynamicQuantizeMatMul``: attention output and both feed-forward projections) it also
-prints the multiply-accumulates per second and per core, counted from the model config and the
-padded batch shapes, to compare with what the CPU's vector units can do.
+Runtime's profiler on, and prints each operator type's share of kernel time. For the int8 dense
+layers (``MatMulInteger`` nodes; the static int8 export keeps the feed-forward down-projections in
+fp32) it also prints the multiply-accumulates per second and per core, counted from each node's
+weight shape and the padded batch shapes, to compare with what the CPU's vector units can do.
 
     python benchmarks/onnx_profile.py [--onnx-dir /tmp/e5kit-bench-onnx] [--file model_qint8_quantized.onnx] [--texts 256] [--batch-size 8]
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from encode_throughput import prose_windows
 
-DENSE_OP = "DynamicQuantizeMatMul"
+DENSE_OP = "MatMulInteger"
 
 
 def kernel_microseconds(trace_file: str) -> Counter:
@@ -36,6 +36,16 @@ def kernel_microseconds(trace_file: str) -> Counter:
     return totals
 
 
+def dense_macs_per_token(onnx_file: Path) -> int:
+    """Multiply-accumulates per token of the graph's ``DENSE_OP`` nodes: the sum of their weights' K x N."""
+    import onnx
+
+    graph = onnx.load(onnx_file).graph
+    shapes = {tensor.name: list(tensor.dims) for tensor in graph.initializer}
+    return sum(shapes[node.input[1]][0] * shapes[node.input[1]][1] for node in graph.node
+               if node.op_type == DENSE_OP and len(shapes.get(node.input[1], [])) == 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="all-MiniLM-L6-v2", help="exported first when --onnx-dir has no export")
@@ -47,10 +57,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-    from transformers import AutoConfig
 
     from e5kit.encoder import Encoder
-    from e5kit.model_format import read_model_dir
     from e5kit.serving.onnx import OnnxEncoder, export_onnx, session_for
 
     if not (args.onnx_dir / "onnx" / args.file).is_file():
@@ -68,8 +76,7 @@ def main() -> None:
     # Padded tokens: batches are length-sorted runs of batch_size texts, each padded to its longest.
     lengths = np.sort(stats.token_counts)[::-1]
     padded_tokens = sum(int(lengths[i]) * len(lengths[i : i + args.batch_size]) for i in range(0, len(lengths), args.batch_size))
-    config = AutoConfig.from_pretrained(read_model_dir(args.onnx_dir).transformer_dir)
-    dense_macs = padded_tokens * config.num_hidden_layers * (config.hidden_size**2 + 2 * config.hidden_size * config.intermediate_size)
+    dense_macs = padded_tokens * dense_macs_per_token(encoder.file)
     cores = len(os.sched_getaffinity(0))
 
     print(f"{args.onnx_dir / 'onnx' / args.file} | {len(texts)} texts, {int(stats.token_counts.sum())} tokens "
