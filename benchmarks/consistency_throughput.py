@@ -39,7 +39,7 @@ def main() -> None:
 
     import faiss
 
-    from e5kit.data.consistency import rank_of_own
+    from e5kit.retrieval.dense import rank_of_own
 
     rng = np.random.default_rng(0)
     total = max(args.pairs, args.pool)

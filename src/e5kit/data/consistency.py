@@ -29,9 +29,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from e5kit.progress import progress_bar
-from e5kit.io.text import has_visible_text
 from e5kit.io.files import AtomicFile, AtomicFolder, remove_stale_temporaries, write_text_atomic
+from e5kit.io.text import has_visible_text
+from e5kit.retrieval.dense import rank_of_own
 
 #: (init model, pairs folder, output folder, extra settings) -> trained model directory.
 TrainFn = Callable[[str, Path, Path, dict[str, Any]], Path]
@@ -84,40 +84,6 @@ class ConsistencyConfig(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------------ math
-def rank_of_own(probes: np.ndarray, targets: np.ndarray, candidates: np.ndarray, candidate_ids: np.ndarray, max_rank: int, chunk: int) -> np.ndarray:
-    """Rank of each probe's own target among ``candidates`` plus that target, by inner product.
-
-    Args:
-        probes: (N, d) float32, row i probes for target i.
-        targets: (N, d) float32, the own targets.
-        candidates: (P, d) float32 pool vectors.
-        candidate_ids: (P,) int64 pair index of each candidate, so a probe's own target in the pool
-            is not counted against it.
-        max_rank: Ranks deeper than this are returned as max_rank + 1.
-        chunk: Probes per FAISS search.
-
-    Returns:
-        (N,) int32 ranks, 1 = the own target scores highest. Ties count in the pair's favour.
-    """
-    import faiss
-
-    own = np.einsum("nd,nd->n", probes, targets)  # (N,)
-    index = faiss.IndexFlatIP(candidates.shape[1])
-    index.add(np.ascontiguousarray(candidates, dtype=np.float32))
-    # One candidate may be the probe's own target, so max_rank + 1 results always hold max_rank others.
-    depth = min(max_rank + 1, len(candidates))
-    ranks = np.empty(len(probes), dtype=np.int32)
-    with progress_bar(total=len(probes), desc="ranking", unit="pair") as progress:
-        for start in range(0, len(probes), chunk):
-            stop = min(start + chunk, len(probes))
-            scores, positions = index.search(np.ascontiguousarray(probes[start:stop], dtype=np.float32), depth)  # (c, depth)
-            others = candidate_ids[positions] != np.arange(start, stop)[:, None]  # (c, depth)
-            ahead = ((scores > own[start:stop, None]) & others).sum(axis=1)  # (c,)
-            ranks[start:stop] = np.minimum(ahead + 1, max_rank + 1)
-            progress.update(stop - start)
-    return ranks
-
-
 def consistency_ranks(queries: np.ndarray, passages: np.ndarray, pool: np.ndarray, max_rank: int, chunk: int) -> dict[str, np.ndarray]:
     """Both directions: the passage's rank for its query, and the query's rank for its passage.
 

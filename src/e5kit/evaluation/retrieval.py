@@ -44,11 +44,11 @@ from typing import Any, Literal
 import numpy as np
 
 from e5kit.io.beir import document_text, empty_mask, load_beir
-from e5kit.evaluation.bm25 import bm25_search
 from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
 from e5kit.progress import progress_shown
-from e5kit.retrieval.dense import encode_corpus
+from e5kit.retrieval.bm25 import bm25_search
+from e5kit.retrieval.dense import dense_search, encode_corpus
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +57,6 @@ BM25 = "bm25"
 #: pytrec_eval measure -> our metric name. MRR@10 is computed on runs cut at 10 (see ``retrieval_metrics``).
 TREC_MEASURES = {"ndcg_cut_10": "ndcg_at_10", "map_cut_100": "map_at_100", "recall_100": "recall_at_100"}
 MRR_CUTOFF = 10
-#: Queries searched per FAISS call; bounds the (chunk, top_k) result buffers, never queries x corpus.
-SEARCH_CHUNK = 4096
 
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
@@ -83,32 +81,6 @@ def drops_identical_id(query_id: str, doc_id: str, qrels: Qrels | None, rule: Id
 def queries_without_relevant(qrels: Qrels) -> list[str]:
     """Judged queries whose every qrels score is <= 0 (no relevant document)."""
     return [query_id for query_id, judged in qrels.items() if not any(score > 0 for score in judged.values())]
-
-
-def dense_search(query_embeddings: np.ndarray, document_embeddings: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k with a FAISS flat index, queries in chunks.
-
-    FAISS scans the corpus in blocks, so no queries x corpus score matrix is ever held.
-
-    Args:
-        query_embeddings: (num_queries, dim) float32.
-        document_embeddings: (num_documents, dim) float32.
-        top_k: Results per query (capped at the number of documents).
-
-    Returns:
-        (indices, scores), both (num_queries, k), best first.
-    """
-    import faiss
-
-    index = faiss.IndexFlatIP(document_embeddings.shape[1])
-    index.add(np.ascontiguousarray(document_embeddings, dtype=np.float32))
-    k = min(top_k, len(document_embeddings))
-    indices = np.empty((len(query_embeddings), k), dtype=np.int64)
-    scores = np.empty((len(query_embeddings), k), dtype=np.float32)
-    for start in range(0, len(query_embeddings), SEARCH_CHUNK):
-        chunk = np.ascontiguousarray(query_embeddings[start : start + SEARCH_CHUNK], dtype=np.float32)
-        scores[start : start + len(chunk)], indices[start : start + len(chunk)] = index.search(chunk, k)
-    return indices, scores
 
 
 def build_run(

@@ -99,7 +99,7 @@ def run_task(task: str, config: configs.EvalConfig, load_model: Callable[[str], 
         if isinstance(model, CachedEncoder):
             details["cache"] = {"hits": model.hits, "embedded": model.misses, "path": portable_name(cache.path, config.results_dir)}
         if encoder is None:
-            from e5kit.evaluation.bm25 import bm25_settings
+            from e5kit.retrieval.bm25 import bm25_settings
 
             details["bm25"] = bm25_settings()
         result = EvalResult(

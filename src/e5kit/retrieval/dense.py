@@ -1,4 +1,6 @@
-"""Dense retrieval shared by every stage: corpus embedding by the empty-passage rule, FAISS indexes.
+"""Dense retrieval shared by every stage: corpus embedding by the empty-passage rule, FAISS indexes
+built from ``faiss.index_factory`` strings, exact inner-product search in query chunks, shard merging,
+and the rank of a probe's own target (the consistency filter).
 
 Empty passages (``e5kit.io.beir``): a passage without visible text is never sent to an encoder and
 gets an all-zero row, which scores 0 against any query by dot product or cosine; ``encode_corpus`` is
@@ -13,6 +15,10 @@ from typing import NamedTuple
 import numpy as np
 
 from e5kit.io.beir import empty_mask
+from e5kit.progress import progress_bar
+
+#: Queries searched per FAISS call; bounds the (chunk, top_k) result buffers, never queries x corpus.
+SEARCH_CHUNK = 4096
 
 
 class EncodedCorpus(NamedTuple):
@@ -59,3 +65,82 @@ def encode_corpus(encoder, texts: Sequence[str], role: str | None = "passage", *
     embeddings = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
     embeddings[keep] = vectors
     return EncodedCorpus(embeddings, empty)
+
+
+def inner_product_index(factory: str, dimension: int):
+    """A new, empty FAISS index scoring by inner product, from a ``faiss.index_factory`` string
+    ("Flat": exact; "IDMap2,Flat", "IDMap2,HNSW32", "IVF1024,PQ64x8": the serving index's kinds)."""
+    import faiss
+
+    return faiss.index_factory(dimension, factory, faiss.METRIC_INNER_PRODUCT)
+
+
+def exact_index(vectors: np.ndarray):
+    """An exact inner-product index (``"Flat"``) holding ``vectors`` (rows, dim)."""
+    index = inner_product_index("Flat", vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def dense_search(query_embeddings: np.ndarray, document_embeddings: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k with a FAISS flat index, queries in chunks of ``SEARCH_CHUNK``.
+
+    FAISS scans the corpus in blocks, so no queries x corpus score matrix is ever held.
+
+    Args:
+        query_embeddings: (num_queries, dim) float32.
+        document_embeddings: (num_documents, dim) float32.
+        top_k: Results per query (capped at the number of documents).
+
+    Returns:
+        (indices, scores), both (num_queries, k), best first.
+    """
+    index = exact_index(document_embeddings)
+    k = min(top_k, len(document_embeddings))
+    indices = np.empty((len(query_embeddings), k), dtype=np.int64)
+    scores = np.empty((len(query_embeddings), k), dtype=np.float32)
+    for start in range(0, len(query_embeddings), SEARCH_CHUNK):
+        chunk = np.ascontiguousarray(query_embeddings[start : start + SEARCH_CHUNK], dtype=np.float32)
+        scores[start : start + len(chunk)], indices[start : start + len(chunk)] = index.search(chunk, k)
+    return indices, scores
+
+
+def merge_top_k(
+    scores: np.ndarray, indices: np.ndarray, new_scores: np.ndarray, new_indices: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge two (queries, *) best-first result lists (e.g. of two corpus shards) into the k best per row, best first."""
+    all_scores = np.concatenate([scores, new_scores], axis=1)  # (queries, k1 + k2)
+    all_indices = np.concatenate([indices, new_indices], axis=1)
+    order = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(all_scores, order, axis=1), np.take_along_axis(all_indices, order, axis=1)
+
+
+def rank_of_own(probes: np.ndarray, targets: np.ndarray, candidates: np.ndarray, candidate_ids: np.ndarray, max_rank: int, chunk: int) -> np.ndarray:
+    """Rank of each probe's own target among ``candidates`` plus that target, by inner product.
+
+    Args:
+        probes: (N, d) float32, row i probes for target i.
+        targets: (N, d) float32, the own targets.
+        candidates: (P, d) float32 pool vectors.
+        candidate_ids: (P,) int64 pair index of each candidate, so a probe's own target in the pool
+            is not counted against it.
+        max_rank: Ranks deeper than this are returned as max_rank + 1.
+        chunk: Probes per FAISS search.
+
+    Returns:
+        (N,) int32 ranks, 1 = the own target scores highest. Ties count in the pair's favour.
+    """
+    own = np.einsum("nd,nd->n", probes, targets)  # (N,)
+    index = exact_index(candidates)
+    # One candidate may be the probe's own target, so max_rank + 1 results always hold max_rank others.
+    depth = min(max_rank + 1, len(candidates))
+    ranks = np.empty(len(probes), dtype=np.int32)
+    with progress_bar(total=len(probes), desc="ranking", unit="pair") as progress:
+        for start in range(0, len(probes), chunk):
+            stop = min(start + chunk, len(probes))
+            scores, positions = index.search(np.ascontiguousarray(probes[start:stop], dtype=np.float32), depth)  # (c, depth)
+            others = candidate_ids[positions] != np.arange(start, stop)[:, None]  # (c, depth)
+            ahead = ((scores > own[start:stop, None]) & others).sum(axis=1)  # (c,)
+            ranks[start:stop] = np.minimum(ahead + 1, max_rank + 1)
+            progress.update(stop - start)
+    return ranks

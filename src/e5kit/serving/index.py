@@ -55,6 +55,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.progress import progress_bar
+from e5kit.retrieval.dense import encode_corpus, inner_product_index
 from e5kit.serving.chunking import Chunk, chunk_texts, chunk_window
 from e5kit.io.text import has_visible_text
 from e5kit.io.beir import iter_corpus
@@ -197,20 +198,24 @@ def corpus_documents(path: str | Path, id_field: str = "_id", text_field: str = 
         yield Document(doc_id=record.doc_id, text=record.text, title=record.title)
 
 
+def faiss_factory(settings: IndexSettings) -> str:
+    """The ``faiss.index_factory`` string of an index kind: vectors keyed by 64-bit ids, scored by inner product."""
+    if settings.kind == "flat":
+        return "IDMap2,Flat"
+    if settings.kind == "hnsw":
+        return f"IDMap2,HNSW{settings.hnsw_m}"
+    return f"IVF{settings.ivf_lists},PQ{settings.pq_subquantizers}x{settings.pq_bits}"  # IVF keeps its own ids
+
+
 def _new_faiss_index(settings: IndexSettings, dimension: int):
     import faiss
 
-    metric = faiss.METRIC_INNER_PRODUCT
-    if settings.kind == "flat":
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
-    if settings.kind == "hnsw":
-        graph = faiss.IndexHNSWFlat(dimension, settings.hnsw_m, metric)
-        graph.hnsw.efSearch = settings.hnsw_ef_search
-        return faiss.IndexIDMap2(graph)
-    if dimension % settings.pq_subquantizers:
+    if settings.kind == "ivfpq" and dimension % settings.pq_subquantizers:
         raise IndexStoreError(f"pq_subquantizers ({settings.pq_subquantizers}) must divide the embedding dimension ({dimension})")
-    quantizer = faiss.IndexFlatIP(dimension)
-    return faiss.IndexIVFPQ(quantizer, dimension, settings.ivf_lists, settings.pq_subquantizers, settings.pq_bits, metric)
+    index = inner_product_index(faiss_factory(settings), dimension)
+    if settings.kind == "hnsw":
+        faiss.downcast_index(index.index).hnsw.efSearch = settings.hnsw_ef_search
+    return index
 
 
 class VectorIndex:
@@ -420,8 +425,6 @@ class VectorIndex:
         return report
 
     def _embed(self, texts: list[str], batch_size: int | None):
-        from e5kit.retrieval.dense import encode_corpus
-
         return encode_corpus(self.encoder, texts, role=self.settings.passage_role, batch_size=batch_size)
 
     def _add_block(self, pending: list[tuple[Document, list]], report: AddReport, batch_size: int | None) -> None:

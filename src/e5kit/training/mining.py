@@ -1,4 +1,4 @@
-"""Hard-negative mining: BM25 (bm25s, via the evaluation harness) or a dense model (FAISS), sharded.
+"""Hard-negative mining: BM25 (bm25s, ``e5kit.retrieval.bm25``, as the evaluation harness) or a dense model (FAISS), sharded.
 
 For each query with relevant documents (qrels score > 0), candidates are retrieved, and negatives are
 picked from a rank window (skip the ``skip_top`` best, look no deeper than ``depth``). Never a negative,
@@ -39,6 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, beir_positives
 from e5kit.progress import progress_bar, progress_shown
+from e5kit.retrieval.bm25 import bm25_search
+from e5kit.retrieval.dense import dense_search, encode_corpus, merge_top_k
 from e5kit.io.beir import CorpusStream, load_qrels, load_queries
 from e5kit.io.files import AtomicFile, InputFormatError, remove_stale_temporaries, write_text_atomic
 
@@ -112,16 +114,6 @@ def build_mining_config(**fields: Any) -> MiningConfig:
 
 
 # ---------------------------------------------------------------------------- search
-def merge_top_k(
-    scores: np.ndarray, indices: np.ndarray, new_scores: np.ndarray, new_indices: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Merge two (queries, *) best-first result lists into the k best per row, best first."""
-    all_scores = np.concatenate([scores, new_scores], axis=1)  # (queries, k1 + k2)
-    all_indices = np.concatenate([indices, new_indices], axis=1)
-    order = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(all_scores, order, axis=1), np.take_along_axis(all_indices, order, axis=1)
-
-
 @dataclass
 class SearchResult:
     """Candidates per query and the score of each positive.
@@ -140,8 +132,6 @@ class SearchResult:
 
 def bm25_candidates(corpus: CorpusStream, queries: Sequence[str], positives: Sequence[list[int]], depth: int) -> SearchResult:
     """BM25 top-``depth`` with the harness's settings; a positive's score is known when it is retrieved."""
-    from e5kit.evaluation.bm25 import bm25_search
-
     _, documents = next(corpus.shards(None))
     indices, scores = bm25_search(documents, queries, depth, show_progress=progress_shown())
     positive_scores = np.full(len(queries), -np.inf, dtype=np.float32)
@@ -159,9 +149,6 @@ def dense_candidates(
 
     Passages are embedded by ``encode_corpus``: an empty passage gets an all-zero row (score 0).
     """
-    from e5kit.retrieval.dense import encode_corpus
-    from e5kit.evaluation.retrieval import dense_search
-
     query_embeddings = encoder.encode(queries, role="query", batch_size=config.batch_size, show_progress=True)
     owners: dict[int, list[int]] = {}  # corpus position -> query rows it is a positive of
     for row, relevant in enumerate(positives):
