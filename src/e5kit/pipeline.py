@@ -165,13 +165,14 @@ def holdout_stage(folder: Path, pairs_dir: str, overrides: dict[str, Any], seed:
 def consistency_stage(folder: Path, pairs_dir: str, model: str, overrides: dict[str, Any], seed: int, log: Callable[[str], None]) -> dict[str, Any]:
     """The consistency filter with the defaults under ``overrides`` (``{"enabled": false}`` passes the pairs on)."""
     from e5kit.data.consistency import ConsistencyConfig, consistency_filter
+    from e5kit.training.trainer import pretrain_on
 
     settings = _merge(DEFAULT_CONSISTENCY, overrides)
     if not settings.pop("enabled"):
         return {"pairs_dir": pairs_dir, "enabled": False}
     settings["model"] = settings.get("model") or model  # a preliminary model of its own, if given
     settings.update(pairs=[pairs_dir], output_dir=str(folder), seed=seed)
-    report = consistency_filter(ConsistencyConfig.model_validate(settings))
+    report = consistency_filter(ConsistencyConfig.model_validate(settings), train_fn=pretrain_on)
     log(f"  consistency filter (k={report['k']}) kept {report['kept']} of {report['read']} pairs")
     return {"pairs_dir": str(folder / "pairs"), "enabled": True, "read": report["read"], "kept": report["kept"], "k": report["k"]}
 

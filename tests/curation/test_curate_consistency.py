@@ -98,6 +98,14 @@ def test_iterations_alternate_filter_and_training(pair_dir, tiny_bert_dir, tmp_p
     assert json.loads((tmp_path / "it" / "report.json").read_text())["kept"] == report["kept"]
 
 
+def test_iterations_need_a_training_step_from_the_caller(pair_dir, tiny_bert_dir, tmp_path):
+    # The data stage never imports the trainer: re-training is handed in (the CLI and pipeline pass pretrain_on)
+    config = ConsistencyConfig(pairs=[str(pair_dir)], model=str(tiny_bert_dir), output_dir=tmp_path / "it", iterations=2)
+    with pytest.raises(ValueError, match="train_fn"):
+        consistency_filter(config)
+    assert not (tmp_path / "it").exists()
+
+
 def test_pairs_without_visible_text_are_left_out_and_counted(tiny_unnormalized_dir, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

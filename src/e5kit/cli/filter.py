@@ -28,6 +28,7 @@ def consistency(
     in the top k among a random pool (E5, section 1)."""
     from e5kit.config import load_config
     from e5kit.data.consistency import ConsistencyConfig, consistency_filter, reapply_k
+    from e5kit.training.trainer import pretrain_on
 
     if reapply:
         if k is None:
@@ -46,7 +47,7 @@ def consistency(
             raise fail(str(error)) from error
         output_folder(settings.output_dir)
         try:
-            report = consistency_filter(settings)
+            report = consistency_filter(settings, train_fn=pretrain_on)
         except (ValueError, FileNotFoundError) as error:
             raise fail(str(error)) from error
     typer.echo(f"kept {report['kept']:,} of {report['read']:,} pairs at k={report['k']}; dropped {report['dropped']}; wrote {output / 'pairs'}")

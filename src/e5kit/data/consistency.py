@@ -229,24 +229,20 @@ def _rows_per_file(table) -> list[int]:
     return counts
 
 
-def pretrain_on(model: str, pairs_dir: Path, output_dir: Path, settings: dict[str, Any]) -> Path:
-    """Default re-training step: ``e5kit.training.trainer.pretrain`` from ``model`` on ``pairs_dir``; a
-    run killed before is resumed from its last checkpoint (bit-exact, as ``e5kit pretrain --resume``)."""
-    from e5kit.training.checkpoint import list_checkpoints
-    from e5kit.training.trainer import pretrain
-
-    config = {**settings, "init_model": model, "data": {**settings.get("data", {}), "paths": [str(pairs_dir)]}, "output_dir": str(output_dir)}
-    return Path(pretrain(config, resume=bool(list_checkpoints(output_dir / "checkpoints"))))
-
-
 def consistency_filter(config: ConsistencyConfig, train_fn: TrainFn | None = None) -> dict[str, Any]:
     """Run the filter (and, with ``iterations > 1``, filter/re-train rounds); returns the final report.
 
     Args:
         config: The stage settings.
-        train_fn: Re-training step for iterations (default: ``pretrain_on``, e5kit's pre-training).
+        train_fn: Re-training step between iterations (``iterations > 1``): the caller hands it in
+            (``e5kit filter consistency`` and the pipeline pass ``e5kit.training.trainer.pretrain_on``),
+            so this data stage never imports the trainer.
+
+    Raises:
+        ValueError: ``iterations > 1`` without a ``train_fn``.
     """
-    train_fn = train_fn or pretrain_on
+    if config.iterations > 1 and train_fn is None:
+        raise ValueError("iterations: re-training between iterations needs a train_fn (e.g. e5kit.training.trainer.pretrain_on)")
     files = pair_files(config.pairs)
     (config.output_dir / "report.json").unlink(missing_ok=True)  # written again last: it marks a finished run
     table, invisible = _read_pairs(files)

@@ -324,3 +324,12 @@ def pretrain(
         return trainer.run()
     finally:
         distributed.destroy(trainer.group)
+
+
+def pretrain_on(model: str, pairs_dir: Path, output_dir: Path, settings: dict[str, Any]) -> Path:
+    """The consistency filter's re-training step (``e5kit.data.consistency.TrainFn``): :func:`pretrain`
+    from ``model`` on ``pairs_dir`` with ``settings``; a run killed before is resumed from its last
+    checkpoint (bit-exact, as ``e5kit pretrain --resume``). Callers hand it to
+    ``consistency_filter(..., train_fn=pretrain_on)``, so the data stage never imports training."""
+    config = {**settings, "init_model": model, "data": {**settings.get("data", {}), "paths": [str(pairs_dir)]}, "output_dir": str(output_dir)}
+    return Path(pretrain(config, resume=bool(checkpoints.list_checkpoints(Path(output_dir) / "checkpoints"))))
