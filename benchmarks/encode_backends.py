@@ -66,14 +66,15 @@ def main() -> None:
 
     from e5kit.encoder import Encoder
     from e5kit.hub import resolve_model_dir
-    from e5kit.serving.onnx import FP32_FILE, INT8_FILE, OnnxEncoder, export_onnx, mean_cosine
+    from e5kit.encoder.onnx_backend import FP32_FILE, INT8_FILE
+    from e5kit.export.onnx import export_onnx, mean_cosine
 
     texts = prose_windows(args.texts, args.words)
     encoder = Encoder.load(args.model, device="cpu")
     if not (args.onnx_dir / "onnx" / INT8_FILE).is_file():
         export_onnx(encoder, args.onnx_dir, quantize="int8")
-    onnx_fp32 = OnnxEncoder.load(args.onnx_dir, file_name=FP32_FILE)
-    onnx_int8 = OnnxEncoder.load(args.onnx_dir, file_name=INT8_FILE)
+    onnx_fp32 = Encoder.load(args.onnx_dir, backend="onnx", file_name=FP32_FILE)
+    onnx_int8 = Encoder.load(args.onnx_dir, backend="onnx", file_name=INT8_FILE)
     st_model = SentenceTransformer(str(resolve_model_dir(args.model)), device="cpu")
     st_model.max_seq_length = encoder.max_length
     role = "passage" if "passage" in encoder.prompts else None

@@ -1,6 +1,6 @@
 """ONNX Runtime CPU kernels for a residual layer norm: fused SkipLayerNormalization vs Add + LayerNormalization.
 
-Why e5kit's ONNX export keeps the two apart (``e5kit.serving.onnx.fuse_operators``): both graphs
+Why e5kit's ONNX export keeps the two apart (``e5kit.export.onnx.fuse_operators``): both graphs
 compute ``LayerNorm(x + skip)`` on the same random activations; the script checks they agree and
 prints the time per call of each, side by side, for every thread count given.
 

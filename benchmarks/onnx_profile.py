@@ -1,6 +1,6 @@
 """Where ONNX Runtime spends an e5kit ONNX export's encode time, per operator type, on this CPU.
 
-Encodes the same ~128-token texts as ``encode_backends.py`` through ``OnnxEncoder`` with ONNX
+Encodes the same ~128-token texts as ``encode_backends.py`` through ``Encoder.load(..., backend="onnx")`` with ONNX
 Runtime's profiler on, and prints each operator type's share of kernel time. For the int8 dense
 layers (``MatMulInteger`` nodes; the static int8 export keeps the feed-forward down-projections in
 fp32) it also prints the multiply-accumulates per second and per core, counted from each node's
@@ -59,24 +59,26 @@ def main() -> None:
     import numpy as np
 
     from e5kit.encoder import Encoder
-    from e5kit.serving.onnx import OnnxEncoder, export_onnx, session_for
+    from e5kit.encoder.onnx_backend import session_for
+    from e5kit.export.onnx import export_onnx
 
     if not (args.onnx_dir / "onnx" / args.file).is_file():
         export_onnx(Encoder.load(args.model, device="cpu"), args.onnx_dir, quantize="int8")
-    encoder = OnnxEncoder.load(args.onnx_dir, file_name=args.file)
-    encoder.session = session_for(encoder.file, profile=True)
+    encoder = Encoder.load(args.onnx_dir, backend="onnx", file_name=args.file)
+    backend = encoder.backend
+    backend.session = session_for(backend.file, profile=True)
     texts = prose_windows(args.texts, args.words)
     role = "passage" if "passage" in encoder.prompts else None
     # One profiled pass, no warm-up: weights are pre-packed when the session is created, and the
     # first batches' allocations are a small part of 32 batches.
     _, stats = encoder.encode_with_stats(texts, role=role, batch_size=args.batch_size)
-    totals = kernel_microseconds(encoder.session.end_profiling())
+    totals = kernel_microseconds(backend.session.end_profiling())
     seconds = sum(totals.values()) / 1e6
 
     # Padded tokens: batches are length-sorted runs of batch_size texts, each padded to its longest.
     lengths = np.sort(stats.token_counts)[::-1]
     padded_tokens = sum(int(lengths[i]) * len(lengths[i : i + args.batch_size]) for i in range(0, len(lengths), args.batch_size))
-    dense_macs = padded_tokens * dense_macs_per_token(encoder.file)
+    dense_macs = padded_tokens * dense_macs_per_token(backend.file)
     cores = len(os.sched_getaffinity(0))
 
     print(f"{args.onnx_dir / 'onnx' / args.file} | {len(texts)} texts, {int(stats.token_counts.sum())} tokens "

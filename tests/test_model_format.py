@@ -10,7 +10,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from e5kit.encoder import Encoder
-from e5kit.model_format import ModelDirectoryError
+from e5kit.encoder.model_format import ModelDirectoryError
 
 TEXTS = ["the cat sat on the mat", "how do cells divide", "python can read and write files " * 4]
 

@@ -45,7 +45,7 @@ _EXPORTS = {
     "PairClassificationConfig": "e5kit.evaluation.config",
     "RerankingConfig": "e5kit.evaluation.config",
     # export, index, serving
-    "export_onnx": "e5kit.serving.onnx",
+    "export_onnx": "e5kit.export.onnx",
     "VectorIndex": "e5kit.serving.index",
     "IndexSettings": "e5kit.serving.index",
     "create_app": "e5kit.serving.app",
@@ -74,7 +74,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from e5kit.serving.app import create_app
     from e5kit.serving.config import ServeConfig
     from e5kit.serving.index import IndexSettings, VectorIndex
-    from e5kit.serving.onnx import export_onnx
+    from e5kit.export.onnx import export_onnx
     from e5kit.training.config import PretrainConfig
     from e5kit.training.finetune import FinetuneConfig, finetune
     from e5kit.training.mining import MiningConfig, mine_hard_negatives

@@ -182,7 +182,7 @@ def pretrain_stage(
 ) -> dict[str, Any]:
     """Continued pre-training of ``model`` on ``pairs_dir`` (under torchrun when ``nproc_per_node`` > 1)."""
     from e5kit.hub import resolve_model_dir
-    from e5kit.model_format import read_model_dir
+    from e5kit.encoder.model_format import read_model_dir
 
     settings = _merge(DEFAULT_PRETRAIN, overrides)
     # Keep the starting model's own prefix convention (none for all-MiniLM) unless the config sets one.

@@ -45,7 +45,7 @@ def tiny_encoder(tiny_bert_dir) -> Encoder:
 @pytest.fixture(scope="session")
 def onnx_dir(tiny_encoder, tmp_path_factory):
     """The tiny model exported with fp32 and int8 ONNX graphs."""
-    from e5kit.serving.onnx import export_onnx
+    from e5kit.export.onnx import export_onnx
 
     return export_onnx(tiny_encoder, tmp_path_factory.mktemp("tiny-onnx"), quantize="int8")
 

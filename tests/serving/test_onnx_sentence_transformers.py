@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from e5kit.serving.onnx import FP32_FILE, INT8_FILE, OnnxEncoder
+from e5kit.encoder import Encoder
+from e5kit.encoder.onnx_backend import FP32_FILE, INT8_FILE
 
 SENTENCES = ["the cat sat on the mat", "how do cells divide", "python can read and write files " * 8]
 
@@ -66,7 +67,7 @@ def check_st_onnx_matches_e5kit(model_dir: Path) -> None:
     for file_name in (FP32_FILE, INT8_FILE):
         model_kwargs = {} if file_name == FP32_FILE else {"file_name": INT8_FILE}
         st_model = SentenceTransformer(str(model_dir), backend="onnx", device="cpu", model_kwargs=model_kwargs)
-        e5 = OnnxEncoder.load(model_dir, file_name=file_name)
+        e5 = Encoder.load(model_dir, backend="onnx", file_name=file_name)
         # Then its role methods give e5kit's ONNX vectors for the same file: prefixes, pooling, normalisation
         np.testing.assert_allclose(st_model.encode_query(SENTENCES), e5.encode_queries(SENTENCES), atol=1e-5)
         np.testing.assert_allclose(st_model.encode_document(SENTENCES), e5.encode_passages(SENTENCES), atol=1e-5)
@@ -86,8 +87,8 @@ def test_sentence_transformers_onnx_backend_with_the_real_optimum(onnx_dir):
 def test_a_dot_model_export_keeps_raw_vectors_in_both(tiny_unnormalized_dir, tmp_path, without_optimum):
     from sentence_transformers import SentenceTransformer
 
-    from e5kit.encoder import Encoder
-    from e5kit.serving.onnx import export_onnx, read_manifest
+    from e5kit.encoder.onnx_backend import read_manifest
+    from e5kit.export.onnx import export_onnx
 
     # Given a model scored by dot product (no Normalize module, no prompts), exported fp32-only
     encoder = Encoder.load(tiny_unnormalized_dir, device="cpu", similarity_fn_name="dot")
@@ -98,7 +99,7 @@ def test_a_dot_model_export_keeps_raw_vectors_in_both(tiny_unnormalized_dir, tmp
     assert set(manifest["outputs"]) == {"last_hidden_state", "sentence_embedding"}
     # And sentence-transformers' ONNX backend and e5kit's give the same raw (not unit) vectors
     st_vectors = SentenceTransformer(str(exported.model_dir), backend="onnx", device="cpu").encode(SENTENCES)
-    e5_vectors = OnnxEncoder.load(exported.model_dir).encode(SENTENCES)
+    e5_vectors = Encoder.load(exported.model_dir, backend="onnx").encode(SENTENCES)
     np.testing.assert_allclose(st_vectors, e5_vectors, atol=1e-5)
     np.testing.assert_allclose(e5_vectors, encoder.encode(SENTENCES), atol=2e-5)
     assert not np.allclose(np.linalg.norm(e5_vectors, axis=1), 1.0, atol=1e-3)

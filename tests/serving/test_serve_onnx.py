@@ -10,13 +10,14 @@ from typer.testing import CliRunner
 
 from e5kit.cli import app
 from e5kit.encoder import Encoder
-from e5kit.model_format import ModelDirectoryError
-from e5kit.serving.onnx import INT8_FILE, FP32_FILE, OnnxEncoder, mean_cosine, session_for
+from e5kit.encoder.model_format import ModelDirectoryError
+from e5kit.encoder.onnx_backend import FP32_FILE, INT8_FILE, session_for
+from e5kit.export.onnx import mean_cosine
 
 
 def test_fp32_graph_matches_torch(tiny_encoder, onnx_dir, texts):
     # Given the tiny model and its fp32 ONNX export
-    onnx = OnnxEncoder.load(onnx_dir.model_dir, file_name=FP32_FILE)
+    onnx = Encoder.load(onnx_dir.model_dir, backend="onnx", file_name=FP32_FILE)
     # When both embed the same texts in both roles (variable lengths, padding, truncation)
     for role in ("query", "passage"):
         expected = tiny_encoder.encode(texts, role=role, batch_size=3)
@@ -50,7 +51,7 @@ def test_int8_graph_is_default_and_close(tiny_encoder, onnx_dir, texts):
     # Given an export with --quantize int8, When loaded through the Encoder hook
     onnx = Encoder.load(onnx_dir.model_dir, backend="onnx")
     # Then it is the quantised graph, with the model's prompts and limits
-    assert onnx.file.name == INT8_FILE and onnx.dtype == "int8"
+    assert onnx.backend.file.name == INT8_FILE and onnx.dtype == "int8"
     assert onnx.prompts == tiny_encoder.prompts and onnx.max_length == tiny_encoder.max_length
     assert onnx.dimension == tiny_encoder.dimension
     manifest = json.loads((onnx_dir.model_dir / "onnx" / "e5kit_onnx.json").read_text())
@@ -96,8 +97,8 @@ def test_a_texts_vector_does_not_depend_on_its_batch(tiny_encoder, onnx_dir, tex
     # Given each backend and precision e5kit ships
     encoder = {
         "torch fp32": tiny_encoder,
-        "onnx fp32": OnnxEncoder.load(onnx_dir.model_dir, file_name=FP32_FILE),
-        "onnx int8": OnnxEncoder.load(onnx_dir.model_dir, file_name=INT8_FILE),
+        "onnx fp32": Encoder.load(onnx_dir.model_dir, backend="onnx", file_name=FP32_FILE),
+        "onnx int8": Encoder.load(onnx_dir.model_dir, backend="onnx", file_name=INT8_FILE),
     }[backend]
     # And texts of very different lengths, so that the short ones are padded next to the long ones
     mixed = [texts[0], texts[-1], texts[3], " ".join(texts[4:7]), "cats"]
@@ -113,7 +114,8 @@ def test_a_texts_vector_does_not_depend_on_its_batch(tiny_encoder, onnx_dir, tex
 
 
 def test_int8_calibration_texts_set_the_scales(tiny_encoder, texts, tmp_path):
-    from e5kit.serving.onnx import export_onnx, read_manifest
+    from e5kit.encoder.onnx_backend import read_manifest
+    from e5kit.export.onnx import export_onnx
 
     # Given two int8 exports calibrated on different texts
     narrow = export_onnx(tiny_encoder, tmp_path / "narrow", calibration=["cats"] * 2, calibration_source="cats.txt")
@@ -121,7 +123,7 @@ def test_int8_calibration_texts_set_the_scales(tiny_encoder, texts, tmp_path):
     # Then the manifest names each sample, and their int8 graphs differ (the scales come from the sample)
     assert read_manifest(narrow.model_dir)["int8"]["calibration"] == {"source": "cats.txt", "texts": 2}
     assert read_manifest(wide.model_dir)["int8"]["calibration"]["texts"] == len(texts)
-    vectors = [OnnxEncoder.load(export.model_dir).encode(texts, role="passage") for export in (narrow, wide)]
+    vectors = [Encoder.load(export.model_dir, backend="onnx").encode(texts, role="passage") for export in (narrow, wide)]
     assert not np.allclose(*vectors)
     # And no calibration texts is refused before anything is written
     with pytest.raises(ValueError, match="calibration text"):

@@ -176,12 +176,22 @@ def output_file(path: Path) -> Path:
         raise fail(str(error)) from error
 
 
+class Backend(str, Enum):
+    """The encoder backends a command can load (``e5kit.encoder.BACKENDS``)."""
+
+    torch = "torch"
+    onnx = "onnx"
+
+
+BACKEND_HELP = "torch, or onnx for a model directory written by `e5kit export onnx`."
+
+
 def load_encoder(model: str, **options):
     """Load an Encoder for a command, turning a missing or malformed model into a clean error."""
     from transformers.utils import logging as transformers_logging
 
     from e5kit.encoder import Encoder
-    from e5kit.model_format import ModelDirectoryError
+    from e5kit.encoder.model_format import ModelDirectoryError
 
     transformers_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a CLI
     try:
@@ -215,7 +225,7 @@ def run_training(load_settings: Callable, train: Callable, config: Path | None, 
     from transformers.utils import logging as transformers_logging
 
     from e5kit.io.pairs import ShardError
-    from e5kit.model_format import ModelDirectoryError
+    from e5kit.encoder.model_format import ModelDirectoryError
     from e5kit.io.files import InputFormatError
     from e5kit.config import ConfigError
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail, load_encoder, output_file
+from e5kit.cli.app import BACKEND_HELP, Backend, app, fail, load_encoder, output_file
 from e5kit.hub import DEFAULT_MODEL
 
 
@@ -49,10 +49,11 @@ def encode(
         InputFormat.auto, "--input-format", help="txt or jsonl; auto decides by the file's suffix, and reads standard input as txt."
     ),
     field: str = typer.Option("text", help="JSONL field holding the text."),
-    batch_size: int = typer.Option(32, min=1, help="Texts per forward pass."),
+    batch_size: int = typer.Option(None, min=1, help="Texts per forward pass (default: 32 on torch, 8 on onnx)."),
     max_length: int = typer.Option(None, min=8, help="Token limit (default: the model's own)."),
     device: str = typer.Option(None, help=DEVICE_HELP),
     dtype: str = typer.Option("float32", help=DTYPE_HELP),
+    backend: Backend = typer.Option(Backend.torch, help=BACKEND_HELP + " --device and --dtype apply to torch only."),
 ) -> None:
     """Embed every text of a file (or of standard input) and save the matrix as .npy (row i = line i).
 
@@ -69,7 +70,10 @@ def encode(
     to_stdout = str(output) == "-"
     if not to_stdout:
         output_file(output)  # before the model loads: an unwritable output is a one-line error, not lost work
-    encoder = load_encoder(model, max_length=max_length, device=device, dtype=dtype)
+    if backend is Backend.onnx:  # the export's graph fixes precision and runs on the CPU
+        encoder = load_encoder(model, max_length=max_length, backend="onnx")
+    else:
+        encoder = load_encoder(model, max_length=max_length, device=device, dtype=dtype)
     role_name = role.value if role is not None else None
     try:
         encoder.prompt_for(role_name)  # a model with prompts needs a role: refuse before embedding anything

@@ -38,7 +38,7 @@ def onnx(
         "a sample spread over the file. Default: a built-in sample of English prose (Python's language reference).",
     ),
     opset: int = typer.Option(18, min=14, help="ONNX opset."),
-    check_texts: int = typer.Option(256, min=8, help="Real texts (standard-library docs) embedded by both to compare."),
+    check_texts_count: int = typer.Option(256, "--check-texts", min=8, help="Real texts (standard-library docs) embedded by both to compare."),
     eval_data: Path = typer.Option(None, help="A BEIR folder (e.g. ../shared/data/beir/scifact): also compare nDCG@10 of fp32 and the export."),
 ) -> None:
     """Export to ONNX (token embeddings and pooled embeddings as outputs), quantise, and check fidelity against fp32 torch.
@@ -52,7 +52,8 @@ def onnx(
     nDCG@10 drops by more than 0.5 points.
     """
     from e5kit.encoder import Encoder
-    from e5kit.serving.onnx import CALIBRATION_TEXTS, OnnxEncoder, export_onnx, mean_cosine
+    from e5kit.export.check import CalibrationError, check_texts, read_calibration
+    from e5kit.export.onnx import CALIBRATION_TEXTS, export_onnx, mean_cosine
 
     from e5kit.hub import resolve_model_dir
     from e5kit.io.files import OutputPathError
@@ -61,7 +62,10 @@ def onnx(
     source_card = resolve_model_dir(model) / "README.md"  # the export keeps its source's card (licence, base model, scores)
     calibration_texts = None
     if calibration is not None and quantize is Quantize.int8:
-        calibration_texts = read_calibration(calibration, CALIBRATION_TEXTS)
+        try:
+            calibration_texts = read_calibration(calibration, CALIBRATION_TEXTS)
+        except CalibrationError as error:
+            raise fail(str(error)) from error
     typer.echo(f"exporting {model} to {out} (quantize: {quantize.value}) ...")
     try:
         exported = export_onnx(
@@ -71,12 +75,12 @@ def onnx(
         )
     except OutputPathError as error:
         raise fail(str(error)) from error
-    texts = _check_texts(check_texts)
+    texts = check_texts(check_texts_count)
     role = "passage" if "passage" in encoder.prompts else None
     reference = encoder.encode(texts, role=role)
     failures = []
     for precision, path in exported.files.items():
-        candidate = OnnxEncoder.load(exported.model_dir, file_name=path.name)
+        candidate = Encoder.load(exported.model_dir, backend="onnx", file_name=path.name)
         batched = candidate.encode(texts, role=role)
         mean, worst = mean_cosine(reference, batched)
         typer.echo(f"{path}: cosine to torch fp32 over {len(texts)} texts: mean {mean:.5f}, min {worst:.5f}")
@@ -96,44 +100,10 @@ def onnx(
     typer.echo(f"    or SentenceTransformer({str(exported.model_dir)!r}, backend='onnx') (uses onnx/{exported.files['fp32'].name})")
 
 
-def read_calibration(path: Path, count: int) -> list[str]:
-    """Up to ``count`` texts spread evenly over ``path``: one per line, or (.jsonl) objects with "text" and optional "title".
-
-    Raises:
-        typer.Exit: via ``fail``, naming the file, when it is missing, unreadable, or holds no text.
-    """
-    import json
-
-    try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if path.suffix == ".jsonl":
-            records = [json.loads(line) for line in lines]
-            lines = [f"{record.get('title') or ''} {record['text']}".strip() for record in records]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise fail(f"{path}: cannot read calibration texts ({type(error).__name__}: {error}); expected one text per line, or JSONL with a 'text' field") from error
-    if not lines:
-        raise fail(f"{path}: no calibration texts (the file is empty)")
-    step = max(len(lines) / count, 1)
-    return [lines[int(i * step)] for i in range(min(count, len(lines)))]
-
-
-def _check_texts(count: int) -> list[str]:
-    """``count`` real prose passages of ~100 words from the standard library's documentation."""
-    from e5kit.data.readers.pydoc import iter_module_docs
-
-    texts = []
-    for record in iter_module_docs():
-        words = record.text.split()
-        texts += [" ".join(words[i : i + 100]) for i in range(0, len(words) - 20, 100)]
-        if len(texts) >= count:
-            return texts[:count]
-    return texts
-
-
 def _compare_retrieval(reference, exported, data_dir: Path) -> list[str]:
     from e5kit.evaluation.retrieval import evaluate_beir
 
     fp32 = evaluate_beir(reference, data_dir, split="test")["ndcg_at_10"] * 100
     onnx = evaluate_beir(exported, data_dir, split="test")["ndcg_at_10"] * 100
-    typer.echo(f"{data_dir}: nDCG@10 torch fp32 {fp32:.2f}, exported ({exported.file.name}) {onnx:.2f}, drop {fp32 - onnx:+.2f} points")
+    typer.echo(f"{data_dir}: nDCG@10 torch fp32 {fp32:.2f}, exported ({exported.backend.file.name}) {onnx:.2f}, drop {fp32 - onnx:+.2f} points")
     return [f"nDCG@10 dropped {fp32 - onnx:.2f} points (> {MAX_NDCG_DROP})"] if fp32 - onnx > MAX_NDCG_DROP else []

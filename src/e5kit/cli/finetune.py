@@ -100,7 +100,7 @@ def score_teacher(
     """
     from transformers.utils import logging as transformers_logging
 
-    from e5kit.model_format import ModelDirectoryError
+    from e5kit.encoder.model_format import ModelDirectoryError
     from e5kit.io.files import InputFormatError
     from e5kit.training.teacher import load_teacher, score_file
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail, load_encoder, output_folder
+from e5kit.cli.app import BACKEND_HELP, Backend, app, fail, load_encoder, output_folder
 from e5kit.hub import DEFAULT_MODEL
 
 index_app = typer.Typer(
@@ -23,13 +23,7 @@ class Kind(str, Enum):
     ivfpq = "ivfpq"
 
 
-class Backend(str, Enum):
-    torch = "torch"
-    onnx = "onnx"
-
-
 CORPUS_HELP = "JSONL documents (BEIR corpus layout: _id, title, text); .gz/.zst allowed."
-BACKEND_HELP = "torch, or onnx for a model directory written by `e5kit export onnx`."
 
 
 def _read_corpus(corpus: Path, id_field: str, text_field: str, title_field: str):
@@ -48,7 +42,7 @@ def _open_index(path: Path, backend: Backend | None):
 
     from transformers.utils import logging as transformers_logging
 
-    from e5kit.model_format import ModelDirectoryError
+    from e5kit.encoder.model_format import ModelDirectoryError
     from e5kit.serving.index import DOCSTORE_FILE, SETTINGS_FILE, VECTORS_FILE, IndexStoreError, VectorIndex
 
     if path.is_dir():  # a missing one is VectorIndex.open's error ("not an index")

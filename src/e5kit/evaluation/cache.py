@@ -1,7 +1,7 @@
 """An on-disk embedding cache, so re-running an evaluation does not re-encode.
 
-Entries are keyed by (model weights hash, hash of the exact text embedded -- prefix included --,
-role, max length, normalisation) in one SQLite file per cache folder.
+Entries are keyed by (the backend's fingerprint -- torch: the weights hash, ONNX: the graph file's
+hash --, hash of the exact text embedded -- prefix included --, role, max length, normalisation) in one SQLite file per cache folder.
 """
 
 from __future__ import annotations
@@ -25,19 +25,14 @@ def default_cache_dir() -> Path:
 
 
 def weights_hash(encoder) -> str:
-    """SHA-256 over the model's parameter names, dtypes, shapes and bytes, plus its pooling.
+    """The encoder's backend fingerprint (``Encoder.fingerprint``), which cache entries and results key on.
 
-    Hashing the tensors (not files) works for models built in memory and ignores irrelevant file
-    differences such as safetensors metadata.
+    Torch: SHA-256 over the pooling and the parameters' names, dtypes, shapes and bytes (hashing the
+    tensors, not files, works for models built in memory and ignores irrelevant file differences such
+    as safetensors metadata). ONNX: SHA-256 of the graph file. The name stays: results record it as
+    ``weights_hash``.
     """
-    import torch
-
-    digest = hashlib.sha256(f"pooling={encoder.pooling}".encode())
-    for name, tensor in encoder.model.state_dict().items():
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return encoder.fingerprint()
 
 
 def text_hash(text: str) -> bytes:
@@ -117,7 +112,7 @@ class CachedEncoder:
         texts: Sequence[str],
         role: str | None = None,
         *,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         normalize: bool | None = None,
         show_progress: bool | None = None,
     ) -> np.ndarray:

@@ -87,7 +87,7 @@ class MTEBEncoder:
                 "embed_dim": self.encoder.dimension,
                 "max_tokens": self.encoder.max_length,
                 "similarity_fn_name": ScoringFunction(self.encoder.similarity_fn_name),
-                "framework": ["PyTorch"],
+                "framework": ["ONNX" if self.encoder.backend.name == "onnx" else "PyTorch"],
             }
         )
 

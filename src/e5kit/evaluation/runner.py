@@ -98,6 +98,9 @@ def run_task(task: str, config: configs.EvalConfig, load_model: Callable[[str], 
         details = dict(outcome.details)
         if isinstance(model, CachedEncoder):
             details["cache"] = {"hits": model.hits, "embedded": model.misses, "path": portable_name(cache.path, config.results_dir)}
+        backend = getattr(encoder, "backend", None)
+        if backend is not None and backend.name != "torch":  # torch results stay as they were
+            details["backend"] = {"name": backend.name, "file": getattr(backend, "file", Path()).name}
         if encoder is None:
             from e5kit.retrieval.bm25 import bm25_settings
 

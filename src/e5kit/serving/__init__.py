@@ -1,2 +1,2 @@
-"""Serving: long-document chunking, a FAISS vector index with a document store, the ONNX backend,
+"""Serving: long-document chunking, a FAISS vector index with a document store,
 dynamic batching, and an OpenAI-compatible REST server."""

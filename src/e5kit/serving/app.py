@@ -550,7 +550,7 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
         return {
             "status": "ok",
             "model": served_name,
-            "backend": "onnx" if encoder.model is None else "torch",
+            "backend": encoder.backend.name,
             "dimension": encoder.dimension,
             "max_length": encoder.max_length,
             "prompts": encoder.prompts,

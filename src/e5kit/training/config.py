@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from e5kit import config as config_io
 from e5kit.config import ConfigError
-from e5kit.model_format import E5_PROMPTS
+from e5kit.encoder.model_format import E5_PROMPTS
 from e5kit.training.metrics import require_tensorboard
 
 __all__ = ["ConfigError", "DataConfig", "PretrainConfig", "coerce_config", "load_config"]

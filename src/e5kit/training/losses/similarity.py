@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from e5kit.model_format import SIMILARITY_FUNCTIONS
+from e5kit.encoder.model_format import SIMILARITY_FUNCTIONS
 
 
 def scoring_embeddings(embeddings: torch.Tensor, similarity_fn_name: str) -> torch.Tensor:

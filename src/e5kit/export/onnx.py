@@ -1,4 +1,4 @@
-"""ONNX export, calibrated static int8 quantisation, and the ONNX Runtime backend of the Encoder.
+"""ONNX export, operator fusion and calibrated static int8 quantisation of an Encoder.
 
 The exported graph takes ``input_ids`` and ``attention_mask`` and has two outputs: the token
 embeddings ``last_hidden_state`` (batch, sequence, dim), which is what sentence-transformers' ONNX
@@ -11,7 +11,9 @@ The files follow sentence-transformers' layout: ``onnx/model.onnx`` (fp32, what
 ``SentenceTransformer(dir, backend="onnx")`` loads) and ``onnx/model_qint8_quantized.onnx`` (int8,
 ``model_kwargs={"file_name": "onnx/model_qint8_quantized.onnx"}``), next to a normal
 sentence-transformers directory, so prompts, pooling and the token limit travel with them.
-``onnx/e5kit_onnx.json`` lists the files and which one ``Encoder.load(dir, backend="onnx")`` loads.
+``onnx/e5kit_onnx.json`` lists the files and which one ``Encoder.load(dir, backend="onnx")`` loads;
+that backend (``e5kit.encoder.onnx_backend``) holds only the session code, and nothing in the
+library imports this module back.
 
 The int8 graph is static: every activation's quantisation scale was fixed at export from a
 calibration sample, so a text's embedding does not depend on the other texts in its batch (dynamic
@@ -36,24 +38,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from e5kit import model_format
-from e5kit.encoder import Encoder, pool
-from e5kit.hub import resolve_model_dir
+from e5kit.encoder.encoder import Encoder
+from e5kit.encoder.onnx_backend import (
+    FP32_FILE,
+    INPUT_NAMES,
+    INT8_FILE,
+    MANIFEST,
+    ONNX_FOLDER,
+    OUTPUT_NAME,
+    TOKEN_OUTPUT,
+)
+from e5kit.encoder.pooling import pool
 from e5kit.io.files import AtomicFolder
 
 logger = logging.getLogger(__name__)
 
-ONNX_FOLDER = "onnx"
-MANIFEST = "e5kit_onnx.json"
-#: sentence-transformers' names: Optimum's default file, and the name sentence-transformers gives a
-#: dynamically quantised int8 copy made with a custom (not ISA-named) quantisation config.
-FP32_FILE = "model.onnx"
-INT8_FILE = "model_qint8_quantized.onnx"
-INPUT_NAMES = ["input_ids", "attention_mask"]
-#: The token embeddings, under the name Optimum's ORTModelForFeatureExtraction reads.
-TOKEN_OUTPUT = "last_hidden_state"
-#: The pooled embedding e5kit's backend reads.
-OUTPUT_NAME = "sentence_embedding"
 QUANTIZATIONS = ("none", "int8")
 #: SmoothQuant's migration strength (Xiao et al., 2023): the share of each activation channel's range
 #: moved into the weights. On all-MiniLM-L6-v2 0.5 gave mean cosine 0.9988 to fp32, 0.7 gave 0.9985.
@@ -122,7 +121,7 @@ def export_onnx(
     """
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
-    if encoder.model is None:
+    if encoder.backend.name != "torch":
         raise ValueError("export needs a torch-backend Encoder (this one already runs on ONNX)")
     if calibration is None:
         calibration, calibration_source = builtin_calibration_texts(), "built-in: Python language reference (pydoc topics)"
@@ -214,7 +213,7 @@ def fuse_operators(path: Path, config) -> None:
     Quantising the fused graph gives a faster int8 model than quantising the raw export. Residual
     adds stay separate from their LayerNormalization: ONNX Runtime's CPU SkipLayerNormalization kernel
     is several times slower than Add + LayerNormalization (``benchmarks/onnx_layer_norm.py``), which
-    is also why ``session_for`` keeps ONNX Runtime from fusing them at load time.
+    is also why ``e5kit.encoder.onnx_backend.session_for`` keeps ONNX Runtime from fusing them at load time.
     """
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
@@ -432,139 +431,6 @@ class _DropRecords(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return self.text not in record.getMessage()
-
-
-def read_manifest(model_dir: Path) -> dict:
-    """The ``onnx/e5kit_onnx.json`` of an exported model, with an actionable error when absent."""
-    path = model_dir / ONNX_FOLDER / MANIFEST
-    if not path.is_file():
-        raise model_format.ModelDirectoryError(
-            f"{path}: missing; {model_dir} has no e5kit ONNX export. "
-            f"Create one with: e5kit export onnx --model {model_dir} --out DIR"
-        )
-    return model_format.read_json(path)
-
-
-# Graph rewrites ONNX Runtime would apply at load time that make the CPU run slower (see fuse_operators).
-SLOWER_FUSIONS = ["SkipLayerNormFusion"]
-
-
-def session_for(path: Path, threads: int | None = None, *, runtime_graph: Path | None = None, profile: bool = False):
-    """An ONNX Runtime CPU session with every graph optimisation on except ``SLOWER_FUSIONS``.
-
-    Args:
-        path: The ONNX file.
-        threads: Intra-op threads (default: one per physical core).
-        runtime_graph: If given, ONNX Runtime writes the graph it actually runs here (for inspection).
-        profile: Record per-node timings; ``session.end_profiling()`` returns the JSON trace file.
-    """
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    if runtime_graph is not None:
-        options.optimized_model_filepath = str(runtime_graph)
-    options.enable_profiling = profile
-    return onnxruntime.InferenceSession(
-        str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=SLOWER_FUSIONS
-    )
-
-
-class OnnxEncoder(Encoder):
-    """An Encoder whose batch step runs an exported ONNX graph in ONNX Runtime (CPU, inference only).
-
-    Everything but the forward pass (prefixes, validation, length-sorted batching, truncation
-    counting, normalisation) is the Encoder's own code, so both backends embed identically.
-
-    Args:
-        session: ONNX Runtime session of a graph from ``export_onnx``.
-        tokenizer, prompts, pooling, similarity_fn_name, max_length: as for ``Encoder``.
-        config: The Hugging Face model config (for the embedding size and position limit).
-        file: The ONNX file, for messages.
-        dtype: Its weights' precision, "float32" or "int8" (as the manifest lists it).
-    """
-
-    # benchmarks/encode_backends.py on 2 AVX2 cores (all-MiniLM-L6-v2, ~119 tokens, 4 runs): batch 8 beat
-    # batch 32 by 1.21-1.32x in fp32 and 1.10-1.27x in int8.
-    default_batch_size = 8
-
-    def __init__(self, session, tokenizer, *, config, prompts, pooling, similarity_fn_name, max_length, file: Path, dtype: str) -> None:
-        self._set_text_options(tokenizer, prompts, pooling, similarity_fn_name, max_length, config)
-        self.session = session
-        self.file = file
-        self.model = None
-        self.device = torch.device("cpu")
-        self.dtype = dtype
-        self._dimension = int(config.hidden_size)
-
-    @classmethod
-    def load(
-        cls,
-        name_or_path: str | Path,
-        *,
-        prompts: dict[str, str] | None = None,
-        max_length: int | None = None,
-        similarity_fn_name: str | None = None,
-        file_name: str | None = None,
-        threads: int | None = None,
-    ) -> OnnxEncoder:
-        """Load an ``e5kit export onnx`` directory.
-
-        Args:
-            file_name: An ONNX file in ``onnx/`` (default: the manifest's default, int8 when exported
-                with ``--quantize int8``).
-            threads: ONNX Runtime intra-op threads (default: one per physical core).
-
-        Raises:
-            model_format.ModelDirectoryError: the directory has no ONNX export, or the named file is missing.
-        """
-        from transformers import AutoConfig, AutoTokenizer
-
-        root = resolve_model_dir(name_or_path)
-        spec = model_format.read_model_dir(root)
-        manifest = read_manifest(root)
-        if manifest.get("pooling") != spec.pooling:
-            raise model_format.ModelDirectoryError(
-                f"{root / ONNX_FOLDER / MANIFEST}: the graph pools with {manifest.get('pooling')!r} but the model "
-                f"directory says {spec.pooling!r}; export again"
-            )
-        file = root / ONNX_FOLDER / (file_name or manifest["default"])
-        if not file.is_file():
-            raise model_format.ModelDirectoryError(f"{file}: no such ONNX file (the manifest lists {', '.join(manifest['files'])})")
-        return cls(
-            session_for(file, threads),
-            AutoTokenizer.from_pretrained(spec.transformer_dir),
-            config=AutoConfig.from_pretrained(spec.transformer_dir),
-            prompts=spec.prompts if prompts is None else prompts,
-            pooling=spec.pooling,
-            similarity_fn_name=similarity_fn_name or spec.similarity_fn_name,
-            max_length=max_length or spec.max_length or 512,
-            file=file,
-            dtype="int8" if manifest["files"].get(file.name) == "int8" else "float32",
-        )
-
-    @property
-    def dimension(self) -> int:
-        """Embedding size."""
-        return self._dimension
-
-    def embed(self, features):
-        """Not available: ONNX Runtime computes no gradients; train with the torch backend."""
-        raise TypeError(f"{self.file}: the ONNX backend is inference-only; load the model with backend='torch' to train")
-
-    def save(self, path, model_card=None):
-        """Not available: an ONNX model directory is written by ``e5kit export onnx``."""
-        raise TypeError(f"{self.file}: save the torch model and export it with `e5kit export onnx` instead")
-
-    def _embed_arrays(self, input_ids: np.ndarray, attention_mask: np.ndarray, normalize: bool) -> np.ndarray:
-        (embeddings,) = self.session.run([OUTPUT_NAME], {"input_ids": input_ids, "attention_mask": attention_mask})
-        embeddings = embeddings.astype(np.float32, copy=False)  # (batch, dim)
-        if normalize:
-            # Same epsilon as torch.nn.functional.normalize, so both backends agree on zero vectors.
-            embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-        return embeddings
 
 
 def mean_cosine(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:

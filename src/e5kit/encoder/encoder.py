@@ -1,4 +1,7 @@
-"""The E5 encoder: role prefixes, mean pooling, length-sorted batching, sentence-transformers format.
+"""The E5 encoder: role prefixes, input validation, length-sorted batching, truncation counts.
+
+The forward pass is a ``Backend``'s (``e5kit.encoder.backend``): torch, or ONNX Runtime for a folder
+written by ``e5kit export onnx``; everything else is this class's, so both backends embed the same inputs.
 
 Example:
     >>> encoder = Encoder.load("path/to/model")               # doctest: +SKIP
@@ -16,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from e5kit import model_format
+from e5kit.encoder import model_format
+from e5kit.encoder.backend import Backend, TorchBackend, load_transformer
 from e5kit.hub import resolve_model_dir
 from e5kit.progress import progress_bar
 from e5kit.io.text import has_visible_text
@@ -26,7 +30,6 @@ from e5kit.io.files import AtomicFolder
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: Other names of roles ("document" is sentence-transformers 6's name for passages).
 ROLE_ALIASES = model_format.ROLE_ALIASES
 #: Inference backends ``Encoder.load`` accepts.
@@ -38,68 +41,6 @@ TOKENIZE_BLOCK = 16384
 #: Texts per tokenizer call: a fast tokenizer holds every text's full encoding (tokens, offsets) until
 #: it truncates, ~100 MB for 4,096 abstracts, so calls stay small.
 TOKENIZER_CALL_TEXTS = 256
-
-
-def pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
-    """Pool token vectors into one vector per text, ignoring padding.
-
-    Args:
-        token_embeddings: (batch, seq_len, dim) last hidden states.
-        attention_mask: (batch, seq_len), 1 for real tokens, 0 for padding.
-        mode: "mean" (E5), "cls" or "max".
-
-    Returns:
-        (batch, dim) pooled embeddings.
-    """
-    if mode == "cls":
-        return token_embeddings[:, 0]
-    mask = attention_mask.unsqueeze(-1).to(token_embeddings.dtype)  # (batch, seq_len, 1)
-    if mode == "max":
-        return token_embeddings.masked_fill(mask == 0, torch.finfo(token_embeddings.dtype).min).max(dim=1).values
-    summed = (token_embeddings * mask).sum(dim=1)  # (batch, dim)
-    counts = mask.sum(dim=1).clamp(min=1e-9)  # (batch, 1)
-    return summed / counts
-
-
-def load_transformer(folder: Path) -> PreTrainedModel:
-    """``AutoModel.from_pretrained(folder)`` without the pooler head, which e5kit never uses.
-
-    Encoders that have one (BERT, RoBERTa, XLM-R, ...) are built with ``add_pooling_layer=False``:
-    a checkpoint saved without pooler weights (most sentence-transformers models) then loads without
-    a randomly initialised pooler (which made every load's weights, and so the embedding-cache key,
-    differ), and transformers' load report about the pooler is not printed. Any other missing,
-    unexpected or resized weight is still reported, as one warning of the ``e5kit.encoder`` logger.
-    """
-    import inspect
-
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING
-    from transformers.utils import logging as transformers_logging
-
-    config = AutoConfig.from_pretrained(folder)
-    model_class = MODEL_MAPPING[type(config)] if type(config) in MODEL_MAPPING else None
-    options = {"add_pooling_layer": False} if model_class and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters else {}
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()  # its load report would name the pooler weights left out
-    try:
-        model, info = AutoModel.from_pretrained(folder, config=config, output_loading_info=True, **options)
-    finally:
-        transformers_logging.set_verbosity(verbosity)
-    problems = {
-        kind: sorted(key for key in info.get(kind, ()) if not str(key).startswith("pooler."))
-        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
-    }
-    if any(problems.values()):
-        logger.warning(
-            "%s: weights that do not match %s: %s", folder, type(model).__name__,
-            "; ".join(f"{kind.replace('_', ' ')}: {', '.join(map(str, keys))}" for kind, keys in problems.items() if keys),
-        )
-    return model
-
-
-def auto_device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass
@@ -121,19 +62,20 @@ class EncodeStats:
 
 
 class Encoder:
-    """A bi-encoder that embeds text the E5 way.
+    """A bi-encoder that embeds text the E5 way, on a torch or ONNX Runtime ``Backend``.
 
     The role prefixes live with the model (``prompts``), and the encoder adds them itself, once.
     Outputs are float32 numpy arrays, scored by dot product: L2-normalised when the similarity is
     cosine (the default, as in E5 and sentence-transformers), raw for "dot".
 
     Args:
-        model: A Hugging Face encoder returning ``last_hidden_state``.
+        model: A Hugging Face encoder returning ``last_hidden_state`` (run by a ``TorchBackend``), or
+            a ``Backend`` (``TorchBackend``, ``OnnxBackend``); ``device`` and ``dtype`` then do not apply.
         tokenizer: Its tokenizer.
         prompts: Role name -> prefix, e.g. ``{"query": "query: ", "passage": "passage: "}``; empty for
             models trained without prefixes. Aliases (``ROLE_ALIASES``: "document", ...) are read as
             the role they name; ValueError when an alias and its role carry different prefixes.
-        pooling: "mean" (E5), "cls" or "max".
+        pooling: "mean" (E5), "cls" or "max" (a backend's own pooling must match).
         similarity_fn_name: "cosine" (L2-normalised embeddings, whatever the model's own modules) or
             "dot" (raw embeddings); sentence-transformers' name for the setting.
         max_length: Token limit per text, prefix and special tokens included.
@@ -141,11 +83,9 @@ class Encoder:
         dtype: "float32", "float16" (CUDA only) or "bfloat16".
     """
 
-    default_batch_size = 32
-
     def __init__(
         self,
-        model: PreTrainedModel,
+        model: PreTrainedModel | Backend,
         tokenizer: PreTrainedTokenizerBase,
         *,
         prompts: dict[str, str] | None = None,
@@ -157,17 +97,12 @@ class Encoder:
     ) -> None:
         if pooling not in model_format.POOLING_MODES:
             raise ValueError(f"pooling must be one of {model_format.POOLING_MODES}, got {pooling!r}")
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        self.device = torch.device(device) if device is not None else auto_device()
-        if dtype == "float16" and self.device.type != "cuda":
-            raise ValueError("dtype float16 needs a CUDA device; on CPU use bfloat16 or float32")
-        self._set_text_options(tokenizer, prompts, pooling, similarity_fn_name, max_length, model.config)
-        self.model = model.to(device=self.device, dtype=DTYPES[dtype]).eval()
-        self.dtype = dtype
-
-    def _set_text_options(self, tokenizer, prompts, pooling, similarity_fn_name, max_length, config) -> None:
-        """Settings every backend shares: tokenizer, prompts, pooling, similarity, token limit."""
+        if isinstance(model, Backend):
+            if model.pooling != pooling:
+                raise ValueError(f"the {model.name} backend pools with {model.pooling!r}, not {pooling!r}")
+            self.backend = model
+        else:
+            self.backend = TorchBackend(model, pooling, device=device, dtype=dtype)
         if similarity_fn_name not in model_format.SIMILARITY_FUNCTIONS:
             raise ValueError(f"similarity_fn_name must be one of {', '.join(model_format.SIMILARITY_FUNCTIONS)}, got {similarity_fn_name!r}")
         if tokenizer.pad_token_id is None:
@@ -176,7 +111,7 @@ class Encoder:
         self.prompts = model_format.canonical_prompts({name: text for name, text in (prompts or {}).items() if text})
         self.pooling = pooling
         self.similarity_fn_name = similarity_fn_name
-        position_limit = getattr(config, "max_position_embeddings", None) or max_length
+        position_limit = getattr(self.backend.config, "max_position_embeddings", None) or max_length
         self.max_length = min(max_length, position_limit)
         self.last_stats = EncodeStats()
 
@@ -192,6 +127,8 @@ class Encoder:
         device: str | torch.device | None = None,
         dtype: str = "float32",
         backend: str = "torch",
+        file_name: str | None = None,
+        threads: int | None = None,
     ) -> Encoder:
         """Load a sentence-transformers directory, a plain Hugging Face checkpoint, or a Hub model.
 
@@ -203,6 +140,9 @@ class Encoder:
         Args:
             backend: "torch", or "onnx" for a directory written by ``e5kit export onnx`` (CPU
                 inference with ONNX Runtime; ``dtype`` and ``device`` then do not apply).
+            file_name: ONNX only: a file in ``onnx/`` (default: the export manifest's default, int8
+                when exported with ``--quantize int8``).
+            threads: ONNX only: ONNX Runtime intra-op threads (default: one per physical core).
 
         Raises:
             FileNotFoundError: the model cannot be found locally or downloaded.
@@ -210,16 +150,19 @@ class Encoder:
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "torch" and (file_name is not None or threads is not None):
+            raise ValueError("file_name and threads apply to backend='onnx' only")
+        root = resolve_model_dir(name_or_path)
+        spec = model_format.read_model_dir(root)
         if backend == "onnx":
-            from e5kit.serving.onnx import OnnxEncoder
+            from e5kit.encoder.onnx_backend import OnnxBackend
 
-            return OnnxEncoder.load(name_or_path, prompts=prompts, max_length=max_length, similarity_fn_name=similarity_fn_name)
-        spec = model_format.read_model_dir(resolve_model_dir(name_or_path))
-        tokenizer = AutoTokenizer.from_pretrained(spec.transformer_dir)
-        model = load_transformer(spec.transformer_dir)
+            model = OnnxBackend.load(root, spec, file_name=file_name, threads=threads)
+        else:
+            model = load_transformer(spec.transformer_dir)
         return cls(
             model,
-            tokenizer,
+            AutoTokenizer.from_pretrained(spec.transformer_dir),
             prompts=spec.prompts if prompts is None else prompts,
             pooling=spec.pooling,
             similarity_fn_name=similarity_fn_name or spec.similarity_fn_name,
@@ -241,18 +184,24 @@ class Encoder:
 
         Raises:
             e5kit.io.files.OutputPathError: ``path`` is a file, or a non-empty folder that holds no model.
+            TypeError: the encoder runs on ONNX (save the torch model and export that).
         """
+        module = self._torch_module("save the torch model and export it with `e5kit export onnx` instead")
         with AtomicFolder(path, replaces="config.json") as staged:
-            self.write_model_files(staged.temporary, model_card, name=Path(path).resolve().name)
+            self._write_model_files(module, staged.temporary, model_card, name=Path(path).resolve().name)
         return Path(path)
 
     def write_model_files(self, root: Path, model_card: str | None, name: str) -> None:
         """Write the files of :meth:`save` into the existing folder ``root`` (a staging folder that the
         caller renames into place); ``name`` is the model's name in the default card."""
+        module = self._torch_module("save the torch model and export it with `e5kit export onnx` instead")
+        self._write_model_files(module, root, model_card, name)
+
+    def _write_model_files(self, module: PreTrainedModel, root: Path, model_card: str | None, name: str) -> None:
         import sentence_transformers
         import transformers
 
-        self.model.save_pretrained(root)
+        module.save_pretrained(root)
         self.tokenizer.model_max_length = self.max_length
         self.tokenizer.save_pretrained(root)
         model_format.write_st_metadata(
@@ -276,14 +225,49 @@ class Encoder:
 
     # ------------------------------------------------------------------ properties
     @property
+    def model(self) -> PreTrainedModel:
+        """The torch backend's module (what training updates and ``save`` writes).
+
+        Raises:
+            TypeError: on the ONNX backend, which has no torch module.
+        """
+        return self._torch_module("load the model with backend='torch' to train or save it")
+
+    def _torch_module(self, hint: str) -> PreTrainedModel:
+        if not isinstance(self.backend, TorchBackend):
+            where = getattr(self.backend, "file", self.backend.name)
+            raise TypeError(f"{where}: the {self.backend.name} backend is inference-only and has no torch module; {hint}")
+        return self.backend.module
+
+    @property
+    def device(self) -> torch.device:
+        """The torch device inputs go to (CPU for ONNX Runtime)."""
+        return self.backend.device
+
+    @property
+    def dtype(self) -> str:
+        """The backend's weight precision: "float32", "float16", "bfloat16", or "int8" (a quantised ONNX graph)."""
+        return self.backend.dtype
+
+    @property
+    def default_batch_size(self) -> int:
+        """Texts per forward pass when ``encode`` is not told (torch 32, ONNX 8)."""
+        return self.backend.default_batch_size
+
+    @property
     def dimension(self) -> int:
         """Embedding size."""
-        return int(self.model.config.hidden_size)
+        return int(self.backend.dimension)
 
     @property
     def normalize(self) -> bool:
         """Whether embeddings come out L2-normalised: exactly when the similarity is cosine."""
         return self.similarity_fn_name == "cosine"
+
+    def fingerprint(self) -> str:
+        """The backend's fingerprint (torch: its weights hash; ONNX: its graph file's hash), which
+        embedding caches and evaluation results key on."""
+        return self.backend.fingerprint()
 
     # ------------------------------------------------------------------ text preparation
     def prompt_for(self, role: str | None) -> str:
@@ -347,9 +331,13 @@ class Encoder:
 
     # ------------------------------------------------------------------ embedding
     def embed(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Embed tokenised inputs with autograd enabled (the training path); (batch, dim), L2-normalised for cosine."""
-        hidden = self.model(**features).last_hidden_state  # (batch, seq_len, dim)
-        embeddings = pool(hidden, features["attention_mask"], self.pooling)
+        """Embed tokenised inputs with autograd enabled (the training path); (batch, dim), L2-normalised for cosine.
+
+        Raises:
+            TypeError: on the ONNX backend, which computes no gradients.
+        """
+        self._torch_module("load the model with backend='torch' to train")
+        embeddings = self.backend.embed(features)
         return torch.nn.functional.normalize(embeddings, dim=-1) if self.normalize else embeddings
 
     def encode(
@@ -458,13 +446,4 @@ class Encoder:
 
     def _embed_arrays(self, input_ids: np.ndarray, attention_mask: np.ndarray, normalize: bool) -> np.ndarray:
         """The backend's batch step: (batch, seq_len) int64 ids and mask -> (batch, dim) float32 embeddings."""
-        features = {
-            "input_ids": torch.from_numpy(input_ids).to(self.device),
-            "attention_mask": torch.from_numpy(attention_mask).to(self.device),
-        }
-        with torch.inference_mode():
-            hidden = self.model(**features).last_hidden_state  # (batch, seq_len, dim)
-            embeddings = pool(hidden.float(), features["attention_mask"], self.pooling)
-            if normalize:
-                embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
-        return embeddings.cpu().numpy()
+        return self.backend.forward(input_ids, attention_mask, normalize=normalize)

@@ -1,0 +1,160 @@
+"""The ``Backend`` protocol the ``Encoder`` runs its forward pass through, and the torch backend.
+
+A backend turns padded token ids into pooled embeddings and says what it is: its ``name`` ("torch",
+"onnx"), embedding ``dimension``, Hugging Face ``config`` (position limit), preferred batch size, and
+a ``fingerprint`` that embedding caches and evaluation results key on. Everything before the forward
+pass (prompts, validation, tokenising, length-sorted batching, truncation counts) is the Encoder's,
+so every backend embeds the same inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel
+
+from e5kit.encoder.pooling import pool
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the ``Encoder`` needs from a runtime.
+
+    Attributes:
+        name: "torch" or "onnx".
+        pooling: The pooling the forward pass applies ("mean", "cls", "max").
+        config: The Hugging Face model config (hidden size, position limit).
+        device: The torch device inputs go to (CPU for ONNX Runtime).
+        dtype: Weight precision ("float32", "float16", "bfloat16", or "int8" for a quantised graph).
+        default_batch_size: Texts per forward pass when the caller does not say.
+    """
+
+    name: str
+    pooling: str
+    config: object
+    device: torch.device
+    dtype: str
+    default_batch_size: int
+
+    @property
+    def dimension(self) -> int:
+        """Embedding size."""
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, *, normalize: bool) -> np.ndarray:
+        """(batch, seq_len) int64 ids and mask -> (batch, dim) float32 pooled embeddings, L2-normalised if ``normalize``."""
+
+    def fingerprint(self) -> str:
+        """A hex digest that changes exactly when the embeddings can: caches and results key on it."""
+
+
+def auto_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class TorchBackend:
+    """A Hugging Face encoder run by torch; the one backend that trains (``module``, ``embed``).
+
+    Args:
+        module: A Hugging Face encoder returning ``last_hidden_state``.
+        pooling: "mean" (E5), "cls" or "max".
+        device: Torch device; None picks CUDA when present.
+        dtype: "float32", "float16" (CUDA only) or "bfloat16".
+    """
+
+    name = "torch"
+    default_batch_size = 32
+
+    def __init__(self, module: PreTrainedModel, pooling: str = "mean", device: str | torch.device | None = None, dtype: str = "float32") -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.device = torch.device(device) if device is not None else auto_device()
+        if dtype == "float16" and self.device.type != "cuda":
+            raise ValueError("dtype float16 needs a CUDA device; on CPU use bfloat16 or float32")
+        self.pooling = pooling
+        self.config = module.config
+        self.module = module.to(device=self.device, dtype=DTYPES[dtype]).eval()
+        self.dtype = dtype
+
+    @property
+    def dimension(self) -> int:
+        """Embedding size."""
+        return int(self.module.config.hidden_size)
+
+    def embed(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled embeddings of tokenised inputs with autograd enabled (the training path); (batch, dim), not normalised."""
+        hidden = self.module(**features).last_hidden_state  # (batch, seq_len, dim)
+        return pool(hidden, features["attention_mask"], self.pooling)
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, *, normalize: bool) -> np.ndarray:
+        """Inference: (batch, seq_len) int64 ids and mask -> (batch, dim) float32 embeddings."""
+        features = {
+            "input_ids": torch.from_numpy(input_ids).to(self.device),
+            "attention_mask": torch.from_numpy(attention_mask).to(self.device),
+        }
+        with torch.inference_mode():
+            hidden = self.module(**features).last_hidden_state  # (batch, seq_len, dim)
+            embeddings = pool(hidden.float(), features["attention_mask"], self.pooling)
+            if normalize:
+                embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
+        return embeddings.cpu().numpy()
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the pooling and the module's parameter names, dtypes, shapes and bytes.
+
+        Hashing the tensors (not files) works for models built in memory and ignores irrelevant file
+        differences such as safetensors metadata. Computed afresh on each call: training changes the
+        weights. (The value is what ``e5kit.evaluation.cache.weights_hash`` always gave, so existing
+        caches and results stay valid.)
+        """
+        digest = hashlib.sha256(f"pooling={self.pooling}".encode())
+        for name, tensor in self.module.state_dict().items():
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+
+def load_transformer(folder: Path) -> PreTrainedModel:
+    """``AutoModel.from_pretrained(folder)`` without the pooler head, which e5kit never uses.
+
+    Encoders that have one (BERT, RoBERTa, XLM-R, ...) are built with ``add_pooling_layer=False``:
+    a checkpoint saved without pooler weights (most sentence-transformers models) then loads without
+    a randomly initialised pooler (which made every load's weights, and so the embedding-cache key,
+    differ), and transformers' load report about the pooler is not printed. Any other missing,
+    unexpected or resized weight is still reported, as one warning of the ``e5kit.encoder`` logger.
+    """
+    import inspect
+
+    from transformers import AutoConfig, AutoModel
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+    from transformers.utils import logging as transformers_logging
+
+    config = AutoConfig.from_pretrained(folder)
+    model_class = MODEL_MAPPING[type(config)] if type(config) in MODEL_MAPPING else None
+    options = {"add_pooling_layer": False} if model_class and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters else {}
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its load report would name the pooler weights left out
+    try:
+        model, info = AutoModel.from_pretrained(folder, config=config, output_loading_info=True, **options)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    problems = {
+        kind: sorted(key for key in info.get(kind, ()) if not str(key).startswith("pooler."))
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
+    if any(problems.values()):
+        logger.warning(
+            "%s: weights that do not match %s: %s", folder, type(model).__name__,
+            "; ".join(f"{kind.replace('_', ' ')}: {', '.join(map(str, keys))}" for kind, keys in problems.items() if keys),
+        )
+    return model
