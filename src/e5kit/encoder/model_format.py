@@ -6,6 +6,16 @@ role prompts) so that ``SentenceTransformer(path)`` and
 ``transformers.AutoModel.from_pretrained(path)`` load them unchanged. It writes
 the classic layout (understood by sentence-transformers 2.x to 6.x) and reads
 both the classic and the 6.x layout, as well as plain Hugging Face checkpoints.
+
+Why this is not sentence-transformers' own code (a dependency): reading, ``SentenceTransformer(path)``
+builds every module and loads the weights (and imports sentence-transformers, seconds) just to learn
+the pooling, prompts and limit; e5kit needs them first, without the weights (``e5kit index`` and the
+ONNX backend never load torch weights), and fails with the missing or malformed file named, where
+sentence-transformers falls back to a plain transformer with mean pooling. Writing,
+``SentenceTransformer.save`` needs a SentenceTransformer wrapping e5kit's module and tokenizer, and
+writes whatever layout the installed version writes; e5kit writes the classic layout, which
+sentence-transformers 2.x to 6.x all read (tests/test_model_format.py loads e5kit's folders with the
+installed sentence-transformers and compares the embeddings).
 """
 
 from __future__ import annotations

@@ -178,9 +178,14 @@ def mteb_model_meta(result: EvalResult) -> dict[str, Any]:
         "name": mteb_model_name(result),
         "revision": mteb_revision(result),
         "max_tokens": result.max_length,
-        "framework": ["PyTorch"] if result.weights_hash else [],
+        "framework": ([_framework(result)] if result.weights_hash else []),
         "modalities": ["text"],
     }
+
+
+def _framework(result: EvalResult) -> str:
+    """mteb's name of the runtime the result was measured on (``details.backend``, written for non-torch backends)."""
+    return "ONNX" if (result.details or {}).get("backend", {}).get("name") == "onnx" else "PyTorch"
 
 
 def mteb_revision(result: EvalResult) -> str:
