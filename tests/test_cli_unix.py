@@ -161,3 +161,19 @@ def test_a_reader_that_stops_early_ends_the_command_quietly():
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == 141, stderr
     assert "error" not in stderr.lower() and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["holdout", "--bogus"], "No such option: --bogus"),
+        (["nosuchcmd"], "No such command"),
+        (["eval", "retrieval", "--model", "bm25", "--data", ".", "--top-k", "0"], "--top-k"),
+        (["search"], "Missing argument"),
+    ],
+)
+def test_usage_errors_exit_with_2_and_name_the_option(argv, says):
+    # Given a command line with a usage error, When it runs, Then click's usage message names it, exit 2, not a runtime failure
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert says in result.output and "error: " not in result.output  # e5kit's own lines are lower-case "error: ..."

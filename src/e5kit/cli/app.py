@@ -32,14 +32,19 @@ EXIT_CODES_HELP = (
 )
 
 
+#: typer >= 0.29 ships its own copy of click; its usage errors (no such option, a bad value) derive from
+#: TyperException, not from click's ClickException, and must reach click's handler too (exit 2).
+_TYPER_CLICK_ERRORS: tuple[type[Exception], ...] = (typer.TyperException,) if hasattr(typer, "TyperException") else ()
+
+
 class _Group(TyperGroup):
     """The root group: an exception that no command turned into a one-line error is a runtime failure."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException, *_TYPER_CLICK_ERRORS):
+            raise  # click's own handling: usage errors print the usage and exit 2
         except BrokenPipeError:
             # The reader of our output left (`e5kit search ... | head -1`): stop quietly, as Unix tools do.
             # Python's recipe: point stdout at /dev/null so the interpreter's final flush cannot fail again.
