@@ -28,7 +28,7 @@ def sources() -> list[dict]:
 
 
 def run(engine: str, workers: int) -> tuple[float, dict]:
-    from e5kit.data.curate import CurateConfig, curate
+    from e5kit.data.curation import CurateConfig, curate
 
     output = Path(tempfile.mkdtemp(prefix="curate-bench-"))
     try:

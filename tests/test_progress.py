@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from e5kit import progress
 from e5kit.cli import app
-from e5kit.data.curate import CurateConfig, curate
+from e5kit.data.curation import CurateConfig, curate
 from e5kit.encoder import Encoder
 
 

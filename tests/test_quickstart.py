@@ -109,7 +109,7 @@ def test_shipped_quickstart_configs_validate_every_stage_section():
 
     from typing import get_args
 
-    from e5kit.data.curate import CurateConfig, FiltersConfig, SourceConfig
+    from e5kit.data.curation import CurateConfig, FiltersConfig, SourceConfig
     from e5kit.pipeline import DEFAULT_CURATE, DEFAULT_PRETRAIN, _merge, load_quickstart_config
     from e5kit.training.config import PretrainConfig
 

@@ -21,8 +21,8 @@ _EXPORTS = {
     "load_config": "e5kit.config",
     "ConfigError": "e5kit.config",
     # curation and the consistency filter
-    "curate": "e5kit.data.curate",
-    "CurateConfig": "e5kit.data.curate",
+    "curate": "e5kit.data.curation",
+    "CurateConfig": "e5kit.data.curation",
     "consistency_filter": "e5kit.data.consistency",
     "ConsistencyConfig": "e5kit.data.consistency",
     # pre-training
@@ -58,7 +58,7 @@ _EXPORTS = {
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
     from e5kit.config import ConfigError, load_config
     from e5kit.data.consistency import ConsistencyConfig, consistency_filter
-    from e5kit.data.curate import CurateConfig, curate
+    from e5kit.data.curation import CurateConfig, curate
     from e5kit.encoder import Encoder
     from e5kit.evaluation.config import (
         ClassificationConfig,

@@ -141,7 +141,7 @@ def run_stage(folder: Path, action: Callable[[Path], dict[str, Any]], *, force: 
 
 def curate_stage(folder: Path, sources: list[dict[str, Any]], overrides: dict[str, Any], seed: int, log: Callable[[str], None]) -> dict[str, Any]:
     """``e5kit curate`` of ``sources`` with the offline defaults under ``overrides``, into ``folder``."""
-    from e5kit.data.curate import CurateConfig, curate
+    from e5kit.data.curation import CurateConfig, curate
 
     settings = _merge(DEFAULT_CURATE, overrides)
     settings.update(output_dir=str(folder), seed=seed, sources=sources)

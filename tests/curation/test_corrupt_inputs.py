@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from corrupt_corpus import CODECS, DAMAGED_CASES, complete_lines_before_cut, damaged, unreadable_paths, write
 
 from e5kit.cli.app import app
-from e5kit.data.curate import CurateConfig, curate
+from e5kit.data.curation import CurateConfig, curate
+from e5kit.data.curation.planner import check_inputs
 from e5kit.data.readers import arxiv, base, generic, news, reddit, stackexchange, stdlib_docs, warc, wikipedia
 from e5kit.data.readers.base import CORRUPT_JSON, INVALID_UTF8, TRUNCATED
 from e5kit.data.skips import SkipCounter
@@ -277,8 +278,8 @@ def test_paths_that_are_not_readable_files_are_config_errors_naming_them(tmp_pat
         # When a source lists it
         config = {"output_dir": str(tmp_path / "out"), "sources": [{"type": source_type, "paths": [str(path)]}]}
         with pytest.raises(ValueError) as error:
-            CurateConfig.model_validate(config)
-        # Then validation fails, naming the source and the path (before any work starts)
+            check_inputs(CurateConfig.model_validate(config))
+        # Then the planner's input check fails, naming the source and the path (before any work starts)
         message = str(error.value)
         assert "sources.0.paths" in message and str(path) in message, (kind, message)
 
@@ -290,7 +291,7 @@ def test_a_glob_matching_a_folder_is_refused_by_name(tmp_path):
     (tmp_path / "dumps" / "older").mkdir()
     # When a source lists it, then the folder is named
     with pytest.raises(ValueError, match=r"older: is a folder, not a file"):
-        CurateConfig.model_validate({"output_dir": str(tmp_path / "out"), "sources": [{"type": "news", "paths": [str(tmp_path / "dumps" / "*")]}]})
+        check_inputs(CurateConfig.model_validate({"output_dir": str(tmp_path / "out"), "sources": [{"type": "news", "paths": [str(tmp_path / "dumps" / "*")]}]}))
 
 
 def test_generic_folder_names_the_missing_datasets_extra(tmp_path, monkeypatch):
@@ -301,7 +302,7 @@ def test_generic_folder_names_the_missing_datasets_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(generic.importlib.util, "find_spec", lambda name: None if name == "datasets" else object())
     # When a generic source lists it, then the error names the folder and the extra to install
     with pytest.raises(ValueError, match=r"saved: .*pip install 'e5kit\[hf\]'"):
-        CurateConfig.model_validate({"output_dir": str(tmp_path / "out"), "sources": [{"type": "generic", "paths": [str(folder)]}]})
+        check_inputs(CurateConfig.model_validate({"output_dir": str(tmp_path / "out"), "sources": [{"type": "generic", "paths": [str(folder)]}]}))
 
 
 @pytest.mark.parametrize(("layout", "message"), [("plain", "not a saved Hugging Face dataset"), ("dict", "several splits")])
@@ -314,7 +315,7 @@ def test_generic_folder_that_is_not_one_saved_dataset_is_refused(tmp_path, monke
     monkeypatch.setattr(generic.importlib.util, "find_spec", lambda name: object())
     # When a generic source lists it, then it is refused by name
     with pytest.raises(ValueError, match=message):
-        CurateConfig.model_validate({"output_dir": str(tmp_path / "out"), "sources": [{"type": "generic", "paths": [str(folder)]}]})
+        check_inputs(CurateConfig.model_validate({"output_dir": str(tmp_path / "out"), "sources": [{"type": "generic", "paths": [str(folder)]}]}))
 
 
 def test_a_path_that_vanishes_after_the_check_is_a_located_skip(tmp_path):

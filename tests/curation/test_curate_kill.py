@@ -18,7 +18,8 @@ import pytest
 from curation_dumps import json_lines, write_lines
 from kill_points import KillPoint, at_seeded_call, run_killed, seeded_points
 
-from e5kit.data.curate import CurateConfig, _pair_schema, _ParquetWriter, curate
+from e5kit.data.curation import CurateConfig, curate
+from e5kit.data.curation.parquet import ParquetWriter, pair_schema
 
 NEWS = [
     {"title": f"Headline {i} about the city council and its budget", "description": f"On day {i} the council approved money for parks, roads, schools and the public library number {i % 7}."}
@@ -26,7 +27,7 @@ NEWS = [
 ]
 #: (point, when, calls it gets in one run over FILES) for the seeded draws; one worker, so they run in this process.
 POINTS = [
-    ("e5kit.data.curate:process_shard", "after", 4),  # some shards done (parquet + marker), others not started
+    ("e5kit.data.curation.shard:process_shard", "after", 4),  # some shards done (parquet + marker), others not started
     ("pyarrow.parquet:ParquetWriter.write_table", "after", 10),  # a shard or final file half written
     ("e5kit.io.files:AtomicFile.commit", "after", 17),  # any file just renamed into place: shard, marker, final shard, report
 ]
@@ -96,7 +97,7 @@ def test_a_rerun_killed_while_writing_the_final_shards_leaves_the_complete_pairs
     curate(CurateConfig.model_validate(json.loads(config.read_text())))
     assert len(uninterrupted["pairs"]) > 1
     # When a rerun (every shard resumed) is killed right after its first final shard is written
-    run_killed(["curate", "--config", config], KillPoint("e5kit.data.curate:_ParquetWriter.close", count=1, when="after"))
+    run_killed(["curate", "--config", config], KillPoint("e5kit.data.curation.parquet:ParquetWriter.close", count=1, when="after"))
     # Then pairs/ is still the last complete set, never a mix of new and missing shards that training would read
     pairs = {path.name: pq.read_table(path).to_pylist() for path in sorted((output / "pairs").glob("*.parquet"))}
     assert json.loads(json.dumps(pairs).replace(str(tmp_path), "RUN")) == uninterrupted["pairs"]
@@ -108,7 +109,7 @@ def test_a_rerun_keeps_the_shards_of_sources_it_does_not_curate(tmp_path):
     config = write_config(tmp_path, output)
     (output / "pairs").mkdir(parents=True)
     other = output / "pairs" / "reddit-00000.parquet"
-    writer = _ParquetWriter(other, _pair_schema(with_dedup=False))
+    writer = ParquetWriter(other, pair_schema(with_dedup=False))
     writer.add({"query": "q", "passage": "p", "source": "reddit", "meta": "{}"})
     writer.close()
     # When this run's news source is curated into it, Then the reddit shard is still there beside the news shards
@@ -121,7 +122,7 @@ def test_a_rerun_keeps_the_shards_of_sources_it_does_not_curate(tmp_path):
 #: Runs curate with every worker blocked forever in its reader (as orphans were found: blocked on a queue).
 BLOCKED_WORKERS = """
 import json, sys, time
-from e5kit.data import curate
+from e5kit.data import curation
 from e5kit.data.readers import news
 
 def blocked(*args, **kwargs):
@@ -129,7 +130,7 @@ def blocked(*args, **kwargs):
     yield
 
 news.read = blocked
-curate.curate(curate.CurateConfig.model_validate(json.loads(open(sys.argv[1]).read())))
+curation.curate(curation.CurateConfig.model_validate(json.loads(open(sys.argv[1]).read())))
 """
 
 
@@ -170,11 +171,11 @@ def test_workers_die_when_curate_is_killed(tmp_path):
 def test_a_rerun_writing_a_shard_an_old_worker_still_writes_never_crashes(tmp_path):
     # Given a worker of a killed run still writing work/news-00000.parquet
     path = tmp_path / "news-00000.parquet"
-    row = {"query": "q", "passage": "p", "source": "news", "meta": "{}", "dedup_key": 1, "minhash": b""}
-    old = _ParquetWriter(path, _pair_schema(with_dedup=True))
+    row = {"query": "q", "passage": "p", "source": "news", "meta": "{}", "dedup_key": 1, "minhash": b"", "query_words": 1, "passage_words": 1}
+    old = ParquetWriter(path, pair_schema(with_dedup=True))
     old.add(row)
     # When the rerun writes the same shard and the old worker finishes in the middle of it
-    rerun = _ParquetWriter(path, _pair_schema(with_dedup=True))
+    rerun = ParquetWriter(path, pair_schema(with_dedup=True))
     rerun.add(row)
     rerun.add(row)
     old.close()

@@ -10,7 +10,7 @@ from curation_dumps import STACK_ROWS, json_lines, mediawiki_xml, posts_xml, pus
 from typer.testing import CliRunner
 
 from e5kit.cli.app import app
-from e5kit.data.curate import CurateConfig, curate, load_config
+from e5kit.data.curation import CurateConfig, curate, load_config
 from e5kit.io.pairs import PAIR_COLUMNS
 
 NEWS = [{"title": f"Headline number {i} about city council budget", "description": f"The city council met on day {i} and approved spending on parks, roads and the public library."} for i in range(30)]
@@ -161,3 +161,16 @@ def test_curate_real_samples(shared_dir, tmp_path):
     assert report["reconciled"]
     assert report["sources"]["arxiv"]["read"] == 2993 and report["sources"]["arxiv"]["kept"] > 2900
     assert report["sources"]["stackexchange"]["kept"] > 1200
+
+
+def test_config_validation_has_no_side_effects_the_planner_checks_inputs(tmp_path, monkeypatch):
+    # Given a config naming a missing input file and a KenLM model (kenlm cannot even be imported)
+    monkeypatch.setitem(__import__("sys").modules, "kenlm", None)
+    tree = {"output_dir": str(tmp_path / "o"), "sources": [{"type": "news", "paths": [str(tmp_path / "missing-*.jsonl")]}],
+            "filters": {"perplexity": {"model_path": str(tmp_path / "lm.arpa")}}}
+    # When validated, Then nothing is globbed or loaded: the settings are valid as settings
+    config = CurateConfig.model_validate(tree)
+    # And curate refuses it before any work, naming the field and the path
+    with pytest.raises(ValueError, match=r"sources\.0\.paths: .*missing-\*\.jsonl"):
+        curate(config)
+    assert not (tmp_path / "o").exists()

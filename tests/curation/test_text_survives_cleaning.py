@@ -18,9 +18,9 @@ from curation_dumps import json_lines, posts_xml, write_lines
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from e5kit.data.curate import CurateConfig, curate, load_config
+from e5kit.data.curation import CurateConfig, curate, load_config
 from e5kit.data.filters import clean
-from e5kit.data.markup import html_to_text, normalize_space, unescape_reddit
+from e5kit.data.text import html_to_text, normalize_space, unescape_reddit
 from e5kit.io.pairs import Pair
 from e5kit.data.readers import arxiv, generic, news, stackexchange
 from e5kit.data.skips import SkipCounter
@@ -206,4 +206,4 @@ def test_generic_and_arxiv_readers_pass_markup_like_text_through(tmp_path):
     assert [(p.query, p.passage) for p in pairs] == [(r["query"], r["passage"]) for r in rows]
     papers = list(arxiv.read([write_lines(tmp_path / "a.jsonl", json_lines([ARXIV_0704_0215]))], arxiv.Options(), SkipCounter()))
     assert papers[0].passage == ARXIV_0704_0215["abstract"]
-    assert isinstance(clean.CleanFilter(clean.Config()).apply(Pair("q", papers[0].passage)), Pair)
+    assert clean.CleanFilter(clean.Config()).keep(Pair("q", papers[0].passage)) is True

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from curation_dumps import json_lines, write_lines
 
-from e5kit.data.curate import CurateConfig, curate
+from e5kit.data.curation import CurateConfig, curate
 from e5kit.data.filters import decontaminate
 from e5kit.data.filters.visible import PASSAGE_INVISIBLE, QUERY_INVISIBLE, VisibleTextFilter
 from e5kit.io.pairs import Pair
@@ -28,10 +28,10 @@ INVISIBLE = ["\u200b", "\u2060\u00ad", "\ufeff ", "", " \t\n"]
 @pytest.mark.parametrize("text", INVISIBLE)
 def test_filter_drops_either_side_without_visible_text(text):
     check = VisibleTextFilter()
-    assert check.apply(Pair(text, "A real passage.")) == QUERY_INVISIBLE
-    assert check.apply(Pair("A real query", text)) == PASSAGE_INVISIBLE
+    assert check.keep(Pair(text, "A real passage.")) == QUERY_INVISIBLE
+    assert check.keep(Pair("A real query", text)) == PASSAGE_INVISIBLE
     kept = Pair("a\u200bb", "x\u00ady")  # format characters inside visible text do not matter
-    assert check.apply(kept) is kept
+    assert check.keep(kept) is True
 
 
 @pytest.mark.parametrize("text", INVISIBLE)

@@ -1,4 +1,4 @@
-"""``e5kit curate``: raw dumps -> filtered pair shards and a report (a thin driver over ``e5kit.data.curate``)."""
+"""``e5kit curate``: raw dumps -> filtered pair shards and a report (a thin driver over ``e5kit.data.curation``)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def curate(
     Writes OUTPUT_DIR/pairs/<source>-<NNNNN>.parquet (query, passage, source, meta), report.json,
     report.md and histograms/*.png. Every record read is either kept or counted under a drop reason.
     """
-    from e5kit.data.curate import curate as run_curation
-    from e5kit.data.curate import load_config
+    from e5kit.data.curation import curate as run_curation
+    from e5kit.data.curation import load_config
 
     overrides = list(set_ or [])
     overrides += [f"engine={engine}"] if engine else []

@@ -186,8 +186,8 @@ def holdout(config: HoldoutConfig) -> dict[str, Any]:
             if normalized_text_key(query) in chosen.get(source, ()):
                 reason = HELD_OUT
             elif overlap is not None:
-                verdict = overlap.apply(Pair(query, passage))
-                reason = None if isinstance(verdict, Pair) else f"overlaps a held-out split: {verdict.replace(' evaluation data', '')}"
+                verdict = overlap.keep(Pair(query, passage))
+                reason = None if verdict is True else f"overlaps a held-out split: {verdict.replace(' evaluation data', '')}"
             if reason is None:
                 kept[source] += 1
             else:

@@ -1,7 +1,14 @@
-"""Decoding of encoded text fields, done once, by the reader of the field that carries the encoding.
+"""Curation's text helpers, shared by the readers and the filters: the word split, whitespace
+normalisation, and the decoding of encoded fields (HTML, Reddit's escaping). The "no visible text" rule
+every stage shares lives one layer down, in ``e5kit.io.text``.
 
-Curation's rule: a field is decoded exactly once, and only where the source's format says it is
-encoded. Whether a field is encoded is a property of the format, never guessed from a text's
+Words: :func:`words` is the one word split of curation (lower-cased ``\\w+`` tokens), the unit of the
+length bounds, the exact-dedup key, MinHash shingles and decontamination n-grams. The filters of one
+pair ask for the same texts in turn, so the last few splits are remembered: each side of a pair is
+tokenised once.
+
+Decoding: a field is decoded exactly once, by the reader of the field that carries the encoding, and
+only where the source's format says it is encoded. Whether a field is encoded is a property of the format, never guessed from a text's
 content (a ``<`` or ``&`` in plain text such as ``if (a<b && c>d)``, ``std::vector<int>`` or an
 arXiv abstract's ``$x_1<...<x_n$`` is text, not markup).
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import html
 import re
+from functools import lru_cache
 from html.parser import HTMLParser
 
 _SPACES = re.compile(r"[ \t\u00a0]+")
@@ -30,6 +38,18 @@ _BLOCK_TAGS = {"p", "div", "br", "li", "ul", "ol", "pre", "blockquote", "h1", "h
 _INVISIBLE_TAGS = {"script", "style", "noscript", "template", "svg", "head"}
 _REDDIT_ESCAPES = re.compile(r"&(amp|lt|gt);")
 _REDDIT_CHARACTERS = {"amp": "&", "lt": "<", "gt": ">"}
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens (``\\w+``), the unit of every length, n-gram and shingle computation in curation."""
+    return list(_split(text))
+
+
+@lru_cache(maxsize=8)
+def _split(text: str) -> tuple[str, ...]:
+    # A pair's filters (length, decontaminate, exact and near dedup keys) split the same two texts in turn.
+    return tuple(_WORD.findall(text.lower()))
 
 
 def normalize_space(text: str) -> str:

@@ -1,7 +1,7 @@
 """URL and boilerplate stripping with whitespace normalisation: rewrites both sides of a pair, never drops one.
 
 The cleaner never parses HTML and never decodes character references: decoding is the job of the
-reader of a field that carries markup (``e5kit.data.markup``), done once there. Text reaching this
+reader of a field that carries markup (``e5kit.data.text``), done once there. Text reaching this
 filter is plain text, so ``if (a<b && c>d)``, ``std::vector<int>`` and ``$x_1<...<x_n$`` pass unchanged.
 A pair left with no visible text is dropped afterwards by the visible-text rule
 (``e5kit.data.filters.visible``), whether or not cleaning runs.
@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import model_validator
 
 from e5kit.data.filters.base import FilterConfig
-from e5kit.data.markup import normalize_space
+from e5kit.data.text import normalize_space
 from e5kit.io.pairs import Pair
 
 __all__ = ["Config", "CleanFilter", "DEFAULT_BOILERPLATE", "normalize_space"]
@@ -51,7 +51,7 @@ class Config(FilterConfig):
        spaces become one space, lines are trimmed, runs of blank lines become one blank line.
 
     HTML is not handled here. The former ``strip_html`` key is rejected with an error naming it:
-    HTML-carrying fields are decoded by their reader (see ``e5kit.data.markup``).
+    HTML-carrying fields are decoded by their reader (see ``e5kit.data.text``).
 
     Attributes:
         enabled: Run the cleaner.
@@ -94,6 +94,7 @@ class CleanFilter:
     def _is_boilerplate(self, line: str) -> bool:
         return len(line.split()) <= self.config.boilerplate_max_words and bool(self._boilerplate.search(line))
 
-    def apply(self, pair: Pair) -> Pair:
+    def keep(self, pair: Pair) -> bool:
+        """Rewrite both sides in place; never drops (an emptied side is the visible-text rule's drop)."""
         pair.query, pair.passage = self.clean(pair.query), self.clean(pair.passage)
-        return pair
+        return True

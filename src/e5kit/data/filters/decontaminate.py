@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from e5kit.data.filters.base import FilterConfig, words
+from e5kit.data.filters.base import FilterConfig, Verdict, words
 from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import iter_json_records, iter_lines
 from e5kit.data.skips import SkipCounter
@@ -42,6 +42,9 @@ class Config(FilterConfig):
     eval_paths: list[Path] = []
     ngram: int = 13
     max_overlap: float | None = None
+
+    def active(self) -> bool:
+        return bool(self.eval_paths)
 
 
 def _token_hashes(tokens: list[str], cache: dict[str, int]) -> np.ndarray:
@@ -148,10 +151,10 @@ class DecontaminationFilter:
         hits = _contains(self.index.ngrams, ngram_hashes(_token_hashes(tokens, self._cache), self.index.ngram))
         return float(hits.mean())
 
-    def apply(self, pair: Pair) -> Pair | str:
+    def keep(self, pair: Pair) -> Verdict:
         for side, text in (("query", pair.query), ("passage", pair.passage)):
             overlap = self.overlap(text)
             limit = self.config.max_overlap
             if (limit is None and overlap > 0) or (limit is not None and overlap >= limit):
                 return f"{side} overlaps evaluation data"
-        return pair
+        return True

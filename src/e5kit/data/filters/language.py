@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from e5kit.data.filters.base import FilterConfig
+from e5kit.data.filters.base import FilterConfig, Verdict
 from e5kit.io.pairs import Pair
 
 
@@ -47,7 +47,7 @@ class LanguageFilter:
         if unknown:
             raise ValueError(f"filters.language.languages: unknown code(s) {sorted(unknown)}")
 
-    def apply(self, pair: Pair) -> Pair | str:
+    def keep(self, pair: Pair) -> Verdict:
         sides = [("passage", pair.passage)] + ([("query", pair.query)] if self.config.sides == "both" else [])
         for side, text in sides:
             language, confidence = identifier().classify(text[: self.config.max_chars])
@@ -55,4 +55,4 @@ class LanguageFilter:
                 return f"{side} not in {'/'.join(sorted(self.languages))}"
             if confidence < self.config.min_confidence:
                 return f"{side} language confidence under {self.config.min_confidence}"
-        return pair
+        return True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from e5kit.data.filters.base import FilterConfig, words
+from e5kit.data.filters.base import FilterConfig, Verdict, words
 from e5kit.io.pairs import Pair
 
 
@@ -32,7 +32,7 @@ class LengthFilter:
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def apply(self, pair: Pair) -> Pair | str:
+    def keep(self, pair: Pair) -> Verdict:
         config = self.config
         query_words, passage_words = words(pair.query), words(pair.passage)
         for side, count, low, high in (
@@ -45,4 +45,4 @@ class LengthFilter:
                 return f"{side} over {high} words"
         if config.drop_identical and query_words == passage_words:
             return "query and passage are the same text"
-        return pair
+        return True

@@ -9,8 +9,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import pyarrow as pa
 
-from e5kit.data.filters.base import FilterConfig, words
+from e5kit.data.filters.base import FilterConfig, Verdict, words
 from e5kit.io.pairs import Pair
 
 MINHASH_SEED = 1
@@ -58,9 +59,10 @@ def signature(pair: Pair, config: Config) -> np.ndarray:
 
 
 class NearDedup:
-    """An LSH index of the signatures kept so far."""
+    """An LSH index of the signatures kept so far; sources with the same threshold and size share one."""
 
     name = "near_dedup"
+    column = "minhash"
     reason = "near duplicate (MinHash)"
 
     def __init__(self, config: Config) -> None:
@@ -69,6 +71,26 @@ class NearDedup:
         self.config = config
         self.index = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm)
         self.kept: list[np.ndarray] = []
+
+    def key(self, pair: Pair) -> bytes:
+        return signature(pair, self.config).tobytes()
+
+    def keep(self, pair: Pair) -> Verdict:
+        return self.reason if self.is_duplicate(signature(pair, self.config)) else True
+
+    def keep_keys(self, keys: pa.Array, candidates: np.ndarray) -> np.ndarray:
+        """(n,) bool for a batch of signatures (binary, ``num_perm`` uint64 each), in order: True where a
+        candidate is not a near duplicate of a signature kept before it. Non-candidates are not indexed."""
+        keep = np.zeros(len(keys), dtype=bool)
+        rows = np.flatnonzero(candidates)
+        if not len(rows):
+            return keep
+        offsets = np.frombuffer(keys.buffers()[1], dtype=np.int32)[keys.offset : keys.offset + len(keys) + 1]
+        data = np.frombuffer(keys.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        signatures = data.view(np.uint64).reshape(len(keys), self.config.num_perm).copy()
+        for row in rows.tolist():
+            keep[row] = not self.is_duplicate(signatures[row])
+        return keep
 
     def is_duplicate(self, hashvalues: np.ndarray) -> bool:
         from datasketch import LeanMinHash

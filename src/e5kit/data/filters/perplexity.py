@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from e5kit.data.filters.base import FilterConfig
+from e5kit.data.filters.base import FilterConfig, Verdict
 from e5kit.io.pairs import Pair
 
 
@@ -22,6 +22,9 @@ class Config(FilterConfig):
 
     model_path: Path | None = None
     max_perplexity: float = 1000.0
+
+    def active(self) -> bool:
+        return self.model_path is not None
 
 
 class Scorer(Protocol):
@@ -48,8 +51,8 @@ class PerplexityFilter:
         self.config = config
         self.scorer = scorer if scorer is not None else load_kenlm(config.model_path)
 
-    def apply(self, pair: Pair) -> Pair | str:
+    def keep(self, pair: Pair) -> Verdict:
         # KenLM scores one line; newlines would be read as words.
         if self.scorer.perplexity(" ".join(pair.passage.split())) > self.config.max_perplexity:
             return f"passage perplexity over {self.config.max_perplexity:g}"
-        return pair
+        return True

@@ -8,6 +8,7 @@ cleaning is enabled), so such a pair is dropped with a counted reason, never wri
 
 from __future__ import annotations
 
+from e5kit.data.filters.base import Verdict
 from e5kit.io.pairs import Pair
 from e5kit.io.text import has_visible_text
 
@@ -20,9 +21,9 @@ class VisibleTextFilter:
 
     name = "visible_text"
 
-    def apply(self, pair: Pair) -> Pair | str:
+    def keep(self, pair: Pair) -> Verdict:
         if not has_visible_text(pair.query):
             return QUERY_INVISIBLE
         if not has_visible_text(pair.passage):
             return PASSAGE_INVISIBLE
-        return pair
+        return True

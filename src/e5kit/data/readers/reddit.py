@@ -18,7 +18,7 @@ notice. ]", "[removed by moderator]" and every other bracketed notice that start
 
 Decoding: Reddit's API escapes ``&``, ``<`` and ``>`` in titles, self-texts and comment bodies as
 ``&amp;``, ``&lt;``, ``&gt;``, and Pushshift dumps keep that escaping; it is undone once, here
-(``e5kit.data.markup.unescape_reddit``), for submission and comment records. Pre-joined exports
+(``e5kit.data.text.unescape_reddit``), for submission and comment records. Pre-joined exports
 (PRAW, which asks for unescaped ``raw_json``) are used as they are. ``api_escaped`` overrides both.
 No Reddit text is ever parsed as HTML.
 """
@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from e5kit.data.markup import unescape_reddit
+from e5kit.data.text import unescape_reddit
 from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import BadField, Child, Parent, ReaderOptions, file_meta, iter_json_records, join_best_child, number_field, text_field
 from e5kit.data.skips import SkipCounter

@@ -5,9 +5,9 @@ row costs one record, not the file), its JSONL extraction (``post_type``, ``id``
 ``accepted_answer_id``, ``score``, ``title``, ``body``) and pre-joined question/answer pair exports
 (``title``, ``question_body``, ``answer_body``).
 
-Decoding, exactly once (``e5kit.data.markup``): in ``Posts.xml`` the XML parser unescapes each
+Decoding, exactly once (``e5kit.data.text``): in ``Posts.xml`` the XML parser unescapes each
 attribute once; a ``Body`` is then HTML markup, converted to its visible text once by
-:func:`~e5kit.data.markup.html_to_text` (``&lt;int&gt;`` in a code block becomes ``<int>``; a literal
+:func:`~e5kit.data.text.html_to_text` (``&lt;int&gt;`` in a code block becomes ``<int>``; a literal
 ``&amp;lt;`` in the HTML is the visible text ``&lt;`` and stays so). A ``Title`` is plain text after
 the XML unescape and is never HTML-decoded. JSONL extractions and pair exports usually carry text
 already decoded (as the shared ``posts.jsonl`` does): their bodies are used as they are unless
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from e5kit.data.markup import html_to_text
+from e5kit.data.text import html_to_text
 from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import (
     BadField, Child, Parent, ReaderOptions, file_meta, iter_json_records, iter_lines, join_best_child, number_field, text_field,

@@ -1,7 +1,7 @@
 """Common Crawl: (page title, passage) from WARC responses (HTML) or WET conversion records (plain text).
 
 Read with warcio, record by record. For HTML the title is the ``<title>`` element and the passage the
-page's visible text (the page is parsed as HTML once, here: ``e5kit.data.markup``); for WET the first
+page's visible text (the page is parsed as HTML once, here: ``e5kit.data.text``); for WET the first
 line is the page title (Common Crawl's text extractor writes it there) and the rest the text, which is
 plain text and never decoded. The passage is the leading paragraphs up to ``max_passage_words``.
 
@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from e5kit.data.markup import HTMLText, normalize_space
+from e5kit.data.text import HTMLText, normalize_space
 from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import TRUNCATED, UNREADABLE, ReaderOptions, file_meta
 from e5kit.data.skips import SkipCounter
