@@ -34,7 +34,7 @@ def mined_groups(data: Path, folder: Path, negatives: int) -> list[dict]:
 
 
 def e5kit_rate(model: str, groups_file: Path, folder: Path, args) -> float:
-    from e5kit.training.finetune import Finetuner, FinetuneConfig
+    from e5kit.training.finetune import FinetuneConfig, finetuner
 
     config = FinetuneConfig(
         init_model=model,
@@ -51,7 +51,7 @@ def e5kit_rate(model: str, groups_file: Path, folder: Path, args) -> float:
         mask_false_negatives=False,
         device="cpu",
     )
-    trainer = Finetuner(config, show_progress=False)
+    trainer = finetuner(config, show_progress=False)
     started = time.perf_counter()
     for _ in range(args.steps):
         trainer.train_step()

@@ -48,7 +48,7 @@ def measure(args: argparse.Namespace) -> None:
     import torch
 
     from e5kit.training.config import coerce_config
-    from e5kit.training.trainer import Pretrainer
+    from e5kit.training.trainer import pretrainer
 
     with tempfile.TemporaryDirectory() as run_dir:
         config = coerce_config(
@@ -65,7 +65,7 @@ def measure(args: argparse.Namespace) -> None:
                 "checkpoint_every": 0,
             }
         )
-        trainer = Pretrainer(config, show_progress=False)
+        trainer = pretrainer(config, show_progress=False)
         loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.perf_counter()
         losses = [trainer.train_step()["loss"] for _ in range(args.steps)]

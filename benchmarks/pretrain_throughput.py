@@ -23,7 +23,7 @@ PROMPTS = {"query": "query: ", "passage": "passage: "}
 
 def e5kit_pairs_per_second(args: argparse.Namespace, data: Path, run_dir: Path) -> float:
     from e5kit.training.config import coerce_config
-    from e5kit.training.trainer import Pretrainer
+    from e5kit.training.trainer import pretrainer
 
     config = coerce_config(
         {
@@ -43,7 +43,7 @@ def e5kit_pairs_per_second(args: argparse.Namespace, data: Path, run_dir: Path) 
             "checkpoint_every": 0,
         }
     )
-    trainer = Pretrainer(config, show_progress=False)
+    trainer = pretrainer(config, show_progress=False)
     trainer.train_step()  # warm-up
     started = time.perf_counter()
     for _ in range(args.steps - 1):

@@ -13,9 +13,9 @@ import matplotlib.pyplot as plt
 
 from e5kit.evaluation.report import chart_figure
 from e5kit.evaluation.results import EvalResult
-from e5kit.training.finetune import Finetuner
+from e5kit.training.finetune import Distillation
 from e5kit.training.metrics import loss_curve_figure, plot_loss_curve
-from e5kit.training.trainer import Pretrainer
+from e5kit.training.trainer import InfoNCE
 
 RECORDS = [{"step": step, "loss": 2.0 / step, "lr": 1e-4, "pairs_per_s": 40.0 + step} for step in range(1, 11)]
 
@@ -26,13 +26,13 @@ def close_figures():
     plt.close("all")
 
 
-@pytest.mark.parametrize(("trainer", "title", "loss", "throughput"), [
-    (Pretrainer, "contrastive pre-training", "InfoNCE loss (nats)", "pairs/s"),
-    (Finetuner, "fine-tuning", "KL + alpha * InfoNCE loss (nats)", "query groups/s"),
+@pytest.mark.parametrize(("objective", "title", "loss", "throughput"), [
+    (InfoNCE, "contrastive pre-training", "InfoNCE loss (nats)", "pairs/s"),
+    (Distillation, "fine-tuning", "KL + alpha * InfoNCE loss (nats)", "query groups/s"),
 ])
-def test_training_curves_are_titled_for_their_stage_with_units(trainer, title, loss, throughput, close_figures):
+def test_training_curves_are_titled_for_their_stage_with_units(objective, title, loss, throughput, close_figures):
     # Given ten steps of metrics; When a stage's curves are drawn
-    figure = loss_curve_figure(RECORDS, trainer.curve)
+    figure = loss_curve_figure(RECORDS, objective.curve)
     loss_axis, speed_axis = figure.axes
     # Then the title names the stage (fine-tuning is not called pre-training) and every axis says its unit
     assert figure._suptitle.get_text() == f"{title}: 10 optimizer steps"
@@ -46,7 +46,7 @@ def test_training_curves_are_titled_for_their_stage_with_units(trainer, title, l
 def test_plot_loss_curve_writes_a_png(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("".join(f'{{"step": {r["step"]}, "loss": {r["loss"]}, "pairs_per_s": 40.0}}\n' for r in RECORDS))
-    png = plot_loss_curve(metrics, tmp_path / "loss_curve.png", Finetuner.curve)
+    png = plot_loss_curve(metrics, tmp_path / "loss_curve.png", Distillation.curve)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

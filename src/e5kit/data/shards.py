@@ -5,9 +5,10 @@ Shards are Parquet files (string columns ``query``, ``passage``, ``source``, ``m
 with ``query``, ``passage`` and optional ``source``; a missing source is the file's stem. Files
 are read in record batches (never whole), one open reader per source.
 
-Sampling is a pure function of ``(seed, batch number)`` plus each source's read position, so the
-sampler's state is a few integers per source: ``state_dict()`` after batch n, loaded into a fresh
-sampler, continues with exactly batch n + 1.
+Sampling is ``e5kit.data.mixture.MixtureSampler`` (the one weighted, resumable mixture, which fine-tuning
+uses too) over one ``SourceStream`` per source: a pure function of ``(seed, batch number)`` plus each
+source's read position, so the sampler's state is a few integers per source: ``state_dict()`` after
+batch n, loaded into a fresh sampler, continues with exactly batch n + 1.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from e5kit.io.text import has_visible_text
 from e5kit.io.files import iter_jsonl
+from e5kit.data.mixture import MixtureSampler
 from e5kit.io.pairs import Pair, ShardError, is_parquet, resolve_shard_paths, shard_stem
 
 logger = logging.getLogger(__name__)
@@ -138,8 +140,9 @@ class SourceStream:
         generator = np.random.default_rng([self.seed, zlib.crc32(self.name.encode("utf-8")), epoch])
         return [self.files[i] for i in generator.permutation(len(self.files))]
 
-    def take(self, count: int) -> list[Pair]:
-        """The next ``count`` valid pairs; invalid rows are skipped and counted (first pass only)."""
+    def take(self, count: int, generator: np.random.Generator | None = None) -> list[Pair]:
+        """The next ``count`` valid pairs; invalid rows are skipped and counted (first pass only).
+        ``generator`` (the mixture's) is not used: a source's pairs come in file order."""
         pairs: list[Pair] = []
         empty_passes = 0
         while len(pairs) < count:
@@ -176,9 +179,17 @@ class SourceStream:
         self.position = SourcePosition(**vars(position))
         self._rows = None
 
+    def state_dict(self) -> dict[str, Any]:
+        """The read position: ``{"epoch", "file_index", "row"}``."""
+        return vars(self.position).copy()
 
-class PairSampler:
-    """Global batches of pairs drawn across sources by weight, optionally one source per batch.
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seek(SourcePosition(**state))
+
+
+class PairSampler(MixtureSampler):
+    """Global batches of pairs drawn across sources by weight, optionally one source per batch
+    (``MixtureSampler`` over one ``SourceStream`` per source).
 
     Args:
         paths: Shard files, folders or globs.
@@ -198,10 +209,6 @@ class PairSampler:
         source_homogeneous: bool = False,
     ) -> None:
         self.files = resolve_shard_paths(paths)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.source_homogeneous = source_homogeneous
-        self.batches = 0
         files_by_source: dict[str, list[Path]] = {}
         self.rows_by_source: Counter = Counter()
         for path in self.files:
@@ -212,12 +219,9 @@ class PairSampler:
         if not self.rows_by_source:
             raise ShardError(f"no rows in {', '.join(map(str, self.files))}")
         self.weights = self._resolve_weights(source_weights)
-        self.streams = {
-name: SourceStream(name, files_by_source[name], seed) for name in self.weights
-        }
-        self.source_names = sorted(self.streams)
-        probabilities = np.array([self.weights[name] for name in self.source_names], dtype=np.float64)
-        self.probabilities = probabilities / probabilities.sum()
+        streams = {name: SourceStream(name, files_by_source[name], seed) for name in self.weights}
+        super().__init__(streams, self.weights, batch_size=batch_size, seed=seed, source_homogeneous=source_homogeneous)
+        self.streams: dict[str, SourceStream] = self.sources
 
     def _resolve_weights(self, source_weights: dict[str, float] | None) -> dict[str, float]:
         if source_weights is None:
@@ -233,36 +237,20 @@ name: SourceStream(name, files_by_source[name], seed) for name in self.weights
             logger.warning("sources without a weight in data.source_weights are not sampled: %s", ", ".join(unweighted))
         return {name: weight for name, weight in source_weights.items() if weight > 0}
 
-    def next_batch(self) -> list[Pair]:
-        """The next global batch (``batch_size`` pairs)."""
-        generator = np.random.default_rng([self.seed, self.batches])
-        self.batches += 1
-        if self.source_homogeneous:
-            source = self.source_names[generator.choice(len(self.source_names), p=self.probabilities)]
-            return self.streams[source].take(self.batch_size)
-        counts = generator.multinomial(self.batch_size, self.probabilities)
-        pairs = [pair for name, count in zip(self.source_names, counts) for pair in self.streams[name].take(int(count))]
-        return [pairs[i] for i in generator.permutation(len(pairs))]
-
     @property
     def skipped(self) -> dict[str, int]:
         """Invalid rows skipped so far, by "source: reason"."""
         return {f"{name}: {reason}": n for name, stream in self.streams.items() for reason, n in stream.skipped.items()}
 
+    def missing_state_error(self, names: list[str]) -> Exception:
+        return ShardError(f"the saved data position has no entry for source(s) {', '.join(names)}; the data changed since the checkpoint")
+
     def state_dict(self) -> dict[str, Any]:
-        """The exact read position (JSON-serialisable)."""
-        return {
-            "batches": self.batches,
-            "sources": {name: vars(stream.position).copy() for name, stream in self.streams.items()},
-            "skipped": {name: dict(stream.skipped) for name, stream in self.streams.items()},
-        }
+        """The exact read position (JSON-serialisable): the mixture's, plus the skipped-row counts."""
+        return {**super().state_dict(), "skipped": {name: dict(stream.skipped) for name, stream in self.streams.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a ``state_dict()``; the shards must hold the same sources."""
-        missing = sorted(set(self.streams) - set(state["sources"]))
-        if missing:
-            raise ShardError(f"the saved data position has no entry for source(s) {', '.join(missing)}; the data changed since the checkpoint")
-        self.batches = int(state["batches"])
+        super().load_state_dict(state)
         for name, stream in self.streams.items():
-            stream.seek(SourcePosition(**state["sources"][name]))
             stream.skipped = Counter(state.get("skipped", {}).get(name, {}))

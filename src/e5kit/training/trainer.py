@@ -1,4 +1,11 @@
-"""The pre-training loop: pair shards -> GradCache InfoNCE steps -> checkpoints, metrics and the final model.
+"""The training engine: a sampler's global batches -> GradCache steps of a pluggable objective -> checkpoints,
+metrics and the final model.
+
+One ``Trainer`` runs every training stage (AdamW, warm-up/decay, mixed precision, GradCache, DDP, atomic
+checkpoints, exact resume, metrics, evaluation during training, the final model and its card). A stage
+composes it from its config, a batch sampler (``e5kit.data.mixture.MixtureSampler``: pairs here,
+query groups for fine-tuning) and an :class:`Objective`: :class:`InfoNCE` for contrastive pre-training
+(E5 section 2, here), ``e5kit.training.finetune.Distillation`` for fine-tuning (section 3).
 
 Example:
     >>> from e5kit.training.trainer import pretrain
@@ -18,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -28,7 +35,7 @@ from e5kit.model_card import build_model_card, portable_name, start_model
 from e5kit.progress import progress_bar
 from e5kit.training import checkpoint as checkpoints
 from e5kit.training import distributed
-from e5kit.training.config import ConfigError, PretrainConfig, coerce_config
+from e5kit.training.config import ConfigError, PretrainConfig, TrainingConfig, coerce_config
 from e5kit.training.gradcache import GradCache
 from e5kit.training.metrics import CurveLabels, MetricsLog, plot_loss_curve
 
@@ -42,7 +49,7 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "keep_checkpoints", "output_dir", "device", "report_to", "logging_dir"}
 
 
-def pick_device(config: PretrainConfig, group: distributed.ProcessGroup) -> torch.device:
+def pick_device(config: TrainingConfig, group: distributed.ProcessGroup) -> torch.device:
     """The training device; fails (naming the field) on a precision the device cannot run."""
     device = torch.device(config.device) if config.device else auto_device()
     if device.type == "cuda" and group.distributed and device.index is None:
@@ -62,53 +69,126 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def model_card(config: PretrainConfig, steps: int, last_loss: float | None, sampler: PairSampler, encoder: Encoder) -> str:
-    """README.md of the final model: the shared Hub-ready card (``e5kit.model_card``) with the objective,
-    steps, data mixture and skipped rows; paths are relative to the model's folder."""
-    final = Path(config.output_dir) / "final"
-    sources = "\n".join(
-        f"| {name} | {sampler.rows_by_source[name]} | {probability:.4f} |"
-        for name, probability in zip(sampler.source_names, sampler.probabilities)
-    )
-    skipped = "\n".join(f"- {reason}: {count}" for reason, count in sampler.skipped.items()) or "- none"
-    training = (
-        f"- objective: InfoNCE, in-batch negatives, {config.similarity_fn_name} / tau (tau = {config.tau}), "
-        f"{'symmetric' if config.symmetric else 'query -> passage'}, mean pooling\n"
-        f"- optimizer steps: {steps} of {config.max_steps}; global batch {config.batch_size} pairs; "
-        f"final loss {last_loss if last_loss is None else round(last_loss, 4)}\n\n"
-        f"Pair shards: {', '.join(f'`{portable_name(p, final)}`' for p in config.data.paths)}\n\n"
-        "| source | rows | sampling probability |\n|---|---|---|\n"
-        f"{sources}\n\nSkipped rows:\n{skipped}\n"
-    )
-    return build_model_card(
-        encoder,
-        title="e5kit contrastively pre-trained encoder",
-        model_name=Path(config.output_dir).resolve().name,
-        start=start_model(config.init_model, final),
-        stage="pretrain",
-        datasets=sampler.source_names,
-        training=training,
-        hyperparameters=config.model_dump(mode="json", exclude={"data", "init_model", "output_dir"}),
-    )
+class Sampler(Protocol):
+    """What the engine draws batches from (``e5kit.data.mixture.MixtureSampler`` and its stages' kinds)."""
+
+    source_names: list[str]
+
+    def next_batch(self) -> list: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    @property
+    def skipped(self) -> dict[str, int]: ...
 
 
-class Pretrainer:
-    """Holds one pre-training run: encoder, optimizer, scheduler, data sampler, logs.
+class Objective(Protocol):
+    """The pluggable part of a training stage: its loss and how the stage is named and described.
 
-    A stage built on this loop (fine-tuning) overrides ``build_sampler``, ``local_loss`` and ``model_card``.
+    Attributes:
+        stage: Name of the stage (progress bar, model card).
+        curve: Title and axis labels of loss_curve.png.
+        card_title: Title of the final model's card.
+        gradcache_options: GradCache settings of its built-in in-batch InfoNCE (``symmetric``,
+            ``mask_false_negatives``), for an objective that uses it.
     """
 
-    #: Name of the stage, shown on the progress bar.
+    stage: str
+    curve: CurveLabels
+    card_title: str
+    gradcache_options: dict[str, Any]
+
+    def local_loss(self, trainer: Trainer, batch: list) -> float:
+        """Accumulate this process's share of the gradient of ``batch`` (the global batch) through
+        ``trainer.cache``; return the global loss."""
+        ...
+
+    def card(self, trainer: Trainer) -> tuple[list[str], str]:
+        """The data set names and the "training" section of the final model's card."""
+        ...
+
+
+class InfoNCE:
+    """Contrastive pre-training's objective: InfoNCE over (query, passage) pairs with in-batch negatives
+    (GradCache's built-in loss: ``tau``, ``symmetric``, ``mask_false_negatives``)."""
+
     stage = "pretrain"
-    #: Title and axis labels of loss_curve.png.
     curve = CurveLabels(title="contrastive pre-training", loss="InfoNCE loss", throughput="pairs/s")
+    card_title = "e5kit contrastively pre-trained encoder"
+
+    def __init__(self, config: PretrainConfig) -> None:
+        self.config = config
+        self.gradcache_options = {"symmetric": config.symmetric, "mask_false_negatives": config.mask_false_negatives}
+
+    def local_loss(self, trainer: Trainer, batch: list) -> float:
+        group = trainer.group
+        local_size = len(batch) // group.world_size
+        local = batch[group.rank * local_size : (group.rank + 1) * local_size]
+        return trainer.cache.step([pair.query for pair in local], [pair.passage for pair in local])
+
+    def card(self, trainer: Trainer) -> tuple[list[str], str]:
+        """The objective, steps, data mixture and skipped rows; paths relative to the model's folder."""
+        config, sampler = self.config, trainer.sampler
+        final = Path(config.output_dir) / "final"
+        sources = "\n".join(
+            f"| {name} | {sampler.rows_by_source[name]} | {probability:.4f} |"
+            for name, probability in zip(sampler.source_names, sampler.probabilities)
+        )
+        skipped = "\n".join(f"- {reason}: {count}" for reason, count in sampler.skipped.items()) or "- none"
+        training = (
+            f"- objective: InfoNCE, in-batch negatives, {config.similarity_fn_name} / tau (tau = {config.tau}), "
+            f"{'symmetric' if config.symmetric else 'query -> passage'}, mean pooling\n"
+            f"- optimizer steps: {trainer.step} of {config.max_steps}; global batch {config.batch_size} pairs; "
+            f"final loss {trainer.last_loss if trainer.last_loss is None else round(trainer.last_loss, 4)}\n\n"
+            f"Pair shards: {', '.join(f'`{portable_name(p, final)}`' for p in config.data.paths)}\n\n"
+            "| source | rows | sampling probability |\n|---|---|---|\n"
+            f"{sources}\n\nSkipped rows:\n{skipped}\n"
+        )
+        return sampler.source_names, training
+
+
+def pair_sampler(config: PretrainConfig) -> PairSampler:
+    """Pre-training's sampler: pair shards mixed by ``data.source_weights``."""
+    return PairSampler(
+        config.data.paths,
+        batch_size=config.batch_size,
+        source_weights=config.data.source_weights,
+        seed=config.seed,
+        source_homogeneous=config.source_homogeneous,
+    )
+
+
+class Trainer:
+    """Holds one training run: encoder, optimizer, scheduler, data sampler, objective, logs.
+
+    Args:
+        config: The stage's config (the shared parts, ``max_steps``, ``batch_size``, ``chunk_size``,
+            ``lr``, ``warmup_steps``, token limits).
+        objective: The loss and the stage's names (:class:`InfoNCE`, ``finetune.Distillation``).
+        build_sampler: Makes the batch sampler; called after the run folder is checked, before the model loads.
+        resume: Continue from the newest valid checkpoint.
+        show_progress: Progress bar on the main process (default on).
+        evaluator: Scores the encoder on ``config.eval_data``.
+    """
 
     def __init__(
-        self, config: PretrainConfig, *, resume: bool = False, show_progress: bool | None = None, evaluator: Evaluator | None = None
+        self,
+        config: TrainingConfig,
+        objective: Objective,
+        build_sampler: Callable[[], Sampler],
+        *,
+        resume: bool = False,
+        show_progress: bool | None = None,
+        evaluator: Evaluator | None = None,
     ) -> None:
         if config.eval_data and evaluator is None:
             raise ConfigError("eval_data: the trainer was given no evaluator to score it with (pass evaluator=, as e5kit pretrain does)")
         self.config = config
+        self.objective = objective
+        self.stage = objective.stage
+        self.curve = objective.curve
         self.evaluator = evaluator
         self.group = distributed.init_process_group(auto_device().type if config.device is None else torch.device(config.device).type)
         self.device = pick_device(config, self.group)
@@ -118,7 +198,7 @@ class Pretrainer:
         self.checkpoint_root = self.output_dir / "checkpoints"
         if not resume and checkpoints.list_checkpoints(self.checkpoint_root):
             raise ConfigError(f"output_dir: {self.output_dir} already holds checkpoints; pass --resume or use a new output_dir")
-        self.sampler = self.build_sampler()
+        self.sampler = build_sampler()
         torch.manual_seed(config.seed)
         self.encoder = Encoder.load(
             config.init_model, prompts=config.prompts, similarity_fn_name=config.similarity_fn_name, device=self.device
@@ -141,38 +221,33 @@ class Pretrainer:
             chunk_size=config.chunk_size,
             tau=config.tau,
             similarity_fn_name=config.similarity_fn_name,
-            symmetric=config.symmetric,
-            mask_false_negatives=config.mask_false_negatives,
             query_max_length=config.query_max_length,
             passage_max_length=config.passage_max_length,
             group=self.group,
             autocast=self._autocast,
             scale_loss=self.scaler.scale if self.scaler else (lambda loss: loss),
+            **objective.gradcache_options,
         )
         self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", keep_until_step=self.step if resume else None, tensorboard_dir=config.tensorboard_dir) if self.group.is_main else None
         self.show_progress = self.group.is_main and (show_progress is not False)
         self.last_loss: float | None = None
 
-    def build_sampler(self) -> PairSampler:
-        """The data sampler: ``next_batch()``, ``state_dict()``/``load_state_dict()``, ``skipped``."""
-        config = self.config
-        return PairSampler(
-            config.data.paths,
-            batch_size=config.batch_size,
-            source_weights=config.data.source_weights,
-            seed=config.seed,
-            source_homogeneous=config.source_homogeneous,
-        )
-
-    def local_loss(self, batch: list) -> float:
-        """Accumulate this process's share of the gradient of ``batch`` (the global batch); return the global loss."""
-        local_size = len(batch) // self.group.world_size
-        local = batch[self.group.rank * local_size : (self.group.rank + 1) * local_size]
-        return self.cache.step([pair.query for pair in local], [pair.passage for pair in local])
-
     def model_card(self) -> str:
-        """Markdown README of the final model."""
-        return model_card(self.config, self.step, self.last_loss, self.sampler, self.encoder)
+        """README.md of the final model: the shared Hub-ready card (``e5kit.model_card``) with the
+        objective's description of the training."""
+        config = self.config
+        final = Path(config.output_dir) / "final"
+        datasets, training = self.objective.card(self)
+        return build_model_card(
+            self.encoder,
+            title=self.objective.card_title,
+            model_name=Path(config.output_dir).resolve().name,
+            start=start_model(config.init_model, final),
+            stage=self.stage,
+            datasets=datasets,
+            training=training,
+            hyperparameters=config.model_dump(mode="json", exclude={"data", "init_model", "output_dir"}),
+        )
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.precision == "fp32":
@@ -229,7 +304,7 @@ class Pretrainer:
         started = time.perf_counter()
         batch = self.sampler.next_batch()
         self.optimizer.zero_grad(set_to_none=True)
-        local_loss = self.local_loss(batch)
+        local_loss = self.objective.local_loss(self, batch)
         loss = distributed.average_gradients(self.parameters, self.group, torch.tensor([local_loss], device=self.device))
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
@@ -302,6 +377,15 @@ class Pretrainer:
         return final
 
 
+def pretrainer(
+    config: PretrainConfig, *, resume: bool = False, show_progress: bool | None = None, evaluator: Evaluator | None = None
+) -> Trainer:
+    """The engine composed for contrastive pre-training: pair shards, :class:`InfoNCE`."""
+    return Trainer(
+        config, InfoNCE(config), lambda: pair_sampler(config), resume=resume, show_progress=show_progress, evaluator=evaluator
+    )
+
+
 def pretrain(
     config: PretrainConfig | dict[str, Any] | str | Path, *, resume: bool = False, show_progress: bool | None = None,
     evaluator: Evaluator | None = None,
@@ -319,7 +403,7 @@ def pretrain(
         ConfigError: an invalid setting (named) — raised before any training work.
         e5kit.io.pairs.ShardError: unusable data files (named).
     """
-    trainer = Pretrainer(coerce_config(config), resume=resume, show_progress=show_progress, evaluator=evaluator)
+    trainer = pretrainer(coerce_config(config), resume=resume, show_progress=show_progress, evaluator=evaluator)
     try:
         return trainer.run()
     finally:
