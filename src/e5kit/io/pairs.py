@@ -52,6 +52,10 @@ class ShardError(ValueError):
 SHARD_SUFFIXES = (".parquet", ".jsonl", *(f".jsonl{suffix}" for suffix in COMPRESSED_SUFFIXES))
 
 
+#: The folder of pair shards inside a stage's output folder (curate, holdout, consistency).
+PAIRS_FOLDER = "pairs"
+
+
 def _shard_suffix(path: Path) -> str | None:
     """The shard suffix ``path``'s name ends in (any case), longest first; None for other files."""
     name = path.name.lower()
@@ -73,8 +77,9 @@ def is_parquet(path: Path) -> bool:
 
 
 def resolve_shard_paths(patterns: Sequence[str | Path]) -> list[Path]:
-    """Expand files, folders (every shard below them: ``SHARD_SUFFIXES``) and globs into a sorted list of
-    shards, each checked to be a readable file before any work.
+    """Expand files, folders (every shard below them: ``SHARD_SUFFIXES``; for a stage's output folder, one
+    holding a ``pairs/`` folder, the shards of ``pairs/``) and globs into a sorted list of shards, each
+    checked to be a readable file (a Parquet file: its footer) before any work.
 
     Raises:
         ShardError: naming a pattern (a folder, a glob) that matches no shard file, a file that is not a
@@ -83,6 +88,10 @@ def resolve_shard_paths(patterns: Sequence[str | Path]) -> list[Path]:
     found: dict[Path, None] = {}
     for pattern in patterns:
         path = Path(pattern).expanduser()
+        if path.is_dir() and (path / PAIRS_FOLDER).is_dir():
+            # A stage's output folder (curate, holdout, consistency): its pairs/ are the pairs; its other
+            # files (curation's work/ shards, held-out BEIR splits, consistency scores) are not.
+            path = path / PAIRS_FOLDER
         if path.is_dir():
             # Hidden entries are left out: unfinished writes (e5kit.io.files.temporary_path) are hidden.
             files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
@@ -101,7 +110,13 @@ def resolve_shard_paths(patterns: Sequence[str | Path]) -> list[Path]:
         for match in matches:
             try:
                 check_input_file(match)
+                if is_parquet(match):
+                    import pyarrow.parquet as pq
+
+                    pq.ParquetFile(match)  # the footer: a damaged or foreign file is refused by name before any work
             except (OSError, InputPathError) as error:
                 raise ShardError(str(error)) from None
+            except Exception as error:  # pyarrow's ArrowInvalid and kin
+                raise ShardError(f"{match}: not a readable Parquet file ({error})") from None
         found.update(dict.fromkeys(matches))
     return list(found)
