@@ -45,6 +45,10 @@ def curated(tmp_path):
     return folder
 
 
+def _files(root):
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+
+
 def _training_rows(output):
     return [row for shard in resolve_shard_paths([output / "pairs"]) for row in iter_rows(shard)]
 
@@ -124,3 +128,37 @@ def test_rerun_keeps_a_finished_split_and_cli_reports_it(curated, tmp_path):
     # And a pairs path that holds no shard is a one-line error naming it
     missing = runner.invoke(app, ["holdout", "-p", str(tmp_path / "nothing"), "-o", str(tmp_path / "x")])
     assert missing.exit_code == 2 and "nothing" in missing.output and "Traceback" not in missing.output
+
+
+def test_a_reply_chain_never_puts_a_query_in_its_own_split_as_an_unjudged_document(tmp_path):
+    # Given reply-chain pairs: each comment is the passage of its parent and the query of its reply
+    rng = random.Random(3)
+    comments = [f"comment {i} " + _text(rng, 12) for i in range(301)]
+    folder = tmp_path / "chain"
+    folder.mkdir()
+    _write_shard(folder / "reddit-00000.parquet", [{"query": a, "passage": b, "source": "reddit", "meta": "{}"} for a, b in zip(comments, comments[1:])])
+
+    # When half of the queries are held out
+    report = holdout(HoldoutConfig(pairs=[str(folder)], output_dir=tmp_path / "out", fraction=0.5, min_queries=10))
+
+    # Then no held-out query is also a document of the split, the pairs left out are counted, and counts reconcile
+    split = load_beir(tmp_path / "out/heldout/reddit")
+    queries = {normalized_text_key(text) for text in split.queries.values()}
+    assert not queries & {normalized_text_key(doc["text"]) for doc in split.corpus.values()}
+    assert all(split.qrels[qid] for qid in split.queries)
+    entry = report["sources"]["reddit"]
+    assert entry["heldout"]["passage_is_a_query"] > 0
+    assert entry["heldout"]["pairs"] + entry["heldout"]["passage_is_a_query"] == entry["dropped"][HELD_OUT]
+    assert report["reconciled"] and "another held-out query" in (tmp_path / "out/report.md").read_text()
+
+
+def test_a_rerun_with_other_settings_leaves_nothing_of_the_earlier_run(curated, tmp_path):
+    # Given a folder holding a run with a large fraction, When a run with another fraction writes into it
+    holdout(HoldoutConfig(pairs=[str(curated)], output_dir=tmp_path / "out", fraction=0.3, min_queries=10))
+    again = holdout(HoldoutConfig(pairs=[str(curated)], output_dir=tmp_path / "out", fraction=0.05, min_queries=250))
+    fresh = holdout(HoldoutConfig(pairs=[str(curated)], output_dir=tmp_path / "fresh", fraction=0.05, min_queries=250))
+
+    # Then its splits, training shards and counts are those of a fresh folder (the small source's old split is gone)
+    assert again["sources"] == fresh["sources"]
+    assert _files(tmp_path / "out") == _files(tmp_path / "fresh")
+    assert again["sources"]["tiny"]["note"] == "40 distinct queries < min_queries 250: nothing held out"

@@ -15,9 +15,10 @@ def holdout(
     output: Path = typer.Option(None, "--output", "-o", help="Output folder: pairs/ (training pairs), heldout/<source>/ (BEIR folders), report.json, report.md."),
     fraction: float = typer.Option(None, help="Share of each source's distinct queries eligible for holding out [default: 0.05]."),
     max_queries: int = typer.Option(None, min=1, help="At most this many held-out queries per source [default: 500]."),
+    min_queries: int = typer.Option(None, min=1, help="A source with fewer distinct queries holds out none (the report says so) [default: 200]."),
     seed: int = typer.Option(None, help="Seed of the hash that picks the held-out queries [default: 0]."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML config of the step (fields of HoldoutConfig)."),
-    set_: list[str] = overrides_option("--set min_queries=100 --set ngram=8"),
+    set_: list[str] = overrides_option("--set ngram=8"),
 ) -> None:
     """Hold out a seeded share of each source's pairs as a BEIR retrieval split (query -> its passage among
     all held-out passages of the source) and remove every training pair that overlaps a held-out text.
@@ -31,7 +32,7 @@ def holdout(
     from e5kit.io.pairs import ShardError
     from e5kit.io.files import InputFormatError
 
-    given = {"pairs": pairs, "output_dir": output, "fraction": fraction, "max_queries": max_queries, "seed": seed}
+    given = {"pairs": pairs, "output_dir": output, "fraction": fraction, "max_queries": max_queries, "min_queries": min_queries, "seed": seed}
     try:
         settings = load_config(HoldoutConfig, config, set_, options=given)
     except ValueError as error:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -104,27 +105,39 @@ def _write_jsonl(path: Path, records: list[dict[str, str]]) -> None:
 
 
 def write_heldout_splits(config: HoldoutConfig, shards: list[Path], chosen: dict[str, set[str]]) -> dict[str, dict[str, int]]:
-    """Write one BEIR folder per source with held-out queries; returns per source its query/document/pair counts."""
-    splits: dict[str, dict[str, Any]] = {source: {"queries": {}, "corpus": {}, "qrels": set()} for source in chosen}
+    """Write one BEIR folder per source with held-out queries; returns per source its query/document/pair counts.
+
+    A passage whose text is also a held-out query of the split (reply chains: a comment answers its
+    parent and is asked by its replies) is left out of the corpus: as an unjudged copy of that query it
+    would rank first for it and score nothing. Its pair is counted as ``passage_is_a_query``, and a query
+    left without any relevant passage is left out too.
+    """
+    splits: dict[str, dict[str, Any]] = {source: {"queries": {}, "corpus": {}, "qrels": set(), "passage_is_a_query": 0} for source in chosen}
     for shard in shards:
         for _, query, passage, source in _rows(shard):
-            query_key = normalized_text_key(query)
+            query_key, passage_key = normalized_text_key(query), normalized_text_key(passage)
             if query_key not in chosen.get(source, ()):
                 continue
             split = splits[source]
+            if passage_key in chosen[source]:
+                split["passage_is_a_query"] += 1
+                continue
             # Ids follow first appearance, so a rerun on the same shards writes the same files.
             query_id = split["queries"].setdefault(query_key, (f"q{len(split['queries'])}", query))[0]
-            doc_id = split["corpus"].setdefault(normalized_text_key(passage), (f"d{len(split['corpus'])}", passage))[0]
+            doc_id = split["corpus"].setdefault(passage_key, (f"d{len(split['corpus'])}", passage))[0]
             split["qrels"].add((query_id, doc_id))
     counts = {}
     for source, split in splits.items():
+        if not split["qrels"]:
+            continue
         folder = config.output_dir / "heldout" / source
         (folder / "qrels").mkdir(parents=True, exist_ok=True)
         _write_jsonl(folder / "corpus.jsonl", [{"_id": i, "title": "", "text": t} for i, t in split["corpus"].values()])
         _write_jsonl(folder / "queries.jsonl", [{"_id": i, "text": t} for i, t in split["queries"].values()])
         qrels = sorted(split["qrels"], key=lambda pair: (int(pair[0][1:]), int(pair[1][1:])))
         write_text_atomic(folder / "qrels" / f"{SPLIT}.tsv", "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in qrels))
-        counts[source] = {"queries": len(split["queries"]), "documents": len(split["corpus"]), "pairs": len(qrels)}
+        counts[source] = {"queries": len(split["queries"]), "documents": len(split["corpus"]), "pairs": len(qrels),
+                          "passage_is_a_query": split["passage_is_a_query"]}
     return counts
 
 
@@ -160,6 +173,8 @@ def holdout(config: HoldoutConfig) -> dict[str, Any]:
     repeated = sorted(stem for stem, count in stems.items() if count > 1)
     if repeated:  # each input shard becomes pairs/<stem>.parquet
         raise ShardError(f"{', '.join(repeated)}: two pair shards share this file name; give folders whose shard names differ")
+    for stale in (output_dir / "heldout", output_dir / "pairs"):  # an earlier run's splits and shards must not mix in
+        shutil.rmtree(stale, ignore_errors=True)
     for folder in (output_dir, output_dir / "pairs"):
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(folder)
@@ -204,7 +219,13 @@ def holdout(config: HoldoutConfig) -> dict[str, Any]:
             "kept": kept[source],
             "dropped": dict(sorted(drops.items())),
             "drop_where": drops.where(),
-            "heldout": split_counts.get(source, {"queries": 0, "documents": 0, "pairs": 0}),
+            "heldout": split_counts.get(source, {"queries": 0, "documents": 0, "pairs": 0, "passage_is_a_query": 0}),
+            "note": None if source in split_counts else (
+                f"{distinct[source]:,} distinct queries < min_queries {config.min_queries}: nothing held out"
+                if distinct[source] < config.min_queries
+                else "every drawn query's passages are other drawn queries" if source in chosen
+                else "no query drawn at this fraction"
+            ),
             "eval_dir": f"heldout/{source}" if source in split_counts else None,
         }
     report = {
@@ -234,6 +255,12 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"| {name} | {entry['read']:,} | {entry['heldout']['queries']:,} | {entry['heldout']['documents']:,} | "
             f"{entry['dropped'].get(HELD_OUT, 0):,} | {overlapping:,} | {entry['kept']:,} |"
         )
+    notes = [f"- {name}: {entry['note']}" for name, entry in report["sources"].items() if entry["note"]]
+    excluded = [f"- {name}: {entry['heldout']['passage_is_a_query']:,} held-out pair(s) left out of the split: their passage is "
+                "another held-out query (it would rank first for that query, unjudged)"
+                for name, entry in report["sources"].items() if entry["heldout"]["passage_is_a_query"]]
+    if notes or excluded:
+        lines += ["", *notes, *excluded]
     if report["invalid"]:
         lines += ["", f"Invalid rows skipped: {report['invalid']}"]
     return "\n".join(lines) + "\n"
