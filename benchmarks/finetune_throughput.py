@@ -24,7 +24,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def mined_groups(data: Path, folder: Path, negatives: int) -> list[dict]:
-    from e5kit.training.mining import MiningConfig, mine_hard_negatives
+    from e5kit.data.mining import MiningConfig, mine_hard_negatives
 
     out = folder / "mined.jsonl"
     config = MiningConfig(negatives=negatives, depth=100, margin=0.0)

@@ -34,7 +34,7 @@ def main() -> None:
 
     from e5kit.encoder import Encoder
     from e5kit.io.beir import document_text, load_beir
-    from e5kit.training.mining import MiningConfig, mine_hard_negatives
+    from e5kit.data.mining import MiningConfig, mine_hard_negatives
 
     data = Path(args.data)
     files = (data / "queries.jsonl.gz", data / "corpus.jsonl.gz", data / "qrels" / "train.tsv")

@@ -29,10 +29,10 @@ _EXPORTS = {
     "pretrain": "e5kit.training.trainer",
     "PretrainConfig": "e5kit.training.config",
     # fine-tuning: hard negatives, teacher scores, the fine-tuning run
-    "mine_hard_negatives": "e5kit.training.mining",
-    "MiningConfig": "e5kit.training.mining",
-    "load_teacher": "e5kit.training.teacher",
-    "score_file": "e5kit.training.teacher",
+    "mine_hard_negatives": "e5kit.data.mining",
+    "MiningConfig": "e5kit.data.mining",
+    "load_teacher": "e5kit.data.teacher",
+    "score_file": "e5kit.data.teacher",
     "finetune": "e5kit.training.finetune",
     "FinetuneConfig": "e5kit.training.finetune",
     # evaluation
@@ -77,8 +77,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from e5kit.export.onnx import export_onnx
     from e5kit.training.config import PretrainConfig
     from e5kit.training.finetune import FinetuneConfig, finetune
-    from e5kit.training.mining import MiningConfig, mine_hard_negatives
-    from e5kit.training.teacher import load_teacher, score_file
+    from e5kit.data.mining import MiningConfig, mine_hard_negatives
+    from e5kit.data.teacher import load_teacher, score_file
     from e5kit.training.trainer import pretrain
 
     __version__: str

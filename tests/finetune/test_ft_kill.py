@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from e5kit.cli import app
-from e5kit.training import teacher as teacher_module
-from e5kit.training.teacher import load_teacher, partial_path, score_file
+from e5kit.data import teacher as teacher_module
+from e5kit.data.teacher import load_teacher, partial_path, score_file
 
 runner = CliRunner()
 
@@ -65,8 +65,8 @@ def mined_records(count: int) -> list[dict]:
 #: (point, when, calls it gets scoring 18 records in blocks of 4 with batches of 3 pairs) for the seeded draws:
 #: before or after a block is scored, after a block reached the disk, before the partial file is renamed into place.
 TEACHER_POINTS = [
-    ("e5kit.training.teacher:CrossEncoderTeacher.score_pairs", "before", 5),
-    ("e5kit.training.teacher:CrossEncoderTeacher.score_pairs", "after", 5),
+    ("e5kit.data.teacher:CrossEncoderTeacher.score_pairs", "before", 5),
+    ("e5kit.data.teacher:CrossEncoderTeacher.score_pairs", "after", 5),
     ("os:fsync", "after", 5),
     ("os:replace", "before", 1),
 ]
@@ -90,13 +90,13 @@ def check_killed_scoring(kill: KillPoint, tmp_path: Path, tiny_cross_encoder_dir
 
 @pytest.mark.parametrize("point", TEACHER_POINTS, ids=lambda point: f"{point[1]}-{point[0].rsplit(':', 1)[-1]}")
 def test_teacher_scoring_killed_at_each_point_resumes_to_the_same_bytes(point, tmp_path, tiny_cross_encoder_dir, write_jsonl, monkeypatch):
-    check_killed_scoring(at_seeded_call(0, *point, {"e5kit.training.teacher:BLOCK_RECORDS": 4}), tmp_path, tiny_cross_encoder_dir, write_jsonl, monkeypatch)
+    check_killed_scoring(at_seeded_call(0, *point, {"e5kit.data.teacher:BLOCK_RECORDS": 4}), tmp_path, tiny_cross_encoder_dir, write_jsonl, monkeypatch)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(1, 9))
 def test_teacher_scoring_killed_at_more_seeded_points(seed, tmp_path, tiny_cross_encoder_dir, write_jsonl, monkeypatch):
-    check_killed_scoring(seeded_points(seed, TEACHER_POINTS, {"e5kit.training.teacher:BLOCK_RECORDS": 4}), tmp_path, tiny_cross_encoder_dir, write_jsonl, monkeypatch)
+    check_killed_scoring(seeded_points(seed, TEACHER_POINTS, {"e5kit.data.teacher:BLOCK_RECORDS": 4}), tmp_path, tiny_cross_encoder_dir, write_jsonl, monkeypatch)
 
 
 def test_teacher_scoring_killed_inside_a_block_scores_that_block_again(tmp_path, tiny_cross_encoder_dir, write_jsonl, monkeypatch):

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from e5kit.retrieval.dense import merge_top_k
-from e5kit.training.mining import MiningConfig, build_mining_config, mine_hard_negatives, random_positions, select_negatives
+from e5kit.data.mining import MiningConfig, build_mining_config, mine_hard_negatives, random_positions, select_negatives
 
 
 @settings(max_examples=200, deadline=None)

@@ -57,7 +57,7 @@ def mine_negatives(
     text), a copy of a positive (same text after NFKC, case folding and whitespace collapsing).
     """
     from e5kit.io.files import InputFormatError
-    from e5kit.training.mining import build_mining_config, mine_hard_negatives
+    from e5kit.data.mining import build_mining_config, mine_hard_negatives
 
     output_file(out)
     try:
@@ -102,7 +102,7 @@ def score_teacher(
 
     from e5kit.encoder.model_format import ModelDirectoryError
     from e5kit.io.files import InputFormatError
-    from e5kit.training.teacher import load_teacher, score_file
+    from e5kit.data.teacher import load_teacher, score_file
 
     transformers_logging.disable_progress_bar()
     output_file(out)

@@ -34,7 +34,7 @@ from e5kit.training.config import ConfigError, DatasetConfig, FinetuneConfig, Fi
 from e5kit.training.gradcache import text_keys
 from e5kit.training.losses.distillation import distillation_loss
 from e5kit.training.metrics import CurveLabels
-from e5kit.training.mining import random_positions
+from e5kit.data.mining import random_positions
 from e5kit.training.trainer import Evaluator, Trainer
 
 __all__ = [
