@@ -69,6 +69,14 @@ def test_reduced_quickstart_end_to_end_and_rerun_skips(tiny_bert_dir, tmp_path, 
     assert second.exit_code == 0, second.output
     assert second.output.count("skipped") == len(STAGES)
 
+    # When only the pre-training settings change, Then the stages before it are kept and it and those after are redone
+    config["pretrain"]["max_steps"] = 1
+    config_path.write_text(yaml.safe_dump(config))
+    third = runner.invoke(app, ["quickstart", "--config", str(config_path)])
+    assert third.exit_code == 0, third.output
+    assert third.output.count("done before, skipped") == STAGES.index("pretrain"), third.output
+    assert json.loads((workdir / "pretrain" / STAGE_FILE).read_text())["steps"] == 1
+
 
 def test_quickstart_on_real_sources_holds_out_a_split_per_source_and_evaluates_on_each(
     tiny_bert_dir, tmp_path, pair_sources, pair_sources_curate, single_torch_thread

@@ -18,7 +18,6 @@ comparison), ``results.md`` (variant x data set table, comparisons beside the pa
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -29,7 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.config import load_config
 from e5kit.hub import DEFAULT_MODEL
-from e5kit.pipeline import consistency_stage, curate_stage, evaluate_retrieval, holdout_stage, pretrain_stage, run_stage
+from e5kit.pipeline import (
+    consistency_stage,
+    curate_stage,
+    evaluate_retrieval,
+    holdout_stage,
+    pretrain_stage,
+    run_stage,
+    settings_fingerprint,
+)
 from e5kit.io.files import AtomicFile, write_text_atomic
 
 #: Consistency ``model`` values of this form name another variant whose trained model judges the pairs.
@@ -146,10 +153,6 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _fingerprint(settings: Any) -> str:
-    return hashlib.blake2b(json.dumps(settings, sort_keys=True, default=str).encode(), digest_size=6).hexdigest()
-
-
 def _source_counts(pairs_dir: str) -> Counter:
     from e5kit.data.shards import count_sources
     from e5kit.io.pairs import resolve_shard_paths
@@ -177,15 +180,22 @@ class Ablation:
         self.trained: dict[str, dict[str, Any]] = {}
         self.filtered: dict[str, dict[str, Any]] = {}
 
-    def _step(self, folder: Path, action: Callable[[Path], dict[str, Any]], label: str) -> dict[str, Any]:
-        return run_stage(folder, action, force=self.force, log=self.log, label=label)
+    def _step(self, folder: Path, action: Callable[[Path], dict[str, Any]], label: str, settings: Any = None, resumable: bool = False) -> dict[str, Any]:
+        return run_stage(folder, action, force=self.force, log=self.log, label=label, settings=settings, resumable=resumable)
 
     def run(self) -> dict[str, Any]:
         """Run every step; returns the results (also written to ``workdir/results.json``)."""
         config = self.config
         self.workdir.mkdir(parents=True, exist_ok=True)
-        curated = self._step(self.workdir / "curate", lambda f: curate_stage(f, config.sources, config.curate, config.seed, self.log), "curate")
-        held = self._step(self.workdir / "holdout", lambda f: holdout_stage(f, curated["pairs_dir"], config.holdout, config.seed, self.log), "holdout")
+        # Curation and the split are redone when their settings change, and every later step's folder is named
+        # by a hash that includes the split's, so none of them is reused across a change of the data.
+        curate_settings = [config.model_dump(mode="json")[k] for k in ("sources", "curate", "seed")]
+        curated = self._step(self.workdir / "curate", lambda f: curate_stage(f, config.sources, config.curate, config.seed, self.log),
+                             "curate", curate_settings)
+        holdout_settings = [settings_fingerprint(curate_settings), config.holdout, config.seed]
+        held = self._step(self.workdir / "holdout", lambda f: holdout_stage(f, curated["pairs_dir"], config.holdout, config.seed, self.log),
+                          "holdout", holdout_settings)
+        self.data_key = settings_fingerprint(holdout_settings)
         heldout_dirs = [Path(d) for d in held["eval_dirs"]]
         if not heldout_dirs:
             raise ValueError("holdout: no source had enough distinct queries for a held-out split; lower holdout.min_queries")
@@ -202,7 +212,7 @@ class Ablation:
 
     def _evaluate(self, label: str, model: str, eval_dirs: list[Path]) -> list[dict[str, Any]]:
         """One row's scores, in a step of its own: a rerun or a new variant never re-evaluates a finished row."""
-        folder = self.workdir / "evaluate" / _fingerprint([model, [str(d) for d in eval_dirs]])
+        folder = self.workdir / "evaluate" / settings_fingerprint([self.data_key, model, [str(d) for d in eval_dirs]])
         rows = self._step(folder, lambda f: {"rows": evaluate_retrieval(f, {label: model}, eval_dirs, self.log)}, f"evaluate {label}")["rows"]
         return [{**row, "model": label} for row in rows]
 
@@ -241,7 +251,7 @@ class Ablation:
         judge = str(consistency.get("model") or "")
         if judge.startswith(VARIANT_REFERENCE):
             consistency["model"] = self.trained[judge[len(VARIANT_REFERENCE):]]["model"]
-        filter_key = _fingerprint([pairs_dir, config.model, consistency])
+        filter_key = settings_fingerprint([self.data_key, config.model, consistency])
         filtered = self._step(
             self.workdir / "consistency" / filter_key,
             lambda f: consistency_stage(f, pairs_dir, config.model, consistency, config.seed, self.log),
@@ -249,11 +259,13 @@ class Ablation:
         )
         self.filtered[variant.name] = {**filtered, "key": filter_key, "settings": consistency}
         pretrain = _merge(config.pretrain, variant.pretrain)
-        train_key = _fingerprint([filtered["pairs_dir"], config.model, pretrain, config.nproc_per_node])
+        train_key = settings_fingerprint([filter_key, config.model, pretrain, config.nproc_per_node])
         self.trained[variant.name] = self._step(
             self.workdir / "pretrain" / train_key,
             lambda f: pretrain_stage(f, filtered["pairs_dir"], config.model, pretrain, config.seed, config.nproc_per_node, self.log),
             f"pretrain {variant.name}",
+            train_key,
+            resumable=True,  # a killed run continues from its newest checkpoint
         )
 
     def _results(self, rows: list[dict[str, Any]], heldout: list[str], held: dict[str, Any]) -> dict[str, Any]:

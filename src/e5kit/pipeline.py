@@ -10,6 +10,7 @@ bundled all-MiniLM-L6-v2; a YAML config swaps in real dumps, hub models and GPUs
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -31,6 +32,8 @@ from e5kit.io.files import write_text_atomic
 
 STAGES = ("corpus", "curate", "holdout", "consistency", "pretrain", "evaluate", "index")
 STAGE_FILE = "stage.json"
+#: The fingerprint of the settings a stage was started with: an unfinished resumable stage resumes only under the same.
+STAGE_SETTINGS_FILE = "stage-settings.txt"
 
 
 class QuickstartConfig(BaseModel):
@@ -117,23 +120,47 @@ def load_quickstart_config(path: str | Path | None, **overrides: Any) -> Quickst
     return load_config(QuickstartConfig, path, options=overrides)
 
 
-def run_stage(folder: Path, action: Callable[[Path], dict[str, Any]], *, force: bool, log: Callable[[str], None], label: str) -> dict[str, Any]:
-    """Run ``action(folder)`` unless ``folder/stage.json`` says it finished; returns its summary.
+def settings_fingerprint(settings: Any) -> str:
+    """A short stable hash of a stage's settings (JSON, keys sorted; paths as strings)."""
+    return hashlib.blake2b(json.dumps(settings, sort_keys=True, default=str).encode(), digest_size=6).hexdigest()
 
-    A folder without a marker is a stage that did not finish: it is removed and redone from scratch.
-    The marker is written atomically after the action returns, so a kill never leaves half of one.
+
+def run_stage(
+    folder: Path,
+    action: Callable[[Path], dict[str, Any]],
+    *,
+    force: bool,
+    log: Callable[[str], None],
+    label: str,
+    settings: Any = None,
+    resumable: bool = False,
+) -> dict[str, Any]:
+    """Run ``action(folder)`` unless ``folder/stage.json`` says it finished with the same ``settings``;
+    returns its summary (with the settings' fingerprint under ``"settings"``).
+
+    A finished stage whose settings changed is redone, and so is a folder without a marker (a stage
+    that did not finish): it is removed first, unless the stage is ``resumable`` and was started with
+    the same settings (then ``action`` finds its own progress, e.g. training checkpoints). The marker
+    is written atomically after the action returns, so a kill never leaves half of one.
     """
-    marker = folder / STAGE_FILE
+    marker, started_with = folder / STAGE_FILE, folder / STAGE_SETTINGS_FILE
+    fingerprint = settings_fingerprint(settings)
     if marker.is_file() and not force:
-        log(f"[{label}] done before, skipped (--force redoes it)")
-        return json.loads(marker.read_text(encoding="utf-8"))
-    if folder.exists():
+        done = json.loads(marker.read_text(encoding="utf-8"))
+        if done.get("settings", fingerprint) == fingerprint:  # markers of older versions carry none
+            log(f"[{label}] done before, skipped (--force redoes it)")
+            return done
+        log(f"[{label}] settings changed since it ran: redoing it")
+    resume = resumable and not force and not marker.is_file() and started_with.is_file() and started_with.read_text(encoding="utf-8") == fingerprint
+    if folder.exists() and not resume:
         shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    log(f"[{label}] running")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(started_with, fingerprint)
+    log(f"[{label}] {'resuming' if resume else 'running'}")
     started = time.perf_counter()
     summary = action(folder)
     summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary["settings"] = fingerprint
     write_text_atomic(marker, json.dumps(summary, indent=2, default=str))
     log(f"[{label}] finished in {summary['seconds']:.0f}s")
     return summary
@@ -193,11 +220,17 @@ def pretrain_stage(
         seed=seed,
         data=_merge(settings.get("data", {}), {"paths": [pairs_dir]}),
     )
+    from e5kit.training.checkpoint import list_checkpoints
+
+    # A run killed before it finished continues from its newest checkpoint (run_stage keeps its folder).
+    resume = bool(list_checkpoints(Path(settings["output_dir"]) / "checkpoints"))
+    if resume:
+        log("  resuming from the newest checkpoint")
     if nproc_per_node > 1:
         config_path = folder / "pretrain.yaml"
         config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-                   "-m", "e5kit", "pretrain", "--config", str(config_path)]
+                   "-m", "e5kit", "pretrain", "--config", str(config_path), *(["--resume"] if resume else [])]
         log("  " + " ".join(command))
         # SIGTERM when this process ends, however it ends: torchrun then stops its own workers.
         subprocess.run(command, check=True, preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM))
@@ -206,7 +239,7 @@ def pretrain_stage(
         from e5kit.evaluation.retrieval import retrieval_evaluator
         from e5kit.training.trainer import pretrain
 
-        final = pretrain(settings, evaluator=retrieval_evaluator(settings["eval_data"]) if settings.get("eval_data") else None)
+        final = pretrain(settings, resume=resume, evaluator=retrieval_evaluator(settings["eval_data"]) if settings.get("eval_data") else None)
     metrics = [json.loads(line) for line in (Path(settings["output_dir"]) / "metrics.jsonl").read_text().splitlines()]
     losses = [row["loss"] for row in metrics if "loss" in row]
     log(f"  {len(losses)} steps; loss {losses[0]:.3f} -> {losses[-1]:.3f}")
@@ -256,9 +289,27 @@ class Quickstart:
     def run(self) -> dict[str, dict[str, Any]]:
         """Run every stage; returns each stage's summary."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        upstream = ""
         for stage in STAGES:
-            self.summaries[stage] = run_stage(self.stage_dir(stage), getattr(self, f"_{stage}"), force=self.force, log=self.log, label=stage)
+            # A stage's settings include the fingerprint of the one before, so a change redoes what follows it.
+            settings = [upstream, self._settings(stage)]
+            self.summaries[stage] = run_stage(self.stage_dir(stage), getattr(self, f"_{stage}"), force=self.force, log=self.log,
+                                              label=stage, settings=settings, resumable=stage == "pretrain")
+            upstream = settings_fingerprint(settings)
         return self.summaries
+
+    def _settings(self, stage: str) -> Any:
+        """The part of the config a stage's output depends on (besides the stages before it)."""
+        config = self.config.model_dump(mode="json")
+        return {
+            "corpus": [config[k] for k in ("sources", "heldout_queries", "corpus_size", "seed")],
+            "curate": [config[k] for k in ("sources", "curate", "seed")],
+            "holdout": [config[k] for k in ("holdout", "seed")],
+            "consistency": [config[k] for k in ("consistency", "model", "seed")],
+            "pretrain": [config[k] for k in ("pretrain", "model", "seed", "nproc_per_node")],
+            "evaluate": [config[k] for k in ("eval_data", "model")],
+            "index": [config["index_corpus"]],
+        }[stage]
 
     # ------------------------------------------------------------------ stages
     def _corpus(self, folder: Path) -> dict[str, Any]:
