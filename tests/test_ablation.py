@@ -101,3 +101,32 @@ def test_the_shipped_e5_ablation_config_validates():
 
     config = load_ablation_config("ablations/e5_paper")
     assert len(config.variants) >= 8 and config.comparisons
+
+
+@pytest.mark.parametrize(
+    "change, names",
+    [
+        ({"variants": [{"name": "a"}, {"name": "b", "pretrain": {"tauu": 0.01}}]}, "variants.1 (b).pretrain: tauu: Extra inputs are not permitted"),
+        ({"consistency": {"k": 1000}}, "consistency: (config): Value error, k (1000) must be <= max_rank (100)"),
+        ({"holdout": {"fractoin": 0.2}}, "holdout: fractoin: Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_stage_setting_is_refused_before_any_work(tmp_path, pair_sources, change, names):
+    # Given an ablation whose stage section (or a variant's) has a bad field
+    config = {"workdir": str(tmp_path / "abl"), "sources": pair_sources, "variants": [{"name": "a"}], **change}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    # When it runs, Then it stops at once with one line naming the file, section and field, exit 2, nothing written
+    result = CliRunner().invoke(app, ["ablate", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert names in result.output and str(path) in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "abl").exists()
+
+
+def test_a_missing_input_is_named_before_any_work(tmp_path, pair_sources):
+    # Given a source whose file does not exist, When the ablation runs, Then it is named at once (exit 2)
+    sources = [*pair_sources, {"type": "generic", "name": "gone", "paths": [str(tmp_path / "gone.jsonl")]}]
+    path = tmp_path / "missing.yaml"
+    path.write_text(yaml.safe_dump({"workdir": str(tmp_path / "abl"), "sources": sources, "variants": [{"name": "a"}]}))
+    result = CliRunner().invoke(app, ["ablate", "--config", str(path)])
+    assert result.exit_code == 2 and "gone.jsonl" in result.output and not (tmp_path / "abl" / "curate").exists()

@@ -118,7 +118,7 @@ def test_shipped_quickstart_configs_validate_every_stage_section():
     from typing import get_args
 
     from e5kit.data.curation import CurateConfig, FiltersConfig, SourceConfig
-    from e5kit.pipeline import DEFAULT_CURATE, DEFAULT_PRETRAIN, _merge, load_quickstart_config
+    from e5kit.pipeline import DEFAULT_CURATE, DEFAULT_PRETRAIN, load_quickstart_config, merge_settings
     from e5kit.training.config import PretrainConfig
 
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("quickstart_*.yaml"))
@@ -127,9 +127,23 @@ def test_shipped_quickstart_configs_validate_every_stage_section():
         # Given a shipped example, When its sections are merged over the defaults, Then each stage accepts them
         config = load_quickstart_config(path)
         # (curation checks that input files exist, which example dump paths do not, so its parts are checked here)
-        curate = _merge(DEFAULT_CURATE, config.curate)
+        curate = merge_settings(DEFAULT_CURATE, config.curate)
         FiltersConfig.model_validate(curate.pop("filters"))
         assert set(curate) <= set(CurateConfig.model_fields)
         assert all(source["type"] in get_args(SourceConfig.model_fields["type"].annotation) for source in config.sources)
-        pretrain = _merge(DEFAULT_PRETRAIN, config.pretrain)
+        pretrain = merge_settings(DEFAULT_PRETRAIN, config.pretrain)
         PretrainConfig.model_validate({**pretrain, "init_model": config.model, "output_dir": "x", "data": {"paths": ["x"]}})
+
+
+def test_quickstart_refuses_a_bad_stage_field_or_a_missing_source_before_any_stage(tmp_path, pair_sources):
+    # Given a config with a misspelt consistency field, When it runs, Then one line names the file and field, exit 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"workdir": str(tmp_path / "qs"), "consistency": {"kk": 20}}))
+    result = CliRunner().invoke(app, ["quickstart", "--config", str(bad)])
+    assert result.exit_code == 2 and "consistency: kk: Extra inputs are not permitted" in result.output and str(bad) in result.output
+    # And a source file that does not exist is named before the corpus or curation stage starts
+    missing = tmp_path / "missing.yaml"
+    sources = [{"type": "generic", "name": "gone", "paths": [str(tmp_path / "gone.jsonl")]}]
+    missing.write_text(yaml.safe_dump({"workdir": str(tmp_path / "qs"), "sources": sources}))
+    result = CliRunner().invoke(app, ["quickstart", "--config", str(missing)])
+    assert result.exit_code == 2 and "gone.jsonl" in result.output and not (tmp_path / "qs").exists()

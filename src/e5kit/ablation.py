@@ -34,6 +34,9 @@ from e5kit.pipeline import (
     evaluate_retrieval,
     holdout_stage,
     pretrain_stage,
+    check_inputs,
+    check_stage_sections,
+    merge_settings,
     run_stage,
     settings_fingerprint,
 )
@@ -129,6 +132,12 @@ class AblationConfig(BaseModel):
             judge = str(variant.consistency.get("model") or "")
             if judge.startswith(VARIANT_REFERENCE) and judge[len(VARIANT_REFERENCE):] not in names:
                 raise ValueError(f"variants.{index}.consistency.model: no variant named {judge[len(VARIANT_REFERENCE):]!r}")
+        check_stage_sections(curate=self.curate, sources=self.sources, holdout=self.holdout, consistency=self.consistency, pretrain=self.pretrain)
+        for index, variant in enumerate(self.variants):
+            check_stage_sections(
+                consistency=merge_settings(self.consistency, variant.consistency), pretrain=merge_settings(self.pretrain, variant.pretrain),
+                where=f"variants.{index} ({variant.name})",
+            )
         rows = set(names) | {BM25_ROW, START_ROW}
         for index, comparison in enumerate(self.comparisons):
             for field in ("baseline", "variant"):
@@ -144,13 +153,6 @@ def load_ablation_config(path: str | Path | None, overrides: list[str] | None = 
         e5kit.config.ConfigError: naming the file and line, or every bad field, on one line.
     """
     return load_config(AblationConfig, path, overrides)
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
 
 
 def _source_counts(pairs_dir: str) -> Counter:
@@ -183,8 +185,17 @@ class Ablation:
     def _step(self, folder: Path, action: Callable[[Path], dict[str, Any]], label: str, settings: Any = None, resumable: bool = False) -> dict[str, Any]:
         return run_stage(folder, action, force=self.force, log=self.log, label=label, settings=settings, resumable=resumable)
 
+    def check(self) -> None:
+        """Check the inputs curation will read, before any step runs.
+
+        Raises:
+            ValueError: a missing or unreadable input, naming it.
+        """
+        check_inputs(self.config.sources, self.config.curate)
+
     def run(self) -> dict[str, Any]:
-        """Run every step; returns the results (also written to ``workdir/results.json``)."""
+        """Run every step (after :meth:`check`); returns the results (also written to ``workdir/results.json``)."""
+        self.check()
         config = self.config
         self.workdir.mkdir(parents=True, exist_ok=True)
         # Curation and the split are redone when their settings change, and every later step's folder is named
@@ -247,7 +258,7 @@ class Ablation:
 
     def _train(self, variant: Variant, pairs_dir: str) -> None:
         config = self.config
-        consistency = _merge(config.consistency, variant.consistency)
+        consistency = merge_settings(config.consistency, variant.consistency)
         judge = str(consistency.get("model") or "")
         if judge.startswith(VARIANT_REFERENCE):
             consistency["model"] = self.trained[judge[len(VARIANT_REFERENCE):]]["model"]
@@ -258,7 +269,7 @@ class Ablation:
             f"consistency {variant.name}",
         )
         self.filtered[variant.name] = {**filtered, "key": filter_key, "settings": consistency}
-        pretrain = _merge(config.pretrain, variant.pretrain)
+        pretrain = merge_settings(config.pretrain, variant.pretrain)
         train_key = settings_fingerprint([filter_key, config.model, pretrain, config.nproc_per_node])
         self.trained[variant.name] = self._step(
             self.workdir / "pretrain" / train_key,

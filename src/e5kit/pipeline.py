@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.config import load_config
 from e5kit.hub import DEFAULT_MODEL
@@ -73,6 +73,11 @@ class QuickstartConfig(BaseModel):
     index_corpus: Path | None = None
     seed: int = 13
 
+    @model_validator(mode="after")
+    def _stage_sections_valid(self) -> QuickstartConfig:
+        check_stage_sections(curate=self.curate, sources=self.sources or None, holdout=self.holdout, consistency=self.consistency, pretrain=self.pretrain)
+        return self
+
 
 #: Offline defaults, sized so the whole chain takes minutes on 2 CPU cores.
 DEFAULT_CURATE: dict[str, Any] = {
@@ -102,10 +107,61 @@ DEFAULT_PRETRAIN: dict[str, Any] = {
 }
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def check_stage_sections(
+    *, curate: dict[str, Any] | None = None, sources: list[dict[str, Any]] | None = None, holdout: dict[str, Any] | None = None,
+    consistency: dict[str, Any] | None = None, pretrain: dict[str, Any] | None = None, where: str = "",
+) -> None:
+    """Validate a chained run's stage sections, merged over the defaults, before any stage runs (no file
+    is read: the inputs' paths are checked by ``check_inputs`` when the run starts).
+
+    Raises:
+        ValueError: one line naming the section (``where`` first, e.g. ``variants.2``) and every bad field.
+    """
+    from pydantic import ValidationError
+
+    from e5kit.config import describe_validation_error
+    from e5kit.data.consistency import ConsistencyConfig
+    from e5kit.data.curation import CurateConfig
+    from e5kit.data.holdout import HoldoutConfig
+    from e5kit.training.config import PretrainConfig
+
+    placeholder = "(set by the run)"
+    checks = []
+    if curate is not None:
+        checks.append(("curate", CurateConfig, {**merge_settings(DEFAULT_CURATE, curate), "output_dir": placeholder, "sources": sources or [{"type": "pydoc"}]}))
+    if holdout is not None:
+        checks.append(("holdout", HoldoutConfig, {**{k: v for k, v in holdout.items() if k != "enabled"}, "pairs": [placeholder], "output_dir": placeholder}))
+    if consistency is not None:
+        settings = {k: v for k, v in merge_settings(DEFAULT_CONSISTENCY, consistency).items() if k != "enabled"}
+        checks.append(("consistency", ConsistencyConfig, {"model": placeholder, **settings, "pairs": [placeholder], "output_dir": placeholder}))
+    if pretrain is not None:
+        settings = merge_settings(DEFAULT_PRETRAIN, pretrain)
+        settings["data"] = merge_settings(settings.get("data", {}), {"paths": [placeholder]})
+        checks.append(("pretrain", PretrainConfig, {**settings, "init_model": placeholder, "output_dir": placeholder}))
+    for name, schema, tree in checks:
+        try:
+            schema.model_validate(tree)
+        except ValidationError as error:
+            raise ValueError(f"{where}{'.' if where else ''}{name}: {describe_validation_error(error)}") from None
+
+
+def check_inputs(sources: list[dict[str, Any]], curate: dict[str, Any]) -> None:
+    """Check, before any stage runs, that every curation input can be read (one line naming the path).
+
+    Raises:
+        ValueError: a missing or unreadable input, naming it.
+    """
+    from e5kit.data.curation import CurateConfig
+    from e5kit.data.curation.planner import check_inputs as check_curation_inputs
+
+    check_curation_inputs(CurateConfig.model_validate({**merge_settings(DEFAULT_CURATE, curate), "output_dir": ".", "sources": sources}))
+
+
+def merge_settings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` merged into ``base``, nested mappings key by key (a stage section over its defaults)."""
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = merge_settings(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
     return merged
 
 
@@ -170,7 +226,7 @@ def curate_stage(folder: Path, sources: list[dict[str, Any]], overrides: dict[st
     """``e5kit curate`` of ``sources`` with the offline defaults under ``overrides``, into ``folder``."""
     from e5kit.data.curation import CurateConfig, curate
 
-    settings = _merge(DEFAULT_CURATE, overrides)
+    settings = merge_settings(DEFAULT_CURATE, overrides)
     settings.update(output_dir=str(folder), seed=seed, sources=sources)
     report = curate(CurateConfig.model_validate(settings))
     totals = report["totals"]
@@ -194,7 +250,7 @@ def consistency_stage(folder: Path, pairs_dir: str, model: str, overrides: dict[
     from e5kit.data.consistency import ConsistencyConfig, consistency_filter
     from e5kit.training.trainer import pretrain_on
 
-    settings = _merge(DEFAULT_CONSISTENCY, overrides)
+    settings = merge_settings(DEFAULT_CONSISTENCY, overrides)
     if not settings.pop("enabled"):
         return {"pairs_dir": pairs_dir, "enabled": False}
     settings["model"] = settings.get("model") or model  # a preliminary model of its own, if given
@@ -211,14 +267,14 @@ def pretrain_stage(
     from e5kit.hub import resolve_model_dir
     from e5kit.encoder.model_format import read_model_dir
 
-    settings = _merge(DEFAULT_PRETRAIN, overrides)
+    settings = merge_settings(DEFAULT_PRETRAIN, overrides)
     # Keep the starting model's own prefix convention (none for all-MiniLM) unless the config sets one.
     settings.setdefault("prompts", read_model_dir(resolve_model_dir(model)).prompts)
     settings.update(
         init_model=model,
         output_dir=str(folder / "run"),
         seed=seed,
-        data=_merge(settings.get("data", {}), {"paths": [pairs_dir]}),
+        data=merge_settings(settings.get("data", {}), {"paths": [pairs_dir]}),
     )
     from e5kit.training.checkpoint import list_checkpoints
 
@@ -286,8 +342,18 @@ class Quickstart:
     def stage_dir(self, stage: str) -> Path:
         return self.workdir / stage
 
+    def check(self) -> None:
+        """Check the inputs every stage will read, before any runs.
+
+        Raises:
+            ValueError: a curation input that is missing or unreadable, naming it.
+        """
+        if self.config.sources:
+            check_inputs(self.config.sources, self.config.curate)
+
     def run(self) -> dict[str, dict[str, Any]]:
-        """Run every stage; returns each stage's summary."""
+        """Run every stage (after :meth:`check`); returns each stage's summary."""
+        self.check()
         self.workdir.mkdir(parents=True, exist_ok=True)
         upstream = ""
         for stage in STAGES:

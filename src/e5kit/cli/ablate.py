@@ -30,8 +30,10 @@ def ablate(
     except ConfigError as error:
         raise fail(str(error)) from error
     output_folder(settings.workdir)
+    ablation = Ablation(settings, force=force, log=typer.echo)
     try:
-        Ablation(settings, force=force, log=typer.echo).run()
-    except ValueError as error:
+        ablation.check()
+        ablation.run()
+    except ValueError as error:  # an input named by check(), or held-out splits the data cannot give
         raise fail(str(error)) from error
     typer.echo(f"results: {settings.workdir / 'results.md'}, {settings.workdir / 'results.png'}, {settings.workdir / 'results.json'}")

@@ -30,7 +30,12 @@ def quickstart(
         settings = load_quickstart_config(config, workdir=workdir, model=model)
     except ConfigError as error:
         raise fail(str(error)) from error
-    summaries = Quickstart(settings, force=force, log=typer.echo).run()
+    quickstart = Quickstart(settings, force=force, log=typer.echo)
+    try:
+        quickstart.check()
+    except ValueError as error:
+        raise fail(str(error)) from error
+    summaries = quickstart.run()
     typer.secho("\nResults (held-out split, x100):", bold=True)
     typer.echo(summaries["evaluate"]["table"])
     commands = summaries["index"]["commands"]
