@@ -40,7 +40,7 @@ from e5kit.pipeline import (
     run_stage,
     settings_fingerprint,
 )
-from e5kit.io.files import AtomicFile, write_text_atomic
+from e5kit.io.files import AtomicFile, unique_names, write_text_atomic
 
 #: Consistency ``model`` values of this form name another variant whose trained model judges the pairs.
 VARIANT_REFERENCE = "variant:"
@@ -286,7 +286,7 @@ class Ablation:
             scores.setdefault(row["model"], {})[row["data"]] = 100 * row["ndcg_at_10"]
         for model, by_data in scores.items():
             by_data["held-out average"] = sum(by_data[d] for d in heldout) / len(heldout)
-        names = {d: Path(d).name for d in datasets}
+        names = dict(zip(datasets, unique_names(datasets)))
         read = _source_counts(held["pairs_dir"])
         keep_rates = {}
         for name, filtered in self.filtered.items():

@@ -50,7 +50,7 @@ def test_damage_raises_after_the_lines_before_it(tmp_path, damage, suffix):
     # When read line by line
     seen = []
     with pytest.raises(CorruptStream) as error:
-        for number, line in iter_byte_lines(path):
+        for _number, line in iter_byte_lines(path):
             seen.append(line)
     # Then the lines before the damage came out, and the error names the file, the line of the cut and the codec
     assert seen == LINES[: len(seen)]
@@ -229,3 +229,11 @@ def test_an_atomic_folder_refuses_to_replace_a_folder_of_another_kind(tmp_path):
     with pytest.raises(OutputPathError, match=rf"{tmp_path}: exists and holds no config.json; not replacing it"):
         AtomicFolder(tmp_path, replaces="config.json")
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_unique_names_add_parent_folders_only_where_two_data_sets_share_a_name():
+    # Given two held-out "news" splits and a SciFact folder, When they are named, Then each name is unique and short
+    from e5kit.io.files import unique_names
+
+    assert unique_names(["a/heldout/news", "b/heldout/news", "../shared/beir/scifact"]) == ["a/heldout/news", "b/heldout/news", "scifact"]
+    assert unique_names(["runs/x/news", "runs/y/news"]) == ["x/news", "y/news"]

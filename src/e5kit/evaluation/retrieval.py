@@ -43,9 +43,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from e5kit.io.beir import document_text, empty_mask, load_beir
 from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
+from e5kit.io.beir import document_text, empty_mask, load_beir
+from e5kit.io.files import unique_names
 from e5kit.progress import progress_shown
 from e5kit.retrieval.bm25 import bm25_search
 from e5kit.retrieval.dense import dense_search, encode_corpus
@@ -257,14 +258,15 @@ def evaluate_beir(model, data_dir: str | Path, split: str = "test", batch_size: 
 
 
 def retrieval_evaluator(data_dirs: list[str | Path], split: str = "test") -> Callable[[Any], dict[str, float]]:
-    """An evaluator for a trainer's ``eval_data``: encoder -> {"<folder name>/ndcg_at_10": ..., "<folder name>/recall_at_100": ...}
-    (fractions, BEIR's rules as in ``e5kit eval retrieval``, the model's own prefix policy)."""
+    """An evaluator for a trainer's ``eval_data``: encoder -> {"<data set>/ndcg_at_10": ..., "<data set>/recall_at_100": ...}
+    (fractions, BEIR's rules as in ``e5kit eval retrieval``, the model's own prefix policy); a data set is named
+    by its folder's name, with parent folders added where two would share one (``e5kit.io.files.unique_names``)."""
+    names = unique_names(data_dirs)
 
     def evaluate(encoder) -> dict[str, float]:
         scores = {}
-        for data_dir in data_dirs:
+        for name, data_dir in zip(names, data_dirs):
             metrics = evaluate_beir(encoder, data_dir, split, show_progress=False)
-            name = Path(data_dir).name
             scores.update({f"{name}/ndcg_at_10": metrics["ndcg_at_10"], f"{name}/recall_at_100": metrics["recall_at_100"]})
         return scores
 

@@ -47,7 +47,7 @@ import stat
 import sys
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -127,6 +127,20 @@ def find_compressed(folder: str | Path, name: str) -> Path | None:
         if candidate.exists():
             return candidate
     return None
+
+
+def unique_names(paths: Sequence[str | Path]) -> list[str]:
+    """A short label per path: its last component, or as many trailing components as make it unique
+    among ``paths`` (``a/heldout/news`` and ``b/heldout/news`` -> ``a/heldout/news``, ``b/heldout/news``;
+    ``x/scifact`` alone -> ``scifact``), so results keyed by data set never overwrite each other."""
+    parts = [Path(path).parts for path in paths]
+    names = []
+    for own in parts:
+        depth = 1
+        while depth < len(own) and sum(other[-depth:] == own[-depth:] for other in parts) > 1:
+            depth += 1
+        names.append("/".join(own[-depth:]))
+    return names
 
 
 def check_input_file(path: str | Path) -> Path:
