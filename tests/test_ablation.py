@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from e5kit.ablation import AblationConfig, results_markdown
 from e5kit.cli import app
 
+
 @pytest.fixture
 def ablation_config(tmp_path, tiny_bert_dir, pair_sources, pair_sources_curate):
     config = {

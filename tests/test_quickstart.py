@@ -114,7 +114,6 @@ def test_quickstart_on_real_sources_holds_out_a_split_per_source_and_evaluates_o
 
 def test_shipped_quickstart_configs_validate_every_stage_section():
     from pathlib import Path
-
     from typing import get_args
 
     from e5kit.data.curation import CurateConfig, FiltersConfig, SourceConfig

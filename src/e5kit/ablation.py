@@ -28,19 +28,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.config import load_config
 from e5kit.hub import DEFAULT_MODEL
+from e5kit.io.files import AtomicFile, unique_names, write_text_atomic
 from e5kit.pipeline import (
+    check_inputs,
+    check_stage_sections,
     consistency_stage,
     curate_stage,
     evaluate_retrieval,
     holdout_stage,
-    pretrain_stage,
-    check_inputs,
-    check_stage_sections,
     merge_settings,
+    pretrain_stage,
     run_stage,
     settings_fingerprint,
 )
-from e5kit.io.files import AtomicFile, unique_names, write_text_atomic
 
 #: Consistency ``model`` values of this form name another variant whose trained model judges the pairs.
 VARIANT_REFERENCE = "variant:"
@@ -284,7 +284,7 @@ class Ablation:
         scores: dict[str, dict[str, float]] = {}
         for row in rows:
             scores.setdefault(row["model"], {})[row["data"]] = 100 * row["ndcg_at_10"]
-        for model, by_data in scores.items():
+        for by_data in scores.values():
             by_data["held-out average"] = sum(by_data[d] for d in heldout) / len(heldout)
         names = dict(zip(datasets, unique_names(datasets)))
         read = _source_counts(held["pairs_dir"])

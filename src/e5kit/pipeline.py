@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.config import load_config
 from e5kit.hub import DEFAULT_MODEL
-from e5kit.processes import die_with_parent
 from e5kit.io.files import write_text_atomic
+from e5kit.processes import die_with_parent
 
 STAGES = ("corpus", "curate", "holdout", "consistency", "pretrain", "evaluate", "index")
 STAGE_FILE = "stage.json"
@@ -264,8 +264,8 @@ def pretrain_stage(
     folder: Path, pairs_dir: str, model: str, overrides: dict[str, Any], seed: int, nproc_per_node: int, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """Continued pre-training of ``model`` on ``pairs_dir`` (under torchrun when ``nproc_per_node`` > 1)."""
-    from e5kit.hub import resolve_model_dir
     from e5kit.encoder.model_format import read_model_dir
+    from e5kit.hub import resolve_model_dir
 
     settings = merge_settings(DEFAULT_PRETRAIN, overrides)
     # Keep the starting model's own prefix convention (none for all-MiniLM) unless the config sets one.
