@@ -59,6 +59,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from e5kit.config import ConfigError, load_config
     from e5kit.data.consistency import ConsistencyConfig, consistency_filter
     from e5kit.data.curation import CurateConfig, curate
+    from e5kit.data.mining import MiningConfig, mine_hard_negatives
+    from e5kit.data.teacher import load_teacher, score_file
     from e5kit.encoder import Encoder
     from e5kit.evaluation.config import (
         ClassificationConfig,
@@ -70,15 +72,13 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     )
     from e5kit.evaluation.report import write_report
     from e5kit.evaluation.runner import run_task
+    from e5kit.export.onnx import export_onnx
     from e5kit.pipeline import Quickstart, QuickstartConfig
     from e5kit.serving.app import create_app
     from e5kit.serving.config import ServeConfig
     from e5kit.serving.index import IndexSettings, VectorIndex
-    from e5kit.export.onnx import export_onnx
     from e5kit.training.config import PretrainConfig
     from e5kit.training.finetune import FinetuneConfig, finetune
-    from e5kit.data.mining import MiningConfig, mine_hard_negatives
-    from e5kit.data.teacher import load_teacher, score_file
     from e5kit.training.trainer import pretrain
 
     __version__: str
@@ -87,12 +87,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
 def __getattr__(name: str):
     """Import an exported name's module on first use (``__version__`` reads the installed metadata)."""
     if name == "__version__":
-        from importlib.metadata import PackageNotFoundError, version
+        from e5kit.version import package_version
 
-        try:
-            value = version("e5kit")
-        except PackageNotFoundError:  # running from a source tree without an install
-            value = "0.0.0+unknown"
+        value = package_version()
     elif name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
     else:

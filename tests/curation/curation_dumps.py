@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-
 LONG_COMMENT = "x" * 5000
 
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from corrupt_corpus import CODECS, DAMAGED_CASES, complete_lines_before_cut, unreadable_paths, write
 from curation_dumps import json_lines, posts_xml
 from typer.testing import CliRunner
-from corrupt_corpus import CODECS, DAMAGED_CASES, complete_lines_before_cut, damaged, unreadable_paths, write
 
 from e5kit.cli.app import app
 from e5kit.data.curation import CurateConfig, curate

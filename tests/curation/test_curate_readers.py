@@ -5,10 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from curation_dumps import STACK_ROWS, json_lines, mediawiki_xml, posts_xml, pushshift_records, write_lines, write_warc
+from curation_dumps import STACK_ROWS, json_lines, mediawiki_xml, posts_xml, write_lines, write_warc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

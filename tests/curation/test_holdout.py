@@ -13,8 +13,8 @@ from e5kit.cli import app
 from e5kit.data.filters.decontaminate import words
 from e5kit.data.holdout import HELD_OUT, HoldoutConfig, holdout
 from e5kit.data.shards import iter_rows
-from e5kit.io.pairs import resolve_shard_paths
 from e5kit.io.beir import load_beir
+from e5kit.io.pairs import resolve_shard_paths
 from e5kit.io.text import normalized_text_key
 
 VOCABULARY = [f"w{i}" for i in range(400)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
@@ -20,10 +19,10 @@ from hypothesis import strategies as st
 
 from e5kit.data.curation import CurateConfig, curate, load_config
 from e5kit.data.filters import clean
-from e5kit.data.text import html_to_text, normalize_space, unescape_reddit
-from e5kit.io.pairs import Pair
 from e5kit.data.readers import arxiv, generic, news, stackexchange
 from e5kit.data.skips import SkipCounter
+from e5kit.data.text import html_to_text, normalize_space, unescape_reddit
+from e5kit.io.pairs import Pair
 
 CODE_TEXTS = ["if (a<b && c>d)", "std::vector<int>", "Use x &amp;&amp; y; a &lt;b&gt; is not a tag, nor is <br> here"]
 #: arXiv 0704.0215 (title and abstract), one of the shared sample's abstracts the old cleaner cut short.

@@ -17,10 +17,10 @@ from curation_dumps import json_lines, write_lines
 from e5kit.data.curation import CurateConfig, curate
 from e5kit.data.filters import decontaminate
 from e5kit.data.filters.visible import PASSAGE_INVISIBLE, QUERY_INVISIBLE, VisibleTextFilter
-from e5kit.io.pairs import Pair
 from e5kit.data.readers import generic, news, wikipedia
 from e5kit.data.readers.base import text_field
 from e5kit.data.skips import SkipCounter
+from e5kit.io.pairs import Pair
 
 INVISIBLE = ["\u200b", "\u2060\u00ad", "\ufeff ", "", " \t\n"]
 

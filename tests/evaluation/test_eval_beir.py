@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from e5kit.io.beir import document_text, load_beir
-from e5kit.retrieval.dense import encode_corpus
 from e5kit.evaluation.retrieval import run_beir
-from e5kit.io.text import has_visible_text
+from e5kit.io.beir import document_text, load_beir
 from e5kit.io.files import InputFormatError
+from e5kit.io.text import has_visible_text
+from e5kit.retrieval.dense import encode_corpus
 
 
 def test_load_beir_reads_corpus_queries_and_qrels(beir_dir):

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from e5kit.cli.app import app
-from e5kit.retrieval.bm25 import bm25_search
 from e5kit.evaluation.retrieval import build_run, drops_identical_id, queries_without_relevant, retrieval_metrics, run_beir
+from e5kit.retrieval.bm25 import bm25_search
 
 CASES = Path(__file__).resolve().parent / "fixtures"
 

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from e5kit.io.beir import document_text, load_beir
 from e5kit.evaluation.prefix_policy import policy_for
 from e5kit.evaluation.retrieval import build_run, evaluate_beir, retrieval_metrics, run_beir
+from e5kit.io.beir import document_text, load_beir
 from e5kit.retrieval.bm25 import bm25_search
 from e5kit.retrieval.dense import dense_search
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from e5kit.encoder import Encoder
-from e5kit.io.beir import document_text, load_beir
 from e5kit.evaluation.retrieval import evaluate_beir
+from e5kit.io.beir import document_text, load_beir
 
 
 def sentence_transformers_ndcg_at_10(model_dir, data_dir, batch_size: int = 32) -> float:

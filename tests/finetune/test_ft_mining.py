@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e5kit.retrieval.dense import merge_top_k
 from e5kit.data.mining import MiningConfig, build_mining_config, mine_hard_negatives, random_positions, select_negatives
+from e5kit.retrieval.dense import merge_top_k
 
 
 @settings(max_examples=200, deadline=None)

@@ -22,10 +22,10 @@ SETTINGS = {
 @pytest.mark.slow
 @pytest.mark.shared
 def test_finetuning_on_scifact_train_raises_test_ndcg(shared_dir, tmp_path):
+    from e5kit.data.mining import MiningConfig, mine_hard_negatives
     from e5kit.encoder import Encoder
     from e5kit.evaluation.retrieval import evaluate_beir
     from e5kit.training.finetune import finetune
-    from e5kit.data.mining import MiningConfig, mine_hard_negatives
 
     scifact = shared_dir / "data" / "beir" / "scifact"
     model = shared_dir / "models" / "paraphrase-MiniLM-L3-v2"

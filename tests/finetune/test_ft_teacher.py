@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from e5kit.io.files import InputFormatError
 from e5kit.data import teacher as teacher_module
 from e5kit.data.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_teacher, partial_path, score_file
+from e5kit.io.files import InputFormatError
 
 RECORDS = [
     {"query": f"what is cell {i}", "pos": [f"cell protein {i}"] * (1 + i % 2), "neg": [f"cat dog {j}" for j in range(i % 4)], "query_id": str(i)}

@@ -61,7 +61,7 @@ final = pretrain({"init_model": model_dir, "data": {"paths": [batch_path.replace
                   "output_dir": f"{out_dir}/run", "max_steps": 2, "batch_size": 4, "chunk_size": 2,
                   "checkpoint_every": 1, "warmup_steps": 1}, show_progress=False)
 print("final", final)
-""" % {"tau": TAU}
+""" % {"tau": TAU}  # noqa: UP031 (the worker's code has braces of its own)
 
 
 def test_two_processes_match_one_process_on_the_concatenated_batch(tmp_path, tiny_bert_dir, make_pairs, tiny_encoder):

@@ -54,7 +54,6 @@ def onnx(
     from e5kit.encoder import Encoder
     from e5kit.export.check import CalibrationError, check_texts, read_calibration
     from e5kit.export.onnx import CALIBRATION_TEXTS, export_onnx, mean_cosine
-
     from e5kit.hub import resolve_model_dir
     from e5kit.io.files import OutputPathError
 

@@ -56,8 +56,8 @@ def mine_negatives(
     Never a negative (each rejection counted): a positive, the query's own id, an empty passage (no visible
     text), a copy of a positive (same text after NFKC, case folding and whitespace collapsing).
     """
-    from e5kit.io.files import InputFormatError
     from e5kit.data.mining import build_mining_config, mine_hard_negatives
+    from e5kit.io.files import InputFormatError
 
     output_file(out)
     try:
@@ -100,9 +100,9 @@ def score_teacher(
     """
     from transformers.utils import logging as transformers_logging
 
+    from e5kit.data.teacher import load_teacher, score_file
     from e5kit.encoder.model_format import ModelDirectoryError
     from e5kit.io.files import InputFormatError
-    from e5kit.data.teacher import load_teacher, score_file
 
     transformers_logging.disable_progress_bar()
     output_file(out)

@@ -29,8 +29,8 @@ def holdout(
     from e5kit.config import load_config
     from e5kit.data.holdout import HoldoutConfig
     from e5kit.data.holdout import holdout as run_holdout
-    from e5kit.io.pairs import ShardError
     from e5kit.io.files import InputFormatError
+    from e5kit.io.pairs import ShardError
 
     given = {"pairs": pairs, "output_dir": output, "fraction": fraction, "max_queries": max_queries, "min_queries": min_queries, "seed": seed}
     try:

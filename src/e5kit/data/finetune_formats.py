@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e5kit.io.text import has_visible_text
 from e5kit.io.files import InputFormatError, content_suffix, iter_jsonl, iter_tsv_rows
+from e5kit.io.text import has_visible_text
 
 logger = logging.getLogger(__name__)
 

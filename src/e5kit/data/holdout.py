@@ -34,11 +34,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from e5kit.data.filters import decontaminate
-from e5kit.io.pairs import Pair, ShardError, resolve_shard_paths, shard_stem
 from e5kit.data.shards import invalid_reason, iter_rows
 from e5kit.data.skips import SkipCounter
-from e5kit.io.text import normalized_text_key
 from e5kit.io.files import AtomicFile, remove_stale_temporaries, write_text_atomic
+from e5kit.io.pairs import Pair, ShardError, resolve_shard_paths, shard_stem
+from e5kit.io.text import normalized_text_key
 
 HELD_OUT = "held out for evaluation"
 SPLIT = "test"

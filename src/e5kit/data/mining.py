@@ -38,11 +38,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, beir_positives
+from e5kit.io.beir import CorpusStream, load_qrels, load_queries
+from e5kit.io.files import AtomicFile, InputFormatError, remove_stale_temporaries, write_text_atomic
 from e5kit.progress import progress_bar, progress_shown
 from e5kit.retrieval.bm25 import bm25_search
 from e5kit.retrieval.dense import dense_search, encode_corpus, merge_top_k
-from e5kit.io.beir import CorpusStream, load_qrels, load_queries
-from e5kit.io.files import AtomicFile, InputFormatError, remove_stale_temporaries, write_text_atomic
 
 logger = logging.getLogger(__name__)
 

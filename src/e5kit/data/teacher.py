@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, invalid_reason
-from e5kit.progress import progress_bar
-from e5kit.io.text import has_visible_text
 from e5kit.io.files import InputFormatError, iter_jsonl
+from e5kit.io.text import has_visible_text
+from e5kit.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

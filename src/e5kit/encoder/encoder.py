@@ -24,9 +24,9 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from e5kit.encoder import model_format
 from e5kit.encoder.backend import Backend, TorchBackend, load_transformer
 from e5kit.hub import resolve_model_dir
-from e5kit.progress import progress_bar
-from e5kit.io.text import has_visible_text
 from e5kit.io.files import AtomicFolder
+from e5kit.io.text import has_visible_text
+from e5kit.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+
 def pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
     """Pool token vectors into one vector per text, ignoring padding.
 

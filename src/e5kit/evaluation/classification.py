@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from e5kit.evaluation.fields import CLASSIFICATION as FIELDS
 from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
-from e5kit.evaluation.fields import CLASSIFICATION as FIELDS
 from e5kit.evaluation.tables import read_fields, split_file
 
 

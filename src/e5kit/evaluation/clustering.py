@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from e5kit.evaluation.fields import CLUSTERING as FIELDS
 from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
-from e5kit.evaluation.fields import CLUSTERING as FIELDS
 from e5kit.evaluation.tables import column_names, read_fields, split_file
 from e5kit.io.text import has_visible_text
 

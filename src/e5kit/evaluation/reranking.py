@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from e5kit.evaluation.fields import RERANKING as FIELDS
 from e5kit.evaluation.pairs import row_cosines
 from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
-from e5kit.evaluation.fields import RERANKING as FIELDS
 from e5kit.evaluation.tables import column_names, split_file
-from e5kit.io.text import has_visible_text
 from e5kit.io.files import InputFormatError, iter_jsonl
+from e5kit.io.text import has_visible_text
 
 MRR_CUTOFF = 10
 

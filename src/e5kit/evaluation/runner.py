@@ -15,6 +15,7 @@ from e5kit.evaluation import config as configs
 from e5kit.evaluation.prefix_policy import policy_for
 from e5kit.evaluation.results import MAIN_METRIC, EvalResult, TaskOutcome, now, write_result
 from e5kit.model_card import portable_name
+from e5kit.version import package_version
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,6 @@ def run_task(task: str, config: configs.EvalConfig, load_model: Callable[[str], 
     Returns:
         (result, file written) per model, in ``config.models`` order.
     """
-    from e5kit import __version__
     from e5kit.evaluation.cache import CachedEncoder, EmbeddingCache, default_cache_dir, weights_hash
 
     spec = task_spec(task)
@@ -118,7 +118,7 @@ def run_task(task: str, config: configs.EvalConfig, load_model: Callable[[str], 
             prefix_policy=policy.describe(encoder),
             max_length=encoder.max_length if encoder else None,
             dtype=encoder.dtype if encoder else None,
-            e5kit_version=__version__,
+            e5kit_version=package_version(),
             wall_time_s=round(wall, 3),
             created_at=now(),
             details={**details, "settings": settings} if settings else details,

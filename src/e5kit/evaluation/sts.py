@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from e5kit.evaluation.fields import STS as FIELDS
 from e5kit.evaluation.pairs import pair_cosines
 from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
-from e5kit.evaluation.fields import STS as FIELDS
 from e5kit.evaluation.tables import column_names, parse_float, read_fields, split_file
 
 

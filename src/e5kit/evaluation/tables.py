@@ -10,8 +10,8 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from e5kit.io.text import has_visible_text
 from e5kit.io.files import COMPRESSED_SUFFIXES, InputFormatError, content_suffix, find_compressed, iter_jsonl, iter_tsv_rows
+from e5kit.io.text import has_visible_text
 
 SUFFIXES = (".tsv", ".jsonl")
 

@@ -43,9 +43,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Dis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from e5kit.encoder import NO_PROMPT, ROLE_ALIASES
+from e5kit.io.text import has_visible_text, visible_character_class
 from e5kit.serving.batching import BatchResult, DynamicBatcher
 from e5kit.serving.config import ServeConfig
-from e5kit.io.text import has_visible_text, visible_character_class
 
 logger = logging.getLogger(__name__)
 

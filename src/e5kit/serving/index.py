@@ -41,7 +41,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -54,12 +53,12 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from e5kit.io.beir import iter_corpus
+from e5kit.io.files import AtomicFile, remove_stale_temporaries, write_text_atomic
+from e5kit.io.text import has_visible_text
 from e5kit.progress import progress_bar
 from e5kit.retrieval.dense import encode_corpus, inner_product_index
 from e5kit.serving.chunking import Chunk, chunk_texts, chunk_window
-from e5kit.io.text import has_visible_text
-from e5kit.io.beir import iter_corpus
-from e5kit.io.files import AtomicFile, remove_stale_temporaries, write_text_atomic
 
 logger = logging.getLogger(__name__)
 

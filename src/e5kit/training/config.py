@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -324,7 +324,7 @@ class FinetuneConfig(ModelSettings, OptimizerSettings, RuntimeSettings, Checkpoi
 
 #: The settings one training run reads: either stage's config (the engine reads the shared parts,
 #: ``max_steps``, ``batch_size``, ``chunk_size``, ``lr``, ``warmup_steps`` and the token limits).
-TrainingConfig = Union[PretrainConfig, FinetuneConfig]
+TrainingConfig = PretrainConfig | FinetuneConfig
 
 
 def load_config(

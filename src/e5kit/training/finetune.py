@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, read_examples
+from e5kit.data.mining import random_positions
 from e5kit.data.mixture import MixtureSampler
 from e5kit.io.text import normalized_text_key
 from e5kit.model_card import portable_name
@@ -34,7 +35,6 @@ from e5kit.training.config import ConfigError, DatasetConfig, FinetuneConfig, Fi
 from e5kit.training.gradcache import text_keys
 from e5kit.training.losses.distillation import distillation_loss
 from e5kit.training.metrics import CurveLabels
-from e5kit.data.mining import random_positions
 from e5kit.training.trainer import Evaluator, Trainer
 
 __all__ = [

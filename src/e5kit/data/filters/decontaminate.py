@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from e5kit.data.filters.base import FilterConfig, Verdict, words
-from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import iter_json_records, iter_lines
 from e5kit.data.skips import SkipCounter
 from e5kit.io.files import content_suffix
 from e5kit.io.hashing import stable_hash
+from e5kit.io.pairs import Pair
 from e5kit.io.text import has_visible_text
 
 #: Fields/columns of evaluation files that hold text (BEIR corpus/queries, STS, NLI, classification).

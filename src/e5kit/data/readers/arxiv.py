@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, text_field
 from e5kit.data.skips import SkipCounter
+from e5kit.io.pairs import Pair
 
 _SPACES = re.compile(r"\s+")
 

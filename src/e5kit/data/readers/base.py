@@ -25,10 +25,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from e5kit.io.pairs import Pair
 from e5kit.data.skips import SkipCounter
-from e5kit.io.text import has_visible_text
 from e5kit.io.files import CorruptStream, check_input_file, iter_byte_lines
+from e5kit.io.pairs import Pair
+from e5kit.io.text import has_visible_text
 
 # Skip reasons shared by every reader.
 TRUNCATED = "truncated or corrupt compressed stream"

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, iter_lines
 from e5kit.data.skips import SkipCounter
-from e5kit.io.text import has_visible_text
 from e5kit.io.files import InputPathError, check_input_file, content_suffix
+from e5kit.io.pairs import Pair
+from e5kit.io.text import has_visible_text
 
 _HUB_PREFIX = "hf:"
 
@@ -79,7 +79,7 @@ def _delimited_rows(path: Path, delimiter: str, skips: SkipCounter) -> Iterator[
 
     def lines() -> Iterator[str]:
         nonlocal line
-        for line, text in iter_lines(path, skips):
+        for line, text in iter_lines(path, skips):  # noqa: B007 (the enclosing function reads line between yields)
             yield text + "\n"
 
     reader = csv.DictReader(lines(), delimiter=delimiter)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from e5kit.data.text import unescape_entities
-from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, text_field
 from e5kit.data.skips import SkipCounter
+from e5kit.data.text import unescape_entities
+from e5kit.io.pairs import Pair
 
 
 class Options(ReaderOptions):

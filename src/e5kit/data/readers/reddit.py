@@ -30,10 +30,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from e5kit.data.readers.base import (
+    BadField,
+    Child,
+    Parent,
+    ReaderOptions,
+    file_meta,
+    iter_json_records,
+    join_best_child,
+    number_field,
+    text_field,
+)
+from e5kit.data.skips import SkipCounter
 from e5kit.data.text import unescape_reddit
 from e5kit.io.pairs import Pair
-from e5kit.data.readers.base import BadField, Child, Parent, ReaderOptions, file_meta, iter_json_records, join_best_child, number_field, text_field
-from e5kit.data.skips import SkipCounter
 
 #: Bot accounts whose posts and comments are never passages, whatever ``bot_authors`` says.
 BUILTIN_BOTS = ("AutoModerator",)

@@ -21,12 +21,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from e5kit.data.text import html_to_text
-from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import (
-    BadField, Child, Parent, ReaderOptions, file_meta, iter_json_records, iter_lines, join_best_child, number_field, text_field,
+    BadField,
+    Child,
+    Parent,
+    ReaderOptions,
+    file_meta,
+    iter_json_records,
+    iter_lines,
+    join_best_child,
+    number_field,
+    text_field,
 )
 from e5kit.data.skips import SkipCounter
+from e5kit.data.text import html_to_text
+from e5kit.io.pairs import Pair
 from e5kit.io.text import has_visible_text
 
 _XML_KINDS = {"1": "question", "2": "answer"}

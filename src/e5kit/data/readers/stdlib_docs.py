@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import ReaderOptions
 from e5kit.data.readers.pydoc import iter_module_docs, iter_topic_docs
 from e5kit.data.skips import SkipCounter
 from e5kit.io.files import InputPathError
+from e5kit.io.pairs import Pair
 
 
 class Options(ReaderOptions):

@@ -13,9 +13,9 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from e5kit.io.pairs import Pair
 from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, iter_lines, text_field
 from e5kit.data.skips import SkipCounter
+from e5kit.io.pairs import Pair
 from e5kit.io.text import has_visible_text
 
 _WIKITEXT_JOINERS = re.compile(r" @([-,.])@ ")
