@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import sys
 
@@ -82,3 +83,24 @@ def test_curation_counts_records_across_worker_processes(tmp_path, stderr_termin
     assert report["totals"]["read"] == 2200
     assert max(int(n) for n in re.findall(r"records: (\d+) ?record", drawn)) == 2200
     assert re.search(r"shards: 100%.*2/2", drawn)
+
+
+def test_library_bars_follow_the_same_rule_off_a_terminal(monkeypatch):
+    # Given the CLI run with standard error not a terminal (as under CliRunner or a redirect)
+    from transformers.utils import logging as transformers_logging
+    from typer.testing import CliRunner
+
+    from e5kit.cli import app
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    transformers_logging.enable_progress_bar()
+    try:
+        # When any command runs, Then transformers' and the Hub's bars (loading weights, writing shards) are off too
+        assert CliRunner().invoke(app, ["config", "list"]).exit_code == 0
+        assert not transformers_logging.is_progress_bar_enabled()
+        assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    finally:
+        transformers_logging.enable_progress_bar()
+        from huggingface_hub.utils import enable_progress_bars
+
+        enable_progress_bars()

@@ -92,6 +92,8 @@ def configure_logging(default: int = logging.WARNING) -> None:
     level = _chosen_level if _chosen_level is not None else default
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")  # a no-op where a handler exists already
     logging.getLogger().setLevel(level)
+    # faiss reports at info which of its CPU builds it loaded, with a traceback-like line per missing build
+    logging.getLogger("faiss").setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
 
 
 @app.callback()
@@ -114,6 +116,17 @@ def root(
         raise fail(f"{' and '.join(chosen)} each set the log level; give one of them")
     _chosen_level = None
     progress.set_quiet(quiet or log_level == LogLevel.error)
+    if not progress.progress_shown():
+        # transformers' and the Hub's own bars (loading weights, writing model shards) follow e5kit's rule too
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when they are first imported
+        if "huggingface_hub" in sys.modules:
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
+        if "transformers" in sys.modules:
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
     if log_level is not None:
         _chosen_level = logging.getLevelName(log_level.value.upper())
     elif verbose:
