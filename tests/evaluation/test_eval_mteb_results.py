@@ -40,7 +40,7 @@ def mteb_run(tmp_path, beir_dir, tiny_bert_dir):
     return outcome, folder, results
 
 
-def test_eval_writes_mteb_layout_with_mteb_names_and_scale(mteb_run, tiny_bert_dir):
+def test_eval_writes_mteb_layout_with_mteb_names_and_scale(mteb_run, tiny_bert_dir, beir_dir):
     # Given an eval run of BM25 and a dense model with --mteb-results
     outcome, folder, results = mteb_run
     assert outcome.exit_code == 0, outcome.output
@@ -63,6 +63,11 @@ def test_eval_writes_mteb_layout_with_mteb_names_and_scale(mteb_run, tiny_bert_d
         assert meta["revision"] == task_file.parent.name == ((own["weights_hash"] or "")[:12] or "no_revision_available")
     # and the same data gives the same dataset revision for both models
     assert len({json.loads(f.read_text())["dataset_revision"] for f in tasks}) == 1
+    # and the local paths it names lead, from the mteb file's own folder, to the model and the data evaluated
+    dense = next(f for f in tasks if f.parent.parent.name != "e5kit__bm25")
+    provenance = json.loads(dense.read_text())["e5kit"]
+    assert (dense.parent / provenance["model_path"]).resolve() == tiny_bert_dir.resolve()
+    assert (dense.parent / provenance["data_path"]).resolve() == beir_dir.resolve()
 
 
 def test_metric_names_follow_mteb_per_task_and_spreads_are_dropped():

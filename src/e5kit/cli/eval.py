@@ -134,7 +134,8 @@ def _write_mteb(config, result) -> Path:
     from e5kit.evaluation.mteb_results import write_mteb_result
 
     try:
-        return write_mteb_result(config.mteb_results, result, config.mteb_task, data=config.data, languages=config.mteb_languages)
+        return write_mteb_result(config.mteb_results, result, config.mteb_task, data=config.data, languages=config.mteb_languages,
+                                 results_dir=config.results_dir)
     except (FileNotFoundError, ValueError) as error:
         raise fail(str(error)) from error
 

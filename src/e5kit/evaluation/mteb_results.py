@@ -24,6 +24,7 @@ from typing import Any
 
 from e5kit.evaluation.results import EvalResult
 from e5kit.io.files import write_text_atomic
+from e5kit.model_card import portable_name
 
 #: The mteb release whose ``TaskResult`` layout the files follow (mteb >= 1.12.48 reads it unchanged).
 #: e5kit, not mteb, computed the scores: the file's "e5kit" block says so.
@@ -193,6 +194,14 @@ def mteb_revision(result: EvalResult) -> str:
     return result.weights_hash[:12] if result.weights_hash else NO_REVISION
 
 
+def _rebased(name: str | None, old_base: Path, new_base: Path) -> str | None:
+    """A local path named relative to ``old_base``, named relative to ``new_base``; anything else (a Hub id, a
+    bundled name) as it is."""
+    if name is None or not (old_base / name).exists():
+        return name
+    return portable_name(old_base / name, new_base)
+
+
 def mteb_result_path(folder: str | Path, result: EvalResult, task_name: str | None = None) -> Path:
     """``<folder>/results/<model, "/" as "__">/<revision>/<TaskName>.json``, as mteb's ``ResultCache``."""
     model = mteb_model_name(result).replace("/", "__").replace(" ", "_")
@@ -205,6 +214,7 @@ def write_mteb_result(
     task_name: str | None = None,
     data: Path | None = None,
     languages: list[str] | None = None,
+    results_dir: str | Path | None = None,
 ) -> Path:
     """Write ``result`` into the mteb results folder ``folder`` (replacing an earlier run of the same task),
     with its ``model_meta.json``.
@@ -215,6 +225,8 @@ def write_mteb_result(
         task_name: The MTEB task name (default: ``mteb_task_name(result)``).
         data: The data evaluated, fingerprinted as the dataset revision (default: "local").
         languages: The data's language-script codes (see ``mteb_task_result``).
+        results_dir: The e5kit results folder ``result``'s local paths are relative to; they are rewritten
+            relative to the mteb file's folder (None: copied as they are).
 
     Returns:
         The task file written.
@@ -225,6 +237,11 @@ def write_mteb_result(
     """
     revision = data_revision(data) if data is not None else "local"
     path = mteb_result_path(folder, result, task_name)
+    if results_dir is not None:  # e5kit's paths are relative to its own result file's folder; mteb's file lies elsewhere
+        result = result.model_copy(update={
+            "model_path": _rebased(result.model_path, Path(results_dir), path.parent),
+            "data_path": _rebased(result.data_path, Path(results_dir), path.parent),
+        })
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(mteb_task_result(result, task_name, revision, languages), indent=2) + "\n")
     write_text_atomic(path.parent / "model_meta.json", json.dumps(mteb_model_meta(result), indent=2) + "\n")
