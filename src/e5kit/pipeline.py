@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -433,7 +434,7 @@ class Quickstart:
 
     def _index(self, folder: Path) -> dict[str, Any]:
         from e5kit.encoder import Encoder
-        from e5kit.io.beir import find_file
+        from e5kit.io.beir import find_file, load_queries
         from e5kit.serving.index import IndexSettings, VectorIndex, corpus_documents
 
         model_dir = folder / "model"
@@ -445,8 +446,12 @@ class Quickstart:
         report = index.add(corpus_documents(corpus), show_progress=True)
         documents, chunks = index.num_documents, index.num_chunks
         index.close()
+        example = "parse command line arguments"
+        if self.config.index_corpus is None:  # a query of the split whose corpus was indexed
+            eval_dir = Path(self.summaries["evaluate"]["eval_dirs"][0])
+            example = next(iter(load_queries(find_file(eval_dir, "queries.jsonl")).values()), example)[:80]
         commands = {
-            "search": f'e5kit search {folder / "index"} "parse command line arguments"',
+            "search": f"e5kit search {folder / 'index'} {shlex.quote(example)}",
             "serve": f"e5kit serve --model {model_dir} --index {folder / 'index'}",
         }
         self.log(f"  model: {model_dir}\n  index: {documents} documents, {chunks} chunks ({report})")

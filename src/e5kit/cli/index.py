@@ -67,11 +67,8 @@ def _add(index, documents, batch_size: int | None) -> None:
         raise fail(str(error)) from error
     except (sqlite3.Error, OSError) as error:
         raise fail(f"{index.path}: cannot write the index ({error})") from error
-    skipped = ", ".join(f"{count} ({reason})" for reason, count in report.skipped.items()) or "none"
     typer.echo(
-        f"{index.path}: added {report.added} documents, replaced {report.replaced}, {report.chunks} chunks "
-        f"(window {index.stored.window} tokens, overlap {index.settings.overlap}); chunks truncated: {report.truncated}; "
-        f"empty documents (kept, zero vector): {report.empty}; skipped: {skipped}; "
+        f"{index.path}: {report} (window {index.stored.window} tokens, overlap {index.settings.overlap}); "
         f"now {index.num_documents} documents, {index.num_chunks} chunks"
     )
 

@@ -20,8 +20,10 @@ def quickstart(
 
     Builds a corpus from the Python standard library's documentation, curates it, filters it for
     consistency, continues contrastive pre-training of the starting model, compares the result with
-    its start and BM25 on a held-out split, then exports and indexes the model. Finished stages are
-    skipped on a rerun.
+    its start and BM25 on a held-out split, then exports and indexes the model. With --config, `sources:`
+    (real dumps, `e5kit curate` format) replace the built-in corpus: each source then gets a held-out
+    split of its own (the holdout stage) and every model is scored on each. Finished stages are skipped
+    on a rerun under the same settings; a changed section redoes its stage and the ones after it.
     """
     from e5kit.config import ConfigError
     from e5kit.pipeline import Quickstart, load_quickstart_config

@@ -168,6 +168,11 @@ class AddReport:
     empty: int = 0
     skipped: Counter = field(default_factory=Counter)
 
+    def __str__(self) -> str:
+        skipped = ", ".join(f"{count} ({reason})" for reason, count in self.skipped.items()) or "none"
+        return (f"added {self.added} documents, replaced {self.replaced}, {self.chunks} chunks; chunks truncated: {self.truncated}; "
+                f"empty documents (kept, zero vector): {self.empty}; skipped: {skipped}")
+
 
 @dataclass
 class SearchHit:
