@@ -208,3 +208,23 @@ def test_filter_killed_while_re_training_resumes_the_training_to_the_uninterrupt
     assert killed == straight
     losses = [[json.loads(line)["loss"] for line in (tmp_path / run / "iter-0" / "model" / "metrics.jsonl").read_text().splitlines()] for run in ("killed", "straight")]
     assert losses[0] == losses[1] and len(losses[0]) == 4
+
+
+def test_other_passages_of_the_same_query_do_not_count_against_a_pair():
+    # Given a query text shared by three pairs (three paragraphs of one Wikipedia section) and unrelated pairs
+    rng = np.random.default_rng(4)
+    shared = rng.normal(size=16)
+    queries = np.stack([shared] * 3 + [rng.normal(size=16) for _ in range(20)]).astype(np.float32)
+    passages = np.stack([shared + rng.normal(scale=0.3, size=16) for _ in range(3)] + [rng.normal(size=16) for _ in range(20)]).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    passages /= np.linalg.norm(passages, axis=1, keepdims=True)
+    pool = np.arange(23)
+    groups = np.array([7, 7, 7, *range(100, 120)], dtype=np.int64)
+    # When ranked by pair alone, the section's paragraphs push each other down; grouped by query text, they do not
+    alone = consistency_ranks(queries, passages, pool, max_rank=10, chunk=5)
+    grouped = consistency_ranks(queries, passages, pool, max_rank=10, chunk=5, query_groups=groups, passage_groups=np.arange(23))
+    assert alone["query_rank"][:3].max() > 1
+    assert (grouped["query_rank"][:3] == 1).all()
+    # And for pairs whose query is their own, grouping changes nothing
+    np.testing.assert_array_equal(grouped["query_rank"][3:], alone["query_rank"][3:])
+    np.testing.assert_array_equal(grouped["passage_rank"], alone["passage_rank"])

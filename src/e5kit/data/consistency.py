@@ -2,7 +2,11 @@
 
 For every pair i, its query ranks its own passage among a random pool of P passages (plus its own),
 and its passage ranks its own query among the same pool's queries (plus its own). The pair is kept
-iff both ranks are <= k (E5: k = 2, pool ~1M). Ranks are computed with exact FAISS inner-product
+iff both ranks are <= k (E5: k = 2, pool ~1M). Where we differ on purpose: a pool passage whose pair
+has the same query text (``normalized_text_key``), e.g. another paragraph of the same Wikipedia
+section or another reply to the same comment, answers the query too and is not counted against it
+(likewise a pool query whose pair has the same passage); E5's pairs mostly have one passage per query,
+and without this rule such sources lose nearly all their pairs. Ranks are computed with exact FAISS inner-product
 search in chunks and stored per pair, capped at ``max_rank``, in ``scores.parquet``, so any new
 k <= max_rank is applied later without re-embedding (``reapply_k``). ``iterations > 1`` alternates
 filtering and re-training on the kept pairs (the paper's suggested future work); every iteration
@@ -30,6 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.io.files import AtomicFile, AtomicFolder, remove_stale_temporaries, write_text_atomic
+from e5kit.io.hashing import text_key_hash
 from e5kit.io.text import has_visible_text
 from e5kit.retrieval.dense import rank_of_own
 
@@ -84,19 +89,33 @@ class ConsistencyConfig(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------------ math
-def consistency_ranks(queries: np.ndarray, passages: np.ndarray, pool: np.ndarray, max_rank: int, chunk: int) -> dict[str, np.ndarray]:
+def consistency_ranks(
+    queries: np.ndarray,
+    passages: np.ndarray,
+    pool: np.ndarray,
+    max_rank: int,
+    chunk: int,
+    query_groups: np.ndarray | None = None,
+    passage_groups: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Both directions: the passage's rank for its query, and the query's rank for its passage.
 
     Args:
         queries: (N, d) query embeddings; passages: (N, d) passage embeddings (row i = pair i).
         pool: (P,) pair indices forming the random pool.
+        query_groups: (N,) int64 id of each pair's query text (``text_key_hash``): a pool passage whose
+            pair has the same query is another answer to it, not a competitor (Wikipedia sections with
+            several paragraphs, a comment with several replies). None: only the pair's own passage.
+        passage_groups: (N,) int64 id of each pair's passage text, the same rule the other way.
 
     Returns:
         ``query_rank`` and ``passage_rank`` (N,) int32 and ``score`` (N,) float32 (own pair's similarity).
     """
+    query_groups = np.arange(len(queries)) if query_groups is None else query_groups
+    passage_groups = np.arange(len(passages)) if passage_groups is None else passage_groups
     return {
-        "query_rank": rank_of_own(queries, passages, passages[pool], pool, max_rank, chunk),
-        "passage_rank": rank_of_own(passages, queries, queries[pool], pool, max_rank, chunk),
+        "query_rank": rank_of_own(queries, passages, passages[pool], query_groups[pool], max_rank, chunk, query_groups),
+        "passage_rank": rank_of_own(passages, queries, queries[pool], passage_groups[pool], max_rank, chunk, passage_groups),
         "score": np.einsum("nd,nd->n", queries, passages).astype(np.float32),
     }
 
@@ -186,7 +205,8 @@ def _filter_once(config: ConsistencyConfig, model: str, table, files: list[Path]
     count = len(queries)
     pool_size = min(config.pool_size, count)
     pool = np.sort(np.random.default_rng(config.seed).choice(count, size=pool_size, replace=False)).astype(np.int64)
-    ranks = consistency_ranks(queries, passages, pool, config.max_rank, config.search_chunk)
+    groups = {side: np.array([text_key_hash(text) for text in table.column(side).to_pylist()], dtype=np.int64) for side in ("query", "passage")}
+    ranks = consistency_ranks(queries, passages, pool, config.max_rank, config.search_chunk, groups["query"], groups["passage"])
     searched = time.perf_counter()
 
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -115,21 +115,32 @@ def merge_top_k(
     return np.take_along_axis(all_scores, order, axis=1), np.take_along_axis(all_indices, order, axis=1)
 
 
-def rank_of_own(probes: np.ndarray, targets: np.ndarray, candidates: np.ndarray, candidate_ids: np.ndarray, max_rank: int, chunk: int) -> np.ndarray:
+def rank_of_own(
+    probes: np.ndarray,
+    targets: np.ndarray,
+    candidates: np.ndarray,
+    candidate_groups: np.ndarray,
+    max_rank: int,
+    chunk: int,
+    probe_groups: np.ndarray | None = None,
+) -> np.ndarray:
     """Rank of each probe's own target among ``candidates`` plus that target, by inner product.
 
     Args:
         probes: (N, d) float32, row i probes for target i.
         targets: (N, d) float32, the own targets.
         candidates: (P, d) float32 pool vectors.
-        candidate_ids: (P,) int64 pair index of each candidate, so a probe's own target in the pool
-            is not counted against it.
+        candidate_groups: (P,) int64 group of each candidate; a candidate of the probe's own group is not
+            counted against it (its own target, or another target known to belong to it).
         max_rank: Ranks deeper than this are returned as max_rank + 1.
         chunk: Probes per FAISS search.
+        probe_groups: (N,) int64 group of each probe; None: probe i is group i (candidates named by pair index).
 
     Returns:
         (N,) int32 ranks, 1 = the own target scores highest. Ties count in the pair's favour.
     """
+    if probe_groups is None:
+        probe_groups = np.arange(len(probes))
     own = np.einsum("nd,nd->n", probes, targets)  # (N,)
     index = exact_index(candidates)
     # One candidate may be the probe's own target, so max_rank + 1 results always hold max_rank others.
@@ -139,7 +150,7 @@ def rank_of_own(probes: np.ndarray, targets: np.ndarray, candidates: np.ndarray,
         for start in range(0, len(probes), chunk):
             stop = min(start + chunk, len(probes))
             scores, positions = index.search(np.ascontiguousarray(probes[start:stop], dtype=np.float32), depth)  # (c, depth)
-            others = candidate_ids[positions] != np.arange(start, stop)[:, None]  # (c, depth)
+            others = candidate_groups[positions] != probe_groups[start:stop, None]  # (c, depth)
             ahead = ((scores > own[start:stop, None]) & others).sum(axis=1)  # (c,)
             ranks[start:stop] = np.minimum(ahead + 1, max_rank + 1)
             progress.update(stop - start)
