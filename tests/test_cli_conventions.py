@@ -107,9 +107,11 @@ def test_every_example_config_ships_as_package_data_and_configs_links_to_them():
 def test_config_list_and_show(tmp_path):
     runner = CliRunner()
     # When the bundled configs are listed
-    listed = runner.invoke(app, ["config", "list"])
-    # Then each name is shown with what it runs
-    assert listed.exit_code == 0 and "pretrain " in listed.output and "e5kit eval sts --config" in listed.output
+    listed = runner.invoke(app, ["config", "list"], env={"COLUMNS": "80"})
+    # Then each name is shown with what it runs, wrapped within 80 columns
+    assert listed.exit_code == 0 and "pretrain " in listed.output and "ablations/e5_paper " in listed.output
+    assert "e5kit eval sts --config" in " ".join(listed.output.split())
+    assert max(map(len, listed.output.splitlines())) <= 80
     # When one is shown, with or without .yaml, Then it is printed exactly as installed
     for name in ("serve", "serve.yaml"):
         shown = runner.invoke(app, ["config", "show", name])

@@ -112,3 +112,9 @@ def test_encode_without_role_for_a_model_without_prompts_and_to_standard_output(
     # And a model with prompts still needs a role: one line names the choices
     refused = runner.invoke(app, ["encode", "-m", str(tiny_bert_dir), "-i", str(tmp_path / "texts.txt"), "-o", str(tmp_path / "e.npy")])
     assert refused.exit_code == 2 and "no role given" in refused.output and "--role" in refused.output
+
+
+def test_similarity_names_the_text_without_visible_text(tiny_bert_dir):
+    # Given an empty second text, When compared, Then the error names TEXT_B (not "index 0"), exit 2
+    result = runner.invoke(app, ["similarity", "-m", str(tiny_bert_dir), "a cat", "\u200b "])
+    assert result.exit_code == 2 and "TEXT_B: no visible text" in result.output

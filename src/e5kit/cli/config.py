@@ -19,14 +19,26 @@ app.add_typer(config_app, name="config")
 
 @config_app.command("list")
 def list_configs() -> None:
-    """Print each bundled config's name and the first line of its comment (what it runs)."""
+    """Print each bundled config's name and its opening comment (what it runs), wrapped to the terminal."""
+    import shutil
+    import textwrap
+
     from e5kit.config import bundled_configs
 
     configs = bundled_configs()
-    width = max(map(len, configs))
+    width = max(map(len, configs)) + 2
+    columns = max(shutil.get_terminal_size().columns, width + 30)
     for name, path in configs.items():
-        first = next((line.lstrip("# ").rstrip() for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("#")), "")
-        typer.echo(f"{name:<{width}}  {first}")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        comment = []
+        for line in lines:  # the opening comment, up to a blank or indented (example command) comment line or a setting
+            if not line.startswith("#") or not line.strip("# ") or line.startswith("#  "):
+                break
+            comment.append(line.lstrip("# ").rstrip())
+        wrapped = textwrap.wrap(" ".join(comment), columns - width) or [""]
+        typer.echo(f"{name:<{width}}{wrapped[0]}")
+        for more in wrapped[1:]:
+            typer.echo(" " * width + more)
 
 
 @config_app.command("show")

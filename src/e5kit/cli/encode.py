@@ -110,6 +110,11 @@ def similarity(
     """Print the cosine similarity of two texts."""
     import numpy as np
 
+    from e5kit.io.text import has_visible_text
+
+    for name, text in (("TEXT_A", text_a), ("TEXT_B", text_b)):  # checked before the model loads, and named
+        if not has_visible_text(text):
+            raise fail(f"{name}: no visible text (empty, whitespace or only invisible characters)")
     encoder = load_encoder(model, device=device)
     try:
         first = encoder.encode([text_a], role=role_a.value, normalize=True)

@@ -131,6 +131,7 @@ def finetune(
     derived from epochs), chunk_size 32, similarity_fn_name cosine, prompts null (the model's own), mask_false_negatives true.
     Groups without teacher scores (or with too few hard negatives) train on InfoNCE alone. The loop, GradCache,
     torchrun/DDP, checkpoints and --resume are the pre-training engine's. Writes {output_dir}/final with a model card.
+    eval_data/eval_every score BEIR folders while training, as in `e5kit pretrain`.
     """
     from e5kit.training.finetune import finetune as run_finetune
     from e5kit.training.finetune import load_finetune_config

@@ -33,6 +33,8 @@ def pretrain(
     step), chunk_size 64, tau 0.01, lr 2e-4, warmup_steps 1000, weight_decay 0.01, max_grad_norm 1.0, query/passage
     max length 128, precision fp32, symmetric false, mask_false_negatives true, source_homogeneous false,
     checkpoint_every 500, keep_checkpoints 2, seed 42, gradient_checkpointing false.
+    Held-out scores while training: --set eval_data=[heldout/news,beir/scifact] --set eval_every=100 logs
+    nDCG@10 and Recall@100 of each folder in metrics.jsonl (and TensorBoard, with --report-to tensorboard).
     Writes {output_dir}/final (sentence-transformers model with a model card), metrics.jsonl, loss_curve.png and
     checkpoints/. For several GPUs: torchrun --nproc_per_node=N $(which e5kit) pretrain --config ...
     """
