@@ -49,7 +49,7 @@ import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from e5kit.io.text import has_visible_text
 
@@ -237,7 +237,27 @@ def temporary_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
 
 
-class AtomicFile:
+class _Staged:
+    """An output written under a temporary name: as a context manager, committed when the block ends
+    normally and discarded when it raises (subclasses give ``commit`` and ``discard``)."""
+
+    def commit(self) -> Path:
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+class AtomicFile(_Staged):
     """An output file written under a :func:`temporary_path` and renamed onto ``path`` when complete.
 
     A run killed mid-write leaves ``path`` as it was (the previous file, or none); two processes writing
@@ -277,17 +297,9 @@ class AtomicFile:
         """Remove the temporary file (if it was created); ``path`` is left as it was."""
         self.temporary.unlink(missing_ok=True)
 
-    def __enter__(self) -> AtomicFile:
-        return self
-
-    def __exit__(self, kind, error, traceback) -> None:
-        if kind is None:
-            self.commit()
-        else:
-            self.discard()
 
 
-class AtomicFolder:
+class AtomicFolder(_Staged):
     """An output folder (a model, a checkpoint, a set of shards) written under a :func:`temporary_path`
     and renamed onto ``path`` when complete.
 
@@ -354,14 +366,6 @@ class AtomicFolder:
         """Remove the temporary folder; ``path`` is left as it was."""
         shutil.rmtree(self.temporary, ignore_errors=True)
 
-    def __enter__(self) -> AtomicFolder:
-        return self
-
-    def __exit__(self, kind, error, traceback) -> None:
-        if kind is None:
-            self.commit()
-        else:
-            self.discard()
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
