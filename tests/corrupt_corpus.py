@@ -1,7 +1,7 @@
 """A corrupt-input corpus: the same records plain, compressed with every codec e5kit reads, cut,
 followed by garbage, or with flipped bytes; plus paths that are not readable files.
 
-Used by the reader tests (tests/curation) and the evaluation and index input tests.
+Used by the reader tests (tests/data/curation) and the evaluation and index input tests.
 """
 
 from __future__ import annotations

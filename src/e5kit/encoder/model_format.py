@@ -14,7 +14,7 @@ ONNX backend never load torch weights), and fails with the missing or malformed 
 sentence-transformers falls back to a plain transformer with mean pooling. Writing,
 ``SentenceTransformer.save`` needs a SentenceTransformer wrapping e5kit's module and tokenizer, and
 writes whatever layout the installed version writes; e5kit writes the classic layout, which
-sentence-transformers 2.x to 6.x all read (tests/test_model_format.py loads e5kit's folders with the
+sentence-transformers 2.x to 6.x all read (tests/encoder/test_model_format.py loads e5kit's folders with the
 installed sentence-transformers and compares the embeddings).
 """
 
