@@ -199,13 +199,14 @@ def _filter_once(config: ConsistencyConfig, model: str, table, files: list[Path]
 
     started = time.perf_counter()
     encoder = Encoder.load(model, max_length=config.max_length, similarity_fn_name=config.similarity_fn_name, device=config.device)
-    queries = encoder.encode(table.column("query").to_pylist(), role="query", batch_size=config.batch_size, show_progress=True)
-    passages = encoder.encode(table.column("passage").to_pylist(), role="passage", batch_size=config.batch_size, show_progress=True)
+    texts = {side: table.column(side).to_pylist() for side in ("query", "passage")}
+    queries = encoder.encode(texts["query"], role="query", batch_size=config.batch_size, show_progress=True)
+    passages = encoder.encode(texts["passage"], role="passage", batch_size=config.batch_size, show_progress=True)
     embedded = time.perf_counter()
     count = len(queries)
     pool_size = min(config.pool_size, count)
     pool = np.sort(np.random.default_rng(config.seed).choice(count, size=pool_size, replace=False)).astype(np.int64)
-    groups = {side: np.array([text_key_hash(text) for text in table.column(side).to_pylist()], dtype=np.int64) for side in ("query", "passage")}
+    groups = {side: np.array([text_key_hash(text) for text in column], dtype=np.int64) for side, column in texts.items()}
     ranks = consistency_ranks(queries, passages, pool, config.max_rank, config.search_chunk, groups["query"], groups["passage"])
     searched = time.perf_counter()
 
