@@ -24,7 +24,6 @@ Output folder::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections import Counter
@@ -37,6 +36,7 @@ from e5kit.data.filters import decontaminate
 from e5kit.data.shards import invalid_reason, iter_rows
 from e5kit.data.skips import SkipCounter
 from e5kit.io.files import AtomicFile, remove_stale_temporaries, write_text_atomic
+from e5kit.io.hashing import stable_hash
 from e5kit.io.pairs import Pair, ShardError, resolve_shard_paths, shard_stem
 from e5kit.io.text import normalized_text_key
 
@@ -70,8 +70,7 @@ class HoldoutConfig(BaseModel):
 
 def _draw(seed: int, source: str, query_key: str) -> float:
     """A uniform number in [0, 1) that depends only on the seed, the source and the query's text key."""
-    digest = hashlib.blake2b(f"{seed}\0{source}\0{query_key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2**64
+    return (stable_hash(f"{seed}\0{source}\0{query_key}") % 2**64) / 2**64  # the signed hash read as unsigned
 
 
 def _rows(shard: Path):
