@@ -74,11 +74,17 @@ def test_ablation_shares_steps_evaluates_each_row_and_resumes(ablation_config, t
     markdown = (workdir / "results.md").read_text()
     assert "34.9 -> 40.7" in markdown and markdown == results_markdown(results)
     assert (workdir / "results.png").read_bytes().startswith(b"\x89PNG")
+    # And the grid's cost is stated: every step's own time and their sum
+    assert {"curate", "holdout", "evaluate BM25", "consistency filtered", "pretrain filtered", "evaluate filtered"} <= set(results["step_seconds"])
+    assert results["total_seconds"] == pytest.approx(sum(results["step_seconds"].values())) and results["total_seconds"] > 0
+    assert "Measured time:" in markdown
 
     # When it runs again, Then every step is skipped
     second = runner.invoke(app, ["ablate", "--config", str(ablation_config)])
     assert second.exit_code == 0, second.output
     assert "] running" not in second.output and second.output.count("skipped") == 2 + 2 + 4 * 3  # curate, holdout, BM25 and start rows, 3 steps per variant
+    # And the stated time is still the first run's (a reused step counts the time it took then)
+    assert json.loads((workdir / "results.json").read_text())["total_seconds"] == pytest.approx(results["total_seconds"])
 
 
 def test_ablation_config_names_bad_references_on_one_line(tmp_path):
@@ -131,3 +137,36 @@ def test_a_missing_input_is_named_before_any_work(tmp_path, pair_sources):
     path.write_text(yaml.safe_dump({"workdir": str(tmp_path / "abl"), "sources": sources, "variants": [{"name": "a"}]}))
     result = CliRunner().invoke(app, ["ablate", "--config", str(path)])
     assert result.exit_code == 2 and "gone.jsonl" in result.output and not (tmp_path / "abl" / "curate").exists()
+
+
+def test_a_filter_differing_only_in_k_reuses_the_stored_ranks(ablation_config, tmp_path, single_torch_thread):
+    # Given two variants whose filters differ only in k (same judge and settings)
+    config = yaml.safe_load(ablation_config.read_text())
+    config["pretrain"]["max_steps"] = 1
+    config["variants"] = [{"name": "k 40"}, {"name": "k 3", "consistency": {"k": 3}}]
+    config["comparisons"] = []
+    ablation_config.write_text(yaml.safe_dump(config))
+
+    # When the ablation runs
+    result = CliRunner().invoke(app, ["ablate", "--config", str(ablation_config)])
+
+    # Then the second filter is applied to the first one's ranks without embedding the pool again
+    assert result.exit_code == 0, result.output
+    assert "(k=3)" in result.output and "not re-embedded" in result.output
+    results = json.loads((tmp_path / "abl" / "results.json").read_text())
+    reused = tmp_path / "abl" / "consistency" / results["variants"]["k 3"]["consistency"]
+    # And it keeps exactly the pairs a fresh filter at k = 3 keeps
+    from e5kit.data.consistency import ConsistencyConfig, consistency_filter
+    from e5kit.data.shards import iter_rows
+    from e5kit.io.pairs import resolve_shard_paths
+
+    fresh = consistency_filter(ConsistencyConfig(
+        pairs=[str(tmp_path / "abl" / "holdout" / "pairs")], model=config["model"], output_dir=tmp_path / "fresh",
+        k=3, max_length=48, seed=config.get("seed", 13),
+    ))
+    assert json.loads((reused / "report.json").read_text())["kept"] == fresh["kept"] < fresh["read"]
+
+    def kept(folder):
+        return sorted((query, passage) for shard in resolve_shard_paths([str(folder / "pairs")]) for _, query, passage, _ in iter_rows(shard))
+
+    assert kept(reused) == kept(tmp_path / "fresh")

@@ -19,8 +19,10 @@ comparison), ``results.md`` (variant x data set table, comparisons beside the pa
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -181,9 +183,13 @@ class Ablation:
         self.workdir = config.workdir
         self.trained: dict[str, dict[str, Any]] = {}
         self.filtered: dict[str, dict[str, Any]] = {}
+        self.seconds: dict[str, float] = {}
 
     def _step(self, folder: Path, action: Callable[[Path], dict[str, Any]], label: str, settings: Any = None, resumable: bool = False) -> dict[str, Any]:
-        return run_stage(folder, action, force=self.force, log=self.log, label=label, settings=settings, resumable=resumable)
+        summary = run_stage(folder, action, force=self.force, log=self.log, label=label, settings=settings, resumable=resumable)
+        # A step reused from an earlier run reports the time it took then, so the total is the grid's cost.
+        self.seconds[label] = float(summary.get("seconds", 0.0))
+        return summary
 
     def check(self) -> None:
         """Check the inputs curation will read, before any step runs.
@@ -263,11 +269,12 @@ class Ablation:
         if judge.startswith(VARIANT_REFERENCE):
             consistency["model"] = self.trained[judge[len(VARIANT_REFERENCE):]]["model"]
         filter_key = settings_fingerprint([self.data_key, config.model, consistency])
-        filtered = self._step(
-            self.workdir / "consistency" / filter_key,
-            lambda f: consistency_stage(f, pairs_dir, config.model, consistency, config.seed, self.log),
-            f"consistency {variant.name}",
-        )
+        ranked = self._ranked_by_same_judge(consistency)
+        if ranked is not None:
+            action = partial(_consistency_at_k, ranked=ranked, k=int(consistency["k"]), log=self.log)
+        else:
+            action = partial(consistency_stage, pairs_dir=pairs_dir, model=config.model, overrides=consistency, seed=config.seed, log=self.log)
+        filtered = self._step(self.workdir / "consistency" / filter_key, action, f"consistency {variant.name}")
         self.filtered[variant.name] = {**filtered, "key": filter_key, "settings": consistency}
         pretrain = merge_settings(config.pretrain, variant.pretrain)
         train_key = settings_fingerprint([filter_key, config.model, pretrain, config.nproc_per_node])
@@ -278,6 +285,25 @@ class Ablation:
             train_key,
             resumable=True,  # a killed run continues from its newest checkpoint
         )
+
+    def _ranked_by_same_judge(self, consistency: dict[str, Any]) -> Path | None:
+        """The folder of a finished filter whose stored ranks give ``consistency``'s k without re-embedding.
+
+        Two filters that differ only in k rank every pair identically (same judge, pool and settings),
+        so the second reuses the first's ranks (``reapply_k``); multi-round filters retrain between
+        rounds and are never reused.
+        """
+        if not consistency.get("enabled", True) or "k" not in consistency or int(consistency.get("iterations", 1)) != 1:
+            return None
+        without_k = {key: value for key, value in consistency.items() if key != "k"}
+        for done in self.filtered.values():
+            settings = done["settings"]
+            if done.get("enabled", True) and {key: value for key, value in settings.items() if key != "k"} == without_k:
+                folder = self.workdir / "consistency" / done["key"]
+                report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+                if int(consistency["k"]) <= int(report["max_rank"]):
+                    return folder
+        return None
 
     def _results(self, rows: list[dict[str, Any]], heldout: list[str], held: dict[str, Any]) -> dict[str, Any]:
         datasets = list(dict.fromkeys(row["data"] for row in rows))
@@ -311,7 +337,20 @@ class Ablation:
             },
             "keep_rates": keep_rates,
             "comparisons": comparisons,
+            "step_seconds": dict(self.seconds),
+            "total_seconds": sum(self.seconds.values()),
         }
+
+
+def _consistency_at_k(folder: Path, *, ranked: Path, k: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """A consistency step from another step's stored ranks (same judge and settings, another k)."""
+    from e5kit.data.consistency import SCORES_FILE, reapply_k
+
+    for name in (SCORES_FILE, "report.json"):
+        shutil.copyfile(ranked / name, folder / name)
+    report = reapply_k(folder, k)
+    log(f"  consistency filter (k={k}) kept {report['kept']} of {report['read']} pairs (ranks of {ranked.name}, not re-embedded)")
+    return {"pairs_dir": str(folder / "pairs"), "enabled": True, "read": report["read"], "kept": report["kept"], "k": k}
 
 
 def results_markdown(results: dict[str, Any]) -> str:
@@ -332,6 +371,11 @@ def results_markdown(results: dict[str, Any]) -> str:
         for c in results["comparisons"]:
             lines.append(f"| {c['name']} ({c['baseline']} -> {c['variant']}) | {c['ours_before']:.1f} -> {c['ours_after']:.1f} | "
                          f"{c['paper']} | {'yes' if c['reproduced'] else 'no'} |")
+    if "total_seconds" in results:
+        slowest = sorted(results["step_seconds"].items(), key=lambda item: -item[1])[:3]
+        lines += ["", f"Measured time: {results['total_seconds'] / 60:.1f} min, the sum of every step's own time "
+                  "(a step reused from an earlier run counts the time it took then); longest: "
+                  + ", ".join(f"{label} {seconds / 60:.1f} min" for label, seconds in slowest) + "."]
     return "\n".join(lines) + "\n"
 
 
