@@ -22,6 +22,10 @@ from e5kit.encoder.pooling import pool
 
 logger = logging.getLogger(__name__)
 
+#: The attribute of a loaded module holding its checkpoint's pooler weights (``load_transformer``);
+#: a plain attribute, so they are neither parameters (trained, hashed, checkpointed) nor moved by ``.to``.
+POOLER_ATTRIBUTE = "e5kit_pooler_state"
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -127,10 +131,13 @@ class TorchBackend:
 def load_transformer(folder: Path) -> PreTrainedModel:
     """``AutoModel.from_pretrained(folder)`` without the pooler head, which e5kit never uses.
 
-    Encoders that have one (BERT, RoBERTa, XLM-R, ...) are built with ``add_pooling_layer=False``:
-    a checkpoint saved without pooler weights (most sentence-transformers models) then loads without
-    a randomly initialised pooler (which made every load's weights, and so the embedding-cache key,
-    differ), and transformers' load report about the pooler is not printed. Any other missing,
+    Encoders that have one (BERT, RoBERTa, XLM-R, ...) are built with it and then lose it: the module
+    e5kit trains and hashes has no pooler, so a checkpoint saved without pooler weights (most
+    sentence-transformers models) gives the same weights, and embedding-cache key, on every load, and
+    transformers' load report about the pooler is not printed. The checkpoint's own pooler weights,
+    when it has them, stay beside the module (``POOLER_ATTRIBUTE``) for ``saved_state_dict``: loaders
+    that build the pooler (``SentenceTransformer(path)``, ``AutoModel``) then find it in what e5kit
+    saves instead of initialising it at random and reporting it missing. Any other missing,
     unexpected or resized weight is still reported, as one warning of the ``e5kit.encoder`` logger.
     """
     import inspect
@@ -141,13 +148,20 @@ def load_transformer(folder: Path) -> PreTrainedModel:
 
     config = AutoConfig.from_pretrained(folder)
     model_class = MODEL_MAPPING[type(config)] if type(config) in MODEL_MAPPING else None
-    options = {"add_pooling_layer": False} if model_class and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters else {}
+    has_pooler = bool(model_class) and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
     verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()  # its load report would name the pooler weights left out
+    transformers_logging.set_verbosity_error()  # its load report would name the pooler weights a checkpoint lacks
     try:
-        model, info = AutoModel.from_pretrained(folder, config=config, output_loading_info=True, **options)
+        # A checkpoint without pooler weights gets a random pooler, which is then dropped; its draws must
+        # not shift the seeded stream that training's dropout and sampling continue from.
+        with torch.random.fork_rng(devices=[]):
+            model, info = AutoModel.from_pretrained(folder, config=config, output_loading_info=True)
     finally:
         transformers_logging.set_verbosity(verbosity)
+    if has_pooler:
+        if not any(str(key).startswith("pooler.") for key in info.get("missing_keys", ())):
+            setattr(model, POOLER_ATTRIBUTE, {f"pooler.{name}": tensor.detach() for name, tensor in model.pooler.state_dict().items()})
+        model.pooler = None
     problems = {
         kind: sorted(key for key in info.get(kind, ()) if not str(key).startswith("pooler."))
         for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
@@ -158,3 +172,12 @@ def load_transformer(folder: Path) -> PreTrainedModel:
             "; ".join(f"{kind.replace('_', ' ')}: {', '.join(map(str, keys))}" for kind, keys in problems.items() if keys),
         )
     return model
+
+
+def saved_state_dict(module: PreTrainedModel) -> dict[str, torch.Tensor]:
+    """The weights ``Encoder.save`` writes: the module's, plus the pooler weights ``load_transformer``
+    set aside (in the module's dtype), so the saved checkpoint has every weight its class builds."""
+    state = module.state_dict()
+    dtype = next(iter(state.values())).dtype
+    state.update({name: tensor.to(dtype) for name, tensor in getattr(module, POOLER_ATTRIBUTE, {}).items()})
+    return state

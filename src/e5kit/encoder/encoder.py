@@ -22,7 +22,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from e5kit.encoder import model_format
-from e5kit.encoder.backend import Backend, TorchBackend, load_transformer
+from e5kit.encoder.backend import Backend, TorchBackend, load_transformer, saved_state_dict
 from e5kit.hub import resolve_model_dir
 from e5kit.io.files import AtomicFolder
 from e5kit.io.text import has_visible_text
@@ -201,7 +201,7 @@ class Encoder:
         import sentence_transformers
         import transformers
 
-        module.save_pretrained(root)
+        module.save_pretrained(root, state_dict=saved_state_dict(module))
         self.tokenizer.model_max_length = self.max_length
         self.tokenizer.save_pretrained(root)
         model_format.write_st_metadata(
