@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -133,6 +133,11 @@ class CheckpointSettings(BaseModel):
     keep_checkpoints: int = Field(default=2, ge=1)
 
 
+#: Where ``report_to`` can send the per-step metrics besides metrics.jsonl.
+Reporter = Literal["tensorboard"]
+REPORTERS: tuple[str, ...] = get_args(Reporter)
+
+
 class LoggingSettings(BaseModel):
     """Where the per-step metrics go besides metrics.jsonl, and evaluation during training.
 
@@ -151,7 +156,7 @@ class LoggingSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    report_to: list[Literal["tensorboard"]] = Field(default_factory=list)
+    report_to: list[Reporter] = Field(default_factory=list)
     logging_dir: Path | None = None
     eval_data: list[Path] = []
     eval_every: int = Field(default=0, ge=0)
@@ -162,6 +167,20 @@ class LoggingSettings(BaseModel):
         if "tensorboard" not in self.report_to:
             return None
         return self.logging_dir or self.output_dir / "tensorboard"  # output_dir: CheckpointSettings, composed beside this
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _reporter_known(cls, report_to: Any) -> Any:
+        # Users of Hugging Face's Trainer expect its reporters (wandb, mlflow, ...); the bare "Input should
+        # be 'tensorboard'" left them installing or logging in to a package e5kit never calls.
+        for name in report_to if isinstance(report_to, list) else []:
+            if name not in REPORTERS:
+                raise ValueError(
+                    f"e5kit has no {name!r} reporter, so installing or logging in to {name} will not add one; it reports to "
+                    f"{', '.join(REPORTERS)} (--report-to tensorboard, after pip install 'e5kit[tensorboard]'), and every step "
+                    "is in {output_dir}/metrics.jsonl without any --report-to"
+                )
+        return report_to
 
     @field_validator("report_to")
     @classmethod
