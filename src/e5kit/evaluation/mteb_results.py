@@ -169,16 +169,19 @@ def mteb_model_name(result: EvalResult) -> str:
 
 def mteb_model_meta(result: EvalResult) -> dict[str, Any]:
     """mteb's ``model_meta.json`` for ``result``'s model: every field ``ModelMeta`` requires, None where e5kit
-    does not know it (``mteb.models.ModelMeta.model_validate`` accepts it)."""
+    does not know it (``mteb.models.ModelMeta.model_validate`` accepts it). ``embed_dim`` and
+    ``similarity_fn_name`` are the encoder's (e5kit's "cosine" and "dot" are mteb's ``ScoringFunction`` values)."""
     unknown = (
-        "loader", "release_date", "languages", "n_parameters", "memory_usage_mb", "embed_dim", "license", "open_weights",
-        "public_training_code", "public_training_data", "similarity_fn_name", "use_instructions", "training_datasets",
+        "loader", "release_date", "languages", "n_parameters", "memory_usage_mb", "license", "open_weights",
+        "public_training_code", "public_training_data", "use_instructions", "training_datasets",
     )
     return {
         **dict.fromkeys(unknown),
         "name": mteb_model_name(result),
         "revision": mteb_revision(result),
         "max_tokens": result.max_length,
+        "embed_dim": result.dimension,
+        "similarity_fn_name": result.similarity_fn_name,
         "framework": ([_framework(result)] if result.weights_hash else []),
         "modalities": ["text"],
     }

@@ -49,7 +49,8 @@ class EvalResult(BaseModel):
     """One result file.
 
     Local paths (``model_path``, ``data_path``, the cache's path in ``details``) are relative to the
-    folder of the result file; a bundled model or Hub id is named as given.
+    folder of the result file; a bundled model or Hub id is named as given. ``dimension`` and
+    ``similarity_fn_name`` are the encoder's (None for BM25, and in files written before they were recorded).
     """
 
     model: str
@@ -64,6 +65,8 @@ class EvalResult(BaseModel):
     prefix_policy: dict[str, str]
     max_length: int | None
     dtype: str | None
+    dimension: int | None = None
+    similarity_fn_name: str | None = None
     e5kit_version: str
     wall_time_s: float
     created_at: str
