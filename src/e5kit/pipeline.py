@@ -278,6 +278,7 @@ def pretrain_stage(
         data=merge_settings(settings.get("data", {}), {"paths": [pairs_dir]}),
     )
     from e5kit.training.checkpoint import list_checkpoints
+    from e5kit.training.metrics import read_metrics
 
     # A run killed before it finished continues from its newest checkpoint (run_stage keeps its folder).
     resume = bool(list_checkpoints(Path(settings["output_dir"]) / "checkpoints"))
@@ -297,7 +298,7 @@ def pretrain_stage(
         from e5kit.training.trainer import pretrain
 
         final = pretrain(settings, resume=resume, evaluator=retrieval_evaluator(settings["eval_data"]) if settings.get("eval_data") else None)
-    metrics = [json.loads(line) for line in (Path(settings["output_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics(Path(settings["output_dir"]) / "metrics.jsonl")
     losses = [row["loss"] for row in metrics if "loss" in row]
     log(f"  {len(losses)} steps; loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     return {"model": str(final), "steps": len(losses), "first_loss": losses[0], "last_loss": losses[-1],

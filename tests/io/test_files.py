@@ -1,4 +1,4 @@
-"""e5kit.io.files: the one decompression layer, strict line readers and the output-folder check."""
+"""e5kit.io.files: the one decompression layer, the line reader and the output-folder check (read through e5kit.io.tables' strict readers)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ from e5kit.io.files import (
     check_input_file,
     content_suffix,
     iter_byte_lines,
-    iter_jsonl,
-    read_texts,
     writable_file,
     writable_folder,
 )
+from e5kit.io.tables import iter_jsonl, read_texts
 
 LINES = [f"line {i} of a text file".encode() for i in range(20000)]  # about 500 kB: several bz2 and zstd blocks
 DATA = b"\n".join(LINES) + b"\n"

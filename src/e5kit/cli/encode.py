@@ -61,7 +61,8 @@ def encode(
     """
     import numpy as np
 
-    from e5kit.io.files import InputFormatError, read_texts
+    from e5kit.io.files import InputFormatError
+    from e5kit.io.tables import read_texts
 
     try:
         texts = read_texts(input_path, field=field, jsonl=input_format.jsonl_or_by_suffix)

@@ -138,7 +138,7 @@ def delete(
     ids_file: Path = typer.Option(None, "--ids-file", help="A file with one document id per line (added to the arguments)."),
 ) -> None:
     """Delete documents (all their chunks) from an index; ids not in the index are listed."""
-    from e5kit.io.files import read_texts
+    from e5kit.io.tables import read_texts
 
     ids = list(doc_ids or [])
     if ids_file is not None:

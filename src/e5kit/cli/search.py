@@ -54,7 +54,8 @@ def search(
 
 def read_queries(arguments: list[str]) -> list[str]:
     """The queries, each ``-`` among the arguments replaced by the lines of standard input."""
-    from e5kit.io.files import STDIN, InputFormatError, read_texts
+    from e5kit.io.files import STDIN, InputFormatError
+    from e5kit.io.tables import read_texts
 
     queries: list[str] = []
     for argument in arguments:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e5kit.io.files import InputFormatError, content_suffix, iter_jsonl, iter_tsv_rows
+from e5kit.io.tables import iter_jsonl, iter_records
 from e5kit.io.text import has_visible_text
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,11 @@ NLI_LABELS = {
 NO_POSITIVE = "query without positives"
 WRONG_SCORES = "teacher scores of the wrong length"
 NEGATIVE_WITHOUT_VISIBLE_TEXT = "negative without visible text left out (the group is kept)"
+#: The columns of an MS MARCO text triples file (no header row).
+TRIPLE_COLUMNS = ("query", "positive", "negative")
+#: The columns an NLI file must have, and their other spellings (SNLI/MultiNLI TSV headers); names are read in any case.
+NLI_READS = ("premise", "hypothesis", "label")
+NLI_COLUMNS = {"sentence1": "premise", "sentence2": "hypothesis", "gold_label": "label"}
 
 
 @dataclass
@@ -88,6 +93,8 @@ class FinetuneExample:
 class RecordIssues:
     """Skipped records, counted by reason, with the first ``keep`` records of each reason named.
 
+    It is an ``e5kit.io.files.Skips`` sink, so the table reader counts its malformed rows here too.
+
     Args:
         keep: How many records to name per reason.
     """
@@ -97,13 +104,15 @@ class RecordIssues:
         self.counts: Counter = Counter()
         self.named: dict[str, list[str]] = {}
 
-    def add(self, reason: str, record: str) -> None:
-        """Count one skipped ``record`` (a "file:line" or id) under ``reason``."""
+    def add(self, reason: str, record: str | Path | None, line: int | None = None) -> None:
+        """Count one skipped record under ``reason``: ``record`` names it (a "file:line", an id, or a file
+        whose ``line`` is given)."""
         self.counts[reason] += 1
         named = self.named.setdefault(reason, [])
         if len(named) < self.keep:
-            named.append(record)
-            logger.warning("skipped %s: %s", record, reason)
+            name = f"{record}:{line}" if line is not None else str(record)
+            named.append(name)
+            logger.warning("skipped %s: %s", name, reason)
 
     def __bool__(self) -> bool:
         return bool(self.counts)
@@ -269,14 +278,15 @@ def _grouped(groups: dict[str, FinetuneExample], issues: RecordIssues) -> Iterat
 def read_msmarco_triples(path: str | Path, issues: RecordIssues) -> Iterator[FinetuneExample]:
     """MS MARCO text triples (``query <tab> positive <tab> negative`` per line, no header), grouped by query.
 
-    The file is grouped in memory: all positives and negatives of a query form one example.
+    The file is grouped in memory: all positives and negatives of a query form one example. A row without
+    three cells is counted in ``issues`` with its line.
+
+    Raises:
+        e5kit.io.files.InputFormatError: invalid UTF-8 or a cut stream, naming file and line.
     """
     groups: dict[str, FinetuneExample] = {}
-    for line_number, row in iter_tsv_rows(path):
-        if len(row) != 3:
-            issues.add(f"expected 3 tab-separated columns, got {len(row)}", f"{path}:{line_number}")
-            continue
-        query, positive, negative = (cell.strip() for cell in row)
+    for line_number, row in iter_records(path, format="tsv", names=TRIPLE_COLUMNS, skips=issues):
+        query, positive, negative = (row[name].strip() for name in TRIPLE_COLUMNS)
         example = groups.setdefault(query, FinetuneExample(query=query, positives=[], record=f"{path}:{line_number}"))
         if positive not in example.positives:
             example.positives.append(positive)
@@ -285,38 +295,28 @@ def read_msmarco_triples(path: str | Path, issues: RecordIssues) -> Iterator[Fin
     yield from _grouped(groups, issues)
 
 
-def _nli_rows(path: str | Path, issues: RecordIssues) -> Iterator[tuple[str, str, str, str]]:
-    """(record, premise, hypothesis, label) from an NLI TSV with a header or a JSONL file."""
-    keys = (("premise", "sentence1"), ("hypothesis", "sentence2"), ("label", "gold_label"))
-
-    def pick(record: dict[str, Any], names: tuple[str, str]) -> Any:
-        return next((record[name] for name in names if name in record), None)
-
-    if content_suffix(path) in (".jsonl", ".json", ".ndjson"):
-        for line_number, record in iter_jsonl(path):
-            yield (f"{path}:{line_number}", *(pick(record, names) for names in keys))
-        return
-    header: list[str] | None = None
-    for line_number, row in iter_tsv_rows(path):
-        if header is None:
-            header = [cell.strip().lower() for cell in row]
-            missing = [names[0] for names in keys if not any(n in header for n in names)]
-            if missing:
-                raise InputFormatError(f"{path}:{line_number}: NLI header lacks column(s) {', '.join(missing)} (got {', '.join(header)})")
-            continue
-        if len(row) != len(header):
-            issues.add(f"expected {len(header)} tab-separated columns", f"{path}:{line_number}")
-            continue
-        yield (f"{path}:{line_number}", *(pick(dict(zip(header, row)), names) for names in keys))
+def _nli_column(name: str) -> str:
+    name = name.strip().lower()
+    return NLI_COLUMNS.get(name, name)
 
 
 def read_nli(path: str | Path, issues: RecordIssues) -> Iterator[FinetuneExample]:
     """NLI pairs grouped by premise: entailments are positives, contradictions hard negatives (E5 section 3).
 
-    Neutral pairs are not used (counted). Random negatives are added at training time.
+    A TSV with a header row (SNLI/MultiNLI: ``sentence1``, ``sentence2``, ``gold_label``) or JSONL
+    (``premise``, ``hypothesis``, ``label``). Neutral pairs are not used (counted), nor are rows without
+    the three columns (counted). Random negatives are added at training time.
+
+    Raises:
+        e5kit.io.files.InputFormatError: a TSV header without the premise, hypothesis or label column, naming
+            file and line.
     """
     groups: dict[str, FinetuneExample] = {}
-    for record, premise, hypothesis, label in _nli_rows(path, issues):
+    hint = f" (NLI reads {', '.join(f'{column} or {name}' for name, column in NLI_COLUMNS.items())})"
+    rows = iter_records(path, columns=NLI_READS, column_name=_nli_column, skips=issues, missing_hint=hint)
+    for line_number, row in rows:
+        record = f"{path}:{line_number}"
+        premise, hypothesis, label = (row[name] for name in NLI_READS)
         kind = NLI_LABELS.get(str(label).strip().lower())
         if kind is None:
             issues.add(f"unknown NLI label {label!r}", record)

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from e5kit.data.mixture import MixtureSampler
-from e5kit.io.files import iter_jsonl
 from e5kit.io.pairs import Pair, ShardError, is_parquet, resolve_shard_paths, shard_stem
+from e5kit.io.tables import iter_jsonl
 from e5kit.io.text import has_visible_text
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, invalid_reason
-from e5kit.io.files import InputFormatError, iter_jsonl
+from e5kit.io.files import InputFormatError
+from e5kit.io.tables import iter_jsonl
 from e5kit.io.text import has_visible_text
 from e5kit.progress import progress_bar
 
@@ -169,6 +170,8 @@ def _written_records(out_path: Path) -> tuple[list[str], list[int]]:
     """
     if not out_path.is_file():
         return [], []
+    # Not e5kit.io.tables: resuming needs each record's byte offset in this uncompressed file (the partial
+    # file is cut back to a whole block), which a record reader does not give.
     data = out_path.read_bytes()
     queries, ends, end = [], [], 0
     for number, line in enumerate(data[: data.rfind(b"\n") + 1].splitlines(keepends=True), start=1):

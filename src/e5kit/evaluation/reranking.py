@@ -17,7 +17,8 @@ from e5kit.evaluation.pairs import row_cosines
 from e5kit.evaluation.prefix_policy import PrefixPolicy, policy_for
 from e5kit.evaluation.results import TaskOutcome
 from e5kit.evaluation.tables import column_names, split_file
-from e5kit.io.files import InputFormatError, iter_jsonl
+from e5kit.io.files import InputFormatError
+from e5kit.io.tables import iter_jsonl
 from e5kit.io.text import has_visible_text
 
 MRR_CUTOFF = 10

@@ -1,4 +1,5 @@
-"""Reading the local task files (TSV with a header row, or JSONL), with errors naming file and line.
+"""Finding and reading the local task files (TSV with a header row, or JSONL) through the one table
+reader (``e5kit.io.tables``), with errors naming file and line.
 
 Each task reads named fields (STS: sentence1, sentence2, score); a column mapping
 (``{"sentence1": "sentence_A"}``) reads a file whose columns are named otherwise, e.g. SICK's.
@@ -10,8 +11,8 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from e5kit.io.files import COMPRESSED_SUFFIXES, InputFormatError, content_suffix, find_compressed, iter_jsonl, iter_tsv_rows
-from e5kit.io.text import has_visible_text
+from e5kit.io.files import COMPRESSED_SUFFIXES, InputFormatError, find_compressed
+from e5kit.io.tables import read_columns
 
 SUFFIXES = (".tsv", ".jsonl")
 
@@ -51,7 +52,7 @@ def column_names(fields: tuple[str, ...], columns: Mapping[str, str] | None) -> 
 def read_fields(
     path: Path, fields: tuple[str, ...], columns: Mapping[str, str] | None = None, allow_empty: tuple[str, ...] = ()
 ) -> dict[str, list]:
-    """``read_columns`` of a task's ``fields``, each read from its column (``column_names``).
+    """``e5kit.io.tables.read_columns`` of a task's ``fields``, each read from its column (``column_names``).
 
     Returns:
         Field name -> values in file order, plus "_line" -> line numbers.
@@ -65,57 +66,6 @@ def read_fields(
     hint = "; map the task's fields to your columns with --columns FIELD=COLUMN,... (columns: in a config)"
     table = read_columns(path, tuple(names.values()), tuple(names[field] for field in allow_empty), missing_hint=hint)
     return {**{field: table[name] for field, name in names.items()}, "_line": table["_line"]}
-
-
-def read_columns(path: Path, columns: tuple[str, ...], allow_empty: tuple[str, ...] = (), missing_hint: str = "") -> dict[str, list]:
-    """Read the named columns of a TSV (header row) or JSONL file.
-
-    Args:
-        path: The file.
-        columns: Columns (TSV header names or JSONL keys) that every record must have.
-        allow_empty: Columns whose value may be empty (the caller counts and skips such records).
-        missing_hint: Appended to the error about a missing column.
-
-    Returns:
-        Column name -> values in file order (strings for TSV, JSON values for JSONL), plus
-        "_line" -> line numbers.
-
-    Raises:
-        InputFormatError: a missing column, a short row or an empty value, naming file and line.
-    """
-    table: dict[str, list] = {name: [] for name in (*columns, "_line")}
-    if content_suffix(path) == ".jsonl":
-        records = iter_jsonl(path)
-    else:
-        records = _iter_tsv(path, columns, missing_hint)
-    for line_number, record in records:
-        for name in columns:
-            value = record.get(name)
-            if value is None:
-                raise InputFormatError(f"{path}:{line_number}: missing field {name!r}{missing_hint}")
-            if isinstance(value, str) and not has_visible_text(value) and name not in allow_empty:
-                raise InputFormatError(f"{path}:{line_number}: field {name!r} has no visible text")
-            table[name].append(value)
-        table["_line"].append(line_number)
-    if not table["_line"]:
-        raise InputFormatError(f"{path}: no records")
-    return table
-
-
-def _iter_tsv(path: Path, columns: tuple[str, ...], missing_hint: str = ""):
-    header: list[str] | None = None
-    for line_number, row in iter_tsv_rows(path):
-        if header is None:
-            header = row
-            missing = [name for name in columns if name not in header]
-            if missing:
-                raise InputFormatError(
-                    f"{path}:{line_number}: header lacks column(s) {', '.join(missing)} (has: {', '.join(header)}){missing_hint}"
-                )
-            continue
-        if len(row) != len(header):
-            raise InputFormatError(f"{path}:{line_number}: expected {len(header)} tab-separated columns, got {len(row)}")
-        yield line_number, dict(zip(header, row, strict=True))
 
 
 def parse_float(path: Path, line_number: int, column: str, value) -> float:

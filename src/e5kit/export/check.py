@@ -3,8 +3,10 @@ prose its fidelity check embeds with both torch and the export."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from e5kit.io.files import InputFormatError, iter_text_lines
+from e5kit.io.tables import iter_records, table_format
 
 
 class CalibrationError(ValueError):
@@ -12,17 +14,19 @@ class CalibrationError(ValueError):
 
 
 def read_calibration(path: Path, count: int) -> list[str]:
-    """Up to ``count`` texts spread evenly over ``path``: one per line, or (.jsonl) objects with "text" and optional "title".
+    """Up to ``count`` texts spread evenly over ``path``: one per non-blank line, or (a JSONL file, by its name;
+    any compression ``e5kit.io.files`` reads) objects with "text" and optional "title".
 
     Raises:
-        CalibrationError: naming the file, when it is missing, unreadable, or holds no text.
+        CalibrationError: naming the file (and line), when it is missing, unreadable, or holds no text.
     """
     try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if path.suffix == ".jsonl":
-            records = [json.loads(line) for line in lines]
-            lines = [f"{record.get('title') or ''} {record['text']}".strip() for record in records]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        if table_format(path) == "jsonl":
+            records = iter_records(path, format="jsonl", columns=("text",))
+            lines = [f"{record.get('title') or ''} {record['text']}".strip() for _, record in records]
+        else:
+            lines = [line for _, line in iter_text_lines(path) if line.strip()]
+    except (OSError, InputFormatError) as error:
         raise CalibrationError(f"{path}: cannot read calibration texts ({type(error).__name__}: {error}); expected one text per line, or JSONL with a 'text' field") from error
     if not lines:
         raise CalibrationError(f"{path}: no calibration texts (the file is empty)")

@@ -23,9 +23,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from e5kit.io.files import COMPRESSED_SUFFIXES, InputFormatError, find_compressed, iter_jsonl, iter_tsv_rows
+from e5kit.io.files import COMPRESSED_SUFFIXES, InputFormatError, find_compressed
 from e5kit.io.hashing import text_key_hash
+from e5kit.io.tables import iter_jsonl, iter_records
 from e5kit.io.text import has_visible_text
+
+#: A qrels file's columns (its optional header row names them so; ``QRELS_HEADER`` lists the spellings of the first).
+QRELS_COLUMNS = ("query-id", "corpus-id", "score")
+QRELS_HEADER = ("query-id", "query_id", "qid")
 
 
 class BeirData(NamedTuple):
@@ -143,12 +148,10 @@ def load_qrels(
             missing from the corpus or queries, or a file without any judgement (naming file and line).
     """
     qrels: dict[str, dict[str, int]] = {}
-    for line_number, row in iter_tsv_rows(path):
-        if line_number == 1 and row[0].strip().lower() in ("query-id", "query_id", "qid"):
+    for line_number, row in iter_records(path, format="tsv", names=QRELS_COLUMNS):
+        query_id, doc_id, score_text = (row[name].strip() for name in QRELS_COLUMNS)
+        if line_number == 1 and query_id.lower() in QRELS_HEADER:
             continue
-        if len(row) != 3:
-            raise InputFormatError(f"{path}:{line_number}: expected 3 tab-separated columns, got {len(row)}")
-        query_id, doc_id, score_text = (cell.strip() for cell in row)
         try:
             score = int(score_text)
         except ValueError as error:

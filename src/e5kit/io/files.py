@@ -18,9 +18,11 @@ Failure modes, all named:
   :class:`InputPathError`. :func:`check_input_file` runs the same check up front.
 * A cut or corrupt compressed stream raises :class:`CorruptStream` after every byte that could be
   decompressed before the damage was given out; line readers raise it after the last complete line.
-* Strict line readers (:func:`iter_text_lines`, :func:`iter_jsonl`, :func:`iter_tsv_rows`,
-  :func:`read_texts`) raise :class:`InputFormatError` ``"path:line: ..."`` on the first bad line
-  (invalid UTF-8, bad JSON). The curation readers use :func:`iter_byte_lines` and count bad lines instead.
+* :func:`iter_text_lines` reads in one of two modes. Strict (no ``skips``): the first bad line (invalid
+  UTF-8) raises :class:`InputFormatError` ``"path:line: ..."``, a cut stream :class:`CorruptStream`.
+  Counted (a :class:`Skips` sink, e.g. curation's ``SkipCounter``): each is passed over and counted
+  under its reason with file and line (:data:`INVALID_UTF8`, :data:`TRUNCATED`, :data:`UNREADABLE`).
+  The table reader above it (``e5kit.io.tables``: JSONL, TSV, CSV) follows the same two modes.
 
 Lines are split on ``\\n``; a trailing ``\\r`` is removed (CRLF files read like LF files).
 
@@ -35,9 +37,7 @@ temporary files and folders of processes that no longer run.
 from __future__ import annotations
 
 import bz2
-import csv
 import io
-import json
 import lzma
 import os
 import re
@@ -49,9 +49,7 @@ import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, Self
-
-from e5kit.io.text import has_visible_text
+from typing import IO, Protocol, Self
 
 #: Bytes read from disk at a time (a compressed chunk of text decompresses to a few MB at most).
 CHUNK_BYTES = 1 << 16
@@ -62,6 +60,11 @@ COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".lzma": "lzma", ".zs
 COMPRESSED_SUFFIXES = tuple(COMPRESSIONS)
 #: Suffixes of archives and compressions e5kit does not read: refused by name rather than read as text.
 UNREADABLE_SUFFIXES = (".zip", ".7z", ".rar", ".tar", ".tgz", ".lz4", ".br", ".sz", ".z")
+
+# Skip reasons of the counted mode (a report's keys, so they read as prose).
+INVALID_UTF8 = "invalid UTF-8"
+TRUNCATED = "truncated or corrupt compressed stream"
+UNREADABLE = "unreadable file"
 
 
 class InputFormatError(ValueError):
@@ -95,6 +98,25 @@ class CorruptStream(InputFormatError):
 
 class OutputPathError(ValueError):
     """An output folder cannot be created or written; the message names it."""
+
+
+class Skips(Protocol):
+    """Where a reader in counted mode reports each unit it passes over: ``reason`` with its ``file`` and
+    ``line`` (1-based; None: unknown). Curation's ``e5kit.data.skips.SkipCounter`` and the fine-tuning
+    formats' ``RecordIssues`` are such sinks."""
+
+    def add(self, reason: str, file: str | Path | None, line: int | None = None) -> None: ...
+
+
+def skip_or_raise(skips: Skips | None, reason: str, path: str | Path, line: int | None, detail: str = "") -> None:
+    """Count a malformed unit in ``skips`` under ``reason``, or, in strict mode (``skips`` None), refuse it.
+
+    Raises:
+        InputFormatError: (strict mode only) ``"path:line: detail"`` (``reason`` when no ``detail`` is given).
+    """
+    if skips is None:
+        raise InputFormatError(f"{path}:{line}: {detail or reason}" if line is not None else f"{path}: {detail or reason}")
+    skips.add(reason, path, line)
 
 
 # ------------------------------------------------------------------------------------------- paths
@@ -547,55 +569,33 @@ def decode_line(path: str | Path, line_number: int, raw: bytes) -> str:
         raise InputFormatError(f"{path}:{line_number}: invalid UTF-8 (byte {error.start + 1} of the line: {error.reason})") from None
 
 
-def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) for every line of a UTF-8 file, blank ones included; errors name file and line."""
-    for line_number, raw in iter_byte_lines(path):
-        yield line_number, decode_line(path, line_number, raw)
+def iter_text_lines(path: str | Path, skips: Skips | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, text) for every line of a UTF-8 file, blank ones included.
 
-
-def iter_tsv_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
-    """(line number, cells) for every non-blank line of a tab-separated file (no quoting: one row per line)."""
-    for line_number, text in iter_text_lines(path):
-        if text.strip():
-            yield line_number, next(csv.reader([text], delimiter="\t", quoting=csv.QUOTE_NONE))
-
-
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line of a JSONL file.
+    Strict mode (``skips`` None) raises at the first bad line; counted mode passes over an undecodable line
+    (:data:`INVALID_UTF8`), and ends the file at a cut or corrupt stream (:data:`TRUNCATED`, at the line of
+    the cut, after every complete line before it) or a file that became unreadable after the up-front check
+    (:data:`UNREADABLE`), each counted in ``skips`` with its location.
 
     Raises:
-        InputFormatError: on a line that is not a JSON object, invalid UTF-8 or a cut stream, naming file and line.
+        FileNotFoundError, InputPathError: (strict mode) before reading (see :func:`check_input_file`).
+        InputFormatError: (strict mode) ``"path:line: invalid UTF-8 ..."``.
+        CorruptStream: (strict mode) at the cut, after the lines before it.
     """
-    for line_number, line in iter_text_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputFormatError(f"{path}:{line_number}: invalid JSON ({error.msg})") from error
-        if not isinstance(record, dict):
-            raise InputFormatError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
-        yield line_number, record
-
-
-def read_texts(path: str | Path, field: str = "text", jsonl: bool | None = None) -> list[str]:
-    """Read the texts to embed: one per line of a ``.txt`` file, or ``field`` of each JSONL object.
-
-    Rows of the output follow the lines of the input, so a blank line in a ``.txt`` file or a
-    missing/empty field in a JSONL record is an error naming its line rather than a silent skip.
-    ``jsonl`` says which the file is; None decides by its suffix (:data:`STDIN`, which has none: lines).
-    """
-    if jsonl if jsonl is not None else content_suffix(path) in (".jsonl", ".json", ".ndjson"):
-        texts = []
-        for line_number, record in iter_jsonl(path):
-            value = record.get(field)
-            if not isinstance(value, str) or not has_visible_text(value):
-                raise InputFormatError(f"{path}:{line_number}: field {field!r} is missing, not a string or has no visible text")
-            texts.append(value)
-        return texts
-    texts = []
-    for line_number, text in iter_text_lines(path):
-        if not has_visible_text(text):
-            raise InputFormatError(f"{path}:{line_number}: line without visible text (every line is one text to embed)")
-        texts.append(text)
-    return texts
+    if skips is None:
+        for line_number, raw in iter_byte_lines(path):
+            yield line_number, decode_line(path, line_number, raw)
+        return
+    number = 0
+    try:
+        for number, raw in iter_byte_lines(path):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                skips.add(INVALID_UTF8, path, number)
+                continue
+            yield number, text
+    except CorruptStream as error:
+        skips.add(TRUNCATED, path, error.line)  # the partial last line of a cut stream is not a record
+    except (OSError, ValueError):  # vanished or became unreadable after the up-front check
+        skips.add(UNREADABLE, path, number + 1 if number else None)

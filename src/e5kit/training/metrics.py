@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from e5kit.data.skips import SkipCounter
 from e5kit.io.files import AtomicFile, write_text_atomic
+from e5kit.io.tables import iter_jsonl
 
 
 class MetricsLog:
@@ -93,16 +95,11 @@ def scalars(record: dict[str, Any], prefix: str = "train") -> dict[str, float]:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All records of a metrics file (an unfinished last line, from a killed run, is ignored)."""
+    """All records of a metrics file; [] when there is none. An unfinished last line (from a killed run)
+    is passed over: the table reader's counted mode, whose count nobody needs here."""
     if not path.is_file():
         return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    return [record for _, record in iter_jsonl(path, SkipCounter())]
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 from e5kit.cli.app import app
 from e5kit.data.curation import CurateConfig, curate
 from e5kit.data.curation.planner import check_inputs
-from e5kit.data.readers import arxiv, base, generic, news, reddit, stackexchange, stdlib_docs, warc, wikipedia
-from e5kit.data.readers.base import CORRUPT_JSON, INVALID_UTF8, TRUNCATED
+from e5kit.data.readers import arxiv, generic, news, reddit, stackexchange, stdlib_docs, warc, wikipedia
 from e5kit.data.skips import SkipCounter
-from e5kit.io.files import CorruptStream, iter_byte_lines
+from e5kit.io.files import INVALID_UTF8, TRUNCATED, UNREADABLE, CorruptStream, iter_byte_lines
+from e5kit.io.tables import CORRUPT_JSON, NOT_AN_OBJECT
 
 RECORDS = 2000  # about 250 kB of text: several bz2 blocks, so a cut stream still holds whole ones
 PARAGRAPH = "with enough plain words in it to pass every length rule of every reader here"
@@ -164,7 +164,7 @@ def test_invalid_utf8_and_broken_json_lines_are_located_skips(tmp_path, suffix):
     assert skips.where() == {
         INVALID_UTF8: {"files": {str(path): 1}, "examples": [{"file": str(path), "line": 2}]},
         CORRUPT_JSON: {"files": {str(path): 1}, "examples": [{"file": str(path), "line": 3}]},
-        base.NOT_AN_OBJECT: {"files": {str(path): 1}, "examples": [{"file": str(path), "line": 4}]},
+        NOT_AN_OBJECT: {"files": {str(path): 1}, "examples": [{"file": str(path), "line": 4}]},
     }
 
 
@@ -325,7 +325,7 @@ def test_a_path_that_vanishes_after_the_check_is_a_located_skip(tmp_path):
     # When read, then it is one skip naming the file, not a crash
     skips = SkipCounter()
     assert list(news.read([path], news.Options(), skips)) == []
-    assert skips == {base.UNREADABLE: 1} and skips.files[base.UNREADABLE] == {str(path): 1}
+    assert skips == {UNREADABLE: 1} and skips.files[UNREADABLE] == {str(path): 1}
 
 
 def test_json_dump_of_the_report_locations_round_trips():

@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from e5kit.data.readers import arxiv, generic, news, reddit, stackexchange, warc, wikipedia
-from e5kit.data.readers.base import CORRUPT_JSON, INVALID_UTF8, TRUNCATED
 from e5kit.data.skips import SkipCounter
+from e5kit.io.files import INVALID_UTF8, TRUNCATED
+from e5kit.io.tables import CORRUPT_JSON
 
 
 def read_all(module, paths, **options):

@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from e5kit.data.filters.base import FilterConfig, Verdict, words
-from e5kit.data.readers.base import iter_json_records, iter_lines
 from e5kit.data.skips import SkipCounter
-from e5kit.io.files import content_suffix
 from e5kit.io.hashing import stable_hash
 from e5kit.io.pairs import Pair
+from e5kit.io.tables import iter_records, table_format
 from e5kit.io.text import has_visible_text
 
 #: Fields/columns of evaluation files that hold text (BEIR corpus/queries, STS, NLI, classification).
 TEXT_FIELDS = ("title", "text", "query", "question", "sentence1", "sentence2", "premise", "hypothesis", "answer")
 _MULTIPLIER = np.uint64(0x100000001B3)
-_EVAL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".tsv")
+#: Table formats of evaluation files (``e5kit.io.tables``).
+_EVAL_FORMATS = ("jsonl", "tsv")
 
 
 class Config(FilterConfig):
@@ -73,24 +73,15 @@ def eval_files(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(f for f in path.rglob("*") if f.is_file() and content_suffix(f) in _EVAL_SUFFIXES))
+            files.extend(sorted(f for f in path.rglob("*") if f.is_file() and table_format(f) in _EVAL_FORMATS))
         else:
             files.append(path)
     return files
 
 
 def iter_eval_texts(path: Path, skips: SkipCounter) -> Iterator[str]:
-    """Texts of one evaluation file: the text fields of JSON lines, or the text columns of a TSV."""
-    if content_suffix(path) == ".tsv":
-        header: list[str] | None = None
-        for _, line in iter_lines(path, skips):
-            cells = line.rstrip("\n").split("\t")
-            if header is None:
-                header = cells
-                continue
-            yield from (cell for name, cell in zip(header, cells) if name in TEXT_FIELDS and has_visible_text(cell))
-        return
-    for _, record in iter_json_records(path, skips):
+    """Texts of one evaluation file: the text fields of JSON lines, or the text columns of a TSV (header row)."""
+    for _, record in iter_records(path, format=table_format(path, "jsonl"), skips=skips):
         yield from (record[name] for name in TEXT_FIELDS if isinstance(record.get(name), str) and has_visible_text(record[name]))
 
 

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, text_field
+from e5kit.data.readers.base import ReaderOptions, file_meta, text_field
 from e5kit.data.skips import SkipCounter
 from e5kit.io.pairs import Pair
+from e5kit.io.tables import iter_jsonl
 
 _SPACES = re.compile(r"\s+")
 
@@ -49,7 +50,7 @@ def _citations(path: Path, line: int, record: dict[str, Any], skips: SkipCounter
 def _cited_ids(paths: list[Path]) -> set[str]:
     cited: set[str] = set()
     for path in paths:
-        for _, record in iter_json_records(path, SkipCounter()):
+        for _, record in iter_jsonl(path, SkipCounter()):
             citations = record.get("citations")
             if isinstance(citations, list):
                 cited.update(str(c["cited_id"]) for c in citations if isinstance(c, dict) and c.get("cited_id") is not None)
@@ -62,7 +63,7 @@ def read(paths: list[Path], options: Options, skips: SkipCounter) -> Iterator[Pa
     cited_texts: dict[str, str] = {}
     waiting: list[tuple[str, str, dict[str, Any]]] = []  # (context, cited id, meta with file and line)
     for path in paths:
-        for line, record in iter_json_records(path, skips):
+        for line, record in iter_jsonl(path, skips):
             paper_id = _paper_id(record)
             title, abstract = text_field(record, "title"), text_field(record, "abstract", "paperAbstract")
             if title is None or abstract is None:

@@ -5,6 +5,8 @@ a malformed XML row, invalid UTF-8, a truncated or corrupt ``.gz``/``.bz2``/``.x
 (read through ``e5kit.io.files``, the package's one decompression layer; the records before the cut
 are kept), a number out of range or a record without the fields a reader needs is counted in a
 :class:`~e5kit.data.skips.SkipCounter` under a readable reason, with its file and line, and passed over.
+Lines and table rows come from the counted mode of ``e5kit.io.files.iter_text_lines`` and
+``e5kit.io.tables`` (JSONL, TSV, CSV), which take the ``SkipCounter`` as their sink.
 
 Paths are checked before work starts (:func:`check_paths`): a folder, a FIFO, a dangling link or an
 unreadable file is an error naming it, never a silent drop.
@@ -16,7 +18,6 @@ The reader protocol: each module in ``e5kit.data.readers`` has an ``Options`` py
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,16 +27,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from e5kit.data.skips import SkipCounter
-from e5kit.io.files import CorruptStream, check_input_file, iter_byte_lines
+from e5kit.io.files import check_input_file
 from e5kit.io.pairs import Pair
 from e5kit.io.text import has_visible_text
-
-# Skip reasons shared by every reader.
-TRUNCATED = "truncated or corrupt compressed stream"
-INVALID_UTF8 = "invalid UTF-8"
-CORRUPT_JSON = "corrupt JSON line"
-NOT_AN_OBJECT = "JSON line is not an object"
-UNREADABLE = "unreadable file"
 
 
 class ReaderOptions(BaseModel):
@@ -54,42 +48,6 @@ def check_paths(paths: list[Path], options: ReaderOptions) -> None:
     """
     for path in paths:
         check_input_file(path)
-
-
-def iter_lines(path: str | Path, skips: SkipCounter, *, keep_blank: bool = False) -> Iterator[tuple[int, str]]:
-    """Yield (line number, decoded line) per line (blank ones only with ``keep_blank``).
-
-    Undecodable lines, a cut or corrupt stream (at the line of the cut, after the lines before it) and
-    an unreadable file are counted in ``skips`` with their location.
-    """
-    number = 0
-    try:
-        for number, raw in iter_byte_lines(path):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                skips.add(INVALID_UTF8, path, number)
-                continue
-            if keep_blank or line.strip():
-                yield number, line
-    except CorruptStream as error:
-        skips.add(TRUNCATED, path, error.line)  # the partial last line of a cut stream is not a record
-    except (OSError, ValueError):  # vanished or became unreadable after the up-front check
-        skips.add(UNREADABLE, path, number + 1 if number else None)
-
-
-def iter_json_records(path: str | Path, skips: SkipCounter) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) per JSON line; corrupt lines and non-objects are counted."""
-    for number, line in iter_lines(path, skips):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            skips.add(CORRUPT_JSON, path, number)
-            continue
-        if not isinstance(record, dict):
-            skips.add(NOT_AN_OBJECT, path, number)
-            continue
-        yield number, record
 
 
 class BadField(ValueError):

@@ -8,16 +8,16 @@ before work starts, as it refuses a folder that is not a saved dataset.
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, iter_lines
+from e5kit.data.readers.base import ReaderOptions, file_meta
 from e5kit.data.skips import SkipCounter
 from e5kit.io.files import InputPathError, check_input_file, content_suffix
 from e5kit.io.pairs import Pair
+from e5kit.io.tables import iter_records, table_format
 from e5kit.io.text import has_visible_text
 
 _HUB_PREFIX = "hf:"
@@ -31,7 +31,8 @@ class Options(ReaderOptions):
         passage_column: Column holding the passage side.
         id_column: Optional column copied into the pair's provenance.
         symmetric: The pair has no natural query side: the query role is assigned at random (seeded).
-        format: auto (from the file name), jsonl, csv, tsv, parquet or hf.
+        format: auto (from the file name), jsonl, csv, tsv, parquet or hf. Text tables are read by
+            ``e5kit.io.tables``: a TSV row is one line (no quoting), a CSV cell may be quoted.
     """
 
     query_column: str = "query"
@@ -46,7 +47,7 @@ def _format(path: Path, options: Options) -> str:
         return options.format
     if str(path).startswith(_HUB_PREFIX) or path.is_dir():
         return "hf"
-    return {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}.get(content_suffix(path), "jsonl")
+    return "parquet" if content_suffix(path) == ".parquet" else table_format(path, "jsonl")
 
 
 def check_paths(paths: list[Path], options: Options) -> None:
@@ -72,25 +73,6 @@ def check_paths(paths: list[Path], options: Options) -> None:
             raise InputPathError(f"{path}: holds several splits (a DatasetDict); name one split's folder, e.g. {path / 'train'}")
         if not (path / "state.json").is_file():
             raise InputPathError(f"{path}: is a folder but not a saved Hugging Face dataset (no state.json); name the files to read")
-
-
-def _delimited_rows(path: Path, delimiter: str, skips: SkipCounter) -> Iterator[tuple[int, dict[str, Any]]]:
-    line = 0  # the file line the CSV reader is at (a quoted field may span lines: the record's last one)
-
-    def lines() -> Iterator[str]:
-        nonlocal line
-        for line, text in iter_lines(path, skips):  # noqa: B007 (the enclosing function reads line between yields)
-            yield text + "\n"
-
-    reader = csv.DictReader(lines(), delimiter=delimiter)
-    try:
-        for row in reader:
-            if None in row or any(value is None for value in row.values()):
-                skips.add("CSV row with a wrong number of fields", path, line)
-                continue
-            yield line, row
-    except csv.Error:
-        skips.add("malformed CSV (rest of file)", path, line)
 
 
 def _parquet_rows(path: Path, columns: list[str], skips: SkipCounter) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -123,14 +105,12 @@ def _hf_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def _rows(path: Path, options: Options, skips: SkipCounter) -> Iterator[tuple[int, dict[str, Any]]]:
     kind = _format(path, options)
-    if kind in ("csv", "tsv"):
-        return _delimited_rows(path, "," if kind == "csv" else "\t", skips)
     if kind == "parquet":
         columns = [options.query_column, options.passage_column] + ([options.id_column] if options.id_column else [])
         return _parquet_rows(path, columns, skips)
     if kind == "hf":
         return _hf_rows(path)
-    return iter_json_records(path, skips)
+    return iter_records(path, format=kind, skips=skips)
 
 
 def read(paths: list[Path], options: Options, skips: SkipCounter) -> Iterator[Pair]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, text_field
+from e5kit.data.readers.base import ReaderOptions, file_meta, text_field
 from e5kit.data.skips import SkipCounter
 from e5kit.data.text import unescape_entities
 from e5kit.io.pairs import Pair
+from e5kit.io.tables import iter_jsonl
 
 
 class Options(ReaderOptions):
@@ -34,7 +35,7 @@ class Options(ReaderOptions):
 def read(paths: list[Path], options: Options, skips: SkipCounter) -> Iterator[Pair]:
     """Stream (headline, passage) pairs."""
     for path in paths:
-        for line, record in iter_json_records(path, skips):
+        for line, record in iter_jsonl(path, skips):
             title, text = text_field(record, *options.title_fields), text_field(record, *options.text_fields)
             if title is None or text is None:
                 skips.add("article without headline or text", path, line)

@@ -36,7 +36,6 @@ from e5kit.data.readers.base import (
     Parent,
     ReaderOptions,
     file_meta,
-    iter_json_records,
     join_best_child,
     number_field,
     text_field,
@@ -44,6 +43,7 @@ from e5kit.data.readers.base import (
 from e5kit.data.skips import SkipCounter
 from e5kit.data.text import unescape_reddit
 from e5kit.io.pairs import Pair
+from e5kit.io.tables import iter_jsonl
 
 #: Bot accounts whose posts and comments are never passages, whatever ``bot_authors`` says.
 BUILTIN_BOTS = ("AutoModerator",)
@@ -134,7 +134,7 @@ def _items(paths: list[Path], options: Options):
 
     def stream(skips: SkipCounter) -> Iterator[Parent | Child | Pair]:
         for path in paths:
-            for line, record in iter_json_records(path, skips):
+            for line, record in iter_jsonl(path, skips):
                 kind = _kind(record)
                 try:
                     if kind == "joined":

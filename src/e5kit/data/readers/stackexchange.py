@@ -27,15 +27,15 @@ from e5kit.data.readers.base import (
     Parent,
     ReaderOptions,
     file_meta,
-    iter_json_records,
-    iter_lines,
     join_best_child,
     number_field,
     text_field,
 )
 from e5kit.data.skips import SkipCounter
 from e5kit.data.text import html_to_text
+from e5kit.io.files import iter_text_lines
 from e5kit.io.pairs import Pair
+from e5kit.io.tables import iter_jsonl
 from e5kit.io.text import has_visible_text
 
 _XML_KINDS = {"1": "question", "2": "answer"}
@@ -58,10 +58,10 @@ class Options(ReaderOptions):
 
 
 def _xml_posts(path: Path, skips: SkipCounter) -> Iterator[tuple[int, dict[str, Any]]]:
-    for line_number, line in iter_lines(path, skips):
+    for line_number, line in iter_text_lines(path, skips):
         stripped = line.strip()
         if not stripped.startswith("<row"):
-            if stripped.startswith(("<?xml", "<posts", "</posts")):
+            if not stripped or stripped.startswith(("<?xml", "<posts", "</posts")):
                 continue
             skips.add("malformed XML row", path, line_number)
             continue
@@ -84,7 +84,7 @@ def _xml_posts(path: Path, skips: SkipCounter) -> Iterator[tuple[int, dict[str, 
 def _records(path: Path, skips: SkipCounter) -> Iterator[tuple[int, dict[str, Any]]]:
     if ".xml" in path.suffixes:
         return _xml_posts(path, skips)
-    return iter_json_records(path, skips)
+    return iter_jsonl(path, skips)
 
 
 def _optional_id(value: Any) -> str | None:

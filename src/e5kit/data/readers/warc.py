@@ -16,10 +16,10 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from e5kit.data.readers.base import TRUNCATED, UNREADABLE, ReaderOptions, file_meta
+from e5kit.data.readers.base import ReaderOptions, file_meta
 from e5kit.data.skips import SkipCounter
 from e5kit.data.text import HTMLText, normalize_space
-from e5kit.io.files import CorruptStream, InputPathError, open_binary
+from e5kit.io.files import TRUNCATED, UNREADABLE, CorruptStream, InputPathError, open_binary
 from e5kit.io.pairs import Pair
 from e5kit.io.text import has_visible_text
 

@@ -13,9 +13,11 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from e5kit.data.readers.base import ReaderOptions, file_meta, iter_json_records, iter_lines, text_field
+from e5kit.data.readers.base import ReaderOptions, file_meta, text_field
 from e5kit.data.skips import SkipCounter
+from e5kit.io.files import iter_text_lines
 from e5kit.io.pairs import Pair
+from e5kit.io.tables import iter_jsonl
 from e5kit.io.text import has_visible_text
 
 _WIKITEXT_JOINERS = re.compile(r" @([-,.])@ ")
@@ -79,7 +81,7 @@ def _remove(code, node) -> None:
 def _xml_pages(path: Path, skips: SkipCounter) -> Iterator[tuple[int, ElementTree.Element]]:
     buffer: list[str] = []
     start = 0
-    for line_number, line in iter_lines(path, skips, keep_blank=True):
+    for line_number, line in iter_text_lines(path, skips):
         stripped = line.strip()
         if stripped.startswith("<page"):
             if buffer:
@@ -124,7 +126,7 @@ def _article_pairs(title: str, sections: Iterable[tuple[str | None, str]], meta:
 
 
 def _json_pairs(path: Path, options: Options, skips: SkipCounter) -> Iterator[Pair]:
-    for line, record in iter_json_records(path, skips):
+    for line, record in iter_jsonl(path, skips):
         title, text = text_field(record, "article", "title"), text_field(record, "text")
         if title is None or text is None:
             skips.add("record without title/article or text", path, line)
