@@ -19,7 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from encode_throughput import best_rate, cpu_description, prose_windows
+from encode_throughput import best_rate, prose_windows
+
+from e5kit.encoder.precision import cpu_description
 
 # Runs inside the separate sentence-transformers[onnx] environment; prints texts/s.
 ST_ONNX_SCRIPT = r"""

@@ -9,27 +9,11 @@ library encodes the same texts ``--repeats`` times after a warm-up; the best run
 from __future__ import annotations
 
 import argparse
-import platform
 import time
-from pathlib import Path
 
 import torch
 
-#: CPU flags that decide int8 and bf16 speed (VNNI: one-instruction int8 dot products; AMX: matrix tiles).
-SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
-
-
-def cpu_description() -> str:
-    """The CPU model and which of ``SPEED_FLAGS`` it has: int8/bf16 ratios differ several-fold between CPUs,
-    so every speed figure names its CPU (Linux /proc/cpuinfo; elsewhere platform.processor())."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return f"cpu {platform.processor() or 'unknown'} | flags unknown"
-    fields = dict(line.split(":", 1) for line in cpuinfo.read_text().splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    present = set(fields.get("flags", "").split())
-    flags = " ".join(flag for flag in SPEED_FLAGS if flag in present) or "none of " + " ".join(SPEED_FLAGS)
-    return f"cpu {fields.get('model name', 'unknown')} | int8/bf16 flags: {flags}"
+from e5kit.encoder.precision import cpu_description
 
 
 def prose_windows(count: int, words_per_text: int) -> list[str]:

@@ -6,6 +6,7 @@ Modules:
     backend: the ``Backend`` protocol and ``TorchBackend`` (the training path asks it for its module).
     onnx_backend: ``OnnxBackend``, the ONNX Runtime session of an ``e5kit export onnx`` folder.
     pooling: mean / cls / max pooling.
+    precision: the CPU's int8/bf16 flags (one reader, for backends and benchmarks) and the "auto" precision choice.
     model_format: the sentence-transformers directory format (read and written).
 
 Names load on first use (PEP 562), so ``e5kit.encoder.model_format`` can be read without importing

@@ -49,6 +49,7 @@ from e5kit.encoder.onnx_backend import (
     TOKEN_OUTPUT,
 )
 from e5kit.encoder.pooling import pool
+from e5kit.encoder.precision import mean_cosine as mean_cosine  # the fidelity measure; importable here as before
 from e5kit.io.files import AtomicFolder
 
 logger = logging.getLogger(__name__)
@@ -431,11 +432,3 @@ class _DropRecords(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return self.text not in record.getMessage()
-
-
-def mean_cosine(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
-    """(mean, min) row-wise cosine similarity of two (n, dim) embedding matrices."""
-    reference = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-    candidate = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
-    cosines = (reference * candidate).sum(axis=1)  # (n,)
-    return float(cosines.mean()), float(cosines.min())

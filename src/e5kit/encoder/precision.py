@@ -1,0 +1,140 @@
+"""What this CPU can run fast, and which precision a backend runs at when asked for "auto".
+
+The one reader of the CPU's instruction flags, for every backend and for ``benchmarks/``: int8 and
+bf16 speed ratios differ several-fold between CPUs (VNNI, AVX512_BF16, AMX), so figures name their
+CPU (``cpu_description``) and the "auto" precision is decided on the machine that runs the model
+(``choose_precision``): bf16 only where the CPU has bf16 instructions, a short timing there shows it
+faster, and its embeddings stay within ``MIN_BF16_COSINE`` of fp32.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CPUINFO = Path("/proc/cpuinfo")
+#: CPU flags that decide int8 and bf16 speed (VNNI: one-instruction int8 dot products; AMX: matrix tiles).
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+#: Flags of native bf16 arithmetic (Linux names). Without them bf16 is emulated, slower than fp32.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+#: Precisions a backend accepts; "auto" is resolved by ``choose_precision`` to one of the other two.
+PRECISIONS = ("fp32", "bf16", "auto")
+#: bf16 is chosen only when at least this much faster: a smaller gain is within the noise of a short
+#: timing on shared cores, and bf16 costs some fidelity.
+MIN_BF16_SPEEDUP = 1.1
+#: The lowest mean cosine between bf16 and fp32 embeddings that issue 17 accepts.
+MIN_BF16_COSINE = 0.999
+
+
+def _cpuinfo_fields() -> dict[str, str]:
+    """The first processor's ``/proc/cpuinfo`` fields; empty off Linux."""
+    if not CPUINFO.is_file():
+        return {}
+    fields: dict[str, str] = {}
+    for line in CPUINFO.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            break  # the end of the first processor's block; the others repeat it
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's instruction flags as Linux names them (``avx512_bf16``, ``amx_bf16``, ...); empty where unknown."""
+    return frozenset(_cpuinfo_fields().get("flags", "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere ``platform.processor()``)."""
+    return _cpuinfo_fields().get("model name") or platform.processor() or "unknown"
+
+
+def has_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU has native bf16 arithmetic (any of ``BF16_FLAGS``); ``flags`` default: ``cpu_flags()``."""
+    return bool(set(BF16_FLAGS) & (cpu_flags() if flags is None else flags))
+
+
+def cpu_description() -> str:
+    """One line naming the CPU and which of ``SPEED_FLAGS`` it has, for every printed speed figure."""
+    flags = cpu_flags()
+    if not flags:
+        return f"cpu {cpu_model()} | flags unknown"
+    present = " ".join(flag for flag in SPEED_FLAGS if flag in flags) or "none of " + " ".join(SPEED_FLAGS)
+    return f"cpu {cpu_model()} | int8/bf16 flags: {present}"
+
+
+@dataclass
+class PrecisionChoice:
+    """What "auto" resolved to on this machine, and why (written into export manifests).
+
+    Attributes:
+        precision: "fp32" or "bf16".
+        reason: One sentence: the missing flags, or the measured speed-up and fidelity.
+        seconds: Best time of one probe forward pass per precision; empty when nothing was timed.
+        cosine: Mean cosine of the bf16 probe embeddings to fp32; None when nothing was timed.
+        cpu: ``cpu_description()`` of the machine that decided.
+    """
+
+    precision: str
+    reason: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    cosine: float | None = None
+    cpu: str = field(default_factory=cpu_description)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def time_forwards(forwards: Mapping[str, Callable[[], np.ndarray]], rounds: int = 3) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Best seconds of each zero-argument forward pass over ``rounds`` rounds, and each one's last output.
+
+    The passes take turns within a round, so load from other processes slows them alike; each is run
+    once untimed first (kernel selection, allocation).
+    """
+    outputs = {name: forward() for name, forward in forwards.items()}
+    seconds = dict.fromkeys(forwards, float("inf"))
+    for _ in range(rounds):
+        for name, forward in forwards.items():
+            started = time.perf_counter()
+            outputs[name] = forward()
+            seconds[name] = min(seconds[name], time.perf_counter() - started)
+    return seconds, outputs
+
+
+def choose_precision(
+    measure: Callable[[], tuple[dict[str, float], dict[str, np.ndarray]]], *, flags: frozenset[str] | None = None
+) -> PrecisionChoice:
+    """Resolve "auto": bf16 where the CPU has ``BF16_FLAGS`` and ``measure`` shows it faster and faithful, else fp32.
+
+    Args:
+        measure: Called only where the CPU has bf16: returns (precision -> seconds, precision -> (n, dim)
+            embeddings) for "fp32" and "bf16", as ``time_forwards`` does.
+        flags: The CPU flags (default: ``cpu_flags()``).
+
+    Returns:
+        The choice, with the timings and the bf16 cosine it was based on.
+    """
+    if not has_bf16(flags):
+        return PrecisionChoice("fp32", f"the CPU has none of {', '.join(BF16_FLAGS)}, so bf16 would be emulated")
+    seconds, outputs = measure()
+    cosine, _ = mean_cosine(outputs["fp32"], outputs["bf16"])
+    speedup = seconds["fp32"] / max(seconds["bf16"], 1e-12)
+    measured = f"bf16 ran {speedup:.2f}x the speed of fp32 on a probe batch, mean cosine to fp32 {cosine:.5f}"
+    if speedup < MIN_BF16_SPEEDUP:
+        return PrecisionChoice("fp32", f"{measured}: less than {MIN_BF16_SPEEDUP}x faster", seconds, cosine)
+    if cosine < MIN_BF16_COSINE:
+        return PrecisionChoice("fp32", f"{measured}: below {MIN_BF16_COSINE}", seconds, cosine)
+    return PrecisionChoice("bf16", measured, seconds, cosine)
+
+
+def mean_cosine(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
+    """(mean, min) row-wise cosine similarity of two (n, dim) embedding matrices."""
+    reference = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    candidate = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
+    cosines = (reference * candidate).sum(axis=1)  # (n,)
+    return float(cosines.mean()), float(cosines.min())

@@ -1,0 +1,74 @@
+"""The CPU flag reader and the "auto" precision decision, with injected flags and timings (speed on the
+shared test machines means nothing, so no test here times anything)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from e5kit.encoder import precision
+from e5kit.encoder.precision import choose_precision, cpu_description, cpu_flags, has_bf16
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Test CPU 9000
+flags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile
+
+processor\t: 1
+model name\t: Test CPU 9000
+flags\t\t: fpu sse avx2
+"""
+
+BF16 = frozenset({"avx2", "avx512_bf16"})
+
+
+def embeddings(noise: float) -> dict[str, np.ndarray]:
+    """fp32 probe embeddings and bf16 ones that differ from them by ``noise`` per element."""
+    reference = np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32)
+    return {"fp32": reference, "bf16": reference + noise * np.random.default_rng(1).standard_normal(reference.shape).astype(np.float32)}
+
+
+def test_flags_and_model_come_from_the_first_processor(tmp_path, monkeypatch):
+    # Given a /proc/cpuinfo of two processors
+    (tmp_path / "cpuinfo").write_text(CPUINFO)
+    monkeypatch.setattr(precision, "CPUINFO", tmp_path / "cpuinfo")
+    # Then the flags are the first processor's, and the description names the CPU and its int8/bf16 flags
+    assert {"avx512_bf16", "amx_bf16"} <= cpu_flags() and has_bf16()
+    assert cpu_description() == "cpu Test CPU 9000 | int8/bf16 flags: avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile"
+
+
+def test_no_cpuinfo_means_unknown_flags_and_no_bf16(tmp_path, monkeypatch):
+    monkeypatch.setattr(precision, "CPUINFO", tmp_path / "absent")
+    assert cpu_flags() == frozenset() and not has_bf16()
+    assert cpu_description().endswith("| flags unknown")
+
+
+def test_auto_is_fp32_without_bf16_flags_and_times_nothing(monkeypatch):
+    # Given a CPU without AVX512_BF16 or AMX (the flag reader monkeypatched)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+
+    def measure():
+        raise AssertionError("no timing where bf16 would be emulated")
+
+    # When "auto" is resolved, Then it is fp32, says why, and nothing was timed
+    choice = choose_precision(measure)
+    assert choice.precision == "fp32" and "avx512_bf16" in choice.reason
+    assert choice.seconds == {} and choice.cosine is None
+
+
+@pytest.mark.parametrize(
+    ("seconds", "noise", "expected", "why"),
+    [
+        ({"fp32": 1.0, "bf16": 0.5}, 1e-3, "bf16", "2.00x"),
+        ({"fp32": 1.0, "bf16": 0.95}, 1e-3, "fp32", "less than 1.1x faster"),  # within the noise of a short timing
+        ({"fp32": 1.0, "bf16": 1.2}, 1e-3, "fp32", "less than 1.1x faster"),
+        ({"fp32": 1.0, "bf16": 0.5}, 1.0, "fp32", "below 0.999"),  # faster, but not faithful
+    ],
+)
+def test_auto_with_bf16_flags_follows_the_measurement(seconds, noise, expected, why):
+    # Given a CPU with bf16 and injected timings and embeddings
+    choice = choose_precision(lambda: (seconds, embeddings(noise)), flags=BF16)
+    # Then bf16 is picked only where it was faster by the margin and its cosine to fp32 held
+    assert choice.precision == expected and why in choice.reason
+    # And the numbers it was based on are kept, for the export's manifest
+    assert choice.as_dict()["seconds"] == seconds and 0 < choice.cosine <= 1
