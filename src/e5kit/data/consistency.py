@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import glob
 import json
 import time
 from collections.abc import Callable
@@ -33,8 +32,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from e5kit.data.shards import iter_rows
 from e5kit.io.files import AtomicFile, AtomicFolder, remove_stale_temporaries, write_text_atomic
 from e5kit.io.hashing import text_key_hash
+from e5kit.io.pairs import is_parquet, output_shard_names, resolve_shard_paths
 from e5kit.io.text import has_visible_text
 from e5kit.retrieval.dense import rank_of_own
 
@@ -47,9 +48,10 @@ class ConsistencyConfig(BaseModel):
     """The consistency filter stage.
 
     Attributes:
-        pairs: Pair shards: Parquet files, folders holding them (a curate output folder works) or globs.
+        pairs: Pair shards (Parquet, or JSONL plain or compressed): files, folders holding them (a stage's
+            output folder means its pairs/) or globs, found by ``e5kit.io.pairs.resolve_shard_paths``.
         model: Preliminary model (directory, bundled name or Hub id) that embeds both sides.
-        output_dir: Receives pairs/ (kept pairs, same file names), scores.parquet, report.json.
+        output_dir: Receives pairs/ (kept pairs, one ``<stem>.parquet`` per input shard), scores.parquet, report.json.
         pool_size: Random pool P of other pairs to rank against (capped at the data size).
         k: Keep a pair when both of its ranks are <= k.
         max_rank: Ranks above are stored as max_rank + 1; bounds the k a re-apply can use.
@@ -126,33 +128,36 @@ def keep_mask(query_rank: np.ndarray, passage_rank: np.ndarray, k: int) -> np.nd
 
 
 # ------------------------------------------------------------------------------------------------- I/O
-def pair_files(patterns: list[str]) -> list[Path]:
-    """Parquet pair shards named by files, folders (their ``pairs/`` subfolder if present) or globs."""
-    files: list[Path] = []
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            folder = path / "pairs" if (path / "pairs").is_dir() else path
-            found = sorted(folder.glob("*.parquet"))
-        else:
-            found = sorted(Path(match) for match in glob.glob(pattern, recursive=True))
-        if not found:
-            raise ValueError(f"pairs: {pattern}: no Parquet pair shards found")
-        files.extend(found)
-    return files
-
-
-def _read_pairs(files: list[Path]):
-    """(all pairs with their shard name in ``_file``, number of pairs left out for a side without visible text).
-
-    Curation never writes such pairs; shards from elsewhere may hold them, and the encoder refuses them.
-    """
+def _shard_table(path: Path):
+    """A pair shard as an Arrow table: a Parquet shard whole (its other columns are kept in the output), a
+    JSONL shard as its query, passage and source (``e5kit.data.shards.iter_rows``; a value that is not a
+    string becomes null, which ``_read_pairs`` leaves out)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if is_parquet(path):
+        return pq.read_table(path)
+    rows = [(query, passage, source) for _, query, passage, source in iter_rows(path)]
+    return pa.table({
+        name: pa.array([row[i] if isinstance(row[i], str) else None for row in rows], type=pa.string())
+        for i, name in enumerate(("query", "passage", "source"))
+    })
+
+
+def _read_pairs(files: list[Path]):
+    """(all pairs with their output shard name in ``_file``, number of pairs left out for a side without visible text).
+
+    Curation never writes such pairs; shards from elsewhere may hold them, and the encoder refuses them.
+
+    Raises:
+        e5kit.io.pairs.ShardError: two shards share a file name (``output_shard_names``).
+        ValueError: a Parquet shard without a query or passage column, naming it.
+    """
+    import pyarrow as pa
+
     tables, invisible = [], 0
-    for path in files:
-        table = pq.read_table(path)
+    for path, name in zip(files, output_shard_names(files), strict=True):
+        table = _shard_table(path)
         missing = {"query", "passage"} - set(table.column_names)
         if missing:
             raise ValueError(f"{path}: not a pair shard (missing column(s) {sorted(missing)})")
@@ -162,7 +167,7 @@ def _read_pairs(files: list[Path]):
         ]
         invisible += len(visible) - sum(visible)
         table = table.filter(pa.array(visible, type=pa.bool_()))
-        tables.append(table.append_column("_file", pa.array([path.name] * len(table))))
+        tables.append(table.append_column("_file", pa.array([name] * len(table))))
     return pa.concat_tables(tables, promote_options="default"), invisible
 
 
@@ -260,11 +265,13 @@ def consistency_filter(config: ConsistencyConfig, train_fn: TrainFn | None = Non
             so this data stage never imports the trainer.
 
     Raises:
-        ValueError: ``iterations > 1`` without a ``train_fn``.
+        ValueError: ``iterations > 1`` without a ``train_fn``, or a Parquet shard without a query or passage column.
+        e5kit.io.pairs.ShardError: a pairs path that names no pair shard, an unreadable shard, or two shards
+            with one file name (naming them).
     """
     if config.iterations > 1 and train_fn is None:
         raise ValueError("iterations: re-training between iterations needs a train_fn (e.g. e5kit.training.trainer.pretrain_on)")
-    files = pair_files(config.pairs)
+    files = resolve_shard_paths(config.pairs)
     (config.output_dir / "report.json").unlink(missing_ok=True)  # written again last: it marks a finished run
     table, invisible = _read_pairs(files)
     # Re-training scores as the filter ranks, unless its own settings say otherwise.

@@ -37,7 +37,7 @@ from e5kit.data.shards import invalid_reason, iter_rows
 from e5kit.data.skips import SkipCounter
 from e5kit.io.files import AtomicFile, remove_stale_temporaries, write_text_atomic
 from e5kit.io.hashing import stable_hash
-from e5kit.io.pairs import Pair, ShardError, resolve_shard_paths, shard_stem
+from e5kit.io.pairs import Pair, output_shard_names, resolve_shard_paths
 from e5kit.io.text import normalized_text_key
 
 HELD_OUT = "held out for evaluation"
@@ -168,10 +168,7 @@ def holdout(config: HoldoutConfig) -> dict[str, Any]:
             return done
     report_path.unlink(missing_ok=True)  # gone while the outputs are rewritten: it marks a finished run
     shards = resolve_shard_paths(config.pairs)
-    stems = Counter(shard_stem(shard) for shard in shards)
-    repeated = sorted(stem for stem, count in stems.items() if count > 1)
-    if repeated:  # each input shard becomes pairs/<stem>.parquet
-        raise ShardError(f"{', '.join(repeated)}: two pair shards share this file name; give folders whose shard names differ")
+    outputs = output_shard_names(shards)
     for stale in (output_dir / "heldout", output_dir / "pairs"):  # an earlier run's splits and shards must not mix in
         shutil.rmtree(stale, ignore_errors=True)
     for folder in (output_dir, output_dir / "pairs"):
@@ -187,7 +184,7 @@ def holdout(config: HoldoutConfig) -> dict[str, Any]:
     kept: Counter = Counter()
     dropped: dict[str, SkipCounter] = {}
     invalid = SkipCounter()
-    for shard in shards:
+    for shard, output_name in zip(shards, outputs, strict=True):
         keep = []
         for row, query, passage, source in iter_rows(shard):
             bad = invalid_reason(query, passage)
@@ -207,7 +204,7 @@ def holdout(config: HoldoutConfig) -> dict[str, Any]:
             else:
                 dropped.setdefault(source, SkipCounter()).add(reason, shard, row + 1)
             keep.append(reason is None)
-        _write_training_shard(shard, output_dir / "pairs" / f"{shard_stem(shard)}.parquet", keep)
+        _write_training_shard(shard, output_dir / "pairs" / output_name, keep)
 
     sources = {}
     for source in sorted(read):

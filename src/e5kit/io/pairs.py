@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,21 @@ def shard_stem(path: Path) -> str:
 
 def is_parquet(path: Path) -> bool:
     return _shard_suffix(path) == ".parquet"
+
+
+def output_shard_names(shards: Sequence[Path]) -> list[str]:
+    """The file name a stage that writes one Parquet shard per input shard (holdout, consistency) gives
+    each of ``shards``: ``<stem>.parquet`` (``shard_stem``).
+
+    Raises:
+        ShardError: two shards share a stem (the same name in two folders, or ``a.parquet`` beside
+            ``a.jsonl``), naming it: their outputs would overwrite each other.
+    """
+    names = [f"{shard_stem(shard)}.parquet" for shard in shards]
+    repeated = sorted(stem for stem, count in Counter(shard_stem(shard) for shard in shards).items() if count > 1)
+    if repeated:
+        raise ShardError(f"{', '.join(repeated)}: two pair shards share this file name; give folders whose shard names differ")
+    return names
 
 
 def resolve_shard_paths(patterns: Sequence[str | Path]) -> list[Path]:

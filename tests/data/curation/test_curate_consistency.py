@@ -122,6 +122,30 @@ def test_pairs_without_visible_text_are_left_out_and_counted(tiny_unnormalized_d
     assert report["skipped_without_visible_text"] == 2 and report["read"] == 4
 
 
+def test_shards_are_found_as_every_stage_finds_them(tiny_unnormalized_dir, tmp_path):
+    import gzip
+
+    from e5kit.io.pairs import ShardError
+
+    # Given a folder of pair shards as training reads them: a Parquet shard and a gzip JSONL shard in a subfolder
+    folder = tmp_path / "mine"
+    (folder / "more").mkdir(parents=True)
+    pq.write_table(pa.table({"query": ["cat", "dog"], "passage": ["the cat sat", "a dog ran"]}), folder / "a.parquet")
+    rows = [{"query": "sun", "passage": "the sun shone", "source": "sky"}, {"query": "moon", "passage": "the moon rose", "source": "sky"}]
+    (folder / "more" / "b.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(row) + "\n" for row in rows).encode()))
+    # When the filter runs on the folder (e5kit.io.pairs.resolve_shard_paths, the one shard discovery)
+    report = consistency_filter(ConsistencyConfig(pairs=[str(folder)], model=str(tiny_unnormalized_dir), output_dir=tmp_path / "out", k=4))
+    # Then both shards are read, and each kept set is written as <stem>.parquet
+    assert report["read"] == 4 and report["input_paths"] == [str(folder / "a.parquet"), str(folder / "more" / "b.jsonl.gz")]
+    assert sorted(p.name for p in (tmp_path / "out" / "pairs").iterdir()) == ["a.parquet", "b.parquet"]
+    assert pq.read_table(tmp_path / "out" / "pairs" / "b.parquet").column("source").to_pylist() == ["sky", "sky"]
+    # And two shards whose outputs would share a name are refused by name before any work
+    pq.write_table(pa.table({"query": ["x"], "passage": ["y"]}), folder / "more" / "a.parquet")
+    with pytest.raises(ShardError, match="a: two pair shards share this file name"):
+        consistency_filter(ConsistencyConfig(pairs=[str(folder)], model=str(tiny_unnormalized_dir), output_dir=tmp_path / "again", k=4))
+    assert not (tmp_path / "again").exists()
+
+
 def test_cli_filter_consistency_and_reapply(pair_dir, tiny_bert_dir, tmp_path):
     runner = CliRunner()
     output = tmp_path / "cli"
@@ -131,7 +155,7 @@ def test_cli_filter_consistency_and_reapply(pair_dir, tiny_bert_dir, tmp_path):
     again = runner.invoke(app, ["filter", "consistency", "--output", str(output), "--reapply", "--k", "1"])
     assert again.exit_code == 0 and "at k=1" in again.output
     bad = runner.invoke(app, ["filter", "consistency", "--output", str(output), "--pairs", str(tmp_path / "none"), "--model", "x"])
-    assert bad.exit_code == 2 and "no Parquet pair shards" in bad.output
+    assert bad.exit_code == 2 and "matches no pair shard" in bad.output
 
 
 # ------------------------------------------------------------------------------ kill -9 (issue 14, item 3)
