@@ -51,6 +51,28 @@ def read_pairs(output):
     return {path.name: pq.read_table(path).to_pylist() for path in sorted((output / "pairs").glob("*.parquet"))}
 
 
+def test_report_counts_words_as_the_length_filter_measured_them(tmp_path):
+    from e5kit.data.text import words
+
+    # Given one news pair whose words (\w+ tokens, the length filter's unit) outnumber its whitespace tokens
+    query = "Co-founder's e-mail: U.S. news"
+    passage = "The U.S.-based e-mail service's co-founder said it's well-known: state-of-the-art."
+    assert (len(words(query)), len(words(passage))) == (8, 19) and (len(query.split()), len(passage.split())) == (4, 9)
+    write_lines(tmp_path / "news.jsonl", json_lines([{"title": query, "description": passage}]))
+    # When curated with the passage bounds pinned at exactly its word count (as the length filter counts)
+    config = CurateConfig.model_validate({
+        "output_dir": str(tmp_path / "out"),
+        "workers": 1,
+        "sources": [{"type": "news", "paths": [str(tmp_path / "news.jsonl")]}],
+        "filters": {"language": {"enabled": False}, "length": {"min_passage_words": 19, "max_passage_words": 19}},
+    })
+    report = curate(config)
+    # Then the pair passed the length filter, and the report's lengths are the filter's counts
+    news = report["sources"]["news"]
+    assert news["kept"] == 1
+    assert news["query_words"]["max"] == 8 and news["passage_words"]["max"] == 19
+
+
 def test_curate_writes_shards_and_a_reconciled_report(dumps, tmp_path):
     # Given five sources in raw formats
     output = tmp_path / "out"

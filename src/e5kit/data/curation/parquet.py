@@ -14,7 +14,7 @@ from e5kit.io.pairs import PAIR_COLUMNS
 
 #: Rows per row group (and per read batch of the global pass).
 WRITE_BATCH = 8192
-#: Work-shard columns the report's length summaries read: words as ``str.split`` counts them.
+#: Work-shard columns the report's length summaries read: words as the length filter counts them (``e5kit.data.text.words``).
 WORD_COLUMNS = ("query_words", "passage_words")
 _KEY_TYPES = {"dedup_key": pa.int64(), "minhash": pa.binary()}
 

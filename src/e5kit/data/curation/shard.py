@@ -1,7 +1,8 @@
 """The per-shard pass: stream the reader, assign the query role of symmetric pairs by a seeded coin, run
 the shard filters of ``registry.FILTERS`` in order, store each kept pair with its global filters' keys
-(exact-dedup hash, MinHash signature) and word counts in ``work/<source>-<NNNNN>.parquet``, then write an
-atomic done marker with its counts. A rerun skips shards whose marker matches the task (resumable).
+(exact-dedup hash, MinHash signature) and word counts (``e5kit.data.text.words``, as the length filter
+counts) in ``work/<source>-<NNNNN>.parquet``, then write an atomic done marker with its counts. A rerun
+skips shards whose marker matches the task (resumable).
 
 This module knows nothing of how shards are scheduled: the executors import it, never the reverse.
 """
@@ -18,6 +19,7 @@ from e5kit.data.curation.planner import ShardTask
 from e5kit.data.curation.registry import FILTERS, READERS, Resources, is_active, settings_of
 from e5kit.data.filters.base import Filter
 from e5kit.data.skips import SkipCounter
+from e5kit.data.text import words
 from e5kit.io.files import write_text_atomic
 from e5kit.io.pairs import Pair
 from e5kit.progress import add as count_records
@@ -82,7 +84,8 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
         else:
             row = {
                 "query": pair.query, "passage": pair.passage, "source": task.source_name, "meta": pair.meta_json(),
-                "query_words": len(pair.query.split()), "passage_words": len(pair.passage.split()),
+                # The length filter's unit (data.text.words; cached, so a pair it measured is not split again).
+                "query_words": len(words(pair.query)), "passage_words": len(words(pair.passage)),
             }
             for column, key, settings, empty in keys:
                 row[column] = key(pair, settings) if key is not None else empty
