@@ -4,6 +4,9 @@
   from ``faiss.index_factory`` strings, exact inner-product search in query chunks, shard merging
   (``merge_top_k``) and ``rank_of_own``.
 - ``bm25``: BM25 search with the settings of bm25s' published BEIR figures.
+- ``store``: embeddings of large collections streamed in bounded blocks to disk (resumable block by
+  block), searched and ranked block by block (``search_store``, ``rank_of_own_in_store``).
+- ``engines``: filling a store data-parallel on existing engines (one process, torchrun, Ray Data).
 
 Layer: above ``e5kit.io`` and the encoder, below data, training, evaluation and serving.
 """

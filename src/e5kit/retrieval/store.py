@@ -1,0 +1,277 @@
+"""Embeddings of a large text collection, streamed in bounded blocks to disk and searched block by block.
+
+Every stage that embeds many texts (the consistency filter's pairs and pool, an index's corpus) writes
+an :class:`EmbeddingStore`: a folder of blocks, ``block-00000.npy`` ((rows, dim) float16 or float32)
+with ``block-00000.ids.npy`` ((rows,) int64 global row ids), and ``store.json`` naming the layout and
+the fingerprint of what was embedded (encoder, role, texts). Block ``b`` holds rows
+``[b * block_rows, (b + 1) * block_rows)``, so:
+
+- memory follows ``block_rows``, never the number of texts: no stage holds every embedding;
+- a killed run resumes block by block (each block file is written whole or not at all);
+- data-parallel workers split the blocks (block ``b`` goes to worker ``b % world_size``) and the
+  store they write together is byte-identical to one process's, whatever the engine (torchrun ranks,
+  Ray actors: ``e5kit.retrieval.engines``).
+
+Search is per block (exact FAISS inner product) with the blocks' top-k merged (``merge_top_k``), and
+:func:`rank_of_own_in_store` ranks each pair's own target against a pool that is itself read in
+bounded shards, so a 1M-passage pool never needs one process's memory.
+
+Empty texts follow ``encode_corpus``'s rule: an all-zero row, never sent to the encoder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from e5kit.io.files import AtomicFile, remove_stale_temporaries, write_text_atomic
+from e5kit.progress import progress_bar
+from e5kit.retrieval.dense import encode_corpus, exact_index, merge_top_k
+
+STORE_FILE = "store.json"
+#: Rows per block by default: 65,536 x 384 float32 = 96 MiB per block in memory at once.
+DEFAULT_BLOCK_ROWS = 65_536
+
+#: Block b -> its texts (rows [b * block_rows, (b + 1) * block_rows)).
+ReadBlock = Callable[[int], Sequence[str]]
+
+
+class StoreMismatch(ValueError):
+    """A store folder holds embeddings of something else (another encoder, role, texts or layout)."""
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """What a store holds.
+
+    Attributes:
+        rows: Texts embedded (rows over all blocks).
+        dimension: Embedding width.
+        block_rows: Rows per block (the last block may hold fewer).
+        dtype: "float16" or "float32" on disk; blocks are read back as float32.
+        fingerprint: Identity of what was embedded (encoder fingerprint, role, texts); a resumed run
+            with another fingerprint is refused rather than mixing blocks of two runs.
+    """
+
+    rows: int
+    dimension: int
+    block_rows: int
+    dtype: Literal["float16", "float32"]
+    fingerprint: str
+
+    @property
+    def blocks(self) -> int:
+        return -(-self.rows // self.block_rows)
+
+    def block_range(self, block: int) -> tuple[int, int]:
+        """[start, stop) global rows of ``block``."""
+        return block * self.block_rows, min((block + 1) * self.block_rows, self.rows)
+
+
+class EmbeddingStore:
+    """A folder of embedding blocks (see the module docstring).
+
+    Raises:
+        FileNotFoundError: when ``folder`` holds no ``store.json``.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        manifest = self.folder / STORE_FILE
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{self.folder}: no {STORE_FILE}; not an embedding store")
+        self.layout = StoreLayout(**json.loads(manifest.read_text(encoding="utf-8")))
+
+    def vectors_path(self, block: int) -> Path:
+        return self.folder / f"block-{block:05d}.npy"
+
+    def ids_path(self, block: int) -> Path:
+        return self.folder / f"block-{block:05d}.ids.npy"
+
+    def finished(self, block: int) -> bool:
+        # The ids file is written after the vectors, so its presence means the block is whole.
+        return self.ids_path(block).is_file()
+
+    def missing_blocks(self) -> list[int]:
+        return [block for block in range(self.layout.blocks) if not self.finished(block)]
+
+    def block(self, block: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids (n,) int64, vectors (n, dim) float32) of one finished block."""
+        ids = np.load(self.ids_path(block))
+        vectors = np.load(self.vectors_path(block)).astype(np.float32, copy=False)
+        return ids, vectors
+
+    def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every block in row order, one in memory at a time.
+
+        Raises:
+            ValueError: naming the first block a run has not written yet.
+        """
+        missing = self.missing_blocks()
+        if missing:
+            raise ValueError(f"{self.folder}: block {missing[0]} of {self.layout.blocks} has not been embedded yet; run the embedding again to finish it")
+        for block in range(self.layout.blocks):
+            yield self.block(block)
+
+    def rows(self, wanted: np.ndarray) -> np.ndarray:
+        """(len(wanted), dim) float32 vectors of the sorted global rows ``wanted``, read block by block."""
+        out = np.empty((len(wanted), self.layout.dimension), dtype=np.float32)
+        for block in np.unique(wanted // self.layout.block_rows):
+            start, _ = self.layout.block_range(int(block))
+            selected = np.flatnonzero(wanted // self.layout.block_rows == block)
+            out[selected] = self.block(int(block))[1][wanted[selected] - start]
+        return out
+
+
+def open_store(folder: str | Path, layout: StoreLayout) -> EmbeddingStore:
+    """Create the store folder for ``layout``, or reopen the same store to resume it.
+
+    Raises:
+        StoreMismatch: when ``folder`` already holds a store of another layout or fingerprint.
+    """
+    folder = Path(folder)
+    manifest = folder / STORE_FILE
+    if manifest.is_file():
+        existing = EmbeddingStore(folder)
+        if existing.layout != layout:
+            raise StoreMismatch(
+                f"{folder}: holds embeddings of another run ({existing.layout}); remove the folder or choose another one"
+            )
+        return existing
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(manifest, json.dumps(asdict(layout), indent=2))
+    return EmbeddingStore(folder)
+
+
+def embed_blocks(
+    encoder,
+    read_block: ReadBlock,
+    store: EmbeddingStore,
+    *,
+    role: str | None,
+    blocks: Sequence[int] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    batch_size: int | None = None,
+    show_progress: bool | None = None,
+) -> int:
+    """Embed this worker's unfinished blocks (of ``blocks``, default all, those with ``block % world_size == rank``) into ``store``.
+
+    Args:
+        encoder: An ``e5kit.encoder.Encoder`` (anything with its ``encode`` and ``dimension``).
+        read_block: Block index -> its texts, in row order.
+        store: The store (``open_store``) the blocks go to.
+        role: The role the texts are embedded in ("query", "passage").
+        blocks: The blocks to consider (a Ray actor's share); None: every block.
+        rank, world_size: This worker's share of the blocks.
+        batch_size: Texts per forward pass.
+        show_progress: Passed to the encoder.
+
+    Returns:
+        Blocks embedded by this call (finished blocks of an earlier run are skipped).
+
+    Raises:
+        ValueError: when ``read_block`` returns another number of texts than the block's rows.
+    """
+    layout = store.layout
+    remove_stale_temporaries(store.folder)
+    candidates = range(layout.blocks) if blocks is None else blocks
+    mine = [block for block in candidates if block % world_size == rank and not store.finished(block)]
+    dtype = np.dtype(layout.dtype)
+    with progress_bar(total=len(mine), desc=f"embedding blocks ({store.folder.name})", unit="block") as progress:
+        for block in mine:
+            start, stop = layout.block_range(block)
+            texts = list(read_block(block))
+            if len(texts) != stop - start:
+                raise ValueError(f"{store.folder}: block {block} should hold rows {start}-{stop - 1} ({stop - start} texts), got {len(texts)}")
+            vectors = encode_corpus(encoder, texts, role=role, batch_size=batch_size, show_progress=show_progress).embeddings
+            with AtomicFile(store.vectors_path(block)) as staged, open(staged.temporary, "wb") as handle:
+                np.save(handle, vectors.astype(dtype))
+            with AtomicFile(store.ids_path(block)) as staged, open(staged.temporary, "wb") as handle:
+                np.save(handle, np.arange(start, stop, dtype=np.int64))
+            progress.update(1)
+    return len(mine)
+
+
+def search_store(queries: np.ndarray, store: EmbeddingStore, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k over every block, the blocks' results merged.
+
+    Args:
+        queries: (q, dim) float32.
+        store: A finished store.
+        top_k: Results per query (capped at the store's rows).
+
+    Returns:
+        (indices, scores), both (q, k), best first; indices are global row ids.
+    """
+    k = min(top_k, store.layout.rows)
+    indices = np.full((len(queries), 0), -1, dtype=np.int64)
+    scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    for ids, vectors in store.blocks():
+        block_scores, positions = exact_index(vectors).search(queries, min(k, len(vectors)))  # (q, k_b)
+        scores, indices = merge_top_k(scores, indices, block_scores, ids[positions], k)
+    return indices, scores
+
+
+def own_scores(probes: EmbeddingStore, targets: EmbeddingStore) -> np.ndarray:
+    """(rows,) float32 inner product of each row with the same row of ``targets`` (a pair's own score)."""
+    out = np.empty(probes.layout.rows, dtype=np.float32)
+    for (ids, probe), (_, target) in zip(probes.blocks(), targets.blocks()):
+        out[ids] = np.einsum("nd,nd->n", probe, target)
+    return out
+
+
+def rank_of_own_in_store(
+    probes: EmbeddingStore,
+    own: np.ndarray,
+    candidates: EmbeddingStore,
+    pool: np.ndarray,
+    groups: np.ndarray,
+    max_rank: int,
+    *,
+    pool_block_rows: int = DEFAULT_BLOCK_ROWS,
+    chunk: int = 4096,
+    desc: str = "ranking",
+) -> np.ndarray:
+    """Rank of each row's own target among the pool's candidates, with probes and pool read in bounded blocks.
+
+    The streamed form of ``e5kit.retrieval.dense.rank_of_own``: candidates scoring above the own
+    target are counted per pool shard and summed, which is exact because the shards are disjoint,
+    and each shard's search goes ``max_rank + 1`` deep, enough to see ``max_rank`` others.
+
+    Args:
+        probes: Store of the probing side (row i probes for target i).
+        own: (rows,) float32 own-target scores (``own_scores``).
+        candidates: Store of the target side; the pool is drawn from its rows.
+        pool: (P,) sorted int64 global rows forming the pool.
+        groups: (rows,) int64 group of each row; a pool candidate of the probe's own group (its own
+            target, or another answer to the same text) is not counted against it.
+        max_rank: Ranks deeper than this are returned as max_rank + 1.
+        pool_block_rows: Pool candidates held in memory at once.
+        chunk: Probes per FAISS search call.
+
+    Returns:
+        (rows,) int32 ranks, 1 = the own target scores highest. Ties count in the pair's favour.
+    """
+    ahead = np.zeros(probes.layout.rows, dtype=np.int64)
+    shards = range(0, len(pool), pool_block_rows)
+    with progress_bar(total=len(shards) * probes.layout.rows, desc=desc, unit="pair") as progress:
+        for start in shards:
+            rows = pool[start : start + pool_block_rows]
+            index = exact_index(candidates.rows(rows))
+            pool_groups = groups[rows]
+            depth = min(max_rank + 1, len(rows))
+            for ids, vectors in probes.blocks():
+                for offset in range(0, len(ids), chunk):
+                    part = ids[offset : offset + chunk]
+                    scores, positions = index.search(np.ascontiguousarray(vectors[offset : offset + chunk]), depth)  # (c, depth)
+                    others = pool_groups[positions] != groups[part, None]  # (c, depth)
+                    ahead[part] += ((scores > own[part, None]) & others).sum(axis=1)
+                    progress.update(len(part))
+    return np.minimum(ahead + 1, max_rank + 1).astype(np.int32)
