@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from e5kit.io.files import check_input_file
 from e5kit.io.tables import iter_jsonl, iter_records
 from e5kit.io.text import has_visible_text
 
@@ -279,11 +280,13 @@ def read_msmarco_triples(path: str | Path, issues: RecordIssues) -> Iterator[Fin
     """MS MARCO text triples (``query <tab> positive <tab> negative`` per line, no header), grouped by query.
 
     The file is grouped in memory: all positives and negatives of a query form one example. A row without
-    three cells is counted in ``issues`` with its line.
+    three cells, a line of invalid UTF-8 and a cut stream (the rows before it are kept) are counted in
+    ``issues`` with their line.
 
     Raises:
-        e5kit.io.files.InputFormatError: invalid UTF-8 or a cut stream, naming file and line.
+        FileNotFoundError, e5kit.io.files.InputPathError: ``path`` is not a readable file (named).
     """
+    check_input_file(path)  # only what reading meets is counted; a wrong path is the caller's error
     groups: dict[str, FinetuneExample] = {}
     for line_number, row in iter_records(path, format="tsv", names=TRIPLE_COLUMNS, skips=issues):
         query, positive, negative = (row[name].strip() for name in TRIPLE_COLUMNS)
@@ -304,13 +307,16 @@ def read_nli(path: str | Path, issues: RecordIssues) -> Iterator[FinetuneExample
     """NLI pairs grouped by premise: entailments are positives, contradictions hard negatives (E5 section 3).
 
     A TSV with a header row (SNLI/MultiNLI: ``sentence1``, ``sentence2``, ``gold_label``) or JSONL
-    (``premise``, ``hypothesis``, ``label``). Neutral pairs are not used (counted), nor are rows without
-    the three columns (counted). Random negatives are added at training time.
+    (``premise``, ``hypothesis``, ``label``). Neutral pairs are not used (counted), nor are malformed rows
+    (without the three columns, invalid UTF-8, bad JSON; a cut stream ends the file), each counted with
+    its line. Random negatives are added at training time.
 
     Raises:
+        FileNotFoundError, e5kit.io.files.InputPathError: ``path`` is not a readable file (named).
         e5kit.io.files.InputFormatError: a TSV header without the premise, hypothesis or label column, naming
             file and line.
     """
+    check_input_file(path)  # only what reading meets is counted; a wrong path is the caller's error
     groups: dict[str, FinetuneExample] = {}
     hint = f" (NLI reads {', '.join(f'{column} or {name}' for name, column in NLI_COLUMNS.items())})"
     rows = iter_records(path, columns=NLI_READS, column_name=_nli_column, skips=issues, missing_hint=hint)
