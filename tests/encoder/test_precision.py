@@ -25,7 +25,7 @@ BF16 = frozenset({"avx2", "avx512_bf16"})
 def embeddings(noise: float) -> dict[str, np.ndarray]:
     """fp32 probe embeddings and bf16 ones that differ from them by ``noise`` per element."""
     reference = np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32)
-    return {"fp32": reference, "bf16": reference + noise * np.random.default_rng(1).standard_normal(reference.shape).astype(np.float32)}
+    return {"float32": reference, "bfloat16": reference + noise * np.random.default_rng(1).standard_normal(reference.shape).astype(np.float32)}
 
 
 def test_flags_and_model_come_from_the_first_processor(tmp_path, monkeypatch):
@@ -52,17 +52,17 @@ def test_auto_is_fp32_without_bf16_flags_and_times_nothing(monkeypatch):
 
     # When "auto" is resolved, Then it is fp32, says why, and nothing was timed
     choice = choose_precision(measure)
-    assert choice.precision == "fp32" and "avx512_bf16" in choice.reason
+    assert choice.precision == "float32" and "avx512_bf16" in choice.reason
     assert choice.seconds == {} and choice.cosine is None
 
 
 @pytest.mark.parametrize(
     ("seconds", "noise", "expected", "why"),
     [
-        ({"fp32": 1.0, "bf16": 0.5}, 1e-3, "bf16", "2.00x"),
-        ({"fp32": 1.0, "bf16": 0.95}, 1e-3, "fp32", "less than 1.1x faster"),  # within the noise of a short timing
-        ({"fp32": 1.0, "bf16": 1.2}, 1e-3, "fp32", "less than 1.1x faster"),
-        ({"fp32": 1.0, "bf16": 0.5}, 1.0, "fp32", "below 0.999"),  # faster, but not faithful
+        ({"float32": 1.0, "bfloat16": 0.5}, 1e-3, "bfloat16", "2.00x"),
+        ({"float32": 1.0, "bfloat16": 0.95}, 1e-3, "float32", "less than 1.1x faster"),  # within the noise of a short timing
+        ({"float32": 1.0, "bfloat16": 1.2}, 1e-3, "float32", "less than 1.1x faster"),
+        ({"float32": 1.0, "bfloat16": 0.5}, 1.0, "float32", "below 0.999"),  # faster, but not faithful
     ],
 )
 def test_auto_with_bf16_flags_follows_the_measurement(seconds, noise, expected, why):

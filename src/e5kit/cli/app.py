@@ -199,9 +199,13 @@ class Backend(str, Enum):
 
     torch = "torch"
     onnx = "onnx"
+    openvino = "openvino"
 
 
-BACKEND_HELP = "torch, or onnx for a model directory written by `e5kit export onnx`."
+BACKEND_HELP = (
+    "torch; onnx for a model directory written by `e5kit export onnx`; openvino for one written by "
+    "`e5kit export openvino` (or the fp32 graph of an ONNX export), at the precision the export chose."
+)
 
 
 def load_encoder(model: str, **options):

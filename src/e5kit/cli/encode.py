@@ -71,8 +71,8 @@ def encode(
     to_stdout = str(output) == "-"
     if not to_stdout:
         output_file(output)  # before the model loads: an unwritable output is a one-line error, not lost work
-    if backend is Backend.onnx:  # the export's graph fixes precision and runs on the CPU
-        encoder = load_encoder(model, max_length=max_length, backend="onnx")
+    if backend is not Backend.torch:  # the export fixes precision and runs on the CPU
+        encoder = load_encoder(model, max_length=max_length, backend=backend.value)
     else:
         encoder = load_encoder(model, max_length=max_length, device=device, dtype=dtype)
     role_name = role.value if role is not None else None

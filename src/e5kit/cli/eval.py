@@ -32,7 +32,9 @@ BATCH = typer.Option(None, min=1, help="Texts per forward pass (default: 32).")
 MAX_LENGTH = typer.Option(None, min=8, help="Token limit (default: the model's own).")
 DTYPE = typer.Option(None, help="float32 (default), bfloat16, or float16 (CUDA only).")
 DEVICE = typer.Option(None, help="Torch device, e.g. cpu or cuda:0 (default: cuda when present).")
-BACKEND = typer.Option(None, help="torch (default), or onnx for a model directory written by `e5kit export onnx`.")
+BACKEND = typer.Option(
+    None, help="torch (default); onnx for a model directory written by `e5kit export onnx`; openvino for one written by `e5kit export openvino`."
+)
 RESULTS = typer.Option(None, help="Where result JSON files go (default: results).")
 NO_CACHE = typer.Option(None, "--no-cache", help="Embed everything afresh and store nothing.", show_default=False)
 CACHE_DIR = typer.Option(None, help="Embedding cache folder (default: $E5KIT_CACHE_DIR or ~/.cache/e5kit/embeddings).")
@@ -108,8 +110,8 @@ def _run(task: str, config_path: Path | None, sets: list[str] | None, **options)
             raise fail(str(error)) from error
 
     def load(name: str):
-        if config.backend == "onnx":  # the export's graph fixes precision and runs on the CPU
-            return load_encoder(name, max_length=config.max_length, backend="onnx")
+        if config.backend != "torch":  # the export fixes precision and runs on the CPU
+            return load_encoder(name, max_length=config.max_length, backend=config.backend)
         return load_encoder(name, max_length=config.max_length, device=config.device, dtype=config.dtype)
 
     if config.mteb_results is not None:

@@ -39,7 +39,7 @@ DEFAULT_ROLE_HELP = (
 def serve(
     model: str = typer.Option(None, "--model", "-m", help=f"Model to serve (default: the index's model, else {DEFAULT_MODEL})."),
     index: Path = typer.Option(None, "--index", help="Index folder for POST /search."),
-    backend: str = typer.Option(None, help="torch (default) or onnx (a directory from `e5kit export onnx`)."),
+    backend: str = typer.Option(None, help="torch (default), onnx (a directory from `e5kit export onnx`) or openvino (from `e5kit export openvino`)."),
     host: str = typer.Option(None, help="Interface (default 127.0.0.1)."),
     port: int = typer.Option(None, help="Port (default 8000)."),
     api_key: str = typer.Option(None, help="Require this bearer token (default: $E5KIT_API_KEY, else no auth)."),

@@ -1,10 +1,11 @@
 """The encoder layer: one ``Encoder`` (role prompts, input validation, length-sorted batching,
-truncation counts) over a ``Backend`` that runs the forward pass, torch or ONNX Runtime.
+truncation counts) over a ``Backend`` that runs the forward pass: torch, ONNX Runtime or OpenVINO.
 
 Modules:
     encoder: ``Encoder`` and ``EncodeStats``.
     backend: the ``Backend`` protocol and ``TorchBackend`` (the training path asks it for its module).
     onnx_backend: ``OnnxBackend``, the ONNX Runtime session of an ``e5kit export onnx`` folder.
+    openvino_backend: ``OpenVinoBackend``, OpenVINO's CPU runtime on an ``e5kit export openvino`` folder.
     pooling: mean / cls / max pooling.
     precision: the CPU's int8/bf16 flags (one reader, for backends and benchmarks) and the "auto" precision choice.
     model_format: the sentence-transformers directory format (read and written).
@@ -37,6 +38,7 @@ _EXPORTS = {
     "auto_device": "e5kit.encoder.backend",
     "load_transformer": "e5kit.encoder.backend",
     "OnnxBackend": "e5kit.encoder.onnx_backend",
+    "OpenVinoBackend": "e5kit.encoder.openvino_backend",
     "pool": "e5kit.encoder.pooling",
 }
 
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from e5kit.encoder.encoder import BACKENDS, NO_PROMPT, TOKENIZE_BLOCK, TOKENIZER_CALL_TEXTS, Encoder, EncodeStats
     from e5kit.encoder.model_format import ROLE_ALIASES
     from e5kit.encoder.onnx_backend import OnnxBackend
+    from e5kit.encoder.openvino_backend import OpenVinoBackend
     from e5kit.encoder.pooling import pool
 
 __all__ = sorted(_EXPORTS)

@@ -1,7 +1,8 @@
 """The E5 encoder: role prefixes, input validation, length-sorted batching, truncation counts.
 
-The forward pass is a ``Backend``'s (``e5kit.encoder.backend``): torch, or ONNX Runtime for a folder
-written by ``e5kit export onnx``; everything else is this class's, so both backends embed the same inputs.
+The forward pass is a ``Backend``'s (``e5kit.encoder.backend``): torch, ONNX Runtime for a folder
+written by ``e5kit export onnx``, or OpenVINO for one written by ``e5kit export openvino``; everything
+else is this class's, so every backend embeds the same inputs.
 
 Example:
     >>> encoder = Encoder.load("path/to/model")               # doctest: +SKIP
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 #: Other names of roles ("document" is sentence-transformers 6's name for passages).
 ROLE_ALIASES = model_format.ROLE_ALIASES
 #: Inference backends ``Encoder.load`` accepts.
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "openvino")
 #: The role that embeds raw text with no prefix, even on a model that has prompts.
 NO_PROMPT = "none"
 #: Texts are sorted by token length this many at a time (``encode`` bounds its id lists per block).
@@ -62,7 +63,7 @@ class EncodeStats:
 
 
 class Encoder:
-    """A bi-encoder that embeds text the E5 way, on a torch or ONNX Runtime ``Backend``.
+    """A bi-encoder that embeds text the E5 way, on a torch, ONNX Runtime or OpenVINO ``Backend``.
 
     The role prefixes live with the model (``prompts``), and the encoder adds them itself, once.
     Outputs are float32 numpy arrays, scored by dot product: L2-normalised when the similarity is
@@ -70,7 +71,7 @@ class Encoder:
 
     Args:
         model: A Hugging Face encoder returning ``last_hidden_state`` (run by a ``TorchBackend``), or
-            a ``Backend`` (``TorchBackend``, ``OnnxBackend``); ``device`` and ``dtype`` then do not apply.
+            a ``Backend`` (``TorchBackend``, ``OnnxBackend``, ``OpenVinoBackend``); ``device`` and ``dtype`` then do not apply.
         tokenizer: Its tokenizer.
         prompts: Role name -> prefix, e.g. ``{"query": "query: ", "passage": "passage: "}``; empty for
             models trained without prefixes. Aliases (``ROLE_ALIASES``: "document", ...) are read as
@@ -125,7 +126,7 @@ class Encoder:
         max_length: int | None = None,
         similarity_fn_name: str | None = None,
         device: str | torch.device | None = None,
-        dtype: str = "float32",
+        dtype: str | None = None,
         backend: str = "torch",
         file_name: str | None = None,
         threads: int | None = None,
@@ -138,26 +139,39 @@ class Encoder:
         similarity it declares, cosine when it declares none (sentence-transformers' default).
 
         Args:
-            backend: "torch", or "onnx" for a directory written by ``e5kit export onnx`` (CPU
-                inference with ONNX Runtime; ``dtype`` and ``device`` then do not apply).
+            dtype: torch: "float32" (default), "float16" (CUDA only) or "bfloat16"; openvino: the inference precision, "float32", "bfloat16" or "auto"
+                (default: the one ``e5kit export openvino`` chose and recorded); onnx: not used (the
+                graph fixes its precision).
+            backend: "torch"; "onnx" for a directory written by ``e5kit export onnx`` (CPU inference
+                with ONNX Runtime; ``device`` does not apply); "openvino" for one written by
+                ``e5kit export openvino``, or the fp32 graph of an ONNX export (CPU inference with
+                OpenVINO, ``pip install 'e5kit[openvino]'``; ``device`` does not apply).
             file_name: ONNX only: a file in ``onnx/`` (default: the export manifest's default, int8
                 when exported with ``--quantize int8``).
-            threads: ONNX only: ONNX Runtime intra-op threads (default: one per physical core).
+            threads: ONNX Runtime or OpenVINO inference threads (default: one per physical core).
 
         Raises:
             FileNotFoundError: the model cannot be found locally or downloaded.
             model_format.ModelDirectoryError: a required file is missing or malformed (it is named).
+            ValueError: an unknown backend or dtype, or an option the backend does not take.
+            ImportError: backend "openvino" without the openvino package.
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if backend == "torch" and (file_name is not None or threads is not None):
-            raise ValueError("file_name and threads apply to backend='onnx' only")
+            raise ValueError("file_name and threads apply to backend='onnx' or 'openvino' only")
+        if backend == "openvino" and file_name is not None:
+            raise ValueError("file_name applies to backend='onnx' only")
         root = resolve_model_dir(name_or_path)
         spec = model_format.read_model_dir(root)
         if backend == "onnx":
             from e5kit.encoder.onnx_backend import OnnxBackend
 
             model = OnnxBackend.load(root, spec, file_name=file_name, threads=threads)
+        elif backend == "openvino":
+            from e5kit.encoder.openvino_backend import OpenVinoBackend
+
+            model = OpenVinoBackend.load(root, spec, dtype=dtype, threads=threads)
         else:
             model = load_transformer(spec.transformer_dir)
         return cls(
@@ -168,7 +182,7 @@ class Encoder:
             similarity_fn_name=similarity_fn_name or spec.similarity_fn_name,
             max_length=max_length or spec.max_length or 512,
             device=device,
-            dtype=dtype,
+            dtype=dtype or "float32",
         )
 
     def save(self, path: str | Path, model_card: str | None = None) -> Path:
@@ -246,12 +260,12 @@ class Encoder:
 
     @property
     def dtype(self) -> str:
-        """The backend's weight precision: "float32", "float16", "bfloat16", or "int8" (a quantised ONNX graph)."""
+        """The backend's precision: "float32", "float16", "bfloat16", or "int8" (a quantised ONNX graph)."""
         return self.backend.dtype
 
     @property
     def default_batch_size(self) -> int:
-        """Texts per forward pass when ``encode`` is not told (torch 32, ONNX 8)."""
+        """Texts per forward pass when ``encode`` is not told (torch 32, ONNX and OpenVINO 8)."""
         return self.backend.default_batch_size
 
     @property
@@ -265,7 +279,7 @@ class Encoder:
         return self.similarity_fn_name == "cosine"
 
     def fingerprint(self) -> str:
-        """The backend's fingerprint (torch: its weights hash; ONNX: its graph file's hash), which
+        """The backend's fingerprint (torch: its weights hash; ONNX, OpenVINO: its model files' hash), which
         embedding caches and evaluation results key on."""
         return self.backend.fingerprint()
 

@@ -22,8 +22,8 @@ CPUINFO = Path("/proc/cpuinfo")
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 #: Flags of native bf16 arithmetic (Linux names). Without them bf16 is emulated, slower than fp32.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-#: Precisions a backend accepts; "auto" is resolved by ``choose_precision`` to one of the other two.
-PRECISIONS = ("fp32", "bf16", "auto")
+#: The probe batch "auto" times when a backend loads: (texts, tokens), a typical CPU passage batch.
+PROBE_SHAPE = (8, 128)
 #: bf16 is chosen only when at least this much faster: a smaller gain is within the noise of a short
 #: timing on shared cores, and bf16 costs some fidelity.
 MIN_BF16_SPEEDUP = 1.1
@@ -73,7 +73,7 @@ class PrecisionChoice:
     """What "auto" resolved to on this machine, and why (written into export manifests).
 
     Attributes:
-        precision: "fp32" or "bf16".
+        precision: "float32" or "bfloat16".
         reason: One sentence: the missing flags, or the measured speed-up and fidelity.
         seconds: Best time of one probe forward pass per precision; empty when nothing was timed.
         cosine: Mean cosine of the bf16 probe embeddings to fp32; None when nothing was timed.
@@ -106,30 +106,39 @@ def time_forwards(forwards: Mapping[str, Callable[[], np.ndarray]], rounds: int 
     return seconds, outputs
 
 
+def probe_inputs(vocab_size: int, max_positions: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``PROBE_SHAPE`` (batch, seq_len) int64 ids drawn from ``vocab_size`` (seeded) and an all-ones mask,
+    shortened to ``max_positions``: inputs to time a backend on before any text is at hand."""
+    batch, length = PROBE_SHAPE
+    length = min(length, max_positions or length)
+    input_ids = np.random.default_rng(0).integers(1, vocab_size, size=(batch, length), dtype=np.int64)
+    return input_ids, np.ones_like(input_ids)
+
+
 def choose_precision(
     measure: Callable[[], tuple[dict[str, float], dict[str, np.ndarray]]], *, flags: frozenset[str] | None = None
 ) -> PrecisionChoice:
-    """Resolve "auto": bf16 where the CPU has ``BF16_FLAGS`` and ``measure`` shows it faster and faithful, else fp32.
+    """Resolve "auto": bfloat16 where the CPU has ``BF16_FLAGS`` and ``measure`` shows it faster and faithful, else float32.
 
     Args:
         measure: Called only where the CPU has bf16: returns (precision -> seconds, precision -> (n, dim)
-            embeddings) for "fp32" and "bf16", as ``time_forwards`` does.
+            embeddings) for "float32" and "bfloat16", as ``time_forwards`` does.
         flags: The CPU flags (default: ``cpu_flags()``).
 
     Returns:
         The choice, with the timings and the bf16 cosine it was based on.
     """
     if not has_bf16(flags):
-        return PrecisionChoice("fp32", f"the CPU has none of {', '.join(BF16_FLAGS)}, so bf16 would be emulated")
+        return PrecisionChoice("float32", f"the CPU has none of {', '.join(BF16_FLAGS)}, so bf16 would be emulated")
     seconds, outputs = measure()
-    cosine, _ = mean_cosine(outputs["fp32"], outputs["bf16"])
-    speedup = seconds["fp32"] / max(seconds["bf16"], 1e-12)
+    cosine, _ = mean_cosine(outputs["float32"], outputs["bfloat16"])
+    speedup = seconds["float32"] / max(seconds["bfloat16"], 1e-12)
     measured = f"bf16 ran {speedup:.2f}x the speed of fp32 on a probe batch, mean cosine to fp32 {cosine:.5f}"
     if speedup < MIN_BF16_SPEEDUP:
-        return PrecisionChoice("fp32", f"{measured}: less than {MIN_BF16_SPEEDUP}x faster", seconds, cosine)
+        return PrecisionChoice("float32", f"{measured}: less than {MIN_BF16_SPEEDUP}x faster", seconds, cosine)
     if cosine < MIN_BF16_COSINE:
-        return PrecisionChoice("fp32", f"{measured}: below {MIN_BF16_COSINE}", seconds, cosine)
-    return PrecisionChoice("bf16", measured, seconds, cosine)
+        return PrecisionChoice("float32", f"{measured}: below {MIN_BF16_COSINE}", seconds, cosine)
+    return PrecisionChoice("bfloat16", measured, seconds, cosine)
 
 
 def mean_cosine(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:

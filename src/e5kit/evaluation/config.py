@@ -23,8 +23,9 @@ class EvalConfig(BaseModel):
     """Settings every task shares.
 
     Attributes:
-        backend: "torch", or "onnx" to evaluate a folder written by ``e5kit export onnx`` (with its
-            default graph; ``dtype`` and ``device`` then do not apply).
+        backend: "torch"; "onnx" to evaluate a folder written by ``e5kit export onnx`` (with its
+            default graph), "openvino" one written by ``e5kit export openvino`` (at the precision it
+            recorded); ``dtype`` and ``device`` then do not apply.
         mteb_results: Also write each result in mteb's format into this mteb ``ResultCache`` folder
             (``results/<model>/<revision>/<TaskName>.json``; see ``e5kit.evaluation.mteb_results``).
         mteb_task: The MTEB task name those files take (default: the MTEB task of a known data set, e.g.
@@ -42,7 +43,7 @@ class EvalConfig(BaseModel):
     max_length: int | None = Field(None, ge=8)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str | None = None
-    backend: Literal["torch", "onnx"] = "torch"
+    backend: Literal["torch", "onnx", "openvino"] = "torch"
     query_role: str | None = None
     passage_role: str | None = None
     results_dir: Path = Path("results")

@@ -142,7 +142,7 @@ def _write_graphs(
     """The ONNX graphs and their manifest in ``folder`` (created); returns precision -> file."""
     folder.mkdir()
     files = {"fp32": folder / FP32_FILE}
-    _export_fp32(encoder, files["fp32"], opset)
+    export_fp32_graph(encoder, files["fp32"], opset)
     fuse_operators(files["fp32"], encoder.model.config)
     int8 = {}
     if quantize == "int8":
@@ -177,7 +177,10 @@ def _write_graphs(
     return files
 
 
-def _export_fp32(encoder: Encoder, path: Path, opset: int) -> None:
+def export_fp32_graph(encoder: Encoder, path: Path, opset: int) -> None:
+    """Trace ``encoder``'s torch model with its pooling into the unfused fp32 ONNX graph ``path``
+    (inputs ``INPUT_NAMES``, outputs ``last_hidden_state`` and ``sentence_embedding``, batch and
+    sequence dynamic); what ``fuse_operators`` and ``e5kit.export.openvino`` start from."""
     # Traced eager attention is the MatMul/Softmax pattern that ONNX Runtime fuses into its Attention
     # kernel, which int8 then quantises too. SDPA exports to a pattern it cannot fuse, and under the
     # TorchScript exporter with transformers 5 to a graph with a wrong padding mask.

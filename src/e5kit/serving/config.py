@@ -14,7 +14,9 @@ class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, description="Model to serve (default: the index's model, else all-MiniLM-L6-v2).")
-    backend: Literal["torch", "onnx"] = Field("torch", description="torch, or onnx for an `e5kit export onnx` directory.")
+    backend: Literal["torch", "onnx", "openvino"] = Field(
+        "torch", description="torch; onnx for an `e5kit export onnx` directory; openvino for an `e5kit export openvino` one."
+    )
     index: Path | None = Field(None, description="Index folder for POST /search (from `e5kit index build`).")
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port.")

@@ -1,0 +1,190 @@
+"""The OpenVINO backend: runs an ``e5kit export openvino`` folder, or the fp32 graph of an
+``e5kit export onnx`` folder, with OpenVINO's CPU runtime (``pip install 'e5kit[openvino]'``).
+
+Only runtime code lives here; writing the IR is ``e5kit.export.openvino``, which imports the
+encoder, never the reverse. The folder, file and manifest names are shared with the export through
+the constants below. OpenVINO's CPU plugin runs bf16 by default on CPUs with AVX512_BF16 or AMX, so
+every compile states its precision (``INFERENCE_PRECISION_HINT``): the one the caller or the export's
+manifest asks for, never the plugin's own choice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from e5kit.encoder import model_format, onnx_backend
+from e5kit.encoder.precision import PrecisionChoice, choose_precision, has_bf16, probe_inputs, time_forwards
+
+logger = logging.getLogger(__name__)
+
+OPENVINO_FOLDER = "openvino"
+#: optimum-intel's file name, which sentence-transformers' ``backend="openvino"`` also loads.
+XML_FILE = "openvino_model.xml"
+MANIFEST = "e5kit_openvino.json"
+#: e5kit's precisions -> OpenVINO's ``INFERENCE_PRECISION_HINT`` values.
+HINTS = {"float32": "f32", "bfloat16": "bf16"}
+_HASH_BLOCK = 1 << 20
+
+
+def read_manifest(model_dir: Path) -> dict | None:
+    """The ``openvino/e5kit_openvino.json`` of an exported model, or None when the folder has no OpenVINO export."""
+    path = model_dir / OPENVINO_FOLDER / MANIFEST
+    return model_format.read_json(path) if path.is_file() else None
+
+
+class OpenVinoBackend:
+    """A model compiled by OpenVINO for the CPU; it pools inside the graph (output ``sentence_embedding``).
+
+    Args:
+        compiled: An ``openvino.CompiledModel`` of a graph with inputs ``input_ids`` and
+            ``attention_mask`` ((batch, seq_len) int64) and output ``sentence_embedding`` (batch, dim).
+        config: The Hugging Face model config (embedding size, position limit).
+        pooling: The pooling the graph applies.
+        files: The model's files (IR .xml and .bin, or one .onnx): messages and fingerprint.
+        dtype: The inference precision it was compiled with, "float32" or "bfloat16".
+        precision_choice: How "auto" chose ``dtype``, when it did.
+    """
+
+    name = "openvino"
+    # As ONNX Runtime's (benchmarks/encode_backends.py): small batches of length-sorted texts carry little padding.
+    default_batch_size = 8
+
+    def __init__(self, compiled, *, config, pooling: str, files: list[Path], dtype: str, precision_choice: PrecisionChoice | None = None) -> None:
+        self.compiled = compiled
+        self.config = config
+        self.pooling = pooling
+        self.files = [Path(file) for file in files]
+        self.file = self.files[0]
+        self.dtype = dtype
+        self.precision_choice = precision_choice
+        self.device = torch.device("cpu")
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def load(cls, root: Path, spec: model_format.ModelSpec, *, dtype: str | None = None, threads: int | None = None) -> OpenVinoBackend:
+        """The backend of the OpenVINO export in ``root`` (``openvino/``), else of its ONNX export's fp32 graph.
+
+        Args:
+            root: A model directory (``spec`` is its ``read_model_dir``).
+            dtype: "float32", "bfloat16", "auto" (``e5kit.encoder.precision.choose_precision``, timed
+                now on this CPU), or None: the export's recorded choice, float32 where this CPU has no
+                bf16 instructions, and float32 for an ONNX folder.
+            threads: OpenVINO inference threads (default: OpenVINO's, one per physical core).
+
+        Raises:
+            model_format.ModelDirectoryError: the directory has neither export, or its graph pools
+                differently from the directory.
+            ValueError: an unknown ``dtype``.
+            ImportError: the ``openvino`` package is not installed (the message says how to install it).
+        """
+        if dtype not in (None, "auto", *HINTS):
+            raise ValueError(f"dtype for the openvino backend must be one of {', '.join(HINTS)}, auto, got {dtype!r}")
+        try:
+            import openvino
+        except ImportError as error:
+            raise ImportError("the openvino backend needs OpenVINO's runtime: pip install 'e5kit[openvino]'") from error
+        from transformers import AutoConfig
+
+        files, manifest = _model_files(root, spec)
+        model = openvino.Core().read_model(str(files[0]))
+        config = AutoConfig.from_pretrained(spec.transformer_dir)
+        choice = None
+        if dtype == "auto":
+            choice = auto_precision(model, config, threads)
+            logger.info("%s: auto precision %s (%s)", files[0], choice.precision, choice.reason)
+            dtype = choice.precision
+        elif dtype is None:
+            dtype = (manifest or {}).get("precision", "float32")
+            if dtype == "bfloat16" and not has_bf16():
+                logger.info("%s: exported for bfloat16, but this CPU has no bf16 instructions; running float32", files[0])
+                dtype = "float32"
+        return cls(compile_model(model, dtype, threads), config=config, pooling=spec.pooling, files=files, dtype=dtype, precision_choice=choice)
+
+    @property
+    def dimension(self) -> int:
+        """Embedding size."""
+        return int(self.config.hidden_size)
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, *, normalize: bool) -> np.ndarray:
+        """(batch, seq_len) int64 ids and mask -> (batch, dim) float32 embeddings."""
+        embeddings = np.array(run(self.compiled, input_ids, attention_mask), dtype=np.float32)  # (batch, dim), a copy
+        if normalize:
+            # Same epsilon as torch.nn.functional.normalize, so every backend agrees on zero vectors.
+            embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        return embeddings
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the precision and the model files' bytes (which hold the weights and the pooling), computed once.
+
+        Prefixed with "openvino" and the precision, so neither a torch weights hash, an ONNX graph's
+        hash, nor the same IR at the other precision can share a cache entry with it.
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256(f"openvino:{self.dtype}:".encode())
+            for file in self.files:
+                with file.open("rb") as stream:
+                    while block := stream.read(_HASH_BLOCK):
+                        digest.update(block)
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+
+def compile_model(model, dtype: str, threads: int | None = None):
+    """``model`` (an ``openvino.Model``) compiled for the CPU at inference precision ``dtype`` ("float32", "bfloat16")."""
+    import openvino
+
+    options = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    return openvino.Core().compile_model(model, "CPU", {**options, "INFERENCE_PRECISION_HINT": HINTS[dtype]})
+
+
+def run(compiled, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """The ``sentence_embedding`` output of ``compiled`` for (batch, seq_len) int64 ids and mask: (batch, dim)."""
+    # A new request per call: requests are not thread-safe, and the server may call from several threads.
+    results = compiled.create_infer_request().infer({"input_ids": input_ids, "attention_mask": attention_mask})
+    return results[compiled.output(onnx_backend.OUTPUT_NAME)]
+
+
+def auto_precision(model, config, threads: int | None = None) -> PrecisionChoice:
+    """``choose_precision`` for ``model`` (an ``openvino.Model``), timed compiled at both precisions on ``probe_inputs``.
+
+    Args:
+        config: The Hugging Face config (vocabulary size and position limit of the probe).
+    """
+    probe = probe_inputs(config.vocab_size, getattr(config, "max_position_embeddings", None))
+
+    def measure():  # called only where the CPU has bf16 instructions
+        return time_forwards({dtype: partial(run, compile_model(model, dtype, threads), *probe) for dtype in HINTS})
+
+    return choose_precision(measure)
+
+
+def _model_files(root: Path, spec: model_format.ModelSpec) -> tuple[list[Path], dict | None]:
+    """The files OpenVINO reads for ``root`` (IR .xml then .bin, or the ONNX fp32 graph) and the OpenVINO manifest, if any."""
+    manifest = read_manifest(root)
+    if manifest is not None:
+        where = root / OPENVINO_FOLDER / MANIFEST
+        xml = root / OPENVINO_FOLDER / manifest["file"]
+        files, pooling = [xml, xml.with_suffix(".bin")], manifest.get("pooling")
+    else:
+        try:
+            onnx_manifest = onnx_backend.read_manifest(root)
+        except model_format.ModelDirectoryError:
+            raise model_format.ModelDirectoryError(
+                f"{root}: no OpenVINO export ({OPENVINO_FOLDER}/{MANIFEST}) and no ONNX export. "
+                f"Create one with: e5kit export openvino --model {root} --out DIR"
+            ) from None
+        # OpenVINO reads the fp32 ONNX graph (ONNX Runtime's fused ops included), not the int8 one (QAttention).
+        where = root / onnx_backend.ONNX_FOLDER / onnx_backend.MANIFEST
+        files, pooling = [root / onnx_backend.ONNX_FOLDER / onnx_backend.FP32_FILE], onnx_manifest.get("pooling")
+    if pooling != spec.pooling:
+        raise model_format.ModelDirectoryError(f"{where}: the graph pools with {pooling!r} but the model directory says {spec.pooling!r}; export again")
+    missing = [str(file) for file in files if not file.is_file()]
+    if missing:
+        raise model_format.ModelDirectoryError(f"{', '.join(missing)}: missing from the export listed in {where}; export again")
+    return files, manifest

@@ -1,0 +1,114 @@
+"""`e5kit export openvino` (IR, the recorded precision and how it was chosen, the printed fidelity check)
+and `--backend openvino` in encode, index/search, eval and serve. Skipped without the openvino package."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from e5kit.cli import app
+from e5kit.encoder import Encoder, precision
+from e5kit.encoder.openvino_backend import MANIFEST, OPENVINO_FOLDER, XML_FILE
+from e5kit.encoder.precision import has_bf16
+
+pytest.importorskip("openvino")
+
+runner = CliRunner()
+TEXTS = ["how do cells divide", "the cat sat on the mat", "python reads and writes files"]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_bert_dir, tmp_path_factory):
+    """The tiny model exported through the CLI with the default precision (auto)."""
+    out = tmp_path_factory.mktemp("tiny-openvino-cli") / "model"
+    result = runner.invoke(app, ["export", "openvino", "--model", str(tiny_bert_dir), "--out", str(out), "--check-texts", "16"])
+    return out, result
+
+
+def test_export_writes_the_ir_and_records_the_choice(exported):
+    out, result = exported
+    assert result.exit_code == 0, result.output
+    # Then the IR sits where sentence-transformers' OpenVINO backend looks, beside a model folder
+    assert (out / OPENVINO_FOLDER / XML_FILE).is_file() and (out / OPENVINO_FOLDER / XML_FILE).with_suffix(".bin").is_file()
+    assert (out / "config.json").is_file() and (out / "modules.json").is_file()
+    # And the manifest records the precision auto chose, why, and on which CPU
+    manifest = json.loads((out / OPENVINO_FOLDER / MANIFEST).read_text())
+    choice = manifest["precision_choice"]
+    assert manifest["precision"] == choice["precision"] in ("float32", "bfloat16")
+    assert choice["reason"] and choice["cpu"].startswith("cpu ") and manifest["normalized"] is False
+    # (timings exist exactly where the CPU has bf16 to time)
+    assert bool(choice["seconds"]) == has_bf16()
+
+
+def test_export_prints_the_fidelity_of_each_precision(exported):
+    _, result = exported
+    # Then the check prints fp32's cosine to torch (and bf16's where the CPU has it), and alone vs batched
+    assert "openvino_model.xml (float32): cosine to torch fp32 over 16 texts: mean 1.00000" in result.output
+    assert result.output.count("cosine alone vs in a batch over 16 texts: min ") == (2 if has_bf16() else 1)
+    assert "runs at " in result.output and "backend='openvino'" in result.output
+
+
+def test_auto_on_a_cpu_without_bf16_records_float32_untimed(tiny_bert_dir, tmp_path, monkeypatch):
+    from e5kit.export.openvino import export_openvino
+
+    # Given a CPU without AVX512_BF16 or AMX (the flag reader monkeypatched)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    # When exported with auto, Then float32 is recorded, with no timings and the reason
+    result = export_openvino(Encoder.load(tiny_bert_dir, device="cpu"), tmp_path / "m")
+    manifest = json.loads((tmp_path / "m" / OPENVINO_FOLDER / MANIFEST).read_text())
+    assert result.choice.precision == manifest["precision"] == "float32"
+    assert manifest["precision_choice"]["seconds"] == {} and "avx512_bf16" in manifest["precision_choice"]["reason"]
+
+
+def test_an_asked_precision_is_recorded_as_asked(tiny_bert_dir, tmp_path):
+    result = runner.invoke(app, ["export", "openvino", "--model", str(tiny_bert_dir), "--out", str(tmp_path / "m"), "--dtype", "float32", "--check-texts", "8"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "m" / OPENVINO_FOLDER / MANIFEST).read_text())
+    assert manifest["precision_choice"]["reason"] == "asked for at export" and manifest["precision"] == "float32"
+
+
+def test_encode_index_search_and_serve_take_backend_openvino(exported, tiny_bert_dir, tmp_path):
+    out, _ = exported
+    expected = Encoder.load(tiny_bert_dir, device="cpu").encode(TEXTS, role="passage")
+    # When `e5kit encode --backend openvino` embeds a file, Then its vectors are torch's (bf16 within 0.999)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    result = runner.invoke(app, ["encode", "-m", str(out), "--backend", "openvino", "-r", "passage", "-i", str(texts), "-o", str(tmp_path / "v.npy")])
+    assert result.exit_code == 0, result.output
+    assert (np.load(tmp_path / "v.npy") * expected).sum(axis=1).min() >= 0.999
+    # When an index is built and searched on the openvino backend
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": text}) + "\n" for i, text in enumerate(TEXTS)))
+    built = runner.invoke(app, ["index", "build", "--model", str(out), "--backend", "openvino", "--corpus", str(corpus), "--out", str(tmp_path / "idx")])
+    assert built.exit_code == 0, built.output
+    found = runner.invoke(app, ["search", str(tmp_path / "idx"), TEXTS[1], "-k", "3", "--json"])
+    # Then the index remembers the backend, and the search (on the same backend) ranks every document
+    assert found.exit_code == 0, found.output
+    assert json.loads((tmp_path / "idx" / "index.json").read_text())["backend"] == "openvino"
+    assert sorted(hit["doc_id"] for hit in json.loads(found.stdout.splitlines()[0])["hits"]) == ["d0", "d1", "d2"]
+    # And the server's settings take it and load the export with it
+    from e5kit.cli.serve import build_app
+    from e5kit.serving.config import ServeConfig
+
+    served = build_app(ServeConfig(model=str(out), backend="openvino"))
+    assert served.title
+
+
+def test_eval_takes_backend_openvino(exported, tmp_path):
+    out, _ = exported
+    # Given a tiny BEIR folder
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": text}) + "\n" for i, text in enumerate(TEXTS)))
+    (beir / "queries.jsonl").write_text(json.dumps({"_id": "q0", "text": "cells"}) + "\n" + json.dumps({"_id": "q1", "text": "a cat"}) + "\n")
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\nq1\td1\t1\n")
+    # When `e5kit eval retrieval --backend openvino` runs on the export
+    result = runner.invoke(app, ["eval", "retrieval", "--model", str(out), "--backend", "openvino", "--data", str(beir),
+                                 "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")])
+    # Then it scores and records the backend
+    assert result.exit_code == 0, result.output
+    [scores] = [json.loads(path.read_text()) for path in (tmp_path / "results").glob("*.json")]
+    assert scores["details"]["backend"] == {"name": "openvino", "file": XML_FILE} and scores["metrics"]["ndcg_at_10"] > 0
