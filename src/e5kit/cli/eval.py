@@ -30,7 +30,7 @@ CONFIG = typer.Option(None, "--config", "-c", help="YAML config, or a bundled co
 SETS = overrides_option("--set batch_size=64 --set top_k=1000")
 BATCH = typer.Option(None, min=1, help="Texts per forward pass (default: 32).")
 MAX_LENGTH = typer.Option(None, min=8, help="Token limit (default: the model's own).")
-DTYPE = typer.Option(None, help="float32 (default), bfloat16, or float16 (CUDA only).")
+DTYPE = typer.Option(None, help="float32 (default), bfloat16, float16 (CUDA only), or auto (CPU: bfloat16 where measured faster and faithful).")
 DEVICE = typer.Option(None, help="Torch device, e.g. cpu or cuda:0 (default: cuda when present).")
 BACKEND = typer.Option(
     None, help="torch (default); onnx for a model directory written by `e5kit export onnx`; openvino for one written by `e5kit export openvino`."

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from copy import deepcopy
+from functools import partial
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -19,6 +21,7 @@ import torch
 from transformers import PreTrainedModel
 
 from e5kit.encoder.pooling import pool
+from e5kit.encoder.precision import PrecisionChoice, choose_precision, probe_inputs, time_forwards
 
 logger = logging.getLogger(__name__)
 
@@ -72,20 +75,33 @@ class TorchBackend:
         module: A Hugging Face encoder returning ``last_hidden_state``.
         pooling: "mean" (E5), "cls" or "max".
         device: Torch device; None picks CUDA when present.
-        dtype: "float32", "float16" (CUDA only) or "bfloat16".
+        dtype: "float32", "float16" (CUDA only), "bfloat16", or "auto" (CPU only): bfloat16 where
+            ``e5kit.encoder.precision.choose_precision`` finds it faster and faithful on this CPU (timed
+            on a probe batch as the backend loads; the decision is kept in ``precision_choice``), else float32.
+
+    Raises:
+        ValueError: an unknown ``dtype``, float16 off CUDA, or auto off the CPU.
     """
 
     name = "torch"
     default_batch_size = 32
 
     def __init__(self, module: PreTrainedModel, pooling: str = "mean", device: str | torch.device | None = None, dtype: str = "float32") -> None:
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if dtype not in (*DTYPES, "auto"):
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, auto, got {dtype!r}")
         self.device = torch.device(device) if device is not None else auto_device()
         if dtype == "float16" and self.device.type != "cuda":
             raise ValueError("dtype float16 needs a CUDA device; on CPU use bfloat16 or float32")
+        if dtype == "auto" and self.device.type != "cpu":
+            raise ValueError("dtype auto chooses between float32 and bfloat16 on the CPU; on CUDA pass the dtype")
         self.pooling = pooling
         self.config = module.config
+        self.precision_choice: PrecisionChoice | None = None
+        if dtype == "auto":
+            module = module.to(self.device).eval()
+            self.precision_choice = choose_precision(partial(self._time_precisions, module))
+            logger.info("torch: auto precision %s (%s)", self.precision_choice.precision, self.precision_choice.reason)
+            dtype = self.precision_choice.precision
         self.module = module.to(device=self.device, dtype=DTYPES[dtype]).eval()
         self.dtype = dtype
 
@@ -101,12 +117,22 @@ class TorchBackend:
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, *, normalize: bool) -> np.ndarray:
         """Inference: (batch, seq_len) int64 ids and mask -> (batch, dim) float32 embeddings."""
+        return self._forward(self.module, input_ids, attention_mask, normalize=normalize)
+
+    def _time_precisions(self, module: PreTrainedModel) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """``time_forwards`` of ``module`` (float32) and a bfloat16 copy of it on ``probe_inputs``."""
+        probe = probe_inputs(module.config.vocab_size, getattr(module.config, "max_position_embeddings", None))
+        copy = deepcopy(module).to(torch.bfloat16)  # the float32 weights stay intact whichever wins
+        forwards = {"float32": partial(self._forward, module, *probe, normalize=False), "bfloat16": partial(self._forward, copy, *probe, normalize=False)}
+        return time_forwards(forwards)
+
+    def _forward(self, module: PreTrainedModel, input_ids: np.ndarray, attention_mask: np.ndarray, *, normalize: bool) -> np.ndarray:
         features = {
             "input_ids": torch.from_numpy(input_ids).to(self.device),
             "attention_mask": torch.from_numpy(attention_mask).to(self.device),
         }
         with torch.inference_mode():
-            hidden = self.module(**features).last_hidden_state  # (batch, seq_len, dim)
+            hidden = module(**features).last_hidden_state  # (batch, seq_len, dim)
             embeddings = pool(hidden.float(), features["attention_mask"], self.pooling)
             if normalize:
                 embeddings = torch.nn.functional.normalize(embeddings, dim=-1)

@@ -81,7 +81,8 @@ class Encoder:
             "dot" (raw embeddings); sentence-transformers' name for the setting.
         max_length: Token limit per text, prefix and special tokens included.
         device: Torch device; None picks CUDA when present.
-        dtype: "float32", "float16" (CUDA only) or "bfloat16".
+        dtype: "float32", "float16" (CUDA only), "bfloat16", or "auto" (CPU: bfloat16 where measured
+            faster and faithful, see ``TorchBackend``).
     """
 
     def __init__(
@@ -139,7 +140,8 @@ class Encoder:
         similarity it declares, cosine when it declares none (sentence-transformers' default).
 
         Args:
-            dtype: torch: "float32" (default), "float16" (CUDA only) or "bfloat16"; openvino: the inference precision, "float32", "bfloat16" or "auto"
+            dtype: torch: "float32" (default), "float16" (CUDA only), "bfloat16" or "auto" (see
+                ``TorchBackend``); openvino: the inference precision, "float32", "bfloat16" or "auto"
                 (default: the one ``e5kit export openvino`` chose and recorded); onnx: not used (the
                 graph fixes its precision).
             backend: "torch"; "onnx" for a directory written by ``e5kit export onnx`` (CPU inference

@@ -41,7 +41,7 @@ class EvalConfig(BaseModel):
     split: str = "test"
     batch_size: int = Field(32, ge=1)
     max_length: int | None = Field(None, ge=8)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     device: str | None = None
     backend: Literal["torch", "onnx", "openvino"] = "torch"
     query_role: str | None = None
