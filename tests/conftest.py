@@ -1,13 +1,16 @@
-"""Shared fixtures: a tiny random BERT with a tiny WordPiece tokenizer, and the ../shared folder."""
+"""Shared fixtures: a tiny random BERT with a tiny WordPiece tokenizer (as a folder, an Encoder and a
+cross-encoder), the texts it embeds, a small BEIR train split, and the ../shared folder."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_texts import SENTENCES, long_text
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -86,6 +89,78 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 def tiny_unnormalized_dir(tmp_path_factory) -> Path:
     """A sentence-transformers folder without a Normalize module (see ``build_tiny_st_without_normalize``)."""
     return build_tiny_st_without_normalize(tmp_path_factory.mktemp("tiny-st-no-normalize"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_bert_dir):
+    """The tiny BERT as an Encoder (inference; tests/training has its own, a factory of train-mode encoders)."""
+    from e5kit.encoder import Encoder
+
+    return Encoder.load(tiny_bert_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def texts() -> list[str]:
+    """The sentences of tiny_texts plus one text longer than the tiny model's 64-token limit."""
+    return SENTENCES + [long_text(200)]
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder_dir(tiny_bert_dir, tmp_path_factory) -> Path:
+    """A random 1-label BertForSequenceClassification sharing the tiny BERT's tokenizer and config."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny-cross-encoder")
+    config = BertConfig.from_pretrained(tiny_bert_dir, num_labels=1)
+    torch.manual_seed(1)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(folder)
+    return folder
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(name="write_jsonl")
+def write_jsonl_fixture():
+    return write_jsonl
+
+
+#: Topics of ``beir_dir``'s documents and queries (words the tiny tokenizer knows).
+TOPICS = {
+    "cell": "cell cells protein gene",
+    "cancer": "cancer disease patients treatment",
+    "python": "python file read write parse",
+    "search": "search index embed vector text",
+    "animals": "cat dog sat mat",
+    "sky": "sun moon sky blue",
+}
+
+
+def build_beir(folder: Path, docs_per_topic: int = 6) -> Path:
+    """A small BEIR folder with a train split: docs about 6 topics; each query is judged relevant to 2 docs of its topic."""
+    corpus, queries, qrels = [], [], ["query-id\tcorpus-id\tscore"]
+    for topic, words in TOPICS.items():
+        for index in range(docs_per_topic):
+            corpus.append({"_id": f"{topic}-{index}", "title": topic, "text": f"{words} {'the ' * index}data {index}"})
+        for index in range(2):
+            query_id = f"q-{topic}-{index}"
+            queries.append({"_id": query_id, "text": f"what is {words.split()[index]} {topic}"})
+            qrels += [f"{query_id}\t{topic}-{index}\t1", f"{query_id}\t{topic}-{index + 2}\t2"]
+    write_jsonl(folder / "corpus.jsonl", corpus)
+    write_jsonl(folder / "queries.jsonl", queries)
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    (folder / "qrels" / "train.tsv").write_text("\n".join(qrels) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(name="beir_dir")
+def beir_dir_fixture(tmp_path) -> Path:
+    """``build_beir``'s train split (the mining, teacher, fine-tuning-format and fine-tuning tests; tests/evaluation has its own test split)."""
+    return build_beir(tmp_path / "beir")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Fixtures for the evaluation tests: small generated BEIR folders and the tiny encoder."""
+"""Fixtures for the evaluation tests: small generated BEIR folders (the tiny encoder comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -42,10 +42,3 @@ def write_beir(folder: Path, docs_per_topic: int = 5, seed: int = 0) -> Path:
 @pytest.fixture
 def beir_dir(tmp_path) -> Path:
     return write_beir(tmp_path / "beir")
-
-
-@pytest.fixture(scope="session")
-def tiny_encoder(tiny_bert_dir):
-    from e5kit.encoder import Encoder
-
-    return Encoder.load(tiny_bert_dir, device="cpu")

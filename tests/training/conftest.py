@@ -32,12 +32,6 @@ def make_pairs(count: int, seed: int = 0, source: str | None = None) -> list[dic
     return pairs
 
 
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
-    return path
-
-
 def write_parquet(path: Path, records: list[dict], row_group_size: int = 16) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -71,11 +65,6 @@ def tiny_encoder(model_dir: Path, dropout: bool = False):
 @pytest.fixture(name="make_pairs")
 def make_pairs_fixture():
     return make_pairs
-
-
-@pytest.fixture(name="write_jsonl")
-def write_jsonl_fixture():
-    return write_jsonl
 
 
 @pytest.fixture(name="write_parquet")

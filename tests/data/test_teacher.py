@@ -13,6 +13,9 @@ from e5kit.data import teacher as teacher_module
 from e5kit.data.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_teacher, partial_path, score_file
 from e5kit.io.files import InputFormatError
 
+#: Tiny-model steps here run on one intra-op thread, as in tests/finetune (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 RECORDS = [
     {"query": f"what is cell {i}", "pos": [f"cell protein {i}"] * (1 + i % 2), "neg": [f"cat dog {j}" for j in range(i % 4)], "query_id": str(i)}
     for i in range(11)

@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 from e5kit.data.mining import MiningConfig, build_mining_config, mine_hard_negatives, random_positions, select_negatives
 from e5kit.retrieval.dense import merge_top_k
 
+#: Tiny-model steps here run on one intra-op thread, as in tests/finetune (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 
 @settings(max_examples=200, deadline=None)
 @given(
