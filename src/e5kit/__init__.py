@@ -46,6 +46,7 @@ _EXPORTS = {
     "RerankingConfig": "e5kit.evaluation.config",
     # export, index, serving
     "export_onnx": "e5kit.export.onnx",
+    "export_openvino": "e5kit.export.openvino",
     "VectorIndex": "e5kit.serving.index",
     "IndexSettings": "e5kit.serving.index",
     "create_app": "e5kit.serving.app",
@@ -73,6 +74,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from e5kit.evaluation.report import write_report
     from e5kit.evaluation.runner import run_task
     from e5kit.export.onnx import export_onnx
+    from e5kit.export.openvino import export_openvino
     from e5kit.pipeline import Quickstart, QuickstartConfig
     from e5kit.serving.app import create_app
     from e5kit.serving.config import ServeConfig
