@@ -24,7 +24,7 @@ from e5kit.encoder.precision import PrecisionChoice, choose_precision, has_bf16,
 logger = logging.getLogger(__name__)
 
 OPENVINO_FOLDER = "openvino"
-#: optimum-intel's file name, which sentence-transformers' ``backend="openvino"`` also loads.
+#: optimum-intel's file name, the one sentence-transformers' ``backend="openvino"`` looks for.
 XML_FILE = "openvino_model.xml"
 MANIFEST = "e5kit_openvino.json"
 #: e5kit's precisions -> OpenVINO's ``INFERENCE_PRECISION_HINT`` values.
@@ -52,7 +52,8 @@ class OpenVinoBackend:
     """
 
     name = "openvino"
-    # As ONNX Runtime's (benchmarks/encode_backends.py): small batches of length-sorted texts carry little padding.
+    # ONNX Runtime's (measured there by benchmarks/encode_backends.py, not yet for OpenVINO): small batches of
+    # length-sorted texts carry little padding.
     default_batch_size = 8
 
     def __init__(self, compiled, *, config, pooling: str, files: list[Path], dtype: str, precision_choice: PrecisionChoice | None = None) -> None:
