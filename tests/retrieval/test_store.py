@@ -23,6 +23,7 @@ from e5kit.retrieval.store import (
     own_scores,
     rank_of_own_in_store,
     search_store,
+    store_from_vectors,
 )
 
 TEXTS = [f"text number {i} about {'cats' if i % 3 else 'the stock market'} and {i * 7 % 11} things" for i in range(23)]
@@ -151,16 +152,7 @@ def test_ray_with_two_actors_writes_the_bytes_one_process_writes(tmp_path, tiny_
 
 
 def _random_store(folder, vectors, block_rows):
-    store = open_store(folder, _layout(len(vectors), block_rows=block_rows, dimension=vectors.shape[1]))
-
-    class Fixed:  # an "encoder" that returns the given rows, to test search on exact vectors
-        dimension = vectors.shape[1]
-
-        def encode(self, texts, role=None, **options):
-            return vectors[[int(text) for text in texts]]
-
-    embed_blocks(Fixed(), list_blocks([str(i) for i in range(len(vectors))], block_rows), store, role=None)
-    return store
+    return store_from_vectors(folder, vectors, block_rows)
 
 
 def test_block_by_block_search_equals_one_exact_search(tmp_path):

@@ -21,6 +21,8 @@ def consistency(
     pool_size: int = typer.Option(None, min=1, help="Random pool size P [default: 1,000,000, capped at the number of pairs]."),
     iterations: int = typer.Option(None, min=1, help="Filter -> re-train rounds (re-training calls e5kit pre-training) [default: 1]."),
     reapply: bool = typer.Option(False, "--reapply", help="Apply --k to the ranks already in --output, without re-embedding."),
+    engine: str = typer.Option(None, "--engine", help="Who embeds the pairs: local (this process), torchrun (each rank of a torchrun launch embeds its share; rank 0 ranks and writes) or ray (a Ray Data actor pool of --workers) [default: local]."),
+    workers: int = typer.Option(None, min=1, help="Ray actors with --engine ray [default: 2]."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML config of the stage (fields of ConsistencyConfig)."),
     set_: list[str] = overrides_option("--set max_rank=20 --set train.max_steps=100"),
 ) -> None:
@@ -40,7 +42,8 @@ def consistency(
         except ValueError as error:
             raise fail(str(error)) from error
     else:
-        given = {"pairs": pairs, "model": model, "output_dir": output, "k": k, "pool_size": pool_size, "iterations": iterations}
+        given = {"pairs": pairs, "model": model, "output_dir": output, "k": k, "pool_size": pool_size, "iterations": iterations,
+                 "engine": engine, "workers": workers}
         try:
             settings = load_config(ConsistencyConfig, config, set_, options=given)
         except ValueError as error:
@@ -50,4 +53,6 @@ def consistency(
             report = consistency_filter(settings, train_fn=pretrain_on)
         except (ValueError, FileNotFoundError) as error:
             raise fail(str(error)) from error
+        if not report:  # a torchrun rank other than 0 embedded its share; rank 0 reports
+            return
     typer.echo(f"kept {report['kept']:,} of {report['read']:,} pairs at k={report['k']}; dropped {report['dropped']}; wrote {output / 'pairs'}")

@@ -6,9 +6,12 @@ iff both ranks are <= k (E5: k = 2, pool ~1M). Where we differ on purpose: a poo
 has the same query text (``normalized_text_key``), e.g. another paragraph of the same Wikipedia
 section or another reply to the same comment, answers the query too and is not counted against it
 (likewise a pool query whose pair has the same passage); E5's pairs mostly have one passage per query,
-and without this rule such sources lose nearly all their pairs. Ranks are computed with exact FAISS inner-product
-search in chunks and stored per pair, capped at ``max_rank``, in ``scores.parquet``, so any new
-k <= max_rank is applied later without re-embedding (``reapply_k``). ``iterations > 1`` alternates
+and without this rule such sources lose nearly all their pairs. Both sides are embedded in bounded
+blocks into on-disk stores (``e5kit.retrieval.store``; resumable block by block, data-parallel with
+``engine: torchrun | ray``) and ranked block by block against a pool read in bounded shards, so memory
+follows ``block_rows`` and ``pool_block_rows``, not the number of pairs; the kept pairs are written row
+group by row group. Ranks are exact FAISS inner-product ranks, stored per pair, capped at ``max_rank``,
+in ``scores.parquet``, so any new k <= max_rank is applied later without re-embedding (``reapply_k``). ``iterations > 1`` alternates
 filtering and re-training on the kept pairs (the paper's suggested future work); every iteration
 re-filters the full input with the newest model.
 
@@ -24,8 +27,10 @@ Example:
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,15 +38,29 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.data.shards import iter_rows
+from e5kit.io.columns import ParquetColumnBlocks
 from e5kit.io.files import AtomicFile, AtomicFolder, remove_stale_temporaries, write_text_atomic
-from e5kit.io.hashing import text_key_hash
+from e5kit.io.hashing import stable_hash, text_key_hash
 from e5kit.io.pairs import is_parquet, output_shard_names, resolve_shard_paths
 from e5kit.io.text import has_visible_text
-from e5kit.retrieval.dense import rank_of_own
+from e5kit.retrieval.engines import EncoderSpec, Engine, embed_store, torchrun_rank
+from e5kit.retrieval.store import (
+    DEFAULT_BLOCK_ROWS,
+    EmbeddingStore,
+    StoreLayout,
+    StoreMismatch,
+    open_store,
+    own_scores,
+    rank_of_own_in_store,
+)
 
 #: (init model, pairs folder, output folder, extra settings) -> trained model directory.
 TrainFn = Callable[[str, Path, Path, dict[str, Any]], Path]
 SCORES_FILE = "scores.parquet"
+#: Both sides' embedding stores while a run is under way (kept with ``keep_embeddings``).
+EMBEDDINGS_DIR = "embeddings"
+#: JSONL input shards converted to Parquet for block reads, removed when the run finishes.
+INPUTS_DIR = ".inputs"
 
 
 class ConsistencyConfig(BaseModel):
@@ -64,6 +83,16 @@ class ConsistencyConfig(BaseModel):
             model ships) or "dot" (raw dot products; only when asked for).
         iterations: Filter -> re-train rounds; the last round's filter is the output.
         train: Extra pre-training settings for re-training rounds (e.g. max_steps, batch_size, chunk_size).
+        engine: Who embeds the pairs: "local" (this process), "torchrun" (every rank of a torchrun
+            launch embeds its share of the blocks; rank 0 ranks and writes) or "ray" (a Ray Data
+            actor pool of ``workers``, one model each). The output is the same with each.
+        workers: Ray actors (default 2).
+        block_rows: Pairs per embedding block; memory follows this and ``pool_block_rows``, never
+            the number of pairs.
+        pool_block_rows: Pool candidates held in memory at once while ranking.
+        embedding_dtype: How the embeddings are stored on disk while ranking ("float16" halves the
+            disk; ranks may then differ from float32 on near ties).
+        keep_embeddings: Keep the embedding stores in ``output_dir/embeddings`` after the run.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -82,6 +111,12 @@ class ConsistencyConfig(BaseModel):
     similarity_fn_name: Literal["cosine", "dot"] = "cosine"
     iterations: int = Field(default=1, ge=1)
     train: dict[str, Any] = {}
+    engine: Engine = "local"
+    workers: int | None = Field(default=None, ge=1)
+    block_rows: int = Field(default=DEFAULT_BLOCK_ROWS, ge=1)
+    pool_block_rows: int = Field(default=262_144, ge=1)
+    embedding_dtype: Literal["float32", "float16"] = "float32"
+    keep_embeddings: bool = False
 
     @model_validator(mode="after")
     def _k_within_stored_ranks(self) -> ConsistencyConfig:
@@ -92,33 +127,38 @@ class ConsistencyConfig(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ math
 def consistency_ranks(
-    queries: np.ndarray,
-    passages: np.ndarray,
+    queries: EmbeddingStore,
+    passages: EmbeddingStore,
     pool: np.ndarray,
     max_rank: int,
     chunk: int,
     query_groups: np.ndarray | None = None,
     passage_groups: np.ndarray | None = None,
+    pool_block_rows: int = 262_144,
 ) -> dict[str, np.ndarray]:
     """Both directions: the passage's rank for its query, and the query's rank for its passage.
 
     Args:
-        queries: (N, d) query embeddings; passages: (N, d) passage embeddings (row i = pair i).
-        pool: (P,) pair indices forming the random pool.
+        queries: Store of the (N, d) query embeddings; passages: of the passage embeddings (row i = pair i).
+        pool: (P,) sorted pair indices forming the random pool.
         query_groups: (N,) int64 id of each pair's query text (``text_key_hash``): a pool passage whose
             pair has the same query is another answer to it, not a competitor (Wikipedia sections with
             several paragraphs, a comment with several replies). None: only the pair's own passage.
         passage_groups: (N,) int64 id of each pair's passage text, the same rule the other way.
+        pool_block_rows: Pool candidates in memory at once.
 
     Returns:
         ``query_rank`` and ``passage_rank`` (N,) int32 and ``score`` (N,) float32 (own pair's similarity).
     """
-    query_groups = np.arange(len(queries)) if query_groups is None else query_groups
-    passage_groups = np.arange(len(passages)) if passage_groups is None else passage_groups
+    rows = queries.layout.rows
+    query_groups = np.arange(rows) if query_groups is None else query_groups
+    passage_groups = np.arange(rows) if passage_groups is None else passage_groups
+    own = own_scores(queries, passages)
+    common = {"max_rank": max_rank, "pool_block_rows": pool_block_rows, "chunk": chunk}
     return {
-        "query_rank": rank_of_own(queries, passages, passages[pool], query_groups[pool], max_rank, chunk, query_groups),
-        "passage_rank": rank_of_own(passages, queries, queries[pool], passage_groups[pool], max_rank, chunk, passage_groups),
-        "score": np.einsum("nd,nd->n", queries, passages).astype(np.float32),
+        "query_rank": rank_of_own_in_store(queries, own, passages, pool, query_groups, desc="ranking passages", **common),
+        "passage_rank": rank_of_own_in_store(passages, own, queries, pool, passage_groups, desc="ranking queries", **common),
+        "score": own,
     }
 
 
@@ -128,60 +168,96 @@ def keep_mask(query_rank: np.ndarray, passage_rank: np.ndarray, k: int) -> np.nd
 
 
 # ------------------------------------------------------------------------------------------------- I/O
-def _shard_table(path: Path):
-    """A pair shard as an Arrow table: a Parquet shard whole (its other columns are kept in the output), a
-    JSONL shard as its query, passage and source (``e5kit.data.shards.iter_rows``; a value that is not a
-    string becomes null, which ``_read_pairs`` leaves out)."""
+class _PairShards:
+    """The input shards as Parquet (a JSONL shard converted once, streaming), with every row's output
+    shard name; rows are numbered across the shards in order, as the embedding stores number them."""
+
+    def __init__(self, files: list[Path], staging: Path, block_rows: int) -> None:
+        import pyarrow.parquet as pq
+
+        self.files = files
+        self.names = output_shard_names(files)
+        self.parquet = [path if is_parquet(path) else _jsonl_as_parquet(path, staging / name, block_rows) for path, name in zip(files, self.names)]
+        for source, path in zip(files, self.parquet):
+            missing = {"query", "passage"} - set(pq.ParquetFile(path).schema_arrow.names)
+            if missing:
+                raise ValueError(f"{source}: not a pair shard (missing column(s) {sorted(missing)})")
+        self.columns = {side: ParquetColumnBlocks(self.parquet, side, block_rows) for side in ("query", "passage")}
+        self.rows_per_file = [pq.ParquetFile(path).metadata.num_rows for path in self.parquet]
+        self.rows = sum(self.rows_per_file)
+
+    def file_and_row(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows,) index of each row's shard and (rows,) its row number in that shard."""
+        files = np.repeat(np.arange(len(self.parquet)), self.rows_per_file)
+        return files, np.concatenate([np.arange(n) for n in self.rows_per_file]) if self.rows else np.empty(0, np.int64)
+
+
+def _jsonl_as_parquet(path: Path, target: Path, block_rows: int) -> Path:
+    """A JSONL shard's query, passage and source as Parquet, written block by block (a value that is not a
+    string becomes null, which the filter counts as a pair without visible text)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if is_parquet(path):
-        return pq.read_table(path)
-    rows = [(query, passage, source) for _, query, passage, source in iter_rows(path)]
-    return pa.table({
-        name: pa.array([row[i] if isinstance(row[i], str) else None for row in rows], type=pa.string())
-        for i, name in enumerate(("query", "passage", "source"))
-    })
+    schema = pa.schema([(name, pa.string()) for name in ("query", "passage", "source")])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with AtomicFile(target) as staged, pq.ParquetWriter(staged.temporary, schema) as writer:
+        rows: list[tuple] = []
+        for _, *values in iter_rows(path):
+            rows.append(tuple(value if isinstance(value, str) else None for value in values))
+            if len(rows) == block_rows:
+                writer.write_table(pa.Table.from_pylist([dict(zip(schema.names, row)) for row in rows], schema=schema))
+                rows = []
+        writer.write_table(pa.Table.from_pylist([dict(zip(schema.names, row)) for row in rows], schema=schema))
+    return target
 
 
-def _read_pairs(files: list[Path]):
-    """(all pairs with their output shard name in ``_file``, number of pairs left out for a side without visible text).
+@dataclass(frozen=True)
+class _VisibleTexts:
+    """A ``ReadBlock`` giving each row's text, or "" (an all-zero row, never embedded) where either side
+    of the pair has no visible text: such pairs are never kept, only counted."""
 
-    Curation never writes such pairs; shards from elsewhere may hold them, and the encoder refuses them.
+    column: ParquetColumnBlocks
+    visible: np.ndarray
 
-    Raises:
-        e5kit.io.pairs.ShardError: two shards share a file name (``output_shard_names``).
-        ValueError: a Parquet shard without a query or passage column, naming it.
-    """
-    import pyarrow as pa
+    def __call__(self, block: int) -> list[str]:
+        start = block * self.column.block_rows
+        return [text if keep else "" for text, keep in zip(self.column(block), self.visible[start : start + self.column.block_rows])]
 
-    tables, invisible = [], 0
-    for path, name in zip(files, output_shard_names(files), strict=True):
-        table = _shard_table(path)
-        missing = {"query", "passage"} - set(table.column_names)
-        if missing:
-            raise ValueError(f"{path}: not a pair shard (missing column(s) {sorted(missing)})")
-        visible = [
+
+def _scan_pairs(shards: _PairShards) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(rows,) bool: both sides have visible text; and each side's (rows,) int64 text-key groups, block by block."""
+    visible = np.empty(shards.rows, dtype=bool)
+    groups = {side: np.zeros(shards.rows, dtype=np.int64) for side in shards.columns}
+    for block in range(shards.columns["query"].blocks):
+        start = block * shards.columns["query"].block_rows
+        texts = {side: column(block) for side, column in shards.columns.items()}
+        stop = start + len(texts["query"])
+        visible[start:stop] = [
             isinstance(query, str) and isinstance(passage, str) and has_visible_text(query) and has_visible_text(passage)
-            for query, passage in zip(table.column("query").to_pylist(), table.column("passage").to_pylist())
+            for query, passage in zip(texts["query"], texts["passage"])
         ]
-        invisible += len(visible) - sum(visible)
-        table = table.filter(pa.array(visible, type=pa.bool_()))
-        tables.append(table.append_column("_file", pa.array([name] * len(table))))
-    return pa.concat_tables(tables, promote_options="default"), invisible
+        for side, column in texts.items():
+            groups[side][start:stop] = [text_key_hash(text) if isinstance(text, str) else 0 for text in column]
+    return visible, groups
 
 
-def _write_kept(table, kept: np.ndarray, pairs_dir: Path) -> None:
+def _write_kept(shards: _PairShards, kept: np.ndarray, pairs_dir: Path) -> None:
+    """Each shard's kept rows, every column of a Parquet input, row group by row group."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    kept_table = table.filter(pa.array(kept))
     # One folder, replaced whole: a later stage never reads a mix of old and new shards.
     with AtomicFolder(pairs_dir) as staged:
-        for name in sorted(set(table.column("_file").to_pylist())):
-            part = kept_table.filter(pc.equal(kept_table.column("_file"), name)).drop_columns(["_file"])
-            pq.write_table(part, staged.temporary / name)
+        offset = 0
+        for path, name, rows in zip(shards.parquet, shards.names, shards.rows_per_file):
+            parquet = pq.ParquetFile(path)
+            with pq.ParquetWriter(staged.temporary / name, parquet.schema_arrow) as writer:
+                for group in range(parquet.metadata.num_row_groups):
+                    table = parquet.read_row_group(group)
+                    writer.write_table(table.filter(pa.array(kept[offset : offset + len(table)])))
+                    offset += len(table)
+            if not parquet.metadata.num_row_groups:
+                offset += rows
 
 
 def _report(ranks: dict[str, np.ndarray], k: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -195,64 +271,84 @@ def _report(ranks: dict[str, np.ndarray], k: int, extra: dict[str, Any]) -> dict
 
 
 # --------------------------------------------------------------------------------------------- the stage
-def _filter_once(config: ConsistencyConfig, model: str, table, files: list[Path], output_dir: Path) -> dict[str, Any]:
-    """One filter round into ``output_dir`` (scores and kept pairs); returns its report, which the caller writes."""
+def _embed_sides(config: ConsistencyConfig, model: str, shards: _PairShards, visible: np.ndarray, folder: Path) -> dict[str, EmbeddingStore]:
+    """Both sides embedded into stores under ``folder`` (resumed block by block after a kill), with ``config.engine``."""
+    from e5kit.encoder import Encoder
+
+    spec = EncoderSpec(model, max_length=config.max_length, similarity_fn_name=config.similarity_fn_name, device=config.device)
+    encoder = None if config.engine == "ray" else Encoder.load(model, max_length=config.max_length, similarity_fn_name=config.similarity_fn_name, device=config.device)
+    identity = {
+        "encoder": encoder.fingerprint() if encoder is not None else model,
+        "max_length": config.max_length,
+        "similarity": config.similarity_fn_name,
+        "inputs": [[str(path), path.stat().st_size, path.stat().st_mtime_ns] for path in shards.files],
+    }
+    stores = {}
+    for side, column in shards.columns.items():
+        fingerprint = f"{stable_hash(json.dumps({**identity, 'role': side}, sort_keys=True)) & (2**64 - 1):016x}"
+        dimension = encoder.dimension if encoder is not None else spec.load().dimension
+        layout = StoreLayout(rows=shards.rows, dimension=dimension, block_rows=config.block_rows, dtype=config.embedding_dtype, fingerprint=fingerprint)
+        try:
+            store = open_store(folder / side, layout)
+        except StoreMismatch:  # left by a run over other inputs or another model: replaced, never mixed in
+            shutil.rmtree(folder / side)
+            store = open_store(folder / side, layout)
+        embed_store(spec, _VisibleTexts(column, visible), store, role=side, engine=config.engine, workers=config.workers, batch_size=config.batch_size, encoder=encoder)
+        stores[side] = store
+    return stores
+
+
+def _filter_once(config: ConsistencyConfig, model: str, shards: _PairShards, output_dir: Path) -> dict[str, Any] | None:
+    """One filter round into ``output_dir`` (scores and kept pairs); returns its report, which the caller
+    writes (None on a torchrun rank other than 0, which only embeds its share)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from e5kit.encoder import Encoder
-
     started = time.perf_counter()
-    encoder = Encoder.load(model, max_length=config.max_length, similarity_fn_name=config.similarity_fn_name, device=config.device)
-    texts = {side: table.column(side).to_pylist() for side in ("query", "passage")}
-    queries = encoder.encode(texts["query"], role="query", batch_size=config.batch_size, show_progress=True)
-    passages = encoder.encode(texts["passage"], role="passage", batch_size=config.batch_size, show_progress=True)
-    embedded = time.perf_counter()
-    count = len(queries)
-    pool_size = min(config.pool_size, count)
-    pool = np.sort(np.random.default_rng(config.seed).choice(count, size=pool_size, replace=False)).astype(np.int64)
-    groups = {side: np.array([text_key_hash(text) for text in column], dtype=np.int64) for side, column in texts.items()}
-    ranks = consistency_ranks(queries, passages, pool, config.max_rank, config.search_chunk, groups["query"], groups["passage"])
-    searched = time.perf_counter()
-
     output_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(output_dir)
-    in_pool = np.zeros(count, dtype=bool)
+    visible, groups = _scan_pairs(shards)
+    stores = _embed_sides(config, model, shards, visible, output_dir / EMBEDDINGS_DIR)
+    if config.engine == "torchrun" and torchrun_rank()[0] != 0:
+        return None
+    embedded = time.perf_counter()
+    candidates = np.flatnonzero(visible)
+    pool_size = min(config.pool_size, len(candidates))
+    pool = np.sort(np.random.default_rng(config.seed).choice(candidates, size=pool_size, replace=False)).astype(np.int64)
+    ranks = consistency_ranks(stores["query"], stores["passage"], pool, config.max_rank, config.search_chunk, groups["query"], groups["passage"], config.pool_block_rows)
+    for name in ("query_rank", "passage_rank"):
+        ranks[name][~visible] = config.max_rank + 1  # never kept; counted apart in the report
+    searched = time.perf_counter()
+
+    in_pool = np.zeros(shards.rows, dtype=bool)
     in_pool[pool] = True
+    file_index, row = shards.file_and_row()
     scores = pa.table({
-        "file": table.column("_file"),
-        "row": pa.array(np.concatenate([np.arange(n) for n in _rows_per_file(table)]) if count else np.empty(0, np.int64)),
+        "file": pa.DictionaryArray.from_arrays(pa.array(file_index, pa.int32()), pa.array(shards.names)),
+        "row": pa.array(row, pa.int64()),
         "query_rank": ranks["query_rank"],
         "passage_rank": ranks["passage_rank"],
         "score": ranks["score"],
         "in_pool": in_pool,
+        "visible": visible,
     })
     with AtomicFile(output_dir / SCORES_FILE) as staged:
         pq.write_table(scores, staged.temporary)
-    _write_kept(table, keep_mask(ranks["query_rank"], ranks["passage_rank"], config.k), output_dir / "pairs")
-    report = _report(ranks, config.k, {
+    _write_kept(shards, keep_mask(ranks["query_rank"], ranks["passage_rank"], config.k), output_dir / "pairs")
+    if not config.keep_embeddings:
+        shutil.rmtree(output_dir / EMBEDDINGS_DIR, ignore_errors=True)
+    report = _report({name: ranks[name][visible] for name in ranks}, config.k, {
         "model": model,
         "pool_size": pool_size,
         "max_rank": config.max_rank,
         "seed": config.seed,
-        "input_paths": [str(path) for path in files],
+        "input_paths": [str(path) for path in shards.files],
         "embed_s": round(embedded - started, 3),
         "search_s": round(searched - embedded, 3),
-        "search_pairs_per_s": round(count / max(searched - embedded, 1e-9), 1),
+        "search_pairs_per_s": round(len(candidates) / max(searched - embedded, 1e-9), 1),
+        "skipped_without_visible_text": int((~visible).sum()),
     })
     return report
-
-
-def _rows_per_file(table) -> list[int]:
-    names = table.column("_file").to_pylist()
-    counts: list[int] = []
-    previous = None
-    for name in names:
-        if name != previous:
-            counts.append(0)
-            previous = name
-        counts[-1] += 1
-    return counts
 
 
 def consistency_filter(config: ConsistencyConfig, train_fn: TrainFn | None = None) -> dict[str, Any]:
@@ -273,7 +369,7 @@ def consistency_filter(config: ConsistencyConfig, train_fn: TrainFn | None = Non
         raise ValueError("iterations: re-training between iterations needs a train_fn (e.g. e5kit.training.trainer.pretrain_on)")
     files = resolve_shard_paths(config.pairs)
     (config.output_dir / "report.json").unlink(missing_ok=True)  # written again last: it marks a finished run
-    table, invisible = _read_pairs(files)
+    shards = _PairShards(files, config.output_dir / INPUTS_DIR, config.block_rows)
     # Re-training scores as the filter ranks, unless its own settings say otherwise.
     retrain_settings = {"similarity_fn_name": config.similarity_fn_name, **config.train}
     model = config.model
@@ -281,13 +377,15 @@ def consistency_filter(config: ConsistencyConfig, train_fn: TrainFn | None = Non
     for iteration in range(config.iterations):
         last = iteration == config.iterations - 1
         round_dir = config.output_dir if last else config.output_dir / f"iter-{iteration}"
-        report = _filter_once(config, model, table, files, round_dir)
+        report = _filter_once(config, model, shards, round_dir)
+        if report is None:  # a torchrun rank other than 0: its share is embedded, rank 0 ranks and writes
+            return {}
         history.append({"iteration": iteration, "model": model, "kept": report["kept"], "read": report["read"]})
         if not last:
             write_text_atomic(round_dir / "report.json", json.dumps(report, indent=2))
             model = str(train_fn(model, round_dir / "pairs", config.output_dir / f"iter-{iteration}" / "model", retrain_settings))
     report["iterations"] = history
-    report["skipped_without_visible_text"] = invisible
+    shutil.rmtree(config.output_dir / INPUTS_DIR, ignore_errors=True)
     write_text_atomic(config.output_dir / "report.json", json.dumps(report, indent=2))
     return report
 
@@ -307,13 +405,15 @@ def reapply_k(output_dir: str | Path, k: int) -> dict[str, Any]:
     previous = json.loads(report_path.read_text(encoding="utf-8"))
     if k > previous["max_rank"]:
         raise ValueError(f"k ({k}) must be <= max_rank ({previous['max_rank']}) of the stored ranks; re-run with a larger max_rank")
-    scores = pq.read_table(scores_path)
-    table, _ = _read_pairs([Path(path) for path in previous["input_paths"]])
-    if len(table) != len(scores):
-        raise ValueError(f"{output_dir}: the input pairs changed since the ranks were computed ({len(table)} rows now, {len(scores)} scored)")
+    scores = pq.read_table(scores_path, columns=["query_rank", "passage_rank", "score", "visible"])
+    shards = _PairShards([Path(path) for path in previous["input_paths"]], output_dir / INPUTS_DIR, DEFAULT_BLOCK_ROWS)
+    if shards.rows != len(scores):
+        raise ValueError(f"{output_dir}: the input pairs changed since the ranks were computed ({shards.rows} rows now, {len(scores)} scored)")
     ranks = {name: scores.column(name).to_numpy() for name in ("query_rank", "passage_rank", "score")}
-    _write_kept(table, keep_mask(ranks["query_rank"], ranks["passage_rank"], k), output_dir / "pairs")
+    _write_kept(shards, keep_mask(ranks["query_rank"], ranks["passage_rank"], k), output_dir / "pairs")
+    shutil.rmtree(output_dir / INPUTS_DIR, ignore_errors=True)
+    visible = scores.column("visible").to_numpy()
     carried = {key: value for key, value in previous.items() if key not in ("read", "kept", "dropped", "k")}
-    report = _report(ranks, k, carried)
+    report = _report({name: ranks[name][visible] for name in ranks}, k, carried)
     write_text_atomic(report_path, json.dumps(report, indent=2))
     return report

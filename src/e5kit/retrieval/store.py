@@ -182,20 +182,40 @@ def embed_blocks(
     remove_stale_temporaries(store.folder)
     candidates = range(layout.blocks) if blocks is None else blocks
     mine = [block for block in candidates if block % world_size == rank and not store.finished(block)]
-    dtype = np.dtype(layout.dtype)
     with progress_bar(total=len(mine), desc=f"embedding blocks ({store.folder.name})", unit="block") as progress:
         for block in mine:
             start, stop = layout.block_range(block)
             texts = list(read_block(block))
             if len(texts) != stop - start:
                 raise ValueError(f"{store.folder}: block {block} should hold rows {start}-{stop - 1} ({stop - start} texts), got {len(texts)}")
-            vectors = encode_corpus(encoder, texts, role=role, batch_size=batch_size, show_progress=show_progress).embeddings
-            with AtomicFile(store.vectors_path(block)) as staged, open(staged.temporary, "wb") as handle:
-                np.save(handle, vectors.astype(dtype))
-            with AtomicFile(store.ids_path(block)) as staged, open(staged.temporary, "wb") as handle:
-                np.save(handle, np.arange(start, stop, dtype=np.int64))
+            put_block(store, block, encode_corpus(encoder, texts, role=role, batch_size=batch_size, show_progress=show_progress).embeddings)
             progress.update(1)
     return len(mine)
+
+
+def put_block(store: EmbeddingStore, block: int, vectors: np.ndarray) -> None:
+    """Write one block's (rows, dim) vectors, whole or not at all (the ids file last: it marks the block done).
+
+    Raises:
+        ValueError: when ``vectors`` is not the block's (rows, dim).
+    """
+    start, stop = store.layout.block_range(block)
+    if vectors.shape != (stop - start, store.layout.dimension):
+        raise ValueError(f"{store.folder}: block {block} takes ({stop - start}, {store.layout.dimension}) vectors, got {vectors.shape}")
+    with AtomicFile(store.vectors_path(block)) as staged, open(staged.temporary, "wb") as handle:
+        np.save(handle, vectors.astype(np.dtype(store.layout.dtype)))
+    with AtomicFile(store.ids_path(block)) as staged, open(staged.temporary, "wb") as handle:
+        np.save(handle, np.arange(start, stop, dtype=np.int64))
+
+
+def store_from_vectors(folder: str | Path, vectors: np.ndarray, block_rows: int, dtype: str = "float32") -> EmbeddingStore:
+    """A store holding given (rows, dim) vectors (e.g. to rank embeddings computed elsewhere)."""
+    layout = StoreLayout(rows=len(vectors), dimension=vectors.shape[1], block_rows=block_rows, dtype=dtype, fingerprint="vectors")  # type: ignore[arg-type]
+    store = open_store(folder, layout)
+    for block in range(layout.blocks):
+        start, stop = layout.block_range(block)
+        put_block(store, block, vectors[start:stop])
+    return store
 
 
 def search_store(queries: np.ndarray, store: EmbeddingStore, top_k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,11 @@ from typer.testing import CliRunner
 
 from e5kit.cli.app import app
 from e5kit.data.consistency import ConsistencyConfig, consistency_filter, consistency_ranks, keep_mask, reapply_k
+from e5kit.retrieval.store import store_from_vectors
+
+
+def _stores(folder, queries, passages):
+    return store_from_vectors(folder / "q", queries, 64), store_from_vectors(folder / "p", passages, 64)
 
 
 def naive_ranks(queries, passages, pool, max_rank):
@@ -28,7 +33,7 @@ def naive_ranks(queries, passages, pool, max_rank):
 
 
 @pytest.mark.parametrize("pool_size,max_rank,chunk", [(60, 5, 7), (200, 300, 64), (15, 3, 1000)])
-def test_faiss_ranks_equal_naive(pool_size, max_rank, chunk):
+def test_faiss_ranks_equal_naive(pool_size, max_rank, chunk, tmp_path):
     # Given random unit vectors with correlated pairs
     rng = np.random.default_rng(0)
     queries = rng.normal(size=(200, 16)).astype(np.float32)
@@ -36,8 +41,8 @@ def test_faiss_ranks_equal_naive(pool_size, max_rank, chunk):
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     passages /= np.linalg.norm(passages, axis=1, keepdims=True)
     pool = np.sort(rng.choice(200, size=pool_size, replace=False))
-    # When ranked with FAISS in chunks
-    ranks = consistency_ranks(queries, passages, pool, max_rank, chunk)
+    # When ranked with FAISS in chunks, from stores of 64-row blocks with the pool read in shards of 50
+    ranks = consistency_ranks(*_stores(tmp_path, queries, passages), pool, max_rank, chunk, pool_block_rows=50)
     # Then both directions equal the naive ranks
     expected_query, expected_passage = naive_ranks(queries, passages, pool, max_rank)
     np.testing.assert_array_equal(ranks["query_rank"], expected_query)
@@ -162,7 +167,9 @@ def test_cli_filter_consistency_and_reapply(pair_dir, tiny_bert_dir, tmp_path):
 #: (point, when, calls it gets in one filter run over pair_dir) for the seeded draws.
 KILL_POINTS = [
     ("e5kit.encoder:Encoder.encode", "after", 2),  # queries embedded, nothing written
-    ("pyarrow.parquet:write_table", "after", 3),  # scores or a kept shard written under its temporary name
+    ("e5kit.retrieval.store:put_block", "after", 2),  # a side's embedding block written (resumed, not redone)
+    ("pyarrow.parquet:write_table", "after", 1),  # scores written under their temporary name
+    ("pyarrow.parquet:ParquetWriter.write_table", "after", 2),  # a kept shard half written under its temporary name
     ("e5kit.io.files:AtomicFile.commit", "after", 2),  # scores or the report renamed into place
     ("e5kit.io.files:AtomicFolder.commit", "before", 1),  # every kept shard written, pairs/ not yet renamed into place
 ]
@@ -234,7 +241,7 @@ def test_filter_killed_while_re_training_resumes_the_training_to_the_uninterrupt
     assert losses[0] == losses[1] and len(losses[0]) == 4
 
 
-def test_other_passages_of_the_same_query_do_not_count_against_a_pair():
+def test_other_passages_of_the_same_query_do_not_count_against_a_pair(tmp_path):
     # Given a query text shared by three pairs (three paragraphs of one Wikipedia section) and unrelated pairs
     rng = np.random.default_rng(4)
     shared = rng.normal(size=16)
@@ -245,10 +252,42 @@ def test_other_passages_of_the_same_query_do_not_count_against_a_pair():
     pool = np.arange(23)
     groups = np.array([7, 7, 7, *range(100, 120)], dtype=np.int64)
     # When ranked by pair alone, the section's paragraphs push each other down; grouped by query text, they do not
-    alone = consistency_ranks(queries, passages, pool, max_rank=10, chunk=5)
-    grouped = consistency_ranks(queries, passages, pool, max_rank=10, chunk=5, query_groups=groups, passage_groups=np.arange(23))
+    stores = _stores(tmp_path, queries, passages)
+    alone = consistency_ranks(*stores, pool, max_rank=10, chunk=5)
+    grouped = consistency_ranks(*stores, pool, max_rank=10, chunk=5, query_groups=groups, passage_groups=np.arange(23))
     assert alone["query_rank"][:3].max() > 1
     assert (grouped["query_rank"][:3] == 1).all()
     # And for pairs whose query is their own, grouping changes nothing
     np.testing.assert_array_equal(grouped["query_rank"][3:], alone["query_rank"][3:])
     np.testing.assert_array_equal(grouped["passage_rank"], alone["passage_rank"])
+
+
+# ----------------------------------------------------------------- engines (issue 16, item 3)
+def test_filter_under_torchrun_and_ray_equals_one_process(pair_dir, tiny_bert_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # Given the filter run in one process, with blocks of 16 pairs so there are blocks to share out
+    argv = ["filter", "consistency", "--pairs", str(pair_dir), "--model", str(tiny_bert_dir), "--pool-size", "25",
+            "--set", "max_rank=10", "--set", "block_rows=16", "--set", "pool_block_rows=10"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*argv, "--output", str(tmp_path / "local")]).exit_code == 0
+    # When two gloo ranks under torchrun share the embedding (rank 0 ranks and writes)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "e5kit",
+               *argv, "--engine", "torchrun", "--output", str(tmp_path / "torchrun")]
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # Then the kept pairs, ranks and report equal the one-process run's, and the output is printed once
+    assert filter_outputs(tmp_path / "torchrun") == filter_outputs(tmp_path / "local")
+    assert done.stdout.count("kept ") == 1
+    # And a local Ray actor pool of two gives the same output
+    pytest.importorskip("ray")
+    import ray
+
+    try:
+        result = runner.invoke(app, [*argv, "--engine", "ray", "--workers", "2", "--output", str(tmp_path / "ray")])
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 0, result.output
+    assert filter_outputs(tmp_path / "ray") == filter_outputs(tmp_path / "local")
