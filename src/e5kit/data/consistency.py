@@ -405,6 +405,8 @@ def reapply_k(output_dir: str | Path, k: int) -> dict[str, Any]:
     previous = json.loads(report_path.read_text(encoding="utf-8"))
     if k > previous["max_rank"]:
         raise ValueError(f"k ({k}) must be <= max_rank ({previous['max_rank']}) of the stored ranks; re-run with a larger max_rank")
+    if "visible" not in pq.ParquetFile(scores_path).schema_arrow.names:
+        raise ValueError(f"{scores_path}: ranks written by an older e5kit (rows numbered without the pairs lacking visible text); run the filter again")
     scores = pq.read_table(scores_path, columns=["query_rank", "passage_rank", "score", "visible"])
     shards = _PairShards([Path(path) for path in previous["input_paths"]], output_dir / INPUTS_DIR, DEFAULT_BLOCK_ROWS)
     if shards.rows != len(scores):
