@@ -104,9 +104,10 @@ def test_ablation_config_names_bad_references_on_one_line(tmp_path):
 
 def test_the_shipped_e5_ablation_config_validates():
     # Given the bundled ablation config, When it is loaded by name, Then every variant and comparison resolves
-    from e5kit.ablation import load_ablation_config
+    from e5kit.ablation import AblationConfig
+    from e5kit.config import load_config
 
-    config = load_ablation_config("ablations/e5_paper")
+    config = load_config(AblationConfig, "ablations/e5_paper")
     assert len(config.variants) >= 8 and config.comparisons
 
 

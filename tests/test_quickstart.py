@@ -116,15 +116,16 @@ def test_shipped_quickstart_configs_validate_every_stage_section():
     from pathlib import Path
     from typing import get_args
 
+    from e5kit.config import load_config
     from e5kit.data.curation import CurateConfig, FiltersConfig, SourceConfig
-    from e5kit.pipeline import DEFAULT_CURATE, DEFAULT_PRETRAIN, load_quickstart_config, merge_settings
+    from e5kit.pipeline import DEFAULT_CURATE, DEFAULT_PRETRAIN, QuickstartConfig, merge_settings
     from e5kit.training.config import PretrainConfig
 
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("quickstart_*.yaml"))
     assert len(configs) >= 2
     for path in configs:
         # Given a shipped example, When its sections are merged over the defaults, Then each stage accepts them
-        config = load_quickstart_config(path)
+        config = load_config(QuickstartConfig, path)
         # (curation checks that input files exist, which example dump paths do not, so its parts are checked here)
         curate = merge_settings(DEFAULT_CURATE, config.curate)
         FiltersConfig.model_validate(curate.pop("filters"))

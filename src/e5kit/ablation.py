@@ -28,7 +28,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from e5kit.config import load_config
 from e5kit.hub import DEFAULT_MODEL
 from e5kit.io.files import AtomicFile, unique_names, write_text_atomic
 from e5kit.pipeline import (
@@ -146,15 +145,6 @@ class AblationConfig(BaseModel):
                 if getattr(comparison, field) not in rows:
                     raise ValueError(f"comparisons.{index}.{field}: {getattr(comparison, field)!r} is not a variant, {START_ROW!r} or {BM25_ROW!r}")
         return self
-
-
-def load_ablation_config(path: str | Path | None, overrides: list[str] | None = None) -> AblationConfig:
-    """Read an ablation YAML (a bundled config's name reads it) and apply ``key=value`` overrides.
-
-    Raises:
-        e5kit.config.ConfigError: naming the file and line, or every bad field, on one line.
-    """
-    return load_config(AblationConfig, path, overrides)
 
 
 def _source_counts(pairs_dir: str) -> Counter:

@@ -1,9 +1,9 @@
 """Stage configs: a YAML mapping, ``--set key=value`` overrides, pydantic validation that names the field.
 
-Every config-driven stage (curate, filter consistency, pretrain, finetune, eval, serve, quickstart)
-reads its settings through here, so ``--set`` means the same everywhere: dots reach nested keys,
-digits index lists (``sources.0.paths=[a.jsonl]``), and values are parsed as YAML (numbers,
-booleans, lists). The example configs ship inside the package (``e5kit/configs/*.yaml``); a config
+Every config-driven command (curate, holdout, filter consistency, pretrain, finetune, eval, serve,
+quickstart, ablate) reads its settings through ``load_config`` here, and nowhere else, so precedence,
+``--set`` and the errors are the same everywhere: dots reach nested keys, digits index lists
+(``sources.0.paths=[a.jsonl]``), and values are parsed as YAML (numbers, booleans, lists). The example configs ship inside the package (``e5kit/configs/*.yaml``); a config
 path that does not exist and names one of them (``pretrain``, ``pretrain.yaml`` or
 ``configs/pretrain.yaml``) reads the bundled file.
 

@@ -26,7 +26,6 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from e5kit.config import load_config
 from e5kit.hub import DEFAULT_MODEL
 from e5kit.io.files import write_text_atomic
 from e5kit.processes import die_with_parent
@@ -164,17 +163,6 @@ def merge_settings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, 
     for key, value in override.items():
         merged[key] = merge_settings(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
     return merged
-
-
-def load_quickstart_config(path: str | Path | None, **overrides: Any) -> QuickstartConfig:
-    """Read a quickstart YAML (or the defaults; a bundled config's name reads it) and apply keyword
-    overrides that are not None.
-
-    Raises:
-        e5kit.config.ConfigError: a missing file, invalid YAML (with its line) or an invalid field, on one
-            line naming the file and every bad field.
-    """
-    return load_config(QuickstartConfig, path, options=overrides)
 
 
 def settings_fingerprint(settings: Any) -> str:

@@ -95,7 +95,7 @@ def test_every_eval_command_has_help():
 def test_example_configs_validate(name):
     from pathlib import Path
 
-    from e5kit.evaluation.config import load_config
+    from e5kit.config import load_config
     from e5kit.evaluation.runner import task_spec
 
     # Given the example config of each task, Then it validates against that task's config class

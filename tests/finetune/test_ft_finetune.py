@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from e5kit.config import ConfigError, load_config
 from e5kit.data.finetune_formats import FinetuneExample
-from e5kit.training.config import ConfigError
-from e5kit.training.finetune import FinetuneConfig, FinetuneSampler, false_negative_mask, finetune, load_finetune_config
+from e5kit.training.finetune import FinetuneConfig, FinetuneSampler, false_negative_mask, finetune
 from e5kit.training.gradcache import GradCache
 from e5kit.training.losses.distillation import distillation_loss
 
@@ -21,11 +21,11 @@ def test_defaults_are_the_papers_and_bad_fields_are_named(tmp_path):
     assert (config.query_max_length, config.passage_max_length, config.epochs, config.tau) == (192, 192, 3.0, 0.01)
     base = ["init_model=m", f"output_dir={tmp_path}"]
     with pytest.raises(ConfigError, match=r"invalid finetune config: data.datasets.0.format"):
-        load_finetune_config(None, base + ["data.datasets=[{name: a, format: csv, path: x}]"])
+        load_config(FinetuneConfig, None, base + ["data.datasets=[{name: a, format: csv, path: x}]"])
     with pytest.raises(ConfigError, match="repeated: a"):
-        load_finetune_config(None, base + ["data.datasets=[{name: a, format: nli, path: x}, {name: a, format: nli, path: y}]"])
+        load_config(FinetuneConfig, None, base + ["data.datasets=[{name: a, format: nli, path: x}, {name: a, format: nli, path: y}]"])
     with pytest.raises(ConfigError, match="symmetric"):
-        load_finetune_config(None, base + ["data.datasets=[{name: a, format: nli, path: x}]", "symmetric=true"])
+        load_config(FinetuneConfig, None, base + ["data.datasets=[{name: a, format: nli, path: x}]", "symmetric=true"])
 
 
 def scored_example(index: int, negatives: int) -> FinetuneExample:

@@ -22,11 +22,11 @@ def ablate(
     pre-training per distinct training setting; finished steps are skipped on a rerun. Writes
     WORKDIR/results.md (tables, comparisons beside the E5 paper's figures), results.png and results.json.
     """
-    from e5kit.ablation import Ablation, load_ablation_config
-    from e5kit.config import ConfigError
+    from e5kit.ablation import Ablation, AblationConfig
+    from e5kit.config import ConfigError, load_config
 
     try:
-        settings = load_ablation_config(config, set_)
+        settings = load_config(AblationConfig, config, set_)
     except ConfigError as error:
         raise fail(str(error)) from error
     output_folder(settings.workdir)

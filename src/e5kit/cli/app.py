@@ -235,18 +235,18 @@ def overrides_option(example: str):
     )
 
 
-def run_training(load_settings: Callable, train: Callable, config: Path | None, overrides: list[str] | None, resume: bool) -> None:
+def run_training(schema: type, train: Callable, config: Path | None, overrides: list[str] | None, resume: bool) -> None:
     """The shared body of ``pretrain`` and ``finetune``: validate the config, check that ``output_dir`` can be
     written, train, say where the outputs are.
 
     Args:
-        load_settings: (config path, overrides) -> validated settings with an ``output_dir``; raises ConfigError naming the field.
+        schema: The stage's config class (with an ``output_dir``), read by ``e5kit.config.load_config``.
         train: (settings, resume=..., evaluator=...) -> path of the final model; the evaluator scores
             ``settings.eval_data`` (None when it is empty).
     """
     from transformers.utils import logging as transformers_logging
 
-    from e5kit.config import ConfigError
+    from e5kit.config import ConfigError, load_config
     from e5kit.encoder.model_format import ModelDirectoryError
     from e5kit.io.files import InputFormatError
     from e5kit.io.pairs import ShardError
@@ -254,7 +254,7 @@ def run_training(load_settings: Callable, train: Callable, config: Path | None, 
     configure_logging(default=logging.INFO)
     transformers_logging.disable_progress_bar()
     try:
-        settings = load_settings(config, overrides or [])
+        settings = load_config(schema, config, overrides)
     except ConfigError as error:
         raise fail(str(error)) from error
     output_folder(settings.output_dir)

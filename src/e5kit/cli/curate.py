@@ -21,14 +21,14 @@ def curate(
     Writes OUTPUT_DIR/pairs/<source>-<NNNNN>.parquet (query, passage, source, meta), report.json,
     report.md and histograms/*.png. Every record read is either kept or counted under a drop reason.
     """
+    from e5kit.config import load_config
+    from e5kit.data.curation import CurateConfig
     from e5kit.data.curation import curate as run_curation
-    from e5kit.data.curation import load_config
+    from e5kit.data.curation.planner import check_inputs
 
-    overrides = list(set_ or [])
-    overrides += [f"engine={engine}"] if engine else []
-    overrides += [f"workers={workers}"] if workers else []
     try:
-        settings = load_config(config, overrides)
+        settings = load_config(CurateConfig, config, set_, options={"engine": engine, "workers": workers})
+        check_inputs(settings)  # a missing input is named before the output folder is touched
     except ValueError as error:
         raise fail(str(error)) from error
     output_folder(settings.output_dir)

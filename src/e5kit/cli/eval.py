@@ -90,7 +90,7 @@ def parse_columns(text: str) -> dict[str, str]:
 
 
 def _run(task: str, config_path: Path | None, sets: list[str] | None, **options) -> None:
-    from e5kit.evaluation.config import ConfigError, load_config
+    from e5kit.config import ConfigError, load_config
     from e5kit.evaluation.report import markdown_table
     from e5kit.evaluation.runner import run_task, task_spec
     from e5kit.io.files import InputFormatError, check_input_file
@@ -99,7 +99,7 @@ def _run(task: str, config_path: Path | None, sets: list[str] | None, **options)
     if options.get("columns") is not None:
         options["columns"] = parse_columns(options["columns"])
     try:
-        config = load_config(task_spec(task).config_class, config_path, options, sets or [])
+        config = load_config(task_spec(task).config_class, config_path, sets, options)
     except ConfigError as error:
         raise fail(str(error)) from error
     output_folder(config.results_dir)

@@ -133,7 +133,7 @@ def finetune(
     torchrun/DDP, checkpoints and --resume are the pre-training engine's. Writes {output_dir}/final with a model card.
     eval_data/eval_every score BEIR folders while training, as in `e5kit pretrain`.
     """
+    from e5kit.training.config import FinetuneConfig
     from e5kit.training.finetune import finetune as run_finetune
-    from e5kit.training.finetune import load_finetune_config
 
-    run_training(load_finetune_config, run_finetune, config, [*(overrides or []), *report_to_overrides(report_to)], resume)
+    run_training(FinetuneConfig, run_finetune, config, [*(overrides or []), *report_to_overrides(report_to)], resume)

@@ -38,7 +38,7 @@ def pretrain(
     Writes {output_dir}/final (sentence-transformers model with a model card), metrics.jsonl, loss_curve.png and
     checkpoints/. For several GPUs: torchrun --nproc_per_node=N $(which e5kit) pretrain --config ...
     """
-    from e5kit.training.config import load_config
+    from e5kit.training.config import PretrainConfig
     from e5kit.training.trainer import pretrain as run_pretrain
 
-    run_training(load_config, run_pretrain, config, [*(overrides or []), *report_to_overrides(report_to)], resume)
+    run_training(PretrainConfig, run_pretrain, config, [*(overrides or []), *report_to_overrides(report_to)], resume)

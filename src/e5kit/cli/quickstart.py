@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail
+from e5kit.cli.app import app, fail, overrides_option
 
 
 @app.command()
@@ -15,6 +15,7 @@ def quickstart(
     config: Path = typer.Option(None, "--config", "-c", help="YAML (or a bundled config's name, e.g. quickstart_ray): real dumps (sources), hub models, GPUs (nproc_per_node), stage overrides."),
     model: str = typer.Option(None, help="Starting encoder (default: all-MiniLM-L6-v2, bundled with e5kit)."),
     force: bool = typer.Option(False, "--force", help="Redo stages that finished in an earlier run."),
+    set_: list[str] = overrides_option("--set pretrain.max_steps=20 --set consistency.k=10"),
 ) -> None:
     """Run the whole E5 pipeline in one command, offline by default.
 
@@ -25,11 +26,11 @@ def quickstart(
     split of its own (the holdout stage) and every model is scored on each. Finished stages are skipped
     on a rerun under the same settings; a changed section redoes its stage and the ones after it.
     """
-    from e5kit.config import ConfigError
-    from e5kit.pipeline import Quickstart, load_quickstart_config
+    from e5kit.config import ConfigError, load_config
+    from e5kit.pipeline import Quickstart, QuickstartConfig
 
     try:
-        settings = load_quickstart_config(config, workdir=workdir, model=model)
+        settings = load_config(QuickstartConfig, config, set_, options={"workdir": workdir, "model": model})
     except ConfigError as error:
         raise fail(str(error)) from error
     quickstart = Quickstart(settings, force=force, log=typer.echo)

@@ -54,7 +54,7 @@ def serve(
 ) -> None:
     import uvicorn
 
-    from e5kit.evaluation.config import ConfigError, load_config
+    from e5kit.config import ConfigError, load_config
     from e5kit.serving.config import ServeConfig
 
     options = dict(
@@ -63,7 +63,7 @@ def serve(
         max_body_bytes=max_body_bytes, default_input_type=default_role.value if default_role else None,
     )
     try:
-        settings = load_config(ServeConfig, config, options, overrides or [])
+        settings = load_config(ServeConfig, config, overrides, options)
     except ConfigError as error:
         raise fail(str(error)) from error
     served_app = build_app(settings)

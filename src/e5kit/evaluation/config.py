@@ -1,6 +1,6 @@
 """One pydantic config per evaluation task, loadable from YAML, every field overridable.
 
-Precedence, lowest first: field defaults, the YAML file (``--config``), command-line options,
+Read with ``e5kit.config.load_config``; precedence, lowest first: field defaults, the YAML file (``--config``), command-line options,
 ``--set key=value`` pairs. An invalid config fails before any model is loaded, naming the field.
 """
 
@@ -11,12 +11,10 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from e5kit import config as config_io
-from e5kit.config import ConfigError
 from e5kit.evaluation import fields
 from e5kit.evaluation.tables import column_names
 
-__all__ = ["ConfigError", "EvalConfig", "load_config"]
+__all__ = ["EvalConfig"]
 
 
 class EvalConfig(BaseModel):
@@ -135,13 +133,3 @@ class ClusteringConfig(MappedColumnsConfig):
     seeds: int = Field(10, ge=1)
     kmeans_batch_size: int = Field(500, ge=1)
 
-
-def load_config(
-    config_class: type[EvalConfig], path: Path | None = None, options: dict | None = None, overrides: list[str] = ()
-) -> EvalConfig:
-    """Merge defaults, a YAML file, command-line ``options`` (None = not given) and ``--set`` pairs.
-
-    Raises:
-        ConfigError: unreadable YAML, an unknown field, or an invalid value, naming the field.
-    """
-    return config_io.load_config(config_class, path, list(overrides), options)

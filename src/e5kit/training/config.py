@@ -10,7 +10,8 @@ keeps the flat keys users write (``lr: 2e-5``, ``checkpoint_every: 500``), and a
 (``symmetric`` in fine-tuning, ``hard_negatives`` in pre-training) is rejected by name as unknown.
 
 Example:
-    >>> config = load_config("configs/pretrain.yaml", ["max_steps=10", "data.paths=[pairs.parquet]"])  # doctest: +SKIP
+    >>> from e5kit.config import load_config
+    >>> config = load_config(PretrainConfig, "configs/pretrain.yaml", ["max_steps=10", "data.paths=[pairs.parquet]"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ __all__ = [
     "RuntimeSettings",
     "TrainingConfig",
     "coerce_config",
-    "load_config",
 ]
 
 
@@ -346,17 +346,6 @@ class FinetuneConfig(ModelSettings, OptimizerSettings, RuntimeSettings, Checkpoi
 TrainingConfig = PretrainConfig | FinetuneConfig
 
 
-def load_config(
-    path: str | Path | None, overrides: list[str] | None = None, schema: type[TrainingConfig] = PretrainConfig
-) -> TrainingConfig:
-    """Read a YAML config (optional), apply ``key=value`` overrides, and validate into ``schema``.
-
-    Raises:
-        ConfigError: on unreadable YAML (naming file and line) or an invalid field (naming it).
-    """
-    return config_io.load_config(schema, path, overrides)
-
-
 def coerce_config(
     config: TrainingConfig | dict[str, Any] | str | Path, schema: type[TrainingConfig] = PretrainConfig
 ) -> TrainingConfig:
@@ -365,4 +354,4 @@ def coerce_config(
         return config
     if isinstance(config, dict):
         return config_io.validate_config(schema, config)
-    return load_config(config, schema=schema)
+    return config_io.load_config(schema, config)

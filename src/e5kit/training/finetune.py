@@ -31,7 +31,7 @@ from e5kit.data.mixture import MixtureSampler
 from e5kit.io.text import normalized_text_key
 from e5kit.model_card import portable_name
 from e5kit.training import distributed
-from e5kit.training.config import ConfigError, DatasetConfig, FinetuneConfig, FinetuneDataConfig, coerce_config, load_config
+from e5kit.training.config import ConfigError, DatasetConfig, FinetuneConfig, FinetuneDataConfig, coerce_config
 from e5kit.training.gradcache import text_keys
 from e5kit.training.losses.distillation import distillation_loss
 from e5kit.training.metrics import CurveLabels
@@ -48,18 +48,12 @@ __all__ = [
     "finetune",
     "finetuner",
     "load_datasets",
-    "load_finetune_config",
     "steps_for_epochs",
 ]
 
 logger = logging.getLogger(__name__)
 
 RANDOM_FILL = "examples with too few hard negatives (random passages added; no teacher scores)"
-
-
-def load_finetune_config(path: str | Path | None, overrides: list[str] | None = None) -> FinetuneConfig:
-    """Read a YAML config, apply ``key=value`` overrides and validate; errors name the field (``ConfigError``)."""
-    return load_config(path, overrides, schema=FinetuneConfig)
 
 
 @dataclass

@@ -10,7 +10,9 @@ from curation_dumps import STACK_ROWS, json_lines, mediawiki_xml, posts_xml, pus
 from typer.testing import CliRunner
 
 from e5kit.cli.app import app
-from e5kit.data.curation import CurateConfig, curate, load_config
+from e5kit.config import load_config
+from e5kit.data.curation import CurateConfig, curate
+from e5kit.data.curation.planner import check_inputs
 from e5kit.io.pairs import PAIR_COLUMNS
 
 NEWS = [{"title": f"Headline number {i} about city council budget", "description": f"The city council met on day {i} and approved spending on parks, roads and the public library."} for i in range(30)]
@@ -150,13 +152,13 @@ def test_ray_engine_gives_identical_output(dumps, tmp_path):
 def test_config_errors_name_the_field(dumps, tmp_path):
     base = ["output_dir=" + str(tmp_path / "o"), f"sources=[{{type: news, paths: ['{dumps}/news-a.jsonl']}}]"]
     with pytest.raises(ValueError, match="sources.0.options: bogus"):
-        load_config(None, base + ["sources.0.options.bogus=1"])
+        load_config(CurateConfig, None, base + ["sources.0.options.bogus=1"])
     with pytest.raises(ValueError, match="sources.0.paths: .*nope"):
-        load_config(None, base + ["sources.0.paths=[/nope/x.jsonl]"])
+        check_inputs(load_config(CurateConfig, None, base + ["sources.0.paths=[/nope/x.jsonl]"]))  # the paths are the planner's to check
     with pytest.raises(ValueError, match="filters.length.min_query_words"):
-        load_config(None, base + ["filters.length.min_query_words=abc"])
+        load_config(CurateConfig, None, base + ["filters.length.min_query_words=abc"])
     with pytest.raises(ValueError, match="expected key=value"):
-        load_config(None, base + ["workers"])
+        load_config(CurateConfig, None, base + ["workers"])
 
 
 def test_cli_curate_runs_from_a_yaml_config(dumps, tmp_path):

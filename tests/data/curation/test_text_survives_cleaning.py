@@ -17,7 +17,8 @@ from curation_dumps import json_lines, posts_xml, write_lines
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from e5kit.data.curation import CurateConfig, curate, load_config
+from e5kit.config import load_config
+from e5kit.data.curation import CurateConfig, curate
 from e5kit.data.filters import clean
 from e5kit.data.readers import arxiv, generic, news, stackexchange
 from e5kit.data.skips import SkipCounter
@@ -80,9 +81,9 @@ def test_strip_html_is_a_config_error_naming_the_field(tmp_path, value):
     base = ["output_dir=" + str(tmp_path / "o"), f"sources=[{{type: news, paths: ['{tmp_path}/n.jsonl']}}]"]
     # Then loading it fails, naming the field and where HTML is handled now
     with pytest.raises(ValueError, match=r"filters\.clean: .*strip_html was removed.*reader"):
-        load_config(None, base + [f"filters.clean.strip_html={str(value).lower()}"])
+        load_config(CurateConfig, None, base + [f"filters.clean.strip_html={str(value).lower()}"])
     with pytest.raises(ValueError, match=r"sources\.0\.filters: .*strip_html was removed"):
-        load_config(None, base + [f"sources.0.filters.clean.strip_html={str(value).lower()}"])
+        load_config(CurateConfig, None, base + [f"sources.0.filters.clean.strip_html={str(value).lower()}"])
 
 
 @pytest.mark.shared

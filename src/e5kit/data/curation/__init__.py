@@ -28,22 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from e5kit import config as config_io
 from e5kit.data.curation import dedup, executors, planner
 from e5kit.data.curation.config import CurateConfig, FiltersConfig, SourceConfig
 from e5kit.data.curation.report import build_report, histogram, report_markdown, source_entry
 from e5kit.data.curation.shard import write_json_atomic
 from e5kit.io.files import remove_stale_temporaries, write_text_atomic
 
-__all__ = ["CurateConfig", "FiltersConfig", "SourceConfig", "curate", "load_config"]
-
-
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> CurateConfig:
-    """Load and validate a curation config and check its input files; errors (``ConfigError``) name the
-    field before any work starts."""
-    config = config_io.load_config(CurateConfig, path, overrides)
-    planner.check_inputs(config)
-    return config
+__all__ = ["CurateConfig", "FiltersConfig", "SourceConfig", "curate"]
 
 
 def curate(config: CurateConfig) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Nothing here touches the file system or loads a model: globbing the input paths, checking that they
 are readable files, loading the KenLM model and checking the decontamination files are the planner's
-(``e5kit.data.curation.planner.check_inputs``), which ``load_config`` and ``curate`` run before any work.
+(``e5kit.data.curation.planner.check_inputs``), which ``e5kit curate`` and ``curate()`` run before any work.
 """
 
 from __future__ import annotations
