@@ -1,15 +1,21 @@
 """Every config-driven command reads its settings through the one ``e5kit.config.load_config`` (issue 16,
 item 1), so a bad field is reported alike everywhere: one line naming where the setting came from, the
-stage and the field, exit 2, before any work."""
+stage and the field, exit 2, before any work. Options made from Config fields show the field's own
+description and default, so neither is repeated by hand and neither can drift."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+import typer
+import yaml
 from typer.testing import CliRunner
 
 import e5kit.config
 from e5kit.ablation import AblationConfig
 from e5kit.cli.app import app
+from e5kit.config import field_descriptions
 from e5kit.data.consistency import ConsistencyConfig
 from e5kit.data.curation import CurateConfig
 from e5kit.data.holdout import HoldoutConfig
@@ -63,3 +69,42 @@ def test_a_bad_field_in_set_is_the_same_one_line_error_for_every_command(name, m
     stage = schema.__name__.removesuffix("Config").lower()
     assert result.exit_code == 2, result.output
     assert result.output == f"error: {origin}: invalid {stage} config: bogus: Extra inputs are not permitted\n"
+
+
+# ----------------------------------------------------------------- options generated from Config fields
+
+#: commands whose options are made by e5kit.cli.options.config_option -> the Config they set
+GENERATED = {("filter", "consistency"): ConsistencyConfig, ("holdout",): HoldoutConfig}
+
+
+def _command(path: tuple[str, ...]):
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    return command
+
+
+@pytest.mark.parametrize("path", GENERATED, ids=" ".join)
+def test_each_option_shows_its_config_fields_description_and_default(path):
+    # Given a command whose options set fields of its Config
+    schema, params = GENERATED[path], _command(path).params
+    options = [param for param in params if param.name in schema.model_fields]
+    assert options
+    for option in options:
+        field = schema.model_fields[option.name]
+        # Then its help is the field's description, and the default it shows is the field's default
+        # (read back as YAML, the way --set and a config file would give it), or none when the field has none
+        assert option.help.startswith(field_descriptions(schema)[option.name]), option.name
+        shown = re.findall(r"\[default: ([^\]]*)\]", option.help)
+        if field.is_required() or field.default is None:
+            assert shown == [], option.name
+        else:
+            assert [yaml.safe_load(value) for value in shown] == [field.default], option.name
+    # And no other option of the command writes a default into its help by hand
+    assert not [param.name for param in params if param not in options and "[default:" in (getattr(param, "help", "") or "")]
+
+
+def test_an_option_outside_the_fields_bounds_is_a_usage_error_naming_it():
+    # Given k, whose field is ge=1; When --k 0 is given, Then click refuses it, naming the option, before any work
+    result = CliRunner().invoke(app, ["filter", "consistency", "--k", "0"])
+    assert result.exit_code == 2 and "--k" in result.output and "1" in result.output and "error: " not in result.output

@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -140,3 +142,51 @@ def load_config(
     tree.update({key: value for key, value in (options or {}).items() if value is not None and value != []})
     apply_overrides(tree, list(overrides or []))
     return validate_config(schema, tree, config_origin(path) if path is not None else "command line")
+
+
+def field_descriptions(schema: type[BaseModel]) -> dict[str, str]:
+    """Each documented field of ``schema`` -> its description on one line: ``Field(description=...)``, else its
+    entry in the ``Attributes:`` section of the docstring of ``schema`` or of the class it inherits the field
+    from (``double backquotes`` dropped), so the Config's docstring is where a setting is explained, once.
+
+    Example:
+        >>> class Tiny(BaseModel):
+        ...     \"\"\"A stage.
+        ...
+        ...     Attributes:
+        ...         steps: Optimizer steps, at
+        ...             most ``limit``.
+        ...     \"\"\"
+        ...     steps: int = 2
+        >>> field_descriptions(Tiny)
+        {'steps': 'Optimizer steps, at most limit.'}
+    """
+    described: dict[str, str] = {}
+    for cls in reversed([cls for cls in schema.__mro__ if issubclass(cls, BaseModel)]):  # a subclass's entry wins
+        described.update(_docstring_attributes(cls.__doc__ or ""))
+    for name, info in schema.model_fields.items():
+        if info.description:
+            described[name] = " ".join(info.description.split())
+    return {name: described[name] for name in schema.model_fields if name in described}
+
+
+def _docstring_attributes(docstring: str) -> dict[str, str]:
+    """The ``name: text`` entries of a Google-style ``Attributes:`` section (continuation lines indented deeper)."""
+    lines = inspect.cleandoc(docstring).splitlines()
+    if "Attributes:" not in lines:
+        return {}
+    entries: dict[str, list[str]] = {}
+    indent = None
+    for line in lines[lines.index("Attributes:") + 1:]:
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        if depth == 0:  # the next section
+            break
+        indent = depth if indent is None else indent
+        entry = re.match(r"(\w+): (.*)", line.strip())
+        if depth == indent and entry:
+            entries[entry[1]] = [entry[2]]
+        elif entries:
+            entries[next(reversed(entries))].append(line.strip())
+    return {name: " ".join(" ".join(parts).replace("``", "").split()) for name, parts in entries.items()}

@@ -7,16 +7,18 @@ from pathlib import Path
 import typer
 
 from e5kit.cli.app import app, fail, output_folder, overrides_option
+from e5kit.cli.options import config_option
+from e5kit.data.holdout import HoldoutConfig
 
 
 @app.command()
 def holdout(
-    pairs: list[str] = typer.Option(None, "--pairs", "-p", help="Curated pair shards: Parquet files, folders (a curate output's pairs/) or globs. Repeatable."),
-    output: Path = typer.Option(None, "--output", "-o", help="Output folder: pairs/ (training pairs), heldout/<source>/ (BEIR folders), report.json, report.md."),
-    fraction: float = typer.Option(None, help="Share of each source's distinct queries eligible for holding out [default: 0.05]."),
-    max_queries: int = typer.Option(None, min=1, help="At most this many held-out queries per source [default: 500]."),
-    min_queries: int = typer.Option(None, min=1, help="A source with fewer distinct queries holds out none (the report says so) [default: 200]."),
-    seed: int = typer.Option(None, help="Seed of the hash that picks the held-out queries [default: 0]."),
+    pairs: list[str] = config_option(HoldoutConfig, "pairs", "--pairs", "-p", note="Repeatable."),
+    output_dir: Path = config_option(HoldoutConfig, "output_dir", "--output", "-o"),
+    fraction: float = config_option(HoldoutConfig, "fraction"),
+    max_queries: int = config_option(HoldoutConfig, "max_queries"),
+    min_queries: int = config_option(HoldoutConfig, "min_queries"),
+    seed: int = config_option(HoldoutConfig, "seed"),
     config: Path = typer.Option(None, "--config", "-c", help="YAML config of the step (fields of HoldoutConfig)."),
     set_: list[str] = overrides_option("--set ngram=8"),
 ) -> None:
@@ -27,12 +29,11 @@ def holdout(
     `e5kit eval retrieval --data OUTPUT/heldout/<source>`. Rerun: a finished run with the same settings is kept.
     """
     from e5kit.config import load_config
-    from e5kit.data.holdout import HoldoutConfig
     from e5kit.data.holdout import holdout as run_holdout
     from e5kit.io.files import InputFormatError
     from e5kit.io.pairs import ShardError
 
-    given = {"pairs": pairs, "output_dir": output, "fraction": fraction, "max_queries": max_queries, "min_queries": min_queries, "seed": seed}
+    given = {"pairs": pairs, "output_dir": output_dir, "fraction": fraction, "max_queries": max_queries, "min_queries": min_queries, "seed": seed}
     try:
         settings = load_config(HoldoutConfig, config, set_, options=given)
     except ValueError as error:

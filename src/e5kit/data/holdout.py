@@ -49,7 +49,7 @@ class HoldoutConfig(BaseModel):
 
     Attributes:
         pairs: Curated pair shards: Parquet files, folders (a ``curate`` output's ``pairs/``) or globs.
-        output_dir: Receives pairs/, heldout/<source>/ and report.json (see the module docstring).
+        output_dir: Receives pairs/ (training pairs), heldout/<source>/ (BEIR folders), report.json and report.md.
         fraction: Share of each source's distinct queries eligible for holding out.
         max_queries: At most this many held-out queries per source (the eligible ones with the lowest hash).
         min_queries: A source with fewer distinct queries than this holds out none (too small to measure).
