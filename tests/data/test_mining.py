@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e5kit.data.mining import MiningConfig, build_mining_config, mine_hard_negatives, random_positions, select_negatives
+from e5kit.config import ConfigError, load_config
+from e5kit.data.mining import MiningConfig, mine_hard_negatives, random_positions, select_negatives
 from e5kit.retrieval.dense import merge_top_k
 
 #: Tiny-model steps here run on one intra-op thread, as in tests/finetune (see tests/conftest.py).
@@ -110,12 +111,12 @@ def test_merge_top_k_equals_a_full_sort():
 
 
 def test_invalid_options_name_the_field():
-    with pytest.raises(ValueError, match="skip_top"):
-        build_mining_config(skip_top=10, depth=10)
-    with pytest.raises(ValueError, match="shard_size"):
-        build_mining_config(model="bm25", shard_size=100)
-    with pytest.raises(ValueError, match="margin"):
-        build_mining_config(margin=-1)
+    with pytest.raises(ConfigError, match="invalid mining config: .*skip_top"):
+        load_config(MiningConfig, options={"skip_top": 10, "depth": 10})
+    with pytest.raises(ConfigError, match="shard_size"):
+        load_config(MiningConfig, options={"model": "bm25", "shard_size": 100})
+    with pytest.raises(ConfigError, match="margin"):
+        load_config(MiningConfig, options={"margin": -1})
 
 
 def read_mined(path):

@@ -9,7 +9,9 @@ from pathlib import Path
 import typer
 
 from e5kit.cli.app import RESUME_HELP, app, fail, output_file, overrides_option, run_training
+from e5kit.cli.options import config_option
 from e5kit.cli.pretrain import REPORT_TO, report_to_overrides
+from e5kit.data.mining import MiningConfig
 
 
 class TeacherKind(str, Enum):
@@ -32,46 +34,50 @@ class Similarity(str, Enum):
 
 @app.command("mine-negatives")
 def mine_negatives(
-    model: str = typer.Option("bm25", "--model", "-m", help="'bm25' (bm25s, Lucene k1=1.5 b=0.75, stemmed) or a dense model directory / bundled name for FAISS search."),
+    model: str = config_option(MiningConfig, "model", "--model", "-m", note="BM25 is bm25s with Lucene's k1=1.5 b=0.75, stemmed."),
     queries: Path = typer.Option(..., "--queries", "-q", help="BEIR queries.jsonl[.gz] (_id, text)."),
     corpus: Path = typer.Option(..., "--corpus", "-c", help="BEIR corpus.jsonl[.gz] (_id, title, text)."),
     positives: Path = typer.Option(..., "--positives", "-p", help="Qrels TSV (query-id, corpus-id, score); score > 0 marks a positive; several per query allowed."),
     out: Path = typer.Option(..., "--out", "-o", help="Output FlagEmbedding JSONL {query, pos, neg, query_id, pos_ids, neg_ids}; a report goes to OUT.stats.json."),
-    negatives: int = typer.Option(7, help="Negatives per query (E5: 7)."),
-    depth: int = typer.Option(100, help="Candidates retrieved per query."),
-    skip_top: int = typer.Option(0, help="Rank window: never take the best SKIP_TOP results (likely unlabelled positives)."),
-    margin: float = typer.Option(None, help="Keep a candidate only if its score <= best positive's score - MARGIN (default: off)."),
-    relative_margin: float = typer.Option(None, help="Keep a candidate only if its score <= best positive's score * (1 - R) (default: off)."),
-    sampling: Sampling = typer.Option(Sampling.top, help="top: best surviving candidates; random: sample among them."),
-    backfill: bool = typer.Option(True, help="Fill up with random non-positive documents when too few candidates survive."),
-    shard_size: int = typer.Option(None, help="Dense only: embed and search the corpus this many documents at a time (for corpora whose embeddings do not fit in memory)."),
-    batch_size: int = typer.Option(64, help="Texts per forward pass (dense)."),
-    max_length: int = typer.Option(None, help="Token limit of the dense model (default: its own)."),
-    device: str = typer.Option(None, help="Torch device (default: cuda when present)."),
-    seed: int = typer.Option(42, help="Seed of random sampling and back-fill."),
-    similarity_fn_name: Similarity = typer.Option(Similarity.cosine, help="Dense score: cosine (E5, whatever the model ships) or dot (raw dot products)."),
+    negatives: int = config_option(MiningConfig, "negatives", note="E5: 7."),
+    depth: int = config_option(MiningConfig, "depth"),
+    skip_top: int = config_option(MiningConfig, "skip_top"),
+    margin: float = config_option(MiningConfig, "margin"),
+    relative_margin: float = config_option(MiningConfig, "relative_margin"),
+    sampling: Sampling = config_option(MiningConfig, "sampling"),
+    backfill: bool = config_option(MiningConfig, "backfill", "--backfill/--no-backfill"),
+    shard_size: int = config_option(MiningConfig, "shard_size", note="For corpora whose embeddings do not fit in memory."),
+    batch_size: int = config_option(MiningConfig, "batch_size"),
+    max_length: int = config_option(MiningConfig, "max_length"),
+    device: str = config_option(MiningConfig, "device"),
+    seed: int = config_option(MiningConfig, "seed"),
+    similarity_fn_name: Similarity = config_option(MiningConfig, "similarity_fn_name"),
+    config: Path = typer.Option(None, "--config", help="YAML config of the mining settings (fields of MiningConfig)."),
+    set_: list[str] = overrides_option("--set negatives=15 --set margin=0.1"),
 ) -> None:
     """Mine hard negatives for every query of a qrels file.
 
     Never a negative (each rejection counted): a positive, the query's own id, an empty passage (no visible
     text), a copy of a positive (same text after NFKC, case folding and whitespace collapsing).
     """
-    from e5kit.data.mining import build_mining_config, mine_hard_negatives
+    from e5kit.config import load_config
+    from e5kit.data.mining import mine_hard_negatives
     from e5kit.io.files import InputFormatError
 
     output_file(out)
+    given = {
+        "model": model, "negatives": negatives, "depth": depth, "skip_top": skip_top, "margin": margin, "relative_margin": relative_margin,
+        "sampling": sampling and sampling.value, "backfill": backfill, "shard_size": shard_size, "batch_size": batch_size,
+        "max_length": max_length, "device": device, "seed": seed, "similarity_fn_name": similarity_fn_name and similarity_fn_name.value,
+    }
     try:
-        config = build_mining_config(
-            model=model, negatives=negatives, depth=depth, skip_top=skip_top, margin=margin, relative_margin=relative_margin,
-            sampling=sampling.value, backfill=backfill, shard_size=shard_size, batch_size=batch_size, max_length=max_length,
-            device=device, seed=seed, similarity_fn_name=similarity_fn_name.value,
-        )
+        settings = load_config(MiningConfig, config, set_, options=given)
         encoder = None
-        if config.model != "bm25":
+        if settings.model != "bm25":
             from e5kit.cli.app import load_encoder
 
-            encoder = load_encoder(config.model, max_length=config.max_length, similarity_fn_name=config.similarity_fn_name, device=config.device)
-        report = mine_hard_negatives(config, queries, corpus, positives, out, encoder=encoder)
+            encoder = load_encoder(settings.model, max_length=settings.max_length, similarity_fn_name=settings.similarity_fn_name, device=settings.device)
+        report = mine_hard_negatives(settings, queries, corpus, positives, out, encoder=encoder)
     except (ValueError, FileNotFoundError, InputFormatError) as error:
         raise fail(str(error)) from error
     skipped = sum(reason["count"] for reason in report["skipped"].values())

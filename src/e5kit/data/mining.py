@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, beir_positives
 from e5kit.io.beir import CorpusStream, load_qrels, load_queries
@@ -102,15 +102,6 @@ class MiningConfig(BaseModel):
         if self.shard_size is not None and self.model == BM25:
             raise ValueError("shard_size: BM25 scores need corpus-wide statistics, so BM25 cannot search shard by shard")
         return self
-
-
-def build_mining_config(**fields: Any) -> MiningConfig:
-    """Validate mining options; errors name the field (``ValueError``)."""
-    try:
-        return MiningConfig(**fields)
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, p['loc'])) or 'config'}: {p['msg']}" for p in error.errors())
-        raise ValueError(f"invalid mining options: {problems}") from error
 
 
 # ---------------------------------------------------------------------------- search
