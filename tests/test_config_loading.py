@@ -76,7 +76,9 @@ def test_a_bad_field_in_set_is_the_same_one_line_error_for_every_command(name, m
 # ----------------------------------------------------------------- options generated from Config fields
 
 #: commands whose options are made by e5kit.cli.options.config_option -> the Config they set
-GENERATED = {("filter", "consistency"): ConsistencyConfig, ("holdout",): HoldoutConfig, ("mine-negatives",): MiningConfig}
+GENERATED = {
+    ("filter", "consistency"): ConsistencyConfig, ("holdout",): HoldoutConfig, ("mine-negatives",): MiningConfig, ("serve",): ServeConfig,
+}
 
 
 def _command(path: tuple[str, ...]):

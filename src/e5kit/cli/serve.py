@@ -9,8 +9,9 @@ from pathlib import Path
 import typer
 
 from e5kit.cli.app import app, fail, load_encoder, overrides_option
+from e5kit.cli.options import config_option
 from e5kit.hub import DEFAULT_MODEL
-from e5kit.serving.config import describe_fields
+from e5kit.serving.config import ServeConfig, describe_fields
 
 SERVE_HELP = f"""Serve a model over HTTP: POST /v1/embeddings and GET /v1/models (OpenAI-compatible),
 POST /search (with --index), GET /health, GET /metrics (Prometheus).
@@ -37,17 +38,17 @@ DEFAULT_ROLE_HELP = (
 
 @app.command(help=SERVE_HELP)
 def serve(
-    model: str = typer.Option(None, "--model", "-m", help=f"Model to serve (default: the index's model, else {DEFAULT_MODEL})."),
-    index: Path = typer.Option(None, "--index", help="Index folder for POST /search."),
-    backend: str = typer.Option(None, help="torch (default), onnx (a directory from `e5kit export onnx`) or openvino (from `e5kit export openvino`)."),
-    host: str = typer.Option(None, help="Interface (default 127.0.0.1)."),
-    port: int = typer.Option(None, help="Port (default 8000)."),
-    api_key: str = typer.Option(None, help="Require this bearer token (default: $E5KIT_API_KEY, else no auth)."),
-    max_batch_size: int = typer.Option(None, help="Most texts per encode call, shared by concurrent requests; larger requests are split (default 32)."),
-    max_wait_ms: float = typer.Option(None, help="Batch wait in ms (default 5)."),
-    max_items: int = typer.Option(None, help="Inputs per request (default 2048, as OpenAI)."),
-    max_chars: int = typer.Option(None, help="Characters per input (default 20000)."),
-    max_body_bytes: int = typer.Option(None, help="Request body bytes (default 4000000)."),
+    model: str = config_option(ServeConfig, "model", "--model", "-m"),
+    index: Path = config_option(ServeConfig, "index", "--index"),
+    backend: str = config_option(ServeConfig, "backend"),
+    host: str = config_option(ServeConfig, "host"),
+    port: int = config_option(ServeConfig, "port"),
+    api_key: str = config_option(ServeConfig, "api_key", note="Without either, no auth."),
+    max_batch_size: int = config_option(ServeConfig, "max_batch_size"),
+    max_wait_ms: float = config_option(ServeConfig, "max_wait_ms"),
+    max_items: int = config_option(ServeConfig, "max_items"),
+    max_chars: int = config_option(ServeConfig, "max_chars"),
+    max_body_bytes: int = config_option(ServeConfig, "max_body_bytes"),
     default_role: DefaultRole = typer.Option(None, "--default-role", help=DEFAULT_ROLE_HELP),
     config: Path = typer.Option(None, "--config", help="YAML file of settings, or a bundled config's name (`e5kit config show serve`)."),
     overrides: list[str] = overrides_option("--set max_items=64 --set max_wait_ms=2"),
@@ -55,7 +56,6 @@ def serve(
     import uvicorn
 
     from e5kit.config import ConfigError, load_config
-    from e5kit.serving.config import ServeConfig
 
     options = dict(
         model=model, index=index, backend=backend, host=host, port=port, api_key=api_key or os.environ.get("E5KIT_API_KEY"),
