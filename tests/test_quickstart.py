@@ -107,6 +107,10 @@ def test_quickstart_on_real_sources_holds_out_a_split_per_source_and_evaluates_o
     assert sorted({(row["dataset"], row["model"]) for row in evaluate["rows"]}) == sorted(
         (split, model) for split in ("alpha", "beta") for model in ("BM25", f"{tiny_bert_dir} (start)", "e5kit pre-trained")
     )
+    # And each model's unweighted average over the held-out splits closes the table (the recipe's bar)
+    for model in ("BM25", f"{tiny_bert_dir} (start)", "e5kit pre-trained"):
+        scores = [100 * row["ndcg_at_10"] for row in evaluate["rows"] if row["model"] == model]
+        assert f"| held-out average (2 splits) | {model} | {sum(scores) / 2:.1f} |" in evaluate["table"]
     # And the index holds the first split's corpus
     index = json.loads((workdir / "index" / STAGE_FILE).read_text())
     assert index["documents"] == len((workdir / "holdout" / "heldout" / "alpha" / "corpus.jsonl").read_text().splitlines())
@@ -121,8 +125,9 @@ def test_shipped_quickstart_configs_validate_every_stage_section():
     from e5kit.pipeline import DEFAULT_CURATE, DEFAULT_PRETRAIN, QuickstartConfig, merge_settings
     from e5kit.training.config import PretrainConfig
 
-    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("quickstart_*.yaml"))
-    assert len(configs) >= 2
+    root = Path(__file__).resolve().parents[1] / "configs"
+    configs = sorted([*root.glob("quickstart_*.yaml"), *root.glob("recipes/*.yaml")])
+    assert len(configs) >= 3
     for path in configs:
         # Given a shipped example, When its sections are merged over the defaults, Then each stage accepts them
         config = load_config(QuickstartConfig, path)

@@ -416,7 +416,7 @@ class Quickstart:
             eval_dirs = [Path(self.summaries["corpus"]["eval_dir"])]
         models = {"BM25": "bm25", f"{self.config.model} (start)": self.config.model, "e5kit pre-trained": self.summaries["pretrain"]["model"]}
         rows = evaluate_retrieval(folder, models, eval_dirs, lambda line: None)
-        table = results_table(rows)
+        table = results_table(rows, [str(Path(d)) for d in self.summaries["holdout"]["eval_dirs"]])
         (folder / "results.md").write_text(table + "\n", encoding="utf-8")
         self.log(table)
         return {"rows": rows, "table": table, "eval_dirs": [str(d) for d in eval_dirs]}
@@ -461,8 +461,14 @@ class Quickstart:
         self.log(f"  model card: {len(measured)} evaluation results in its model-index")
 
 
-def results_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of retrieval results (x100), one row per (data set, model)."""
+def results_table(rows: list[dict[str, Any]], heldout: list[str] = ()) -> str:
+    """Markdown table of retrieval results (x100), one row per (data set, model), then each model's
+    unweighted average over the ``heldout`` data folders when there are several (the recipe's bar)."""
     lines = ["| data set | model | nDCG@10 | Recall@100 |", "|---|---|---|---|"]
     lines += [f"| {r['dataset']} | {r['model']} | {100 * r['ndcg_at_10']:.1f} | {100 * r['recall_at_100']:.1f} |" for r in rows]
+    if len(heldout) > 1:
+        for model in dict.fromkeys(r["model"] for r in rows):
+            split = [r for r in rows if r["model"] == model and r["data"] in heldout]
+            ndcg, recall = (100 * sum(r[key] for r in split) / len(split) for key in ("ndcg_at_10", "recall_at_100"))
+            lines.append(f"| held-out average ({len(split)} splits) | {model} | {ndcg:.1f} | {recall:.1f} |")
     return "\n".join(lines)
