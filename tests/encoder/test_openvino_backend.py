@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from tiny_texts import MIXED_LENGTHS
 
 from e5kit.encoder import Encoder, precision
 from e5kit.encoder.model_format import ModelDirectoryError
@@ -16,14 +17,7 @@ from e5kit.encoder.precision import has_bf16, mean_cosine
 
 pytest.importorskip("openvino")
 
-TEXTS = [
-    "the cat sat on the mat",
-    "cells divide and genes change in cancer",
-    "python can read and write files",
-    "a new study of protein and disease in patients",
-    "how does the treatment effect the results of the study " * 8,  # past the tiny model's 64 tokens
-    "cats",
-]
+TEXTS = MIXED_LENGTHS
 #: bfloat16 runs where the CPU has bf16 instructions; elsewhere OpenVINO would emulate it, which e5kit never picks.
 PRECISIONS = ["float32", pytest.param("bfloat16", marks=pytest.mark.skipif(not has_bf16(), reason="the CPU has no bf16 instructions"))]
 

@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tiny_texts import MIXED_LENGTHS
 
 from e5kit.encoder import Encoder, backend, precision
 from e5kit.encoder.precision import mean_cosine
 
-TEXTS = [
-    "the cat sat on the mat",
-    "cells divide and genes change in cancer",
-    "python can read and write files",
-    "a new study of protein and disease in patients",
-    "how does the treatment effect the results of the study " * 8,  # past the tiny model's 64 tokens
-    "cats",
-]
+TEXTS = MIXED_LENGTHS
 
 
 @pytest.fixture(scope="module")
