@@ -6,7 +6,8 @@ import faiss
 import numpy as np
 import pytest
 
-from e5kit.retrieval.dense import dense_search, exact_index, rank_of_own
+from e5kit.retrieval.dense import dense_search, exact_index
+from e5kit.retrieval.store import own_scores, rank_of_own_in_store, store_from_vectors
 from e5kit.serving.index import IndexSettings, _new_faiss_index
 
 
@@ -21,15 +22,18 @@ def test_the_serving_index_kinds_are_built_from_factory_strings_with_their_setti
     assert ivf.metric_type == faiss.METRIC_INNER_PRODUCT and faiss.downcast_index(ivf.quantizer).metric_type == faiss.METRIC_INNER_PRODUCT
 
 
-def test_exact_search_and_rank_of_own_agree_with_brute_force():
+def test_exact_search_and_rank_of_own_agree_with_brute_force(tmp_path):
     rng = np.random.default_rng(0)
     queries, documents = rng.normal(size=(9, 8)).astype(np.float32), rng.normal(size=(30, 8)).astype(np.float32)
     indices, scores = dense_search(queries, documents, top_k=4)
     brute = queries @ documents.T
     assert (indices == np.argsort(-brute, axis=1)[:, :4]).all() and np.allclose(scores, np.sort(brute, axis=1)[:, ::-1][:, :4], atol=1e-5)
     assert exact_index(documents).ntotal == 30
+    # (probe i's own target is document i; the pool is documents 9-29, each a group of its own)
     targets, pool = documents[:9], np.arange(9, 30)
-    ranks = rank_of_own(queries, targets, documents[pool], pool, max_rank=5, chunk=4)
+    probes, candidates = store_from_vectors(tmp_path / "q", queries, 4), store_from_vectors(tmp_path / "d", documents, 4)
+    own = own_scores(probes, store_from_vectors(tmp_path / "t", targets, 4))
+    ranks = rank_of_own_in_store(probes, own, candidates, pool, np.arange(30), max_rank=5, chunk=4)
     own = np.einsum("nd,nd->n", queries, targets)
     expected = np.minimum((queries @ documents[pool].T > own[:, None]).sum(axis=1) + 1, 6)
     assert (ranks == expected).all()

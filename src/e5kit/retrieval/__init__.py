@@ -2,7 +2,7 @@
 
 - ``dense``: embedding a corpus by the empty-passage rule (``encode_corpus``), FAISS index construction
   from ``faiss.index_factory`` strings, exact inner-product search in query chunks, shard merging
-  (``merge_top_k``) and ``rank_of_own``.
+  (``merge_top_k``).
 - ``bm25``: BM25 search with the settings of bm25s' published BEIR figures.
 - ``store``: embeddings of large collections streamed in bounded blocks to disk (resumable block by
   block), searched and ranked block by block (``search_store``, ``rank_of_own_in_store``).

@@ -1,6 +1,6 @@
 """Dense retrieval shared by every stage: corpus embedding by the empty-passage rule, FAISS indexes
-built from ``faiss.index_factory`` strings, exact inner-product search in query chunks, shard merging,
-and the rank of a probe's own target (the consistency filter).
+built from ``faiss.index_factory`` strings, exact inner-product search in query chunks and shard
+merging (the rank of a probe's own target is ``e5kit.retrieval.store.rank_of_own_in_store``).
 
 Empty passages (``e5kit.io.beir``): a passage without visible text is never sent to an encoder and
 gets an all-zero row, which scores 0 against any query by dot product or cosine; ``encode_corpus`` is
@@ -15,7 +15,6 @@ from typing import NamedTuple
 import numpy as np
 
 from e5kit.io.beir import empty_mask
-from e5kit.progress import progress_bar
 
 #: Queries searched per FAISS call; bounds the (chunk, top_k) result buffers, never queries x corpus.
 SEARCH_CHUNK = 4096
@@ -113,45 +112,3 @@ def merge_top_k(
     all_indices = np.concatenate([indices, new_indices], axis=1)
     order = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(all_scores, order, axis=1), np.take_along_axis(all_indices, order, axis=1)
-
-
-def rank_of_own(
-    probes: np.ndarray,
-    targets: np.ndarray,
-    candidates: np.ndarray,
-    candidate_groups: np.ndarray,
-    max_rank: int,
-    chunk: int,
-    probe_groups: np.ndarray | None = None,
-) -> np.ndarray:
-    """Rank of each probe's own target among ``candidates`` plus that target, by inner product.
-
-    Args:
-        probes: (N, d) float32, row i probes for target i.
-        targets: (N, d) float32, the own targets.
-        candidates: (P, d) float32 pool vectors.
-        candidate_groups: (P,) int64 group of each candidate; a candidate of the probe's own group is not
-            counted against it (its own target, or another target known to belong to it).
-        max_rank: Ranks deeper than this are returned as max_rank + 1.
-        chunk: Probes per FAISS search.
-        probe_groups: (N,) int64 group of each probe; None: probe i is group i (candidates named by pair index).
-
-    Returns:
-        (N,) int32 ranks, 1 = the own target scores highest. Ties count in the pair's favour.
-    """
-    if probe_groups is None:
-        probe_groups = np.arange(len(probes))
-    own = np.einsum("nd,nd->n", probes, targets)  # (N,)
-    index = exact_index(candidates)
-    # One candidate may be the probe's own target, so max_rank + 1 results always hold max_rank others.
-    depth = min(max_rank + 1, len(candidates))
-    ranks = np.empty(len(probes), dtype=np.int32)
-    with progress_bar(total=len(probes), desc="ranking", unit="pair") as progress:
-        for start in range(0, len(probes), chunk):
-            stop = min(start + chunk, len(probes))
-            scores, positions = index.search(np.ascontiguousarray(probes[start:stop], dtype=np.float32), depth)  # (c, depth)
-            others = candidate_groups[positions] != probe_groups[start:stop, None]  # (c, depth)
-            ahead = ((scores > own[start:stop, None]) & others).sum(axis=1)  # (c,)
-            ranks[start:stop] = np.minimum(ahead + 1, max_rank + 1)
-            progress.update(stop - start)
-    return ranks

@@ -261,9 +261,9 @@ def rank_of_own_in_store(
 ) -> np.ndarray:
     """Rank of each row's own target among the pool's candidates, with probes and pool read in bounded blocks.
 
-    The streamed form of ``e5kit.retrieval.dense.rank_of_own``: candidates scoring above the own
-    target are counted per pool shard and summed, which is exact because the shards are disjoint,
-    and each shard's search goes ``max_rank + 1`` deep, enough to see ``max_rank`` others.
+    Candidates scoring above the own target are counted per pool shard and summed, which is exact
+    because the shards are disjoint, and each shard's search goes ``max_rank + 1`` deep, enough to see
+    ``max_rank`` others.
 
     Args:
         probes: Store of the probing side (row i probes for target i).
