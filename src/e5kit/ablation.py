@@ -34,6 +34,7 @@ from e5kit.pipeline import (
     check_inputs,
     check_stage_sections,
     consistency_stage,
+    consistency_summary,
     curate_stage,
     evaluate_retrieval,
     holdout_stage,
@@ -340,7 +341,7 @@ def _consistency_at_k(folder: Path, *, ranked: Path, k: int, log: Callable[[str]
         shutil.copyfile(ranked / name, folder / name)
     report = reapply_k(folder, k)
     log(f"  consistency filter (k={k}) kept {report['kept']} of {report['read']} pairs (ranks of {ranked.name}, not re-embedded)")
-    return {"pairs_dir": str(folder / "pairs"), "enabled": True, "read": report["read"], "kept": report["kept"], "k": k}
+    return consistency_summary(folder, report)
 
 
 def results_markdown(results: dict[str, Any]) -> str:

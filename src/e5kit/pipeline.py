@@ -246,6 +246,11 @@ def consistency_stage(folder: Path, pairs_dir: str, model: str, overrides: dict[
     settings.update(pairs=[pairs_dir], output_dir=str(folder), seed=seed)
     report = consistency_filter(ConsistencyConfig.model_validate(settings), train_fn=pretrain_on)
     log(f"  consistency filter (k={report['k']}) kept {report['kept']} of {report['read']} pairs")
+    return consistency_summary(folder, report)
+
+
+def consistency_summary(folder: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """A finished consistency step's summary (its ``stage.json``) from the filter's report."""
     return {"pairs_dir": str(folder / "pairs"), "enabled": True, "read": report["read"], "kept": report["kept"], "k": report["k"]}
 
 

@@ -249,15 +249,13 @@ def _write_kept(shards: _PairShards, kept: np.ndarray, pairs_dir: Path) -> None:
     # One folder, replaced whole: a later stage never reads a mix of old and new shards.
     with AtomicFolder(pairs_dir) as staged:
         offset = 0
-        for path, name, rows in zip(shards.parquet, shards.names, shards.rows_per_file):
+        for path, name in zip(shards.parquet, shards.names):
             parquet = pq.ParquetFile(path)
             with pq.ParquetWriter(staged.temporary / name, parquet.schema_arrow) as writer:
                 for group in range(parquet.metadata.num_row_groups):
                     table = parquet.read_row_group(group)
                     writer.write_table(table.filter(pa.array(kept[offset : offset + len(table)])))
                     offset += len(table)
-            if not parquet.metadata.num_row_groups:
-                offset += rows
 
 
 def _report(ranks: dict[str, np.ndarray], k: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -273,12 +271,11 @@ def _report(ranks: dict[str, np.ndarray], k: int, extra: dict[str, Any]) -> dict
 # --------------------------------------------------------------------------------------------- the stage
 def _embed_sides(config: ConsistencyConfig, model: str, shards: _PairShards, visible: np.ndarray, folder: Path) -> dict[str, EmbeddingStore]:
     """Both sides embedded into stores under ``folder`` (resumed block by block after a kill), with ``config.engine``."""
-    from e5kit.encoder import Encoder
-
     spec = EncoderSpec(model, max_length=config.max_length, similarity_fn_name=config.similarity_fn_name, device=config.device)
-    encoder = None if config.engine == "ray" else Encoder.load(model, max_length=config.max_length, similarity_fn_name=config.similarity_fn_name, device=config.device)
+    # Loaded here under every engine: its weights' fingerprint names the stores (Ray actors load their own).
+    encoder = spec.load()
     identity = {
-        "encoder": encoder.fingerprint() if encoder is not None else model,
+        "encoder": encoder.fingerprint(),
         "max_length": config.max_length,
         "similarity": config.similarity_fn_name,
         "inputs": [[str(path), path.stat().st_size, path.stat().st_mtime_ns] for path in shards.files],
@@ -286,8 +283,7 @@ def _embed_sides(config: ConsistencyConfig, model: str, shards: _PairShards, vis
     stores = {}
     for side, column in shards.columns.items():
         fingerprint = f"{stable_hash(json.dumps({**identity, 'role': side}, sort_keys=True)) & (2**64 - 1):016x}"
-        dimension = encoder.dimension if encoder is not None else spec.load().dimension
-        layout = StoreLayout(rows=shards.rows, dimension=dimension, block_rows=config.block_rows, dtype=config.embedding_dtype, fingerprint=fingerprint)
+        layout = StoreLayout(rows=shards.rows, dimension=encoder.dimension, block_rows=config.block_rows, dtype=config.embedding_dtype, fingerprint=fingerprint)
         try:
             store = open_store(folder / side, layout)
         except StoreMismatch:  # left by a run over other inputs or another model: replaced, never mixed in
