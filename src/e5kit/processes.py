@@ -1,14 +1,18 @@
-"""Child processes that end with the process that started them.
+"""Child processes that end with the process that started them, and the one torchrun process group.
 
 A parent killed with kill -9 runs no cleanup, so the workers it started would go on as orphans holding
 memory, some blocked forever on a queue nobody reads. Every child e5kit starts (curation's shard
 workers, the quickstart's torchrun) runs :func:`die_with_parent` first: on Linux the kernel then sends
 it a signal the moment its parent ends (``prctl(PR_SET_PDEATHSIG)``, which also holds after ``exec``);
 elsewhere a daemon thread polls the parent's id and ends the process when the parent has gone.
+
+Under torchrun every stage that works across ranks (training, embedding into a store) joins the
+launcher's process group through :func:`join_process_group`, once per process.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import signal
@@ -47,3 +51,24 @@ def _watch_parent(parent_pid: int, signal_number: int) -> None:
     while os.getppid() == parent_pid:
         time.sleep(POLL_SECONDS)
     os.kill(os.getpid(), signal_number)
+
+
+def join_process_group(backend: str) -> None:
+    """Join the process group torchrun's launcher set up (``backend``: "gloo" or "nccl"), once per process.
+
+    A second call, from a later stage in the same process, keeps the group already joined. The group is
+    left only when the process exits: destroying torch's default group resets its group counter, so
+    joining again on torchrun's store reads the first group's stale rank addresses, and gloo's connect
+    then fails with "Connection refused" whenever a rank re-joins before its peer has published anew.
+
+    Raises:
+        ValueError: not launched by torchrun (no ``RANK`` in the environment).
+    """
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    if "RANK" not in os.environ:
+        raise ValueError("not launched by torchrun (no RANK in the environment); run under `torchrun --nproc_per_node N`")
+    dist.init_process_group(backend=backend)
+    atexit.register(dist.destroy_process_group)

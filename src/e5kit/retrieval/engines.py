@@ -6,8 +6,8 @@ and however many workers wrote it:
 
 - ``local``: this process embeds every block.
 - ``torchrun``: rank ``r`` of ``W`` embeds blocks ``b % W == r``, then every rank waits at a barrier
-  (gloo or NCCL, whichever process group torchrun's launcher set up; one is started from the
-  environment if none was), so each rank can read the whole store afterwards.
+  (gloo or NCCL, whichever process group torchrun's launcher set up; one is joined from the
+  environment, once per process, if none was), so each rank can read the whole store afterwards.
 - ``ray``: a Ray Data actor pool (one model per actor, ``workers`` actors) maps over the missing block
   numbers; on a cluster the store folder must be on storage every node sees.
 
@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any, Literal
 
+from e5kit.processes import join_process_group
 from e5kit.retrieval.store import EmbeddingStore, ReadBlock, embed_blocks
 
 Engine = Literal["local", "torchrun", "ray"]
@@ -105,20 +106,14 @@ def embed_store(
 def _embed_torchrun(spec: EncoderSpec, read_block: ReadBlock, store: EmbeddingStore, *, role, batch_size, encoder) -> int:
     import torch.distributed as dist
 
-    started_here = False
-    if not dist.is_initialized():
-        if "RANK" not in os.environ:
-            raise ValueError("engine torchrun: not launched by torchrun (no RANK in the environment); run under `torchrun --nproc_per_node N`")
-        dist.init_process_group(backend="gloo")
-        started_here = True
-    rank, world_size = dist.get_rank(), dist.get_world_size()
     try:
-        done = embed_blocks(encoder or spec.load(), read_block, store, role=role, rank=rank, world_size=world_size, batch_size=batch_size)
-        dist.barrier()  # every rank reads the whole store after this
-        return done
-    finally:
-        if started_here:
-            dist.destroy_process_group()
+        join_process_group("gloo")
+    except ValueError as error:
+        raise ValueError(f"engine torchrun: {error}") from None
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    done = embed_blocks(encoder or spec.load(), read_block, store, role=role, rank=rank, world_size=world_size, batch_size=batch_size)
+    dist.barrier()  # every rank reads the whole store after this
+    return done
 
 
 class _RayBlockEmbedder:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from e5kit.processes import join_process_group
+
 
 @dataclass(frozen=True)
 class ProcessGroup:
@@ -34,12 +36,11 @@ class ProcessGroup:
 
 
 def init_process_group(device_type: str) -> ProcessGroup:
-    """Join the process group torchrun set up (nccl on CUDA, gloo on CPU); a no-op for one process."""
+    """Join the process group torchrun set up (nccl on CUDA, gloo on CPU), once per process (``e5kit.processes.join_process_group``: left at exit, never between stages); a no-op for one process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return ProcessGroup()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    join_process_group("nccl" if device_type == "cuda" else "gloo")
     return ProcessGroup(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
@@ -111,9 +112,3 @@ def barrier(group: ProcessGroup) -> None:
     """Wait for all processes (e.g. until rank 0 has written a checkpoint)."""
     if group.distributed:
         dist.barrier()
-
-
-def destroy(group: ProcessGroup) -> None:
-    """Leave the process group."""
-    if group.distributed and dist.is_initialized():
-        dist.destroy_process_group()

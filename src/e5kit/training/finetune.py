@@ -336,7 +336,4 @@ def finetune(
         ConfigError: an invalid setting or an unusable dataset (named) -- before any training work.
     """
     trainer = finetuner(coerce_config(config, FinetuneConfig), resume=resume, show_progress=show_progress, evaluator=evaluator)
-    try:
-        return trainer.run()
-    finally:
-        distributed.destroy(trainer.group)
+    return trainer.run()

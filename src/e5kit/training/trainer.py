@@ -404,10 +404,7 @@ def pretrain(
         e5kit.io.pairs.ShardError: unusable data files (named).
     """
     trainer = pretrainer(coerce_config(config), resume=resume, show_progress=show_progress, evaluator=evaluator)
-    try:
-        return trainer.run()
-    finally:
-        distributed.destroy(trainer.group)
+    return trainer.run()
 
 
 def pretrain_on(model: str, pairs_dir: Path, output_dir: Path, settings: dict[str, Any]) -> Path:
