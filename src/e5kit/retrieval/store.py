@@ -22,6 +22,7 @@ Empty texts follow ``encode_corpus``'s rule: an all-zero row, never sent to the 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Literal
 import numpy as np
 
 from e5kit.io.files import AtomicFile, remove_stale_temporaries, write_text_atomic
+from e5kit.io.hashing import stable_hash
 from e5kit.progress import progress_bar
 from e5kit.retrieval.dense import encode_corpus, exact_index, merge_top_k
 
@@ -146,6 +148,21 @@ def open_store(folder: str | Path, layout: StoreLayout) -> EmbeddingStore:
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(manifest, json.dumps(asdict(layout), indent=2))
     return EmbeddingStore(folder)
+
+
+def store_fingerprint(identity: dict) -> str:
+    """16 hex digits naming what a store embeds; ``identity`` is JSON-able (encoder fingerprint, role, inputs)."""
+    return f"{stable_hash(json.dumps(identity, sort_keys=True)) & (2**64 - 1):016x}"
+
+
+def open_or_replace_store(folder: str | Path, layout: StoreLayout) -> EmbeddingStore:
+    """``open_store``, except that a store of another run in ``folder`` (other inputs or another model) is
+    removed first: a stage's own working store is replaced, never mixed in, never an error."""
+    try:
+        return open_store(folder, layout)
+    except StoreMismatch:
+        shutil.rmtree(folder)
+        return open_store(folder, layout)
 
 
 def embed_blocks(
