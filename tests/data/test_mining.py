@@ -1,9 +1,14 @@
-"""Hard-negative mining: never a positive, rank window and margin hold, sharded search equals one-shot search."""
+"""Hard-negative mining: never a positive, rank window and margin hold; dense mining through on-disk
+embedding stores equals one in-memory search, resumes after a kill, and gives the same output under
+torchrun and Ray."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +17,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from e5kit.config import ConfigError, load_config
-from e5kit.data.mining import MiningConfig, mine_hard_negatives, random_positions, select_negatives
-from e5kit.retrieval.dense import merge_top_k
+from e5kit.data.mining import (
+    MiningConfig,
+    dense_candidates,
+    embed_for_mining,
+    mine_hard_negatives,
+    random_positions,
+    select_negatives,
+    work_folder,
+)
+from e5kit.io.beir import CorpusStream
+from e5kit.retrieval.dense import dense_search, encode_corpus, merge_top_k
 
 #: Tiny-model steps here run on one intra-op thread, as in tests/finetune (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -113,8 +127,8 @@ def test_merge_top_k_equals_a_full_sort():
 def test_invalid_options_name_the_field():
     with pytest.raises(ConfigError, match="invalid mining config: .*skip_top"):
         load_config(MiningConfig, options={"skip_top": 10, "depth": 10})
-    with pytest.raises(ConfigError, match="shard_size"):
-        load_config(MiningConfig, options={"model": "bm25", "shard_size": 100})
+    with pytest.raises(ConfigError, match="engine: BM25 .* runs in one process"):
+        load_config(MiningConfig, options={"model": "bm25", "engine": "ray"})
     with pytest.raises(ConfigError, match="margin"):
         load_config(MiningConfig, options={"margin": -1})
 
@@ -158,19 +172,115 @@ def test_bad_qrels_are_counted_and_named(beir_dir, tmp_path):
     assert report["queries"] == 12
 
 
-def test_sharded_dense_search_equals_one_shot_search(beir_dir, tmp_path, tiny_bert_dir):
+def test_stored_dense_search_equals_one_in_memory_search(beir_dir, tmp_path, tiny_bert_dir):
+    # Given a tiny dense model and the 36-document corpus, embedded into stores of 5-row blocks
+    from e5kit.encoder import Encoder
+
+    encoder = Encoder.load(tiny_bert_dir, device="cpu")
+    corpus = CorpusStream(beir_dir / "corpus.jsonl")
+    queries = [json.loads(line)["text"] for line in (beir_dir / "queries.jsonl").read_text().splitlines()]
+    positives = [[row % len(corpus.ids), (3 * row + 1) % len(corpus.ids)] for row in range(len(queries))]
+    config = MiningConfig(model=str(tiny_bert_dir), depth=8, block_rows=5)
+    stores = embed_for_mining(encoder, corpus, queries, config, tmp_path / "work")
+    assert stores["passage"].layout.blocks == 8
+    # When the candidates are searched block by block
+    result = dense_candidates(stores["query"], stores["passage"], positives, config.depth)
+    # Then they equal one exact search over every embedding held in memory at once, positives scored alike
+    documents = encode_corpus(encoder, next(corpus.shards(None))[1], role="passage").embeddings
+    probes = encoder.encode(queries, role="query")
+    indices, scores = dense_search(probes, documents, config.depth)
+    np.testing.assert_array_equal(result.indices, indices)
+    np.testing.assert_allclose(result.scores, scores, atol=1e-5)
+    expected = [max(probes[row] @ documents[position] for position in relevant) for row, relevant in enumerate(positives)]
+    np.testing.assert_allclose(result.positive_scores, expected, atol=1e-5)
+
+
+def mining_args(beir_dir):
+    return beir_dir / "queries.jsonl", beir_dir / "corpus.jsonl", beir_dir / "qrels" / "train.tsv"
+
+
+DENSE = {"negatives": 3, "depth": 8, "skip_top": 1, "margin": 0.0}
+
+
+def test_blocks_of_any_size_mine_the_same_file_and_leave_no_work_folder(beir_dir, tmp_path, tiny_bert_dir):
     # Given a tiny dense model
     from e5kit.encoder import Encoder
 
     encoder = Encoder.load(tiny_bert_dir, device="cpu")
-    args = (beir_dir / "queries.jsonl", beir_dir / "corpus.jsonl", beir_dir / "qrels" / "train.tsv")
-    config = MiningConfig(model=str(tiny_bert_dir), negatives=3, depth=8, skip_top=1, margin=0.0)
-    # When mining with the whole corpus at once and in shards of 5 documents
-    whole = mine_hard_negatives(config, *args, tmp_path / "whole.jsonl", encoder=encoder)
-    sharded = mine_hard_negatives(config.model_copy(update={"shard_size": 5}), *args, tmp_path / "sharded.jsonl", encoder=encoder)
-    # Then the mined negatives are identical, and dense positives are always scored
-    assert read_mined(tmp_path / "whole.jsonl") == read_mined(tmp_path / "sharded.jsonl")
-    assert whole["positives_unscored"] == sharded["positives_unscored"] == 0
+    config = MiningConfig(model=str(tiny_bert_dir), **DENSE)
+    # When mining with the corpus in one block and in blocks of 5 documents
+    whole = mine_hard_negatives(config, *mining_args(beir_dir), tmp_path / "whole.jsonl", encoder=encoder)
+    blocks = mine_hard_negatives(config.model_copy(update={"block_rows": 5}), *mining_args(beir_dir), tmp_path / "blocks.jsonl", encoder=encoder)
+    # Then the mined files are the same bytes, dense positives are always scored, and the stores are gone
+    assert (tmp_path / "whole.jsonl").read_bytes() == (tmp_path / "blocks.jsonl").read_bytes()
+    assert whole["positives_unscored"] == blocks["positives_unscored"] == 0
+    assert not work_folder(tmp_path / "blocks.jsonl").exists()
+
+
+class DiesAtCall:
+    """An encoder that stops the run (as kill -9 would) at its ``calls``-th ``encode``, counting calls."""
+
+    def __init__(self, encoder, calls: int | None) -> None:
+        self.encoder, self.calls, self.made = encoder, calls, 0
+        self.dimension, self.fingerprint = encoder.dimension, encoder.fingerprint
+
+    def encode(self, *args, **options):
+        self.made += 1
+        if self.made == self.calls:
+            raise KeyboardInterrupt
+        return self.encoder.encode(*args, **options)
+
+
+def test_a_killed_dense_run_resumes_block_by_block_to_the_same_file(beir_dir, tmp_path, tiny_bert_dir):
+    # Given the file an uninterrupted run mines, the corpus in 8 blocks of 5 documents
+    from e5kit.encoder import Encoder
+
+    encoder = Encoder.load(tiny_bert_dir, device="cpu")
+    config = MiningConfig(model=str(tiny_bert_dir), block_rows=5, **DENSE)
+    mine_hard_negatives(config, *mining_args(beir_dir), tmp_path / "reference.jsonl", encoder=encoder)
+    # When a run dies while embedding the corpus's fourth block
+    out = tmp_path / "mined.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        mine_hard_negatives(config, *mining_args(beir_dir), out, encoder=DiesAtCall(encoder, 4))
+    assert not out.exists() and (work_folder(out) / "passage" / "block-00002.ids.npy").is_file()
+    # And runs again
+    again = DiesAtCall(encoder, None)
+    mine_hard_negatives(config, *mining_args(beir_dir), out, encoder=again)
+    # Then only the 5 missing corpus blocks and the 3 query blocks are embedded, and the file is the uninterrupted run's
+    assert again.made == 5 + 3
+    assert out.read_bytes() == (tmp_path / "reference.jsonl").read_bytes()
+
+
+def test_dense_mining_under_torchrun_and_ray_equals_one_process(beir_dir, tmp_path, tiny_bert_dir):
+    from typer.testing import CliRunner
+
+    from e5kit.cli.app import app
+
+    # Given the file one process mines, with blocks of 5 documents so there are blocks to share out
+    queries, corpus, qrels = mining_args(beir_dir)
+    argv = ["mine-negatives", "--queries", str(queries), "--corpus", str(corpus), "--positives", str(qrels), "--model", str(tiny_bert_dir),
+            "--negatives", "3", "--depth", "8", "--skip-top", "1", "--margin", "0", "--block-rows", "5"]
+    runner = CliRunner()
+    result = runner.invoke(app, [*argv, "--out", str(tmp_path / "local.jsonl")])
+    assert result.exit_code == 0, result.output
+    # When two gloo ranks under torchrun share the embedding (rank 0 searches and writes)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "e5kit",
+               *argv, "--engine", "torchrun", "--out", str(tmp_path / "torchrun.jsonl")]
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    # Then the mined file is the one-process file, and the summary is printed once
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (tmp_path / "torchrun.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+    assert done.stdout.count("wrote ") == 1
+    # And a local Ray actor pool of two mines the same file
+    pytest.importorskip("ray")
+    import ray
+
+    try:
+        result = runner.invoke(app, [*argv, "--engine", "ray", "--workers", "2", "--out", str(tmp_path / "ray.jsonl")])
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
 
 
 # ---------------------------------------------------------------- issue 12: empty passages and copies of a positive

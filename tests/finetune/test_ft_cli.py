@@ -39,8 +39,8 @@ def test_mine_score_finetune_chain(beir_dir, tmp_path, tiny_cross_encoder_dir, t
 
 def test_bad_input_fails_cleanly_naming_the_problem(beir_dir, tmp_path):
     common = ["--queries", str(beir_dir / "queries.jsonl"), "--corpus", str(beir_dir / "corpus.jsonl"), "--out", str(tmp_path / "m.jsonl")]
-    result = runner.invoke(app, ["mine-negatives", *common, "--positives", str(beir_dir / "qrels" / "train.tsv"), "--shard-size", "10"])
-    assert result.exit_code == 2 and "shard_size" in result.output
+    result = runner.invoke(app, ["mine-negatives", *common, "--positives", str(beir_dir / "qrels" / "train.tsv"), "--engine", "ray"])
+    assert result.exit_code == 2 and "engine: BM25" in result.output
     result = runner.invoke(app, ["mine-negatives", *common, "--positives", str(tmp_path / "nope.tsv")])
     assert result.exit_code == 2 and "nope.tsv" in result.output
     result = runner.invoke(app, ["finetune", "--set", "init_model=m", "--set", f"output_dir={tmp_path}", "--set", "alpha=-1", "--set", "data.datasets=[{name: a, format: nli, path: x}]"])

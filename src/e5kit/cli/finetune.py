@@ -46,7 +46,9 @@ def mine_negatives(
     relative_margin: float = config_option(MiningConfig, "relative_margin"),
     sampling: Sampling = config_option(MiningConfig, "sampling"),
     backfill: bool = config_option(MiningConfig, "backfill", "--backfill/--no-backfill"),
-    shard_size: int = config_option(MiningConfig, "shard_size", note="For corpora whose embeddings do not fit in memory."),
+    engine: str = config_option(MiningConfig, "engine", note="Under torchrun: torchrun --nproc_per_node N -m e5kit mine-negatives --engine torchrun ..."),
+    workers: int = config_option(MiningConfig, "workers", note="With --engine ray."),
+    block_rows: int = config_option(MiningConfig, "block_rows"),
     batch_size: int = config_option(MiningConfig, "batch_size"),
     max_length: int = config_option(MiningConfig, "max_length"),
     device: str = config_option(MiningConfig, "device"),
@@ -67,8 +69,9 @@ def mine_negatives(
     output_file(out)
     given = {
         "model": model, "negatives": negatives, "depth": depth, "skip_top": skip_top, "margin": margin, "relative_margin": relative_margin,
-        "sampling": sampling and sampling.value, "backfill": backfill, "shard_size": shard_size, "batch_size": batch_size,
+        "sampling": sampling and sampling.value, "backfill": backfill, "batch_size": batch_size,
         "max_length": max_length, "device": device, "seed": seed, "similarity_fn_name": similarity_fn_name and similarity_fn_name.value,
+        "engine": engine, "workers": workers, "block_rows": block_rows,
     }
     try:
         settings = load_config(MiningConfig, config, set_, options=given)
@@ -80,6 +83,8 @@ def mine_negatives(
         report = mine_hard_negatives(settings, queries, corpus, positives, out, encoder=encoder)
     except (ValueError, FileNotFoundError, InputFormatError) as error:
         raise fail(str(error)) from error
+    if not report:  # a torchrun rank other than 0 embedded its share; rank 0 reports
+        return
     skipped = sum(reason["count"] for reason in report["skipped"].values())
     typer.echo(
         f"wrote {out}: {report['queries']} queries, {report['negatives_retrieved']} mined + {report['negatives_backfilled']} random negatives "

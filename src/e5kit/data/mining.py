@@ -9,9 +9,14 @@ embedding / BM25 score 0 as in evaluation, never sent to the encoder); a copy of
 to the best positive (``margin`` / ``relative_margin``, a likely false negative). When fewer than
 ``negatives`` survive, random documents that are none of these fill the rest (counted).
 
-Dense search can run shard by shard (``shard_size``): the corpus file is streamed, each shard embedded
-and searched, and the running top-``depth`` merged, so only one shard's embeddings are ever in memory.
-BM25 needs corpus-wide term statistics, so it indexes the whole corpus at once.
+Dense mining embeds the corpus and the queries into on-disk stores (``e5kit.retrieval.store``) in
+blocks of ``block_rows`` texts under ``OUT.embeddings/`` (the corpus texts are staged there as Parquet
+so any worker reads any block), resumed block by block after a kill and data-parallel with ``engine:
+torchrun | ray`` (``e5kit.retrieval.engines``; the stores, and so the output, are the same bytes with
+each). The search is exact FAISS inner product per corpus block, the blocks' top-``depth`` merged, one
+query block at a time, so memory follows ``block_rows`` and the (queries, depth) result, never the
+corpus. The folder is removed once the output is written (kept with ``keep_embeddings``). BM25 needs
+corpus-wide term statistics, so it indexes the whole corpus at once, in one process.
 
 Output: FlagEmbedding JSONL ``{query, pos, neg, query_id, pos_ids, neg_ids}`` plus a ``.stats.json``,
 each written whole or not at all (``e5kit.io.files.AtomicFile``); the stats are removed before the JSONL
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -39,10 +45,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, beir_positives
 from e5kit.io.beir import CorpusStream, load_qrels, load_queries
+from e5kit.io.columns import ParquetColumnBlocks
 from e5kit.io.files import AtomicFile, InputFormatError, remove_stale_temporaries, write_text_atomic
+from e5kit.io.hashing import stable_hash
 from e5kit.progress import progress_bar, progress_shown
 from e5kit.retrieval.bm25 import bm25_search
-from e5kit.retrieval.dense import dense_search, encode_corpus, merge_top_k
+from e5kit.retrieval.engines import EncoderSpec, Engine, embed_store, list_blocks, torchrun_rank
+from e5kit.retrieval.store import DEFAULT_BLOCK_ROWS, EmbeddingStore, StoreLayout, open_or_replace_store, search_store, store_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +78,21 @@ class MiningConfig(BaseModel):
             None disables.
         sampling: "top" takes the best surviving candidates, "random" samples among them.
         backfill: Fill up with random non-positive documents when too few candidates survive.
-        shard_size: Dense only: documents embedded and searched at a time; None embeds the whole corpus.
         batch_size: Texts per forward pass (dense).
         max_length: Token limit of the dense model (None: the model's own).
         device: Torch device for the dense model (None: CUDA when present).
         similarity_fn_name: Dense score: "cosine" (E5; L2-normalised embeddings whatever the model
             ships) or "dot" (raw dot products; only when asked for).
         seed: Seed of random sampling and back-fill.
+        engine: Dense only: who embeds the corpus and queries: "local" (this process), "torchrun" (every
+            rank of a torchrun launch embeds its share of the blocks; rank 0 searches and writes) or
+            "ray" (a Ray Data actor pool of ``workers``, one model each). The output is the same with each.
+        workers: Ray actors (default 2).
+        block_rows: Dense only: texts per embedding block, and corpus rows searched at a time; memory
+            follows this, never the corpus size.
+        embedding_dtype: How the embeddings are stored on disk ("float16" halves the disk; candidates
+            may then differ from float32 on near ties).
+        keep_embeddings: Keep ``OUT.embeddings/`` (the stores) after the run.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -88,19 +105,23 @@ class MiningConfig(BaseModel):
     relative_margin: float | None = Field(default=None, ge=0, lt=1)
     sampling: Literal["top", "random"] = "top"
     backfill: bool = True
-    shard_size: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=64, ge=1)
     max_length: int | None = Field(default=None, ge=4)
     device: str | None = None
     similarity_fn_name: Literal["cosine", "dot"] = "cosine"
     seed: int = 42
+    engine: Engine = "local"
+    workers: int | None = Field(default=None, ge=1)
+    block_rows: int = Field(default=DEFAULT_BLOCK_ROWS, ge=1)
+    embedding_dtype: Literal["float32", "float16"] = "float32"
+    keep_embeddings: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> MiningConfig:
         if self.skip_top >= self.depth:
             raise ValueError(f"skip_top ({self.skip_top}) must be below depth ({self.depth}): the rank window would be empty")
-        if self.shard_size is not None and self.model == BM25:
-            raise ValueError("shard_size: BM25 scores need corpus-wide statistics, so BM25 cannot search shard by shard")
+        if self.engine != "local" and self.model == BM25:
+            raise ValueError(f"engine: BM25 scores need corpus-wide statistics, so BM25 runs in one process (engine local), not {self.engine}")
         return self
 
 
@@ -133,32 +154,82 @@ def bm25_candidates(corpus: CorpusStream, queries: Sequence[str], positives: Seq
     return SearchResult(indices.astype(np.int64), scores.astype(np.float32), positive_scores)
 
 
-def dense_candidates(
-    encoder, corpus: CorpusStream, queries: Sequence[str], positives: Sequence[list[int]], config: MiningConfig
-) -> SearchResult:
-    """Exact inner-product top-``depth`` with FAISS, one corpus shard at a time, and exact positive scores.
+def work_folder(out_path: str | Path) -> Path:
+    """Where dense mining keeps the staged corpus and the embedding stores of ``out_path``: ``OUT.embeddings/``."""
+    return Path(f"{out_path}.embeddings")
 
-    Passages are embedded by ``encode_corpus``: an empty passage gets an all-zero row (score 0).
+
+def embed_for_mining(encoder, corpus: CorpusStream, queries: Sequence[str], config: MiningConfig, folder: Path) -> dict[str, EmbeddingStore]:
+    """The corpus ("passage") and the queries ("query") embedded into stores under ``folder`` with
+    ``config.engine``, resumed block by block (stores of other inputs or another model are replaced).
+
+    Args:
+        encoder: The loaded dense model, or None to load ``config.model`` (Ray actors always load their own).
+        corpus: The corpus; its texts are staged as ``folder/corpus.parquet`` while a block is missing.
+        queries: Query texts, in row order.
+        config: Model, engine, workers, block_rows, embedding_dtype, batch_size.
+        folder: The work folder (``work_folder``); on a Ray cluster, on storage every node sees.
+
+    Returns:
+        {"passage": store of (documents, dim), "query": store of (queries, dim)}, both finished (under
+        torchrun, on every rank).
     """
-    query_embeddings = encoder.encode(queries, role="query", batch_size=config.batch_size, show_progress=True)
-    owners: dict[int, list[int]] = {}  # corpus position -> query rows it is a positive of
-    for row, relevant in enumerate(positives):
-        for position in relevant:
-            owners.setdefault(position, []).append(row)
-    scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-    indices = np.full((len(queries), 0), -1, dtype=np.int64)
-    positive_scores = np.full(len(queries), -np.inf, dtype=np.float32)
-    shard_count = 1 if config.shard_size is None else -(-len(corpus.ids) // config.shard_size)
-    for start, texts in progress_bar(corpus.shards(config.shard_size), total=shard_count, desc="searching shards", unit="shard", show=shard_count > 1):
-        embeddings = encode_corpus(encoder, texts, role="passage", batch_size=config.batch_size, show_progress=True).embeddings
-        shard_indices, shard_scores = dense_search(query_embeddings, embeddings, config.depth)
-        shard_scores = np.where(shard_indices < 0, -np.inf, shard_scores).astype(np.float32)
-        shard_indices = np.where(shard_indices < 0, -1, shard_indices + start)
-        scores, indices = merge_top_k(scores, indices, shard_scores, shard_indices, config.depth)
-        for position in range(start, start + len(texts)):
-            for row in owners.get(position, ()):
-                score = float(query_embeddings[row] @ embeddings[position - start])
-                positive_scores[row] = max(positive_scores[row], score)
+    spec = EncoderSpec(config.model, max_length=config.max_length, similarity_fn_name=config.similarity_fn_name, device=config.device)
+    # Loaded here under every engine: its weights' fingerprint names the stores.
+    encoder = encoder or spec.load()
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)
+    identity = {"encoder": encoder.fingerprint(), "max_length": config.max_length, "similarity": config.similarity_fn_name}
+    sides = {
+        "passage": (len(corpus.ids), {"corpus": [str(corpus.path), corpus.path.stat().st_size, corpus.path.stat().st_mtime_ns]}),
+        "query": (len(queries), {"queries": stable_hash(json.dumps(list(queries)))}),
+    }
+    stores = {}
+    for role, (rows, inputs) in sides.items():
+        fingerprint = store_fingerprint({**identity, **inputs, "role": role})
+        layout = StoreLayout(rows=rows, dimension=encoder.dimension, block_rows=config.block_rows, dtype=config.embedding_dtype, fingerprint=fingerprint)
+        store = open_or_replace_store(folder / role, layout)
+        if store.missing_blocks():
+            texts = _staged_corpus(corpus, folder / "corpus.parquet", config.block_rows) if role == "passage" else list_blocks(list(queries), config.block_rows)
+            embed_store(spec, texts, store, role=role, engine=config.engine, workers=config.workers, batch_size=config.batch_size, encoder=encoder)
+        stores[role] = store
+    return stores
+
+
+def _staged_corpus(corpus: CorpusStream, target: Path, block_rows: int) -> ParquetColumnBlocks:
+    """The corpus texts ("title text") as one Parquet column, a row group per block: a worker reads its
+    blocks without streaming the corpus file from the start (a .jsonl.gz cannot seek)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("text", pa.string())])
+    with AtomicFile(target) as staged, pq.ParquetWriter(staged.temporary, schema) as writer:
+        for _, texts in corpus.shards(block_rows):
+            writer.write_table(pa.table({"text": texts}, schema=schema))
+    return ParquetColumnBlocks([target], "text", block_rows)
+
+
+def dense_candidates(queries: EmbeddingStore, corpus: EmbeddingStore, positives: Sequence[list[int]], depth: int) -> SearchResult:
+    """Exact inner-product top-``depth`` of every query over the corpus store (``search_store``: per-block
+    FAISS, merged), one query block at a time, and the exact score of each query's best positive.
+
+    Args:
+        queries: Store of the (Q, dim) query embeddings; corpus: of the (N, dim) passage embeddings
+            (an empty passage is an all-zero row, so it scores 0).
+        positives: Per query row, the corpus rows of its positives.
+        depth: Candidates per query (capped at N).
+    """
+    k = min(depth, corpus.layout.rows)
+    indices = np.empty((queries.layout.rows, k), dtype=np.int64)
+    scores = np.empty((queries.layout.rows, k), dtype=np.float32)
+    positive_scores = np.full(queries.layout.rows, -np.inf, dtype=np.float32)
+    blocks = queries.layout.blocks
+    for ids, vectors in progress_bar(queries.blocks(), total=blocks, desc="searching", unit="query block", show=blocks > 1):
+        indices[ids], scores[ids] = search_store(vectors, corpus, depth)
+        wanted = np.unique(np.array([position for row in ids for position in positives[row]], dtype=np.int64))
+        passages = dict(zip(wanted.tolist(), corpus.rows(wanted)))
+        for offset, row in enumerate(ids):
+            positive_scores[row] = max(float(vectors[offset] @ passages[position]) for position in positives[row])
     return SearchResult(indices, scores, positive_scores)
 
 
@@ -268,10 +339,11 @@ def mine_hard_negatives(
         corpus_path: BEIR corpus.jsonl[.gz] (``_id``, ``title``, ``text``).
         qrels_path: Qrels TSV (query id, document id, score); scores > 0 are positives.
         out_path: Output JSONL; ``{out_path}.stats.json`` gets the report.
-        encoder: A loaded ``Encoder`` for dense mining (default: load ``config.model``).
+        encoder: A loaded ``Encoder`` for dense mining (default: load ``config.model``); it must be
+            ``config.model`` as configured, since Ray actors load that.
 
     Returns:
-        The report: counts of queries, documents and empty documents, negatives retrieved and
+        {} on a torchrun rank other than 0 (it only embeds its share). Else the report: counts of queries, documents and empty documents, negatives retrieved and
         back-filled, rejected candidates by reason (positive, query's own id, empty, duplicate of a
         positive, within the margin), skipped records by reason, seconds. A positive without visible
         text is left out of its record (counted); a query left without positives is skipped (counted).
@@ -299,11 +371,10 @@ def mine_hard_negatives(
     if config.model == BM25:
         result = bm25_candidates(corpus, query_texts, positives, config.depth)
     else:
-        if encoder is None:
-            from e5kit.encoder import Encoder
-
-            encoder = Encoder.load(config.model, max_length=config.max_length, similarity_fn_name=config.similarity_fn_name, device=config.device)
-        result = dense_candidates(encoder, corpus, query_texts, positives, config)
+        stores = embed_for_mining(encoder, corpus, query_texts, config, work_folder(out_path))
+        if config.engine == "torchrun" and torchrun_rank()[0] != 0:
+            return {}  # this rank embedded its share; rank 0 searches and writes
+        result = dense_candidates(stores["query"], stores["passage"], positives, config.depth)
     search_seconds = time.perf_counter() - started
 
     copies = corpus.copies_of({p for row in positives for p in row})
@@ -359,4 +430,6 @@ def mine_hard_negatives(
         "queries_per_s": round(len(query_ids) / max(time.perf_counter() - started, 1e-9), 2),
     }
     write_text_atomic(stats_path, json.dumps(report, indent=2) + "\n")
+    if not config.keep_embeddings:
+        shutil.rmtree(work_folder(out_path), ignore_errors=True)
     return report
