@@ -8,7 +8,10 @@ from pathlib import Path
 import typer
 
 from e5kit.cli.app import BACKEND_HELP, Backend, app, fail, load_encoder, output_folder
+from e5kit.cli.options import config_option
 from e5kit.hub import DEFAULT_MODEL
+from e5kit.retrieval.engines import StoreEmbedding
+from e5kit.serving.index import IndexSettings
 
 index_app = typer.Typer(
     help="Build and update a vector index of long documents (chunked into overlapping token windows).",
@@ -56,13 +59,23 @@ def _open_index(path: Path, backend: Backend | None):
         raise fail(f"{path}: cannot open the index ({error})") from error
 
 
-def _add(index, documents, batch_size: int | None) -> None:
+def _validated(schema, **values):
+    """``schema`` from the options given (None: not given, the field's default stands); bad values fail naming the option."""
+    from pydantic import ValidationError
+
+    try:
+        return schema(**{name: value for name, value in values.items() if value is not None})
+    except ValidationError as error:
+        raise fail("; ".join(f"--{'-'.join(str(part).replace('_', '-') for part in e['loc'])}: {e['msg']}" for e in error.errors())) from error
+
+
+def _add(index, documents, batch_size: int | None, embedding=None) -> None:
     import sqlite3
 
     from e5kit.serving.index import IndexStoreError
 
     try:
-        report = index.add(documents, batch_size=batch_size, show_progress=True)
+        report = index.add(documents, batch_size=batch_size, show_progress=True, embedding=embedding)
     except (IndexStoreError, ValueError) as error:
         raise fail(str(error)) from error
     except (sqlite3.Error, OSError) as error:
@@ -92,28 +105,39 @@ def build(
     title_field: str = typer.Option("title", help="JSONL field of the title (optional; embedded before the text)."),
     batch_size: int = typer.Option(None, min=1, help="Chunks per forward pass (default: 32 on torch, 8 on ONNX)."),
     overwrite: bool = typer.Option(False, help="Replace an existing index in --out."),
+    train_sample: int = config_option(IndexSettings, "train_sample"),
+    engine: str = config_option(StoreEmbedding, "engine", note="torchrun: launch this command with torchrun; rank 0 writes the index."),
+    workers: int = config_option(StoreEmbedding, "workers", note="With --engine ray."),
+    block_rows: int = config_option(StoreEmbedding, "block_rows"),
 ) -> None:
-    """Chunk, embed and index a corpus; documents map back to their chunks' character offsets."""
-    from pydantic import ValidationError
+    """Chunk, embed and index a corpus; documents map back to their chunks' character offsets.
 
-    from e5kit.serving.index import IndexSettings, IndexStoreError, VectorIndex
+    The chunks are embedded in blocks into OUT/embeddings first (a killed build run again embeds only the
+    blocks still missing), then FAISS is filled block by block.
+    """
+    from e5kit.retrieval.engines import torchrun_rank
+    from e5kit.serving.index import IndexStoreError, VectorIndex, embed_documents, index_window
 
-    try:
-        settings = IndexSettings(
-            kind=kind.value, window=window, overlap=overlap, hnsw_m=hnsw_m, ivf_lists=ivf_lists,
-            pq_subquantizers=pq_subquantizers, pq_bits=pq_bits, nprobe=nprobe,
-        )
-    except ValidationError as error:
-        raise fail("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())) from error
+    settings = _validated(
+        IndexSettings, kind=kind.value, window=window, overlap=overlap, hnsw_m=hnsw_m, ivf_lists=ivf_lists,
+        pq_subquantizers=pq_subquantizers, pq_bits=pq_bits, nprobe=nprobe, train_sample=train_sample,
+    )
+    embedding = _validated(StoreEmbedding, engine=engine, workers=workers, block_rows=block_rows)
     documents = _read_corpus(corpus, id_field, text_field, title_field)
     output_folder(out)
     encoder = load_encoder(model, backend=backend.value)
     model_ref = str(Path(model).resolve()) if Path(model).exists() else model
+    if embedding.engine == "torchrun" and torchrun_rank()[0] != 0:  # rank 0 creates and fills the index
+        try:
+            embed_documents(out, documents, encoder, settings, window=index_window(encoder, settings), embedding=embedding, batch_size=batch_size)
+        except (IndexStoreError, ValueError) as error:
+            raise fail(str(error)) from error
+        return
     try:
         index = VectorIndex.create(out, encoder, settings, model=model_ref, backend=backend.value, overwrite=overwrite)
     except (IndexStoreError, ValueError) as error:
         raise fail(str(error)) from error
-    _add(index, documents, batch_size)
+    _add(index, documents, batch_size, embedding)
 
 
 @index_app.command()

@@ -11,18 +11,33 @@ and however many workers wrote it:
 - ``ray``: a Ray Data actor pool (one model per actor, ``workers`` actors) maps over the missing block
   numbers; on a cluster the store folder must be on storage every node sees.
 
-A killed run resumes with any engine: finished blocks are skipped.
+A killed run resumes with any engine: finished blocks are skipped. :func:`embed_texts` is the one entry
+for a stage whose texts are in memory (an index's chunks, an evaluation corpus): it names the store by
+what is embedded, so a rerun resumes it and other texts or another model never reuse it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from e5kit.processes import join_process_group
-from e5kit.retrieval.store import EmbeddingStore, ReadBlock, embed_blocks
+from e5kit.retrieval.store import (
+    DEFAULT_BLOCK_ROWS,
+    EmbeddingStore,
+    ReadBlock,
+    StoreLayout,
+    embed_blocks,
+    open_or_replace_store,
+    store_fingerprint,
+)
 
 Engine = Literal["local", "torchrun", "ray"]
 ENGINES: tuple[str, ...] = ("local", "torchrun", "ray")
@@ -37,6 +52,7 @@ class EncoderSpec:
         max_length: Token limit (None: the model's own).
         similarity_fn_name: "cosine" / "dot" (None: the model's own).
         device: Torch device (None: the default).
+        dtype: Torch dtype name ("float32", "bfloat16", ...; None: the default).
         backend: "torch" or an exported backend ("onnx").
     """
 
@@ -44,12 +60,32 @@ class EncoderSpec:
     max_length: int | None = None
     similarity_fn_name: str | None = None
     device: str | None = None
+    dtype: str | None = None
     backend: str = "torch"
 
     def load(self):
         from e5kit.encoder import Encoder
 
         return Encoder.load(self.model, **{key: value for key, value in asdict(self).items() if key != "model" and value is not None})
+
+
+class StoreEmbedding(BaseModel):
+    """How a stage embeds many texts into an ``EmbeddingStore`` (fields shared by the stages' configs).
+
+    Attributes:
+        engine: Who embeds: "local" (this process), "torchrun" (every rank of a torchrun launch embeds
+            its share of the blocks) or "ray" (a Ray Data actor pool of ``workers``, one model each).
+            The output is the same with each.
+        workers: Ray actors (default 2).
+        block_rows: Texts per embedding block: embeddings in memory at once, and the unit a killed run
+            resumes from.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Engine = "local"
+    workers: int | None = Field(default=None, ge=1)
+    block_rows: int = Field(default=DEFAULT_BLOCK_ROWS, ge=1)
 
 
 def slice_block(texts: list[str], block_rows: int, block: int) -> list[str]:
@@ -68,7 +104,7 @@ def torchrun_rank() -> tuple[int, int]:
 
 
 def embed_store(
-    spec: EncoderSpec,
+    spec: EncoderSpec | None,
     read_block: ReadBlock,
     store: EmbeddingStore,
     *,
@@ -81,7 +117,7 @@ def embed_store(
     """Embed every missing block of ``store`` with ``engine``; returns the blocks this call embedded.
 
     Args:
-        spec: The encoder each worker builds.
+        spec: The encoder each worker builds (None: ``encoder``, which then must be given; not for ``ray``).
         read_block: Block -> texts; picklable for ``ray``.
         store: The store to fill (``open_store``).
         role: Role of the texts ("query", "passage").
@@ -91,9 +127,11 @@ def embed_store(
         encoder: An already loaded encoder for ``local``/``torchrun`` (spares loading it again).
 
     Raises:
-        ValueError: an unknown engine.
+        ValueError: an unknown engine, or ``ray`` without a spec.
         ImportError: ``ray`` without Ray installed (``pip install 'e5kit[ray]'``).
     """
+    if spec is None and (engine == "ray" or encoder is None):
+        raise ValueError(f"engine {engine}: needs an EncoderSpec (the model each worker loads)")
     if engine == "local":
         return embed_blocks(encoder or spec.load(), read_block, store, role=role, batch_size=batch_size)
     if engine == "torchrun":
@@ -154,3 +192,47 @@ def _embed_ray(spec: EncoderSpec, read_block: ReadBlock, store: EmbeddingStore, 
     if still:
         raise RuntimeError(f"{store.folder}: Ray finished but blocks {still[:5]} are missing")
     return len(missing)
+
+
+def embed_texts(
+    texts: Sequence[str],
+    root: str | Path,
+    encoder,
+    *,
+    role: str | None,
+    settings: StoreEmbedding | None = None,
+    spec: EncoderSpec | None = None,
+    batch_size: int | None = None,
+    dtype: Literal["float16", "float32"] = "float32",
+) -> EmbeddingStore:
+    """Embed in-memory ``texts`` into the store ``root/<fingerprint>`` and return it, finished.
+
+    The fingerprint covers the encoder (``fingerprint()``, max length, normalisation, the role's prefix),
+    the role and every text, so a rerun (after a kill, or of the same evaluation) resumes or reuses the
+    store and anything else gets a store of its own; a store of the same texts in another layout
+    (``block_rows``, ``dtype``) is replaced.
+
+    Args:
+        texts: The passages (empty ones get all-zero rows, never sent to the encoder).
+        root: Folder the store goes under.
+        encoder: The loaded ``Encoder`` (its fingerprint and dimension; it embeds under local/torchrun).
+        role: Role of the texts.
+        settings: Engine, Ray workers, block rows (default: local, ``DEFAULT_BLOCK_ROWS``).
+        spec: How Ray actors load the same encoder; required for ``ray``.
+        batch_size: Texts per forward pass.
+        dtype: On-disk precision.
+
+    Raises:
+        ValueError: ``ray`` without ``spec``, or an unknown engine.
+    """
+    settings = settings or StoreEmbedding()
+    texts_digest = hashlib.blake2b(digest_size=16)
+    for text in texts:
+        texts_digest.update(text.encode("utf-8") + b"\0")
+    fingerprint = store_fingerprint({"encoder": encoder.fingerprint(), "max_length": encoder.max_length, "normalize": encoder.normalize,
+                                     "prefix": encoder.prompt_for(role), "role": role, "texts": texts_digest.hexdigest()})
+    layout = StoreLayout(rows=len(texts), dimension=encoder.dimension, block_rows=settings.block_rows, dtype=dtype, fingerprint=fingerprint)
+    store = open_or_replace_store(Path(root) / fingerprint, layout)
+    embed_store(spec, list_blocks(list(texts), settings.block_rows), store, role=role, engine=settings.engine,
+                workers=settings.workers, batch_size=batch_size, encoder=encoder)
+    return store

@@ -33,7 +33,7 @@ import numpy as np
 from e5kit.io.files import AtomicFile, remove_stale_temporaries, write_text_atomic
 from e5kit.io.hashing import stable_hash
 from e5kit.progress import progress_bar
-from e5kit.retrieval.dense import encode_corpus, exact_index, merge_top_k
+from e5kit.retrieval.dense import SEARCH_CHUNK, encode_corpus, exact_index, merge_top_k
 
 STORE_FILE = "store.json"
 #: Rows per block by default: 65,536 x 384 float32 = 96 MiB per block in memory at once.
@@ -238,6 +238,9 @@ def store_from_vectors(folder: str | Path, vectors: np.ndarray, block_rows: int,
 def search_store(queries: np.ndarray, store: EmbeddingStore, top_k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-k over every block, the blocks' results merged.
 
+    Queries go to FAISS in chunks of ``SEARCH_CHUNK``, as ``dense_search`` sends them: FAISS scores a
+    short chunk without BLAS, so the same chunking keeps a one-block store's scores bit-identical to it.
+
     Args:
         queries: (q, dim) float32.
         store: A finished store.
@@ -251,7 +254,12 @@ def search_store(queries: np.ndarray, store: EmbeddingStore, top_k: int) -> tupl
     scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     for ids, vectors in store.blocks():
-        block_scores, positions = exact_index(vectors).search(queries, min(k, len(vectors)))  # (q, k_b)
+        index = exact_index(vectors)
+        depth = min(k, len(vectors))
+        block_scores = np.empty((len(queries), depth), dtype=np.float32)
+        positions = np.empty((len(queries), depth), dtype=np.int64)
+        for start in range(0, len(queries), SEARCH_CHUNK):
+            block_scores[start : start + SEARCH_CHUNK], positions[start : start + SEARCH_CHUNK] = index.search(queries[start : start + SEARCH_CHUNK], depth)
         scores, indices = merge_top_k(scores, indices, block_scores, ids[positions], k)
     return indices, scores
 

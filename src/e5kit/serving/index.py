@@ -5,7 +5,16 @@ An index is a folder:
 - ``index.json``: the settings (model, backend, index kind, chunk window and overlap);
 - ``vectors.faiss``: one vector per chunk, keyed by a 64-bit vector id;
 - ``docstore.sqlite``: ``documents`` (id, title, text) and ``chunks`` (vector id -> document id,
-  chunk number, character span), so a hit maps back to its document and passage.
+  chunk number, character span), so a hit maps back to its document and passage;
+- ``embeddings/`` while an add runs: its chunks' vectors (``e5kit.retrieval.store``), embedded in
+  bounded blocks by ``e5kit.retrieval.engines.embed_texts`` on any engine (this process, torchrun
+  ranks, Ray actors; the same vectors with each), removed once the add is finished. A killed add run
+  again embeds only the blocks still missing.
+
+An add chunks its documents, embeds the chunks into the store, trains an ivfpq index (the only kind
+that needs training) on a seeded sample of ``train_sample`` stored chunks, then fills FAISS and the
+SQLite store from the store's blocks. The documents' texts are held in memory during an add; their
+vectors never all are.
 
 A document without visible text (``e5kit.io.text.has_visible_text`` of its title and text) follows the
 corpus rule every stage shares (``e5kit.io.beir``): it is kept, in the store and as one chunk
@@ -18,7 +27,7 @@ search time (``VectorIndex.stale_vectors`` counts them; rebuild to reclaim the s
 
 kill -9 at any point leaves the vectors and the store in agreement once the index is opened again:
 
-- The store is the record. Each block of an add commits its documents, chunks and vectors in one
+- The SQLite store is the record. Each block of an add commits its documents, chunks and vectors in one
   SQLite transaction: the vectors go to the ``pending_vectors`` journal until ``vectors.faiss`` is
   rewritten (atomically, ``e5kit.io.files.AtomicFile``) at the end of the add, or once the journal
   holds ``JOURNAL_MIN`` vectors and as many as the file (so rewrites cost at most about twice the
@@ -42,6 +51,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
 import threading
 from collections import Counter
@@ -58,6 +68,8 @@ from e5kit.io.files import AtomicFile, remove_stale_temporaries, write_text_atom
 from e5kit.io.text import has_visible_text
 from e5kit.progress import progress_bar
 from e5kit.retrieval.dense import encode_corpus, inner_product_index
+from e5kit.retrieval.engines import EncoderSpec, StoreEmbedding, embed_texts
+from e5kit.retrieval.store import EmbeddingStore
 from e5kit.serving.chunking import Chunk, chunk_texts, chunk_window
 
 logger = logging.getLogger(__name__)
@@ -65,6 +77,9 @@ logger = logging.getLogger(__name__)
 SETTINGS_FILE = "index.json"
 VECTORS_FILE = "vectors.faiss"
 DOCSTORE_FILE = "docstore.sqlite"
+EMBEDDINGS_DIR = "embeddings"
+#: Seed of the sample an ivfpq index trains on.
+TRAIN_SEED = 0
 #: Documents chunked at a time when adding.
 CHUNK_DOCUMENTS = 256
 #: Chunks embedded and committed per step when adding documents (bounds memory on large corpora).
@@ -102,6 +117,8 @@ class IndexSettings(BaseModel):
         passage_role / query_role: Roles (prompt names) used to embed chunks and queries.
         hnsw_m / hnsw_ef_search: HNSW neighbours per node and search breadth.
         ivf_lists / pq_subquantizers / pq_bits / nprobe: IVF-PQ coarse lists, PQ code size, lists probed.
+        train_sample: Chunks an ivfpq index trains its quantizers on: a seeded sample of the first
+            add's chunks (all of them when fewer), so training time does not grow with the corpus.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -117,6 +134,7 @@ class IndexSettings(BaseModel):
     pq_subquantizers: int = Field(8, ge=1)
     pq_bits: int = Field(8, ge=1, le=16)
     nprobe: int = Field(8, ge=1)
+    train_sample: int = Field(100_000, ge=1)
 
     @model_validator(mode="after")
     def _overlap_below_window(self):
@@ -255,7 +273,7 @@ class VectorIndex:
         path = Path(path)
         if (path / SETTINGS_FILE).exists() and not overwrite and not _unfinished_build(path):
             raise IndexStoreError(f"{path}: an index already exists here (use add to extend it, or overwrite)")
-        window = settings.window or chunk_window(encoder.tokenizer, encoder.max_length, encoder.prompt_for(settings.passage_role))
+        window = index_window(encoder, settings)
         if settings.overlap >= window:
             raise IndexStoreError(f"overlap ({settings.overlap}) must be smaller than the chunk window ({window} tokens)")
         vectors = _new_faiss_index(settings, encoder.dimension)
@@ -385,67 +403,77 @@ class VectorIndex:
         return int(self.vectors.ntotal) - self.num_chunks
 
     # ------------------------------------------------------------------ changes
-    def add(self, documents: Iterable[Document], batch_size: int | None = None, show_progress: bool = False) -> AddReport:
+    def add(
+        self,
+        documents: Iterable[Document],
+        batch_size: int | None = None,
+        show_progress: bool = False,
+        *,
+        embedding: StoreEmbedding | None = None,
+        spec: EncoderSpec | None = None,
+    ) -> AddReport:
         """Chunk, embed and index ``documents``; a document whose id is already indexed is replaced.
 
         A document without visible text is indexed as an empty passage (one all-zero vector, counted
         in ``report.empty``); one with visible text but no tokens is skipped and counted in
-        ``report.skipped``. Each block of documents is committed as it is embedded: after kill -9 the
-        blocks done are kept (``open`` repairs the vectors), and adding the same documents again gives
-        the index an uninterrupted add would have given.
+        ``report.skipped``. The chunks are embedded into ``embeddings/`` first (see the module
+        docstring), then each group of documents is committed with its vectors: after kill -9 the
+        groups done are kept (``open`` repairs the vectors), and adding the same documents again
+        embeds only the blocks still missing and gives the index an uninterrupted add would have given.
+
+        Args:
+            documents: The documents, each id once.
+            batch_size: Chunks per forward pass.
+            show_progress: Show the embedding and indexing progress.
+            embedding: Engine, Ray workers and block rows of the embedding (default: this process).
+            spec: How Ray actors load the encoder (default: the index's model, backend and similarity).
 
         Raises:
             IndexStoreError: a document id given twice, or too few chunks to train an ivfpq index.
             sqlite3.Error, OSError: the index cannot be written.
         """
-        report = AddReport()
-        pending: list[tuple[Document, list]] = []
-        pending_chunks = 0
-        seen: set[str] = set()
-        with progress_bar(desc="indexing", unit="doc", show=show_progress) as progress:
-            for block in _blocks(documents, CHUNK_DOCUMENTS):
-                for doc in block:
-                    if doc.doc_id in seen:
-                        raise IndexStoreError(f"document id {doc.doc_id!r} is given twice in one add")
-                    seen.add(doc.doc_id)
-                bodies = [doc.body for doc in block]
-                for doc, chunks in zip(block, chunk_texts(bodies, self.encoder.tokenizer, self.stored.window, self.settings.overlap)):
-                    if not has_visible_text(doc.body):
-                        chunks = [Chunk(index=0, start=0, end=len(doc.body))]  # an empty passage: one zero vector
-                        report.empty += 1
-                    elif not chunks:
-                        report.skipped["no tokens"] += 1
-                        continue
-                    pending.append((doc, chunks))
-                    pending_chunks += len(chunks)
-                if pending_chunks >= ADD_BLOCK:
-                    self._add_block(pending, report, batch_size)
-                    progress.update(len(pending))
-                    pending, pending_chunks = [], 0
-            if pending:
-                self._add_block(pending, report, batch_size)
+        plan, store = embed_documents(
+            self.path, documents, self.encoder, self.settings, window=self.stored.window, embedding=embedding,
+            spec=spec or self.encoder_spec(), batch_size=batch_size,
+        )
+        report = plan.report
+        report.truncated = _truncated(self.encoder, plan.texts, self.settings.passage_role)
+        if not self.vectors.is_trained and store.layout.rows:
+            self._train_if_needed(self._training_sample(store))
+            self._write_vectors()  # the trained quantizer is on disk before any row relies on it
+        with progress_bar(total=sum(len(group) for group in plan.groups), desc="indexing", unit="doc", show=show_progress) as progress:
+            for pending, embeddings in _committed_groups(plan, store):
+                self._add_block(pending, report, embeddings)
                 progress.update(len(pending))
         self._checkpoint(finished_add=True)
+        shutil.rmtree(self.path / EMBEDDINGS_DIR, ignore_errors=True)  # the vectors are in vectors.faiss now
         return report
+
+    def encoder_spec(self) -> EncoderSpec:
+        """How another process (a Ray actor) loads this index's encoder."""
+        return EncoderSpec(
+            self.stored.model, max_length=self.encoder.max_length, similarity_fn_name=self.stored.similarity_fn_name,
+            backend=getattr(getattr(self.encoder, "backend", None), "name", self.stored.backend),
+        )
 
     def _embed(self, texts: list[str], batch_size: int | None):
         return encode_corpus(self.encoder, texts, role=self.settings.passage_role, batch_size=batch_size)
 
-    def _add_block(self, pending: list[tuple[Document, list]], report: AddReport, batch_size: int | None) -> None:
-        texts = [doc.body[chunk.start : chunk.end] for doc, chunks in pending for chunk in chunks]
-        encoded = self._embed(texts, batch_size)
-        embeddings = encoded.embeddings
-        if not encoded.empty.all():  # last_stats describes the call over the non-empty chunks
-            report.truncated += self.encoder.last_stats.truncated
-        if not self.vectors.is_trained:
-            self._train_if_needed(embeddings)
-            self._write_vectors()  # the trained quantizer is on disk before any row relies on it
+    def _training_sample(self, store: EmbeddingStore) -> np.ndarray:
+        """(min(train_sample, rows), dim) float32 stored chunk vectors, a seeded sample in row order."""
+        rows = store.layout.rows
+        sample = np.random.default_rng(TRAIN_SEED).choice(rows, size=min(self.settings.train_sample, rows), replace=False)
+        return store.rows(np.sort(sample).astype(np.int64))
+
+    def _add_block(self, pending: list[tuple[Document, list]], report: AddReport, embeddings: np.ndarray) -> None:
+        """Commit ``pending`` documents with their chunks' (chunks, dim) ``embeddings``, in add order."""
+        count = len(embeddings)
         with self._lock:
             with self.connection:  # rows and their vectors (in the journal) commit together
                 replaced, stale = self._remove([doc.doc_id for doc, _ in pending])
                 # Ids are never reused: an HNSW graph still holds the vectors of deleted documents.
                 first_id = self._next_id()
-                ids = np.arange(first_id, first_id + len(texts), dtype=np.int64)
+                ids = np.arange(first_id, first_id + count, dtype=np.int64)
                 self.connection.executemany(
                     "INSERT INTO documents (doc_id, title, text) VALUES (?, ?, ?)",
                     [(doc.doc_id, doc.title, doc.body) for doc, _ in pending],
@@ -460,11 +488,11 @@ class VectorIndex:
                 )
                 self.connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_id', ?)", (int(ids[-1]) + 1,))
             self._drop_vectors(stale)
-            self.vectors.add_with_ids(embeddings, ids)
+            self.vectors.add_with_ids(np.ascontiguousarray(embeddings, dtype=np.float32), ids)
         report.replaced += replaced
         report.added += len(pending) - replaced
-        report.chunks += len(texts)
-        self._journaled += len(texts)
+        report.chunks += count
+        self._journaled += count
         if self._journaled >= max(JOURNAL_MIN, self._written):
             self._checkpoint()
 
@@ -478,7 +506,7 @@ class VectorIndex:
         needed = max(self.settings.ivf_lists, 2**self.settings.pq_bits)
         if len(embeddings) < needed:
             raise IndexStoreError(
-                f"an ivfpq index trains on the first documents added and needs at least {needed} chunks "
+                f"an ivfpq index trains on a sample of the first documents added and needs at least {needed} chunks "
                 f"(max of ivf_lists={self.settings.ivf_lists} and 2**pq_bits={2**self.settings.pq_bits}); got "
                 f"{len(embeddings)}. Add more documents at once, lower ivf_lists/pq_bits, or use kind flat"
             )
@@ -598,6 +626,119 @@ class VectorIndex:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def index_window(encoder, settings: IndexSettings) -> int:
+    """Tokens per chunk: ``settings.window``, or as many as fit in the encoder's max length after the passage prefix."""
+    return settings.window or chunk_window(encoder.tokenizer, encoder.max_length, encoder.prompt_for(settings.passage_role))
+
+
+@dataclass
+class ChunkPlan:
+    """The documents of one add with their chunks, in add order.
+
+    Attributes:
+        groups: The documents as chunked, ``CHUNK_DOCUMENTS`` input documents a group (those skipped
+            left out); ``add`` commits whole groups.
+        report: The empty and skipped documents counted while chunking.
+    """
+
+    groups: list[list[tuple[Document, list[Chunk]]]]
+    report: AddReport
+
+    @property
+    def texts(self) -> list[str]:
+        """The chunks' texts, in add order (the rows of the add's embedding store)."""
+        return [doc.body[chunk.start : chunk.end] for group in self.groups for doc, chunks in group for chunk in chunks]
+
+
+def plan_chunks(documents: Iterable[Document], tokenizer, window: int, overlap: int) -> ChunkPlan:
+    """Chunk ``documents`` into windows of ``window`` tokens sharing ``overlap``.
+
+    Raises:
+        IndexStoreError: a document id given twice.
+    """
+    report = AddReport()
+    groups: list[list[tuple[Document, list[Chunk]]]] = []
+    seen: set[str] = set()
+    for block in _blocks(documents, CHUNK_DOCUMENTS):
+        for doc in block:
+            if doc.doc_id in seen:
+                raise IndexStoreError(f"document id {doc.doc_id!r} is given twice in one add")
+            seen.add(doc.doc_id)
+        group = []
+        for doc, chunks in zip(block, chunk_texts([doc.body for doc in block], tokenizer, window, overlap)):
+            if not has_visible_text(doc.body):
+                chunks = [Chunk(index=0, start=0, end=len(doc.body))]  # an empty passage: one zero vector
+                report.empty += 1
+            elif not chunks:
+                report.skipped["no tokens"] += 1
+                continue
+            group.append((doc, chunks))
+        groups.append(group)
+    return ChunkPlan(groups, report)
+
+
+def embed_documents(
+    path: str | Path,
+    documents: Iterable[Document],
+    encoder,
+    settings: IndexSettings,
+    *,
+    window: int,
+    embedding: StoreEmbedding | None = None,
+    spec: EncoderSpec | None = None,
+    batch_size: int | None = None,
+) -> tuple[ChunkPlan, EmbeddingStore]:
+    """Chunk ``documents`` and embed the chunks into the store under ``path/embeddings``.
+
+    ``VectorIndex.add`` starts with this; under torchrun the ranks other than 0 run only this (their
+    share of the blocks) while rank 0 adds.
+
+    Args:
+        path: The index folder.
+        encoder: The loaded encoder (embeds under local/torchrun; names the store).
+        settings: The index's chunking and passage role.
+        window: Tokens per chunk (``index_window``, or the index's stored window).
+        embedding: Engine, workers, block rows.
+        spec: How Ray actors load the encoder.
+        batch_size: Chunks per forward pass.
+
+    Returns:
+        (the chunks, the finished store of their vectors, one row per chunk in add order).
+
+    Raises:
+        IndexStoreError: a document id given twice.
+    """
+    plan = plan_chunks(documents, encoder.tokenizer, window, settings.overlap)
+    store = embed_texts(plan.texts, Path(path) / EMBEDDINGS_DIR, encoder, role=settings.passage_role, settings=embedding, spec=spec, batch_size=batch_size)
+    return plan, store
+
+
+def _truncated(encoder, texts: list[str], role: str) -> int:
+    """Of the chunks with visible text (the others are never encoded), those longer than the encoder's max length."""
+    from e5kit.encoder.encoder import EncodeStats
+
+    stats = EncodeStats()
+    encoder.token_ids(encoder.prepare([text for text in texts if has_visible_text(text)], role), stats=stats)
+    return stats.truncated
+
+
+def _committed_groups(plan: ChunkPlan, store: EmbeddingStore) -> Iterator[tuple[list[tuple[Document, list[Chunk]]], np.ndarray]]:
+    """(documents with their chunks, their (chunks, dim) float32 vectors) as ``add`` commits them: whole
+    chunking groups, at least ``ADD_BLOCK`` chunks (the last fewer); the store is read block by block."""
+    blocks = store.blocks()
+    buffered = np.empty((0, store.layout.dimension), dtype=np.float32)
+    pending: list[tuple[Document, list[Chunk]]] = []
+    count = 0
+    for position, group in enumerate(plan.groups):
+        pending += group
+        count += sum(len(chunks) for _, chunks in group)
+        if pending and (count >= ADD_BLOCK or position == len(plan.groups) - 1):
+            while len(buffered) < count:
+                buffered = np.concatenate([buffered, next(blocks)[1]])
+            yield pending, buffered[:count]
+            buffered, pending, count = buffered[count:], [], 0
 
 
 def _store_files() -> tuple[str, ...]:
