@@ -1,8 +1,13 @@
-"""Teacher scoring: batched scores equal pair-by-pair scores; a killed run resumes to the same file."""
+"""Teacher scoring: batched scores equal pair-by-pair scores; a killed run resumes to the same file; a
+bi-encoder teacher's stores give the in-memory scores, resume after a kill, and the same file under
+torchrun and Ray."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +15,7 @@ import pytest
 import torch
 
 from e5kit.data import teacher as teacher_module
-from e5kit.data.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_teacher, partial_path, score_file
+from e5kit.data.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_teacher, partial_path, score_file, work_folder
 from e5kit.io.files import InputFormatError
 
 #: Tiny-model steps here run on one intra-op thread, as in tests/finetune (see tests/conftest.py).
@@ -119,13 +124,23 @@ def test_beir_empty_teacher_scores_the_empty_passage_zero_without_the_model(tmp_
     teacher = load_teacher(tiny_cross_encoder_dir if kind == "cross-encoder" else tiny_bert_dir, kind, device="cpu")
     seen = []
     score_pairs = teacher.score_pairs
+    if kind == "cross-encoder":
 
-    def refusing(queries, passages):
-        assert all(text.strip() for text in passages), passages
-        seen.extend(passages)
-        return score_pairs(queries, passages)
+        def refusing(queries, passages):
+            assert all(text.strip() for text in passages), passages
+            seen.extend(passages)
+            return score_pairs(queries, passages)
 
-    teacher.score_pairs = refusing
+        teacher.score_pairs = refusing
+    else:  # it embeds through stores: its encoder is what must never see the empty passage
+        encode = teacher.encoder.encode
+
+        def refusing(texts, role=None, **options):
+            assert all(text.strip() for text in texts), texts
+            seen.extend(texts if role == "passage" else [])
+            return encode(texts, role=role, **options)
+
+        teacher.encoder.encode = refusing
     # When the file is scored
     report = score_file(teacher, source, tmp_path / "scored.jsonl", show_progress=False)
     scored = read(tmp_path / "scored.jsonl")
@@ -154,3 +169,106 @@ def test_resume_onto_a_file_that_is_not_scored_records_is_refused_and_left_as_it
     with pytest.raises(InputFormatError, match="notes.jsonl:1: not a scored record"):
         score_file(teacher, source, other, show_progress=False)
     assert other.read_text() == '{"note": "mine"}\n'
+
+
+# ---------------------------------------------------------------- issue 16: a bi-encoder teacher through embedding stores
+def test_bi_encoder_scores_through_stores_equal_the_in_memory_scores(tmp_path, tiny_bert_dir, write_jsonl):
+    # Given 11 records (31 pairs) and a bi-encoder teacher
+    source = write_jsonl(tmp_path / "mined.jsonl", RECORDS)
+    teacher = load_teacher(tiny_bert_dir, "bi-encoder", batch_size=4, device="cpu")
+    # When the file is scored with the texts in one embedding block, and in blocks of 5
+    score_file(teacher, source, tmp_path / "one.jsonl", show_progress=False)
+    report = score_file(teacher, source, tmp_path / "blocks.jsonl", show_progress=False, block_rows=5)
+    # Then both files are the same bytes, the stores are gone, and each record's scores are its pairs' in-memory scores
+    assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "blocks.jsonl").read_bytes()
+    assert report["scored"] == 11 and report["pairs_scored"] == 31 and not work_folder(tmp_path / "blocks.jsonl").exists()
+    for record in read(tmp_path / "blocks.jsonl"):
+        passages = record["pos"] + record["neg"]
+        in_memory = teacher.score_pairs([record["query"]] * len(passages), passages)
+        np.testing.assert_allclose(record["pos_scores"] + record["neg_scores"], in_memory, atol=1e-6)
+
+
+def test_a_cross_encoder_refuses_a_data_parallel_engine(tmp_path, tiny_cross_encoder_dir, write_jsonl):
+    source = write_jsonl(tmp_path / "mined.jsonl", RECORDS)
+    with pytest.raises(ValueError, match="engine: a cross-encoder scores each pair jointly"):
+        score_file(load_teacher(tiny_cross_encoder_dir, device="cpu"), source, tmp_path / "scored.jsonl", show_progress=False, engine="ray")
+
+
+class CountsEncodes:
+    """The teacher's encoder, counting ``encode`` calls and stopping the run (as kill -9 would) at call ``dies_at``."""
+
+    def __init__(self, teacher, dies_at: int | None = None) -> None:
+        self.calls, self.dies_at, self.encode = 0, dies_at, teacher.encoder.encode
+        teacher.encoder.encode = self
+
+    def __call__(self, *args, **options):
+        self.calls += 1
+        if self.calls == self.dies_at:
+            raise KeyboardInterrupt
+        return self.encode(*args, **options)
+
+
+def test_a_bi_encoder_run_killed_while_embedding_or_scoring_resumes_to_the_same_bytes(tmp_path, tiny_bert_dir, write_jsonl, monkeypatch):
+    # Given the uninterrupted output of 11 records in blocks of 4, the texts in embedding blocks of 5
+    # (queries first: 3 blocks, then passages: 7 blocks)
+    monkeypatch.setattr(teacher_module, "BLOCK_RECORDS", 4)
+    source = write_jsonl(tmp_path / "mined.jsonl", RECORDS)
+    teacher = load_teacher(tiny_bert_dir, "bi-encoder", batch_size=3, device="cpu")
+    score_file(teacher, source, tmp_path / "full.jsonl", show_progress=False, block_rows=5)
+    out = tmp_path / "scored.jsonl"
+    # When a run dies embedding the second passage block
+    CountsEncodes(teacher, dies_at=5)
+    with pytest.raises(KeyboardInterrupt):
+        score_file(teacher, source, out, show_progress=False, block_rows=5)
+    # And the rerun dies scoring its second block of records
+    next_block, blocks = teacher_module._StoredScores.next_block, []
+
+    def dies_at_the_second_block(self, pairs_per_record):
+        blocks.append(pairs_per_record)
+        if len(blocks) == 2:
+            raise KeyboardInterrupt
+        return next_block(self, pairs_per_record)
+
+    monkeypatch.setattr(teacher_module._StoredScores, "next_block", dies_at_the_second_block)
+    counted = CountsEncodes(teacher)
+    with pytest.raises(KeyboardInterrupt):
+        score_file(teacher, source, out, show_progress=False, block_rows=5)
+    monkeypatch.setattr(teacher_module._StoredScores, "next_block", next_block)
+    # Then the rerun embedded only the 6 missing passage blocks
+    assert counted.calls == 6
+    # And a third run embeds nothing, keeps the written block and ends with the uninterrupted run's bytes
+    counted = CountsEncodes(teacher)
+    report = score_file(teacher, source, out, show_progress=False, block_rows=5)
+    assert counted.calls == 0 and report["already_done"] == 4 and report["scored"] == 7
+    assert out.read_bytes() == (tmp_path / "full.jsonl").read_bytes()
+
+
+def test_bi_encoder_scoring_under_torchrun_and_ray_equals_one_process(tmp_path, tiny_bert_dir, write_jsonl):
+    from typer.testing import CliRunner
+
+    from e5kit.cli.app import app
+
+    # Given the file one process scores, texts in embedding blocks of 5 so there are blocks to share out
+    source = write_jsonl(tmp_path / "mined.jsonl", RECORDS)
+    argv = ["score-teacher", "--teacher", str(tiny_bert_dir), "--in", str(source), "--kind", "bi-encoder", "--device", "cpu", "--block-rows", "5"]
+    runner = CliRunner()
+    result = runner.invoke(app, [*argv, "--out", str(tmp_path / "local.jsonl")])
+    assert result.exit_code == 0, result.output
+    # When two gloo ranks under torchrun share the embedding (rank 0 scores and writes)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "e5kit",
+               *argv, "--engine", "torchrun", "--out", str(tmp_path / "torchrun.jsonl")]
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    # Then the scored file is the one-process file, and the summary is printed once
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (tmp_path / "torchrun.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+    assert done.stdout.count("wrote ") == 1
+    # And a local Ray actor pool of two scores the same file
+    pytest.importorskip("ray")
+    import ray
+
+    try:
+        result = runner.invoke(app, [*argv, "--engine", "ray", "--workers", "2", "--out", str(tmp_path / "ray.jsonl")])
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()

@@ -12,6 +12,8 @@ from e5kit.cli.app import RESUME_HELP, app, fail, output_file, overrides_option,
 from e5kit.cli.options import config_option
 from e5kit.cli.pretrain import REPORT_TO, report_to_overrides
 from e5kit.data.mining import MiningConfig
+from e5kit.retrieval.engines import ENGINES
+from e5kit.retrieval.store import DEFAULT_BLOCK_ROWS
 
 
 class TeacherKind(str, Enum):
@@ -23,6 +25,10 @@ class TeacherKind(str, Enum):
 class Sampling(str, Enum):
     top = "top"
     random = "random"
+
+
+#: The embedding engines (e5kit.retrieval.engines) as a choice, for commands without a Config.
+EngineName = Enum("EngineName", {name: name for name in ENGINES}, type=str)
 
 
 class Similarity(str, Enum):
@@ -104,6 +110,12 @@ def score_teacher(
     device: str = typer.Option(None, help="Torch device (default: cuda when present)."),
     resume: bool = typer.Option(True, help="Keep the records already written (OUT.partial left by a killed run, else OUT), checked against the input, and score only the rest."),
     similarity_fn_name: Similarity = typer.Option(Similarity.cosine, help="Bi-encoder score: cosine (E5, whatever the model ships) or dot (raw dot products)."),
+    engine: EngineName = typer.Option(
+        "local", help="Bi-encoder: who embeds the texts: local, torchrun (torchrun --nproc_per_node N -m e5kit score-teacher --engine torchrun ...; "
+        "rank 0 writes) or ray (--workers actors). Same output with each. A cross-encoder scores in one process (local)."
+    ),
+    workers: int = typer.Option(None, min=1, help="Ray actors with --engine ray (default 2)."),
+    block_rows: int = typer.Option(DEFAULT_BLOCK_ROWS, min=1, help="Bi-encoder: texts per embedding block in OUT.embeddings/ (the embeddings in memory at once; a killed run resumes by block)."),
 ) -> None:
     """Score every (query, candidate) of a mined file with a teacher, batched and resumable.
 
@@ -121,9 +133,11 @@ def score_teacher(
         scorer = load_teacher(
             teacher, kind.value, batch_size=batch_size, max_length=max_length, device=device, similarity_fn_name=similarity_fn_name.value
         )
-        report = score_file(scorer, in_path, out, resume=resume)
+        report = score_file(scorer, in_path, out, resume=resume, engine=engine.value, workers=workers, block_rows=block_rows)
     except (ValueError, FileNotFoundError, InputFormatError, ModelDirectoryError, OSError) as error:
         raise fail(str(error)) from error
+    if not report:  # a torchrun rank other than 0 embedded its share; rank 0 reports
+        return
     typer.echo(f"wrote {out}: {json.dumps(report)}")
 
 

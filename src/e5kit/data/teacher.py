@@ -13,6 +13,15 @@ Empty passages (no visible text, ``e5kit.io.text.has_visible_text``) follow the 
 shares (``e5kit.io.beir``): never sent to the teacher, scored 0 (the cosine of an all-zero
 embedding), kept in their record, and counted in the report (``empty_passages``).
 
+A bi-encoder teacher first embeds the query and the passages of every usable record into on-disk
+stores under ``OUT.embeddings/`` (``e5kit.retrieval.store``: blocks of ``block_rows`` texts, resumed block by
+block, data-parallel with ``engine: torchrun | ray``, the same bytes with each; the texts are staged
+there as Parquet so any worker reads any block), and a record's scores are the dot products of its
+stored rows, so the output does not depend on the engine, the workers or where a run was killed. Under
+torchrun every rank embeds its share and rank 0 writes. A cross-encoder scores each (query, passage)
+jointly, so there is nothing to store or share out: it scores in one process (``engine`` local), the
+records in blocks as above.
+
 Example:
     >>> teacher = load_teacher("cross-encoder-dir")                        # doctest: +SKIP
     >>> score_file(teacher, "mined.jsonl", "scored.jsonl")                 # doctest: +SKIP
@@ -24,7 +33,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -32,10 +41,13 @@ import numpy as np
 import torch
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, invalid_reason
-from e5kit.io.files import InputFormatError
+from e5kit.io.columns import ParquetColumnBlocks
+from e5kit.io.files import AtomicFile, InputFormatError, remove_stale_temporaries
 from e5kit.io.tables import iter_jsonl
 from e5kit.io.text import has_visible_text
 from e5kit.progress import progress_bar
+from e5kit.retrieval.engines import EncoderSpec, Engine, embed_store, torchrun_rank
+from e5kit.retrieval.store import DEFAULT_BLOCK_ROWS, EmbeddingStore, StoreLayout, open_or_replace_store, store_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +121,15 @@ class BiEncoderTeacher:
         encoder: An ``e5kit.encoder.Encoder``.
         batch_size: Texts per forward pass.
         name: Shown in reports.
+        spec: How Ray actors load the same encoder (``score_file`` with ``engine="ray"`` needs it;
+            ``load_teacher`` sets it).
     """
 
-    def __init__(self, encoder, *, batch_size: int = 32, name: str = "bi-encoder") -> None:
+    def __init__(self, encoder, *, batch_size: int = 32, name: str = "bi-encoder", spec: EncoderSpec | None = None) -> None:
         self.encoder = encoder
         self.batch_size = batch_size
         self.name = name
+        self.spec = spec
 
     def score_pairs(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
         from e5kit.retrieval.dense import encode_corpus
@@ -155,10 +170,8 @@ def load_teacher(
     if kind == "cross-encoder":
         return CrossEncoderTeacher.load(path, device=device, batch_size=batch_size, max_length=max_length or 512)
     if kind == "bi-encoder":
-        from e5kit.encoder import Encoder
-
-        encoder = Encoder.load(path, max_length=max_length, similarity_fn_name=similarity_fn_name, device=device)
-        return BiEncoderTeacher(encoder, batch_size=batch_size, name=str(path))
+        spec = EncoderSpec(str(path), max_length=max_length, similarity_fn_name=similarity_fn_name, device=device)
+        return BiEncoderTeacher(spec.load(), batch_size=batch_size, name=str(path), spec=spec)
     raise ValueError(f"kind must be auto, cross-encoder or bi-encoder, got {kind!r}")
 
 
@@ -192,28 +205,50 @@ def partial_path(out_path: str | Path) -> Path:
     return out_path.with_name(f"{out_path.name}{PARTIAL_SUFFIX}")
 
 
-def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, resume: bool = True, show_progress: bool = True) -> dict[str, Any]:
+def work_folder(out_path: str | Path) -> Path:
+    """Where a bi-encoder teacher keeps the staged texts and the embedding stores of ``out_path``: ``OUT.embeddings/``."""
+    return Path(f"{out_path}.embeddings")
+
+
+def score_file(
+    teacher: Teacher,
+    in_path: str | Path,
+    out_path: str | Path,
+    *,
+    resume: bool = True,
+    show_progress: bool = True,
+    engine: Engine = "local",
+    workers: int | None = None,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    keep_embeddings: bool = False,
+) -> dict[str, Any]:
     """Add teacher ``pos_scores``/``neg_scores`` to every usable record of a FlagEmbedding JSONL file.
 
     The records are written to :func:`partial_path` and renamed onto ``out_path`` only when every record
     is scored, so ``out_path`` is always a finished output (a previous one stays until the new one is).
 
     Args:
-        teacher: The scorer.
+        teacher: The scorer; a ``BiEncoderTeacher`` embeds through stores (module docstring).
         in_path: Input JSONL (``query``, ``pos``, ``neg``; other fields are kept).
         out_path: Output JSONL.
         resume: Keep the whole blocks of records already written (the partial file a killed run left,
             else ``out_path``) and score only the rest (the records of an unfinished block, once checked,
             are scored again with their block).
         show_progress: Progress bar over records.
+        engine: Bi-encoder only: who embeds, "local", "torchrun" or "ray" (``e5kit.retrieval.engines``).
+        workers: Ray actors (default 2).
+        block_rows: Bi-encoder only: texts per embedding block (the embeddings in memory at once).
+        keep_embeddings: Keep ``OUT.embeddings/`` after the run.
 
     Returns:
         Report: records scored now, already done (kept), pairs scored by the teacher, empty passages
-        (scored 0 without the teacher), skipped records by reason.
+        (scored 0 without the teacher), skipped records by reason. {} on a torchrun rank other than 0
+        (it only embeds its share).
 
     Raises:
         InputFormatError: the existing output does not start with the input's records (named line); it
             is left as it was.
+        ValueError: ``engine`` other than local with a cross-encoder, or ray without the teacher's ``spec``.
     """
     in_path, out_path = Path(in_path), Path(out_path)
     partial = partial_path(out_path)
@@ -222,6 +257,15 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
     kept = len(done) - len(done) % BLOCK_RECORDS
     if len(done) > kept:
         logger.warning("%s: the last %d records form an unfinished block; they are checked and scored again", written, len(done) - kept)
+    stored = None
+    if isinstance(teacher, BiEncoderTeacher):
+        if engine == "ray" and teacher.spec is None:
+            raise ValueError("engine ray: the teacher has no EncoderSpec for the actors to load (load it with load_teacher)")
+        stored = _StoredScores(*_embed_records(teacher, in_path, work_folder(out_path), engine=engine, workers=workers, block_rows=block_rows))
+        if engine == "torchrun" and torchrun_rank()[0] != 0:
+            return {}  # this rank embedded its share; rank 0 scores and writes
+    elif engine != "local":
+        raise ValueError(f"engine: a cross-encoder scores each pair jointly, with no embeddings to share out; it runs in one process (engine local), not {engine}")
     issues = RecordIssues()
     matched = scored = pairs = empty = 0
     handle = None
@@ -242,7 +286,10 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
         queries = [r["query"] for r in block for _ in r["pos"] + r["neg"]]
         passages = [text for r in block for text in r["pos"] + r["neg"]]
         visible = [i for i, text in enumerate(passages) if has_visible_text(text)]
-        scored_visible = teacher.score_pairs([queries[i] for i in visible], [passages[i] for i in visible]).tolist() if visible else []
+        if stored is not None:
+            scored_visible = stored.next_block([len(r["pos"]) + len(r["neg"]) for r in block])[visible].tolist()
+        else:
+            scored_visible = teacher.score_pairs([queries[i] for i in visible], [passages[i] for i in visible]).tolist() if visible else []
         if len(scored_visible) != len(visible):
             first = block[0].get("query_id", block[0]["query"])
             raise ValueError(f"teacher {teacher.name} returned {len(scored_visible)} scores for {len(visible)} pairs (block starting at record {first!r})")
@@ -268,14 +315,7 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
     block: list[dict[str, Any]] = []
     try:
         with progress_bar(desc="teacher scores", unit="record", show=show_progress) as progress:
-            for line_number, record in iter_jsonl(in_path):
-                record.pop("pos_scores", None)
-                record.pop("neg_scores", None)
-                name = f"{in_path}:{line_number}"
-                reason = _record_problem(record)
-                if reason is not None:
-                    issues.add(reason, name)
-                    continue
+            for name, record in _usable_records(in_path, issues):
                 if matched < len(done):
                     if done[matched] != record["query"]:
                         raise InputFormatError(
@@ -284,6 +324,8 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
                         )
                     matched += 1
                     if matched <= kept:
+                        if stored is not None:
+                            stored.skip(len(record["pos"]) + len(record["neg"]))
                         progress.update(1)
                         continue
                 block.append(record)  # a new record, or one of an unfinished block (scored again)
@@ -298,6 +340,8 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
         if handle is not None:
             handle.close()
     os.replace(partial, out_path)
+    if not keep_embeddings:
+        shutil.rmtree(work_folder(out_path), ignore_errors=True)
     return {
         "teacher": teacher.name,
         "scored": scored,
@@ -306,6 +350,109 @@ def score_file(teacher: Teacher, in_path: str | Path, out_path: str | Path, *, r
         "empty_passages": empty,
         "skipped": issues.summary(),
     }
+
+
+def _usable_records(in_path: Path, issues: RecordIssues | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(name "file:line", record without old scores) of each record that can be scored, in file order;
+    the others are counted in ``issues``."""
+    for line_number, record in iter_jsonl(in_path):
+        record.pop("pos_scores", None)
+        record.pop("neg_scores", None)
+        reason = _record_problem(record)
+        if reason is None:
+            yield f"{in_path}:{line_number}", record
+        elif issues is not None:
+            issues.add(reason, f"{in_path}:{line_number}")
+
+
+def _embed_records(teacher: BiEncoderTeacher, in_path: Path, folder: Path, *, engine: Engine, workers: int | None, block_rows: int) -> tuple[EmbeddingStore, EmbeddingStore]:
+    """Stores of the queries (one row per usable record) and of their passages (one row per pair,
+    positives then negatives, in record order), embedded with ``engine``.
+
+    Every usable record is embedded, also those a resumed run keeps: a record's embeddings then never
+    depend on where a run was killed (a block starting elsewhere would batch, and pad, its texts
+    otherwise), and a run killed while scoring resumes without embedding anything again."""
+    encoder = teacher.encoder
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)
+    identity = {
+        "encoder": encoder.fingerprint(),
+        "max_length": encoder.max_length,
+        "normalize": encoder.normalize,
+        "input": [str(in_path), in_path.stat().st_size, in_path.stat().st_mtime_ns],
+    }
+    texts = _staged_texts(in_path, folder, block_rows)
+    stores = []
+    for role, column in (("query", texts["query"]), ("passage", texts["passage"])):
+        layout = StoreLayout(rows=column.rows, dimension=encoder.dimension, block_rows=block_rows, dtype="float32", fingerprint=store_fingerprint({**identity, "role": role}))
+        store = open_or_replace_store(folder / role, layout)
+        embed_store(teacher.spec, column, store, role=role, engine=engine, workers=workers, batch_size=teacher.batch_size, encoder=encoder)
+        stores.append(store)
+    return stores[0], stores[1]
+
+
+def _staged_texts(in_path: Path, folder: Path, block_rows: int) -> dict[str, ParquetColumnBlocks]:
+    """The usable records' queries and passages as Parquet columns (``folder/{query,passage}.parquet``),
+    written in row groups of ``block_rows``: any worker reads any block without parsing the JSONL from the start."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("text", pa.string())])
+    targets = {role: folder / f"{role}.parquet" for role in ("query", "passage")}
+    with AtomicFile(targets["query"]) as queries, AtomicFile(targets["passage"]) as passages, \
+            pq.ParquetWriter(queries.temporary, schema) as query_writer, pq.ParquetWriter(passages.temporary, schema) as passage_writer:
+        buffers: dict[str, list[str]] = {"query": [], "passage": []}
+        writers = {"query": query_writer, "passage": passage_writer}
+
+        def emit(role: str, final: bool = False) -> None:
+            while len(buffers[role]) >= block_rows or (final and buffers[role]):
+                writers[role].write_table(pa.table({"text": buffers[role][:block_rows]}, schema=schema))
+                del buffers[role][:block_rows]
+
+        for _, record in _usable_records(in_path):
+            buffers["query"].append(record["query"])
+            buffers["passage"] += record["pos"] + record["neg"]
+            emit("query")
+            emit("passage")
+        emit("query", final=True)
+        emit("passage", final=True)
+    return {role: ParquetColumnBlocks([target], "text", block_rows) for role, target in targets.items()}
+
+
+class _StoredScores:
+    """Scores of consecutive records from the stores, read in row order with one block of each store in memory."""
+
+    def __init__(self, queries: EmbeddingStore, passages: EmbeddingStore) -> None:
+        self.queries, self.passages = _RowCursor(queries), _RowCursor(passages)
+
+    def next_block(self, pairs_per_record: list[int]) -> np.ndarray:
+        """(sum(pairs_per_record),) float32 scores of the next records' pairs (an empty passage's row is zero)."""
+        queries = np.repeat(self.queries.take(len(pairs_per_record)), pairs_per_record, axis=0)  # (pairs, dim)
+        return np.einsum("nd,nd->n", queries, self.passages.take(sum(pairs_per_record))).astype(np.float32)
+
+    def skip(self, pairs: int) -> None:
+        """Pass over one record (of ``pairs`` pairs) that an earlier run scored."""
+        self.queries.row += 1
+        self.passages.row += pairs
+
+
+class _RowCursor:
+    """A store's rows handed out in order, ``take(n)`` at a time, one block in memory."""
+
+    def __init__(self, store: EmbeddingStore) -> None:
+        self.store, self.row, self.block, self.vectors = store, 0, -1, np.empty((0, store.layout.dimension), dtype=np.float32)
+
+    def take(self, count: int) -> np.ndarray:
+        """(count, dim) float32: the next ``count`` rows."""
+        parts, stop = [], self.row + count
+        while self.row < stop:
+            block = self.row // self.store.layout.block_rows
+            if block != self.block:
+                self.block, self.vectors = block, self.store.block(block)[1]
+            start, end = self.store.layout.block_range(block)
+            parts.append(self.vectors[self.row - start : min(stop, end) - start])
+            self.row = min(stop, end)
+        return np.concatenate(parts) if parts else np.empty((0, self.store.layout.dimension), dtype=np.float32)
 
 
 def _record_problem(record: dict[str, Any]) -> str | None:
