@@ -11,7 +11,9 @@ from pathlib import Path
 import typer
 
 from e5kit.cli.app import app, fail, load_encoder, output_file, output_folder, overrides_option
+from e5kit.cli.options import config_option
 from e5kit.evaluation import fields
+from e5kit.evaluation.config import RetrievalConfig
 
 eval_app = typer.Typer(
     help="Evaluate models: BEIR retrieval against BM25, STS, classification, clustering, pair classification, reranking.",
@@ -120,6 +122,8 @@ def _run(task: str, config_path: Path | None, sets: list[str] | None, **options)
         written = run_task(task, config, load)
     except (FileNotFoundError, InputFormatError, ValueError) as error:
         raise fail(str(error)) from error
+    if not written:  # a torchrun rank other than 0: rank 0 reports
+        return
     for result, path in written:
         scores = ", ".join(f"{name} {100 * value:.2f}" for name, value in result.metrics.items())
         published = f" (published: {result.published[0]:.1f}, {result.published[1]})" if result.published else ""
@@ -196,6 +200,10 @@ def retrieval(
         help="Queries whose qrels scores are all <= 0: left out of the mean, or averaged as 0 (default, as BEIR and mteb).",
         show_default=False,
     ),
+    corpus_store: bool = config_option(RetrievalConfig, "corpus_store", "--corpus-store/--in-memory-corpus"),
+    engine: str = config_option(RetrievalConfig, "engine", note="torchrun: launch this command with torchrun; rank 0 writes the results."),
+    workers: int = config_option(RetrievalConfig, "workers", note="With --engine ray."),
+    block_rows: int = config_option(RetrievalConfig, "block_rows"),
 ):
     """BEIR retrieval: nDCG@10, MAP@100, MRR@10, Recall@100 on a BEIR folder.
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from e5kit.evaluation import fields
 from e5kit.evaluation.tables import column_names
+from e5kit.retrieval.engines import StoreEmbedding
 
 __all__ = ["EvalConfig"]
 
@@ -66,8 +67,9 @@ class EvalConfig(BaseModel):
         return self
 
 
-class RetrievalConfig(EvalConfig):
-    """Retrieval settings; the two rules are per data set (see ``e5kit.evaluation.retrieval``).
+class RetrievalConfig(EvalConfig, StoreEmbedding):
+    """Retrieval settings; the two rules are per data set (see ``e5kit.evaluation.retrieval``). ``engine``,
+    ``workers`` and ``block_rows`` say how a corpus store is embedded.
 
     Attributes:
         top_k: Documents retrieved per query.
@@ -76,11 +78,15 @@ class RetrievalConfig(EvalConfig):
             default).
         exclude_queries_without_relevant: Leave queries whose qrels scores are all <= 0 out of the mean
             (default False: averaged as 0, as BEIR and mteb do).
+        corpus_store: Embed the corpus into an on-disk store (stores/ in the embedding cache folder, its
+            cache for reruns) in block_rows blocks and search it block by block, so its embeddings never
+            sit in memory; the scores are the in-memory path's. Implied by engine torchrun or ray.
     """
 
     top_k: int = Field(100, ge=1)
     ignore_identical_ids: Literal["unjudged", "always", "never"] = "unjudged"
     exclude_queries_without_relevant: bool = False
+    corpus_store: bool = False
 
 
 class MappedColumnsConfig(EvalConfig):

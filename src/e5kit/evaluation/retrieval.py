@@ -28,6 +28,13 @@ Three rules are settings, each reported in the result's details:
   ranks below every document with a positive score and above any with a negative one (a dot model's
   raw scores, or an unusual cosine); BEIR's embedding of "" would score whatever that vector scores.
 
+A corpus too large for memory is embedded into an on-disk store instead (``corpus_store``, implied by
+the ``torchrun`` and ``ray`` engines; ``e5kit.retrieval.engines.embed_texts``): in bounded blocks, on
+any engine, and searched block by block with the blocks' top-k merged (``search_store``). The store
+lives in the embedding cache's folder (``stores/``), named by the model, role and corpus, so it is the
+corpus's cache: a rerun reuses it, a killed run resumes it block by block. The scores equal the
+in-memory path's (bit for bit while the corpus fits in one block).
+
 Example:
     >>> evaluate_beir(Encoder.load("all-MiniLM-L6-v2"), "data/beir/scifact")   # doctest: +SKIP
     {'ndcg_at_10': 0.645, 'map_at_100': ..., 'mrr_at_10': ..., 'recall_at_100': ...}
@@ -36,8 +43,10 @@ Example:
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +59,8 @@ from e5kit.io.files import unique_names
 from e5kit.progress import progress_shown
 from e5kit.retrieval.bm25 import bm25_search
 from e5kit.retrieval.dense import dense_search, encode_corpus
+from e5kit.retrieval.engines import EncoderSpec, Engine, StoreEmbedding, embed_texts
+from e5kit.retrieval.store import DEFAULT_BLOCK_ROWS, search_store
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +171,11 @@ def run_beir(
     show_progress: bool | None = None,
     ignore_identical_ids: IdenticalIds = "unjudged",
     exclude_queries_without_relevant: bool = False,
+    corpus_store: bool = False,
+    engine: Engine = "local",
+    workers: int | None = None,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    spec: EncoderSpec | None = None,
 ) -> TaskOutcome:
     """Evaluate ``model`` (an ``Encoder``, a ``CachedEncoder`` or "bm25") on a BEIR folder.
 
@@ -168,6 +184,11 @@ def run_beir(
             default); see the module docstring.
         exclude_queries_without_relevant: Leave queries judged only with scores <= 0 out of the mean
             (default: averaged as 0, as BEIR and mteb do).
+        corpus_store: Embed the corpus into an on-disk store of ``block_rows``-row blocks and search it
+            block by block (see the module docstring); implied by ``engine`` torchrun or ray. The store
+            goes under a ``CachedEncoder``'s cache folder, else into a temporary folder.
+        engine, workers, block_rows: How the store is embedded (``e5kit.retrieval.engines``).
+        spec: How Ray actors load the model (``engine`` ray).
 
     Returns:
         Metrics (ndcg_at_10, map_at_100, mrr_at_10, recall_at_100, fractions) and details: queries
@@ -177,7 +198,8 @@ def run_beir(
     Raises:
         FileNotFoundError / e5kit.io.files.InputFormatError: missing or malformed input, or qrels
             without any judgement (named).
-        ValueError: an unknown rule, or no query left to average.
+        ValueError: an unknown rule, no query left to average, or ``engine`` torchrun or ray without a
+            ``CachedEncoder`` (whose folder the workers share) or ray without ``spec``.
     """
     if ignore_identical_ids not in IDENTICAL_ID_RULES:
         raise ValueError(f"ignore_identical_ids must be one of {', '.join(IDENTICAL_ID_RULES)}, got {ignore_identical_ids!r}")
@@ -215,11 +237,21 @@ def run_beir(
     else:
         started = time.perf_counter()
         query_embeddings = model.encode(queries, role=policy.query_role, batch_size=batch_size, show_progress=show_progress)
-        corpus = encode_corpus(model, documents, role=policy.passage_role, batch_size=batch_size, show_progress=show_progress)
-        empty_documents = corpus.empty_count
-        seconds["encode"] = time.perf_counter() - started
-        started = time.perf_counter()
-        indices, scores = dense_search(query_embeddings, corpus.embeddings, top_k + 1)
+        if corpus_store or engine != "local":
+            with _store_root(model, engine) as root:
+                # The store is the corpus's cache: the wrapped encoder embeds, the SQLite cache keeps the queries.
+                store = embed_texts(documents, root, getattr(model, "encoder", model), role=policy.passage_role,
+                                    settings=StoreEmbedding(engine=engine, workers=workers, block_rows=block_rows), spec=spec, batch_size=batch_size)
+                empty_documents = int(empty_mask(documents).sum())
+                seconds["encode"] = time.perf_counter() - started
+                started = time.perf_counter()
+                indices, scores = search_store(query_embeddings, store, top_k + 1)
+        else:
+            corpus = encode_corpus(model, documents, role=policy.passage_role, batch_size=batch_size, show_progress=show_progress)
+            empty_documents = corpus.empty_count
+            seconds["encode"] = time.perf_counter() - started
+            started = time.perf_counter()
+            indices, scores = dense_search(query_embeddings, corpus.embeddings, top_k + 1)
         seconds["search"] = time.perf_counter() - started
     if empty_documents:
         logger.info("%d documents have no visible text: kept as empty passages scoring 0", empty_documents)
@@ -240,6 +272,21 @@ def run_beir(
         "seconds": seconds,
     }
     return TaskOutcome(metrics, details)
+
+
+@contextmanager
+def _store_root(model, engine: str) -> Iterator[Path]:
+    """Where the corpus store goes: ``stores/`` in a ``CachedEncoder``'s cache folder (kept, reused), else a
+    temporary folder removed after the search (one process and its own Ray actors only)."""
+    from e5kit.evaluation.cache import CachedEncoder
+
+    if isinstance(model, CachedEncoder):
+        yield model.cache.folder / "stores"
+        return
+    if engine != "local":
+        raise ValueError(f"engine {engine}: the corpus store must be in a folder every worker sees; evaluate with the embedding cache on")
+    with tempfile.TemporaryDirectory(prefix="e5kit-corpus-") as folder:
+        yield Path(folder)
 
 
 def evaluate_beir(model, data_dir: str | Path, split: str = "test", batch_size: int = 32, top_k: int = 100, **options) -> dict[str, float]:

@@ -20,11 +20,14 @@ from e5kit.version import package_version
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """How to run one task family: its config class, its evaluate function and its extra settings."""
+    """How to run one task family: its config class, its evaluate function and its extra settings: those
+    that change the scores (recorded in each result) and those that only change how it runs (engine, not
+    recorded)."""
 
     config_class: type[configs.EvalConfig]
     evaluate: Callable[..., TaskOutcome]
     settings: tuple[str, ...] = ()
+    running: tuple[str, ...] = ()
 
 
 def _tasks() -> dict[str, TaskSpec]:
@@ -37,7 +40,10 @@ def _tasks() -> dict[str, TaskSpec]:
 
     return {
         "retrieval": TaskSpec(
-            configs.RetrievalConfig, run_beir, ("top_k", "ignore_identical_ids", "exclude_queries_without_relevant")
+            configs.RetrievalConfig,
+            run_beir,
+            ("top_k", "ignore_identical_ids", "exclude_queries_without_relevant"),
+            ("corpus_store", "engine", "workers", "block_rows"),
         ),
         "sts": TaskSpec(configs.STSConfig, evaluate_sts, ("columns",)),
         "classification": TaskSpec(
@@ -78,13 +84,16 @@ def run_task(task: str, config: configs.EvalConfig, load_model: Callable[[str], 
         load_model: Model name -> ``Encoder`` (the CLI passes its clean-error loader).
 
     Returns:
-        (result, file written) per model, in ``config.models`` order.
+        (result, file written) per model, in ``config.models`` order; none on a torchrun rank other than 0
+        (``engine`` torchrun: every rank embeds its share of the corpus, rank 0 writes).
     """
     from e5kit.evaluation.cache import CachedEncoder, EmbeddingCache, default_cache_dir, weights_hash
+    from e5kit.retrieval.engines import EncoderSpec, torchrun_rank
 
     spec = task_spec(task)
     policy = policy_for(task, config.query_role, config.passage_role)
     settings = {name: getattr(config, name) for name in spec.settings}
+    running = {name: getattr(config, name) for name in spec.running}
     cache = EmbeddingCache(config.cache_dir or default_cache_dir()) if config.cache else None
     written = []
     for name in config.models:
@@ -92,9 +101,15 @@ def run_task(task: str, config: configs.EvalConfig, load_model: Callable[[str], 
         if name != "bm25":
             encoder = load_model(name)
             model = CachedEncoder(encoder, cache) if cache is not None else encoder
+        how = dict(running)
+        if how.get("engine") == "ray" and encoder is not None:  # each Ray actor loads the model as load_model did
+            loading = {"device": config.device, "dtype": config.dtype} if config.backend == "torch" else {}
+            how["spec"] = EncoderSpec(name, max_length=config.max_length, backend=config.backend, **loading)
         started = time.perf_counter()
-        outcome = spec.evaluate(model or name, config.data, config.split, config.batch_size, policy=policy, **settings)
+        outcome = spec.evaluate(model or name, config.data, config.split, config.batch_size, policy=policy, **settings, **how)
         wall = time.perf_counter() - started
+        if running.get("engine") == "torchrun" and torchrun_rank()[0] != 0:
+            continue
         details = dict(outcome.details)
         if isinstance(model, CachedEncoder):
             details["cache"] = {"hits": model.hits, "embedded": model.misses, "path": portable_name(cache.path, config.results_dir)}
