@@ -6,32 +6,16 @@ and Ray (2 actors) give the scores one process gives."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from store_runs import Killed, kill_embedding_at_block, ray_cli, torchrun_cli
+from test_eval_cache import CountingEncoder
 from typer.testing import CliRunner
 
 from e5kit.cli import app
 from e5kit.evaluation.cache import CachedEncoder, EmbeddingCache
 from e5kit.evaluation.retrieval import run_beir
-from e5kit.retrieval import engines
-
-
-class CountingEncoder:
-    """Wraps the tiny encoder and counts the texts it really embeds."""
-
-    def __init__(self, encoder):
-        self.encoder, self.embedded = encoder, 0
-
-    def __getattr__(self, name):
-        return getattr(self.encoder, name)
-
-    def encode(self, texts, role=None, **kwargs):
-        self.embedded += len(texts)
-        return self.encoder.encode(texts, role=role, **kwargs)
 
 
 def _scores(outcome) -> tuple[dict, dict]:
@@ -49,24 +33,12 @@ def test_a_corpus_store_scores_exactly_as_the_in_memory_path(beir_dir, tiny_enco
     assert _scores(stored) == _scores(expected)
 
 
-class Killed(Exception):
-    """Stands for kill -9 in the middle of the corpus embedding."""
-
-
-def test_the_store_is_the_corpus_cache_and_a_killed_run_resumes_block_by_block(tmp_path, beir_dir, tiny_encoder, monkeypatch, single_torch_thread):
+def test_the_store_is_the_corpus_cache_and_a_killed_run_resumes_block_by_block(tmp_path, beir_dir, tiny_encoder, single_torch_thread):
     # Given a cached evaluation through a store of 7-row blocks that dies while reading block 2
     counting = CountingEncoder(tiny_encoder)
-    slice_block = engines.slice_block
-
-    def dies_at_block_2(texts, block_rows, block):
-        if block == 2:
-            raise Killed
-        return slice_block(texts, block_rows, block)
-
-    monkeypatch.setattr(engines, "slice_block", dies_at_block_2)
-    with pytest.raises(Killed):
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
+        kill_embedding_at_block(patch, 2)
         run_beir(CachedEncoder(counting, EmbeddingCache(tmp_path / "cache")), beir_dir, corpus_store=True, block_rows=7)
-    monkeypatch.setattr(engines, "slice_block", slice_block)
     (store,) = (tmp_path / "cache" / "stores").iterdir()
     assert len(list(store.glob("*.ids.npy"))) == 2
     # When it runs again, and once more
@@ -106,22 +78,14 @@ def one_process_metrics(tiny_bert_dir, beir_dir, tmp_path) -> dict:
 def test_torchrun_two_processes_score_as_one_process(tiny_bert_dir, beir_dir, tmp_path, one_process_metrics):
     # Given the metrics of one process through a store of 7-row blocks
     # When two gloo processes under torchrun evaluate, each embedding half of the corpus blocks
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "e5kit",
-               *_eval_args(tiny_bert_dir, beir_dir, tmp_path / "two", "--engine", "torchrun")]
-    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    torchrun_cli(_eval_args(tiny_bert_dir, beir_dir, tmp_path / "two"))
     # Then rank 0 wrote the one result file, with the same metrics
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert _metrics(tmp_path / "two") == one_process_metrics
 
 
 def test_ray_with_two_actors_scores_as_one_process(tiny_bert_dir, beir_dir, tmp_path, one_process_metrics, single_torch_thread):
-    ray = pytest.importorskip("ray")
     # Given the metrics of one process through a store of 7-row blocks
     # When a local Ray actor pool of two embeds the corpus blocks
-    try:
-        outcome = CliRunner().invoke(app, _eval_args(tiny_bert_dir, beir_dir, tmp_path / "ray", "--engine", "ray", "--workers", "2"))
-    finally:
-        ray.shutdown()
+    ray_cli(_eval_args(tiny_bert_dir, beir_dir, tmp_path / "ray"))
     # Then the metrics are the same
-    assert outcome.exit_code == 0, outcome.output
     assert _metrics(tmp_path / "ray") == one_process_metrics

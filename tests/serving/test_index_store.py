@@ -6,14 +6,12 @@ torchrun (2 gloo processes) and Ray (2 actors) build the bytes one process build
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pytest
+from store_runs import Killed, kill_embedding_at_block, ray_cli, torchrun_cli
 from typer.testing import CliRunner
 
 from e5kit.cli import app
@@ -55,26 +53,14 @@ def test_an_index_filled_from_a_store_of_small_blocks_holds_one_in_memory_pass(t
     assert not (tmp_path / "idx" / EMBEDDINGS_DIR).exists()
 
 
-class Killed(Exception):
-    """Stands for kill -9 in the middle of the embedding."""
-
-
 def test_a_build_killed_while_embedding_resumes_block_by_block_to_the_same_index(tiny_encoder, corpus, tmp_path, monkeypatch, single_torch_thread):
     # Given a build through 4-row blocks that dies while reading block 2
     settings, embedding = IndexSettings(overlap=8), StoreEmbedding(block_rows=4)
     straight = VectorIndex.create(tmp_path / "straight", tiny_encoder, settings, model="tiny")
     straight.add(corpus, embedding=embedding)
-    slice_block = engines.slice_block
-
-    def dies_at_block_2(texts, block_rows, block):
-        if block == 2:
-            raise Killed
-        return slice_block(texts, block_rows, block)
-
-    monkeypatch.setattr(engines, "slice_block", dies_at_block_2)
-    with pytest.raises(Killed):
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
+        kill_embedding_at_block(patch, 2)
         VectorIndex.create(tmp_path / "idx", tiny_encoder, settings, model="tiny").add(corpus, embedding=embedding)
-    monkeypatch.setattr(engines, "slice_block", slice_block)
     (store,) = (tmp_path / "idx" / EMBEDDINGS_DIR).iterdir()
     assert sorted(path.name for path in store.glob("*.ids.npy")) == ["block-00000.ids.npy", "block-00001.ids.npy"]
     # When the build runs again (create replaces an unfinished index; the store stays)
@@ -149,25 +135,17 @@ def test_torchrun_two_processes_build_the_index_one_process_builds(tiny_bert_dir
     # Given the index one process builds through 4-row blocks
     corpus, expected = one_process_build
     # When two gloo processes under torchrun build it, each embedding half of the blocks, rank 0 writing
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "e5kit",
-               *_build_args(tiny_bert_dir, corpus, tmp_path / "two", "--engine", "torchrun")]
-    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    torchrun_cli(_build_args(tiny_bert_dir, corpus, tmp_path / "two"))
     # Then the vectors file and the chunk rows are the same
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert _index_contents(tmp_path / "two") == expected
 
 
 def test_ray_with_two_actors_builds_the_index_one_process_builds(tiny_bert_dir, tmp_path, one_process_build, single_torch_thread):
-    ray = pytest.importorskip("ray")
     # Given the index one process builds through 4-row blocks
     corpus, expected = one_process_build
     # When a local Ray actor pool of two embeds the blocks
-    try:
-        result = CliRunner().invoke(app, _build_args(tiny_bert_dir, corpus, tmp_path / "ray", "--engine", "ray", "--workers", "2"))
-    finally:
-        ray.shutdown()
+    ray_cli(_build_args(tiny_bert_dir, corpus, tmp_path / "ray"))
     # Then the vectors file and the chunk rows are the same
-    assert result.exit_code == 0, result.output
     assert _index_contents(tmp_path / "ray") == expected
 
 
