@@ -188,9 +188,9 @@ def test_bi_encoder_scores_through_stores_equal_the_in_memory_scores(tmp_path, t
         np.testing.assert_allclose(record["pos_scores"] + record["neg_scores"], in_memory, atol=1e-6)
 
 
-def test_a_cross_encoder_refuses_a_data_parallel_engine(tmp_path, tiny_cross_encoder_dir, write_jsonl):
+def test_a_cross_encoder_refuses_ray(tmp_path, tiny_cross_encoder_dir, write_jsonl):
     source = write_jsonl(tmp_path / "mined.jsonl", RECORDS)
-    with pytest.raises(ValueError, match="engine: a cross-encoder scores each pair jointly"):
+    with pytest.raises(ValueError, match="engine ray: a cross-encoder scores each pair jointly"):
         score_file(load_teacher(tiny_cross_encoder_dir, device="cpu"), source, tmp_path / "scored.jsonl", show_progress=False, engine="ray")
 
 
@@ -272,3 +272,41 @@ def test_bi_encoder_scoring_under_torchrun_and_ray_equals_one_process(tmp_path, 
         ray.shutdown()
     assert result.exit_code == 0, result.output
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+
+
+TORCHRUN_SCORER = """
+import os, sys
+import torch.distributed as dist
+from e5kit.data.teacher import load_teacher, score_file
+model, source, out, mode = sys.argv[1:5]
+teacher = load_teacher(model, device="cpu", batch_size=16)
+if os.environ["RANK"] == "1" and mode == "dies-before-the-barrier":
+    dist.barrier = lambda: os._exit(3)  # rank 1's block is written; the launch fails as a kill would end it
+if os.environ["RANK"] == "1" and mode == "refuses-to-score":
+    teacher.score_pairs = None  # its block must come from the killed run's file
+score_file(teacher, source, out, show_progress=False, engine="torchrun")
+"""
+
+
+def test_cross_encoder_scoring_under_torchrun_equals_one_process_and_resumes_by_block(tmp_path, tiny_cross_encoder_dir, write_jsonl):
+    # Given the file one process scores: 150 records, so 3 blocks of 64 records for 2 ranks to share
+    records = [{**RECORDS[i % len(RECORDS)], "query": f"what is cell {i}", "query_id": str(i)} for i in range(150)]
+    source = write_jsonl(tmp_path / "mined.jsonl", records)
+    score_file(load_teacher(tiny_cross_encoder_dir, device="cpu", batch_size=16), source, tmp_path / "local.jsonl", show_progress=False)
+    worker = tmp_path / "worker.py"
+    worker.write_text(TORCHRUN_SCORER)
+
+    def launch(mode: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
+                   str(tiny_cross_encoder_dir), str(source), str(tmp_path / "torchrun.jsonl"), mode]
+        return subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+
+    # When a torchrun launch of two gloo ranks fails after rank 1 wrote its block, before rank 0 could write the output
+    assert launch("dies-before-the-barrier").returncode != 0
+    assert not (tmp_path / "torchrun.jsonl").exists()
+    # And runs again with rank 1 unable to score
+    done = launch("refuses-to-score")
+    # Then rank 1's block came from the first launch, and the output is the one-process file, its blocks gone
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (tmp_path / "torchrun.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+    assert not work_folder(tmp_path / "torchrun.jsonl").exists()

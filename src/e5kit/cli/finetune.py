@@ -111,8 +111,8 @@ def score_teacher(
     resume: bool = typer.Option(True, help="Keep the records already written (OUT.partial left by a killed run, else OUT), checked against the input, and score only the rest."),
     similarity_fn_name: Similarity = typer.Option(Similarity.cosine, help="Bi-encoder score: cosine (E5, whatever the model ships) or dot (raw dot products)."),
     engine: EngineName = typer.Option(
-        "local", help="Bi-encoder: who embeds the texts: local, torchrun (torchrun --nproc_per_node N -m e5kit score-teacher --engine torchrun ...; "
-        "rank 0 writes) or ray (--workers actors). Same output with each. A cross-encoder scores in one process (local)."
+        "local", help="Who embeds (bi-encoder) or scores (cross-encoder): local; torchrun (torchrun --nproc_per_node N -m e5kit score-teacher "
+        "--engine torchrun ...: ranks share the blocks, rank 0 writes); ray (bi-encoder only: --workers actors). Same output with each."
     ),
     workers: int = typer.Option(None, min=1, help="Ray actors with --engine ray (default 2)."),
     block_rows: int = typer.Option(DEFAULT_BLOCK_ROWS, min=1, help="Bi-encoder: texts per embedding block in OUT.embeddings/ (the embeddings in memory at once; a killed run resumes by block)."),

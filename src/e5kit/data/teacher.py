@@ -19,8 +19,11 @@ block, data-parallel with ``engine: torchrun | ray``, the same bytes with each; 
 there as Parquet so any worker reads any block), and a record's scores are the dot products of its
 stored rows, so the output does not depend on the engine, the workers or where a run was killed. Under
 torchrun every rank embeds its share and rank 0 writes. A cross-encoder scores each (query, passage)
-jointly, so there is nothing to store or share out: it scores in one process (``engine`` local), the
-records in blocks as above.
+jointly, so there are no embeddings to store: under torchrun rank ``r`` of ``W`` scores the record
+blocks ``b % W == r`` into files of their own (``OUT.work/scored-*/``, each written whole, kept by a
+killed run and skipped when it reruns), and after a barrier rank 0 appends them, in input order, to
+the partial file; the blocks and their batches are those one process scores, so the output is its
+bytes. (Ray is for embeddings only.)
 
 Example:
     >>> teacher = load_teacher("cross-encoder-dir")                        # doctest: +SKIP
@@ -45,6 +48,7 @@ from e5kit.io.columns import ParquetColumnBlocks
 from e5kit.io.files import AtomicFile, InputFormatError, remove_stale_temporaries
 from e5kit.io.tables import iter_jsonl
 from e5kit.io.text import has_visible_text
+from e5kit.processes import join_process_group
 from e5kit.progress import progress_bar
 from e5kit.retrieval.engines import EncoderSpec, Engine, embed_store, torchrun_rank
 from e5kit.retrieval.store import DEFAULT_BLOCK_ROWS, EmbeddingStore, StoreLayout, open_or_replace_store, store_fingerprint
@@ -206,8 +210,9 @@ def partial_path(out_path: str | Path) -> Path:
 
 
 def work_folder(out_path: str | Path) -> Path:
-    """Where a bi-encoder teacher keeps the staged texts and the embedding stores of ``out_path``: ``OUT.embeddings/``."""
-    return Path(f"{out_path}.embeddings")
+    """Where scoring ``out_path`` keeps its work until the output is finished: ``OUT.work/`` (a bi-encoder's
+    staged texts and embedding stores, a cross-encoder's blocks scored by torchrun ranks)."""
+    return Path(f"{out_path}.work")
 
 
 def score_file(
@@ -235,20 +240,22 @@ def score_file(
             else ``out_path``) and score only the rest (the records of an unfinished block, once checked,
             are scored again with their block).
         show_progress: Progress bar over records.
-        engine: Bi-encoder only: who embeds, "local", "torchrun" or "ray" (``e5kit.retrieval.engines``).
+        engine: "local"; "torchrun" (a bi-encoder: ranks embed their share of the blocks; a
+            cross-encoder: ranks score their share of the record blocks); "ray" (bi-encoder only: a
+            Ray Data actor pool embeds). Rank 0 writes; the output is the same with each.
         workers: Ray actors (default 2).
         block_rows: Bi-encoder only: texts per embedding block (the embeddings in memory at once).
-        keep_embeddings: Keep ``OUT.embeddings/`` after the run.
+        keep_embeddings: Keep ``OUT.work/`` after the run.
 
     Returns:
         Report: records scored now, already done (kept), pairs scored by the teacher, empty passages
         (scored 0 without the teacher), skipped records by reason. {} on a torchrun rank other than 0
-        (it only embeds its share).
+        (it only embeds or scores its share).
 
     Raises:
         InputFormatError: the existing output does not start with the input's records (named line); it
             is left as it was.
-        ValueError: ``engine`` other than local with a cross-encoder, or ray without the teacher's ``spec``.
+        ValueError: ``engine`` ray with a cross-encoder, or without the bi-encoder teacher's ``spec``.
     """
     in_path, out_path = Path(in_path), Path(out_path)
     partial = partial_path(out_path)
@@ -257,17 +264,29 @@ def score_file(
     kept = len(done) - len(done) % BLOCK_RECORDS
     if len(done) > kept:
         logger.warning("%s: the last %d records form an unfinished block; they are checked and scored again", written, len(done) - kept)
-    stored = None
+    stored = parts = None  # a bi-encoder's stored embeddings; the folder of a cross-encoder's blocks under torchrun
+    rank, world = 0, 1
     if isinstance(teacher, BiEncoderTeacher):
         if engine == "ray" and teacher.spec is None:
             raise ValueError("engine ray: the teacher has no EncoderSpec for the actors to load (load it with load_teacher)")
         stored = _StoredScores(*_embed_records(teacher, in_path, work_folder(out_path), engine=engine, workers=workers, block_rows=block_rows))
         if engine == "torchrun" and torchrun_rank()[0] != 0:
             return {}  # this rank embedded its share; rank 0 scores and writes
+    elif engine == "torchrun":
+        import torch.distributed as dist
+
+        join_process_group("gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        # Named by what decides the blocks' bytes, so a rerun reuses them and nothing else does.
+        parts = work_folder(out_path) / "scored-{}".format(store_fingerprint({
+            "teacher": teacher.name, "max_length": getattr(teacher, "max_length", None), "batch_size": getattr(teacher, "batch_size", None),
+            "input": [str(in_path), in_path.stat().st_size, in_path.stat().st_mtime_ns], "block_records": BLOCK_RECORDS,
+        }))
+        parts.mkdir(parents=True, exist_ok=True)
     elif engine != "local":
-        raise ValueError(f"engine: a cross-encoder scores each pair jointly, with no embeddings to share out; it runs in one process (engine local), not {engine}")
+        raise ValueError(f"engine {engine}: a cross-encoder scores each pair jointly, with no embeddings to hand to Ray; use local or torchrun")
     issues = RecordIssues()
-    matched = scored = pairs = empty = 0
+    matched = scored = pairs = empty = number = 0
     handle = None
 
     def writer():
@@ -281,11 +300,12 @@ def score_file(
             handle.truncate(ends[kept - 1] if kept else 0)
         return handle
 
-    def flush() -> None:
-        nonlocal scored, pairs, empty
+    def part(number: int) -> Path:
+        return parts / f"block-{kept // BLOCK_RECORDS + number:06d}.jsonl"
+
+    def scored_lines(passages: list[str], visible: list[int]) -> str:
+        """The block's records with their scores, as JSONL."""
         queries = [r["query"] for r in block for _ in r["pos"] + r["neg"]]
-        passages = [text for r in block for text in r["pos"] + r["neg"]]
-        visible = [i for i, text in enumerate(passages) if has_visible_text(text)]
         if stored is not None:
             scored_visible = stored.next_block([len(r["pos"]) + len(r["neg"]) for r in block])[visible].tolist()
         else:
@@ -296,15 +316,27 @@ def score_file(
         scores = [0.0] * len(passages)  # empty passages: never sent to the teacher, score 0
         for i, score in zip(visible, scored_visible):
             scores[i] = score
-        position = 0
+        lines, position = [], 0
         for record in block:
             record["pos_scores"] = scores[position : position + len(record["pos"])]
             position += len(record["pos"])
             record["neg_scores"] = scores[position : position + len(record["neg"])]
             position += len(record["neg"])
-            writer().write(json.dumps(record, ensure_ascii=False) + "\n")
-        writer().flush()
-        os.fsync(writer().fileno())
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+        return "".join(lines)
+
+    def flush() -> None:
+        nonlocal scored, pairs, empty, number
+        passages = [text for r in block for text in r["pos"] + r["neg"]]
+        visible = [i for i, text in enumerate(passages) if has_visible_text(text)]
+        if parts is None:
+            writer().write(scored_lines(passages, visible))
+            writer().flush()
+            os.fsync(writer().fileno())
+        elif number % world == rank and not (resume and part(number).exists()):
+            with AtomicFile(part(number)) as staged:
+                staged.temporary.write_text(scored_lines(passages, visible), encoding="utf-8")
+        number += 1
         scored += len(block)
         pairs += len(visible)
         empty += len(passages) - len(visible)
@@ -335,6 +367,14 @@ def score_file(
                 raise InputFormatError(f"{written}: holds {len(done)} records but {in_path} has only {matched} usable ones")
             if block:
                 flush()
+            if parts is not None:
+                dist.barrier()  # every rank's blocks are on disk
+                if rank != 0:
+                    return {}
+                for done_block in range(number):
+                    writer().write(part(done_block).read_text(encoding="utf-8"))
+                writer().flush()
+                os.fsync(writer().fileno())
             writer().close()  # also when nothing was left to score: a killed run's partial file is finished now
     finally:
         if handle is not None:
