@@ -115,7 +115,7 @@ def score_teacher(
         "--engine torchrun ...: ranks share the blocks, rank 0 writes); ray (bi-encoder only: --workers actors). Same output with each."
     ),
     workers: int = typer.Option(None, min=1, help="Ray actors with --engine ray (default 2)."),
-    block_rows: int = typer.Option(DEFAULT_BLOCK_ROWS, min=1, help="Bi-encoder: texts per embedding block in OUT.embeddings/ (the embeddings in memory at once; a killed run resumes by block)."),
+    block_rows: int = typer.Option(DEFAULT_BLOCK_ROWS, min=1, help="Bi-encoder: texts per embedding block in OUT.work/ (the embeddings in memory at once; a killed run resumes by block)."),
 ) -> None:
     """Score every (query, candidate) of a mined file with a teacher, batched and resumable.
 

@@ -10,7 +10,7 @@ to the best positive (``margin`` / ``relative_margin``, a likely false negative)
 ``negatives`` survive, random documents that are none of these fill the rest (counted).
 
 Dense mining embeds the corpus and the queries into on-disk stores (``e5kit.retrieval.store``) in
-blocks of ``block_rows`` texts under ``OUT.embeddings/`` (the corpus texts are staged there as Parquet
+blocks of ``block_rows`` texts under ``OUT.work/`` (the corpus texts are staged there as Parquet
 so any worker reads any block), resumed block by block after a kill and data-parallel with ``engine:
 torchrun | ray`` (``e5kit.retrieval.engines``; the stores, and so the output, are the same bytes with
 each). The search is exact FAISS inner product per corpus block, the blocks' top-``depth`` merged, one
@@ -92,7 +92,7 @@ class MiningConfig(BaseModel):
             follows this, never the corpus size.
         embedding_dtype: How the embeddings are stored on disk ("float16" halves the disk; candidates
             may then differ from float32 on near ties).
-        keep_embeddings: Keep ``OUT.embeddings/`` (the stores) after the run.
+        keep_embeddings: Keep ``OUT.work/`` (the stores) after the run.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -155,8 +155,8 @@ def bm25_candidates(corpus: CorpusStream, queries: Sequence[str], positives: Seq
 
 
 def work_folder(out_path: str | Path) -> Path:
-    """Where dense mining keeps the staged corpus and the embedding stores of ``out_path``: ``OUT.embeddings/``."""
-    return Path(f"{out_path}.embeddings")
+    """Where dense mining keeps the staged corpus and the embedding stores of ``out_path``: ``OUT.work/``."""
+    return Path(f"{out_path}.work")
 
 
 def embed_for_mining(encoder, corpus: CorpusStream, queries: Sequence[str], config: MiningConfig, folder: Path) -> dict[str, EmbeddingStore]:
