@@ -97,19 +97,27 @@ def test_ivfpq_trains_on_a_seeded_sample_of_train_sample_stored_chunks(tiny_enco
     assert (tmp_path / "a" / "vectors.faiss").read_bytes() == (tmp_path / "b" / "vectors.faiss").read_bytes()
 
 
-def _corpus_file(folder: Path) -> Path:
+def _corpus_files(folder: Path) -> tuple[Path, Path]:
+    """A corpus of short, long and empty documents, and a second one replacing two of them and adding two."""
     from tiny_texts import SENTENCES, long_text
 
     records = [{"_id": f"s{i}", "text": text} for i, text in enumerate(SENTENCES)]
     records += [{"_id": f"long{i}", "title": f"long document {i}", "text": long_text(150, offset=i * 7)} for i in range(3)]
     records.append({"_id": "empty", "text": "  "})
-    path = folder / "corpus.jsonl"
-    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
-    return path
+    more = [{"_id": "s0", "text": "a replaced sentence about the moon"}, {"_id": "long1", "text": long_text(90, offset=3)},
+            {"_id": "new0", "text": "genes change in cancer cells"}, {"_id": "new1", "text": long_text(120, offset=11)}]
+    paths = folder / "corpus.jsonl", folder / "more.jsonl"
+    for path, rows in zip(paths, (records, more)):
+        path.write_text("".join(json.dumps(record) + "\n" for record in rows), encoding="utf-8")
+    return paths
 
 
 def _build_args(model: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
     return ["index", "build", "--model", str(model), "--corpus", str(corpus), "--out", str(out), "--overlap", "8", "--block-rows", "4", *extra]
+
+
+def _add_args(corpus: Path, out: Path) -> list[str]:
+    return ["index", "add", str(out), "--corpus", str(corpus), "--block-rows", "4"]
 
 
 def _index_contents(folder: Path) -> tuple[bytes, list]:
@@ -124,32 +132,37 @@ def _index_contents(folder: Path) -> tuple[bytes, list]:
 
 
 @pytest.fixture()
-def one_process_build(tiny_bert_dir, tmp_path) -> tuple[Path, tuple[bytes, list]]:
-    corpus = _corpus_file(tmp_path)
-    result = CliRunner().invoke(app, _build_args(tiny_bert_dir, corpus, tmp_path / "one"))
-    assert result.exit_code == 0, result.output
-    return corpus, _index_contents(tmp_path / "one")
+def one_process(tiny_bert_dir, tmp_path) -> dict:
+    """The corpora, and the index one process builds from the first through 4-row blocks, then after adding the second."""
+    corpus, more = _corpus_files(tmp_path)
+    runs = {"corpus": corpus, "more": more}
+    for name, args in (("built", _build_args(tiny_bert_dir, corpus, tmp_path / "one")), ("added", _add_args(more, tmp_path / "one"))):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        runs[name] = _index_contents(tmp_path / "one")
+    return runs
 
 
-def test_torchrun_two_processes_build_the_index_one_process_builds(tiny_bert_dir, tmp_path, one_process_build):
-    # Given the index one process builds through 4-row blocks
-    corpus, expected = one_process_build
+def test_torchrun_two_processes_build_and_add_as_one_process(tiny_bert_dir, tmp_path, one_process):
+    # Given the index one process builds, then extends
     # When two gloo processes under torchrun build it, each embedding half of the blocks, rank 0 writing
-    torchrun_cli(_build_args(tiny_bert_dir, corpus, tmp_path / "two"))
+    torchrun_cli(_build_args(tiny_bert_dir, one_process["corpus"], tmp_path / "two"))
     # Then the vectors file and the chunk rows are the same
-    assert _index_contents(tmp_path / "two") == expected
+    assert _index_contents(tmp_path / "two") == one_process["built"]
+    # And so they are after the two processes add the second corpus (rank 1 reads the index's settings only)
+    torchrun_cli(_add_args(one_process["more"], tmp_path / "two"))
+    assert _index_contents(tmp_path / "two") == one_process["added"]
 
 
-def test_ray_with_two_actors_builds_the_index_one_process_builds(tiny_bert_dir, tmp_path, one_process_build, single_torch_thread):
+def test_ray_with_two_actors_builds_the_index_one_process_builds(tiny_bert_dir, tmp_path, one_process, single_torch_thread):
     # Given the index one process builds through 4-row blocks
-    corpus, expected = one_process_build
     # When a local Ray actor pool of two embeds the blocks
-    ray_cli(_build_args(tiny_bert_dir, corpus, tmp_path / "ray"))
+    ray_cli(_build_args(tiny_bert_dir, one_process["corpus"], tmp_path / "ray"))
     # Then the vectors file and the chunk rows are the same
-    assert _index_contents(tmp_path / "ray") == expected
+    assert _index_contents(tmp_path / "ray") == one_process["built"]
 
 
 def test_a_bad_engine_option_is_named(tiny_bert_dir, tmp_path):
     # Given an engine that does not exist, When building, Then the error names the option in one line
-    result = CliRunner().invoke(app, _build_args(tiny_bert_dir, _corpus_file(tmp_path), tmp_path / "idx", "--engine", "spark"))
+    result = CliRunner().invoke(app, _build_args(tiny_bert_dir, _corpus_files(tmp_path)[0], tmp_path / "idx", "--engine", "spark"))
     assert result.exit_code != 0 and "--engine" in result.output and "local" in result.output

@@ -27,6 +27,9 @@ class Kind(str, Enum):
 
 
 CORPUS_HELP = "JSONL documents (BEIR corpus layout: _id, title, text); .gz/.zst allowed."
+ENGINE = config_option(StoreEmbedding, "engine", note="torchrun: launch this command with torchrun; rank 0 writes the index.")
+WORKERS = config_option(StoreEmbedding, "workers", note="With --engine ray.")
+BLOCK_ROWS = config_option(StoreEmbedding, "block_rows", note="A killed build or add run again embeds only the blocks still missing.")
 
 
 def _read_corpus(corpus: Path, id_field: str, text_field: str, title_field: str):
@@ -106,14 +109,13 @@ def build(
     batch_size: int = typer.Option(None, min=1, help="Chunks per forward pass (default: 32 on torch, 8 on ONNX)."),
     overwrite: bool = typer.Option(False, help="Replace an existing index in --out."),
     train_sample: int = config_option(IndexSettings, "train_sample"),
-    engine: str = config_option(StoreEmbedding, "engine", note="torchrun: launch this command with torchrun; rank 0 writes the index."),
-    workers: int = config_option(StoreEmbedding, "workers", note="With --engine ray."),
-    block_rows: int = config_option(StoreEmbedding, "block_rows"),
+    engine: str = ENGINE,
+    workers: int = WORKERS,
+    block_rows: int = BLOCK_ROWS,
 ) -> None:
     """Chunk, embed and index a corpus; documents map back to their chunks' character offsets.
 
-    The chunks are embedded in blocks into OUT/embeddings first (a killed build run again embeds only the
-    blocks still missing), then FAISS is filled block by block.
+    The chunks are embedded in blocks into OUT/embeddings first, then FAISS is filled block by block.
     """
     from e5kit.retrieval.engines import torchrun_rank
     from e5kit.serving.index import IndexStoreError, VectorIndex, embed_documents, index_window
@@ -149,10 +151,25 @@ def add(
     title_field: str = typer.Option("title", help="JSONL field of the title."),
     backend: Backend = typer.Option(None, help=BACKEND_HELP + " Default: the backend the index was built with."),
     batch_size: int = typer.Option(None, min=1, help="Chunks per forward pass (default: 32 on torch, 8 on ONNX)."),
+    engine: str = ENGINE,
+    workers: int = WORKERS,
+    block_rows: int = BLOCK_ROWS,
 ) -> None:
     """Add (or replace) documents in an existing index."""
+    from e5kit.retrieval.engines import torchrun_rank
+
+    embedding = _validated(StoreEmbedding, engine=engine, workers=workers, block_rows=block_rows)
     documents = _read_corpus(corpus, id_field, text_field, title_field)
-    _add(_open_index(index_dir, backend), documents, batch_size)
+    if embedding.engine == "torchrun" and torchrun_rank()[0] != 0:  # rank 0 opens and changes the index
+        from e5kit.encoder.model_format import ModelDirectoryError
+        from e5kit.serving.index import IndexStoreError, embed_for_add
+
+        try:
+            embed_for_add(index_dir, documents, backend=backend.value if backend else None, embedding=embedding, batch_size=batch_size)
+        except (IndexStoreError, FileNotFoundError, ModelDirectoryError) as error:
+            raise fail(str(error)) from error
+        return
+    _add(_open_index(index_dir, backend), documents, batch_size, embedding)
 
 
 @index_app.command()

@@ -238,9 +238,8 @@ def run_beir(
         started = time.perf_counter()
         query_embeddings = model.encode(queries, role=policy.query_role, batch_size=batch_size, show_progress=show_progress)
         if corpus_store or engine != "local":
-            with _store_root(model, engine) as root:
-                # The store is the corpus's cache: the wrapped encoder embeds, the SQLite cache keeps the queries.
-                store = embed_texts(documents, root, getattr(model, "encoder", model), role=policy.passage_role,
+            with _corpus_store_place(model, engine) as (root, encoder):
+                store = embed_texts(documents, root, encoder, role=policy.passage_role,
                                     settings=StoreEmbedding(engine=engine, workers=workers, block_rows=block_rows), spec=spec, batch_size=batch_size)
                 empty_documents = int(empty_mask(documents).sum())
                 seconds["encode"] = time.perf_counter() - started
@@ -275,18 +274,22 @@ def run_beir(
 
 
 @contextmanager
-def _store_root(model, engine: str) -> Iterator[Path]:
-    """Where the corpus store goes: ``stores/`` in a ``CachedEncoder``'s cache folder (kept, reused), else a
-    temporary folder removed after the search (one process and its own Ray actors only)."""
+def _corpus_store_place(model, engine: str) -> Iterator[tuple[Path, Any]]:
+    """(folder the corpus store goes under, the encoder that embeds it).
+
+    A ``CachedEncoder``'s store goes to ``stores/`` of its cache folder (kept: it is the corpus's cache,
+    while the SQLite cache keeps the queries) and its wrapped encoder embeds; any other model's store
+    goes to a temporary folder removed after the search (one process and its own Ray actors only).
+    """
     from e5kit.evaluation.cache import CachedEncoder
 
     if isinstance(model, CachedEncoder):
-        yield model.cache.folder / "stores"
+        yield model.cache.folder / "stores", model.encoder
         return
     if engine != "local":
         raise ValueError(f"engine {engine}: the corpus store must be in a folder every worker sees; evaluate with the embedding cache on")
     with tempfile.TemporaryDirectory(prefix="e5kit-corpus-") as folder:
-        yield Path(folder)
+        yield Path(folder), model
 
 
 def evaluate_beir(model, data_dir: str | Path, split: str = "test", batch_size: int = 32, top_k: int = 100, **options) -> dict[str, float]:

@@ -118,7 +118,8 @@ class IndexSettings(BaseModel):
         hnsw_m / hnsw_ef_search: HNSW neighbours per node and search breadth.
         ivf_lists / pq_subquantizers / pq_bits / nprobe: IVF-PQ coarse lists, PQ code size, lists probed.
         train_sample: Chunks an ivfpq index trains its quantizers on: a seeded sample of the first
-            add's chunks (all of them when fewer), so training time does not grow with the corpus.
+            add's chunks (all of them when fewer), so training time does not grow with the corpus
+            (flat and hnsw indexes need no training).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -155,6 +156,28 @@ class StoredIndex(BaseModel):
     dimension: int
     window: int
     settings: IndexSettings
+
+    def load_encoder(self, backend: str | None = None):
+        """The index's model, with its similarity, on ``backend`` (default: the one it was built with)."""
+        from e5kit.encoder import Encoder
+
+        return Encoder.load(self.model, backend=backend or self.backend, similarity_fn_name=self.similarity_fn_name)
+
+
+def read_stored(path: str | Path) -> StoredIndex:
+    """The ``index.json`` of the index in ``path``.
+
+    Raises:
+        IndexStoreError: ``path`` is not an index, or its settings are invalid (naming the file).
+    """
+    path = Path(path)
+    settings_path = path / SETTINGS_FILE
+    if not settings_path.is_file():
+        raise IndexStoreError(f"{path}: not an index (no {SETTINGS_FILE}); build one with `e5kit index build`")
+    try:
+        return StoredIndex.model_validate_json(settings_path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise IndexStoreError(f"{settings_path}: invalid index settings: {error}") from error
 
 
 @dataclass
@@ -306,20 +329,11 @@ class VectorIndex:
         import faiss
 
         path = Path(path)
-        settings_path = path / SETTINGS_FILE
-        if not settings_path.is_file():
-            raise IndexStoreError(f"{path}: not an index (no {SETTINGS_FILE}); build one with `e5kit index build`")
-        try:
-            stored = StoredIndex.model_validate_json(settings_path.read_text(encoding="utf-8"))
-        except ValueError as error:
-            raise IndexStoreError(f"{settings_path}: invalid index settings: {error}") from error
+        stored = read_stored(path)
         for name in (VECTORS_FILE, DOCSTORE_FILE):
             if not (path / name).is_file():
                 raise IndexStoreError(f"{path / name}: missing; the index is incomplete")
-        if encoder is None:
-            from e5kit.encoder import Encoder
-
-            encoder = Encoder.load(stored.model, backend=backend or stored.backend, similarity_fn_name=stored.similarity_fn_name)
+        encoder = encoder or stored.load_encoder(backend)
         if encoder.similarity_fn_name != stored.similarity_fn_name:
             raise IndexStoreError(
                 f"{path}: the index holds vectors for {stored.similarity_fn_name} similarity but the encoder scores by "
@@ -713,6 +727,20 @@ def embed_documents(
     plan = plan_chunks(documents, encoder.tokenizer, window, settings.overlap)
     store = embed_texts(plan.texts, Path(path) / EMBEDDINGS_DIR, encoder, role=settings.passage_role, settings=embedding, spec=spec, batch_size=batch_size)
     return plan, store
+
+
+def embed_for_add(
+    path: str | Path, documents: Iterable[Document], *, backend: str | None = None, embedding: StoreEmbedding | None = None, batch_size: int | None = None
+) -> None:
+    """What a torchrun rank other than 0 runs for an add to the index in ``path``: its share of the chunks'
+    blocks, chunked and embedded as the index's settings say (rank 0 runs ``VectorIndex.add``, the one
+    that writes the index).
+
+    Raises:
+        IndexStoreError: ``path`` is not an index, or a document id given twice.
+    """
+    stored = read_stored(path)
+    embed_documents(path, documents, stored.load_encoder(backend), stored.settings, window=stored.window, embedding=embedding, batch_size=batch_size)
 
 
 def _truncated(encoder, texts: list[str], role: str) -> int:
