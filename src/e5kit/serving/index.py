@@ -27,11 +27,12 @@ search time (``VectorIndex.stale_vectors`` counts them; rebuild to reclaim the s
 
 kill -9 at any point leaves the vectors and the store in agreement once the index is opened again:
 
-- The SQLite store is the record. Each block of an add commits its documents, chunks and vectors in one
-  SQLite transaction: the vectors go to the ``pending_vectors`` journal until ``vectors.faiss`` is
-  rewritten (atomically, ``e5kit.io.files.AtomicFile``) at the end of the add, or once the journal
-  holds ``JOURNAL_MIN`` vectors and as many as the file (so rewrites cost at most about twice the
-  final file). Deletions commit their rows first.
+- The SQLite store is the record. Each group of documents an add commits (``ADD_BLOCK`` chunks or
+  more) goes in one SQLite transaction with its chunks and vectors: the vectors go to the
+  ``pending_vectors`` journal until ``vectors.faiss`` is rewritten (atomically,
+  ``e5kit.io.files.AtomicFile``) at the end of the add, or once the journal holds ``JOURNAL_MIN``
+  vectors and as many as the file (so rewrites cost at most about twice the final file). Deletions
+  commit their rows first.
 - ``VectorIndex.open`` compares the vector ids in ``vectors.faiss`` with the chunk rows and repairs
   what a killed run left: journal vectors missing from the file are added, vectors whose rows are gone
   are removed (kept as stale in HNSW), and chunk rows without any vector (an add interrupted by an
@@ -57,6 +58,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -82,7 +84,7 @@ EMBEDDINGS_DIR = "embeddings"
 TRAIN_SEED = 0
 #: Documents chunked at a time when adding.
 CHUNK_DOCUMENTS = 256
-#: Chunks embedded and committed per step when adding documents (bounds memory on large corpora).
+#: Chunks committed per step when adding documents: one SQLite transaction and journal entry.
 ADD_BLOCK = 2048
 #: ``vectors.faiss`` is rewritten during an add once the journal holds this many vectors and as many as the file.
 JOURNAL_MIN = 16 * ADD_BLOCK
@@ -660,7 +662,7 @@ class ChunkPlan:
     groups: list[list[tuple[Document, list[Chunk]]]]
     report: AddReport
 
-    @property
+    @cached_property
     def texts(self) -> list[str]:
         """The chunks' texts, in add order (the rows of the add's embedding store)."""
         return [doc.body[chunk.start : chunk.end] for group in self.groups for doc, chunks in group for chunk in chunks]
