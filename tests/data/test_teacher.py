@@ -17,6 +17,7 @@ import torch
 from e5kit.data import teacher as teacher_module
 from e5kit.data.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_teacher, partial_path, score_file, work_folder
 from e5kit.io.files import InputFormatError
+from e5kit.retrieval.engines import StoreEmbedding
 
 #: Tiny-model steps here run on one intra-op thread, as in tests/finetune (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -178,7 +179,7 @@ def test_bi_encoder_scores_through_stores_equal_the_in_memory_scores(tmp_path, t
     teacher = load_teacher(tiny_bert_dir, "bi-encoder", batch_size=4, device="cpu")
     # When the file is scored with the texts in one embedding block, and in blocks of 5
     score_file(teacher, source, tmp_path / "one.jsonl", show_progress=False)
-    report = score_file(teacher, source, tmp_path / "blocks.jsonl", show_progress=False, block_rows=5)
+    report = score_file(teacher, source, tmp_path / "blocks.jsonl", show_progress=False, embedding=StoreEmbedding(block_rows=5))
     # Then both files are the same bytes, the stores are gone, and each record's scores are its pairs' in-memory scores
     assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "blocks.jsonl").read_bytes()
     assert report["scored"] == 11 and report["pairs_scored"] == 31 and not work_folder(tmp_path / "blocks.jsonl").exists()
@@ -191,7 +192,7 @@ def test_bi_encoder_scores_through_stores_equal_the_in_memory_scores(tmp_path, t
 def test_a_cross_encoder_refuses_ray(tmp_path, tiny_cross_encoder_dir, write_jsonl):
     source = write_jsonl(tmp_path / "mined.jsonl", RECORDS)
     with pytest.raises(ValueError, match="engine ray: a cross-encoder scores each pair jointly"):
-        score_file(load_teacher(tiny_cross_encoder_dir, device="cpu"), source, tmp_path / "scored.jsonl", show_progress=False, engine="ray")
+        score_file(load_teacher(tiny_cross_encoder_dir, device="cpu"), source, tmp_path / "scored.jsonl", show_progress=False, embedding=StoreEmbedding(engine="ray"))
 
 
 class CountsEncodes:
@@ -214,12 +215,12 @@ def test_a_bi_encoder_run_killed_while_embedding_or_scoring_resumes_to_the_same_
     monkeypatch.setattr(teacher_module, "BLOCK_RECORDS", 4)
     source = write_jsonl(tmp_path / "mined.jsonl", RECORDS)
     teacher = load_teacher(tiny_bert_dir, "bi-encoder", batch_size=3, device="cpu")
-    score_file(teacher, source, tmp_path / "full.jsonl", show_progress=False, block_rows=5)
+    score_file(teacher, source, tmp_path / "full.jsonl", show_progress=False, embedding=StoreEmbedding(block_rows=5))
     out = tmp_path / "scored.jsonl"
     # When a run dies embedding the second passage block
     CountsEncodes(teacher, dies_at=5)
     with pytest.raises(KeyboardInterrupt):
-        score_file(teacher, source, out, show_progress=False, block_rows=5)
+        score_file(teacher, source, out, show_progress=False, embedding=StoreEmbedding(block_rows=5))
     # And the rerun dies scoring its second block of records
     next_block, blocks = teacher_module._StoredScores.next_block, []
 
@@ -232,13 +233,13 @@ def test_a_bi_encoder_run_killed_while_embedding_or_scoring_resumes_to_the_same_
     monkeypatch.setattr(teacher_module._StoredScores, "next_block", dies_at_the_second_block)
     counted = CountsEncodes(teacher)
     with pytest.raises(KeyboardInterrupt):
-        score_file(teacher, source, out, show_progress=False, block_rows=5)
+        score_file(teacher, source, out, show_progress=False, embedding=StoreEmbedding(block_rows=5))
     monkeypatch.setattr(teacher_module._StoredScores, "next_block", next_block)
     # Then the rerun embedded only the 6 missing passage blocks
     assert counted.calls == 6
     # And a third run embeds nothing, keeps the written block and ends with the uninterrupted run's bytes
     counted = CountsEncodes(teacher)
-    report = score_file(teacher, source, out, show_progress=False, block_rows=5)
+    report = score_file(teacher, source, out, show_progress=False, embedding=StoreEmbedding(block_rows=5))
     assert counted.calls == 0 and report["already_done"] == 4 and report["scored"] == 7
     assert out.read_bytes() == (tmp_path / "full.jsonl").read_bytes()
 
@@ -278,13 +279,14 @@ TORCHRUN_SCORER = """
 import os, sys
 import torch.distributed as dist
 from e5kit.data.teacher import load_teacher, score_file
+from e5kit.retrieval.engines import StoreEmbedding
 model, source, out, mode = sys.argv[1:5]
 teacher = load_teacher(model, device="cpu", batch_size=16)
 if os.environ["RANK"] == "1" and mode == "dies-before-the-barrier":
     dist.barrier = lambda: os._exit(3)  # rank 1's block is written; the launch fails as a kill would end it
 if os.environ["RANK"] == "1" and mode == "refuses-to-score":
     teacher.score_pairs = None  # its block must come from the killed run's file
-score_file(teacher, source, out, show_progress=False, engine="torchrun")
+score_file(teacher, source, out, show_progress=False, embedding=StoreEmbedding(engine="torchrun"))
 """
 
 

@@ -12,8 +12,7 @@ from e5kit.cli.app import RESUME_HELP, app, fail, output_file, overrides_option,
 from e5kit.cli.options import config_option
 from e5kit.cli.pretrain import REPORT_TO, report_to_overrides
 from e5kit.data.mining import MiningConfig
-from e5kit.retrieval.engines import ENGINES
-from e5kit.retrieval.store import DEFAULT_BLOCK_ROWS
+from e5kit.retrieval.engines import StoreEmbedding
 
 
 class TeacherKind(str, Enum):
@@ -25,10 +24,6 @@ class TeacherKind(str, Enum):
 class Sampling(str, Enum):
     top = "top"
     random = "random"
-
-
-#: The embedding engines (e5kit.retrieval.engines) as a choice, for commands without a Config.
-EngineName = Enum("EngineName", {name: name for name in ENGINES}, type=str)
 
 
 class Similarity(str, Enum):
@@ -110,12 +105,11 @@ def score_teacher(
     device: str = typer.Option(None, help="Torch device (default: cuda when present)."),
     resume: bool = typer.Option(True, help="Keep the records already written (OUT.partial left by a killed run, else OUT), checked against the input, and score only the rest."),
     similarity_fn_name: Similarity = typer.Option(Similarity.cosine, help="Bi-encoder score: cosine (E5, whatever the model ships) or dot (raw dot products)."),
-    engine: EngineName = typer.Option(
-        "local", help="Who embeds (bi-encoder) or scores (cross-encoder): local; torchrun (torchrun --nproc_per_node N -m e5kit score-teacher "
-        "--engine torchrun ...: ranks share the blocks, rank 0 writes); ray (bi-encoder only: --workers actors). Same output with each."
+    engine: str = config_option(
+        StoreEmbedding, "engine", note="A cross-encoder scores on torchrun's ranks (each its share of the record blocks), never with ray. Rank 0 writes."
     ),
-    workers: int = typer.Option(None, min=1, help="Ray actors with --engine ray (default 2)."),
-    block_rows: int = typer.Option(DEFAULT_BLOCK_ROWS, min=1, help="Bi-encoder: texts per embedding block in OUT.work/ (the embeddings in memory at once; a killed run resumes by block)."),
+    workers: int = config_option(StoreEmbedding, "workers", note="With --engine ray."),
+    block_rows: int = config_option(StoreEmbedding, "block_rows", note="Bi-encoder: its texts, in OUT.work/ until OUT is written."),
 ) -> None:
     """Score every (query, candidate) of a mined file with a teacher, batched and resumable.
 
@@ -123,6 +117,7 @@ def score_teacher(
     """
     from transformers.utils import logging as transformers_logging
 
+    from e5kit.config import load_config
     from e5kit.data.teacher import load_teacher, score_file
     from e5kit.encoder.model_format import ModelDirectoryError
     from e5kit.io.files import InputFormatError
@@ -130,10 +125,11 @@ def score_teacher(
     transformers_logging.disable_progress_bar()
     output_file(out)
     try:
+        embedding = load_config(StoreEmbedding, options={"engine": engine, "workers": workers, "block_rows": block_rows})
         scorer = load_teacher(
             teacher, kind.value, batch_size=batch_size, max_length=max_length, device=device, similarity_fn_name=similarity_fn_name.value
         )
-        report = score_file(scorer, in_path, out, resume=resume, engine=engine.value, workers=workers, block_rows=block_rows)
+        report = score_file(scorer, in_path, out, resume=resume, embedding=embedding)
     except (ValueError, FileNotFoundError, InputFormatError, ModelDirectoryError, OSError) as error:
         raise fail(str(error)) from error
     if not report:  # a torchrun rank other than 0 embedded its share; rank 0 reports

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, beir_positives
 from e5kit.io.beir import CorpusStream, load_qrels, load_queries
@@ -50,8 +50,8 @@ from e5kit.io.files import AtomicFile, InputFormatError, remove_stale_temporarie
 from e5kit.io.hashing import stable_hash
 from e5kit.progress import progress_bar, progress_shown
 from e5kit.retrieval.bm25 import bm25_search
-from e5kit.retrieval.engines import EncoderSpec, Engine, embed_store, list_blocks, torchrun_rank
-from e5kit.retrieval.store import DEFAULT_BLOCK_ROWS, EmbeddingStore, StoreLayout, open_or_replace_store, search_store, store_fingerprint
+from e5kit.retrieval.engines import EncoderSpec, StoreEmbedding, embed_store, list_blocks, torchrun_rank
+from e5kit.retrieval.store import EmbeddingStore, StoreLayout, open_or_replace_store, search_store, store_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ DUPLICATE = "duplicate of a positive"
 MARGIN = "within the margin of the positive"
 
 
-class MiningConfig(BaseModel):
-    """How negatives are mined.
+class MiningConfig(StoreEmbedding):
+    """How negatives are mined (with ``StoreEmbedding``'s engine, workers and block_rows for dense mining).
 
     Attributes:
         model: "bm25", or a dense model (directory, bundled name or Hub id) for FAISS search.
@@ -87,7 +87,6 @@ class MiningConfig(BaseModel):
         engine: Dense only: who embeds the corpus and queries: "local" (this process), "torchrun" (every
             rank of a torchrun launch embeds its share of the blocks; rank 0 searches and writes) or
             "ray" (a Ray Data actor pool of ``workers``, one model each). The output is the same with each.
-        workers: Ray actors (default 2).
         block_rows: Dense only: texts per embedding block, and corpus rows searched at a time; memory
             follows this, never the corpus size.
         embedding_dtype: How the embeddings are stored on disk ("float16" halves the disk; candidates
@@ -110,9 +109,6 @@ class MiningConfig(BaseModel):
     device: str | None = None
     similarity_fn_name: Literal["cosine", "dot"] = "cosine"
     seed: int = 42
-    engine: Engine = "local"
-    workers: int | None = Field(default=None, ge=1)
-    block_rows: int = Field(default=DEFAULT_BLOCK_ROWS, ge=1)
     embedding_dtype: Literal["float32", "float16"] = "float32"
     keep_embeddings: bool = False
 
@@ -161,7 +157,7 @@ def work_folder(out_path: str | Path) -> Path:
 
 def embed_for_mining(encoder, corpus: CorpusStream, queries: Sequence[str], config: MiningConfig, folder: Path) -> dict[str, EmbeddingStore]:
     """The corpus ("passage") and the queries ("query") embedded into stores under ``folder`` with
-    ``config.engine``, resumed block by block (stores of other inputs or another model are replaced).
+    ``config``'s engine, resumed block by block (stores of other inputs or another model are replaced).
 
     Args:
         encoder: The loaded dense model, or None to load ``config.model`` (Ray actors always load their own).

@@ -50,8 +50,8 @@ from e5kit.io.tables import iter_jsonl
 from e5kit.io.text import has_visible_text
 from e5kit.processes import join_process_group
 from e5kit.progress import progress_bar
-from e5kit.retrieval.engines import EncoderSpec, Engine, embed_store, torchrun_rank
-from e5kit.retrieval.store import DEFAULT_BLOCK_ROWS, EmbeddingStore, StoreLayout, open_or_replace_store, store_fingerprint
+from e5kit.retrieval.engines import EncoderSpec, StoreEmbedding, embed_store, torchrun_rank
+from e5kit.retrieval.store import EmbeddingStore, StoreLayout, open_or_replace_store, store_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -222,9 +222,7 @@ def score_file(
     *,
     resume: bool = True,
     show_progress: bool = True,
-    engine: Engine = "local",
-    workers: int | None = None,
-    block_rows: int = DEFAULT_BLOCK_ROWS,
+    embedding: StoreEmbedding | None = None,
     keep_embeddings: bool = False,
 ) -> dict[str, Any]:
     """Add teacher ``pos_scores``/``neg_scores`` to every usable record of a FlagEmbedding JSONL file.
@@ -240,11 +238,11 @@ def score_file(
             else ``out_path``) and score only the rest (the records of an unfinished block, once checked,
             are scored again with their block).
         show_progress: Progress bar over records.
-        engine: "local"; "torchrun" (a bi-encoder: ranks embed their share of the blocks; a
-            cross-encoder: ranks score their share of the record blocks); "ray" (bi-encoder only: a
-            Ray Data actor pool embeds). Rank 0 writes; the output is the same with each.
-        workers: Ray actors (default 2).
-        block_rows: Bi-encoder only: texts per embedding block (the embeddings in memory at once).
+        embedding: Engine, Ray workers and block rows (default: local, ``DEFAULT_BLOCK_ROWS``). The
+            engine: "local"; "torchrun" (a bi-encoder: ranks embed their share of the blocks; a
+            cross-encoder: ranks score their share of the record blocks); "ray" (bi-encoder only: a Ray
+            Data actor pool embeds). Rank 0 writes; the output is the same with each. ``block_rows``
+            is a bi-encoder's texts per embedding block (the embeddings in memory at once).
         keep_embeddings: Keep ``OUT.work/`` after the run.
 
     Returns:
@@ -258,6 +256,8 @@ def score_file(
         ValueError: ``engine`` ray with a cross-encoder, or without the bi-encoder teacher's ``spec``.
     """
     in_path, out_path = Path(in_path), Path(out_path)
+    embedding = embedding or StoreEmbedding()
+    engine = embedding.engine
     partial = partial_path(out_path)
     written = partial if partial.exists() else out_path
     done, ends = _written_records(written) if resume else ([], [])
@@ -269,7 +269,7 @@ def score_file(
     if isinstance(teacher, BiEncoderTeacher):
         if engine == "ray" and teacher.spec is None:
             raise ValueError("engine ray: the teacher has no EncoderSpec for the actors to load (load it with load_teacher)")
-        stored = _StoredScores(*_embed_records(teacher, in_path, work_folder(out_path), engine=engine, workers=workers, block_rows=block_rows))
+        stored = _StoredScores(*_embed_records(teacher, in_path, work_folder(out_path), embedding))
         if engine == "torchrun" and torchrun_rank()[0] != 0:
             return {}  # this rank embedded its share; rank 0 scores and writes
     elif engine == "torchrun":
@@ -405,9 +405,9 @@ def _usable_records(in_path: Path, issues: RecordIssues | None = None) -> Iterat
             issues.add(reason, f"{in_path}:{line_number}")
 
 
-def _embed_records(teacher: BiEncoderTeacher, in_path: Path, folder: Path, *, engine: Engine, workers: int | None, block_rows: int) -> tuple[EmbeddingStore, EmbeddingStore]:
+def _embed_records(teacher: BiEncoderTeacher, in_path: Path, folder: Path, embedding: StoreEmbedding) -> tuple[EmbeddingStore, EmbeddingStore]:
     """Stores of the queries (one row per usable record) and of their passages (one row per pair,
-    positives then negatives, in record order), embedded with ``engine``.
+    positives then negatives, in record order), embedded with ``embedding``'s engine.
 
     Every usable record is embedded, also those a resumed run keeps: a record's embeddings then never
     depend on where a run was killed (a block starting elsewhere would batch, and pad, its texts
@@ -421,12 +421,13 @@ def _embed_records(teacher: BiEncoderTeacher, in_path: Path, folder: Path, *, en
         "normalize": encoder.normalize,
         "input": [str(in_path), in_path.stat().st_size, in_path.stat().st_mtime_ns],
     }
-    texts = _staged_texts(in_path, folder, block_rows)
+    texts = _staged_texts(in_path, folder, embedding.block_rows)
     stores = []
     for role, column in (("query", texts["query"]), ("passage", texts["passage"])):
-        layout = StoreLayout(rows=column.rows, dimension=encoder.dimension, block_rows=block_rows, dtype="float32", fingerprint=store_fingerprint({**identity, "role": role}))
+        fingerprint = store_fingerprint({**identity, "role": role})
+        layout = StoreLayout(rows=column.rows, dimension=encoder.dimension, block_rows=embedding.block_rows, dtype="float32", fingerprint=fingerprint)
         store = open_or_replace_store(folder / role, layout)
-        embed_store(teacher.spec, column, store, role=role, engine=engine, workers=workers, batch_size=teacher.batch_size, encoder=encoder)
+        embed_store(teacher.spec, column, store, role=role, engine=embedding.engine, workers=embedding.workers, batch_size=teacher.batch_size, encoder=encoder)
         stores.append(store)
     return stores[0], stores[1]
 
