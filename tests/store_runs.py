@@ -32,11 +32,13 @@ def kill_embedding_at_block(monkeypatch: pytest.MonkeyPatch, block: int) -> None
     monkeypatch.setattr(engines, "slice_block", dies)
 
 
-def torchrun_cli(args: list[str]) -> None:
-    """``e5kit ARGS --engine torchrun`` in 2 gloo processes (one thread each); fails the test with their output."""
+def torchrun_cli(args: list[str]) -> str:
+    """``e5kit ARGS --engine torchrun`` in 2 gloo processes (one thread each); returns their stdout (both
+    ranks'), fails the test with their output."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "e5kit", *args, "--engine", "torchrun"]
     done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
 
 
 def ray_cli(args: list[str]) -> None:

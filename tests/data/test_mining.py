@@ -5,16 +5,14 @@ torchrun and Ray."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from store_runs import ray_cli, torchrun_cli
 
 from e5kit.config import ConfigError, load_config
 from e5kit.data.mining import (
@@ -260,26 +258,15 @@ def test_dense_mining_under_torchrun_and_ray_equals_one_process(beir_dir, tmp_pa
     queries, corpus, qrels = mining_args(beir_dir)
     argv = ["mine-negatives", "--queries", str(queries), "--corpus", str(corpus), "--positives", str(qrels), "--model", str(tiny_bert_dir),
             "--negatives", "3", "--depth", "8", "--skip-top", "1", "--margin", "0", "--block-rows", "5"]
-    runner = CliRunner()
-    result = runner.invoke(app, [*argv, "--out", str(tmp_path / "local.jsonl")])
+    result = CliRunner().invoke(app, [*argv, "--out", str(tmp_path / "local.jsonl")])
     assert result.exit_code == 0, result.output
     # When two gloo ranks under torchrun share the embedding (rank 0 searches and writes)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "e5kit",
-               *argv, "--engine", "torchrun", "--out", str(tmp_path / "torchrun.jsonl")]
-    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    printed = torchrun_cli([*argv, "--out", str(tmp_path / "torchrun.jsonl")])
     # Then the mined file is the one-process file, and the summary is printed once
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (tmp_path / "torchrun.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
-    assert done.stdout.count("wrote ") == 1
+    assert printed.count("wrote ") == 1
     # And a local Ray actor pool of two mines the same file
-    pytest.importorskip("ray")
-    import ray
-
-    try:
-        result = runner.invoke(app, [*argv, "--engine", "ray", "--workers", "2", "--out", str(tmp_path / "ray.jsonl")])
-    finally:
-        ray.shutdown()
-    assert result.exit_code == 0, result.output
+    ray_cli([*argv, "--out", str(tmp_path / "ray.jsonl")])
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from store_runs import ray_cli, torchrun_cli
 
 from e5kit.data import teacher as teacher_module
 from e5kit.data.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_teacher, partial_path, score_file, work_folder
@@ -252,26 +253,15 @@ def test_bi_encoder_scoring_under_torchrun_and_ray_equals_one_process(tmp_path, 
     # Given the file one process scores, texts in embedding blocks of 5 so there are blocks to share out
     source = write_jsonl(tmp_path / "mined.jsonl", RECORDS)
     argv = ["score-teacher", "--teacher", str(tiny_bert_dir), "--in", str(source), "--kind", "bi-encoder", "--device", "cpu", "--block-rows", "5"]
-    runner = CliRunner()
-    result = runner.invoke(app, [*argv, "--out", str(tmp_path / "local.jsonl")])
+    result = CliRunner().invoke(app, [*argv, "--out", str(tmp_path / "local.jsonl")])
     assert result.exit_code == 0, result.output
     # When two gloo ranks under torchrun share the embedding (rank 0 scores and writes)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "e5kit",
-               *argv, "--engine", "torchrun", "--out", str(tmp_path / "torchrun.jsonl")]
-    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    printed = torchrun_cli([*argv, "--out", str(tmp_path / "torchrun.jsonl")])
     # Then the scored file is the one-process file, and the summary is printed once
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (tmp_path / "torchrun.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
-    assert done.stdout.count("wrote ") == 1
+    assert printed.count("wrote ") == 1
     # And a local Ray actor pool of two scores the same file
-    pytest.importorskip("ray")
-    import ray
-
-    try:
-        result = runner.invoke(app, [*argv, "--engine", "ray", "--workers", "2", "--out", str(tmp_path / "ray.jsonl")])
-    finally:
-        ray.shutdown()
-    assert result.exit_code == 0, result.output
+    ray_cli([*argv, "--out", str(tmp_path / "ray.jsonl")])
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
 
 
