@@ -32,8 +32,9 @@ A corpus too large for memory is embedded into an on-disk store instead (``corpu
 the ``torchrun`` and ``ray`` engines; ``e5kit.retrieval.engines.embed_texts``): in bounded blocks, on
 any engine, and searched block by block with the blocks' top-k merged (``search_store``). The store
 lives in the embedding cache's folder (``stores/``), named by the model, role and corpus, so it is the
-corpus's cache: a rerun reuses it, a killed run resumes it block by block. The scores equal the
-in-memory path's (bit for bit while the corpus fits in one block).
+corpus's cache: a rerun reuses it, a killed run resumes it block by block. It is the in-memory path's
+search over the same vectors (bit for bit when both embed the corpus in one call; a text batched with
+other texts may differ in the last float bits), so the metrics are the same.
 
 Example:
     >>> evaluate_beir(Encoder.load("all-MiniLM-L6-v2"), "data/beir/scifact")   # doctest: +SKIP
