@@ -161,7 +161,7 @@ def embed_for_mining(encoder, corpus: CorpusStream, queries: Sequence[str], conf
 
     Args:
         encoder: The loaded dense model, or None to load ``config.model`` (Ray actors always load their own).
-        corpus: The corpus; its texts are staged as ``folder/corpus.parquet`` while a block is missing.
+        corpus: The corpus; its texts are staged as ``folder/corpus.parquet`` (one streaming pass).
         queries: Query texts, in row order.
         config: Model, engine, workers, block_rows, embedding_dtype, batch_size.
         folder: The work folder (``work_folder``); on a Ray cluster, on storage every node sees.
@@ -185,9 +185,10 @@ def embed_for_mining(encoder, corpus: CorpusStream, queries: Sequence[str], conf
         fingerprint = store_fingerprint({**identity, **inputs, "role": role})
         layout = StoreLayout(rows=rows, dimension=encoder.dimension, block_rows=config.block_rows, dtype=config.embedding_dtype, fingerprint=fingerprint)
         store = open_or_replace_store(folder / role, layout)
-        if store.missing_blocks():
-            texts = _staged_corpus(corpus, folder / "corpus.parquet", config.block_rows) if role == "passage" else list_blocks(list(queries), config.block_rows)
-            embed_store(spec, texts, store, role=role, engine=config.engine, workers=config.workers, batch_size=config.batch_size, encoder=encoder)
+        # Called even when no block is missing: under torchrun every rank must reach embed_store's barrier,
+        # and a rank that looked after its peers finished would otherwise skip it and leave them waiting.
+        texts = _staged_corpus(corpus, folder / "corpus.parquet", config.block_rows) if role == "passage" else list_blocks(list(queries), config.block_rows)
+        embed_store(spec, texts, store, role=role, engine=config.engine, workers=config.workers, batch_size=config.batch_size, encoder=encoder)
         stores[role] = store
     return stores
 
