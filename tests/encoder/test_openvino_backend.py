@@ -121,3 +121,11 @@ def test_errors_name_the_fix(tiny_bert_dir, openvino_dir, tmp_path):
     encoder = Encoder.load(openvino_dir, backend="openvino")
     with pytest.raises(TypeError, match="inference-only"):
         encoder.save(tmp_path / "copy")
+
+
+def test_mteb_adapter_labels_an_openvino_encoder_openvino(openvino_dir):
+    pytest.importorskip("mteb")
+    from e5kit.evaluation.mteb_adapter import MTEBEncoder
+
+    # Given an encoder on the OpenVINO runtime, When mteb's model metadata is made, Then it names OpenVINO (was "PyTorch")
+    assert MTEBEncoder(Encoder.load(openvino_dir, backend="openvino")).mteb_model_meta.framework == ["OpenVINO"]

@@ -34,6 +34,9 @@ TASK_FAMILIES = {
     "PairClassification": "pair_classification",
 }
 
+#: mteb's ``ModelMeta.framework`` name of each encoder backend (``e5kit.encoder.backend``).
+MTEB_FRAMEWORKS = {"torch": "PyTorch", "onnx": "ONNX", "openvino": "OpenVINO"}
+
 
 def _texts(inputs: Any) -> list[str]:
     """A list of strings (mteb 1.x) or an iterable of batches {"text": [...]} (mteb 2.x DataLoader)."""
@@ -87,7 +90,7 @@ class MTEBEncoder:
                 "embed_dim": self.encoder.dimension,
                 "max_tokens": self.encoder.max_length,
                 "similarity_fn_name": ScoringFunction(self.encoder.similarity_fn_name),
-                "framework": ["ONNX" if self.encoder.backend.name == "onnx" else "PyTorch"],
+                "framework": [MTEB_FRAMEWORKS[self.encoder.backend.name]],
             }
         )
 
