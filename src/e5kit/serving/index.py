@@ -745,12 +745,20 @@ def embed_for_add(
     embed_documents(path, documents, stored.load_encoder(backend), stored.settings, window=stored.window, embedding=embedding, batch_size=batch_size)
 
 
+#: Chunks tokenized at once when counting those over the encoder's max length.
+TRUNCATION_BLOCK = 4096
+
+
 def _truncated(encoder, texts: list[str], role: str) -> int:
     """Of the chunks with visible text (the others are never encoded), those longer than the encoder's max length."""
     from e5kit.encoder.encoder import EncodeStats
 
     stats = EncodeStats()
-    encoder.token_ids(encoder.prepare([text for text in texts if has_visible_text(text)], role), stats=stats)
+    visible = [text for text in texts if has_visible_text(text)]
+    # Block by block: the token ids of a whole corpus at once (a few KB per chunk as Python ints) would
+    # hold GBs for a 1M-passage index, and only the count is kept.
+    for start in range(0, len(visible), TRUNCATION_BLOCK):
+        encoder.token_ids(encoder.prepare(visible[start : start + TRUNCATION_BLOCK], role), stats=stats)
     return stats.truncated
 
 
