@@ -52,3 +52,10 @@ def config_option(schema: type[BaseModel], field: str, *param_decls: str, note: 
     default = shown_default(schema, field)
     parts = [field_descriptions(schema).get(field, ""), note, f"[default: {default}]" if default is not None else ""]
     return typer.Option(None, *param_decls, help=" ".join(part for part in parts if part), show_default=False, **bounds, **options)
+
+
+def defaults_sentence(schema: type[BaseModel], fields: list[str]) -> str:
+    """``Defaults: a 1, b true, ...`` for ``fields`` of ``schema``, from its field defaults (for a command's
+    help, so a docstring never restates a default by hand); fields without a shown default are left out."""
+    shown = [(field, shown_default(schema, field)) for field in fields]
+    return "Defaults: " + ", ".join(f"{field} {value}" for field, value in shown if value is not None) + "."

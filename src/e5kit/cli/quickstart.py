@@ -7,13 +7,15 @@ from pathlib import Path
 import typer
 
 from e5kit.cli.app import app, fail, overrides_option
+from e5kit.cli.options import config_option
+from e5kit.pipeline import QuickstartConfig
 
 
 @app.command()
 def quickstart(
-    workdir: Path = typer.Option(None, help="Folder for every stage's output (default: e5kit-quickstart, or the config's)."),
+    workdir: Path = config_option(QuickstartConfig, "workdir"),
     config: Path = typer.Option(None, "--config", "-c", help="YAML (or a bundled config's name, e.g. quickstart_ray): real dumps (sources), hub models, GPUs (nproc_per_node), stage overrides."),
-    model: str = typer.Option(None, help="Starting encoder (default: all-MiniLM-L6-v2, bundled with e5kit)."),
+    model: str = config_option(QuickstartConfig, "model"),
     force: bool = typer.Option(False, "--force", help="Redo stages that finished in an earlier run."),
     set_: list[str] = overrides_option("--set pretrain.max_steps=20 --set consistency.k=10"),
 ) -> None:
@@ -27,7 +29,7 @@ def quickstart(
     on a rerun under the same settings; a changed section redoes its stage and the ones after it.
     """
     from e5kit.config import ConfigError, load_config
-    from e5kit.pipeline import Quickstart, QuickstartConfig
+    from e5kit.pipeline import Quickstart
 
     try:
         settings = load_config(QuickstartConfig, config, set_, options={"workdir": workdir, "model": model})
