@@ -76,7 +76,8 @@ def test_ablation_shares_steps_evaluates_each_row_and_resumes(ablation_config, t
     assert (workdir / "results.png").read_bytes().startswith(b"\x89PNG")
     # And the grid's cost is stated: every step's own time and their sum
     assert {"curate", "holdout", "evaluate BM25", "consistency filtered", "pretrain filtered", "evaluate filtered"} <= set(results["step_seconds"])
-    assert results["total_seconds"] == pytest.approx(sum(results["step_seconds"].values())) and results["total_seconds"] > 0
+    # (each distinct step once: a step two variants share is listed under both labels but costs once)
+    assert 0 < results["total_seconds"] <= sum(results["step_seconds"].values())
     assert "Measured time:" in markdown
 
     # When it runs again, Then every step is skipped
@@ -159,7 +160,7 @@ def test_a_filter_differing_only_in_k_reuses_the_stored_ranks(ablation_config, t
     # And it keeps exactly the pairs a fresh filter at k = 3 keeps
     from e5kit.data.consistency import ConsistencyConfig, consistency_filter
     from e5kit.data.shards import iter_rows
-    from e5kit.io.pairs import resolve_shard_paths
+    from e5kit.io.pairs import resolve_pair_shards
 
     fresh = consistency_filter(ConsistencyConfig(
         pairs=[str(tmp_path / "abl" / "holdout" / "pairs")], model=config["model"], output_dir=tmp_path / "fresh",
@@ -168,6 +169,7 @@ def test_a_filter_differing_only_in_k_reuses_the_stored_ranks(ablation_config, t
     assert json.loads((reused / "report.json").read_text())["kept"] == fresh["kept"] < fresh["read"]
 
     def kept(folder):
-        return sorted((query, passage) for shard in resolve_shard_paths([str(folder / "pairs")]) for _, query, passage, _ in iter_rows(shard))
+        return sorted((query, passage) for shard in resolve_pair_shards([folder])
+                      for (_, query, passage, _), keep in zip(iter_rows(shard.path), shard.keep) if keep)
 
     assert kept(reused) == kept(tmp_path / "fresh")

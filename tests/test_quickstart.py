@@ -9,7 +9,8 @@ import yaml
 from typer.testing import CliRunner
 
 from e5kit.cli import app
-from e5kit.pipeline import STAGE_FILE, STAGES
+from e5kit.pipeline import STAGES
+from e5kit.stage import REPORT_FILE
 
 
 def test_reduced_quickstart_end_to_end_and_rerun_skips(tiny_bert_dir, tmp_path, single_torch_thread):
@@ -29,12 +30,13 @@ def test_reduced_quickstart_end_to_end_and_rerun_skips(tiny_bert_dir, tmp_path, 
     # When the quickstart runs
     first = runner.invoke(app, ["quickstart", "--config", str(config_path)])
 
-    # Then every stage finished and left its summary, the table compares three models, and the index is usable
+    # Then every stage finished and left its report (the one marker), the table compares three models, and the index is usable
     assert first.exit_code == 0, first.output
     workdir = tmp_path / "qs"
-    summaries = {stage: json.loads((workdir / stage / STAGE_FILE).read_text()) for stage in STAGES}
+    summaries = {stage: json.loads((workdir / stage / REPORT_FILE).read_text()) for stage in STAGES}
     assert summaries["corpus"]["heldout"] == 20
-    curate = summaries["curate"]
+    assert [summaries[stage]["stage"] for stage in STAGES] == list(STAGES)
+    curate = summaries["curate"]["totals"]
     assert curate["read"] == curate["kept"] + sum(curate["dropped"].values())
     assert any(reason.startswith("decontaminate") for reason in curate["dropped"])
     assert 0 < summaries["consistency"]["kept"] <= curate["kept"]
@@ -75,7 +77,7 @@ def test_reduced_quickstart_end_to_end_and_rerun_skips(tiny_bert_dir, tmp_path, 
     third = runner.invoke(app, ["quickstart", "--config", str(config_path)])
     assert third.exit_code == 0, third.output
     assert third.output.count("done before, skipped") == STAGES.index("pretrain"), third.output
-    assert json.loads((workdir / "pretrain" / STAGE_FILE).read_text())["steps"] == 1
+    assert json.loads((workdir / "pretrain" / REPORT_FILE).read_text())["steps"] == 1
 
 
 def test_quickstart_on_real_sources_holds_out_a_split_per_source_and_evaluates_on_each(
@@ -100,10 +102,10 @@ def test_quickstart_on_real_sources_holds_out_a_split_per_source_and_evaluates_o
     # Then each source got a held-out split, training never saw it, and every model was scored on each split
     assert result.exit_code == 0, result.output
     workdir = tmp_path / "qs"
-    holdout = json.loads((workdir / "holdout" / STAGE_FILE).read_text())
-    assert holdout["enabled"] and [d.rsplit("/", 1)[-1] for d in holdout["eval_dirs"]] == ["alpha", "beta"]
+    holdout = json.loads((workdir / "holdout" / REPORT_FILE).read_text())
+    assert holdout["stage"] == "holdout" and [d.rsplit("/", 1)[-1] for d in holdout["eval_dirs"]] == ["alpha", "beta"]
     assert holdout["kept"] < holdout["read"]
-    evaluate = json.loads((workdir / "evaluate" / STAGE_FILE).read_text())
+    evaluate = json.loads((workdir / "evaluate" / REPORT_FILE).read_text())
     assert sorted({(row["dataset"], row["model"]) for row in evaluate["rows"]}) == sorted(
         (split, model) for split in ("alpha", "beta") for model in ("BM25", f"{tiny_bert_dir} (start)", "e5kit pre-trained")
     )
@@ -112,7 +114,7 @@ def test_quickstart_on_real_sources_holds_out_a_split_per_source_and_evaluates_o
         scores = [100 * row["ndcg_at_10"] for row in evaluate["rows"] if row["model"] == model]
         assert f"| held-out average (2 splits) | {model} | {sum(scores) / 2:.1f} |" in evaluate["table"]
     # And the index holds the first split's corpus
-    index = json.loads((workdir / "index" / STAGE_FILE).read_text())
+    index = json.loads((workdir / "index" / REPORT_FILE).read_text())
     assert index["documents"] == len((workdir / "holdout" / "heldout" / "alpha" / "corpus.jsonl").read_text().splitlines())
 
 

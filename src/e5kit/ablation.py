@@ -4,9 +4,9 @@ A variant is a set of overrides of the consistency-filter and pre-training confi
 base settings. The runner curates once, cuts the held-out splits once (``e5kit holdout``), runs one
 consistency filter per distinct filter setting and one pre-training per distinct (filter, training)
 setting, then evaluates every trained model, the start model and BM25 on every held-out split and
-each extra BEIR folder. Each step lives in its own folder with the quickstart's ``stage.json`` marker
-(``e5kit.pipeline.run_stage``), named by a hash of its settings, so a rerun skips what finished and two
-variants that share a step share its folder.
+each extra BEIR folder. The steps are the library's stages (``e5kit.stage``), each in its own folder
+named by a hash of its settings and finished by the one ``report.json`` marker, so a rerun skips what
+finished and two variants that share a step share its folder.
 
 A variant's consistency filter may be judged by another variant's trained model (``model:
 variant:<name>``), as E5 filtered with a model first trained on the noisy pairs.
@@ -34,15 +34,14 @@ from e5kit.pipeline import (
     check_inputs,
     check_stage_sections,
     consistency_stage,
-    consistency_summary,
     curate_stage,
     evaluate_retrieval,
     holdout_stage,
     merge_settings,
     pretrain_stage,
-    run_stage,
-    settings_fingerprint,
+    run_pretrain,
 )
+from e5kit.stage import Stage, file_identity, read_report, run_stage, run_step, settings_fingerprint
 
 #: Consistency ``model`` values of this form name another variant whose trained model judges the pairs.
 VARIANT_REFERENCE = "variant:"
@@ -148,13 +147,14 @@ class AblationConfig(BaseModel):
         return self
 
 
-def _source_counts(pairs_dir: str) -> Counter:
+def _source_counts(pairs: str) -> Counter:
+    """Pairs per source in a pair dataset (shards, or a keep-mask's kept rows)."""
     from e5kit.data.shards import count_sources
-    from e5kit.io.pairs import resolve_shard_paths
+    from e5kit.io.pairs import resolve_pair_shards
 
     counts: Counter = Counter()
-    for shard in resolve_shard_paths([pairs_dir]):
-        counts.update(count_sources(shard))
+    for shard in resolve_pair_shards([pairs]):
+        counts.update(count_sources(shard.path, shard.keep))
     return counts
 
 
@@ -175,12 +175,22 @@ class Ablation:
         self.trained: dict[str, dict[str, Any]] = {}
         self.filtered: dict[str, dict[str, Any]] = {}
         self.seconds: dict[str, float] = {}
+        #: Each distinct step once (two variants sharing a filter share its folder and its marker's fingerprint).
+        self.distinct_seconds: dict[tuple[str, str], float] = {}
 
-    def _step(self, folder: Path, action: Callable[[Path], dict[str, Any]], label: str, settings: Any = None, resumable: bool = False) -> dict[str, Any]:
-        summary = run_stage(folder, action, force=self.force, log=self.log, label=label, settings=settings, resumable=resumable)
+    def _record(self, label: str, report: dict[str, Any]) -> dict[str, Any]:
         # A step reused from an earlier run reports the time it took then, so the total is the grid's cost.
-        self.seconds[label] = float(summary.get("seconds", 0.0))
-        return summary
+        self.seconds[label] = float(report.get("seconds", 0.0))
+        self.distinct_seconds[(report["stage"], report["fingerprint"])] = self.seconds[label]
+        return report
+
+    def _stage(self, stage: Stage, label: str, upstream: str = "") -> dict[str, Any]:
+        return self._record(label, run_stage(stage, force=self.force, log=self.log, label=label, upstream=upstream, owns_folder=True))
+
+    def _step(self, folder: Path, name: str, fingerprint: str, action: Callable[[], dict[str, Any]], label: str,
+              outputs: dict[str, Path] | None = None) -> dict[str, Any]:
+        report = run_step(folder, name, fingerprint, action, force=self.force, log=self.log, label=label, owns_folder=True, outputs=outputs)
+        return self._record(label, report)
 
     def check(self) -> None:
         """Check the inputs curation will read, before any step runs.
@@ -197,13 +207,10 @@ class Ablation:
         self.workdir.mkdir(parents=True, exist_ok=True)
         # Curation and the split are redone when their settings change, and every later step's folder is named
         # by a hash that includes the split's, so none of them is reused across a change of the data.
-        curate_settings = [config.model_dump(mode="json")[k] for k in ("sources", "curate", "seed")]
-        curated = self._step(self.workdir / "curate", lambda f: curate_stage(f, config.sources, config.curate, config.seed, self.log),
-                             "curate", curate_settings)
-        holdout_settings = [settings_fingerprint(curate_settings), config.holdout, config.seed]
-        held = self._step(self.workdir / "holdout", lambda f: holdout_stage(f, curated["pairs_dir"], config.holdout, config.seed, self.log),
-                          "holdout", holdout_settings)
-        self.data_key = settings_fingerprint(holdout_settings)
+        curated = self._stage(curate_stage(self.workdir / "curate", config.sources, config.curate, config.seed), "curate")
+        held = self._stage(holdout_stage(self.workdir / "holdout", curated["outputs"]["pairs"], config.holdout, config.seed), "holdout")
+        # Every later step's folder is named by a hash that includes the split's, so none is reused across a change of the data.
+        self.data_key = held["fingerprint"]
         heldout_dirs = [Path(d) for d in held["eval_dirs"]]
         if not heldout_dirs:
             raise ValueError("holdout: no source had enough distinct queries for a held-out split; lower holdout.min_queries")
@@ -212,7 +219,7 @@ class Ablation:
         for label, model in ((BM25_ROW, "bm25"), (START_ROW, config.model)):
             rows += self._evaluate(label, model, eval_dirs)
         for variant in self._in_dependency_order():
-            self._train(variant, held["pairs_dir"])
+            self._train(variant, held["outputs"]["pairs"])
             rows += self._evaluate(variant.name, self.trained[variant.name]["model"], eval_dirs)
             results = self._write(rows, heldout_dirs, held)  # partial tables while later variants train
         self.log(results_markdown(results))
@@ -221,7 +228,10 @@ class Ablation:
     def _evaluate(self, label: str, model: str, eval_dirs: list[Path]) -> list[dict[str, Any]]:
         """One row's scores, in a step of its own: a rerun or a new variant never re-evaluates a finished row."""
         folder = self.workdir / "evaluate" / settings_fingerprint([self.data_key, model, [str(d) for d in eval_dirs]])
-        rows = self._step(folder, lambda f: {"rows": evaluate_retrieval(f, {label: model}, eval_dirs, self.log)}, f"evaluate {label}")["rows"]
+        # The weights' identity too: a model retrained in place (--force) is evaluated again.
+        weights = file_identity([model]) if Path(model).is_dir() else []
+        rows = self._step(folder, "evaluate", settings_fingerprint([self.data_key, model, [str(d) for d in eval_dirs], weights]),
+                          lambda: {"rows": evaluate_retrieval(folder, {label: model}, eval_dirs, self.log)}, f"evaluate {label}")["rows"]
         return [{**row, "model": label} for row in rows]
 
     def _write(self, rows: list[dict[str, Any]], heldout_dirs: list[Path], held: dict[str, Any]) -> dict[str, Any]:
@@ -260,22 +270,28 @@ class Ablation:
         if judge.startswith(VARIANT_REFERENCE):
             consistency["model"] = self.trained[judge[len(VARIANT_REFERENCE):]]["model"]
         filter_key = settings_fingerprint([self.data_key, config.model, consistency])
-        ranked = self._ranked_by_same_judge(consistency)
-        if ranked is not None:
-            action = partial(_consistency_at_k, ranked=ranked, k=int(consistency["k"]), log=self.log)
+        folder = self.workdir / "consistency" / filter_key
+        label = f"consistency {variant.name}"
+        same = next((done for done in self.filtered.values() if done["key"] == filter_key), None)
+        stage = consistency_stage(folder, pairs_dir, config.model, consistency, config.seed)
+        if same is not None:  # another variant's filter, run this session: shared as it is
+            self.log(f"[{label}] the same step as an earlier variant's, skipped")
+            filtered = self._record(label, same)
+        elif stage is None:
+            filtered = self._step(folder, "consistency", settings_fingerprint([self.data_key, "no filter"]), lambda: {"enabled": False}, label,
+                                  {"pairs": Path(pairs_dir)})
+        elif (ranked := self._ranked_by_same_judge(consistency)) is not None:
+            action = partial(_consistency_at_k, folder, ranked=ranked, k=int(consistency["k"]), log=self.log)
+            filtered = self._step(folder, "consistency", stage.fingerprint(self.data_key), action, label, stage.outputs())
         else:
-            action = partial(consistency_stage, pairs_dir=pairs_dir, model=config.model, overrides=consistency, seed=config.seed, log=self.log)
-        filtered = self._step(self.workdir / "consistency" / filter_key, action, f"consistency {variant.name}")
+            filtered = self._stage(stage, label, self.data_key)
         self.filtered[variant.name] = {**filtered, "key": filter_key, "settings": consistency}
         pretrain = merge_settings(config.pretrain, variant.pretrain)
         train_key = settings_fingerprint([filter_key, config.model, pretrain, config.nproc_per_node])
-        self.trained[variant.name] = self._step(
-            self.workdir / "pretrain" / train_key,
-            lambda f: pretrain_stage(f, filtered["pairs_dir"], config.model, pretrain, config.seed, config.nproc_per_node, self.log),
-            f"pretrain {variant.name}",
-            train_key,
-            resumable=True,  # a killed run continues from its newest checkpoint
-        )
+        label = f"pretrain {variant.name}"
+        trainer = pretrain_stage(self.workdir / "pretrain" / train_key, filtered["outputs"]["pairs"], config.model, pretrain, config.seed)
+        self.trained[variant.name] = self._record(
+            label, run_pretrain(trainer, config.nproc_per_node, force=self.force, log=self.log, label=label, owns_folder=True))
 
     def _ranked_by_same_judge(self, consistency: dict[str, Any]) -> Path | None:
         """The folder of a finished filter whose stored ranks give ``consistency``'s k without re-embedding.
@@ -291,8 +307,7 @@ class Ablation:
             settings = done["settings"]
             if done.get("enabled", True) and {key: value for key, value in settings.items() if key != "k"} == without_k:
                 folder = self.workdir / "consistency" / done["key"]
-                report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-                if int(consistency["k"]) <= int(report["max_rank"]):
+                if int(consistency["k"]) <= int(read_report(folder)["max_rank"]):
                     return folder
         return None
 
@@ -304,10 +319,10 @@ class Ablation:
         for by_data in scores.values():
             by_data["held-out average"] = sum(by_data[d] for d in heldout) / len(heldout)
         names = dict(zip(datasets, unique_names(datasets)))
-        read = _source_counts(held["pairs_dir"])
+        read = _source_counts(held["outputs"]["pairs"])
         keep_rates = {}
         for name, filtered in self.filtered.items():
-            kept = _source_counts(filtered["pairs_dir"]) if filtered.get("enabled", True) else read
+            kept = _source_counts(filtered["outputs"]["pairs"]) if filtered.get("enabled", True) else read
             keep_rates[name] = {source: {"read": read[source], "kept": kept[source]} for source in sorted(read)}
         comparisons = []
         for comparison in self.config.comparisons:
@@ -323,13 +338,13 @@ class Ablation:
             "variants": {
                 v.name: {"description": v.description, "model": self.trained[v.name]["model"], "steps": self.trained[v.name]["steps"],
                          "first_loss": self.trained[v.name]["first_loss"], "last_loss": self.trained[v.name]["last_loss"],
-                         "consistency": self.filtered[v.name]["key"], "pretrain": str(Path(self.trained[v.name]["model"]).parent.parent.name)}
+                         "consistency": self.filtered[v.name]["key"], "pretrain": Path(self.trained[v.name]["model"]).parent.name}
                 for v in self.config.variants if v.name in self.trained
             },
             "keep_rates": keep_rates,
             "comparisons": comparisons,
             "step_seconds": dict(self.seconds),
-            "total_seconds": sum(self.seconds.values()),
+            "total_seconds": sum(self.distinct_seconds.values()),
         }
 
 
@@ -341,7 +356,7 @@ def _consistency_at_k(folder: Path, *, ranked: Path, k: int, log: Callable[[str]
         shutil.copyfile(ranked / name, folder / name)
     report = reapply_k(folder, k)
     log(f"  consistency filter (k={k}) kept {report['kept']} of {report['read']} pairs (ranks of {ranked.name}, not re-embedded)")
-    return consistency_summary(folder, report)
+    return report
 
 
 def results_markdown(results: dict[str, Any]) -> str:
@@ -364,8 +379,8 @@ def results_markdown(results: dict[str, Any]) -> str:
                          f"{c['paper']} | {'yes' if c['reproduced'] else 'no'} |")
     if "total_seconds" in results:
         slowest = sorted(results["step_seconds"].items(), key=lambda item: -item[1])[:3]
-        lines += ["", f"Measured time: {results['total_seconds'] / 60:.1f} min, the sum of every step's own time "
-                  "(a step reused from an earlier run counts the time it took then); longest: "
+        lines += ["", f"Measured time: {results['total_seconds'] / 60:.1f} min, the sum of every distinct step's own time "
+                  "(a step variants share counted once; a step reused from an earlier run counts the time it took then); longest: "
                   + ", ".join(f"{label} {seconds / 60:.1f} min" for label, seconds in slowest) + "."]
     return "\n".join(lines) + "\n"
 

@@ -1,24 +1,23 @@
 """The quickstart: the whole E5 pipeline chained stage by stage in one work folder.
 
-corpus -> curate -> holdout -> consistency -> pretrain -> evaluate -> export + index. Each stage is the same
-library call as its own ``e5kit`` command, writes into ``<workdir>/<stage>/`` and finishes by writing
-``<workdir>/<stage>/stage.json`` (its summary); a rerun skips stages that have one, ``force`` redoes
-them. Without a config the chain runs offline on the standard library's documentation with the
+corpus -> curate -> holdout -> consistency -> pretrain -> evaluate -> export + index. Curate, holdout,
+consistency and pretrain are the library's :class:`e5kit.stage.Stage` objects (the same as their own
+``e5kit`` commands), chained with :func:`e5kit.stage.run_stage`; each writes into ``<workdir>/<stage>/``
+and finishes by writing the one marker, ``<workdir>/<stage>/report.json``, whose fingerprint covers its
+settings, its inputs and the stages before it. A rerun skips stages finished under the same fingerprint,
+``force`` redoes them. Without a config the chain runs offline on the standard library's documentation with the
 bundled all-MiniLM-L6-v2; a YAML config swaps in real dumps, hub models and GPUs (configs/quickstart_*.yaml).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.hub import DEFAULT_MODEL
-from e5kit.io.files import write_text_atomic
 from e5kit.processes import die_with_parent
+from e5kit.stage import Stage, run_stage, run_step, settings_fingerprint
 
 STAGES = ("corpus", "curate", "holdout", "consistency", "pretrain", "evaluate", "index")
-STAGE_FILE = "stage.json"
-#: The fingerprint of the settings a stage was started with: an unfinished resumable stage resumes only under the same.
-STAGE_SETTINGS_FILE = "stage-settings.txt"
 
 
 class QuickstartConfig(BaseModel):
@@ -165,137 +161,74 @@ def merge_settings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, 
     return merged
 
 
-def settings_fingerprint(settings: Any) -> str:
-    """A short stable hash of a stage's settings (JSON, keys sorted; paths as strings)."""
-    return hashlib.blake2b(json.dumps(settings, sort_keys=True, default=str).encode(), digest_size=6).hexdigest()
-
-
-def run_stage(
-    folder: Path,
-    action: Callable[[Path], dict[str, Any]],
-    *,
-    force: bool,
-    log: Callable[[str], None],
-    label: str,
-    settings: Any = None,
-    resumable: bool = False,
-) -> dict[str, Any]:
-    """Run ``action(folder)`` unless ``folder/stage.json`` says it finished with the same ``settings``;
-    returns its summary (with the settings' fingerprint under ``"settings"``).
-
-    A finished stage whose settings changed is redone, and so is a folder without a marker (a stage
-    that did not finish): it is removed first, unless the stage is ``resumable`` and was started with
-    the same settings (then ``action`` finds its own progress, e.g. training checkpoints). The marker
-    is written atomically after the action returns, so a kill never leaves half of one.
-    """
-    marker, started_with = folder / STAGE_FILE, folder / STAGE_SETTINGS_FILE
-    fingerprint = settings_fingerprint(settings)
-    if marker.is_file() and not force:
-        done = json.loads(marker.read_text(encoding="utf-8"))
-        if done.get("settings", fingerprint) == fingerprint:  # markers of older versions carry none
-            log(f"[{label}] done before, skipped (--force redoes it)")
-            return done
-        log(f"[{label}] settings changed since it ran: redoing it")
-    resume = resumable and not force and not marker.is_file() and started_with.is_file() and started_with.read_text(encoding="utf-8") == fingerprint
-    if folder.exists() and not resume:
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(started_with, fingerprint)
-    log(f"[{label}] {'resuming' if resume else 'running'}")
-    started = time.perf_counter()
-    summary = action(folder)
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    summary["settings"] = fingerprint
-    write_text_atomic(marker, json.dumps(summary, indent=2, default=str))
-    log(f"[{label}] finished in {summary['seconds']:.0f}s")
-    return summary
-
-
-def curate_stage(folder: Path, sources: list[dict[str, Any]], overrides: dict[str, Any], seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+def curate_stage(folder: Path, sources: list[dict[str, Any]], overrides: dict[str, Any], seed: int) -> Stage:
     """``e5kit curate`` of ``sources`` with the offline defaults under ``overrides``, into ``folder``."""
-    from e5kit.data.curation import CurateConfig, curate
+    from e5kit.data.curation import CurateConfig, CurateStage
 
     settings = merge_settings(DEFAULT_CURATE, overrides)
     settings.update(output_dir=str(folder), seed=seed, sources=sources)
-    report = curate(CurateConfig.model_validate(settings))
-    totals = report["totals"]
-    log(f"  read {totals['read']}, kept {totals['kept']}; dropped by reason: {totals['dropped']}")
-    return {"pairs_dir": str(folder / "pairs"), "read": totals["read"], "kept": totals["kept"], "dropped": totals["dropped"]}
+    return CurateStage(CurateConfig.model_validate(settings))
 
 
-def holdout_stage(folder: Path, pairs_dir: str, overrides: dict[str, Any], seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+def holdout_stage(folder: Path, pairs_dir: str, overrides: dict[str, Any], seed: int) -> Stage:
     """``e5kit holdout`` of curated pairs: per-source held-out BEIR splits and the training pairs left."""
-    from e5kit.data.holdout import HoldoutConfig, holdout
+    from e5kit.data.holdout import HoldoutConfig, HoldoutStage
 
-    settings = {**overrides, "pairs": [pairs_dir], "output_dir": str(folder), "seed": seed}
-    report = holdout(HoldoutConfig.model_validate(settings))
-    for name, entry in report["sources"].items():
-        log(f"  {name}: {entry['heldout']['queries']} held-out queries, {entry['kept']} of {entry['read']} pairs kept for training")
-    return {"pairs_dir": str(folder / "pairs"), "eval_dirs": report["eval_dirs"], "read": report["read"], "kept": report["kept"]}
+    settings = {**{k: v for k, v in overrides.items() if k != "enabled"}, "pairs": [pairs_dir], "output_dir": str(folder), "seed": seed}
+    return HoldoutStage(HoldoutConfig.model_validate(settings))
 
 
-def consistency_stage(folder: Path, pairs_dir: str, model: str, overrides: dict[str, Any], seed: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """The consistency filter with the defaults under ``overrides`` (``{"enabled": false}`` passes the pairs on)."""
-    from e5kit.data.consistency import ConsistencyConfig, consistency_filter
+def consistency_stage(folder: Path, pairs_dir: str, model: str, overrides: dict[str, Any], seed: int) -> Stage | None:
+    """The consistency filter with the defaults under ``overrides``; None when they say ``enabled: false``."""
+    from e5kit.data.consistency import ConsistencyConfig, ConsistencyStage
     from e5kit.training.trainer import pretrain_on
 
     settings = merge_settings(DEFAULT_CONSISTENCY, overrides)
     if not settings.pop("enabled"):
-        return {"pairs_dir": pairs_dir, "enabled": False}
+        return None
     settings["model"] = settings.get("model") or model  # a preliminary model of its own, if given
     settings.update(pairs=[pairs_dir], output_dir=str(folder), seed=seed)
-    report = consistency_filter(ConsistencyConfig.model_validate(settings), train_fn=pretrain_on)
-    log(f"  consistency filter (k={report['k']}) kept {report['kept']} of {report['read']} pairs")
-    return consistency_summary(folder, report)
+    return ConsistencyStage(ConsistencyConfig.model_validate(settings), train_fn=pretrain_on)
 
 
-def consistency_summary(folder: Path, report: dict[str, Any]) -> dict[str, Any]:
-    """A finished consistency step's summary (its ``stage.json``) from the filter's report."""
-    return {"pairs_dir": str(folder / "pairs"), "enabled": True, "read": report["read"], "kept": report["kept"], "k": report["k"]}
-
-
-def pretrain_stage(
-    folder: Path, pairs_dir: str, model: str, overrides: dict[str, Any], seed: int, nproc_per_node: int, log: Callable[[str], None]
-) -> dict[str, Any]:
-    """Continued pre-training of ``model`` on ``pairs_dir`` (under torchrun when ``nproc_per_node`` > 1)."""
+def pretrain_stage(folder: Path, pairs_dir: str, model: str, overrides: dict[str, Any], seed: int) -> Stage:
+    """Continued pre-training of ``model`` on ``pairs_dir`` with the defaults under ``overrides``, into ``folder``."""
     from e5kit.encoder.model_format import read_model_dir
+    from e5kit.evaluation.retrieval import retrieval_evaluator
     from e5kit.hub import resolve_model_dir
+    from e5kit.training.config import PretrainConfig
+    from e5kit.training.trainer import PretrainStage
 
     settings = merge_settings(DEFAULT_PRETRAIN, overrides)
     # Keep the starting model's own prefix convention (none for all-MiniLM) unless the config sets one.
     settings.setdefault("prompts", read_model_dir(resolve_model_dir(model)).prompts)
-    settings.update(
-        init_model=model,
-        output_dir=str(folder / "run"),
-        seed=seed,
-        data=merge_settings(settings.get("data", {}), {"paths": [pairs_dir]}),
-    )
-    from e5kit.training.checkpoint import list_checkpoints
-    from e5kit.training.metrics import read_metrics
+    settings.update(init_model=model, output_dir=str(folder), seed=seed, data=merge_settings(settings.get("data", {}), {"paths": [pairs_dir]}))
+    config = PretrainConfig.model_validate(settings)
+    return PretrainStage(config, evaluator=retrieval_evaluator(config.eval_data) if config.eval_data else None)
 
-    # A run killed before it finished continues from its newest checkpoint (run_stage keeps its folder).
-    resume = bool(list_checkpoints(Path(settings["output_dir"]) / "checkpoints"))
-    if resume:
-        log("  resuming from the newest checkpoint")
-    if nproc_per_node > 1:
+
+def run_pretrain(stage: Stage, nproc_per_node: int, **options: Any) -> dict[str, Any]:
+    """Run a pre-training stage (``run_stage``'s ``options``), under torchrun when ``nproc_per_node`` > 1."""
+    if nproc_per_node == 1:
+        return run_stage(stage, **options)
+    from e5kit.training.checkpoint import list_checkpoints
+    from e5kit.training.trainer import training_summary
+
+    log, folder = options.get("log", print), stage.output_dir
+
+    def launch() -> dict[str, Any]:
         config_path = folder / "pretrain.yaml"
-        config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+        config_path.write_text(yaml.safe_dump(stage.config.model_dump(mode="json")), encoding="utf-8")
+        resume = bool(list_checkpoints(folder / "checkpoints"))  # a killed run continues from its newest checkpoint
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
                    "-m", "e5kit", "pretrain", "--config", str(config_path), *(["--resume"] if resume else [])]
         log("  " + " ".join(command))
         # SIGTERM when this process ends, however it ends: torchrun then stops its own workers.
         subprocess.run(command, check=True, preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM))
-        final = Path(settings["output_dir"]) / "final"
-    else:
-        from e5kit.evaluation.retrieval import retrieval_evaluator
-        from e5kit.training.trainer import pretrain
+        return training_summary(folder, folder / "final", log)
 
-        final = pretrain(settings, resume=resume, evaluator=retrieval_evaluator(settings["eval_data"]) if settings.get("eval_data") else None)
-    metrics = read_metrics(Path(settings["output_dir"]) / "metrics.jsonl")
-    losses = [row["loss"] for row in metrics if "loss" in row]
-    log(f"  {len(losses)} steps; loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-    return {"model": str(final), "steps": len(losses), "first_loss": losses[0], "last_loss": losses[-1],
-            "loss_curve": str(Path(settings["output_dir"]) / "loss_curve.png")}
+    fingerprint = stage.fingerprint([options.pop("upstream", ""), nproc_per_node])
+    return run_step(folder, stage.name, fingerprint, launch, resumable=True, outputs=stage.outputs(), **options)
 
 
 def evaluate_retrieval(folder: Path, models: dict[str, str], eval_dirs: list[Path], log: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -347,49 +280,45 @@ class Quickstart:
             check_inputs(self.config.sources, self.config.curate)
 
     def run(self) -> dict[str, dict[str, Any]]:
-        """Run every stage (after :meth:`check`); returns each stage's summary."""
+        """Run every stage (after :meth:`check`); returns each stage's report (its ``report.json`` marker)."""
         self.check()
         self.workdir.mkdir(parents=True, exist_ok=True)
         upstream = ""
         for stage in STAGES:
-            # A stage's settings include the fingerprint of the one before, so a change redoes what follows it.
-            settings = [upstream, self._settings(stage)]
-            self.summaries[stage] = run_stage(self.stage_dir(stage), getattr(self, f"_{stage}"), force=self.force, log=self.log,
-                                              label=stage, settings=settings, resumable=stage == "pretrain")
-            upstream = settings_fingerprint(settings)
+            # Each stage's fingerprint includes the one before, so a change redoes everything after it.
+            self.summaries[stage] = getattr(self, f"_{stage}")(self.stage_dir(stage), upstream)
+            upstream = self.summaries[stage]["fingerprint"]
         return self.summaries
 
-    def _settings(self, stage: str) -> Any:
-        """The part of the config a stage's output depends on (besides the stages before it)."""
-        config = self.config.model_dump(mode="json")
-        return {
-            "corpus": [config[k] for k in ("sources", "heldout_queries", "corpus_size", "seed")],
-            "curate": [config[k] for k in ("sources", "curate", "seed")],
-            "holdout": [config[k] for k in ("holdout", "seed")],
-            "consistency": [config[k] for k in ("consistency", "model", "seed")],
-            "pretrain": [config[k] for k in ("pretrain", "model", "seed", "nproc_per_node")],
-            "evaluate": [config[k] for k in ("eval_data", "model")],
-            "index": [config["index_corpus"]],
-        }[stage]
+    def _stage(self, stage: Stage, upstream: str) -> dict[str, Any]:
+        return run_stage(stage, force=self.force, log=self.log, upstream=upstream, owns_folder=True)
+
+    def _step(self, folder: Path, name: str, settings: Any, action: Callable[[], dict[str, Any]], upstream: str,
+              outputs: dict[str, Path] | None = None) -> dict[str, Any]:
+        """A step of the quickstart's own (no library stage), under the same marker rule."""
+        return run_step(folder, name, settings_fingerprint([upstream, settings]), action, force=self.force, log=self.log,
+                        owns_folder=True, outputs=outputs)
+
+    def _passed_on(self, folder: Path, name: str, pairs: str, upstream: str) -> dict[str, Any]:
+        """A skipped stage's marker, handing the pairs before it to the next stage unchanged."""
+        return self._step(folder, name, {"skipped": pairs}, lambda: {"enabled": False}, upstream, {"pairs": Path(pairs)})
 
     # ------------------------------------------------------------------ stages
-    def _corpus(self, folder: Path) -> dict[str, Any]:
+    def _corpus(self, folder: Path, upstream: str) -> dict[str, Any]:
         from e5kit.data.stdlib_corpus import build_stdlib_corpus
 
-        if self.config.sources:
-            return {"builtin": False}
-        built = build_stdlib_corpus(folder, heldout=self.config.heldout_queries, seed=self.config.seed, limit=self.config.corpus_size)
-        self.log(f"  {built.pairs} documented stdlib objects; {built.heldout} held out as test queries")
-        return {
-            "builtin": True,
-            "pairs_path": str(built.pairs_path),
-            "eval_dir": str(built.eval_dir),
-            "heldout_path": str(built.heldout_path),
-            "pairs": built.pairs,
-            "heldout": built.heldout,
-        }
+        def build() -> dict[str, Any]:
+            if self.config.sources:
+                return {"builtin": False}
+            built = build_stdlib_corpus(folder, heldout=self.config.heldout_queries, seed=self.config.seed, limit=self.config.corpus_size)
+            self.log(f"  {built.pairs} documented stdlib objects; {built.heldout} held out as test queries")
+            return {"builtin": True, "pairs_path": str(built.pairs_path), "eval_dir": str(built.eval_dir),
+                    "heldout_path": str(built.heldout_path), "pairs": built.pairs, "heldout": built.heldout}
 
-    def _curate(self, folder: Path) -> dict[str, Any]:
+        config = self.config.model_dump(mode="json")
+        return self._step(folder, "corpus", [config[k] for k in ("sources", "heldout_queries", "corpus_size", "seed")], build, upstream)
+
+    def _curate(self, folder: Path, upstream: str) -> dict[str, Any]:
         corpus = self.summaries["corpus"]
         overrides = self.config.curate
         if corpus["builtin"]:
@@ -399,34 +328,43 @@ class Quickstart:
             overrides = {**overrides, "filters": {**filters, "decontaminate": decontaminate}}
         else:
             sources = self.config.sources
-        return curate_stage(folder, sources, overrides, self.config.seed, self.log)
+        return self._stage(curate_stage(folder, sources, overrides, self.config.seed), upstream)
 
-    def _holdout(self, folder: Path) -> dict[str, Any]:
-        curated = self.summaries["curate"]["pairs_dir"]
+    def _holdout(self, folder: Path, upstream: str) -> dict[str, Any]:
+        curated = self.summaries["curate"]["outputs"]["pairs"]
         if self.summaries["corpus"]["builtin"] or not self.config.holdout.get("enabled", True):
-            return {"pairs_dir": curated, "eval_dirs": [], "enabled": False}  # the corpus stage held out the built-in split
-        overrides = {key: value for key, value in self.config.holdout.items() if key != "enabled"}
-        return {**holdout_stage(folder, curated, overrides, self.config.seed, self.log), "enabled": True}
+            return self._passed_on(folder, "holdout", curated, upstream)  # the corpus stage held out the built-in split
+        return self._stage(holdout_stage(folder, curated, self.config.holdout, self.config.seed), upstream)
 
-    def _consistency(self, folder: Path) -> dict[str, Any]:
-        return consistency_stage(folder, self.summaries["holdout"]["pairs_dir"], self.config.model, self.config.consistency, self.config.seed, self.log)
+    def _consistency(self, folder: Path, upstream: str) -> dict[str, Any]:
+        pairs = self.summaries["holdout"]["outputs"]["pairs"]
+        stage = consistency_stage(folder, pairs, self.config.model, self.config.consistency, self.config.seed)
+        return self._passed_on(folder, "consistency", pairs, upstream) if stage is None else self._stage(stage, upstream)
 
-    def _pretrain(self, folder: Path) -> dict[str, Any]:
-        pairs = self.summaries["consistency"]["pairs_dir"]
-        return pretrain_stage(folder, pairs, self.config.model, self.config.pretrain, self.config.seed, self.config.nproc_per_node, self.log)
+    def _pretrain(self, folder: Path, upstream: str) -> dict[str, Any]:
+        stage = pretrain_stage(folder, self.summaries["consistency"]["outputs"]["pairs"], self.config.model, self.config.pretrain, self.config.seed)
+        return run_pretrain(stage, self.config.nproc_per_node, force=self.force, log=self.log, upstream=upstream, owns_folder=True)
 
-    def _evaluate(self, folder: Path) -> dict[str, Any]:
-        eval_dirs = [Path(d) for d in self.summaries["holdout"]["eval_dirs"]] + list(self.config.eval_data)
+    def _evaluate(self, folder: Path, upstream: str) -> dict[str, Any]:
+        heldout = self.summaries["holdout"].get("eval_dirs", [])
+        eval_dirs = [Path(d) for d in heldout] + list(self.config.eval_data)
         if self.summaries["corpus"]["builtin"] and not self.config.eval_data:
             eval_dirs = [Path(self.summaries["corpus"]["eval_dir"])]
         models = {"BM25": "bm25", f"{self.config.model} (start)": self.config.model, "e5kit pre-trained": self.summaries["pretrain"]["model"]}
-        rows = evaluate_retrieval(folder, models, eval_dirs, lambda line: None)
-        table = results_table(rows, [str(Path(d)) for d in self.summaries["holdout"]["eval_dirs"]])
-        (folder / "results.md").write_text(table + "\n", encoding="utf-8")
-        self.log(table)
-        return {"rows": rows, "table": table, "eval_dirs": [str(d) for d in eval_dirs]}
 
-    def _index(self, folder: Path) -> dict[str, Any]:
+        def evaluate() -> dict[str, Any]:
+            rows = evaluate_retrieval(folder, models, eval_dirs, lambda line: None)
+            table = results_table(rows, [str(Path(d)) for d in heldout])
+            (folder / "results.md").write_text(table + "\n", encoding="utf-8")
+            self.log(table)
+            return {"rows": rows, "table": table, "eval_dirs": [str(d) for d in eval_dirs]}
+
+        return self._step(folder, "evaluate", [[str(d) for d in eval_dirs], self.config.model], evaluate, upstream)
+
+    def _index(self, folder: Path, upstream: str) -> dict[str, Any]:
+        return self._step(folder, "index", [str(self.config.index_corpus)], lambda: self._build_index(folder), upstream)
+
+    def _build_index(self, folder: Path) -> dict[str, Any]:
         from e5kit.encoder import Encoder
         from e5kit.io.beir import find_file, load_queries
         from e5kit.serving.index import IndexSettings, VectorIndex, corpus_documents

@@ -235,6 +235,13 @@ def overrides_option(example: str):
     )
 
 
+#: ``--force`` of every stage command: its output folder's report.json marks a finished run (``e5kit.stage``).
+FORCE_OPTION = typer.Option(
+    False, "--force", help="Redo the stage even when OUTPUT_DIR/report.json says it finished with the same settings and inputs "
+    "(a rerun is otherwise skipped; an unfinished run resumes)."
+)
+
+
 def run_training(schema: type, train: Callable, config: Path | None, overrides: list[str] | None, resume: bool) -> None:
     """The shared body of ``pretrain`` and ``finetune``: validate the config, check that ``output_dir`` can be
     written, train, say where the outputs are.

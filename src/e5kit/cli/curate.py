@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail, output_folder, overrides_option
+from e5kit.cli.app import FORCE_OPTION, app, fail, output_folder, overrides_option
 
 
 @app.command()
@@ -15,16 +15,18 @@ def curate(
     set_: list[str] = overrides_option("--set workers=4 --set sources.0.paths=\\[a.jsonl]"),
     engine: str = typer.Option(None, help="local (multiprocessing, the default) or ray (Ray Data); same as --set engine=..."),
     workers: int = typer.Option(None, min=1, help="Parallel shard workers (default: CPU count); same as --set workers=..."),
+    force: bool = FORCE_OPTION,
 ) -> None:
-    """Curate weak (query, passage) pairs from raw dumps; rerun to resume (finished shards are skipped).
+    """Curate weak (query, passage) pairs from raw dumps; rerun to resume (finished shards are skipped, a
+    finished run with the same settings and inputs is kept).
 
     Writes OUTPUT_DIR/pairs/<source>-<NNNNN>.parquet (query, passage, source, meta), report.json,
     report.md and histograms/*.png. Every record read is either kept or counted under a drop reason.
     """
     from e5kit.config import load_config
-    from e5kit.data.curation import CurateConfig
-    from e5kit.data.curation import curate as run_curation
+    from e5kit.data.curation import CurateConfig, CurateStage
     from e5kit.data.curation.planner import check_inputs
+    from e5kit.stage import run_stage
 
     try:
         settings = load_config(CurateConfig, config, set_, options={"engine": engine, "workers": workers})
@@ -33,7 +35,7 @@ def curate(
         raise fail(str(error)) from error
     output_folder(settings.output_dir)
     try:
-        report = run_curation(settings)
+        report = run_stage(CurateStage(settings), force=force, log=typer.echo)
     except (RuntimeError, OSError) as error:  # counts that do not reconcile; a disk that fills up
         raise fail(str(error)) from error
     totals = report["totals"]

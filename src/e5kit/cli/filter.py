@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail, output_folder, overrides_option
+from e5kit.cli.app import FORCE_OPTION, app, fail, output_folder, overrides_option
 from e5kit.cli.options import config_option
 from e5kit.data.consistency import ConsistencyConfig
 
@@ -27,11 +27,14 @@ def consistency(
     workers: int = config_option(ConsistencyConfig, "workers", note="With --engine ray."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML config of the stage (fields of ConsistencyConfig)."),
     set_: list[str] = overrides_option("--set max_rank=20 --set train.max_steps=100"),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Consistency filter: a pair survives if its query ranks its passage, and its passage ranks its query,
-    in the top k among a random pool (E5, section 1)."""
+    in the top k among a random pool (E5, section 1). A killed run resumes its embedding blocks; a finished
+    run with the same settings and inputs is kept."""
     from e5kit.config import load_config
-    from e5kit.data.consistency import consistency_filter, reapply_k
+    from e5kit.data.consistency import ConsistencyStage, reapply_k
+    from e5kit.stage import run_stage
     from e5kit.training.trainer import pretrain_on
 
     if reapply:
@@ -52,9 +55,10 @@ def consistency(
             raise fail(str(error)) from error
         output_dir = output_folder(settings.output_dir)  # --config may name it
         try:
-            report = consistency_filter(settings, train_fn=pretrain_on)
+            report = run_stage(ConsistencyStage(settings, train_fn=pretrain_on), force=force, log=typer.echo)
         except (ValueError, FileNotFoundError) as error:
             raise fail(str(error)) from error
         if not report:  # a torchrun rank other than 0 embedded its share; rank 0 reports
             return
-    typer.echo(f"kept {report['kept']:,} of {report['read']:,} pairs at k={report['k']}; dropped {report['dropped']}; wrote {output_dir / 'pairs'}")
+    typer.echo(f"kept {report['kept']:,} of {report['read']:,} pairs at k={report['k']}; dropped {report['dropped']}; "
+               f"keep-mask {output_dir / 'mask.json'} (train on it: --set data.paths=[{output_dir}])")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail, output_folder, overrides_option
+from e5kit.cli.app import FORCE_OPTION, app, fail, output_folder, overrides_option
 from e5kit.cli.options import config_option
 from e5kit.data.holdout import HoldoutConfig
 
@@ -21,17 +21,19 @@ def holdout(
     seed: int = config_option(HoldoutConfig, "seed"),
     config: Path = typer.Option(None, "--config", "-c", help="YAML config of the step (fields of HoldoutConfig)."),
     set_: list[str] = overrides_option("--set ngram=8"),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Hold out a seeded share of each source's pairs as a BEIR retrieval split (query -> its passage among
     all held-out passages of the source) and remove every training pair that overlaps a held-out text.
 
     Run it between `e5kit curate` and `e5kit filter consistency`; evaluate with
-    `e5kit eval retrieval --data OUTPUT/heldout/<source>`. Rerun: a finished run with the same settings is kept.
+    `e5kit eval retrieval --data OUTPUT/heldout/<source>`. Rerun: a finished run with the same settings and inputs is kept.
     """
     from e5kit.config import load_config
-    from e5kit.data.holdout import holdout as run_holdout
+    from e5kit.data.holdout import HoldoutStage
     from e5kit.io.files import InputFormatError
     from e5kit.io.pairs import ShardError
+    from e5kit.stage import run_stage
 
     given = {"pairs": pairs, "output_dir": output_dir, "fraction": fraction, "max_queries": max_queries, "min_queries": min_queries, "seed": seed}
     try:
@@ -40,7 +42,7 @@ def holdout(
         raise fail(str(error)) from error
     output_folder(settings.output_dir)
     try:
-        report = run_holdout(settings)
+        report = run_stage(HoldoutStage(settings), force=force, log=typer.echo)
     except (ShardError, InputFormatError, OSError) as error:
         raise fail(str(error)) from error
     typer.echo((settings.output_dir / "report.md").read_text(encoding="utf-8"), nl=False)

@@ -9,9 +9,11 @@ section or another reply to the same comment, answers the query too and is not c
 and without this rule such sources lose nearly all their pairs. Both sides are embedded in bounded
 blocks into on-disk stores (``e5kit.retrieval.store``; resumable block by block, data-parallel with
 ``engine: torchrun | ray``) and ranked block by block against a pool read in bounded shards, so memory
-follows ``block_rows`` and ``pool_block_rows``, not the number of pairs; the kept pairs are written row
-group by row group. Ranks are exact FAISS inner-product ranks, stored per pair, capped at ``max_rank``,
-in ``scores.parquet``, so any new k <= max_rank is applied later without re-embedding (``reapply_k``). ``iterations > 1`` alternates
+follows ``block_rows`` and ``pool_block_rows``, not the number of pairs. Ranks are exact FAISS
+inner-product ranks, stored per pair, capped at ``max_rank``, in ``scores.parquet``. The output is a
+keep-mask over the input shards (``mask.json``: shards, their row counts, k; ``e5kit.io.pairs``), which
+training reads through, so the pairs are never copied and a new k <= max_rank rewrites only the mask
+(``reapply_k``); ``write_pairs`` also copies the kept rows out, row group by row group, into ``pairs/``. ``iterations > 1`` alternates
 filtering and re-training on the kept pairs (the paper's suggested future work); every iteration
 re-filters the full input with the newest model.
 
@@ -32,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -40,19 +42,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from e5kit.data.shards import iter_rows
 from e5kit.io.columns import ParquetColumnBlocks
 from e5kit.io.files import AtomicFile, AtomicFolder, remove_stale_temporaries, write_text_atomic
-from e5kit.io.hashing import stable_hash, text_key_hash
-from e5kit.io.pairs import is_parquet, output_shard_names, resolve_shard_paths
+from e5kit.io.hashing import text_key_hash
+from e5kit.io.pairs import PAIRS_FOLDER, is_parquet, output_shard_names, resolve_shard_paths, write_mask
 from e5kit.io.text import has_visible_text
 from e5kit.retrieval.engines import EncoderSpec, Engine, embed_store, torchrun_rank
 from e5kit.retrieval.store import (
     DEFAULT_BLOCK_ROWS,
     EmbeddingStore,
     StoreLayout,
-    StoreMismatch,
-    open_store,
+    open_or_replace_store,
     own_scores,
     rank_of_own_in_store,
+    store_fingerprint,
 )
+from e5kit.stage import Stage
 
 #: (init model, pairs folder, output folder, extra settings) -> trained model directory.
 TrainFn = Callable[[str, Path, Path, dict[str, Any]], Path]
@@ -70,7 +73,9 @@ class ConsistencyConfig(BaseModel):
         pairs: Pair shards (Parquet, or JSONL plain or compressed): files, folders holding them (a stage's
             output folder means its pairs/) or globs, found by ``e5kit.io.pairs.resolve_shard_paths``.
         model: Preliminary model (directory, bundled name or Hub id) that embeds both sides.
-        output_dir: Receives pairs/ (kept pairs, one ``<stem>.parquet`` per input shard), scores.parquet, report.json.
+        output_dir: Receives scores.parquet (both ranks of every row), mask.json (the keep-mask over the
+            input shards: the filtered dataset, for ``data.paths`` of pre-training), report.json, and with
+            ``write_pairs`` pairs/ (kept pairs, one ``<stem>.parquet`` per input shard).
         pool_size: Random pool P of other pairs to rank against (capped at the data size).
         k: Keep a pair when both of its ranks are <= k.
         max_rank: Ranks above are stored as max_rank + 1; bounds the k a re-apply can use.
@@ -93,6 +98,8 @@ class ConsistencyConfig(BaseModel):
         embedding_dtype: How the embeddings are stored on disk while ranking ("float16" halves the
             disk; ranks may then differ from float32 on near ties).
         keep_embeddings: Keep the embedding stores in ``output_dir/embeddings`` after the run.
+        write_pairs: Also copy the kept pairs into ``output_dir/pairs`` (for commands that read plain
+            shards); training reads the keep-mask without it.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -117,6 +124,7 @@ class ConsistencyConfig(BaseModel):
     pool_block_rows: int = Field(default=262_144, ge=1)
     embedding_dtype: Literal["float32", "float16"] = "float32"
     keep_embeddings: bool = False
+    write_pairs: bool = False
 
     @model_validator(mode="after")
     def _k_within_stored_ranks(self) -> ConsistencyConfig:
@@ -241,6 +249,17 @@ def _scan_pairs(shards: _PairShards) -> tuple[np.ndarray, dict[str, np.ndarray]]
     return visible, groups
 
 
+def _write_outputs(shards: _PairShards, ranks: dict[str, np.ndarray], k: int, output_dir: Path, write_pairs: bool) -> None:
+    """The keep-mask at ``k`` over the input shards (``mask.json``, ranks in ``scores.parquet``), and with
+    ``write_pairs`` the kept rows copied into ``pairs/`` (else an earlier run's copy is removed, so no
+    stale copy disagrees with the mask)."""
+    if write_pairs:
+        _write_kept(shards, keep_mask(ranks["query_rank"], ranks["passage_rank"], k), output_dir / PAIRS_FOLDER)
+    else:
+        shutil.rmtree(output_dir / PAIRS_FOLDER, ignore_errors=True)
+    write_mask(output_dir, shards.files, shards.rows_per_file, SCORES_FILE, k)
+
+
 def _write_kept(shards: _PairShards, kept: np.ndarray, pairs_dir: Path) -> None:
     """Each shard's kept rows, every column of a Parquet input, row group by row group."""
     import pyarrow as pa
@@ -282,13 +301,9 @@ def _embed_sides(config: ConsistencyConfig, model: str, shards: _PairShards, vis
     }
     stores = {}
     for side, column in shards.columns.items():
-        fingerprint = f"{stable_hash(json.dumps({**identity, 'role': side}, sort_keys=True)) & (2**64 - 1):016x}"
-        layout = StoreLayout(rows=shards.rows, dimension=encoder.dimension, block_rows=config.block_rows, dtype=config.embedding_dtype, fingerprint=fingerprint)
-        try:
-            store = open_store(folder / side, layout)
-        except StoreMismatch:  # left by a run over other inputs or another model: replaced, never mixed in
-            shutil.rmtree(folder / side)
-            store = open_store(folder / side, layout)
+        layout = StoreLayout(rows=shards.rows, dimension=encoder.dimension, block_rows=config.block_rows, dtype=config.embedding_dtype,
+                             fingerprint=store_fingerprint({**identity, "role": side}))
+        store = open_or_replace_store(folder / side, layout)  # a store left by other inputs or another model is replaced
         embed_store(spec, _VisibleTexts(column, visible), store, role=side, engine=config.engine, workers=config.workers, batch_size=config.batch_size, encoder=encoder)
         stores[side] = store
     return stores
@@ -330,7 +345,7 @@ def _filter_once(config: ConsistencyConfig, model: str, shards: _PairShards, out
     })
     with AtomicFile(output_dir / SCORES_FILE) as staged:
         pq.write_table(scores, staged.temporary)
-    _write_kept(shards, keep_mask(ranks["query_rank"], ranks["passage_rank"], config.k), output_dir / "pairs")
+    _write_outputs(shards, ranks, config.k, output_dir, config.write_pairs)
     if not config.keep_embeddings:
         shutil.rmtree(output_dir / EMBEDDINGS_DIR, ignore_errors=True)
     report = _report({name: ranks[name][visible] for name in ranks}, config.k, {
@@ -379,7 +394,7 @@ def consistency_filter(config: ConsistencyConfig, train_fn: TrainFn | None = Non
         history.append({"iteration": iteration, "model": model, "kept": report["kept"], "read": report["read"]})
         if not last:
             write_text_atomic(round_dir / "report.json", json.dumps(report, indent=2))
-            model = str(train_fn(model, round_dir / "pairs", config.output_dir / f"iter-{iteration}" / "model", retrain_settings))
+            model = str(train_fn(model, round_dir, config.output_dir / f"iter-{iteration}" / "model", retrain_settings))
     report["iterations"] = history
     shutil.rmtree(config.output_dir / INPUTS_DIR, ignore_errors=True)
     write_text_atomic(config.output_dir / "report.json", json.dumps(report, indent=2))
@@ -408,10 +423,44 @@ def reapply_k(output_dir: str | Path, k: int) -> dict[str, Any]:
     if shards.rows != len(scores):
         raise ValueError(f"{output_dir}: the input pairs changed since the ranks were computed ({shards.rows} rows now, {len(scores)} scored)")
     ranks = {name: scores.column(name).to_numpy() for name in ("query_rank", "passage_rank", "score")}
-    _write_kept(shards, keep_mask(ranks["query_rank"], ranks["passage_rank"], k), output_dir / "pairs")
+    _write_outputs(shards, ranks, k, output_dir, (output_dir / PAIRS_FOLDER).is_dir())
     shutil.rmtree(output_dir / INPUTS_DIR, ignore_errors=True)
     visible = scores.column("visible").to_numpy()
     carried = {key: value for key, value in previous.items() if key not in ("read", "kept", "dropped", "k")}
     report = _report({name: ranks[name][visible] for name in ranks}, k, carried)
     write_text_atomic(report_path, json.dumps(report, indent=2))
     return report
+
+
+class ConsistencyStage(Stage[ConsistencyConfig]):
+    """The consistency filter as a stage (``e5kit.stage``): reads pair shards (and its judge), writes the
+    kept ``pairs/`` and ``scores.parquet``; resumes its embedding blocks after a kill.
+
+    Args:
+        config: The filter's settings.
+        train_fn: Re-training between rounds (``iterations > 1``), as for :func:`consistency_filter`.
+    """
+
+    name = "consistency"
+    config_class = ConsistencyConfig
+    # How the blocks are embedded, never what: the stores are byte-identical across engines (tested).
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"engine", "workers", "batch_size", "device", "keep_embeddings"})
+    resumable = True
+
+    def __init__(self, config: ConsistencyConfig, train_fn: TrainFn | None = None) -> None:
+        super().__init__(config)
+        self.train_fn = train_fn
+
+    def inputs(self) -> list[Path]:
+        judge = Path(self.config.model)
+        return [*resolve_shard_paths(self.config.pairs), *([judge] if judge.exists() else [])]
+
+    def outputs(self) -> dict[str, Path]:
+        # The filtered dataset is the keep-mask folder itself (training reads through it).
+        return {"pairs": self.output_dir, "scores": self.output_dir / SCORES_FILE}
+
+    def execute(self, log: Callable[[str], None]) -> dict[str, Any]:
+        report = consistency_filter(self.config, train_fn=self.train_fn)
+        if report:  # empty on a torchrun rank other than 0
+            log(f"  consistency filter (k={report['k']}) kept {report['kept']} of {report['read']} pairs")
+        return report

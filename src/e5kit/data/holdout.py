@@ -11,7 +11,8 @@ built-in stdlib-docs split.
 Which pairs are held out depends only on the seed, the source and the query text (a stable hash), never
 on file order or worker count; pairs sharing a query (after ``normalized_text_key``) are held out
 together, so no held-out query is also a training query. Every file is written whole or not at all, and
-``report.json`` is written last: it marks a finished run.
+``report.json`` is written last: it marks a finished run, and :class:`HoldoutStage` (what ``e5kit holdout``
+runs) skips a rerun whose settings and inputs match it (``e5kit.stage``).
 
 Output folder::
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from e5kit.io.files import AtomicFile, remove_stale_temporaries, write_text_atom
 from e5kit.io.hashing import stable_hash
 from e5kit.io.pairs import Pair, output_shard_names, resolve_shard_paths
 from e5kit.io.text import normalized_text_key
+from e5kit.stage import Stage
 
 HELD_OUT = "held out for evaluation"
 SPLIT = "test"
@@ -154,7 +157,8 @@ def _write_training_shard(shard: Path, output: Path, keep: list[bool]) -> None:
 
 
 def holdout(config: HoldoutConfig) -> dict[str, Any]:
-    """Cut the held-out splits and write the decontaminated training pairs; returns the report.
+    """Cut the held-out splits and write the decontaminated training pairs; returns the report (every
+    call does the work: :class:`HoldoutStage` is the run that skips a finished one).
 
     Raises:
         e5kit.io.pairs.ShardError: a pairs path that names no pair shard, or two shards with one file name (naming them).
@@ -162,10 +166,6 @@ def holdout(config: HoldoutConfig) -> dict[str, Any]:
     output_dir = Path(config.output_dir)
     report_path = output_dir / "report.json"
     settings = config.model_dump(mode="json")
-    if report_path.is_file():
-        done = json.loads(report_path.read_text(encoding="utf-8"))
-        if done.get("config") == settings:
-            return done
     report_path.unlink(missing_ok=True)  # gone while the outputs are rewritten: it marks a finished run
     shards = resolve_shard_paths(config.pairs)
     outputs = output_shard_names(shards)
@@ -260,3 +260,22 @@ def report_markdown(report: dict[str, Any]) -> str:
     if report["invalid"]:
         lines += ["", f"Invalid rows skipped: {report['invalid']}"]
     return "\n".join(lines) + "\n"
+
+
+class HoldoutStage(Stage[HoldoutConfig]):
+    """The held-out split as a stage (``e5kit.stage``): reads pair shards, writes ``pairs/`` and ``heldout/``."""
+
+    name = "holdout"
+    config_class = HoldoutConfig
+
+    def inputs(self) -> list[Path]:
+        return resolve_shard_paths(self.config.pairs)
+
+    def outputs(self) -> dict[str, Path]:
+        return {"pairs": self.output_dir / "pairs", "heldout": self.output_dir / "heldout"}
+
+    def execute(self, log: Callable[[str], None]) -> dict[str, Any]:
+        report = holdout(self.config)
+        for name, entry in report["sources"].items():
+            log(f"  {name}: {entry['heldout']['queries']} held-out queries, {entry['kept']} of {entry['read']} pairs kept for training")
+        return report

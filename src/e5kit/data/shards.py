@@ -3,7 +3,9 @@
 Shards are Parquet files (string columns ``query``, ``passage``, ``source``, ``meta``) or JSONL lines
 (plain, or compressed as .gz, .bz2, .xz, .lzma or .zst: the decompression layer's list, ``e5kit.io.files``)
 with ``query``, ``passage`` and optional ``source``; a missing source is the file's stem. Files
-are read in record batches (never whole), one open reader per source.
+are read in record batches (never whole), one open reader per source. A keep-mask folder (the
+consistency filter's output, ``e5kit.io.pairs.read_mask``) is read through: the rows it drops are
+passed over as they are read, so training on it equals training on the kept rows copied out.
 
 Sampling is ``e5kit.data.mixture.MixtureSampler`` (the one weighted, resumable mixture, which fine-tuning
 uses too) over one ``SourceStream`` per source: a pure function of ``(seed, batch number)`` plus each
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from e5kit.data.mixture import MixtureSampler
-from e5kit.io.pairs import Pair, ShardError, is_parquet, resolve_shard_paths, shard_stem
+from e5kit.io.pairs import Pair, PairShard, ShardError, is_parquet, resolve_pair_shards, shard_stem
 from e5kit.io.tables import iter_jsonl
 from e5kit.io.text import has_visible_text
 
@@ -45,8 +47,11 @@ def _parquet_file(path: Path):
     return parquet
 
 
-def count_sources(path: Path) -> Counter:
-    """Rows per source in one shard, reading only the ``source`` column (or just the footer statistics)."""
+def count_sources(path: Path, keep: np.ndarray | None = None) -> Counter:
+    """Rows per source in one shard, reading only the ``source`` column (or just the footer statistics);
+    with ``keep`` ((rows,) bool, a keep-mask's), only the kept rows."""
+    if keep is not None:
+        return Counter(source for (_, _, _, source), kept in zip(iter_rows(path), keep) if kept)
     if is_parquet(path):
         parquet = _parquet_file(path)
         if "source" not in parquet.schema_arrow.names:
@@ -130,6 +135,7 @@ class SourceStream:
     name: str
     files: list[Path]
     seed: int
+    keep: dict[Path, np.ndarray] = field(default_factory=dict)  # a keep-mask's rows per file; absent: every row
     position: SourcePosition = field(default_factory=SourcePosition)
     skipped: Counter = field(default_factory=Counter)
     _rows: Iterator | None = None
@@ -146,12 +152,17 @@ class SourceStream:
         pairs: list[Pair] = []
         empty_passes = 0
         while len(pairs) < count:
+            path = self.file_order(self.position.epoch)[self.position.file_index]
             if self._rows is None:
-                path = self.file_order(self.position.epoch)[self.position.file_index]
                 self._rows = iter_rows(path, self.position.row)
+            keep = self.keep.get(path)
             valid_before = len(pairs)
             for row, query, passage, source in self._rows:
                 self.position.row = row + 1
+                if keep is not None and (row >= len(keep) or not keep[row]):
+                    if row >= len(keep):
+                        raise ShardError(f"{path}: more rows than its keep-mask was written for ({len(keep)}); the shard changed since it was filtered")
+                    continue
                 if source != self.name:  # a shard holding several sources: those rows feed other streams
                     continue
                 reason = invalid_reason(query, passage)
@@ -192,7 +203,7 @@ class PairSampler(MixtureSampler):
     (``MixtureSampler`` over one ``SourceStream`` per source).
 
     Args:
-        paths: Shard files, folders or globs.
+        paths: Shard files, folders, globs or keep-mask folders (``e5kit.io.pairs.resolve_pair_shards``).
         batch_size: Pairs per batch.
         source_weights: Source -> weight; None weighs sources by their number of rows.
         seed: Seed of the sampling (and of the file order after the first pass).
@@ -208,18 +219,20 @@ class PairSampler(MixtureSampler):
         seed: int = 0,
         source_homogeneous: bool = False,
     ) -> None:
-        self.files = resolve_shard_paths(paths)
+        shards: list[PairShard] = resolve_pair_shards(paths)
+        self.files = [shard.path for shard in shards]
+        keep = {shard.path: shard.keep for shard in shards if shard.keep is not None}
         files_by_source: dict[str, list[Path]] = {}
         self.rows_by_source: Counter = Counter()
-        for path in self.files:
-            counts = count_sources(path)
+        for shard in shards:
+            counts = count_sources(shard.path, shard.keep)
             for source, rows in counts.items():
-                files_by_source.setdefault(source, []).append(path)
+                files_by_source.setdefault(source, []).append(shard.path)
                 self.rows_by_source[source] += rows
         if not self.rows_by_source:
             raise ShardError(f"no rows in {', '.join(map(str, self.files))}")
         self.weights = self._resolve_weights(source_weights)
-        streams = {name: SourceStream(name, files_by_source[name], seed) for name in self.weights}
+        streams = {name: SourceStream(name, files_by_source[name], seed, keep) for name in self.weights}
         super().__init__(streams, self.weights, batch_size=batch_size, seed=seed, source_homogeneous=source_homogeneous)
         self.streams: dict[str, SourceStream] = self.sources
 

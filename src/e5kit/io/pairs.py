@@ -3,6 +3,11 @@
 A pair shard is a Parquet file (string columns ``PAIR_COLUMNS``) or JSONL lines (plain, or compressed
 as .gz, .bz2, .xz, .lzma or .zst: the decompression layer's list, ``e5kit.io.files``) with ``query``,
 ``passage`` and optional ``source``; a missing source is the file's stem (``shard_stem``).
+
+A pair dataset is shards, or a keep-mask over shards: a folder holding ``mask.json`` (the consistency
+filter's output) names the shards it filters, their row counts, the file of per-row ranks and the k
+that keeps a row, so filtering never copies the pairs and a new k rewrites only ``mask.json``
+(``resolve_pair_shards`` reads it; the training sampler skips the rows it drops).
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ SHARD_SUFFIXES = (".parquet", ".jsonl", *(f".jsonl{suffix}" for suffix in COMPRE
 
 #: The folder of pair shards inside a stage's output folder (curate, holdout, consistency).
 PAIRS_FOLDER = "pairs"
+#: The keep-mask file of a filtered pair dataset.
+MASK_FILE = "mask.json"
 
 
 def _shard_suffix(path: Path) -> str | None:
@@ -104,6 +111,9 @@ def resolve_shard_paths(patterns: Sequence[str | Path]) -> list[Path]:
     found: dict[Path, None] = {}
     for pattern in patterns:
         path = Path(pattern).expanduser()
+        if path.is_dir() and (path / MASK_FILE).is_file() and not (path / PAIRS_FOLDER).is_dir():
+            raise ShardError(f"{pattern}: a keep-mask over other shards (a consistency filter's output), which only training "
+                             "reads; give this command the filter's input shards, or filter with write_pairs: true")
         if path.is_dir() and (path / PAIRS_FOLDER).is_dir():
             # A stage's output folder (curate, holdout, consistency): its pairs/ are the pairs; its other
             # files (curation's work/ shards, held-out BEIR splits, consistency scores) are not.
@@ -136,3 +146,73 @@ def resolve_shard_paths(patterns: Sequence[str | Path]) -> list[Path]:
                 raise ShardError(f"{match}: not a readable Parquet file ({error})") from None
         found.update(dict.fromkeys(matches))
     return list(found)
+
+
+@dataclass(frozen=True)
+class PairShard:
+    """One shard of a pair dataset and which of its rows are kept.
+
+    Attributes:
+        path: The shard file.
+        keep: (rows,) bool, row i of the shard is kept; None keeps every row.
+    """
+
+    path: Path
+    keep: Any = None
+
+
+def write_mask(folder: str | Path, shards: Sequence[Path], rows: Sequence[int], ranks_file: str, k: int) -> Path:
+    """Write ``folder/mask.json``: rows of ``shards`` (``rows`` per shard) are kept where both ranks in
+    ``folder/ranks_file`` (columns ``query_rank`` and ``passage_rank``, one row per row of the shards in
+    order) are <= ``k``. Returns its path."""
+    from e5kit.io.files import write_text_atomic
+
+    mask = {"shards": [str(Path(path).resolve()) for path in shards], "rows": [int(n) for n in rows], "ranks": ranks_file, "k": int(k)}
+    return write_text_atomic(Path(folder) / MASK_FILE, json.dumps(mask, indent=2))
+
+
+def read_mask(folder: str | Path) -> list[PairShard]:
+    """The shards of the keep-mask in ``folder``, each with its (rows,) bool keep array (one bit per row in
+    memory, the pairs stay in their shards).
+
+    Raises:
+        ShardError: an unreadable mask, a shard that is gone or whose row count changed since the mask was
+            written, or a ranks file of another length (each named).
+    """
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    try:
+        mask = json.loads((folder / MASK_FILE).read_text(encoding="utf-8"))
+        shards, rows, ranks_file, k = [Path(p) for p in mask["shards"]], mask["rows"], folder / mask["ranks"], int(mask["k"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ShardError(f"{folder / MASK_FILE}: not a readable keep-mask ({error})") from None
+    for path, count in zip(shards, rows, strict=True):
+        if not path.is_file():
+            raise ShardError(f"{folder / MASK_FILE}: shard {path} is gone (the mask filters it in place)")
+        if is_parquet(path) and pq.ParquetFile(path).metadata.num_rows != count:
+            raise ShardError(f"{path}: {pq.ParquetFile(path).metadata.num_rows} rows, but the keep-mask in {folder} was written for {count}")
+    ranks = pq.read_table(ranks_file, columns=["query_rank", "passage_rank"])
+    if len(ranks) != sum(rows):
+        raise ShardError(f"{ranks_file}: {len(ranks)} ranked rows, but the shards of {folder / MASK_FILE} hold {sum(rows)}")
+    keep = (ranks.column("query_rank").to_numpy() <= k) & (ranks.column("passage_rank").to_numpy() <= k)
+    bounds = np.cumsum([0, *rows])
+    return [PairShard(path, keep[start:stop]) for path, start, stop in zip(shards, bounds[:-1], bounds[1:])]
+
+
+def resolve_pair_shards(patterns: Sequence[str | Path]) -> list[PairShard]:
+    """A pair dataset's shards: a folder holding ``mask.json`` gives its shards with their keep arrays,
+    anything else what ``resolve_shard_paths`` finds (every row kept).
+
+    Raises:
+        ShardError: as ``resolve_shard_paths`` and ``read_mask``.
+    """
+    shards: list[PairShard] = []
+    for pattern in patterns:
+        path = Path(pattern).expanduser()
+        if path.is_dir() and (path / MASK_FILE).is_file():
+            shards.extend(read_mask(path))
+        else:
+            shards.extend(PairShard(shard) for shard in resolve_shard_paths([pattern]))
+    return shards

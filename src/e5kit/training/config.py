@@ -198,7 +198,8 @@ class DataConfig(BaseModel):
     """Where the training pairs come from and how sources are mixed.
 
     Attributes:
-        paths: Pair-shard files, folders (every *.parquet, *.jsonl, *.jsonl.gz inside) or glob patterns.
+        paths: Pair-shard files, folders (every *.parquet, *.jsonl, *.jsonl.gz inside), glob patterns, or a
+            consistency filter's output folder (its keep-mask is read through: ``e5kit.io.pairs.resolve_pair_shards``).
         source_weights: Source name -> sampling weight; None samples sources in proportion to their
             size. Sources found in the data but missing here get weight 0 (a warning names them).
     """

@@ -25,19 +25,21 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 
 from e5kit.data.shards import PairSampler
 from e5kit.encoder import Encoder, auto_device
+from e5kit.io.pairs import MASK_FILE, resolve_pair_shards
 from e5kit.model_card import build_model_card, portable_name, start_model
 from e5kit.progress import progress_bar
+from e5kit.stage import Stage
 from e5kit.training import checkpoint as checkpoints
 from e5kit.training import distributed
 from e5kit.training.config import ConfigError, PretrainConfig, TrainingConfig, coerce_config
 from e5kit.training.gradcache import GradCache
-from e5kit.training.metrics import CurveLabels, MetricsLog, plot_loss_curve
+from e5kit.training.metrics import CurveLabels, MetricsLog, plot_loss_curve, read_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -414,3 +416,47 @@ def pretrain_on(model: str, pairs_dir: Path, output_dir: Path, settings: dict[st
     ``consistency_filter(..., train_fn=pretrain_on)``, so the data stage never imports training."""
     config = {**settings, "init_model": model, "data": {**settings.get("data", {}), "paths": [str(pairs_dir)]}, "output_dir": str(output_dir)}
     return Path(pretrain(config, resume=bool(checkpoints.list_checkpoints(Path(output_dir) / "checkpoints"))))
+
+
+class PretrainStage(Stage[PretrainConfig]):
+    """Pre-training as a stage (``e5kit.stage``): reads pair shards and the start model, writes
+    ``final/``; continues from its newest checkpoint after a kill.
+
+    Args:
+        config: The pre-training settings.
+        evaluator: As for :func:`pretrain` (needed when ``eval_data`` is set).
+    """
+
+    name = "pretrain"
+    config_class = PretrainConfig
+    # Where the metrics are also sent, never what is trained.
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"report_to", "logging_dir"})
+    resumable = True
+
+    def __init__(self, config: PretrainConfig, evaluator: Evaluator | None = None) -> None:
+        super().__init__(config)
+        self.evaluator = evaluator
+
+    def inputs(self) -> list[Path]:
+        start = Path(self.config.init_model)
+        # A keep-mask folder is an input itself (its mask and ranks), besides the shards it filters.
+        masks = [Path(path) for path in self.config.data.paths if (Path(path) / MASK_FILE).is_file()]
+        shards = [shard.path for shard in resolve_pair_shards(self.config.data.paths)]
+        return [*masks, *shards, *([start] if start.exists() else [])]
+
+    def outputs(self) -> dict[str, Path]:
+        return {"model": self.output_dir / "final", "loss_curve": self.output_dir / "loss_curve.png"}
+
+    def execute(self, log: Callable[[str], None]) -> dict[str, Any]:
+        resume = bool(checkpoints.list_checkpoints(self.output_dir / "checkpoints"))
+        if resume:
+            log("  resuming from the newest checkpoint")
+        final = pretrain(self.config, resume=resume, evaluator=self.evaluator)
+        return training_summary(self.output_dir, final, log)
+
+
+def training_summary(output_dir: Path, final: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """A finished training run's report: its model, steps and first and last loss (from ``metrics.jsonl``)."""
+    losses = [row["loss"] for row in read_metrics(output_dir / "metrics.jsonl") if "loss" in row]
+    log(f"  {len(losses)} steps; loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    return {"model": str(final), "steps": len(losses), "first_loss": losses[0], "last_loss": losses[-1]}

@@ -72,15 +72,16 @@ def test_filter_writes_ranks_and_reapply_equals_a_fresh_run(pair_dir, tiny_bert_
     scores = pq.read_table(tmp_path / "k2" / "scores.parquet")
     assert len(scores) == 40 and report["read"] == 40
     assert report["read"] == report["kept"] + sum(report["dropped"].values())
-    kept = sum(pq.read_table(p).num_rows for p in (tmp_path / "k2" / "pairs").glob("*.parquet"))
-    assert kept == report["kept"]
+    # And the output is a keep-mask over the input shards, no copy of the pairs
+    assert sum(len(rows) for rows in kept_rows(tmp_path / "k2").values()) == report["kept"]
+    assert not (tmp_path / "k2" / "pairs").exists()
     # When k=5 is re-applied from the stored ranks, and a fresh run uses k=5
     reapplied = reapply_k(tmp_path / "k2", 5)
     fresh = consistency_filter(config.model_copy(update={"k": 5, "output_dir": tmp_path / "k5"}))
-    # Then both keep the same pairs
+    # Then both keep the same pairs, and the re-apply rewrote only the mask
     assert reapplied["kept"] == fresh["kept"] >= report["kept"]
-    for name in ("toy-00000.parquet", "toy-00001.parquet"):
-        assert pq.read_table(tmp_path / "k2" / "pairs" / name).equals(pq.read_table(tmp_path / "k5" / "pairs" / name))
+    assert kept_rows(tmp_path / "k2") == kept_rows(tmp_path / "k5")
+    assert sorted(p.name for p in (tmp_path / "k2").iterdir()) == ["mask.json", "report.json", "scores.parquet"]
     with pytest.raises(ValueError, match="max_rank"):
         reapply_k(tmp_path / "k2", 11)
 
@@ -90,14 +91,14 @@ def test_iterations_alternate_filter_and_training(pair_dir, tiny_bert_dir, tmp_p
     calls = []
 
     def train(model, pairs_dir, output_dir, settings):
-        calls.append((model, sorted(p.name for p in pairs_dir.glob("*.parquet")), output_dir, settings))
+        calls.append((model, (pairs_dir / "mask.json").is_file(), output_dir, settings))
         return tiny_bert_dir
 
     config = ConsistencyConfig(pairs=[str(pair_dir)], model=str(tiny_bert_dir), output_dir=tmp_path / "it", pool_size=25, iterations=3, train={"max_steps": 5})
     report = consistency_filter(config, train_fn=train)
     # Then it trained twice, each time on the previous round's kept pairs, and the last round is the output
     # (re-training scores as the filter ranked: its similarity_fn_name is passed on)
-    assert len(calls) == 2 and calls[0][3] == {"similarity_fn_name": "cosine", "max_steps": 5}
+    assert len(calls) == 2 and calls[0][3] == {"similarity_fn_name": "cosine", "max_steps": 5} and calls[0][1]
     assert calls[0][2] == tmp_path / "it" / "iter-0" / "model"
     assert [entry["iteration"] for entry in report["iterations"]] == [0, 1, 2]
     assert json.loads((tmp_path / "it" / "report.json").read_text())["kept"] == report["kept"]
@@ -139,8 +140,8 @@ def test_shards_are_found_as_every_stage_finds_them(tiny_unnormalized_dir, tmp_p
     rows = [{"query": "sun", "passage": "the sun shone", "source": "sky"}, {"query": "moon", "passage": "the moon rose", "source": "sky"}]
     (folder / "more" / "b.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(row) + "\n" for row in rows).encode()))
     # When the filter runs on the folder (e5kit.io.pairs.resolve_shard_paths, the one shard discovery)
-    report = consistency_filter(ConsistencyConfig(pairs=[str(folder)], model=str(tiny_unnormalized_dir), output_dir=tmp_path / "out", k=4))
-    # Then both shards are read, and each kept set is written as <stem>.parquet
+    report = consistency_filter(ConsistencyConfig(pairs=[str(folder)], model=str(tiny_unnormalized_dir), output_dir=tmp_path / "out", k=4, write_pairs=True))
+    # Then both shards are read, and each kept set is copied out as <stem>.parquet when asked for
     assert report["read"] == 4 and report["input_paths"] == [str(folder / "a.parquet"), str(folder / "more" / "b.jsonl.gz")]
     assert sorted(p.name for p in (tmp_path / "out" / "pairs").iterdir()) == ["a.parquet", "b.parquet"]
     assert pq.read_table(tmp_path / "out" / "pairs" / "b.parquet").column("source").to_pylist() == ["sky", "sky"]
@@ -175,12 +176,22 @@ KILL_POINTS = [
 ]
 
 
+def kept_rows(folder):
+    """Shard name -> the row numbers a filter output's keep-mask keeps."""
+    from e5kit.io.pairs import resolve_pair_shards
+
+    return {shard.path.name: np.flatnonzero(shard.keep).tolist() for shard in resolve_pair_shards([folder])}
+
+
 def filter_outputs(folder):
-    """Kept pairs, ranks and the report of a filter run, timings and the run's own paths left out."""
+    """Kept rows, ranks and the report of a filter run, timings and the run's own paths and fingerprint left out."""
+    from e5kit.stage import ENVELOPE
+
     report = json.loads((folder / "report.json").read_text())
-    for key in ("embed_s", "search_s", "search_pairs_per_s"):
-        report.pop(key)
+    for key in ("embed_s", "search_s", "search_pairs_per_s", *ENVELOPE):
+        report.pop(key, None)
     return {
+        "kept": kept_rows(folder),
         "pairs": {path.name: pq.read_table(path).to_pylist() for path in sorted((folder / "pairs").glob("*.parquet"))},
         "scores": pq.read_table(folder / "scores.parquet").to_pylist(),
         "report": report,
@@ -191,7 +202,8 @@ def check_killed_filter(kill, pair_dir, tiny_bert_dir, tmp_path):
     from kill_points import run_killed
 
     # Given an uninterrupted filter run, and the same run killed at the point
-    argv = ["filter", "consistency", "--pairs", str(pair_dir), "--model", str(tiny_bert_dir), "--pool-size", "25", "--set", "max_rank=10"]
+    argv = ["filter", "consistency", "--pairs", str(pair_dir), "--model", str(tiny_bert_dir), "--pool-size", "25", "--set", "max_rank=10",
+            "--set", "write_pairs=true"]  # the kept rows copied out too, so every write below is a kill point
     runner = CliRunner()
     assert runner.invoke(app, [*argv, "--output", str(tmp_path / "straight")]).exit_code == 0
     run_killed([*argv, "--output", tmp_path / "killed"], kill)
@@ -280,7 +292,7 @@ def test_filter_under_torchrun_and_ray_equals_one_process(pair_dir, tiny_bert_di
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     # Then the kept pairs, ranks and report equal the one-process run's, and the output is printed once
     assert filter_outputs(tmp_path / "torchrun") == filter_outputs(tmp_path / "local")
-    assert done.stdout.count("kept ") == 1
+    assert done.stdout.count("pairs at k=") == 1 and done.stdout.count("[consistency] running") == 1
     # And a local Ray actor pool of two gives the same output
     pytest.importorskip("ray")
     import ray

@@ -25,16 +25,18 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from e5kit.data.curation import dedup, executors, planner
 from e5kit.data.curation.config import CurateConfig, FiltersConfig, SourceConfig
 from e5kit.data.curation.report import build_report, histogram, report_markdown, source_entry
 from e5kit.data.curation.shard import write_json_atomic
 from e5kit.io.files import remove_stale_temporaries, write_text_atomic
+from e5kit.stage import Stage
 
-__all__ = ["CurateConfig", "FiltersConfig", "SourceConfig", "curate"]
+__all__ = ["CurateConfig", "CurateStage", "FiltersConfig", "SourceConfig", "curate"]
 
 
 def curate(config: CurateConfig) -> dict[str, Any]:
@@ -80,3 +82,24 @@ def curate(config: CurateConfig) -> dict[str, Any]:
     if not report["reconciled"]:
         raise RuntimeError(f"curation counts do not reconcile (read != kept + dropped); see {output_dir / 'report.json'}")
     return report
+
+
+class CurateStage(Stage[CurateConfig]):
+    """Curation as a stage (``e5kit.stage``): reads every source file, writes ``pairs/``; resumes finished shards."""
+
+    name = "curate"
+    config_class = CurateConfig
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"engine", "workers"})  # same shards either way (tested)
+    resumable = True
+
+    def inputs(self) -> list[Path]:
+        return [path for source in self.config.sources for path in planner.source_files(source)]
+
+    def outputs(self) -> dict[str, Path]:
+        return {"pairs": self.output_dir / "pairs"}
+
+    def execute(self, log: Callable[[str], None]) -> dict[str, Any]:
+        report = curate(self.config)
+        totals = report["totals"]
+        log(f"  read {totals['read']}, kept {totals['kept']}; dropped by reason: {totals['dropped']}")
+        return report
