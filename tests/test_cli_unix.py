@@ -143,7 +143,8 @@ def test_help_keeps_every_bracket_and_fits_80_columns(path, command, monkeypatch
     result = runner.invoke(app, [*path, "--help"], terminal_width=80)
     # Then every [...] written in its help strings is shown (rich markup would eat them), and no line is wider than 80
     assert result.exit_code == 0, result.output
-    shown = " ".join(result.output.split())
+    # (a line may break after a hyphen, as in "e5kit-<newline>quickstart": the bracket is still shown whole)
+    shown = re.sub(r"-\s+", "-", " ".join(result.output.split()))
     for source in _help_sources(command):
         for bracketed in re.findall(r"\[[^\]\n]*\]", " ".join(source.split())):
             assert bracketed in shown, f"{bracketed!r} missing from the help of {' '.join(path)}"
