@@ -49,3 +49,15 @@ def ray_cli(args: list[str]) -> None:
     finally:
         ray.shutdown()
     assert result.exit_code == 0, result.output
+
+
+def check_engines_write_the_local_file(argv: list[str], folder) -> None:
+    """``e5kit ARGV --out F`` in one process, under torchrun (2 gloo ranks) and on a local Ray of 2 actors:
+    the three files are the same bytes and the torchrun launch prints its summary ("wrote ...") once."""
+    result = CliRunner().invoke(app, [*argv, "--out", str(folder / "local.jsonl")])
+    assert result.exit_code == 0, result.output
+    printed = torchrun_cli([*argv, "--out", str(folder / "torchrun.jsonl")])
+    assert (folder / "torchrun.jsonl").read_bytes() == (folder / "local.jsonl").read_bytes()
+    assert printed.count("wrote ") == 1
+    ray_cli([*argv, "--out", str(folder / "ray.jsonl")])
+    assert (folder / "ray.jsonl").read_bytes() == (folder / "local.jsonl").read_bytes()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from store_runs import ray_cli, torchrun_cli
+from store_runs import check_engines_write_the_local_file
 
 from e5kit.config import ConfigError, load_config
 from e5kit.data.mining import (
@@ -250,24 +250,13 @@ def test_a_killed_dense_run_resumes_block_by_block_to_the_same_file(beir_dir, tm
 
 
 def test_dense_mining_under_torchrun_and_ray_equals_one_process(beir_dir, tmp_path, tiny_bert_dir):
-    from typer.testing import CliRunner
-
-    from e5kit.cli.app import app
-
     # Given the file one process mines, with blocks of 5 documents so there are blocks to share out
     queries, corpus, qrels = mining_args(beir_dir)
     argv = ["mine-negatives", "--queries", str(queries), "--corpus", str(corpus), "--positives", str(qrels), "--model", str(tiny_bert_dir),
             "--negatives", "3", "--depth", "8", "--skip-top", "1", "--margin", "0", "--block-rows", "5"]
-    result = CliRunner().invoke(app, [*argv, "--out", str(tmp_path / "local.jsonl")])
-    assert result.exit_code == 0, result.output
-    # When two gloo ranks under torchrun share the embedding (rank 0 searches and writes)
-    printed = torchrun_cli([*argv, "--out", str(tmp_path / "torchrun.jsonl")])
-    # Then the mined file is the one-process file, and the summary is printed once
-    assert (tmp_path / "torchrun.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
-    assert printed.count("wrote ") == 1
-    # And a local Ray actor pool of two mines the same file
-    ray_cli([*argv, "--out", str(tmp_path / "ray.jsonl")])
-    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+    # When it runs in one process, as two gloo ranks under torchrun, and on a local Ray of two actors,
+    # Then the three files are the same bytes and the summary is printed once
+    check_engines_write_the_local_file(argv, tmp_path)
 
 
 # ---------------------------------------------------------------- issue 12: empty passages and copies of a positive

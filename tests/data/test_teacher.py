@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from store_runs import ray_cli, torchrun_cli
+from store_runs import check_engines_write_the_local_file
 
 from e5kit.data import teacher as teacher_module
 from e5kit.data.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_teacher, partial_path, score_file, work_folder
@@ -246,23 +246,12 @@ def test_a_bi_encoder_run_killed_while_embedding_or_scoring_resumes_to_the_same_
 
 
 def test_bi_encoder_scoring_under_torchrun_and_ray_equals_one_process(tmp_path, tiny_bert_dir, write_jsonl):
-    from typer.testing import CliRunner
-
-    from e5kit.cli.app import app
-
     # Given the file one process scores, texts in embedding blocks of 5 so there are blocks to share out
     source = write_jsonl(tmp_path / "mined.jsonl", RECORDS)
     argv = ["score-teacher", "--teacher", str(tiny_bert_dir), "--in", str(source), "--kind", "bi-encoder", "--device", "cpu", "--block-rows", "5"]
-    result = CliRunner().invoke(app, [*argv, "--out", str(tmp_path / "local.jsonl")])
-    assert result.exit_code == 0, result.output
-    # When two gloo ranks under torchrun share the embedding (rank 0 scores and writes)
-    printed = torchrun_cli([*argv, "--out", str(tmp_path / "torchrun.jsonl")])
-    # Then the scored file is the one-process file, and the summary is printed once
-    assert (tmp_path / "torchrun.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
-    assert printed.count("wrote ") == 1
-    # And a local Ray actor pool of two scores the same file
-    ray_cli([*argv, "--out", str(tmp_path / "ray.jsonl")])
-    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+    # When it runs in one process, as two gloo ranks under torchrun, and on a local Ray of two actors,
+    # Then the three files are the same bytes and the summary is printed once
+    check_engines_write_the_local_file(argv, tmp_path)
 
 
 TORCHRUN_SCORER = """
