@@ -39,9 +39,10 @@ from e5kit.pipeline import (
     holdout_stage,
     merge_settings,
     pretrain_stage,
+    run_passed_on,
     run_pretrain,
 )
-from e5kit.stage import Stage, file_identity, read_report, run_stage, run_step, settings_fingerprint
+from e5kit.stage import Stage, file_identity, run_stage, run_step, settings_fingerprint
 
 #: Consistency ``model`` values of this form name another variant whose trained model judges the pairs.
 VARIANT_REFERENCE = "variant:"
@@ -273,13 +274,12 @@ class Ablation:
         folder = self.workdir / "consistency" / filter_key
         label = f"consistency {variant.name}"
         same = next((done for done in self.filtered.values() if done["key"] == filter_key), None)
-        stage = consistency_stage(folder, pairs_dir, config.model, consistency, config.seed)
         if same is not None:  # another variant's filter, run this session: shared as it is
             self.log(f"[{label}] the same step as an earlier variant's, skipped")
             filtered = self._record(label, same)
-        elif stage is None:
-            filtered = self._step(folder, "consistency", settings_fingerprint([self.data_key, "no filter"]), lambda: {"enabled": False}, label,
-                                  {"pairs": Path(pairs_dir)})
+        elif (stage := consistency_stage(folder, pairs_dir, config.model, consistency, config.seed)) is None:
+            filtered = self._record(label, run_passed_on(folder, "consistency", pairs_dir, settings_fingerprint([self.data_key, "no filter"]),
+                                                         force=self.force, log=self.log, label=label))
         elif (ranked := self._ranked_by_same_judge(consistency)) is not None:
             action = partial(_consistency_at_k, folder, ranked=ranked, k=int(consistency["k"]), log=self.log)
             filtered = self._step(folder, "consistency", stage.fingerprint(self.data_key), action, label, stage.outputs())
@@ -306,9 +306,8 @@ class Ablation:
         for done in self.filtered.values():
             settings = done["settings"]
             if done.get("enabled", True) and {key: value for key, value in settings.items() if key != "k"} == without_k:
-                folder = self.workdir / "consistency" / done["key"]
-                if int(consistency["k"]) <= int(read_report(folder)["max_rank"]):
-                    return folder
+                if int(consistency["k"]) <= int(done["max_rank"]):  # done holds the filter's report
+                    return self.workdir / "consistency" / done["key"]
         return None
 
     def _results(self, rows: list[dict[str, Any]], heldout: list[str], held: dict[str, Any]) -> dict[str, Any]:

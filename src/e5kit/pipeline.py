@@ -231,6 +231,12 @@ def run_pretrain(stage: Stage, nproc_per_node: int, **options: Any) -> dict[str,
     return run_step(folder, stage.name, fingerprint, launch, resumable=True, outputs=stage.outputs(), **options)
 
 
+def run_passed_on(folder: Path, name: str, pairs: str, fingerprint: str, **options: Any) -> dict[str, Any]:
+    """The marker of a stage that is switched off (``enabled: false``), handing the pairs before it to the
+    next stage unchanged (``run_step``'s ``options``; the folder is the caller's)."""
+    return run_step(folder, name, fingerprint, lambda: {"enabled": False}, owns_folder=True, outputs={"pairs": Path(pairs)}, **options)
+
+
 def evaluate_retrieval(folder: Path, models: dict[str, str], eval_dirs: list[Path], log: Callable[[str], None]) -> list[dict[str, Any]]:
     """nDCG@10 and Recall@100 of each labelled model (a path, a bundled name or ``bm25``) on each BEIR folder.
 
@@ -300,8 +306,7 @@ class Quickstart:
                         owns_folder=True, outputs=outputs)
 
     def _passed_on(self, folder: Path, name: str, pairs: str, upstream: str) -> dict[str, Any]:
-        """A skipped stage's marker, handing the pairs before it to the next stage unchanged."""
-        return self._step(folder, name, {"skipped": pairs}, lambda: {"enabled": False}, upstream, {"pairs": Path(pairs)})
+        return run_passed_on(folder, name, pairs, settings_fingerprint([upstream, {"skipped": pairs}]), force=self.force, log=self.log)
 
     # ------------------------------------------------------------------ stages
     def _corpus(self, folder: Path, upstream: str) -> dict[str, Any]:

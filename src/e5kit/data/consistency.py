@@ -43,7 +43,7 @@ from e5kit.data.shards import iter_rows
 from e5kit.io.columns import ParquetColumnBlocks
 from e5kit.io.files import AtomicFile, AtomicFolder, remove_stale_temporaries, write_text_atomic
 from e5kit.io.hashing import text_key_hash
-from e5kit.io.pairs import PAIRS_FOLDER, is_parquet, output_shard_names, resolve_shard_paths, write_mask
+from e5kit.io.pairs import PAIRS_FOLDER, is_parquet, keep_mask, output_shard_names, resolve_shard_paths, write_mask
 from e5kit.io.text import has_visible_text
 from e5kit.retrieval.engines import EncoderSpec, Engine, embed_store, torchrun_rank
 from e5kit.retrieval.store import (
@@ -55,7 +55,7 @@ from e5kit.retrieval.store import (
     rank_of_own_in_store,
     store_fingerprint,
 )
-from e5kit.stage import Stage
+from e5kit.stage import Stage, file_identity
 
 #: (init model, pairs folder, output folder, extra settings) -> trained model directory.
 TrainFn = Callable[[str, Path, Path, dict[str, Any]], Path]
@@ -168,11 +168,6 @@ def consistency_ranks(
         "passage_rank": rank_of_own_in_store(passages, own, queries, pool, passage_groups, desc="ranking queries", **common),
         "score": own,
     }
-
-
-def keep_mask(query_rank: np.ndarray, passage_rank: np.ndarray, k: int) -> np.ndarray:
-    """Keep iff both ranks are within k."""
-    return (query_rank <= k) & (passage_rank <= k)
 
 
 # ------------------------------------------------------------------------------------------------- I/O
@@ -297,7 +292,7 @@ def _embed_sides(config: ConsistencyConfig, model: str, shards: _PairShards, vis
         "encoder": encoder.fingerprint(),
         "max_length": config.max_length,
         "similarity": config.similarity_fn_name,
-        "inputs": [[str(path), path.stat().st_size, path.stat().st_mtime_ns] for path in shards.files],
+        "inputs": file_identity(shards.files),
     }
     stores = {}
     for side, column in shards.columns.items():
@@ -433,8 +428,9 @@ def reapply_k(output_dir: str | Path, k: int) -> dict[str, Any]:
 
 
 class ConsistencyStage(Stage[ConsistencyConfig]):
-    """The consistency filter as a stage (``e5kit.stage``): reads pair shards (and its judge), writes the
-    kept ``pairs/`` and ``scores.parquet``; resumes its embedding blocks after a kill.
+    """The consistency filter as a stage (``e5kit.stage``): reads pair shards (and its judge), writes
+    ``scores.parquet`` and the keep-mask (``mask.json``; with ``write_pairs`` the kept ``pairs/`` too);
+    resumes its embedding blocks after a kill.
 
     Args:
         config: The filter's settings.

@@ -15,6 +15,7 @@ batch n, loaded into a fresh sampler, continues with exactly batch n + 1.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import zlib
 from collections import Counter
@@ -49,22 +50,27 @@ def _parquet_file(path: Path):
 
 def count_sources(path: Path, keep: np.ndarray | None = None) -> Counter:
     """Rows per source in one shard, reading only the ``source`` column (or just the footer statistics);
-    with ``keep`` ((rows,) bool, a keep-mask's), only the kept rows."""
-    if keep is not None:
-        return Counter(source for (_, _, _, source), kept in zip(iter_rows(path), keep) if kept)
+    with ``keep`` ((rows,) bool, a keep-mask's), only the kept rows (a source none of whose rows is kept
+    is absent, as from a copy of the kept rows)."""
     if is_parquet(path):
         parquet = _parquet_file(path)
-        if "source" not in parquet.schema_arrow.names:
-            return Counter({shard_stem(path): parquet.metadata.num_rows})
-        column = parquet.schema_arrow.names.index("source")
-        single = _single_value_from_statistics(parquet.metadata, column)
+        names = parquet.schema_arrow.names
+        single = shard_stem(path) if "source" not in names else _single_value_from_statistics(parquet.metadata, names.index("source"))
         if single is not None:
-            return Counter({single: parquet.metadata.num_rows})
-        counts: Counter = Counter()
-        for batch in parquet.iter_batches(batch_size=65536, columns=["source"]):
-            counts.update(source if source else shard_stem(path) for source in batch.column(0).to_pylist())
-        return counts
-    return Counter(record.get("source") or shard_stem(path) for _, record in iter_jsonl(path))
+            rows = parquet.metadata.num_rows if keep is None else int(keep.sum())
+            return Counter({single: rows} if rows else {})
+    sources = _row_sources(path)
+    return Counter(sources if keep is None else itertools.compress(sources, keep))
+
+
+def _row_sources(path: Path) -> Iterator[str]:
+    """Each row's source, the file's stem where it has none (as ``iter_rows``), reading only the
+    ``source`` column of a Parquet shard."""
+    if is_parquet(path):
+        for batch in _parquet_file(path).iter_batches(batch_size=65536, columns=["source"]):
+            yield from (source or shard_stem(path) for source in batch.column(0).to_pylist())
+        return
+    yield from (record.get("source") or shard_stem(path) for _, record in iter_jsonl(path))
 
 
 def _single_value_from_statistics(metadata, column: int) -> str | None:
@@ -159,10 +165,11 @@ class SourceStream:
             valid_before = len(pairs)
             for row, query, passage, source in self._rows:
                 self.position.row = row + 1
-                if keep is not None and (row >= len(keep) or not keep[row]):
+                if keep is not None:
                     if row >= len(keep):
                         raise ShardError(f"{path}: more rows than its keep-mask was written for ({len(keep)}); the shard changed since it was filtered")
-                    continue
+                    if not keep[row]:
+                        continue
                 if source != self.name:  # a shard holding several sources: those rows feed other streams
                     continue
                 reason = invalid_reason(query, passage)

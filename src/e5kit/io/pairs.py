@@ -161,6 +161,11 @@ class PairShard:
     keep: Any = None
 
 
+def keep_mask(query_rank, passage_rank, k: int):
+    """The consistency filter's keep rule (E5 section 1): (rows,) bool, both ranks within ``k``."""
+    return (query_rank <= k) & (passage_rank <= k)
+
+
 def write_mask(folder: str | Path, shards: Sequence[Path], rows: Sequence[int], ranks_file: str, k: int) -> Path:
     """Write ``folder/mask.json``: rows of ``shards`` (``rows`` per shard) are kept where both ranks in
     ``folder/ranks_file`` (columns ``query_rank`` and ``passage_rank``, one row per row of the shards in
@@ -188,15 +193,18 @@ def read_mask(folder: str | Path) -> list[PairShard]:
         shards, rows, ranks_file, k = [Path(p) for p in mask["shards"]], mask["rows"], folder / mask["ranks"], int(mask["k"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ShardError(f"{folder / MASK_FILE}: not a readable keep-mask ({error})") from None
-    for path, count in zip(shards, rows, strict=True):
+    if len(shards) != len(rows):
+        raise ShardError(f"{folder / MASK_FILE}: {len(shards)} shards but {len(rows)} row counts")
+    for path, count in zip(shards, rows):
         if not path.is_file():
             raise ShardError(f"{folder / MASK_FILE}: shard {path} is gone (the mask filters it in place)")
-        if is_parquet(path) and pq.ParquetFile(path).metadata.num_rows != count:
-            raise ShardError(f"{path}: {pq.ParquetFile(path).metadata.num_rows} rows, but the keep-mask in {folder} was written for {count}")
+        found = pq.ParquetFile(path).metadata.num_rows if is_parquet(path) else count
+        if found != count:
+            raise ShardError(f"{path}: {found} rows, but the keep-mask in {folder} was written for {count}")
     ranks = pq.read_table(ranks_file, columns=["query_rank", "passage_rank"])
     if len(ranks) != sum(rows):
         raise ShardError(f"{ranks_file}: {len(ranks)} ranked rows, but the shards of {folder / MASK_FILE} hold {sum(rows)}")
-    keep = (ranks.column("query_rank").to_numpy() <= k) & (ranks.column("passage_rank").to_numpy() <= k)
+    keep = keep_mask(ranks.column("query_rank").to_numpy(), ranks.column("passage_rank").to_numpy(), k)
     bounds = np.cumsum([0, *rows])
     return [PairShard(path, keep[start:stop]) for path, start, stop in zip(shards, bounds[:-1], bounds[1:])]
 
