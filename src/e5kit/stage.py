@@ -6,11 +6,14 @@ quickstart's own steps) finishes by writing one marker in one format, ``<output_
     {"stage": "curate", "fingerprint": "3f2a...", "seconds": 81.2, "e5kit": "0.4.0",
      "outputs": {"pairs": ".../pairs"}, ...the stage's own counts...}
 
-It is written last and atomically, so its presence means the stage finished; its ``fingerprint``
+A stage whose output is one file (mining's and teacher scoring's ``OUT``) writes the same marker beside
+it, ``OUT.stats.json`` (:attr:`Stage.marker`). It is written last and atomically, so its presence means the stage finished; its ``fingerprint``
 (the stage's settings and the size and time of every input file) says what it finished on. A rerun
 whose fingerprint matches is skipped; any other rerun removes the marker first, so a kill mid-way
 never leaves a marker beside half-written outputs. A stage that resumes its own partial work (curation's
-finished shards, the filter's embedding blocks, training checkpoints) finds it in the folder; in a
+finished shards, the embedding stores of the filter, mining, teacher scoring, the index and evaluation,
+training checkpoints) finds it in the folder; it is told whether the run it finds was started under
+the same fingerprint (:meth:`Stage.start`), so work left under other settings is never taken up; in a
 folder the caller owns (``owns_folder``: the quickstart's and ``e5kit ablate``'s step folders) partial
 work left under other settings is removed first, so it never mixes in.
 
@@ -64,13 +67,25 @@ def file_identity(paths: Iterable[str | Path]) -> list[list[Any]]:
 
 def read_report(folder: str | Path) -> dict[str, Any] | None:
     """The marker of a finished stage in ``folder``, or None when it has not finished there."""
-    path = Path(folder) / REPORT_FILE
+    return read_marker(Path(folder) / REPORT_FILE)
+
+
+def read_marker(path: str | Path) -> dict[str, Any] | None:
+    """The marker file ``path`` of a finished stage, or None when it is absent or not a marker."""
+    path = Path(path)
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        marker = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:  # not ours (markers are written atomically): treated as unfinished
         return None
+    return marker if isinstance(marker, dict) else None
+
+
+def started_file(marker: Path) -> Path:
+    """Where an unfinished run's fingerprint is kept: ``stage-started.txt`` beside a ``report.json``
+    marker, ``OUT.stats.json.started`` beside a file stage's."""
+    return marker.parent / STARTED_FILE if marker.name == REPORT_FILE else marker.with_name(f"{marker.name}.started")
 
 
 class Stage(ABC, Generic[ConfigT]):
@@ -92,10 +107,30 @@ class Stage(ABC, Generic[ConfigT]):
 
     def __init__(self, config: ConfigT) -> None:
         self.config = config
+        #: Set by :meth:`start`: the partial work found was started under this run's fingerprint.
+        self.resuming = False
 
     @property
     def output_dir(self) -> Path:
         return Path(self.config.output_dir)
+
+    @property
+    def marker(self) -> Path:
+        """The stage's marker file: ``output_dir/report.json`` (a one-file stage: ``OUT.stats.json``)."""
+        return self.output_dir / REPORT_FILE
+
+    def start(self, resuming: bool, discard: bool) -> None:
+        """Called by :func:`run_stage` on every process before :meth:`execute`: ``resuming`` says whether
+        an unfinished run of the same fingerprint left the partial work there; ``discard`` (rank 0, not
+        resuming) asks to remove partial work a resumable stage would otherwise take up (see
+        :meth:`discard_partial`)."""
+        self.resuming = resuming
+        if discard:
+            self.discard_partial()
+
+    def discard_partial(self) -> None:
+        """Remove partial work left under other settings that :meth:`execute` would resume from. Stages
+        whose partial work is named by what made it (embedding stores) need not: the default does nothing."""
 
     @abstractmethod
     def inputs(self) -> list[Path]:
@@ -128,35 +163,54 @@ def run_step(
     resumable: bool = False,
     owns_folder: bool = False,
     outputs: dict[str, Path] | None = None,
+    marker: Path | None = None,
+    start: Callable[[bool, bool], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``action()`` unless ``folder/report.json`` says it finished under ``fingerprint``; returns the marker.
+    """Run ``action()`` unless ``folder/report.json`` (or ``marker``) says it finished under ``fingerprint``;
+    returns the marker's content.
 
     A finished step under another fingerprint is redone; ``force`` redoes it regardless. The marker is
     removed before the work starts and written atomically after it returns. When the caller
     ``owns_folder``, an unfinished step's partial work is kept only if the step is ``resumable`` and was
     started under the same fingerprint; otherwise the folder is emptied first. Under torchrun every rank
     makes the same skip decision from the marker, and only rank 0 removes and writes it.
+
+    ``start(resuming, discard)`` (a stage's :meth:`Stage.start`) is called on every process before the
+    work; on rank 0 before the started-with fingerprint is written, so a rank that reads that file after
+    rank 0 wrote it, and so takes itself to be resuming, finds the partial work rank 0 did not keep removed.
     """
     label = label or name
-    marker, started_with = folder / REPORT_FILE, folder / STARTED_FILE
-    done = read_report(folder)
+    marker = marker or folder / REPORT_FILE
+    started_with = started_file(marker)
+    done = read_marker(marker)
     if done is not None and not force:
         if done.get("fingerprint") == fingerprint:
             log(f"[{label}] done before, skipped (--force redoes it)")
             return done
         log(f"[{label}] settings or inputs changed since it ran: redoing it")
-    if int(os.environ.get("RANK", "0")) != 0:  # a torchrun rank other than 0 does its share; rank 0 keeps the marker
-        return action()
     resume = (resumable and not force and done is None and started_with.is_file()
               and started_with.read_text(encoding="utf-8") == fingerprint)
+    if int(os.environ.get("RANK", "0")) != 0:  # a torchrun rank other than 0 does its share; rank 0 keeps the marker
+        if start is not None:
+            start(resume, False)
+        return action()
     if owns_folder and folder.exists() and not resume:
         shutil.rmtree(folder)
+    if start is not None:
+        start(resume, resumable and not resume)
     marker.unlink(missing_ok=True)  # gone while the outputs are rewritten: its presence means finished
+    created = not marker.parent.exists()
     folder.mkdir(parents=True, exist_ok=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(started_with, fingerprint)
     log(f"[{label}] {'resuming' if resume else 'running'}")
     started = time.perf_counter()
-    report = action()
+    try:
+        report = action()
+    except BaseException:
+        if created and [path.name for path in marker.parent.iterdir()] == [started_with.name]:
+            shutil.rmtree(marker.parent)  # a run that failed before writing anything leaves no folder behind
+        raise
     envelope = {"stage": name, "fingerprint": fingerprint, "seconds": round(time.perf_counter() - started, 1),
                 "e5kit": package_version(), "outputs": {key: str(path) for key, path in (outputs or {}).items()}}
     report = {**envelope, **{key: value for key, value in report.items() if key not in ENVELOPE}}
@@ -182,4 +236,5 @@ def run_stage(
             partial work left there under other settings is removed before the stage starts.
     """
     return run_step(stage.output_dir, stage.name, stage.fingerprint(upstream), lambda: stage.execute(log), force=force, log=log,
-                    label=label, resumable=stage.resumable, owns_folder=owns_folder, outputs=stage.outputs())
+                    label=label, resumable=stage.resumable, owns_folder=owns_folder, outputs=stage.outputs(), marker=stage.marker,
+                    start=stage.start)

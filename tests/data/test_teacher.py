@@ -77,9 +77,9 @@ def test_killed_run_resumes_to_the_same_output(tmp_path, tiny_cross_encoder_dir,
 
 def test_resume_onto_another_inputs_output_is_refused(tmp_path, tiny_cross_encoder_dir, write_jsonl):
     source = write_jsonl(tmp_path / "mined.jsonl", RECORDS)
-    write_jsonl(tmp_path / "scored.jsonl", [{"query": "something else", "pos": ["p"], "neg": [], "pos_scores": [1.0], "neg_scores": []}])
+    write_jsonl(partial_path(tmp_path / "scored.jsonl"), [{"query": "something else", "pos": ["p"], "neg": [], "pos_scores": [1.0], "neg_scores": []}])
     teacher = load_teacher(tiny_cross_encoder_dir, device="cpu")
-    with pytest.raises(InputFormatError, match="scored.jsonl:1: holds query 'something else'"):
+    with pytest.raises(InputFormatError, match="scored.jsonl.partial:1: holds query 'something else'"):
         score_file(teacher, source, tmp_path / "scored.jsonl", show_progress=False)
 
 
@@ -162,14 +162,14 @@ def test_bi_encoder_teacher_gives_an_empty_passage_cosine_zero(tiny_bert_dir):
 
 
 def test_resume_onto_a_file_that_is_not_scored_records_is_refused_and_left_as_it_was(tmp_path, tiny_cross_encoder_dir, write_jsonl):
-    # Given an output path that holds something else (fewer lines than a block, which a resume would cut)
+    # Given a partial file that holds something else (fewer lines than a block, which a resume would cut)
     source = write_jsonl(tmp_path / "mined.jsonl", RECORDS)
-    other = tmp_path / "notes.jsonl"
+    other = partial_path(tmp_path / "notes.jsonl")
     other.write_text('{"note": "mine"}\n')
     teacher = load_teacher(tiny_cross_encoder_dir, device="cpu")
-    # When scoring into it, then the line is named and the file is untouched
-    with pytest.raises(InputFormatError, match="notes.jsonl:1: not a scored record"):
-        score_file(teacher, source, other, show_progress=False)
+    # When resuming into it, then the line is named and the file is untouched
+    with pytest.raises(InputFormatError, match="notes.jsonl.partial:1: not a scored record"):
+        score_file(teacher, source, tmp_path / "notes.jsonl", show_progress=False)
     assert other.read_text() == '{"note": "mine"}\n'
 
 

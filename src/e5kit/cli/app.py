@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
@@ -242,14 +241,15 @@ FORCE_OPTION = typer.Option(
 )
 
 
-def run_training(schema: type, train: Callable, config: Path | None, overrides: list[str] | None, resume: bool) -> None:
+def run_training(stage_class: type, config: Path | None, overrides: list[str] | None, resume: bool, force: bool) -> None:
     """The shared body of ``pretrain`` and ``finetune``: validate the config, check that ``output_dir`` can be
-    written, train, say where the outputs are.
+    written, run the training stage (skipped when OUTPUT_DIR/report.json says it finished with the same
+    settings and inputs), say where the outputs are.
 
     Args:
-        schema: The stage's config class (with an ``output_dir``), read by ``e5kit.config.load_config``.
-        train: (settings, resume=..., evaluator=...) -> path of the final model; the evaluator scores
-            ``settings.eval_data`` (None when it is empty).
+        stage_class: ``PretrainStage`` or ``FinetuneStage``; its config class is read by ``e5kit.config.load_config``.
+        resume: ``--resume``: continue from the newest checkpoint whatever settings wrote it.
+        force: ``--force``: train again from step 0 (the folder's checkpoints are removed).
     """
     from transformers.utils import logging as transformers_logging
 
@@ -257,11 +257,12 @@ def run_training(schema: type, train: Callable, config: Path | None, overrides: 
     from e5kit.encoder.model_format import ModelDirectoryError
     from e5kit.io.files import InputFormatError
     from e5kit.io.pairs import ShardError
+    from e5kit.stage import run_stage
 
     configure_logging(default=logging.INFO)
     transformers_logging.disable_progress_bar()
     try:
-        settings = load_config(schema, config, overrides)
+        settings = load_config(stage_class.config_class, config, overrides)
     except ConfigError as error:
         raise fail(str(error)) from error
     output_folder(settings.output_dir)
@@ -271,8 +272,12 @@ def run_training(schema: type, train: Callable, config: Path | None, overrides: 
             from e5kit.evaluation.retrieval import retrieval_evaluator
 
             evaluator = retrieval_evaluator(settings.eval_data)
-        final = train(settings, resume=resume, evaluator=evaluator)
+        stage = stage_class(settings, evaluator, resume=resume and not force, restart=force)
+        report = run_stage(stage, force=force, log=typer.echo)
     except (ConfigError, ShardError, InputFormatError, ModelDirectoryError, FileNotFoundError) as error:
         raise fail(str(error)) from error
+    if not report:  # a torchrun rank other than 0 trained its share; rank 0 reports
+        return
+    final = Path(report["model"])
     typer.echo(f"final model: {final}")
     typer.echo(f"metrics: {final.parent / 'metrics.jsonl'}; loss curve: {final.parent / 'loss_curve.png'}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import RESUME_HELP, app, overrides_option, run_training
+from e5kit.cli.app import FORCE_OPTION, RESUME_HELP, app, overrides_option, run_training
 from e5kit.cli.options import defaults_sentence
 from e5kit.training.config import PretrainConfig
 
@@ -36,14 +36,16 @@ PRETRAIN_DEFAULTS = (
     Held-out scores while training: --set eval_data=[heldout/news,beir/scifact] --set eval_every=100 logs
     nDCG@10 and Recall@100 of each folder in metrics.jsonl (and TensorBoard, with --report-to tensorboard).
     Writes {{output_dir}}/final (sentence-transformers model with a model card), metrics.jsonl, loss_curve.png and
-    checkpoints/. For several GPUs: torchrun --nproc_per_node=N $(which e5kit) pretrain --config ...
+    checkpoints/, and report.json last: a rerun with the same settings and inputs is skipped, a killed one
+    resumes from its newest checkpoint. For several GPUs: torchrun --nproc_per_node=N $(which e5kit) pretrain --config ...
     """)
 def pretrain(
     config: Path = typer.Option(None, "--config", "-c", help="YAML config, or a bundled config's name (`e5kit config show pretrain`); optional when --set gives every required field."),
     overrides: list[str] = overrides_option("--set max_steps=100 --set data.paths=[a.parquet,b/] --set data.source_weights={reddit:2,wiki:1}"),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     report_to: list[str] = REPORT_TO,
+    force: bool = FORCE_OPTION,
 ) -> None:
-    from e5kit.training.trainer import pretrain as run_pretrain
+    from e5kit.training.trainer import PretrainStage
 
-    run_training(PretrainConfig, run_pretrain, config, [*(overrides or []), *report_to_overrides(report_to)], resume)
+    run_training(PretrainStage, config, [*(overrides or []), *report_to_overrides(report_to)], resume, force)

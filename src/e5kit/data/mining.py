@@ -18,10 +18,12 @@ query block at a time, so memory follows ``block_rows`` and the (queries, depth)
 corpus. The folder is removed once the output is written (kept with ``keep_embeddings``). BM25 needs
 corpus-wide term statistics, so it indexes the whole corpus at once, in one process.
 
-Output: FlagEmbedding JSONL ``{query, pos, neg, query_id, pos_ids, neg_ids}`` plus a ``.stats.json``,
-each written whole or not at all (``e5kit.io.files.AtomicFile``); the stats are removed before the JSONL
-is replaced and written after it, so stats beside a JSONL always describe it. Mining is seeded, so
-after kill -9 at any point a rerun writes the uninterrupted run's files.
+Output: FlagEmbedding JSONL ``{query, pos, neg, query_id, pos_ids, neg_ids}`` plus ``OUT.stats.json``,
+each written whole or not at all (``e5kit.io.files.AtomicFile``). Mining is a stage (:class:`MiningStage`,
+``e5kit.stage``): the stats are its marker, removed before the JSONL is replaced and written after it, so
+stats beside a JSONL always describe it, and a rerun whose settings and input files are those the stats
+record (their fingerprint) is skipped. Mining is seeded, so after kill -9 at any point a rerun writes the
+uninterrupted run's files (resuming the embedding blocks already written).
 
 Example:
     >>> report = mine_hard_negatives(MiningConfig(model="bm25", negatives=7, skip_top=3, margin=0.5),
@@ -35,10 +37,10 @@ import logging
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import ConfigDict, Field, model_validator
@@ -46,12 +48,13 @@ from pydantic import ConfigDict, Field, model_validator
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, beir_positives
 from e5kit.io.beir import CorpusStream, load_qrels, load_queries
 from e5kit.io.columns import ParquetColumnBlocks
-from e5kit.io.files import AtomicFile, InputFormatError, remove_stale_temporaries, write_text_atomic
+from e5kit.io.files import AtomicFile, InputFormatError, remove_stale_temporaries
 from e5kit.io.hashing import stable_hash
 from e5kit.progress import progress_bar, progress_shown
 from e5kit.retrieval.bm25 import bm25_search
 from e5kit.retrieval.engines import EncoderSpec, StoreEmbedding, embed_store, list_blocks, torchrun_rank
 from e5kit.retrieval.store import EmbeddingStore, StoreLayout, open_or_replace_store, search_store, store_fingerprint
+from e5kit.stage import Stage, run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +95,10 @@ class MiningConfig(StoreEmbedding):
         embedding_dtype: How the embeddings are stored on disk ("float16" halves the disk; candidates
             may then differ from float32 on near ties).
         keep_embeddings: Keep ``OUT.work/`` (the stores) after the run.
+        queries: BEIR queries.jsonl[.gz] (_id, text).
+        corpus: BEIR corpus.jsonl[.gz] (_id, title, text).
+        positives: Qrels TSV (query-id, corpus-id, score); score > 0 marks a positive; several per query allowed.
+        out: Output FlagEmbedding JSONL {query, pos, neg, query_id, pos_ids, neg_ids}; a report goes to OUT.stats.json.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -111,6 +118,11 @@ class MiningConfig(StoreEmbedding):
     seed: int = 42
     embedding_dtype: Literal["float32", "float16"] = "float32"
     keep_embeddings: bool = False
+    # The files a run reads and writes (MiningStage needs them; select_negatives and the other helpers do not).
+    queries: Path | None = None
+    corpus: Path | None = None
+    positives: Path | None = None
+    out: Path | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> MiningConfig:
@@ -320,6 +332,55 @@ def random_positions(rng: np.random.Generator, size: int, count: int, forbidden:
 
 
 # ---------------------------------------------------------------------------- driver
+#: MiningConfig's fields that name the run's files (not mining settings: left out of the report's "config").
+FILES = ("queries", "corpus", "positives", "out")
+
+
+class MiningStage(Stage[MiningConfig]):
+    """Mining as a stage (``e5kit.stage``): reads the queries, corpus, qrels (and a dense model), writes
+    ``out`` with ``OUT.stats.json`` as its marker; a dense run resumes its embedding blocks after a kill
+    (the stores under ``OUT.work/`` are named by the model and inputs, so they are never taken up under others).
+
+    Args:
+        config: The settings, with ``queries``, ``corpus``, ``positives`` and ``out``.
+        encoder: A loaded ``Encoder`` of ``config.model`` for dense mining (default: loaded when the stage runs).
+
+    Raises:
+        ValueError: a file field is missing, naming it.
+    """
+
+    name = "mine-negatives"
+    config_class = MiningConfig
+    # How the blocks are embedded, never what: the stores are byte-identical across engines (tested).
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"engine", "workers", "batch_size", "device", "keep_embeddings"})
+    resumable = True
+
+    def __init__(self, config: MiningConfig, encoder=None) -> None:
+        missing = [name for name in FILES if getattr(config, name) is None]
+        if missing:
+            raise ValueError(f"mining needs {', '.join(missing)} (the files it reads and writes)")
+        super().__init__(config)
+        self.encoder = encoder
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.config.out).parent
+
+    @property
+    def marker(self) -> Path:
+        return Path(f"{self.config.out}.stats.json")
+
+    def inputs(self) -> list[Path]:
+        model = Path(self.config.model)
+        return [self.config.queries, self.config.corpus, self.config.positives, *([model] if self.config.model != BM25 and model.exists() else [])]
+
+    def outputs(self) -> dict[str, Path]:
+        return {"negatives": Path(self.config.out)}
+
+    def execute(self, log: Callable[[str], None]) -> dict[str, Any]:
+        return _mine(self.config, self.encoder)
+
+
 def mine_hard_negatives(
     config: MiningConfig,
     queries_path: str | Path,
@@ -327,8 +388,11 @@ def mine_hard_negatives(
     qrels_path: str | Path,
     out_path: str | Path,
     encoder=None,
+    *,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Mine negatives for every judged query and write FlagEmbedding JSONL to ``out_path``.
+    """Mine negatives for every judged query and write FlagEmbedding JSONL to ``out_path`` (:class:`MiningStage`:
+    skipped when ``{out_path}.stats.json`` says it was mined with the same settings and inputs).
 
     Args:
         config: Mining settings.
@@ -338,13 +402,23 @@ def mine_hard_negatives(
         out_path: Output JSONL; ``{out_path}.stats.json`` gets the report.
         encoder: A loaded ``Encoder`` for dense mining (default: load ``config.model``); it must be
             ``config.model`` as configured, since Ray actors load that.
+        force: Mine again even when the stats say it was done.
 
     Returns:
-        {} on a torchrun rank other than 0 (it only embeds its share). Else the report: counts of queries, documents and empty documents, negatives retrieved and
-        back-filled, rejected candidates by reason (positive, query's own id, empty, duplicate of a
-        positive, within the margin), skipped records by reason, seconds. A positive without visible
-        text is left out of its record (counted); a query left without positives is skipped (counted).
+        {} on a torchrun rank other than 0 (it only embeds its share). Else the report (the stats'
+        content): the stage's envelope (``e5kit.stage``), counts of queries, documents and empty
+        documents, negatives retrieved and back-filled, rejected candidates by reason (positive,
+        query's own id, empty, duplicate of a positive, within the margin), skipped records by reason,
+        search seconds. A positive without visible text is left out of its record (counted); a query
+        left without positives is skipped (counted).
     """
+    files = dict(zip(FILES, map(Path, (queries_path, corpus_path, qrels_path, out_path))))
+    return run_stage(MiningStage(config.model_copy(update=files), encoder), force=force, log=logger.info)
+
+
+def _mine(config: MiningConfig, encoder=None) -> dict[str, Any]:
+    """The mining itself (:class:`MiningStage`): writes ``config.out``; returns the report."""
+    queries_path, corpus_path, qrels_path, out_path = (Path(getattr(config, name)) for name in FILES)
     started = time.perf_counter()
     issues = RecordIssues()
     queries = load_queries(Path(queries_path))
@@ -398,9 +472,7 @@ def mine_hard_negatives(
         selections.append(selection)
 
     texts = corpus.texts({p for row in positives for p in row} | {p for s in selections for p in s.negatives})
-    out_path, stats_path = Path(out_path), Path(f"{out_path}.stats.json")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    stats_path.unlink(missing_ok=True)  # stale stats never sit beside a new JSONL
     remove_stale_temporaries(out_path.parent, out_path.name)  # what a killed run left half written
     with AtomicFile(out_path) as staged, staged.temporary.open("w", encoding="utf-8") as handle:
         for row, query_id in enumerate(query_ids):
@@ -414,7 +486,7 @@ def mine_hard_negatives(
             )
             handle.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
     report = {
-        "config": config.model_dump(),
+        "config": config.model_dump(exclude=set(FILES)),
         "queries": len(query_ids),
         "documents": len(corpus.ids),
         "empty_documents": len(corpus.empty),
@@ -423,10 +495,9 @@ def mine_hard_negatives(
         "candidates_rejected": dict(rejected),
         "positives_unscored": int(np.isinf(result.positive_scores).sum()),
         "skipped": issues.summary(),
-        "seconds": {"search": round(search_seconds, 3), "total": round(time.perf_counter() - started, 3)},
+        "search_seconds": round(search_seconds, 3),
         "queries_per_s": round(len(query_ids) / max(time.perf_counter() - started, 1e-9), 2),
     }
-    write_text_atomic(stats_path, json.dumps(report, indent=2) + "\n")
     if not config.keep_embeddings:
         shutil.rmtree(work_folder(out_path), ignore_errors=True)
     return report

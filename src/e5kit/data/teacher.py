@@ -5,7 +5,10 @@ and writes the same records with ``pos_scores`` and ``neg_scores`` added. Pairs 
 across records; records are written in blocks of ``BLOCK_RECORDS`` to ``OUT.partial``, which is renamed
 onto ``OUT`` only when every record is scored, so ``OUT`` is never a half output that fine-tuning would
 take as complete. A killed run resumes (``score_file`` appends to the partial file and skips the records
-already in it, after checking that they are the input's first records). A resumed run keeps only the
+already in it, after checking that they are the input's first records); a finished ``OUT`` is never
+resumed from: :class:`TeacherStage` (``e5kit score-teacher``, ``e5kit.stage``) writes ``OUT.stats.json``
+last, skips a rerun with the same settings and input, and resumes a partial file only when the killed
+run was started with the same settings and input (else the partial file is removed first). A resumed run keeps only the
 whole blocks a killed one wrote and scores the rest in the same blocks, so its output is the
 uninterrupted run's, byte for byte (a batch's padding would otherwise change the last bits of a score).
 
@@ -36,12 +39,13 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
+from pydantic import ConfigDict, Field
 
 from e5kit.data.finetune_formats import FinetuneExample, RecordIssues, invalid_reason
 from e5kit.io.columns import ParquetColumnBlocks
@@ -52,6 +56,7 @@ from e5kit.processes import join_process_group
 from e5kit.progress import progress_bar
 from e5kit.retrieval.engines import EncoderSpec, StoreEmbedding, embed_store, torchrun_rank
 from e5kit.retrieval.store import EmbeddingStore, StoreLayout, open_or_replace_store, store_fingerprint
+from e5kit.stage import Stage
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +201,7 @@ def _written_records(out_path: Path) -> tuple[list[str], list[int]]:
             queries.append(json.loads(line)["query"])
         except (ValueError, KeyError, TypeError):
             raise InputFormatError(
-                f"{out_path}:{number}: not a scored record; the output belongs to something else (use a new output file or --no-resume)"
+                f"{out_path}:{number}: not a scored record; the output belongs to something else (use a new output file or --force)"
             ) from None
         end += len(line)
         ends.append(end)
@@ -234,9 +239,9 @@ def score_file(
         teacher: The scorer; a ``BiEncoderTeacher`` embeds through stores (module docstring).
         in_path: Input JSONL (``query``, ``pos``, ``neg``; other fields are kept).
         out_path: Output JSONL.
-        resume: Keep the whole blocks of records already written (the partial file a killed run left,
-            else ``out_path``) and score only the rest (the records of an unfinished block, once checked,
-            are scored again with their block).
+        resume: Keep the whole blocks of records already written to the partial file a killed run left
+            and score only the rest (the records of an unfinished block, once checked, are scored again
+            with their block). A finished ``out_path`` is never resumed from (it is replaced).
         show_progress: Progress bar over records.
         embedding: Engine, Ray workers and block rows (default: local, ``DEFAULT_BLOCK_ROWS``). The
             engine: "local"; "torchrun" (a bi-encoder: ranks embed their share of the blocks; a
@@ -251,15 +256,14 @@ def score_file(
         (it only embeds or scores its share).
 
     Raises:
-        InputFormatError: the existing output does not start with the input's records (named line); it
+        InputFormatError: the partial file does not start with the input's records (named line); it
             is left as it was.
         ValueError: ``engine`` ray with a cross-encoder, or without the bi-encoder teacher's ``spec``.
     """
     in_path, out_path = Path(in_path), Path(out_path)
     embedding = embedding or StoreEmbedding()
     engine = embedding.engine
-    partial = partial_path(out_path)
-    written = partial if partial.exists() else out_path
+    partial = written = partial_path(out_path)
     done, ends = _written_records(written) if resume else ([], [])
     kept = len(done) - len(done) % BLOCK_RECORDS
     if len(done) > kept:
@@ -291,11 +295,9 @@ def score_file(
 
     def writer():
         """The partial file, opened at the first write, once every kept record was checked: it starts
-        as the whole blocks already written (copied from a finished output), the rest cut off."""
+        as the whole blocks already written, the rest cut off."""
         nonlocal handle
         if handle is None:
-            if written == out_path and resume and out_path.exists():
-                shutil.copyfile(out_path, partial)
             handle = partial.open("a" if resume else "w", encoding="utf-8")
             handle.truncate(ends[kept - 1] if kept else 0)
         return handle
@@ -352,7 +354,7 @@ def score_file(
                     if done[matched] != record["query"]:
                         raise InputFormatError(
                             f"{written}:{matched + 1}: holds query {done[matched]!r} but {name} is {record['query']!r}; "
-                            "the output belongs to another input (use a new output file or --no-resume)"
+                            "the output belongs to another input (use a new output file or --force)"
                         )
                     matched += 1
                     if matched <= kept:
@@ -390,6 +392,76 @@ def score_file(
         "empty_passages": empty,
         "skipped": issues.summary(),
     }
+
+
+class TeacherConfig(StoreEmbedding):
+    """How ``e5kit score-teacher`` scores a mined file (with ``StoreEmbedding``'s engine, workers and
+    block_rows: a bi-encoder's texts per embedding block, kept in OUT.work/ until OUT is written).
+
+    Attributes:
+        teacher: Cross-encoder (sequence-classification checkpoint) or bi-encoder model directory.
+        input: FlagEmbedding JSONL {query, pos, neg, ...} (e.g. from mine-negatives).
+        out: Output JSONL: the input records with pos_scores and neg_scores added; OUT.stats.json gets the report.
+        kind: "auto": cross-encoder when the checkpoint is *ForSequenceClassification, else bi-encoder (cosine).
+        batch_size: Pairs (cross-encoder) or texts (bi-encoder) per forward pass.
+        max_length: Token limit (None: 512 for a cross-encoder pair, the model's own for a bi-encoder).
+        device: Torch device (None: cuda when present).
+        similarity_fn_name: Bi-encoder score: "cosine" (E5, whatever the model ships) or "dot" (raw dot products).
+        keep_embeddings: Keep ``OUT.work/`` after the run.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: str
+    input: Path
+    out: Path
+    kind: Literal["auto", "cross-encoder", "bi-encoder"] = "auto"
+    batch_size: int = Field(default=32, ge=1)
+    max_length: int | None = Field(default=None, ge=8)
+    device: str | None = None
+    similarity_fn_name: Literal["cosine", "dot"] = "cosine"
+    keep_embeddings: bool = False
+
+
+class TeacherStage(Stage[TeacherConfig]):
+    """Teacher scoring as a stage (``e5kit.stage``): reads the mined file and the teacher, writes ``out``
+    with ``OUT.stats.json`` as its marker; a killed run resumes its partial file block by block (and a
+    bi-encoder's embedding stores) when it was started with the same settings and input."""
+
+    name = "score-teacher"
+    config_class = TeacherConfig
+    # Who scores the blocks, never what is written: the output is one process's bytes with each (tested).
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"engine", "workers", "device", "keep_embeddings"})
+    resumable = True
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.config.out).parent
+
+    @property
+    def marker(self) -> Path:
+        return Path(f"{self.config.out}.stats.json")
+
+    def inputs(self) -> list[Path]:
+        teacher = Path(self.config.teacher)
+        return [self.config.input, *([teacher] if teacher.exists() else [])]
+
+    def outputs(self) -> dict[str, Path]:
+        return {"scores": Path(self.config.out)}
+
+    def discard_partial(self) -> None:
+        # Written under other settings or input: never continued (the embedding stores are named by
+        # their model and input, so they stay).
+        partial_path(self.config.out).unlink(missing_ok=True)
+        for folder in work_folder(self.config.out).glob("scored-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def execute(self, log: Callable[[str], None]) -> dict[str, Any]:
+        config = self.config
+        scorer = load_teacher(config.teacher, config.kind, batch_size=config.batch_size, max_length=config.max_length, device=config.device,
+                              similarity_fn_name=config.similarity_fn_name)
+        embedding = StoreEmbedding(engine=config.engine, workers=config.workers, block_rows=config.block_rows)
+        return score_file(scorer, config.input, config.out, resume=self.resuming, embedding=embedding, keep_embeddings=config.keep_embeddings)
 
 
 def _usable_records(in_path: Path, issues: RecordIssues | None = None) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -35,7 +35,7 @@ from e5kit.training.config import ConfigError, DatasetConfig, FinetuneConfig, Fi
 from e5kit.training.gradcache import text_keys
 from e5kit.training.losses.distillation import distillation_loss
 from e5kit.training.metrics import CurveLabels
-from e5kit.training.trainer import Evaluator, Trainer
+from e5kit.training.trainer import Evaluator, PretrainStage, Trainer
 
 __all__ = [
     "DatasetConfig",
@@ -337,3 +337,18 @@ def finetune(
     """
     trainer = finetuner(coerce_config(config, FinetuneConfig), resume=resume, show_progress=show_progress, evaluator=evaluator)
     return trainer.run()
+
+
+class FinetuneStage(PretrainStage):
+    """Fine-tuning as a stage (``e5kit.stage``): reads the datasets and the start model, writes
+    ``final/``; checkpoints, resume and restart as :class:`e5kit.training.trainer.PretrainStage`."""
+
+    name = "finetune"
+    config_class = FinetuneConfig
+
+    def inputs(self) -> list[Path]:
+        start = Path(self.config.init_model)
+        return [*(Path(dataset.path) for dataset in self.config.data.datasets), *([start] if start.exists() else [])]
+
+    def train(self, resume: bool) -> Path:
+        return finetune(self.config, resume=resume, evaluator=self.evaluator)

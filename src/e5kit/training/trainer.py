@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -199,7 +201,7 @@ class Trainer:
         self.output_dir = Path(config.output_dir)
         self.checkpoint_root = self.output_dir / "checkpoints"
         if not resume and checkpoints.list_checkpoints(self.checkpoint_root):
-            raise ConfigError(f"output_dir: {self.output_dir} already holds checkpoints; pass --resume or use a new output_dir")
+            raise ConfigError(f"output_dir: {self.output_dir} already holds checkpoints; pass --resume to continue them, --force to start over, or use a new output_dir")
         self.sampler = build_sampler()
         torch.manual_seed(config.seed)
         self.encoder = Encoder.load(
@@ -422,20 +424,29 @@ class PretrainStage(Stage[PretrainConfig]):
     """Pre-training as a stage (``e5kit.stage``): reads pair shards and the start model, writes
     ``final/``; continues from its newest checkpoint after a kill.
 
+    A run killed under the same fingerprint (settings and inputs) resumes from its newest checkpoint;
+    ``resume`` (``--resume``) resumes from it whatever the settings were (a changed ``max_steps`` then
+    takes effect), ``restart`` (``--force``) removes the checkpoints and starts from step 0. Otherwise
+    checkpoints left in the folder by another run are refused (the trainer's error), never overwritten.
+
     Args:
         config: The pre-training settings.
         evaluator: As for :func:`pretrain` (needed when ``eval_data`` is set).
+        resume: Continue from the newest checkpoint even when it was written under other settings.
+        restart: Remove the folder's checkpoints first.
     """
 
     name = "pretrain"
     config_class = PretrainConfig
-    # Where the metrics are also sent, never what is trained.
-    runtime_fields: ClassVar[frozenset[str]] = frozenset({"report_to", "logging_dir"})
+    # Where the metrics are also sent and how often checkpoints are kept, never what is trained.
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"report_to", "logging_dir", "checkpoint_every", "keep_checkpoints"})
     resumable = True
 
-    def __init__(self, config: PretrainConfig, evaluator: Evaluator | None = None) -> None:
+    def __init__(self, config: PretrainConfig, evaluator: Evaluator | None = None, *, resume: bool = False, restart: bool = False) -> None:
         super().__init__(config)
         self.evaluator = evaluator
+        self.resume = resume
+        self.restart = restart
 
     def inputs(self) -> list[Path]:
         start = Path(self.config.init_model)
@@ -447,11 +458,20 @@ class PretrainStage(Stage[PretrainConfig]):
     def outputs(self) -> dict[str, Path]:
         return {"model": self.output_dir / "final", "loss_curve": self.output_dir / "loss_curve.png"}
 
+    def train(self, resume: bool) -> Path:
+        """Run the trainer; returns the final model's path."""
+        return pretrain(self.config, resume=resume, evaluator=self.evaluator)
+
     def execute(self, log: Callable[[str], None]) -> dict[str, Any]:
-        resume = bool(checkpoints.list_checkpoints(self.output_dir / "checkpoints"))
+        root = self.output_dir / "checkpoints"
+        if self.restart:  # every rank, before the trainer starts: no rank can have saved a checkpoint yet
+            shutil.rmtree(root, ignore_errors=True)
+        resume = self.resume or (self.resuming and bool(checkpoints.list_checkpoints(root)))
         if resume:
             log("  resuming from the newest checkpoint")
-        final = pretrain(self.config, resume=resume, evaluator=self.evaluator)
+        final = self.train(resume)
+        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 reports
+            return {}
         return training_summary(self.output_dir, final, log)
 
 
