@@ -24,6 +24,7 @@ from e5kit.data.teacher import TeacherConfig
 from e5kit.evaluation import config as eval_config
 from e5kit.pipeline import QuickstartConfig
 from e5kit.serving.config import ServeConfig
+from e5kit.serving.index_stage import IndexConfig
 from e5kit.training.config import FinetuneConfig, PretrainConfig
 
 EVAL_TASKS = {
@@ -47,6 +48,7 @@ COMMANDS = {
     **{f"eval {task}": (["eval", task, "--data", "d"], schema, "command line") for task, schema in EVAL_TASKS.items()},
     "mine-negatives": (["mine-negatives", "-q", "q.jsonl", "-c", "c.jsonl", "-p", "qrels.tsv", "-o", "mined.jsonl"], MiningConfig, "command line"),
     "score-teacher": (["score-teacher", "-t", "t", "-i", "mined.jsonl", "-o", "scored.jsonl"], TeacherConfig, "command line"),
+    "index build": (["index", "build", "--corpus", "c.jsonl", "--out", "o"], IndexConfig, "command line"),
     "serve": (["serve"], ServeConfig, "command line"),
     "quickstart": (["quickstart"], QuickstartConfig, "command line"),
     "ablate": (["ablate", "--config", "ablations/e5_paper"], AblationConfig, "bundled config ablations/e5_paper"),
@@ -80,6 +82,7 @@ def test_a_bad_field_in_set_is_the_same_one_line_error_for_every_command(name, m
 #: commands whose options are made by e5kit.cli.options.config_option -> the Config they set
 GENERATED = {
     ("filter", "consistency"): ConsistencyConfig, ("holdout",): HoldoutConfig, ("mine-negatives",): MiningConfig, ("score-teacher",): TeacherConfig,
+    ("index", "build"): IndexConfig,
     ("serve",): ServeConfig,
 }
 

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import BACKEND_HELP, Backend, app, fail, load_encoder, output_folder
+from e5kit.cli.app import BACKEND_HELP, FORCE_OPTION, Backend, app, fail, load_encoder, output_folder, overrides_option
 from e5kit.cli.options import config_option
-from e5kit.hub import DEFAULT_MODEL
 from e5kit.retrieval.engines import StoreEmbedding
-from e5kit.serving.index import IndexSettings
+from e5kit.serving.index_stage import IndexConfig
 
 index_app = typer.Typer(
     help="Build and update a vector index of long documents (chunked into overlapping token windows).",
@@ -62,16 +61,6 @@ def _open_index(path: Path, backend: Backend | None):
         raise fail(f"{path}: cannot open the index ({error})") from error
 
 
-def _validated(schema, **values):
-    """``schema`` from the options given (None: not given, the field's default stands); bad values fail naming the option."""
-    from pydantic import ValidationError
-
-    try:
-        return schema(**{name: value for name, value in values.items() if value is not None})
-    except ValidationError as error:
-        raise fail("; ".join(f"--{'-'.join(str(part).replace('_', '-') for part in e['loc'])}: {e['msg']}" for e in error.errors())) from error
-
-
 def _add(index, documents, batch_size: int | None, embedding=None) -> None:
     import sqlite3
 
@@ -91,55 +80,67 @@ def _add(index, documents, batch_size: int | None, embedding=None) -> None:
 
 @index_app.command()
 def build(
-    corpus: Path = typer.Option(..., "--corpus", "-c", help=CORPUS_HELP),
-    out: Path = typer.Option(..., "--out", "-o", help="Index folder to create."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model directory, bundled name, or Hub id."),
-    backend: Backend = typer.Option(Backend.torch, help=BACKEND_HELP),
-    kind: Kind = typer.Option(Kind.flat, help="flat: exact search; hnsw: graph (fast, approximate); ivfpq: compressed (needs >= 2**pq_bits chunks to train)."),
-    window: int = typer.Option(None, min=1, help="Tokens per chunk (default: what fits in the model's max length after the prefix)."),
-    overlap: int = typer.Option(32, min=0, help="Tokens shared by consecutive chunks."),
-    hnsw_m: int = typer.Option(32, min=2, help="HNSW: neighbours per node."),
-    ivf_lists: int = typer.Option(64, min=1, help="IVF-PQ: coarse clusters."),
-    pq_subquantizers: int = typer.Option(8, min=1, help="IVF-PQ: sub-vectors per code (must divide the dimension)."),
-    pq_bits: int = typer.Option(8, min=1, max=16, help="IVF-PQ: bits per sub-vector code."),
-    nprobe: int = typer.Option(8, min=1, help="IVF-PQ: clusters visited per search."),
-    id_field: str = typer.Option("_id", help="JSONL field of the document id (falls back to 'id')."),
-    text_field: str = typer.Option("text", help="JSONL field of the document text."),
-    title_field: str = typer.Option("title", help="JSONL field of the title (optional; embedded before the text)."),
-    batch_size: int = typer.Option(None, min=1, help="Chunks per forward pass (default: 32 on torch, 8 on ONNX)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing index in --out."),
-    train_sample: int = config_option(IndexSettings, "train_sample"),
+    corpus: Path = config_option(IndexConfig, "corpus", "--corpus", "-c", note="Required."),
+    out: Path = config_option(IndexConfig, "out", "--out", "-o", note="Required."),
+    model: str = config_option(IndexConfig, "model", "--model", "-m"),
+    backend: Backend = config_option(IndexConfig, "backend"),
+    kind: Kind = config_option(IndexConfig, "kind"),
+    window: int = config_option(IndexConfig, "window"),
+    overlap: int = config_option(IndexConfig, "overlap"),
+    hnsw_m: int = config_option(IndexConfig, "hnsw_m"),
+    ivf_lists: int = config_option(IndexConfig, "ivf_lists"),
+    pq_subquantizers: int = config_option(IndexConfig, "pq_subquantizers"),
+    pq_bits: int = config_option(IndexConfig, "pq_bits"),
+    nprobe: int = config_option(IndexConfig, "nprobe"),
+    id_field: str = config_option(IndexConfig, "id_field"),
+    text_field: str = config_option(IndexConfig, "text_field"),
+    title_field: str = config_option(IndexConfig, "title_field"),
+    batch_size: int = config_option(IndexConfig, "batch_size"),
+    train_sample: int = config_option(IndexConfig, "train_sample"),
     engine: str = ENGINE,
     workers: int = WORKERS,
     block_rows: int = BLOCK_ROWS,
+    config: Path = typer.Option(None, "--config", help="YAML config of the build (fields of IndexConfig)."),
+    set_: list[str] = overrides_option("--set kind=hnsw --set hnsw_ef_search=128"),
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Chunk, embed and index a corpus; documents map back to their chunks' character offsets.
 
     The chunks are embedded in blocks into OUT/embeddings first, then FAISS is filled block by block.
+    OUT/report.json, written last, marks a finished build: a rerun with the same settings, model and
+    corpus is skipped, a changed one rebuilds the index, --force rebuilds it (and replaces an index no
+    build recorded); a killed build resumes its embedding blocks.
     """
-    from e5kit.retrieval.engines import torchrun_rank
-    from e5kit.serving.index import IndexStoreError, VectorIndex, embed_documents, index_window
+    import sqlite3
 
-    settings = _validated(
-        IndexSettings, kind=kind.value, window=window, overlap=overlap, hnsw_m=hnsw_m, ivf_lists=ivf_lists,
-        pq_subquantizers=pq_subquantizers, pq_bits=pq_bits, nprobe=nprobe, train_sample=train_sample,
-    )
-    embedding = _validated(StoreEmbedding, engine=engine, workers=workers, block_rows=block_rows)
-    documents = _read_corpus(corpus, id_field, text_field, title_field)
-    output_folder(out)
-    encoder = load_encoder(model, backend=backend.value)
-    model_ref = str(Path(model).resolve()) if Path(model).exists() else model
-    if embedding.engine == "torchrun" and torchrun_rank()[0] != 0:  # rank 0 creates and fills the index
-        try:
-            embed_documents(out, documents, encoder, settings, window=index_window(encoder, settings), embedding=embedding, batch_size=batch_size)
-        except (IndexStoreError, ValueError) as error:
-            raise fail(str(error)) from error
-        return
+    from e5kit.config import load_config
+    from e5kit.encoder.model_format import ModelDirectoryError
+    from e5kit.io.files import InputFormatError
+    from e5kit.serving.index import IndexStoreError
+    from e5kit.serving.index_stage import IndexStage
+    from e5kit.stage import REPORT_FILE, read_marker, run_stage
+
+    given = {
+        "corpus": corpus, "out": out, "model": model, "backend": backend and backend.value, "kind": kind and kind.value, "window": window,
+        "overlap": overlap, "hnsw_m": hnsw_m, "ivf_lists": ivf_lists, "pq_subquantizers": pq_subquantizers, "pq_bits": pq_bits, "nprobe": nprobe,
+        "id_field": id_field, "text_field": text_field, "title_field": title_field, "batch_size": batch_size, "train_sample": train_sample,
+        "engine": engine, "workers": workers, "block_rows": block_rows,
+    }
     try:
-        index = VectorIndex.create(out, encoder, settings, model=model_ref, backend=backend.value, overwrite=overwrite)
-    except (IndexStoreError, ValueError) as error:
+        settings = load_config(IndexConfig, config, set_, options=given)
+    except ValueError as error:
         raise fail(str(error)) from error
-    _add(index, documents, batch_size, embedding)
+    documents = _read_corpus(settings.corpus, settings.id_field, settings.text_field, settings.title_field)  # named before any output
+    output_folder(settings.out)
+    # An index a build's marker recorded is this stage's to replace; another one only with --force.
+    replace = force or read_marker(settings.out / REPORT_FILE) is not None
+    stage = IndexStage(settings, lambda name, backend: load_encoder(name, backend=backend), replace=replace, documents=documents)
+    try:
+        run_stage(stage, force=force, log=typer.echo)
+    except (IndexStoreError, ValueError, FileNotFoundError, InputFormatError, ModelDirectoryError) as error:
+        raise fail(str(error)) from error
+    except (sqlite3.Error, OSError) as error:
+        raise fail(f"{settings.out}: cannot write the index ({error})") from error
 
 
 @index_app.command()
@@ -156,9 +157,13 @@ def add(
     block_rows: int = BLOCK_ROWS,
 ) -> None:
     """Add (or replace) documents in an existing index."""
+    from e5kit.config import ConfigError, load_config
     from e5kit.retrieval.engines import torchrun_rank
 
-    embedding = _validated(StoreEmbedding, engine=engine, workers=workers, block_rows=block_rows)
+    try:
+        embedding = load_config(StoreEmbedding, options={"engine": engine, "workers": workers, "block_rows": block_rows})
+    except ConfigError as error:
+        raise fail(str(error)) from error
     documents = _read_corpus(corpus, id_field, text_field, title_field)
     if embedding.engine == "torchrun" and torchrun_rank()[0] != 0:  # rank 0 opens and changes the index
         from e5kit.encoder.model_format import ModelDirectoryError
