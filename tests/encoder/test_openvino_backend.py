@@ -29,10 +29,10 @@ def torch_encoder(tiny_bert_dir) -> Encoder:
 
 @pytest.fixture(scope="module")
 def openvino_dir(torch_encoder, tmp_path_factory):
-    """The tiny model exported to OpenVINO IR, recorded to run at float32."""
+    """The tiny model exported to an fp32 OpenVINO IR, recorded to run at float32."""
     from e5kit.export.openvino import export_openvino
 
-    return export_openvino(torch_encoder, tmp_path_factory.mktemp("tiny-openvino"), dtype="float32").model_dir
+    return export_openvino(torch_encoder, tmp_path_factory.mktemp("tiny-openvino"), dtype="float32", quantize="none").model_dir
 
 
 def test_float32_matches_torch(torch_encoder, openvino_dir):
@@ -112,9 +112,12 @@ def test_errors_name_the_fix(tiny_bert_dir, openvino_dir, tmp_path):
     # A folder with no export names the command that makes one
     with pytest.raises(ModelDirectoryError, match="e5kit export openvino"):
         Encoder.load(tiny_bert_dir, backend="openvino")
+    # A file the export does not list, or a file of a folder without an OpenVINO export, is refused by name
+    with pytest.raises(ModelDirectoryError, match="lists no IR 'model.onnx'"):
+        Encoder.load(openvino_dir, backend="openvino", file_name="model.onnx")
+    with pytest.raises(ModelDirectoryError, match="no OpenVINO export"):
+        Encoder.load(tiny_bert_dir, backend="openvino", file_name=XML_FILE)
     # Options of other backends are refused, not ignored
-    with pytest.raises(ValueError, match="file_name applies to backend='onnx' only"):
-        Encoder.load(openvino_dir, backend="openvino", file_name=XML_FILE)
     with pytest.raises(ValueError, match="dtype for the openvino backend"):
         Encoder.load(openvino_dir, backend="openvino", dtype="float16")
     # And the backend is inference-only

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from e5kit.cli import app
 from e5kit.encoder import Encoder, precision
-from e5kit.encoder.openvino_backend import MANIFEST, OPENVINO_FOLDER, XML_FILE
+from e5kit.encoder.openvino_backend import INT8_XML_FILE, MANIFEST, OPENVINO_FOLDER, XML_FILE
 from e5kit.encoder.precision import has_bf16
 
 pytest.importorskip("openvino")
@@ -31,11 +31,15 @@ def exported(tiny_bert_dir, tmp_path_factory):
 def test_export_writes_the_ir_and_records_the_choice(exported):
     out, result = exported
     assert result.exit_code == 0, result.output
-    # Then the IR sits where sentence-transformers' OpenVINO backend looks, beside a model folder
-    assert (out / OPENVINO_FOLDER / XML_FILE).is_file() and (out / OPENVINO_FOLDER / XML_FILE).with_suffix(".bin").is_file()
+    # Then the fp32 and int8 IRs sit where sentence-transformers' OpenVINO backend looks, beside a model folder
+    for name in (XML_FILE, INT8_XML_FILE):
+        assert (out / OPENVINO_FOLDER / name).is_file() and (out / OPENVINO_FOLDER / name).with_suffix(".bin").is_file()
     assert (out / "config.json").is_file() and (out / "modules.json").is_file()
-    # And the manifest records the precision auto chose, why, and on which CPU
+    # And the manifest lists both, loads int8 by default, and names its calibration
     manifest = json.loads((out / OPENVINO_FOLDER / MANIFEST).read_text())
+    assert manifest["files"] == {XML_FILE: "fp32", INT8_XML_FILE: "int8"} and manifest["default"] == INT8_XML_FILE
+    assert manifest["int8"]["calibration"]["source"].startswith("built-in") and manifest["int8"]["batch_independent"] is True
+    # And it records the precision auto chose, why, and on which CPU
     choice = manifest["precision_choice"]
     assert manifest["precision"] == choice["precision"] in ("float32", "bfloat16")
     assert choice["reason"] and choice["cpu"].startswith("cpu ") and manifest["normalized"] is False
@@ -45,9 +49,10 @@ def test_export_writes_the_ir_and_records_the_choice(exported):
 
 def test_export_prints_the_fidelity_of_each_precision(exported):
     _, result = exported
-    # Then the check prints fp32's cosine to torch (and bf16's where the CPU has it), and alone vs batched
+    # Then the check prints each IR's cosine to torch at float32 (and bf16 where the CPU has it), and alone vs batched
     assert "openvino_model.xml (float32): cosine to torch fp32 over 16 texts: mean 1.00000" in result.output
-    assert result.output.count("cosine alone vs in a batch over 16 texts: min ") == (2 if has_bf16() else 1)
+    assert f"{INT8_XML_FILE} (float32): cosine to torch fp32 over 16 texts: mean " in result.output
+    assert result.output.count("cosine alone vs in a batch over 16 texts: min ") == (4 if has_bf16() else 2)
     assert "runs at " in result.output and "backend='openvino'" in result.output
 
 
@@ -57,17 +62,44 @@ def test_auto_on_a_cpu_without_bf16_records_float32_untimed(tiny_bert_dir, tmp_p
     # Given a CPU without AVX512_BF16 or AMX (the flag reader monkeypatched)
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
     # When exported with auto, Then float32 is recorded, with no timings and the reason
-    result = export_openvino(Encoder.load(tiny_bert_dir, device="cpu"), tmp_path / "m")
+    result = export_openvino(Encoder.load(tiny_bert_dir, device="cpu"), tmp_path / "m", quantize="none")
     manifest = json.loads((tmp_path / "m" / OPENVINO_FOLDER / MANIFEST).read_text())
     assert result.choice.precision == manifest["precision"] == "float32"
     assert manifest["precision_choice"]["seconds"] == {} and "avx512_bf16" in manifest["precision_choice"]["reason"]
 
 
 def test_an_asked_precision_is_recorded_as_asked(tiny_bert_dir, tmp_path):
-    result = runner.invoke(app, ["export", "openvino", "--model", str(tiny_bert_dir), "--out", str(tmp_path / "m"), "--dtype", "float32", "--check-texts", "8"])
+    result = runner.invoke(app, ["export", "openvino", "--model", str(tiny_bert_dir), "--out", str(tmp_path / "m"), "--dtype", "float32",
+                                 "--quantize", "none", "--check-texts", "8"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "m" / OPENVINO_FOLDER / MANIFEST).read_text())
     assert manifest["precision_choice"]["reason"] == "asked for at export" and manifest["precision"] == "float32"
+    assert manifest["files"] == {XML_FILE: "fp32"} and not (tmp_path / "m" / OPENVINO_FOLDER / INT8_XML_FILE).exists()
+
+
+def test_int8_ir_is_close_to_torch_and_batch_independent(exported, tiny_encoder, texts):
+    out, _ = exported
+    from e5kit.export.check import MIN_BATCH_COSINE
+    from e5kit.export.onnx import mean_cosine
+
+    # Given the int8 IR (the default) and the fp32 one, each named by file_name
+    int8 = Encoder.load(out, backend="openvino", dtype="float32")
+    fp32 = Encoder.load(out, backend="openvino", file_name=XML_FILE, dtype="float32")
+    assert int8.dtype == "int8" and int8.backend.file.name == INT8_XML_FILE and fp32.dtype == "float32"
+    # When texts of very different lengths are embedded alone and in one batch
+    mixed = [texts[0], texts[-1], texts[3], " ".join(texts[4:7]), "cats"]
+    alone = np.concatenate([int8.encode([text], role="passage") for text in mixed])
+    batched = int8.encode(mixed, role="passage", batch_size=len(mixed))
+    # Then a text's int8 vector does not depend on its batch, and stays near torch's (the tiny model's bound)
+    assert mean_cosine(alone, batched)[1] >= MIN_BATCH_COSINE
+    assert mean_cosine(tiny_encoder.encode(mixed, role="passage"), batched)[0] >= 0.99
+    # And the fp32 IR is torch's
+    assert mean_cosine(tiny_encoder.encode(mixed, role="passage"), fp32.encode(mixed, role="passage"))[1] >= 0.9999
+    # And an IR the export does not list is refused by name
+    from e5kit.encoder.model_format import ModelDirectoryError
+
+    with pytest.raises(ModelDirectoryError, match="lists no IR 'other.xml'"):
+        Encoder.load(out, backend="openvino", file_name="other.xml")
 
 
 def test_encode_index_search_and_serve_take_backend_openvino(exported, tiny_bert_dir, tmp_path):
@@ -111,4 +143,4 @@ def test_eval_takes_backend_openvino(exported, tmp_path):
     # Then it scores and records the backend
     assert result.exit_code == 0, result.output
     [scores] = [json.loads(path.read_text()) for path in (tmp_path / "results").glob("*.json")]
-    assert scores["details"]["backend"] == {"name": "openvino", "file": XML_FILE} and scores["metrics"]["ndcg_at_10"] > 0
+    assert scores["details"]["backend"] == {"name": "openvino", "file": INT8_XML_FILE} and scores["metrics"]["ndcg_at_10"] > 0

@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from e5kit import progress
+from e5kit.encoder.model_format import BACKENDS
 
 #: Exit status of a failure the user can fix in the command: bad input, a usage or config error (and click's own usage errors).
 EXIT_BAD_INPUT = 2
@@ -193,17 +194,13 @@ def output_file(path: Path) -> Path:
         raise fail(str(error)) from error
 
 
-class Backend(str, Enum):
-    """The encoder backends a command can load (``e5kit.encoder.BACKENDS``)."""
-
-    torch = "torch"
-    onnx = "onnx"
-    openvino = "openvino"
-
+#: The encoder backends a command can load (``e5kit.encoder.model_format.BACKENDS``).
+Backend = Enum("Backend", {name: name for name in BACKENDS}, type=str)
 
 BACKEND_HELP = (
     "torch; onnx for a model directory written by `e5kit export onnx`; openvino for one written by "
-    "`e5kit export openvino` (or the fp32 graph of an ONNX export), at the precision the export chose."
+    "`e5kit export openvino` (or the fp32 graph of an ONNX export), at the precision the export chose; "
+    "auto for the backend, file and precision `e5kit export auto` measured fastest on its machine (torch without that record)."
 )
 
 
@@ -257,7 +254,7 @@ def run_training(stage_class: type, config: Path | None, overrides: list[str] | 
     from e5kit.encoder.model_format import ModelDirectoryError
     from e5kit.io.files import InputFormatError
     from e5kit.io.pairs import ShardError
-    from e5kit.stage import run_stage
+    from e5kit.stage import UPSTREAM_ENV, run_stage
 
     configure_logging(default=logging.INFO)
     transformers_logging.disable_progress_bar()
@@ -273,7 +270,7 @@ def run_training(stage_class: type, config: Path | None, overrides: list[str] | 
 
             evaluator = retrieval_evaluator(settings.eval_data)
         stage = stage_class(settings, evaluator, resume=resume and not force, restart=force)
-        report = run_stage(stage, force=force, log=typer.echo)
+        report = run_stage(stage, force=force, log=typer.echo, upstream=os.environ.get(UPSTREAM_ENV, ""))
     except (ConfigError, ShardError, InputFormatError, ModelDirectoryError, FileNotFoundError) as error:
         raise fail(str(error)) from error
     if not report:  # a torchrun rank other than 0 trained its share; rank 0 reports

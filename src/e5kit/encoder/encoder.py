@@ -24,6 +24,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from e5kit.encoder import model_format
 from e5kit.encoder.backend import Backend, TorchBackend, load_transformer, saved_state_dict
+from e5kit.encoder.precision import cpu_description
 from e5kit.hub import resolve_model_dir
 from e5kit.io.files import AtomicFolder
 from e5kit.io.text import has_visible_text
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 #: Other names of roles ("document" is sentence-transformers 6's name for passages).
 ROLE_ALIASES = model_format.ROLE_ALIASES
 #: Inference backends ``Encoder.load`` accepts.
-BACKENDS = ("torch", "onnx", "openvino")
+BACKENDS = model_format.BACKENDS
 #: The role that embeds raw text with no prefix, even on a model that has prompts.
 NO_PROMPT = "none"
 #: Texts are sorted by token length this many at a time (``encode`` bounds its id lists per block).
@@ -147,9 +148,12 @@ class Encoder:
             backend: "torch"; "onnx" for a directory written by ``e5kit export onnx`` (CPU inference
                 with ONNX Runtime; ``device`` does not apply); "openvino" for one written by
                 ``e5kit export openvino``, or the fp32 graph of an ONNX export (CPU inference with
-                OpenVINO, ``pip install 'e5kit[openvino]'``; ``device`` does not apply).
-            file_name: ONNX only: a file in ``onnx/`` (default: the export manifest's default, int8
-                when exported with ``--quantize int8``).
+                OpenVINO, ``pip install 'e5kit[openvino]'``; ``device`` does not apply); "auto" for the
+                backend, file and precision ``e5kit export auto`` measured fastest and recorded in the
+                folder (``model_format.BACKEND_RECORD``; ``file_name`` and ``dtype`` then come from the
+                record), torch for a folder without that record.
+            file_name: onnx: a file in ``onnx/``; openvino: an IR in ``openvino/`` (default: the
+                export manifest's default, int8 when exported with ``--quantize int8``).
             threads: ONNX Runtime or OpenVINO inference threads (default: one per physical core).
 
         Raises:
@@ -160,12 +164,15 @@ class Encoder:
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if backend == "torch" and (file_name is not None or threads is not None):
-            raise ValueError("file_name and threads apply to backend='onnx' or 'openvino' only")
-        if backend == "openvino" and file_name is not None:
-            raise ValueError("file_name applies to backend='onnx' only")
         root = resolve_model_dir(name_or_path)
         spec = model_format.read_model_dir(root)
+        if backend == "auto":
+            if file_name is not None or dtype is not None:
+                raise ValueError("backend='auto' takes the file and precision e5kit export auto recorded; pass a backend to choose them")
+            backend, file_name, dtype = _recorded_backend(root)
+            threads = threads if backend != "torch" else None
+        if backend == "torch" and (file_name is not None or threads is not None):
+            raise ValueError("file_name and threads apply to backend='onnx' or 'openvino' only")
         if backend == "onnx":
             from e5kit.encoder.onnx_backend import OnnxBackend
 
@@ -173,7 +180,7 @@ class Encoder:
         elif backend == "openvino":
             from e5kit.encoder.openvino_backend import OpenVinoBackend
 
-            model = OpenVinoBackend.load(root, spec, dtype=dtype, threads=threads)
+            model = OpenVinoBackend.load(root, spec, file_name=file_name, dtype=dtype, threads=threads)
         else:
             model = load_transformer(spec.transformer_dir)
         return cls(
@@ -463,3 +470,19 @@ class Encoder:
     def _embed_arrays(self, input_ids: np.ndarray, attention_mask: np.ndarray, normalize: bool) -> np.ndarray:
         """The backend's batch step: (batch, seq_len) int64 ids and mask -> (batch, dim) float32 embeddings."""
         return self.backend.forward(input_ids, attention_mask, normalize=normalize)
+
+
+def _recorded_backend(root: Path) -> tuple[str, str | None, str | None]:
+    """(backend, file_name, dtype) that ``e5kit export auto`` recorded in ``root``; torch float32 without a record.
+
+    The record names the CPU it was measured on: loading it on another CPU logs that the choice may
+    not be the fastest here (int8 and bf16 speed differ several-fold between CPUs).
+    """
+    record = model_format.read_backend_record(root)
+    if record is None:
+        logger.info("%s: no %s (from e5kit export auto); backend auto runs torch", root, model_format.BACKEND_RECORD)
+        return "torch", None, None
+    if record.get("cpu") != cpu_description():
+        logger.warning("%s: the backend was chosen on %s; this machine is %s: run e5kit export auto here to measure again",
+                       root / model_format.BACKEND_RECORD, record.get("cpu"), cpu_description())
+    return record["backend"], record.get("file_name"), record.get("dtype")

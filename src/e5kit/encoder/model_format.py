@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 #: E5's role prefixes, used for plain Hugging Face checkpoints (E5 initialises from BERT).
 E5_PROMPTS: dict[str, str] = {"query": "query: ", "passage": "passage: "}
@@ -47,6 +47,12 @@ TOKENIZER_FILES = (
     "vocab.json",
 )
 POOLING_MODES = ("mean", "cls", "max")
+#: Inference backends ``Encoder.load`` accepts; every config's ``backend`` field is typed with it.
+BackendName = Literal["torch", "onnx", "openvino", "auto"]
+BACKENDS: tuple[str, ...] = get_args(BackendName)
+#: Written by ``e5kit export auto``: the backend, file and precision measured fastest (within the
+#: fidelity bounds) on the exporting machine, which ``Encoder.load(dir, backend="auto")`` loads.
+BACKEND_RECORD = "e5kit_backend.json"
 #: Similarity functions e5kit scores with, named as sentence-transformers' ``similarity_fn_name``.
 #: "cosine" (E5, and sentence-transformers' default) L2-normalises before the dot product; "dot" is the
 #: raw dot product, used only where a model or config declares it.
@@ -141,6 +147,21 @@ def _max_length_from_tokenizer(folder: Path) -> int | None:
     limit = read_json(config_path).get("model_max_length")
     # Tokenizers without a limit store a huge sentinel (1e30).
     return int(limit) if isinstance(limit, (int, float)) and limit < 1_000_000 else None
+
+
+def read_backend_record(root: Path) -> dict | None:
+    """``root``'s ``BACKEND_RECORD`` (keys backend, file_name, dtype, cpu, ...), or None when it has none.
+
+    Raises:
+        ModelDirectoryError: the record is not valid JSON or lacks "backend" (it is named).
+    """
+    path = root / BACKEND_RECORD
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    if not isinstance(record, dict) or "backend" not in record:
+        raise ModelDirectoryError(f"{path}: no 'backend' field; run e5kit export auto again")
+    return record
 
 
 def read_model_dir(root: Path) -> ModelSpec:

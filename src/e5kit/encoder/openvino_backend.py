@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 OPENVINO_FOLDER = "openvino"
 #: optimum-intel's file name, the one sentence-transformers' ``backend="openvino"`` looks for.
 XML_FILE = "openvino_model.xml"
+#: The statically quantised IR, under the name sentence-transformers gives its own
+#: (``export_static_quantized_openvino_model``), so ``model_kwargs={"file_name": ...}`` loads it there too.
+INT8_XML_FILE = "openvino_model_qint8_quantized.xml"
 MANIFEST = "e5kit_openvino.json"
 #: e5kit's precisions -> OpenVINO's ``INFERENCE_PRECISION_HINT`` values.
 HINTS = {"float32": "f32", "bfloat16": "bf16"}
@@ -47,8 +50,13 @@ class OpenVinoBackend:
         config: The Hugging Face model config (embedding size, position limit).
         pooling: The pooling the graph applies.
         files: The model's files (IR .xml and .bin, or one .onnx): messages and fingerprint.
-        dtype: The inference precision it was compiled with, "float32" or "bfloat16".
-        precision_choice: How "auto" chose ``dtype``, when it did.
+        precision: The inference precision it was compiled with, "float32" or "bfloat16" (for an int8
+            IR, that of the operations left unquantised).
+        weights: "int8" for a statically quantised IR, else "float32".
+        precision_choice: How "auto" chose ``precision``, when it did.
+
+    Attributes:
+        dtype: "int8" for a quantised IR, else ``precision``: what ``Encoder.dtype`` reports.
     """
 
     name = "openvino"
@@ -56,31 +64,38 @@ class OpenVinoBackend:
     # length-sorted texts carry little padding.
     default_batch_size = 8
 
-    def __init__(self, compiled, *, config, pooling: str, files: list[Path], dtype: str, precision_choice: PrecisionChoice | None = None) -> None:
+    def __init__(
+        self, compiled, *, config, pooling: str, files: list[Path], precision: str, weights: str = "float32", precision_choice: PrecisionChoice | None = None
+    ) -> None:
         self.compiled = compiled
         self.config = config
         self.pooling = pooling
         self.files = [Path(file) for file in files]
         self.file = self.files[0]
-        self.dtype = dtype
+        self.precision = precision
+        self.dtype = "int8" if weights == "int8" else precision
         self.precision_choice = precision_choice
         self.device = torch.device("cpu")
         self._fingerprint: str | None = None
 
     @classmethod
-    def load(cls, root: Path, spec: model_format.ModelSpec, *, dtype: str | None = None, threads: int | None = None) -> OpenVinoBackend:
+    def load(
+        cls, root: Path, spec: model_format.ModelSpec, *, file_name: str | None = None, dtype: str | None = None, threads: int | None = None
+    ) -> OpenVinoBackend:
         """The backend of the OpenVINO export in ``root`` (``openvino/``), else of its ONNX export's fp32 graph.
 
         Args:
             root: A model directory (``spec`` is its ``read_model_dir``).
-            dtype: "float32", "bfloat16", "auto" (``e5kit.encoder.precision.choose_precision``, timed
+            file_name: An IR in ``openvino/`` (default: the export's default, the int8 IR when
+                exported with ``--quantize int8``).
+            dtype: The inference precision (of the operations an int8 IR leaves unquantised): "float32", "bfloat16", "auto" (``e5kit.encoder.precision.choose_precision``, timed
                 now on this CPU), or None: the export's recorded choice, float32 where this CPU has no
                 bf16 instructions, and float32 for an ONNX folder.
             threads: OpenVINO inference threads (default: OpenVINO's, one per physical core).
 
         Raises:
-            model_format.ModelDirectoryError: the directory has neither export, or its graph pools
-                differently from the directory.
+            model_format.ModelDirectoryError: the directory has neither export, ``file_name`` is not
+                one of its IRs, or its graph pools differently from the directory.
             ValueError: an unknown ``dtype``.
             ImportError: the ``openvino`` package is not installed (the message says how to install it).
         """
@@ -92,7 +107,7 @@ class OpenVinoBackend:
             raise ImportError("the openvino backend needs OpenVINO's runtime: pip install 'e5kit[openvino]'") from error
         from transformers import AutoConfig
 
-        files, manifest = _model_files(root, spec)
+        files, manifest, weights = _model_files(root, spec, file_name)
         model = openvino.Core().read_model(str(files[0]))
         config = AutoConfig.from_pretrained(spec.transformer_dir)
         choice = None
@@ -105,7 +120,9 @@ class OpenVinoBackend:
             if dtype == "bfloat16" and not has_bf16():
                 logger.info("%s: exported for bfloat16, but this CPU has no bf16 instructions; running float32", files[0])
                 dtype = "float32"
-        return cls(compile_model(model, dtype, threads), config=config, pooling=spec.pooling, files=files, dtype=dtype, precision_choice=choice)
+        return cls(
+            compile_model(model, dtype, threads), config=config, pooling=spec.pooling, files=files, precision=dtype, weights=weights, precision_choice=choice
+        )
 
     @property
     def dimension(self) -> int:
@@ -121,13 +138,13 @@ class OpenVinoBackend:
         return embeddings
 
     def fingerprint(self) -> str:
-        """SHA-256 of the precision and the model files' bytes (which hold the weights and the pooling), computed once.
+        """SHA-256 of the inference precision and the model files' bytes (which hold the weights and the pooling), computed once.
 
         Prefixed with "openvino" and the precision, so neither a torch weights hash, an ONNX graph's
         hash, nor the same IR at the other precision can share a cache entry with it.
         """
         if self._fingerprint is None:
-            digest = hashlib.sha256(f"openvino:{self.dtype}:".encode())
+            digest = hashlib.sha256(f"openvino:{self.precision}:".encode())
             for file in self.files:
                 with file.open("rb") as stream:
                     while block := stream.read(_HASH_BLOCK):
@@ -165,13 +182,22 @@ def auto_precision(model, config, threads: int | None = None) -> PrecisionChoice
     return choose_precision(measure)
 
 
-def _model_files(root: Path, spec: model_format.ModelSpec) -> tuple[list[Path], dict | None]:
-    """The files OpenVINO reads for ``root`` (IR .xml then .bin, or the ONNX fp32 graph) and the OpenVINO manifest, if any."""
+def _model_files(root: Path, spec: model_format.ModelSpec, file_name: str | None) -> tuple[list[Path], dict | None, str]:
+    """The files OpenVINO reads for ``root`` (IR .xml then .bin, or the ONNX fp32 graph), the OpenVINO
+    manifest if any, and the weights' precision ("int8" or "float32")."""
     manifest = read_manifest(root)
+    weights = "float32"
     if manifest is not None:
         where = root / OPENVINO_FOLDER / MANIFEST
-        xml = root / OPENVINO_FOLDER / manifest["file"]
+        # "file": exports of e5kit 0.x before int8 IRs, which had one IR and no "files".
+        listed = manifest.get("files", {manifest.get("file", XML_FILE): "float32"})
+        name = file_name or manifest.get("default", manifest.get("file", XML_FILE))
+        if name not in listed:
+            raise model_format.ModelDirectoryError(f"{where}: lists no IR {name!r} (it has {', '.join(sorted(listed))})")
+        xml, weights = root / OPENVINO_FOLDER / name, listed[name]
         files, pooling = [xml, xml.with_suffix(".bin")], manifest.get("pooling")
+    elif file_name is not None:
+        raise model_format.ModelDirectoryError(f"{root}: no OpenVINO export ({OPENVINO_FOLDER}/{MANIFEST}) to take {file_name!r} from")
     else:
         try:
             onnx_manifest = onnx_backend.read_manifest(root)
@@ -188,4 +214,4 @@ def _model_files(root: Path, spec: model_format.ModelSpec) -> tuple[list[Path], 
     missing = [str(file) for file in files if not file.is_file()]
     if missing:
         raise model_format.ModelDirectoryError(f"{', '.join(missing)}: missing from the export listed in {where}; export again")
-    return files, manifest
+    return files, manifest, weights

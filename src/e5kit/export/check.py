@@ -1,10 +1,15 @@
-"""The texts of ``e5kit export onnx``: the int8 calibration sample read from a file, and the real
-prose its fidelity check embeds with both torch and the export."""
+"""The texts and the fidelity rule of ``e5kit export``: the int8 calibration sample read from a file,
+the real prose the check embeds with both torch and the export, and the bounds every exported
+backend and precision is held to (issue 17)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from e5kit.encoder.precision import mean_cosine
 from e5kit.io.files import InputFormatError, iter_text_lines
 from e5kit.io.tables import iter_records, table_format
 
@@ -45,3 +50,54 @@ def check_texts(count: int) -> list[str]:
         if len(texts) >= count:
             return texts[:count]
     return texts
+
+
+#: Lowest mean cosine to torch fp32 on the check texts, by the candidate's precision
+#: (``Encoder.dtype``): a float32 runtime differs from torch only in summation order, bf16 keeps 8
+#: bits of mantissa, and int8 is held to issue 17's bound.
+MIN_MEAN_COSINE = {"float32": 0.9999, "bfloat16": 0.999, "int8": 0.997}
+#: Lowest cosine between a text embedded alone and in a batch of texts of other lengths (issue 17).
+MIN_BATCH_COSINE = 0.9999
+#: Texts of the check embedded alone for the batch-independence check (each is a forward pass).
+BATCH_CHECK_TEXTS = 16
+
+
+@dataclass
+class Fidelity:
+    """How closely an exported Encoder reproduces torch fp32 (``measure_fidelity``).
+
+    Attributes:
+        precision: The candidate's ``Encoder.dtype`` ("float32", "bfloat16", "int8"), which sets its bound.
+        mean: Mean cosine to torch fp32 over the check texts (embedded in batches).
+        min: The lowest of those cosines.
+        batch_min: Lowest cosine between a text embedded alone and in a batch (``BATCH_CHECK_TEXTS`` texts).
+        texts: How many check texts.
+    """
+
+    precision: str
+    mean: float
+    min: float
+    batch_min: float
+    texts: int
+
+    def failures(self) -> list[str]:
+        """What falls short of ``MIN_MEAN_COSINE`` and ``MIN_BATCH_COSINE``, one phrase each."""
+        failures = []
+        if self.mean < MIN_MEAN_COSINE[self.precision]:
+            failures.append(f"{self.precision}: mean cosine {self.mean:.4f} < {MIN_MEAN_COSINE[self.precision]}")
+        if self.batch_min < MIN_BATCH_COSINE:
+            failures.append(f"{self.precision}: a text's vector depends on its batch (cosine {self.batch_min:.6f} < {MIN_BATCH_COSINE})")
+        return failures
+
+
+def measure_fidelity(expected: np.ndarray, candidate, texts: list[str], role: str | None) -> Fidelity:
+    """Compare ``candidate`` (an Encoder) with torch fp32's ``expected`` (n, dim) embeddings of ``texts``.
+
+    ``encode`` batches length-sorted texts, so each of the first ``BATCH_CHECK_TEXTS`` shared its batch
+    with texts of other lengths; each is also embedded alone.
+    """
+    batched = candidate.encode(texts, role=role)
+    mean, worst = mean_cosine(expected, batched)
+    alone = np.concatenate([candidate.encode([text], role=role) for text in texts[:BATCH_CHECK_TEXTS]])
+    _, batch_worst = mean_cosine(alone, batched[:BATCH_CHECK_TEXTS])
+    return Fidelity(precision=candidate.dtype, mean=mean, min=worst, batch_min=batch_worst, texts=len(texts))

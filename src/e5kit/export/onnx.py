@@ -120,26 +120,25 @@ def export_onnx(
     Raises:
         ValueError: an unknown ``quantize``, an empty ``calibration``, or an Encoder without torch weights.
     """
-    if quantize not in QUANTIZATIONS:
-        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     if encoder.backend.name != "torch":
         raise ValueError("export needs a torch-backend Encoder (this one already runs on ONNX)")
-    if calibration is None:
-        calibration, calibration_source = builtin_calibration_texts(), "built-in: Python language reference (pydoc topics)"
-    if quantize == "int8" and not calibration:
-        raise ValueError("int8 export needs at least one calibration text")
     root = Path(out_dir)
     with AtomicFolder(root, replaces="config.json") as staged:  # a killed export leaves no model folder without its graphs
         encoder.write_model_files(staged.temporary, model_card, name=root.resolve().name)
-        files = _write_graphs(encoder, staged.temporary / ONNX_FOLDER, quantize, opset, calibration, calibration_source)
+        files = write_onnx(encoder, staged.temporary / ONNX_FOLDER, quantize, opset, calibration, calibration_source)
     files = {precision: root / ONNX_FOLDER / path.name for precision, path in files.items()}
     return OnnxExport(model_dir=root, files=files, default=files.get("int8", files["fp32"]))
 
 
-def _write_graphs(
-    encoder: Encoder, folder: Path, quantize: str, opset: int, calibration: Sequence[str], calibration_source: str | None
+def write_onnx(
+    encoder: Encoder, folder: Path, quantize: str, opset: int, calibration: Sequence[str] | None, calibration_source: str | None
 ) -> dict[str, Path]:
-    """The ONNX graphs and their manifest in ``folder`` (created); returns precision -> file."""
+    """The ONNX graphs and their manifest of ``export_onnx`` in ``folder`` (created); returns precision -> file.
+
+    Raises:
+        ValueError: as ``export_onnx``, before anything is written.
+    """
+    calibration, calibration_source = calibration_sample(quantize, calibration, calibration_source)
     folder.mkdir()
     files = {"fp32": folder / FP32_FILE}
     export_fp32_graph(encoder, files["fp32"], opset)
@@ -233,6 +232,22 @@ def fuse_operators(path: Path, config) -> None:
     )
     logger.info("ONNX Runtime fusions: %s", optimized.get_fused_operator_statistics())
     optimized.save_model_to_file(str(path))
+
+
+def calibration_sample(quantize: str, calibration: Sequence[str] | None, source: str | None) -> tuple[Sequence[str], str | None]:
+    """The calibration texts and their source for an export's ``quantize`` ("none" or "int8"):
+    ``builtin_calibration_texts()`` when ``calibration`` is None.
+
+    Raises:
+        ValueError: an unknown ``quantize``, or int8 with an empty ``calibration``.
+    """
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
+    if calibration is None:
+        return builtin_calibration_texts(), "built-in: Python language reference (pydoc topics)"
+    if quantize == "int8" and not calibration:
+        raise ValueError("int8 export needs at least one calibration text")
+    return calibration, source
 
 
 def builtin_calibration_texts(count: int = CALIBRATION_TEXTS) -> list[str]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from e5kit.encoder.model_format import BackendName
 
 
 class ServeConfig(BaseModel):
@@ -14,8 +15,9 @@ class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, description="Model to serve (default: the index's model, else all-MiniLM-L6-v2).")
-    backend: Literal["torch", "onnx", "openvino"] = Field(
-        "torch", description="torch; onnx for an `e5kit export onnx` directory; openvino for an `e5kit export openvino` one."
+    backend: BackendName = Field(
+        "torch", description="torch; onnx for an `e5kit export onnx` directory; openvino for an `e5kit export openvino` one; "
+        "auto for the backend `e5kit export auto` measured fastest and recorded."
     )
     index: Path | None = Field(None, description="Index folder for POST /search (from `e5kit index build`).")
     host: str = Field("127.0.0.1", description="Interface to listen on.")
