@@ -9,9 +9,9 @@ library encodes the same texts ``--repeats`` times after a warm-up; the best run
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from bench_worker import best_rate
 
 from e5kit.encoder.precision import cpu_description
 
@@ -24,16 +24,6 @@ def prose_windows(count: int, words_per_text: int) -> list[str]:
     if len(windows) < count:
         raise SystemExit(f"only {len(windows)} windows of {words_per_text} words available")
     return windows[:count]
-
-
-def best_rate(encode, texts: list[str], repeats: int) -> float:
-    encode(texts[:64])  # warm-up: first-call allocations and kernel selection
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        encode(texts)
-        best = min(best, time.perf_counter() - started)
-    return len(texts) / best
 
 
 def main() -> None:
@@ -59,9 +49,9 @@ def main() -> None:
     prompt_name = "passage" if role else None
     mean_tokens = sum(len(encoder.tokenizer(encoder.prepare([t], role))["input_ids"][0]) for t in texts[:200]) / 200
 
-    e5kit_rate = best_rate(lambda batch: encoder.encode(batch, role=role, batch_size=args.batch_size), texts, args.repeats)
+    e5kit_rate = best_rate(lambda batch, size: encoder.encode(batch, role=role, batch_size=size), texts, args.batch_size, args.repeats)
     st_rate = best_rate(
-        lambda batch: st_model.encode(batch, prompt_name=prompt_name, batch_size=args.batch_size), texts, args.repeats
+        lambda batch, size: st_model.encode(batch, prompt_name=prompt_name, batch_size=size), texts, args.batch_size, args.repeats
     )
     print(cpu_description())
     print(f"model {args.model} | device {args.device} | torch threads {torch.get_num_threads()} | "

@@ -23,7 +23,8 @@ Interface:
     load_fastembed(model_dir, cache_dir, threads) -> fastembed.TextEmbedding
         fastembed's own description of sentence-transformers/all-MiniLM-L6-v2 (mean pooling,
         normalised) over ``specific_model_path``: the fp32 ONNX graph sentence-transformers exported
-        from ``model_dir`` plus its tokenizer files, instead of a download of Qdrant's copy of it.
+        from ``model_dir`` plus its tokenizer files, instead of a download of Qdrant's copy of it;
+        truncated at the model's max_seq_length as sentence-transformers does.
 
     load_peer(engine, model_dir, cache_dir, calibration, threads) -> (encode, description)
         Any of PEER_ENGINES (ST_ENGINES and "fastembed") as ``encode(texts, batch_size) -> (n, dim)
@@ -32,6 +33,7 @@ Interface:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -63,16 +65,26 @@ def _staged(target: Path, build: Callable[[Path], None]) -> Path:
 
 
 def _st_folder(model_dir: str, cache_dir: Path) -> Path:
-    """A writable copy of the model folder (ST writes its exports into the model's folder), with ST's fp32 ONNX and OpenVINO graphs."""
+    """A writable copy of the model folder: sentence-transformers writes its exports into the model's folder."""
+    return _staged(cache_dir / "st-model", lambda folder: shutil.copytree(model_dir, folder, dirs_exist_ok=True))
 
-    def build(folder: Path) -> None:
-        from sentence_transformers import SentenceTransformer
 
-        shutil.copytree(model_dir, folder, dirs_exist_ok=True)
-        for backend in ("onnx", "openvino"):  # exported through optimum, written as onnx/model.onnx, openvino/openvino_model.xml
-            SentenceTransformer(str(folder), backend=backend, device="cpu").save_pretrained(str(folder))
+#: sentence-transformers' fp32 graph files per backend, as its ``save_pretrained`` names them; the last is moved in last.
+ST_GRAPHS = {"onnx": ("onnx/model.onnx",), "openvino": ("openvino/openvino_model.bin", "openvino/openvino_model.xml")}
 
-    return _staged(cache_dir / "st-model", build)
+
+def _st_graph(folder: Path, backend: str) -> None:
+    """sentence-transformers' own fp32 export of ``folder`` to ``backend`` (through optimum), made once."""
+    files = ST_GRAPHS[backend]
+    if (folder / files[-1]).is_file():
+        return
+    from sentence_transformers import SentenceTransformer
+
+    with tempfile.TemporaryDirectory(prefix=f".{backend}-", dir=folder.parent) as staging:
+        SentenceTransformer(str(folder), backend=backend, device="cpu", model_kwargs={"export": True}).save_pretrained(staging)
+        (folder / backend).mkdir(exist_ok=True)
+        for name in files:
+            os.replace(Path(staging) / name, folder / name)
 
 
 def _onnx_int8(folder: Path, config: str) -> str:
@@ -81,6 +93,7 @@ def _onnx_int8(folder: Path, config: str) -> str:
     if not found:
         from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
 
+        _st_graph(folder, "onnx")
         fp32 = SentenceTransformer(str(folder), backend="onnx", device="cpu", model_kwargs={"file_name": "onnx/model.onnx"})
         export_dynamic_quantized_onnx_model(fp32, config, str(folder))
         found = sorted((folder / "onnx").glob(f"model_q*8_{config}.onnx"))
@@ -99,6 +112,7 @@ def _openvino_int8_static(folder: Path, calibration: Sequence[str], threads: int
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.backend.utils import save_or_push_to_hub_model
 
+    _st_graph(folder, "openvino")
     fp32 = SentenceTransformer(
         str(folder),
         backend="openvino",
@@ -160,12 +174,21 @@ def load_fastembed(model_dir: str, cache_dir: Path, threads: int):
     from fastembed import TextEmbedding
 
     source = _st_folder(model_dir, Path(cache_dir))
+    _st_graph(source, "onnx")
 
     def build(folder: Path) -> None:  # fastembed's description names model.onnx at the top of the folder
         shutil.copy2(source / "onnx" / "model.onnx", folder / "model.onnx")
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json"):
+        for name in ("tokenizer.json", "special_tokens_map.json", "vocab.txt", "config.json"):
             if (source / name).is_file():
                 shutil.copy2(source / name, folder / name)
+        # fastembed truncates at the smaller of tokenizer_config's max_length and model_max_length: the Hub
+        # folder says 512 (model_max_length) or, once saved by sentence-transformers, 128 (max_length, from
+        # its tokenizer.json). Both are set to the model's max_seq_length, where sentence-transformers (and
+        # fastembed's own description of this model) truncate: 256.
+        sbert = json.loads((source / "sentence_bert_config.json").read_text(encoding="utf-8"))
+        config = json.loads((source / "tokenizer_config.json").read_text(encoding="utf-8"))
+        config["max_length"] = config["model_max_length"] = sbert.get("max_seq_length", config["model_max_length"])
+        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
 
     folder = _staged(Path(cache_dir) / "fastembed-model", build)
     return TextEmbedding(
