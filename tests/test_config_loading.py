@@ -6,6 +6,7 @@ description and default, so neither is repeated by hand and neither can drift.""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import typer
@@ -82,7 +83,8 @@ def test_a_bad_field_in_set_is_the_same_one_line_error_for_every_command(name, m
 #: commands whose options are made by e5kit.cli.options.config_option -> the Config they set
 GENERATED = {
     ("filter", "consistency"): ConsistencyConfig, ("holdout",): HoldoutConfig, ("mine-negatives",): MiningConfig, ("score-teacher",): TeacherConfig,
-    ("index", "build"): IndexConfig,
+    ("index", "build"): IndexConfig, ("eval", "retrieval"): eval_config.RetrievalConfig, ("eval", "classification"): eval_config.ClassificationConfig,
+    ("eval", "clustering"): eval_config.ClusteringConfig, ("eval", "sts"): eval_config.STSConfig,
     ("serve",): ServeConfig,
 }
 
@@ -105,11 +107,12 @@ def test_each_option_shows_its_config_fields_description_and_default(path):
         # Then its help is the field's description, and the default it shows is the field's default
         # (read back as YAML, the way --set and a config file would give it), or none when the field has none
         assert option.help.startswith(field_descriptions(schema)[option.name]), option.name
-        shown = re.findall(r"\[default: ([^\]]*)\]", option.help)
+        shown = re.findall(r"\[default: (.*)\]$", option.help)  # last in the help; a list's default has brackets
         if field.is_required() or field.default is None:
             assert shown == [], option.name
         else:
-            assert [yaml.safe_load(value) for value in shown] == [field.default], option.name
+            default = str(field.default) if isinstance(field.default, Path) else field.default
+            assert [yaml.safe_load(value) for value in shown] == [default], option.name
     # And no other option of the command writes a default into its help by hand
     assert not [param.name for param in params if param not in options and "[default:" in (getattr(param, "help", "") or "")]
 

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from e5kit.stage import REPORT_FILE, STARTED_FILE, Stage, read_report, run_stage, run_step, settings_fingerprint
@@ -122,3 +123,70 @@ def test_a_marker_that_is_not_json_counts_as_unfinished(tmp_path):
     (tmp_path / REPORT_FILE).write_text('{"stage": ')
     # Then it does not say the stage finished
     assert read_report(tmp_path) is None
+
+
+class FileStage(CountStage):
+    """A one-file stage: ``OUT`` with its marker beside it, and partial work in ``OUT.partial``."""
+
+    name = "file"
+    discarded = 0
+
+    @property
+    def output_dir(self) -> Path:
+        return self.config.output_dir.parent
+
+    @property
+    def marker(self) -> Path:
+        return Path(f"{self.config.output_dir}.stats.json")
+
+    def discard_partial(self) -> None:
+        FileStage.discarded += 1
+        Path(f"{self.config.output_dir}.partial").unlink(missing_ok=True)
+
+    def execute(self, log) -> dict[str, Any]:
+        FileStage.runs += 1
+        partial = Path(f"{self.config.output_dir}.partial")
+        resumed = partial.is_file()
+        self.config.output_dir.write_text("done")
+        partial.unlink(missing_ok=True)
+        return {"resumed": resumed, "resuming": self.resuming}
+
+
+def test_a_one_file_stage_keeps_its_marker_beside_its_output_and_resumes_only_its_own_partial_work(tmp_path):
+    # Given a one-file stage's input, and partial work a killed run left under other settings
+    (tmp_path / "in.txt").write_text("a\n")
+    out = tmp_path / "out.txt"
+    Path(f"{out}.partial").write_text("half")
+    Path(f"{out}.stats.json.started").write_text("another fingerprint")
+    FileStage.runs = FileStage.discarded = 0
+
+    def stage(**settings):
+        return FileStage(CountConfig(source=tmp_path / "in.txt", output_dir=out, **settings))
+
+    # When it runs, Then the partial work is discarded (not resumed) and the marker is OUT.stats.json
+    report = run_stage(stage(), log=lambda line: None)
+    assert report["resumed"] is False and FileStage.discarded == 1 and json.loads(Path(f"{out}.stats.json").read_text()) == report
+    assert not Path(f"{out}.stats.json.started").exists()
+    # When a run killed under the same fingerprint left partial work, Then it is told so and finds its work
+    Path(f"{out}.stats.json").unlink()
+    Path(f"{out}.partial").write_text("half")
+    Path(f"{out}.stats.json.started").write_text(stage().fingerprint())
+    report = run_stage(stage(), log=lambda line: None)
+    assert report["resumed"] is True and report["resuming"] is True and FileStage.discarded == 1
+    # And a finished run is skipped
+    run_stage(stage(), log=lambda line: None)
+    assert FileStage.runs == 2
+
+
+def test_a_run_that_fails_before_writing_anything_leaves_no_folder(tmp_path):
+    # Given a stage whose work fails at once, into a folder that does not exist yet
+    (tmp_path / "in.txt").write_text("a\n")
+
+    class Failing(CountStage):
+        def execute(self, log):
+            raise ValueError("bad setting")
+
+    # When it runs, Then the error comes through and no folder (with only a started-with file) is left
+    with pytest.raises(ValueError, match="bad setting"):
+        run_stage(Failing(CountConfig(source=tmp_path / "in.txt", output_dir=tmp_path / "new" / "out")), log=lambda line: None)
+    assert not (tmp_path / "new" / "out").exists()

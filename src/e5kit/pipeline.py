@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.hub import DEFAULT_MODEL
 from e5kit.processes import die_with_parent
-from e5kit.stage import Stage, run_stage, run_step, settings_fingerprint
+from e5kit.stage import UPSTREAM_ENV, Stage, run_stage, run_step, settings_fingerprint
 
 STAGES = ("corpus", "curate", "holdout", "consistency", "pretrain", "evaluate", "index")
 
@@ -215,6 +215,9 @@ def run_pretrain(stage: Stage, nproc_per_node: int, **options: Any) -> dict[str,
     from e5kit.training.trainer import training_summary
 
     log, folder = options.get("log", print), stage.output_dir
+    # The workers' own stage (`e5kit pretrain` under torchrun) fingerprints the same chain, so its marker and
+    # started-with file are this step's (a killed launch resumes when the quickstart runs again).
+    chain = settings_fingerprint([options.pop("upstream", ""), nproc_per_node])
 
     def launch() -> dict[str, Any]:
         config_path = folder / "pretrain.yaml"
@@ -224,10 +227,11 @@ def run_pretrain(stage: Stage, nproc_per_node: int, **options: Any) -> dict[str,
                    "-m", "e5kit", "pretrain", "--config", str(config_path), *(["--resume"] if resume else [])]
         log("  " + " ".join(command))
         # SIGTERM when this process ends, however it ends: torchrun then stops its own workers.
-        subprocess.run(command, check=True, preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM))
+        subprocess.run(command, check=True, preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM),
+                       env={**os.environ, UPSTREAM_ENV: chain})
         return training_summary(folder, folder / "final", log)
 
-    fingerprint = stage.fingerprint([options.pop("upstream", ""), nproc_per_node])
+    fingerprint = stage.fingerprint(chain)
     return run_step(folder, stage.name, fingerprint, launch, resumable=True, outputs=stage.outputs(), **options)
 
 

@@ -42,6 +42,9 @@ from e5kit.version import package_version
 REPORT_FILE = "report.json"
 #: The fingerprint an unfinished stage was started with: its partial work is kept only under the same.
 STARTED_FILE = "stage-started.txt"
+#: The fingerprint of the chain before a stage command launched by a chain (the quickstart's torchrun
+#: pre-training): the command's stage then has the chain's fingerprint and marker (``run_stage``'s upstream).
+UPSTREAM_ENV = "E5KIT_STAGE_UPSTREAM"
 #: Keys of the marker that every stage's report carries besides its own counts.
 ENVELOPE = ("stage", "fingerprint", "seconds", "e5kit", "outputs")
 

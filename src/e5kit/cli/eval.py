@@ -12,8 +12,16 @@ import typer
 
 from e5kit.cli.app import app, fail, load_encoder, output_file, output_folder, overrides_option
 from e5kit.cli.options import config_option
-from e5kit.evaluation import fields
-from e5kit.evaluation.config import RetrievalConfig
+from e5kit.evaluation.config import (
+    ClassificationConfig,
+    ClusteringConfig,
+    EvalConfig,
+    MappedColumnsConfig,
+    PairClassificationConfig,
+    RerankingConfig,
+    RetrievalConfig,
+    STSConfig,
+)
 
 eval_app = typer.Typer(
     help="Evaluate models: BEIR retrieval against BM25, STS, classification, clustering, pair classification, reranking.",
@@ -21,37 +29,26 @@ eval_app = typer.Typer(
 )
 app.add_typer(eval_app, name="eval")
 
-MODELS = typer.Option(
-    None, "--model", "-m",
-    help="Model directory, bundled name or Hub id; repeat for several (retrieval also takes 'bm25'). "
-    "Default: all-MiniLM-L6-v2.",
-)
-DATA = typer.Option(None, "--data", "-d", help="Data folder (or file) of the task; see the task's help for its format.")
-SPLIT = typer.Option(None, help="Split to score (default: test).")
+MODELS = config_option(EvalConfig, "models", "--model", "-m", note="Repeat for several.")
+DATA = config_option(EvalConfig, "data", "--data", "-d", note="Required.")
+SPLIT = config_option(EvalConfig, "split")
 CONFIG = typer.Option(None, "--config", "-c", help="YAML config, or a bundled config's name (e.g. eval_retrieval; `e5kit config list`); options override it.")
 SETS = overrides_option("--set batch_size=64 --set top_k=1000")
-BATCH = typer.Option(None, min=1, help="Texts per forward pass (default: 32).")
-MAX_LENGTH = typer.Option(None, min=8, help="Token limit (default: the model's own).")
-DTYPE = typer.Option(None, help="float32 (default), bfloat16, float16 (CUDA only), or auto (CPU: bfloat16 where measured faster and faithful).")
-DEVICE = typer.Option(None, help="Torch device, e.g. cpu or cuda:0 (default: cuda when present).")
-BACKEND = typer.Option(
-    None, help="torch (default); onnx for a model directory written by `e5kit export onnx`; openvino for one written by `e5kit export openvino`."
-)
-RESULTS = typer.Option(None, help="Where result JSON files go (default: results).")
-NO_CACHE = typer.Option(None, "--no-cache", help="Embed everything afresh and store nothing.", show_default=False)
-CACHE_DIR = typer.Option(None, help="Embedding cache folder (default: $E5KIT_CACHE_DIR or ~/.cache/e5kit/embeddings).")
-QUERY_ROLE = typer.Option(
-    None, help="Override the role of queries / single texts / first texts (E5 default: query; 'none' = no prefix)."
-)
-PASSAGE_ROLE = typer.Option(
-    None, help="Override the role of documents / candidates / second texts (E5: passage for retrieval, else query)."
-)
-MTEB_RESULTS = typer.Option(
-    None, help="Also write mteb-format results into this mteb ResultCache folder (results/<model>/<revision>/<Task>.json).",
-)
-MTEB_TASK = typer.Option(
-    None, help="MTEB task name of those files (default: SciFact for scifact etc., else the data folder's name); "
-    "their languages: --set mteb_languages=[eng-Latn].",
+BATCH = config_option(EvalConfig, "batch_size")
+MAX_LENGTH = config_option(EvalConfig, "max_length")
+DTYPE = config_option(EvalConfig, "dtype")
+DEVICE = config_option(EvalConfig, "device")
+BACKEND = config_option(EvalConfig, "backend")
+RESULTS = config_option(EvalConfig, "results_dir")
+CACHE = config_option(EvalConfig, "cache", "--cache/--no-cache")
+CACHE_DIR = config_option(EvalConfig, "cache_dir")
+QUERY_ROLE = config_option(EvalConfig, "query_role")
+PASSAGE_ROLE = config_option(EvalConfig, "passage_role")
+MTEB_RESULTS = config_option(EvalConfig, "mteb_results")
+MTEB_TASK = config_option(EvalConfig, "mteb_task", note="Their languages: --set mteb_languages=[eng-Latn].")
+FORCE = typer.Option(
+    False, "--force", help="Evaluate again even when RESULTS_DIR/stages/<task>__<dataset>__<split>.json says this run finished "
+    "with the same models, data and settings (a rerun is otherwise skipped).",
 )
 
 
@@ -59,18 +56,17 @@ MTEB_TASK = typer.Option(
 COMMON_OPTIONS = [
     ("models", list[str], MODELS), ("data", Path, DATA), ("split", str, SPLIT), ("config", Path, CONFIG),
     ("sets", list[str], SETS), ("batch_size", int, BATCH), ("max_length", int, MAX_LENGTH), ("dtype", str, DTYPE),
-    ("device", str, DEVICE), ("backend", str, BACKEND), ("results_dir", Path, RESULTS), ("no_cache", bool, NO_CACHE), ("cache_dir", Path, CACHE_DIR),
+    ("device", str, DEVICE), ("backend", str, BACKEND), ("results_dir", Path, RESULTS), ("cache", bool, CACHE), ("cache_dir", Path, CACHE_DIR),
     ("query_role", str, QUERY_ROLE), ("passage_role", str, PASSAGE_ROLE), ("mteb_results", Path, MTEB_RESULTS),
-    ("mteb_task", str, MTEB_TASK),
+    ("mteb_task", str, MTEB_TASK), ("force", bool, FORCE),
 ]
 
 
-def columns_option(fields: tuple[str, ...], example: str):
-    """The ``--columns`` option of a task reading ``fields`` from the user's files."""
-    return typer.Option(
-        None, "--columns",
-        help=f"Read the task's fields ({', '.join(fields)}) from columns named otherwise: FIELD=COLUMN,... (e.g. {example}); "
-        "in a config: columns: {FIELD: COLUMN}.",
+def columns_option(schema: type[MappedColumnsConfig], example: str):
+    """The ``--columns`` option of a task reading ``schema.FIELDS`` from the user's files."""
+    return config_option(
+        schema, "columns", "--columns",
+        note=f"Its fields: {', '.join(schema.FIELDS)}. On the command line: FIELD=COLUMN,... (e.g. {example}).",
     )
 
 
@@ -91,13 +87,14 @@ def parse_columns(text: str) -> dict[str, str]:
     return mapping
 
 
-def _run(task: str, config_path: Path | None, sets: list[str] | None, **options) -> None:
+def _run(task: str, config_path: Path | None, sets: list[str] | None, force: bool = False, **options) -> None:
     from e5kit.config import ConfigError, load_config
     from e5kit.evaluation.report import markdown_table
-    from e5kit.evaluation.runner import run_task, task_spec
+    from e5kit.evaluation.results import EvalResult
+    from e5kit.evaluation.runner import EvalStage, task_spec
     from e5kit.io.files import InputFormatError, check_input_file
+    from e5kit.stage import run_stage
 
-    options["cache"] = False if options.pop("no_cache") else None
     if options.get("columns") is not None:
         options["columns"] = parse_columns(options["columns"])
     try:
@@ -118,12 +115,16 @@ def _run(task: str, config_path: Path | None, sets: list[str] | None, **options)
 
     if config.mteb_results is not None:
         output_folder(config.mteb_results)
+    progress: list[str] = []
     try:
-        written = run_task(task, config, load)
+        report = run_stage(EvalStage(task, config, load), force=force, log=progress.append)
     except (FileNotFoundError, InputFormatError, ValueError) as error:
         raise fail(str(error)) from error
-    if not written:  # a torchrun rank other than 0: rank 0 reports
+    for line in progress:  # after the run, to stderr: an error stays one line, stdout the scores and tables
+        typer.echo(line, err=True)
+    if not report:  # a torchrun rank other than 0: rank 0 reports
         return
+    written = [(EvalResult.model_validate_json(Path(path).read_text(encoding="utf-8")), Path(path)) for path in report["results"]]
     for result, path in written:
         scores = ", ".join(f"{name} {100 * value:.2f}" for name, value in result.metrics.items())
         published = f" (published: {result.published[0]:.1f}, {result.published[1]})" if result.published else ""
@@ -188,17 +189,10 @@ def task_command(task: str):
 
 @task_command("retrieval")
 def retrieval(
-    top_k: int = typer.Option(None, min=1, help="Documents retrieved per query (default: 100)."),
-    ignore_identical_ids: str = typer.Option(
-        None,
-        help="Remove a retrieved document whose id equals the query id: unjudged (default: only when the qrels do not "
-        "judge it for that query), always (BEIR), never (mteb's default).",
-    ),
-    exclude_queries_without_relevant: bool = typer.Option(
-        None,
-        "--exclude-queries-without-relevant/--average-queries-without-relevant",
-        help="Queries whose qrels scores are all <= 0: left out of the mean, or averaged as 0 (default, as BEIR and mteb).",
-        show_default=False,
+    top_k: int = config_option(RetrievalConfig, "top_k"),
+    ignore_identical_ids: str = config_option(RetrievalConfig, "ignore_identical_ids"),
+    exclude_queries_without_relevant: bool = config_option(
+        RetrievalConfig, "exclude_queries_without_relevant", "--exclude-queries-without-relevant/--average-queries-without-relevant"
     ),
     corpus_store: bool = config_option(RetrievalConfig, "corpus_store", "--corpus-store/--in-memory-corpus"),
     engine: str = config_option(RetrievalConfig, "engine", note="torchrun: launch this command with torchrun; rank 0 writes the results."),
@@ -215,7 +209,7 @@ def retrieval(
 
 
 @task_command("sts")
-def sts(columns: str = columns_option(fields.STS, "sentence1=sentence_A,sentence2=sentence_B,score=relatedness_score for SICK")):
+def sts(columns: str = columns_option(STSConfig, "sentence1=sentence_A,sentence2=sentence_B,score=relatedness_score for SICK")):
     """STS: Spearman of cosine similarity with gold scores (<split>.tsv[.gz] or .jsonl[.gz] with sentence1, sentence2, score).
 
     Any score scale works (Spearman compares ranks); --columns reads files whose columns are named otherwise.
@@ -224,12 +218,10 @@ def sts(columns: str = columns_option(fields.STS, "sentence1=sentence_A,sentence
 
 @task_command("classification")
 def classification(
-    train_split: str = typer.Option(None, help="Split the classifier trains on (default: train)."),
-    samples_per_label: int = typer.Option(
-        None, min=1, help="Training examples per label per experiment (default: 8, as MTEB; --set samples_per_label=null = all)."
-    ),
-    experiments: int = typer.Option(None, min=1, help="Undersampled runs averaged (default: 10)."),
-    columns: str = columns_option(fields.CLASSIFICATION, "text=utterance,label=intent"),
+    train_split: str = config_option(ClassificationConfig, "train_split"),
+    samples_per_label: int = config_option(ClassificationConfig, "samples_per_label", note="All: --set samples_per_label=null."),
+    experiments: int = config_option(ClassificationConfig, "experiments"),
+    columns: str = columns_option(ClassificationConfig, "text=utterance,label=intent"),
 ):
     """Classification: logistic regression on unnormalised embeddings, test accuracy.
 
@@ -240,8 +232,8 @@ def classification(
 
 @task_command("clustering")
 def clustering(
-    seeds: int = typer.Option(None, min=1, help="k-means seeds averaged (default: 10)."),
-    columns: str = columns_option(fields.CLUSTERING, "text=subject for 20 Newsgroups"),
+    seeds: int = config_option(ClusteringConfig, "seeds"),
+    columns: str = columns_option(ClusteringConfig, "text=subject for 20 Newsgroups"),
 ):
     """Clustering: mini-batch k-means (k = number of labels), V-measure averaged over seeds.
 
@@ -250,12 +242,12 @@ def clustering(
 
 
 @task_command("pair_classification")
-def pair_classification(columns: str = columns_option(fields.PAIR_CLASSIFICATION, "label=is_paraphrase")):
+def pair_classification(columns: str = columns_option(PairClassificationConfig, "label=is_paraphrase")):
     """Pair classification: cosine average precision (and best accuracy/F1) on sentence1, sentence2, 0/1 label."""
 
 
 @task_command("reranking")
-def reranking(columns: str = columns_option(fields.RERANKING, "positive=pos,negative=neg")):
+def reranking(columns: str = columns_option(RerankingConfig, "positive=pos,negative=neg")):
     """Reranking: MAP and MRR@10 of cosine ranking over JSONL records {query, positive: [...], negative: [...]}."""
 
 

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import typer
+import yaml
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
@@ -30,6 +31,8 @@ def shown_default(schema: type[BaseModel], field: str) -> str | None:
         return None
     if isinstance(default, bool):
         return str(default).lower()
+    if isinstance(default, list | dict):
+        return yaml.safe_dump(default, default_flow_style=True).strip()
     return str(default)
 
 

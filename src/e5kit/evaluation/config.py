@@ -22,9 +22,22 @@ class EvalConfig(BaseModel):
     """Settings every task shares.
 
     Attributes:
+        models: Model directories, bundled names or Hub ids (retrieval also takes "bm25").
+        data: Data folder (or file) of the task; see the task's help for its format.
+        split: Split to score.
+        batch_size: Texts per forward pass.
+        max_length: Token limit (None: the model's own).
+        dtype: float32, bfloat16, float16 (CUDA only), or auto (CPU: bfloat16 where measured faster and faithful).
+        device: Torch device, e.g. cpu or cuda:0 (None: cuda when present).
         backend: "torch"; "onnx" to evaluate a folder written by ``e5kit export onnx`` (with its
             default graph), "openvino" one written by ``e5kit export openvino`` (at the precision it
             recorded); ``dtype`` and ``device`` then do not apply.
+        query_role: Override the role of queries / single texts / first texts (E5 default: query; "none" = no prefix).
+        passage_role: Override the role of documents / candidates / second texts (E5: passage for retrieval, else query).
+        results_dir: Where result JSON files go (and stages/, the markers of finished runs).
+        cache: Keep embeddings in the cache so a rerun does not embed again (--no-cache: embed everything
+            afresh and store nothing).
+        cache_dir: Embedding cache folder (None: $E5KIT_CACHE_DIR or ~/.cache/e5kit/embeddings).
         mteb_results: Also write each result in mteb's format into this mteb ``ResultCache`` folder
             (``results/<model>/<revision>/<TaskName>.json``; see ``e5kit.evaluation.mteb_results``).
         mteb_task: The MTEB task name those files take (default: the MTEB task of a known data set, e.g.
@@ -35,7 +48,7 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    models: list[str] = Field(default_factory=lambda: ["all-MiniLM-L6-v2"], min_length=1)
+    models: list[str] = Field(default=["all-MiniLM-L6-v2"], min_length=1)
     data: Path
     split: str = "test"
     batch_size: int = Field(32, ge=1)
@@ -74,10 +87,9 @@ class RetrievalConfig(EvalConfig, StoreEmbedding):
     Attributes:
         top_k: Documents retrieved per query.
         ignore_identical_ids: A retrieved document whose id equals the query id is removed: "unjudged"
-            (default) only when the qrels do not judge it for that query; "always" (BEIR); "never" (mteb's
-            default).
+            only when the qrels do not judge it for that query; "always" (BEIR); "never" (mteb's default).
         exclude_queries_without_relevant: Leave queries whose qrels scores are all <= 0 out of the mean
-            (default False: averaged as 0, as BEIR and mteb do).
+            (false: averaged as 0, as BEIR and mteb do).
         corpus_store: Embed the corpus into an on-disk store (stores/ in the embedding cache folder, its
             cache for reruns) in block_rows blocks and search it block by block, so its embeddings never
             sit in memory; the scores are the in-memory path's. Implied by engine torchrun or ray.
@@ -123,6 +135,17 @@ class RerankingConfig(MappedColumnsConfig):
 
 
 class ClassificationConfig(MappedColumnsConfig):
+    """Classification settings (MTEB's).
+
+    Attributes:
+        train_split: Split the classifier trains on.
+        samples_per_label: Training examples per label per experiment (as MTEB; null = all).
+        experiments: Undersampled runs averaged.
+        seed: Seed of the undersampling.
+        max_iter: Iterations of the logistic regression.
+        normalize: L2-normalise the embeddings first.
+    """
+
     FIELDS = fields.CLASSIFICATION
 
     train_split: str = "train"
@@ -134,6 +157,13 @@ class ClassificationConfig(MappedColumnsConfig):
 
 
 class ClusteringConfig(MappedColumnsConfig):
+    """Clustering settings.
+
+    Attributes:
+        seeds: k-means seeds averaged.
+        kmeans_batch_size: Mini-batch size of k-means.
+    """
+
     FIELDS = fields.CLUSTERING
 
     seeds: int = Field(10, ge=1)

@@ -88,14 +88,15 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """``text`` as a file-name part (runs of other characters -> '-')."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
 
 
 def result_path(results_dir: Path, result: EvalResult) -> Path:
     """``<dir>/<model>[-<hash8>]__<task>__<dataset>__<split>.json``."""
-    model = _slug(result.model) + (f"-{result.weights_hash[:8]}" if result.weights_hash else "")
-    return Path(results_dir) / f"{model}__{result.task}__{_slug(result.dataset)}__{_slug(result.split)}.json"
+    model = slug(result.model) + (f"-{result.weights_hash[:8]}" if result.weights_hash else "")
+    return Path(results_dir) / f"{model}__{result.task}__{slug(result.dataset)}__{slug(result.split)}.json"
 
 
 def write_result(results_dir: str | Path, result: EvalResult) -> Path:

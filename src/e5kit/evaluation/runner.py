@@ -1,7 +1,9 @@
 """Run one task's config for each of its models and write a result file per (model, task).
 
 This is the library behind ``e5kit eval <task>``: it loads each model, wraps it in the embedding
-cache, applies the prefix policy, times the evaluation and records the metadata.
+cache, applies the prefix policy, times the evaluation and records the metadata. :class:`EvalStage` runs
+it as a stage (``e5kit.stage``): its marker is ``RESULTS_DIR/stages/<task>__<dataset>__<split>.json``
+(beside, not among, the result files), so a rerun with the same models, data and settings is skipped.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from e5kit.evaluation import config as configs
 from e5kit.evaluation.prefix_policy import policy_for
-from e5kit.evaluation.results import MAIN_METRIC, EvalResult, TaskOutcome, now, write_result
+from e5kit.evaluation.results import MAIN_METRIC, EvalResult, TaskOutcome, now, slug, write_result
 from e5kit.model_card import portable_name
+from e5kit.stage import Stage
 from e5kit.version import package_version
 
 
@@ -144,3 +148,49 @@ def run_task(task: str, config: configs.EvalConfig, load_model: Callable[[str], 
     if cache is not None:
         cache.close()
     return written
+
+
+#: Settings that change where embeddings are kept or which device computes them, never the scores.
+RUNNING_FIELDS = frozenset({"cache", "cache_dir", "device"})
+
+
+class EvalStage(Stage[configs.EvalConfig]):
+    """``e5kit eval <task>`` as a stage: reads the data and the models, writes one result file per model
+    into ``results_dir``; its marker lists them. The embedding cache and a corpus store (named by model and
+    text) are what a killed run resumes from.
+
+    Args:
+        task: Task family name.
+        config: Its validated config.
+        load_model: Model name -> ``Encoder``, as for :func:`run_task`.
+    """
+
+    name = "eval"
+    config_class = configs.EvalConfig
+    resumable = True
+
+    def __init__(self, task: str, config: configs.EvalConfig, load_model: Callable[[str], object]) -> None:
+        super().__init__(config)
+        self.task, self.load_model = task, load_model
+        self.name = f"eval {task}"
+        self.runtime_fields = RUNNING_FIELDS | set(task_spec(task).running)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.config.results_dir)
+
+    @property
+    def marker(self) -> Path:
+        dataset = slug(dataset_name(self.config.data)) if self.config.data.exists() else slug(self.config.data.name)
+        return self.output_dir / "stages" / f"{self.task}__{dataset}__{slug(self.config.split)}.json"
+
+    def inputs(self) -> list[Path]:
+        models = [Path(name) for name in self.config.models if name != "bm25" and Path(name).exists()]
+        return [self.config.data, *models]
+
+    def outputs(self) -> dict[str, Path]:
+        return {"results": self.output_dir}
+
+    def execute(self, log: Callable[[str], None]) -> dict[str, Any]:
+        written = run_task(self.task, self.config, self.load_model)
+        return {"results": [str(path) for _, path in written]} if written else {}
