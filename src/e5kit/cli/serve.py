@@ -41,6 +41,7 @@ def serve(
     model: str = config_option(ServeConfig, "model", "--model", "-m"),
     index: Path = config_option(ServeConfig, "index", "--index"),
     backend: str = config_option(ServeConfig, "backend"),
+    threads: int = config_option(ServeConfig, "threads"),
     host: str = config_option(ServeConfig, "host"),
     port: int = config_option(ServeConfig, "port"),
     api_key: str = config_option(ServeConfig, "api_key", note="Without either, no auth."),
@@ -58,7 +59,7 @@ def serve(
     from e5kit.config import ConfigError, load_config
 
     options = dict(
-        model=model, index=index, backend=backend, host=host, port=port, api_key=api_key or os.environ.get("E5KIT_API_KEY"),
+        model=model, index=index, backend=backend, threads=threads, host=host, port=port, api_key=api_key or os.environ.get("E5KIT_API_KEY"),
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_items=max_items, max_chars=max_chars,
         max_body_bytes=max_body_bytes, default_input_type=default_role.value if default_role else None,
     )
@@ -83,7 +84,7 @@ def build_app(settings):
             raise fail(f"{settings.index}: not an index (no index.json); build one with `e5kit index build`")
         stored = StoredIndex.model_validate_json(settings_file.read_text(encoding="utf-8"))
     model = settings.model or (stored.model if stored else DEFAULT_MODEL)
-    encoder = load_encoder(model, backend=settings.backend)
+    encoder = load_encoder(model, backend=settings.backend, threads=settings.threads)
     index = None
     if settings.index is not None:
         try:

@@ -154,7 +154,8 @@ class Encoder:
                 record), torch for a folder without that record.
             file_name: onnx: a file in ``onnx/``; openvino: an IR in ``openvino/`` (default: the
                 export manifest's default, int8 when exported with ``--quantize int8``).
-            threads: ONNX Runtime or OpenVINO inference threads (default: one per physical core).
+            threads: Inference threads: ONNX Runtime's or OpenVINO's for this model (default: one per
+                physical core); torch's for the whole process (``torch.set_num_threads``; default: torch's).
 
         Raises:
             FileNotFoundError: the model cannot be found locally or downloaded.
@@ -170,9 +171,8 @@ class Encoder:
             if file_name is not None or dtype is not None:
                 raise ValueError("backend='auto' takes the file and precision e5kit export auto recorded; pass a backend to choose them")
             backend, file_name, dtype = _recorded_backend(root)
-            threads = threads if backend != "torch" else None
-        if backend == "torch" and (file_name is not None or threads is not None):
-            raise ValueError("file_name and threads apply to backend='onnx' or 'openvino' only")
+        if backend == "torch" and file_name is not None:
+            raise ValueError("file_name applies to backend='onnx' or 'openvino' only")
         if backend == "onnx":
             from e5kit.encoder.onnx_backend import OnnxBackend
 
@@ -182,6 +182,8 @@ class Encoder:
 
             model = OpenVinoBackend.load(root, spec, file_name=file_name, dtype=dtype, threads=threads)
         else:
+            if threads is not None:
+                torch.set_num_threads(threads)  # torch's intra-op pool is the process's, not the model's
             model = load_transformer(spec.transformer_dir)
         return cls(
             model,

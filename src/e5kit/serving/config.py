@@ -20,6 +20,10 @@ class ServeConfig(BaseModel):
         "auto for the backend `e5kit export auto` measured fastest and recorded."
     )
     index: Path | None = Field(None, description="Index folder for POST /search (from `e5kit index build`).")
+    threads: int | None = Field(
+        None, ge=1, description="Inference threads (default: one per physical core on onnx/openvino, torch's own on torch). "
+        "With other work on the machine, fewer threads than cores keep latency steady (benchmarks/serve_load.py measures both).",
+    )
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port.")
     api_key: str | None = Field(None, description="Require 'Authorization: Bearer KEY' (also from $E5KIT_API_KEY).")
