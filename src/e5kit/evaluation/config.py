@@ -11,6 +11,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from e5kit.encoder.model_format import BackendName
 from e5kit.evaluation import fields
 from e5kit.evaluation.tables import column_names
 from e5kit.retrieval.engines import StoreEmbedding
@@ -55,7 +56,7 @@ class EvalConfig(BaseModel):
     max_length: int | None = Field(None, ge=8)
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     device: str | None = None
-    backend: Literal["torch", "onnx", "openvino"] = "torch"
+    backend: BackendName = "torch"
     query_role: str | None = None
     passage_role: str | None = None
     results_dir: Path = Path("results")

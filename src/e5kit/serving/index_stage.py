@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field
 
+from e5kit.encoder.model_format import BackendName
 from e5kit.hub import DEFAULT_MODEL
 from e5kit.retrieval.engines import StoreEmbedding
 from e5kit.serving.index import (
@@ -61,7 +62,7 @@ class IndexConfig(IndexSettings, StoreEmbedding):
     corpus: Path
     out: Path
     model: str = DEFAULT_MODEL
-    backend: Literal["torch", "onnx", "openvino"] = "torch"
+    backend: BackendName = "torch"
     id_field: str = "_id"
     text_field: str = "text"
     title_field: str = "title"
