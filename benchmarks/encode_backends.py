@@ -65,11 +65,15 @@ class E5kitEngine(NamedTuple):
     load: dict
 
 
+#: One OpenVINO export holds the fp32 IR and the static int8 one (its default); "auto" picks bf16 or f32
+#: for the operations left in float.
+OPENVINO_EXPORT = ("e5kit.export.openvino:export_openvino", {"dtype": "auto", "quantize": "int8"})
 E5KIT_ENGINES = (
     E5kitEngine("e5kit torch fp32", None, {"device": "cpu", "dtype": "float32"}),
     E5kitEngine("e5kit torch auto (bf16 where faster)", None, {"device": "cpu", "dtype": "auto"}),
     E5kitEngine("e5kit ONNX int8 static", ("e5kit.export.onnx:export_onnx", {"quantize": "int8"}), {"backend": "onnx"}),
-    E5kitEngine("e5kit OpenVINO auto", ("e5kit.export.openvino:export_openvino", {"dtype": "auto"}), {"backend": "openvino", "dtype": "auto"}),
+    E5kitEngine("e5kit OpenVINO fp32 IR (auto precision)", OPENVINO_EXPORT, {"backend": "openvino", "dtype": "auto", "file_name": "openvino_model.xml"}),
+    E5kitEngine("e5kit OpenVINO int8 static (auto precision)", OPENVINO_EXPORT, {"backend": "openvino", "dtype": "auto"}),
 )
 #: (label, ``peer_models.PEER_ENGINES`` name); the first is the reference of every ratio and cosine.
 PEERS = (
