@@ -53,8 +53,8 @@ def time_sentence_transformers(model_name: str, data_dir: Path, batch_size: int,
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
-    from e5kit.io.beir import document_text, load_beir
     from e5kit.hub import resolve_model_dir
+    from e5kit.io.beir import document_text, load_beir
 
     corpus, queries, qrels = load_beir(data_dir)
     model = SentenceTransformer(str(resolve_model_dir(model_name)), device="cpu")

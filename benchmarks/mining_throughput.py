@@ -32,9 +32,9 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives as st_mine
 
+    from e5kit.data.mining import MiningConfig, mine_hard_negatives
     from e5kit.encoder import Encoder
     from e5kit.io.beir import document_text, load_beir
-    from e5kit.data.mining import MiningConfig, mine_hard_negatives
 
     data = Path(args.data)
     files = (data / "queries.jsonl.gz", data / "corpus.jsonl.gz", data / "qrels" / "train.tsv")
