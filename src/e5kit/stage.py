@@ -7,8 +7,9 @@ quickstart's own steps) finishes by writing one marker in one format, ``<output_
      "outputs": {"pairs": ".../pairs"}, ...the stage's own counts...}
 
 A stage whose output is one file (mining's and teacher scoring's ``OUT``) writes the same marker beside
-it, ``OUT.stats.json`` (:attr:`Stage.marker`). It is written last and atomically, so its presence means the stage finished; its ``fingerprint``
-(the stage's settings and the size and time of every input file) says what it finished on. A rerun
+it, ``OUT.stats.json``; evaluation, whose results folder many runs share, ``RESULTS_DIR/stages/<run>.json``
+(:attr:`Stage.marker`). The marker is written last and atomically, so its presence means the stage
+finished; its ``fingerprint`` (the stage's settings and the size and time of every input file) says what it finished on. A rerun
 whose fingerprint matches is skipped; any other rerun removes the marker first, so a kill mid-way
 never leaves a marker beside half-written outputs. A stage that resumes its own partial work (curation's
 finished shards, the embedding stores of the filter, mining, teacher scoring, the index and evaluation,
