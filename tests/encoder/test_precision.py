@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from e5kit.encoder import precision
-from e5kit.encoder.precision import choose_precision, cpu_description, cpu_flags, has_bf16
+from e5kit.encoder.precision import MIN_BF16_COSINE, MIN_INT8_COSINE, choose_precision, cpu_description, cpu_flags, has_bf16
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -72,3 +72,13 @@ def test_auto_with_bf16_flags_follows_the_measurement(seconds, noise, expected, 
     assert choice.precision == expected and why in choice.reason
     # And the numbers it was based on are kept, for the export's manifest
     assert choice.as_dict()["seconds"] == seconds and 0 < choice.cosine <= 1
+
+
+def test_an_int8_graph_is_held_to_the_int8_bound():
+    # Given bf16 embeddings at cosine ~0.998 to float32 (too far for float weights, within int8's bound)
+    measured = ({"float32": 1.0, "bfloat16": 0.5}, embeddings(0.06))
+    cosine = choose_precision(lambda: measured, flags=BF16).cosine
+    assert MIN_INT8_COSINE < cosine < MIN_BF16_COSINE
+    # Then float weights keep float32, and an int8 graph (min_cosine=MIN_INT8_COSINE) takes bf16
+    assert choose_precision(lambda: measured, flags=BF16).precision == "float32"
+    assert choose_precision(lambda: measured, flags=BF16, min_cosine=MIN_INT8_COSINE).precision == "bfloat16"

@@ -19,7 +19,15 @@ import numpy as np
 import torch
 
 from e5kit.encoder import model_format, onnx_backend
-from e5kit.encoder.precision import PrecisionChoice, choose_precision, has_bf16, probe_inputs, time_forwards
+from e5kit.encoder.precision import (
+    MIN_BF16_COSINE,
+    MIN_INT8_COSINE,
+    PrecisionChoice,
+    choose_precision,
+    has_bf16,
+    probe_inputs,
+    time_forwards,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +120,7 @@ class OpenVinoBackend:
         config = AutoConfig.from_pretrained(spec.transformer_dir)
         choice = None
         if dtype == "auto":
-            choice = auto_precision(model, config, threads)
+            choice = auto_precision(model, config, threads, weights=weights)
             logger.info("%s: auto precision %s (%s)", files[0], choice.precision, choice.reason)
             dtype = choice.precision
         elif dtype is None:
@@ -168,18 +176,19 @@ def run(compiled, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarr
     return results[compiled.output(onnx_backend.OUTPUT_NAME)]
 
 
-def auto_precision(model, config, threads: int | None = None) -> PrecisionChoice:
+def auto_precision(model, config, threads: int | None = None, *, weights: str = "float32") -> PrecisionChoice:
     """``choose_precision`` for ``model`` (an ``openvino.Model``), timed compiled at both precisions on ``probe_inputs``.
 
     Args:
         config: The Hugging Face config (vocabulary size and position limit of the probe).
+        weights: "int8" for a quantised IR, held to ``MIN_INT8_COSINE`` instead of ``MIN_BF16_COSINE``.
     """
     probe = probe_inputs(config.vocab_size, getattr(config, "max_position_embeddings", None))
 
     def measure():  # called only where the CPU has bf16 instructions
         return time_forwards({dtype: partial(run, compile_model(model, dtype, threads), *probe) for dtype in HINTS})
 
-    return choose_precision(measure)
+    return choose_precision(measure, min_cosine=MIN_INT8_COSINE if weights == "int8" else MIN_BF16_COSINE)
 
 
 def _model_files(root: Path, spec: model_format.ModelSpec, file_name: str | None) -> tuple[list[Path], dict | None, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from e5kit.encoder.precision import mean_cosine
+from e5kit.encoder.precision import MIN_BF16_COSINE, MIN_INT8_COSINE, mean_cosine
 from e5kit.io.files import InputFormatError, iter_text_lines
 from e5kit.io.tables import iter_records, table_format
 
@@ -55,7 +55,7 @@ def check_texts(count: int) -> list[str]:
 #: Lowest mean cosine to torch fp32 on the check texts, by the candidate's precision
 #: (``Encoder.dtype``): a float32 runtime differs from torch only in summation order, bf16 keeps 8
 #: bits of mantissa, and int8 is held to issue 17's bound.
-MIN_MEAN_COSINE = {"float32": 0.9999, "bfloat16": 0.999, "int8": 0.997}
+MIN_MEAN_COSINE = {"float32": 0.9999, "bfloat16": MIN_BF16_COSINE, "int8": MIN_INT8_COSINE}
 #: Lowest cosine between a text embedded alone and in a batch of texts of other lengths (issue 17).
 MIN_BATCH_COSINE = 0.9999
 #: Texts of the check embedded alone for the batch-independence check (each is a forward pass).

@@ -138,7 +138,8 @@ def write_openvino(
                 "batch_independent": True,
             }
         # Timed on the default IR: the one the recorded precision will run.
-        choice = auto_precision(model, encoder.model.config) if dtype == "auto" else PrecisionChoice(dtype, "asked for at export")
+        weights = "int8" if quantize == "int8" else "float32"
+        choice = auto_precision(model, encoder.model.config, weights=weights) if dtype == "auto" else PrecisionChoice(dtype, "asked for at export")
     default = files.get("int8", files["fp32"])
     manifest = {
         "default": default.name,
