@@ -74,6 +74,8 @@ E5KIT_ENGINES = (
     E5kitEngine("e5kit ONNX int8 static", ("e5kit.export.onnx:export_onnx", {"quantize": "int8"}), {"backend": "onnx"}),
     E5kitEngine("e5kit OpenVINO fp32 IR (auto precision)", OPENVINO_EXPORT, {"backend": "openvino", "dtype": "auto", "file_name": "openvino_model.xml"}),
     E5kitEngine("e5kit OpenVINO int8 static (auto precision)", OPENVINO_EXPORT, {"backend": "openvino", "dtype": "auto"}),
+    # What a user gets from `e5kit export auto` + `--backend auto`: the candidate it measured fastest here.
+    E5kitEngine("e5kit export auto's choice", ("e5kit.export.auto:export_auto", {}), {"backend": "auto"}),
 )
 #: (label, ``peer_models.PEER_ENGINES`` name); the first is the reference of every ratio and cosine.
 PEERS = (
