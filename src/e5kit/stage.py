@@ -155,6 +155,27 @@ class Stage(ABC, Generic[ConfigT]):
         return settings_fingerprint([self.name, settings, file_identity(self.inputs()), upstream])
 
 
+
+class OneFileStage(Stage[ConfigT]):
+    """A stage whose output is one file (mining, teacher scoring): it writes in the file's folder, and its
+    marker is ``OUT.stats.json`` beside the file.
+
+    Subclasses implement :attr:`output_file` besides what a :class:`Stage` needs.
+    """
+
+    @property
+    @abstractmethod
+    def output_file(self) -> Path:
+        """The one file the stage writes (OUT)."""
+
+    @property
+    def output_dir(self) -> Path:
+        return self.output_file.parent
+
+    @property
+    def marker(self) -> Path:
+        return Path(f"{self.output_file}.stats.json")
+
 def run_step(
     folder: Path,
     name: str,

@@ -54,7 +54,7 @@ from e5kit.progress import progress_bar, progress_shown
 from e5kit.retrieval.bm25 import bm25_search
 from e5kit.retrieval.engines import EncoderSpec, StoreEmbedding, embed_store, list_blocks, torchrun_rank
 from e5kit.retrieval.store import EmbeddingStore, StoreLayout, open_or_replace_store, search_store, store_fingerprint
-from e5kit.stage import Stage, run_stage
+from e5kit.stage import OneFileStage, run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -336,7 +336,7 @@ def random_positions(rng: np.random.Generator, size: int, count: int, forbidden:
 FILES = ("queries", "corpus", "positives", "out")
 
 
-class MiningStage(Stage[MiningConfig]):
+class MiningStage(OneFileStage[MiningConfig]):
     """Mining as a stage (``e5kit.stage``): reads the queries, corpus, qrels (and a dense model), writes
     ``out`` with ``OUT.stats.json`` as its marker; a dense run resumes its embedding blocks after a kill
     (the stores under ``OUT.work/`` are named by the model and inputs, so they are never taken up under others).
@@ -363,19 +363,15 @@ class MiningStage(Stage[MiningConfig]):
         self.encoder = encoder
 
     @property
-    def output_dir(self) -> Path:
-        return Path(self.config.out).parent
-
-    @property
-    def marker(self) -> Path:
-        return Path(f"{self.config.out}.stats.json")
+    def output_file(self) -> Path:
+        return Path(self.config.out)
 
     def inputs(self) -> list[Path]:
         model = Path(self.config.model)
         return [self.config.queries, self.config.corpus, self.config.positives, *([model] if self.config.model != BM25 and model.exists() else [])]
 
     def outputs(self) -> dict[str, Path]:
-        return {"negatives": Path(self.config.out)}
+        return {"negatives": self.output_file}
 
     def execute(self, log: Callable[[str], None]) -> dict[str, Any]:
         return _mine(self.config, self.encoder)

@@ -56,7 +56,7 @@ from e5kit.processes import join_process_group
 from e5kit.progress import progress_bar
 from e5kit.retrieval.engines import EncoderSpec, StoreEmbedding, embed_store, torchrun_rank
 from e5kit.retrieval.store import EmbeddingStore, StoreLayout, open_or_replace_store, store_fingerprint
-from e5kit.stage import Stage
+from e5kit.stage import OneFileStage
 
 logger = logging.getLogger(__name__)
 
@@ -423,7 +423,7 @@ class TeacherConfig(StoreEmbedding):
     keep_embeddings: bool = False
 
 
-class TeacherStage(Stage[TeacherConfig]):
+class TeacherStage(OneFileStage[TeacherConfig]):
     """Teacher scoring as a stage (``e5kit.stage``): reads the mined file and the teacher, writes ``out``
     with ``OUT.stats.json`` as its marker; a killed run resumes its partial file block by block (and a
     bi-encoder's embedding stores) when it was started with the same settings and input."""
@@ -435,19 +435,15 @@ class TeacherStage(Stage[TeacherConfig]):
     resumable = True
 
     @property
-    def output_dir(self) -> Path:
-        return Path(self.config.out).parent
-
-    @property
-    def marker(self) -> Path:
-        return Path(f"{self.config.out}.stats.json")
+    def output_file(self) -> Path:
+        return Path(self.config.out)
 
     def inputs(self) -> list[Path]:
         teacher = Path(self.config.teacher)
         return [self.config.input, *([teacher] if teacher.exists() else [])]
 
     def outputs(self) -> dict[str, Path]:
-        return {"scores": Path(self.config.out)}
+        return {"scores": self.output_file}
 
     def discard_partial(self) -> None:
         # Written under other settings or input: never continued (the embedding stores are named by
