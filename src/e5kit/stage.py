@@ -57,6 +57,14 @@ def settings_fingerprint(settings: Any) -> str:
     return hashlib.blake2b(json.dumps(settings, sort_keys=True, default=str).encode(), digest_size=6).hexdigest()
 
 
+def local_model(name: str | Path) -> list[Path]:
+    """``[Path(name)]`` when the model is a local folder, else ``[]``: a stage's model is one of its
+    inputs (its files' identity is fingerprinted) only where it is on disk; a Hub id or bundled name
+    is not a file the stage can check."""
+    path = Path(name)
+    return [path] if path.exists() else []
+
+
 def file_identity(paths: Iterable[str | Path]) -> list[list[Any]]:
     """``[path, bytes, mtime_ns]`` of every file named or under a folder named, sorted; a missing path
     is listed with ``None``s, so a fingerprint changes when an input is added, rewritten or removed."""

@@ -55,7 +55,7 @@ from e5kit.retrieval.store import (
     rank_of_own_in_store,
     store_fingerprint,
 )
-from e5kit.stage import Stage, file_identity
+from e5kit.stage import Stage, file_identity, local_model
 
 #: (init model, pairs folder, output folder, extra settings) -> trained model directory.
 TrainFn = Callable[[str, Path, Path, dict[str, Any]], Path]
@@ -448,8 +448,7 @@ class ConsistencyStage(Stage[ConsistencyConfig]):
         self.train_fn = train_fn
 
     def inputs(self) -> list[Path]:
-        judge = Path(self.config.model)
-        return [*resolve_shard_paths(self.config.pairs), *([judge] if judge.exists() else [])]
+        return [*resolve_shard_paths(self.config.pairs), *local_model(self.config.model)]
 
     def outputs(self) -> dict[str, Path]:
         # The filtered dataset is the keep-mask folder itself (training reads through it).

@@ -54,7 +54,7 @@ from e5kit.progress import progress_bar, progress_shown
 from e5kit.retrieval.bm25 import bm25_search
 from e5kit.retrieval.engines import EncoderSpec, StoreEmbedding, embed_store, list_blocks, torchrun_rank
 from e5kit.retrieval.store import EmbeddingStore, StoreLayout, open_or_replace_store, search_store, store_fingerprint
-from e5kit.stage import OneFileStage, run_stage
+from e5kit.stage import OneFileStage, local_model, run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -367,8 +367,8 @@ class MiningStage(OneFileStage[MiningConfig]):
         return Path(self.config.out)
 
     def inputs(self) -> list[Path]:
-        model = Path(self.config.model)
-        return [self.config.queries, self.config.corpus, self.config.positives, *([model] if self.config.model != BM25 and model.exists() else [])]
+        model = local_model(self.config.model) if self.config.model != BM25 else []
+        return [self.config.queries, self.config.corpus, self.config.positives, *model]
 
     def outputs(self) -> dict[str, Path]:
         return {"negatives": self.output_file}

@@ -56,7 +56,7 @@ from e5kit.processes import join_process_group
 from e5kit.progress import progress_bar
 from e5kit.retrieval.engines import EncoderSpec, StoreEmbedding, embed_store, torchrun_rank
 from e5kit.retrieval.store import EmbeddingStore, StoreLayout, open_or_replace_store, store_fingerprint
-from e5kit.stage import OneFileStage
+from e5kit.stage import OneFileStage, local_model
 
 logger = logging.getLogger(__name__)
 
@@ -439,8 +439,7 @@ class TeacherStage(OneFileStage[TeacherConfig]):
         return Path(self.config.out)
 
     def inputs(self) -> list[Path]:
-        teacher = Path(self.config.teacher)
-        return [self.config.input, *([teacher] if teacher.exists() else [])]
+        return [self.config.input, *local_model(self.config.teacher)]
 
     def outputs(self) -> dict[str, Path]:
         return {"scores": self.output_file}

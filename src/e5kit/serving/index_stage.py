@@ -29,7 +29,7 @@ from e5kit.serving.index import (
     embed_documents,
     index_window,
 )
-from e5kit.stage import Stage
+from e5kit.stage import Stage, local_model
 
 
 class IndexConfig(IndexSettings, StoreEmbedding):
@@ -104,8 +104,7 @@ class IndexStage(Stage[IndexConfig]):
         return Path(self.config.out)
 
     def inputs(self) -> list[Path]:
-        model = Path(self.config.model)
-        return [self.config.corpus, *([model] if model.exists() else [])]
+        return [self.config.corpus, *local_model(self.config.model)]
 
     def outputs(self) -> dict[str, Path]:
         return {"index": self.output_dir}

@@ -30,6 +30,7 @@ from e5kit.data.mining import random_positions
 from e5kit.data.mixture import MixtureSampler
 from e5kit.io.text import normalized_text_key
 from e5kit.model_card import portable_name
+from e5kit.stage import local_model
 from e5kit.training import distributed
 from e5kit.training.config import ConfigError, DatasetConfig, FinetuneConfig, FinetuneDataConfig, coerce_config
 from e5kit.training.gradcache import text_keys
@@ -347,8 +348,7 @@ class FinetuneStage(PretrainStage):
     config_class = FinetuneConfig
 
     def inputs(self) -> list[Path]:
-        start = Path(self.config.init_model)
-        return [*(Path(dataset.path) for dataset in self.config.data.datasets), *([start] if start.exists() else [])]
+        return [*(Path(dataset.path) for dataset in self.config.data.datasets), *local_model(self.config.init_model)]
 
     def train(self, resume: bool) -> Path:
         return finetune(self.config, resume=resume, evaluator=self.evaluator)

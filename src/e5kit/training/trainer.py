@@ -36,7 +36,7 @@ from e5kit.encoder import Encoder, auto_device
 from e5kit.io.pairs import MASK_FILE, resolve_pair_shards
 from e5kit.model_card import build_model_card, portable_name, start_model
 from e5kit.progress import progress_bar
-from e5kit.stage import Stage
+from e5kit.stage import Stage, local_model
 from e5kit.training import checkpoint as checkpoints
 from e5kit.training import distributed
 from e5kit.training.config import ConfigError, PretrainConfig, TrainingConfig, coerce_config
@@ -449,11 +449,10 @@ class PretrainStage(Stage[PretrainConfig]):
         self.restart = restart
 
     def inputs(self) -> list[Path]:
-        start = Path(self.config.init_model)
         # A keep-mask folder is an input itself (its mask and ranks), besides the shards it filters.
         masks = [Path(path) for path in self.config.data.paths if (Path(path) / MASK_FILE).is_file()]
         shards = [shard.path for shard in resolve_pair_shards(self.config.data.paths)]
-        return [*masks, *shards, *([start] if start.exists() else [])]
+        return [*masks, *shards, *local_model(self.config.init_model)]
 
     def outputs(self) -> dict[str, Path]:
         return {"model": self.output_dir / "final", "loss_curve": self.output_dir / "loss_curve.png"}
