@@ -115,13 +115,17 @@ def baseline_app(engine: str, model_dir: str, cache_dir: str, calibration: str, 
 
 
 def server_packages() -> dict:
-    """This environment's site-packages and, per distribution FastAPI and uvicorn need, its top-level files."""
+    """This environment's site-packages and, per distribution FastAPI and uvicorn need, its top-level files.
+
+    httptools too: uvicorn takes its C HTTP parser wherever it is installed, and e5kit serve has it, so
+    the baseline serves through the same HTTP stack.
+    """
     import importlib.metadata
     import re
     import sysconfig
 
     site = Path(sysconfig.get_paths()["purelib"])
-    packages, todo = {}, ["fastapi", "uvicorn"]
+    packages, todo = {}, ["fastapi", "uvicorn", "httptools"]
     while todo:
         name = todo.pop()
         try:

@@ -40,6 +40,19 @@ def test_embeddings_apply_the_prefix_server_side(client, tiny_encoder, texts):
     np.testing.assert_allclose(single["data"][0]["embedding"], tiny_encoder.encode_queries(texts[:1])[0], atol=1e-5)
 
 
+def test_float_embeddings_read_back_as_the_encoders_float32_bits(client, tiny_encoder, texts):
+    # Given texts embedded through the server as JSON floats and by the encoder itself
+    body = client.post("/v1/embeddings", json={"input": texts[:3], "input_type": "passage"}).json()
+    expected = tiny_encoder.encode(texts[:3], role="passage")
+    # Then every float, parsed and stored as float32, has exactly the encoder's bits (not just close)
+    got = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
+    assert got.dtype == expected.dtype and np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+    # And truncated dimensions renormalised by the server read back exactly too
+    cut = client.post("/v1/embeddings", json={"input": texts[:1], "input_type": "passage", "dimensions": 8}).json()
+    kept = expected[:1, :8] / np.maximum(np.linalg.norm(expected[:1, :8], axis=1, keepdims=True), 1e-12)
+    assert np.array_equal(np.array(cut["data"][0]["embedding"], dtype=np.float32), kept[0].astype(np.float32))
+
+
 def test_dimensions_and_base64(client, tiny_encoder):
     full = tiny_encoder.encode_queries(["cats"])[0]
     body = client.post("/v1/embeddings", json={"input": ["cats"], "dimensions": 8, "encoding_format": "base64"}).json()

@@ -33,6 +33,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
 import numpy as np
+import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -119,6 +120,21 @@ ERROR_RESPONSES = {
         422: "Malformed JSON or a field that fails validation (the message names it)",
     }.items()
 }
+
+
+# ---------------------------------------------------------------------- responses
+class EmbeddingsJSONResponse(JSONResponse):
+    """JSON written by orjson, float32 arrays as the shortest decimals that read back as the same float32.
+
+    The standard encoder writes each float32 as the 17-digit decimal of its float64 widening, through
+    ``tolist``: for one 384-dimensional embedding, 268 us and 7.5 kB against 12 us and 4.2 kB here
+    (measured on a 2-core Xeon), and the event loop renders every response of a batch while the
+    next batch waits for its clients' requests. Parsed back to float32 both give the same bits
+    (text-embeddings-inference writes float32 the same way).
+    """
+
+    def render(self, content) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 # ---------------------------------------------------------------------- middleware
@@ -509,7 +525,7 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
         if body.encoding_format == "base64":
             encoded = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in vectors]
         else:
-            encoded = vectors.tolist()
+            encoded = list(np.ascontiguousarray(vectors, dtype=np.float32))  # rows that orjson writes as float32
         used = int(sum(result.tokens))
         tokens_total.inc(used)
         headers = None
@@ -518,7 +534,7 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
             if not role_warning_logged:  # every such response carries the header; the log says it once
                 role_warning_logged = True
                 logger.warning("%s (further requests without input_type are not logged)", role_warning)
-        return JSONResponse(
+        return EmbeddingsJSONResponse(
             {
                 "object": "list",
                 "data": [{"object": "embedding", "index": i, "embedding": vector} for i, vector in enumerate(encoded)],
