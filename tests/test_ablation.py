@@ -80,10 +80,14 @@ def test_ablation_shares_steps_evaluates_each_row_and_resumes(ablation_config, t
     assert 0 < results["total_seconds"] <= sum(results["step_seconds"].values())
     assert "Measured time:" in markdown
 
+    # And each of the 6 rows was evaluated by an `e5kit eval retrieval` stage per held-out split, each leaving its marker
+    assert len(list((workdir / "evaluate").glob("*/results/stages/retrieval__*__test.json"))) == 6 * 2
+
     # When it runs again, Then every step is skipped
     second = runner.invoke(app, ["ablate", "--config", str(ablation_config)])
     assert second.exit_code == 0, second.output
-    assert "] running" not in second.output and second.output.count("skipped") == 2 + 2 + 4 * 3  # curate, holdout, BM25 and start rows, 3 steps per variant
+    # (curate, holdout; the BM25 and start rows on 2 splits; per variant its filter, its training and its row on 2 splits)
+    assert "] running" not in second.output and second.output.count("skipped") == 2 + 2 * 2 + 4 * (2 + 2)
     # And the stated time is still the first run's (a reused step counts the time it took then)
     assert json.loads((workdir / "results.json").read_text())["total_seconds"] == pytest.approx(results["total_seconds"])
 

@@ -80,12 +80,11 @@ def test_a_bad_field_in_set_is_the_same_one_line_error_for_every_command(name, m
 
 # ----------------------------------------------------------------- options generated from Config fields
 
-#: commands whose options are made by e5kit.cli.options.config_option -> the Config they set
+#: every stage command whose options set fields of its Config (made by e5kit.cli.options.config_option) -> that Config
 GENERATED = {
-    ("filter", "consistency"): ConsistencyConfig, ("holdout",): HoldoutConfig, ("mine-negatives",): MiningConfig, ("score-teacher",): TeacherConfig,
-    ("index", "build"): IndexConfig, ("eval", "retrieval"): eval_config.RetrievalConfig, ("eval", "classification"): eval_config.ClassificationConfig,
-    ("eval", "clustering"): eval_config.ClusteringConfig, ("eval", "sts"): eval_config.STSConfig,
-    ("serve",): ServeConfig,
+    ("curate",): CurateConfig, ("filter", "consistency"): ConsistencyConfig, ("holdout",): HoldoutConfig, ("pretrain",): PretrainConfig,
+    ("finetune",): FinetuneConfig, ("mine-negatives",): MiningConfig, ("score-teacher",): TeacherConfig, ("index", "build"): IndexConfig,
+    **{("eval", task): schema for task, schema in EVAL_TASKS.items()}, ("serve",): ServeConfig, ("quickstart",): QuickstartConfig,
 }
 
 
@@ -106,9 +105,10 @@ def test_each_option_shows_its_config_fields_description_and_default(path):
         field = schema.model_fields[option.name]
         # Then its help is the field's description, and the default it shows is the field's default
         # (read back as YAML, the way --set and a config file would give it), or none when the field has none
+        # or makes it when the config is made (the description says what it is, e.g. the CPU count)
         assert option.help.startswith(field_descriptions(schema)[option.name]), option.name
         shown = re.findall(r"\[default: (.*)\]$", option.help)  # last in the help; a list's default has brackets
-        if field.is_required() or field.default is None:
+        if field.is_required() or field.default is None or field.default_factory is not None:
             assert shown == [], option.name
         else:
             default = str(field.default) if isinstance(field.default, Path) else field.default

@@ -66,10 +66,27 @@ def test_reduced_quickstart_end_to_end_and_rerun_skips(tiny_bert_dir, tmp_path, 
     ndcg = next(e for e in card.data.eval_results if e.metric_type == "ndcg_at_10")
     assert ndcg.task_type == "Retrieval" and ndcg.metric_value == round(100 * scored["e5kit pre-trained"], 2)
 
-    # When it runs again, Then nothing is redone
+    # When it runs again, Then nothing is redone: the evaluation and the index are skipped by their own stages' markers
     second = runner.invoke(app, ["quickstart", "--config", str(config_path)])
     assert second.exit_code == 0, second.output
     assert second.output.count("skipped") == len(STAGES)
+    assert "[evaluate] done before, skipped" in second.output and "[index] done before, skipped" in second.output
+    eval_marker = workdir / "evaluate" / "results" / "stages" / "retrieval__eval__test.json"
+    evaluated = json.loads(eval_marker.read_text())
+    assert evaluated["stage"] == "eval retrieval" and summaries["evaluate"]["markers"] == [str(eval_marker)]
+    assert json.loads((workdir / "index" / REPORT_FILE).read_text()) == summaries["index"]
+    assert (workdir / "evaluate" / "results.md").read_text() == summaries["evaluate"]["table"] + "\n"
+
+    # When only an evaluation setting changes, Then only the evaluation is redone (the index does not read it)
+    config["evaluate"] = {"batch_size": 16}
+    config_path.write_text(yaml.safe_dump(config))
+    changed = runner.invoke(app, ["quickstart", "--config", str(config_path)])
+    assert changed.exit_code == 0, changed.output
+    assert changed.output.count("done before, skipped") == len(STAGES) - 1, changed.output
+    assert "[evaluate] settings or inputs changed since it ran: redoing it" in changed.output
+    assert "[index] done before, skipped" in changed.output
+    assert json.loads(eval_marker.read_text())["fingerprint"] != evaluated["fingerprint"]
+    assert json.loads((workdir / "index" / REPORT_FILE).read_text()) == summaries["index"]
 
     # When only the pre-training settings change, Then the stages before it are kept and it and those after are redone
     config["pretrain"]["max_steps"] = 1
@@ -148,6 +165,13 @@ def test_quickstart_refuses_a_bad_stage_field_or_a_missing_source_before_any_sta
     bad.write_text(yaml.safe_dump({"workdir": str(tmp_path / "qs"), "consistency": {"kk": 20}}))
     result = CliRunner().invoke(app, ["quickstart", "--config", str(bad)])
     assert result.exit_code == 2 and "consistency: kk: Extra inputs are not permitted" in result.output and str(bad) in result.output
+    # And so is a bad setting of the evaluation or the index (their commands' configs)
+    bad.write_text(yaml.safe_dump({"workdir": str(tmp_path / "qs"), "evaluate": {"top_k": 0}}))
+    result = CliRunner().invoke(app, ["quickstart", "--config", str(bad)])
+    assert result.exit_code == 2 and "evaluate: top_k: Input should be greater than or equal to 1" in result.output, result.output
+    bad.write_text(yaml.safe_dump({"workdir": str(tmp_path / "qs"), "index": {"kind": "tree"}}))
+    result = CliRunner().invoke(app, ["quickstart", "--config", str(bad)])
+    assert result.exit_code == 2 and "index: kind:" in result.output and not (tmp_path / "qs").exists(), result.output
     # And a source file that does not exist is named before the corpus or curation stage starts
     missing = tmp_path / "missing.yaml"
     sources = [{"type": "generic", "name": "gone", "paths": [str(tmp_path / "gone.jsonl")]}]

@@ -5,8 +5,9 @@ base settings. The runner curates once, cuts the held-out splits once (``e5kit h
 consistency filter per distinct filter setting and one pre-training per distinct (filter, training)
 setting, then evaluates every trained model, the start model and BM25 on every held-out split and
 each extra BEIR folder. The steps are the library's stages (``e5kit.stage``), each in its own folder
-named by a hash of its settings and finished by the one ``report.json`` marker, so a rerun skips what
-finished and two variants that share a step share its folder.
+named by a hash of its settings and finished by the one ``report.json`` marker (a row's evaluation, one
+``e5kit eval retrieval`` stage per data set: ``results/stages/retrieval__<data set>__test.json`` in its
+folder), so a rerun skips what finished and two variants that share a step share its folder.
 
 A variant's consistency filter may be judged by another variant's trained model (``model:
 variant:<name>``), as E5 filtered with a model first trained on the noisy pairs.
@@ -42,7 +43,7 @@ from e5kit.pipeline import (
     run_passed_on,
     run_pretrain,
 )
-from e5kit.stage import Stage, file_identity, run_stage, run_step, settings_fingerprint
+from e5kit.stage import Stage, run_stage, run_step, settings_fingerprint
 
 #: Consistency ``model`` values of this form name another variant whose trained model judges the pairs.
 VARIANT_REFERENCE = "variant:"
@@ -179,11 +180,14 @@ class Ablation:
         #: Each distinct step once (two variants sharing a filter share its folder and its marker's fingerprint).
         self.distinct_seconds: dict[tuple[str, str], float] = {}
 
-    def _record(self, label: str, report: dict[str, Any]) -> dict[str, Any]:
+    def _record(self, label: str, *reports: dict[str, Any]) -> dict[str, Any]:
+        """Count the time of a step (of one or more stages, e.g. a row's evaluation per data set) under ``label``;
+        returns the last report."""
         # A step reused from an earlier run reports the time it took then, so the total is the grid's cost.
-        self.seconds[label] = float(report.get("seconds", 0.0))
-        self.distinct_seconds[(report["stage"], report["fingerprint"])] = self.seconds[label]
-        return report
+        for report in reports:
+            self.distinct_seconds[(report["stage"], report["fingerprint"])] = float(report.get("seconds", 0.0))
+        self.seconds[label] = sum(float(report.get("seconds", 0.0)) for report in reports)
+        return reports[-1]
 
     def _stage(self, stage: Stage, label: str, upstream: str = "") -> dict[str, Any]:
         return self._record(label, run_stage(stage, force=self.force, log=self.log, label=label, upstream=upstream, owns_folder=True))
@@ -227,13 +231,21 @@ class Ablation:
         return results
 
     def _evaluate(self, label: str, model: str, eval_dirs: list[Path]) -> list[dict[str, Any]]:
-        """One row's scores, in a step of its own: a rerun or a new variant never re-evaluates a finished row."""
+        """One row's scores, in a folder of its own (an ``e5kit eval retrieval`` stage per data set, whose inputs
+        include the model's weights): a rerun or a new variant never re-evaluates a finished row, a model
+        retrained in place (--force) is evaluated again."""
         folder = self.workdir / "evaluate" / settings_fingerprint([self.data_key, model, [str(d) for d in eval_dirs]])
-        # The weights' identity too: a model retrained in place (--force) is evaluated again.
-        weights = file_identity([model]) if Path(model).is_dir() else []
-        rows = self._step(folder, "evaluate", settings_fingerprint([self.data_key, model, [str(d) for d in eval_dirs], weights]),
-                          lambda: {"rows": evaluate_retrieval(folder, {label: model}, eval_dirs, self.log)}, f"evaluate {label}")["rows"]
-        return [{**row, "model": label} for row in rows]
+        reports = []
+
+        def run(stage: Stage, dataset: str) -> dict[str, Any]:
+            reports.append(run_stage(stage, force=self.force, log=self.log, label=f"evaluate {label} on {dataset}", upstream=self.data_key))
+            return reports[-1]
+
+        rows = evaluate_retrieval(folder, {label: model}, eval_dirs, run)
+        self._record(f"evaluate {label}", *reports)
+        for row in rows:
+            self.log(f"  {row['dataset']}: {label} nDCG@10 {100 * row['ndcg_at_10']:.1f}")
+        return rows
 
     def _write(self, rows: list[dict[str, Any]], heldout_dirs: list[Path], held: dict[str, Any]) -> dict[str, Any]:
         results = self._results(rows, [str(d) for d in heldout_dirs], held)

@@ -1,11 +1,13 @@
 """The quickstart: the whole E5 pipeline chained stage by stage in one work folder.
 
 corpus -> curate -> holdout -> consistency -> pretrain -> evaluate -> export + index. Curate, holdout,
-consistency and pretrain are the library's :class:`e5kit.stage.Stage` objects (the same as their own
-``e5kit`` commands), chained with :func:`e5kit.stage.run_stage`; each writes into ``<workdir>/<stage>/``
-and finishes by writing the one marker, ``<workdir>/<stage>/report.json``, whose fingerprint covers its
-settings, its inputs and the stages before it. A rerun skips stages finished under the same fingerprint,
-``force`` redoes them. Without a config the chain runs offline on the standard library's documentation with the
+consistency, pretrain, the evaluation and the index build are the library's :class:`e5kit.stage.Stage`
+objects (the same as their own ``e5kit`` commands), chained with :func:`e5kit.stage.run_stage`; each writes
+into ``<workdir>/<stage>/`` and finishes by writing the one marker, ``<workdir>/<stage>/report.json`` (an
+evaluation, one per data set, ``<workdir>/evaluate/results/stages/retrieval__<data set>__test.json``), whose
+fingerprint covers its settings, its inputs and the stages before it. A rerun skips stages finished under the
+same fingerprint, ``force`` redoes them. The evaluation feeds no later stage, so a changed evaluation
+setting redoes it alone. Without a config the chain runs offline on the standard library's documentation with the
 bundled all-MiniLM-L6-v2; a YAML config swaps in real dumps, hub models and GPUs (configs/quickstart_*.yaml).
 """
 
@@ -26,10 +28,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.hub import DEFAULT_MODEL
+from e5kit.io.files import write_text_atomic
 from e5kit.processes import die_with_parent
-from e5kit.stage import UPSTREAM_ENV, Stage, run_stage, run_step, settings_fingerprint
+from e5kit.serving.index_stage import IndexConfig, IndexStage
+from e5kit.stage import REPORT_FILE, UPSTREAM_ENV, Stage, run_stage, run_step, settings_fingerprint, write_marker
 
 STAGES = ("corpus", "curate", "holdout", "consistency", "pretrain", "evaluate", "index")
+#: The trained model's row in the results table.
+PRETRAINED = "e5kit pre-trained"
 
 
 class QuickstartConfig(BaseModel):
@@ -46,6 +52,10 @@ class QuickstartConfig(BaseModel):
             ``sources``; ``{"enabled": false}`` skips it. The built-in corpus has its own split.
         consistency: Overrides of the consistency-filter config; ``{"enabled": false}`` skips it.
         pretrain: Overrides of the pre-training config (batch_size, max_steps, lr, prompts...).
+        evaluate: Overrides of the retrieval evaluation (``e5kit eval retrieval``: batch_size, max_length,
+            top_k...); its models, data and results and cache folders are the run's.
+        index: Overrides of the index build (``e5kit index build``: kind, window, overlap...); its corpus,
+            model and output folder are the run's.
         nproc_per_node: Processes for pre-training; above 1 it runs under ``torchrun``.
         eval_data: BEIR folders to evaluate on besides the per-source held-out splits (the built-in
             corpus: instead of its own split).
@@ -64,6 +74,8 @@ class QuickstartConfig(BaseModel):
     holdout: dict[str, Any] = {}
     consistency: dict[str, Any] = {}
     pretrain: dict[str, Any] = {}
+    evaluate: dict[str, Any] = {}
+    index: dict[str, Any] = {}
     nproc_per_node: int = Field(default=1, ge=1)
     eval_data: list[Path] = []
     index_corpus: Path | None = None
@@ -71,7 +83,8 @@ class QuickstartConfig(BaseModel):
 
     @model_validator(mode="after")
     def _stage_sections_valid(self) -> QuickstartConfig:
-        check_stage_sections(curate=self.curate, sources=self.sources or None, holdout=self.holdout, consistency=self.consistency, pretrain=self.pretrain)
+        check_stage_sections(curate=self.curate, sources=self.sources or None, holdout=self.holdout, consistency=self.consistency,
+                             pretrain=self.pretrain, evaluate=self.evaluate, index=self.index)
         return self
 
 
@@ -105,7 +118,8 @@ DEFAULT_PRETRAIN: dict[str, Any] = {
 
 def check_stage_sections(
     *, curate: dict[str, Any] | None = None, sources: list[dict[str, Any]] | None = None, holdout: dict[str, Any] | None = None,
-    consistency: dict[str, Any] | None = None, pretrain: dict[str, Any] | None = None, where: str = "",
+    consistency: dict[str, Any] | None = None, pretrain: dict[str, Any] | None = None, evaluate: dict[str, Any] | None = None,
+    index: dict[str, Any] | None = None, where: str = "",
 ) -> None:
     """Validate a chained run's stage sections, merged over the defaults, before any stage runs (no file
     is read: the inputs' paths are checked by ``check_inputs`` when the run starts).
@@ -119,6 +133,7 @@ def check_stage_sections(
     from e5kit.data.consistency import ConsistencyConfig
     from e5kit.data.curation import CurateConfig
     from e5kit.data.holdout import HoldoutConfig
+    from e5kit.evaluation.config import RetrievalConfig
     from e5kit.training.config import PretrainConfig
 
     placeholder = "(set by the run)"
@@ -134,6 +149,10 @@ def check_stage_sections(
         settings = merge_settings(DEFAULT_PRETRAIN, pretrain)
         settings["data"] = merge_settings(settings.get("data", {}), {"paths": [placeholder]})
         checks.append(("pretrain", PretrainConfig, {**settings, "init_model": placeholder, "output_dir": placeholder}))
+    if evaluate is not None:
+        checks.append(("evaluate", RetrievalConfig, {**evaluate, "models": [placeholder], "data": placeholder}))
+    if index is not None:
+        checks.append(("index", IndexConfig, {**index, "corpus": placeholder, "out": placeholder, "model": placeholder}))
     for name, schema, tree in checks:
         try:
             schema.model_validate(tree)
@@ -241,24 +260,73 @@ def run_passed_on(folder: Path, name: str, pairs: str, fingerprint: str, **optio
     return run_step(folder, name, fingerprint, lambda: {"enabled": False}, owns_folder=True, outputs={"pairs": Path(pairs)}, **options)
 
 
-def evaluate_retrieval(folder: Path, models: dict[str, str], eval_dirs: list[Path], log: Callable[[str], None]) -> list[dict[str, Any]]:
+def evaluate_retrieval(
+    folder: Path, models: dict[str, str], eval_dirs: list[Path], run: Callable[[Stage, str], dict[str, Any]],
+    overrides: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """nDCG@10 and Recall@100 of each labelled model (a path, a bundled name or ``bm25``) on each BEIR folder.
 
-    Embeddings and results are cached under ``folder`` (per weights and data), so a model evaluated
-    before is not encoded again. Returns one row per (data set, model).
+    Each folder is an ``e5kit eval retrieval`` stage (``overrides`` over its defaults) that ``run(stage, data
+    set name)`` runs (the caller's :func:`run_stage`); results and embeddings are kept under ``folder`` (the
+    cache per weights and data), so a model evaluated before is not encoded again. Returns one row per (data
+    set, model), with the result file it came from.
     """
-    from e5kit.encoder import Encoder
     from e5kit.evaluation.config import RetrievalConfig
-    from e5kit.evaluation.runner import run_task
+    from e5kit.evaluation.results import EvalResult
+    from e5kit.evaluation.runner import EvalStage, dataset_name
 
     rows = []
     for data in eval_dirs:
-        config = RetrievalConfig(models=list(models.values()), data=data, results_dir=folder / "results", cache_dir=folder / "cache")
-        for label, (result, _) in zip(models, run_task("retrieval", config, Encoder.load)):
+        settings = {**(overrides or {}), "models": list(models.values()), "data": data, "results_dir": folder / "results",
+                    "cache_dir": folder / "cache"}
+        report = run(EvalStage("retrieval", RetrievalConfig.model_validate(settings)), dataset_name(data))
+        for label, path in zip(models, report["results"]):  # the stage's result files, in its models' order
+            result = EvalResult.model_validate_json(Path(path).read_text(encoding="utf-8"))
             rows.append({"model": label, "dataset": result.dataset, "data": str(data), "ndcg_at_10": result.metrics["ndcg_at_10"],
-                         "recall_at_100": result.metrics["recall_at_100"]})
-            log(f"  {result.dataset}: {label} nDCG@10 {100 * result.metrics['ndcg_at_10']:.1f}")
+                         "recall_at_100": result.metrics["recall_at_100"], "result": path})
     return rows
+
+
+class ExportedIndexStage(IndexStage):
+    """The quickstart's last step: the pre-trained model copied to ``<step>/model`` (the exported model the printed
+    ``e5kit serve`` command serves, and the one the index records), and ``e5kit index build`` of the corpus with
+    it into ``<step>/index``. Its marker is ``<step>/report.json``, as every quickstart step's. The pre-trained
+    model is its input, not the copy, which each build writes afresh.
+
+    Args:
+        config: The build's settings: ``model`` is ``<step>/model``, ``out`` is ``<step>/index``.
+        source_model: The pre-trained model folder.
+    """
+
+    def __init__(self, config: IndexConfig, source_model: Path) -> None:
+        from e5kit.encoder import Encoder
+
+        # The step folder is the quickstart's, so an index left in it is this step's to replace.
+        super().__init__(config, lambda name, backend: Encoder.load(name, backend=backend), replace=True)
+        self.source_model = source_model
+
+    @property
+    def marker(self) -> Path:
+        return self.output_dir.parent / REPORT_FILE
+
+    def inputs(self) -> list[Path]:
+        return [self.config.corpus, self.source_model]
+
+    def outputs(self) -> dict[str, Path]:
+        return {**super().outputs(), "model": Path(self.config.model)}
+
+    def execute(self, log: Callable[[str], None]) -> dict[str, Any]:
+        model_dir = Path(self.config.model)
+        shutil.rmtree(model_dir, ignore_errors=True)  # a copy a killed build left
+        shutil.copytree(self.source_model, model_dir)
+        return super().execute(log)
+
+
+def index_stage(folder: Path, corpus: Path, model: str, overrides: dict[str, Any]) -> Stage:
+    """The index of ``corpus`` built with the pre-trained ``model`` (:class:`ExportedIndexStage`), ``overrides``
+    over ``e5kit index build``'s defaults, in ``folder``."""
+    settings = {**overrides, "corpus": corpus, "out": folder / "index", "model": str(folder / "model")}
+    return ExportedIndexStage(IndexConfig.model_validate(settings), Path(model))
 
 
 class Quickstart:
@@ -295,9 +363,12 @@ class Quickstart:
         self.workdir.mkdir(parents=True, exist_ok=True)
         upstream = ""
         for stage in STAGES:
-            # Each stage's fingerprint includes the one before, so a change redoes everything after it.
+            # Each stage's fingerprint includes the one before, so a change redoes everything after it; the
+            # evaluation feeds no later stage (the index reads the pre-trained model and a corpus), so a changed
+            # evaluation setting redoes it alone.
             self.summaries[stage] = getattr(self, f"_{stage}")(self.stage_dir(stage), upstream)
-            upstream = self.summaries[stage]["fingerprint"]
+            if stage != "evaluate":
+                upstream = self.summaries[stage]["fingerprint"]
         return self.summaries
 
     def _stage(self, stage: Stage, upstream: str) -> dict[str, Any]:
@@ -359,58 +430,60 @@ class Quickstart:
         eval_dirs = [Path(d) for d in heldout] + list(self.config.eval_data)
         if self.summaries["corpus"]["builtin"] and not self.config.eval_data:
             eval_dirs = [Path(self.summaries["corpus"]["eval_dir"])]
-        models = {"BM25": "bm25", f"{self.config.model} (start)": self.config.model, "e5kit pre-trained": self.summaries["pretrain"]["model"]}
+        models = {"BM25": "bm25", f"{self.config.model} (start)": self.config.model, PRETRAINED: self.summaries["pretrain"]["model"]}
+        table_file = folder / "results.md"
+        for gathered in (folder / REPORT_FILE, table_file):  # gone while the evaluations run: present means they finished
+            gathered.unlink(missing_ok=True)
+        reports, markers = [], []
 
-        def evaluate() -> dict[str, Any]:
-            rows = evaluate_retrieval(folder, models, eval_dirs, lambda line: None)
-            table = results_table(rows, [str(Path(d)) for d in heldout])
-            (folder / "results.md").write_text(table + "\n", encoding="utf-8")
-            self.log(table)
-            return {"rows": rows, "table": table, "eval_dirs": [str(d) for d in eval_dirs]}
+        def run(stage: Stage, dataset: str) -> dict[str, Any]:
+            label = "evaluate" if len(eval_dirs) == 1 else f"evaluate {dataset}"
+            reports.append(run_stage(stage, force=self.force, log=self.log, upstream=upstream, label=label))
+            markers.append(str(stage.marker))
+            return reports[-1]
 
-        return self._step(folder, "evaluate", [[str(d) for d in eval_dirs], self.config.model], evaluate, upstream)
+        rows = evaluate_retrieval(folder, models, eval_dirs, run, self.config.evaluate)
+        table = results_table(rows, [str(Path(d)) for d in heldout])
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(table_file, table + "\n")
+        # The step's report gathers its evaluations' rows; each evaluation is skipped or redone by its own marker.
+        fingerprint = settings_fingerprint([report["fingerprint"] for report in reports])
+        return write_marker(folder / REPORT_FILE, "evaluate", fingerprint, sum(report["seconds"] for report in reports),
+                            {"results": folder / "results", "table": table_file},
+                            {"rows": rows, "table": table, "eval_dirs": [str(d) for d in eval_dirs], "markers": markers})
 
     def _index(self, folder: Path, upstream: str) -> dict[str, Any]:
-        return self._step(folder, "index", [str(self.config.index_corpus)], lambda: self._build_index(folder), upstream)
-
-    def _build_index(self, folder: Path) -> dict[str, Any]:
-        from e5kit.encoder import Encoder
         from e5kit.io.beir import find_file, load_queries
-        from e5kit.serving.index import IndexSettings, VectorIndex, corpus_documents
 
-        model_dir = folder / "model"
-        shutil.copytree(self.summaries["pretrain"]["model"], model_dir)
-        corpus = self.config.index_corpus or find_file(Path(self.summaries["evaluate"]["eval_dirs"][0]), "corpus.jsonl")
-        encoder = Encoder.load(model_dir)
-        self._add_results_to_card(model_dir, encoder)
-        index = VectorIndex.create(folder / "index", encoder, IndexSettings(), model=str(model_dir))
-        report = index.add(corpus_documents(corpus), show_progress=True)
-        documents, chunks = index.num_documents, index.num_chunks
-        index.close()
+        eval_dirs = self.summaries["evaluate"]["eval_dirs"]
+        corpus = self.config.index_corpus or find_file(Path(eval_dirs[0]), "corpus.jsonl")
+        stage = index_stage(folder, corpus, self.summaries["pretrain"]["model"], self.config.index)
+        report = run_stage(stage, force=self.force, log=self.log, upstream=upstream, owns_folder=True)
+        model_dir, index_dir = Path(report["outputs"]["model"]), Path(report["outputs"]["index"])
+        self._add_results_to_card(model_dir)
         example = "parse command line arguments"
         if self.config.index_corpus is None:  # a query of the split whose corpus was indexed
-            eval_dir = Path(self.summaries["evaluate"]["eval_dirs"][0])
-            example = next(iter(load_queries(find_file(eval_dir, "queries.jsonl")).values()), example)[:80]
+            example = next(iter(load_queries(find_file(Path(eval_dirs[0]), "queries.jsonl")).values()), example)[:80]
         commands = {
-            "search": f"e5kit search {folder / 'index'} {shlex.quote(example)}",
-            "serve": f"e5kit serve --model {model_dir} --index {folder / 'index'}",
+            "search": f"e5kit search {index_dir} {shlex.quote(example)}",
+            "serve": f"e5kit serve --model {model_dir} --index {index_dir}",
         }
-        self.log(f"  model: {model_dir}\n  index: {documents} documents, {chunks} chunks ({report})")
-        return {"model": str(model_dir), "index": str(folder / "index"), "documents": documents, "chunks": chunks, "commands": commands}
+        return {**report, "commands": commands}
 
-    def _add_results_to_card(self, model_dir: Path, encoder) -> None:
-        """Put the evaluate stage's scores of this model into its card's model-index (``e5kit eval card``)."""
-        from e5kit.evaluation.cache import weights_hash
-        from e5kit.evaluation.results import read_results, results_of_model
+    def _add_results_to_card(self, model_dir: Path) -> None:
+        """Put the evaluate stage's scores of the pre-trained model into its exported copy's card (``e5kit eval
+        card``), on every run: an evaluation redone alone (a changed evaluation setting) updates the card too."""
+        from e5kit.evaluation.results import EvalResult
         from e5kit.model_card import with_results
 
-        measured = results_of_model(read_results(self.stage_dir("evaluate") / "results"), weights_hash(encoder))
-        if not measured:  # an evaluate stage kept from an earlier run of other weights
-            self.log("  model card: the evaluate stage holds no results of these weights; none added")
-            return
+        measured = [EvalResult.model_validate_json(Path(row["result"]).read_text(encoding="utf-8"))
+                    for row in self.summaries["evaluate"]["rows"] if row["model"] == PRETRAINED]
         readme = model_dir / "README.md"
-        readme.write_text(with_results(readme.read_text(encoding="utf-8"), measured), encoding="utf-8")
-        self.log(f"  model card: {len(measured)} evaluation results in its model-index")
+        card = readme.read_text(encoding="utf-8")
+        updated = with_results(card, measured) if measured else card
+        if updated != card:
+            write_text_atomic(readme, updated)
+            self.log(f"  model card: {len(measured)} evaluation results in its model-index")
 
 
 def results_table(rows: list[dict[str, Any]], heldout: list[str] = ()) -> str:

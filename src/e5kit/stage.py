@@ -18,9 +18,11 @@ the same fingerprint (:meth:`Stage.start`), so work left under other settings is
 folder the caller owns (``owns_folder``: the quickstart's and ``e5kit ablate``'s step folders) partial
 work left under other settings is removed first, so it never mixes in.
 
-The quickstart and ``e5kit ablate`` chain :class:`Stage` objects with :func:`run_stage`, and their own
-steps (evaluation, the index) use the same marker through :func:`run_step`. Reference: tevatron's and
-datatrove's stages that talk through files; contrastors' one validated config per stage.
+The quickstart and ``e5kit ablate`` chain :class:`Stage` objects with :func:`run_stage`, evaluation and the
+index included; the few steps of their own that are no library stage (the quickstart's built-in corpus, a
+consistency filter re-cut from another's stored ranks) use the same marker through :func:`run_step`.
+Reference: tevatron's and datatrove's stages that talk through files; contrastors' one validated config
+per stage.
 """
 
 from __future__ import annotations
@@ -184,6 +186,17 @@ class OneFileStage(Stage[ConfigT]):
     def marker(self) -> Path:
         return Path(f"{self.output_file}.stats.json")
 
+
+def write_marker(marker: Path, name: str, fingerprint: str, seconds: float, outputs: dict[str, Path], counts: dict[str, Any]) -> dict[str, Any]:
+    """Write the marker of a finished stage, atomically: the envelope (:data:`ENVELOPE`), then its own ``counts``;
+    returns it."""
+    envelope = {"stage": name, "fingerprint": fingerprint, "seconds": round(seconds, 1), "e5kit": package_version(),
+                "outputs": {key: str(path) for key, path in outputs.items()}}
+    report = {**envelope, **{key: value for key, value in counts.items() if key not in ENVELOPE}}
+    write_text_atomic(marker, json.dumps(report, indent=2, default=str))
+    return report
+
+
 def run_step(
     folder: Path,
     name: str,
@@ -244,10 +257,7 @@ def run_step(
         if created and [path.name for path in marker.parent.iterdir()] == [started_with.name]:
             shutil.rmtree(marker.parent)  # a run that failed before writing anything leaves no folder behind
         raise
-    envelope = {"stage": name, "fingerprint": fingerprint, "seconds": round(time.perf_counter() - started, 1),
-                "e5kit": package_version(), "outputs": {key: str(path) for key, path in (outputs or {}).items()}}
-    report = {**envelope, **{key: value for key, value in report.items() if key not in ENVELOPE}}
-    write_text_atomic(marker, json.dumps(report, indent=2, default=str))
+    report = write_marker(marker, name, fingerprint, time.perf_counter() - started, outputs or {}, report)
     started_with.unlink(missing_ok=True)
     log(f"[{label}] finished in {report['seconds']:.0f}s")
     return report

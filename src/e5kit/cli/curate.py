@@ -7,14 +7,16 @@ from pathlib import Path
 import typer
 
 from e5kit.cli.app import FORCE_OPTION, app, fail, output_folder, overrides_option
+from e5kit.cli.options import config_option
+from e5kit.data.curation.config import CurateConfig
 
 
 @app.command()
 def curate(
     config: Path = typer.Option(None, "--config", "-c", help="YAML config, or a bundled config's name (`e5kit config show curate`); optional when --set gives everything."),
     set_: list[str] = overrides_option("--set workers=4 --set sources.0.paths=\\[a.jsonl]"),
-    engine: str = typer.Option(None, help="local (multiprocessing, the default) or ray (Ray Data); same as --set engine=..."),
-    workers: int = typer.Option(None, min=1, help="Parallel shard workers (default: CPU count); same as --set workers=..."),
+    engine: str = config_option(CurateConfig, "engine"),
+    workers: int = config_option(CurateConfig, "workers"),
     force: bool = FORCE_OPTION,
 ) -> None:
     """Curate weak (query, passage) pairs from raw dumps; rerun to resume (finished shards are skipped, a
@@ -24,7 +26,7 @@ def curate(
     report.md and histograms/*.png. Every record read is either kept or counted under a drop reason.
     """
     from e5kit.config import load_config
-    from e5kit.data.curation import CurateConfig, CurateStage
+    from e5kit.data.curation import CurateStage
     from e5kit.data.curation.planner import check_inputs
     from e5kit.stage import run_stage
 

@@ -24,8 +24,9 @@ from e5kit.config import field_descriptions
 
 
 def shown_default(schema: type[BaseModel], field: str) -> str | None:
-    """The default ``--help`` shows for ``field`` as written in YAML; None for a required field or a None
-    default (the description says what leaving it out means)."""
+    """The default ``--help`` shows for ``field`` as written in YAML; None for a required field, a None default or
+    one made when the config is (``default_factory``, e.g. the CPU count): the description says what leaving it
+    out means."""
     default = schema.model_fields[field].default
     if default is PydanticUndefined or default is None:
         return None

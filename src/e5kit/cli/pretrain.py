@@ -7,13 +7,12 @@ from pathlib import Path
 import typer
 
 from e5kit.cli.app import FORCE_OPTION, RESUME_HELP, app, overrides_option, run_training
-from e5kit.cli.options import defaults_sentence
-from e5kit.training.config import PretrainConfig
+from e5kit.cli.options import config_option, defaults_sentence
+from e5kit.training.config import LoggingSettings, PretrainConfig
 
 #: ``--report-to``, shared with ``e5kit finetune``.
-REPORT_TO = typer.Option(
-    None, "--report-to", metavar="TARGET", help="Also log the per-step metrics to: tensorboard (repeatable; sets report_to; "
-    "event files in {output_dir}/tensorboard or logging_dir).",
+REPORT_TO = config_option(
+    LoggingSettings, "report_to", "--report-to", metavar="TARGET", note="Repeatable; event files in {output_dir}/tensorboard or logging_dir.",
 )
 
 

@@ -29,13 +29,6 @@ class DefaultRole(str, Enum):
     none = "none"
 
 
-DEFAULT_ROLE_HELP = (
-    "Role for /v1/embeddings requests without input_type to a model with prompts (default query: E5's prefix for "
-    "symmetric use). Clients that cannot send input_type, such as LangChain's OpenAIEmbeddings, then embed documents "
-    "as queries, so such responses carry an X-E5kit-Warning header; e5kit.integrations sends the right role."
-)
-
-
 @app.command(help=SERVE_HELP)
 def serve(
     model: str = config_option(ServeConfig, "model", "--model", "-m"),
@@ -50,7 +43,11 @@ def serve(
     max_items: int = config_option(ServeConfig, "max_items"),
     max_chars: int = config_option(ServeConfig, "max_chars"),
     max_body_bytes: int = config_option(ServeConfig, "max_body_bytes"),
-    default_role: DefaultRole = typer.Option(None, "--default-role", help=DEFAULT_ROLE_HELP),
+    default_input_type: DefaultRole = config_option(
+        ServeConfig, "default_input_type", "--default-role",
+        note="Clients that cannot send input_type (LangChain's OpenAIEmbeddings) then embed documents as queries; "
+        "e5kit.integrations sends the right role.",
+    ),
     config: Path = typer.Option(None, "--config", help="YAML file of settings, or a bundled config's name (`e5kit config show serve`)."),
     overrides: list[str] = overrides_option("--set max_items=64 --set max_wait_ms=2"),
 ) -> None:
@@ -61,7 +58,7 @@ def serve(
     options = dict(
         model=model, index=index, backend=backend, threads=threads, host=host, port=port, api_key=api_key or os.environ.get("E5KIT_API_KEY"),
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_items=max_items, max_chars=max_chars,
-        max_body_bytes=max_body_bytes, default_input_type=default_role.value if default_role else None,
+        max_body_bytes=max_body_bytes, default_input_type=default_input_type.value if default_input_type else None,
     )
     try:
         settings = load_config(ServeConfig, config, overrides, options)

@@ -18,6 +18,7 @@ from e5kit.evaluation import config as configs
 from e5kit.evaluation.prefix_policy import policy_for
 from e5kit.evaluation.results import MAIN_METRIC, EvalResult, TaskOutcome, now, slug, write_result
 from e5kit.model_card import portable_name
+from e5kit.retrieval.engines import EncoderSpec
 from e5kit.stage import Stage
 from e5kit.version import package_version
 
@@ -92,7 +93,7 @@ def run_task(task: str, config: configs.EvalConfig, load_model: Callable[[str], 
         (``engine`` torchrun: every rank embeds its share of the corpus, rank 0 writes).
     """
     from e5kit.evaluation.cache import CachedEncoder, EmbeddingCache, default_cache_dir, weights_hash
-    from e5kit.retrieval.engines import EncoderSpec, torchrun_rank
+    from e5kit.retrieval.engines import torchrun_rank
 
     spec = task_spec(task)
     policy = policy_for(task, config.query_role, config.passage_role)
@@ -107,8 +108,7 @@ def run_task(task: str, config: configs.EvalConfig, load_model: Callable[[str], 
             model = CachedEncoder(encoder, cache) if cache is not None else encoder
         how = dict(running)
         if how.get("engine") == "ray" and encoder is not None:  # each Ray actor loads the model as load_model did
-            loading = {"device": config.device, "dtype": config.dtype} if config.backend == "torch" else {}
-            how["spec"] = EncoderSpec(name, max_length=config.max_length, backend=config.backend, **loading)
+            how["spec"] = encoder_spec(name, config)
         started = time.perf_counter()
         outcome = spec.evaluate(model or name, config.data, config.split, config.batch_size, policy=policy, **settings, **how)
         wall = time.perf_counter() - started
@@ -150,6 +150,13 @@ def run_task(task: str, config: configs.EvalConfig, load_model: Callable[[str], 
     return written
 
 
+def encoder_spec(name: str, config: configs.EvalConfig) -> EncoderSpec:
+    """How ``config`` loads model ``name``: its max_length and backend, and on torch its device and dtype (an
+    export fixes its precision and runs on the CPU)."""
+    loading = {"device": config.device, "dtype": config.dtype} if config.backend == "torch" else {}
+    return EncoderSpec(name, max_length=config.max_length, backend=config.backend, **loading)
+
+
 #: Settings that change where embeddings are kept or which device computes them, never the scores.
 RUNNING_FIELDS = frozenset({"cache", "cache_dir", "device"})
 
@@ -162,16 +169,18 @@ class EvalStage(Stage[configs.EvalConfig]):
     Args:
         task: Task family name.
         config: Its validated config.
-        load_model: Model name -> ``Encoder``, as for :func:`run_task`.
+        load_model: Model name -> ``Encoder``, as for :func:`run_task` (default: loaded as ``config`` says,
+            :func:`encoder_spec`; the CLI passes its clean-error loader).
     """
 
     name = "eval"
     config_class = configs.EvalConfig
     resumable = True
 
-    def __init__(self, task: str, config: configs.EvalConfig, load_model: Callable[[str], object]) -> None:
+    def __init__(self, task: str, config: configs.EvalConfig, load_model: Callable[[str], object] | None = None) -> None:
         super().__init__(config)
-        self.task, self.load_model = task, load_model
+        self.task = task
+        self.load_model = load_model or (lambda name: encoder_spec(name, config).load())
         self.name = f"eval {task}"
         self.runtime_fields = RUNNING_FIELDS | set(task_spec(task).running)
 

@@ -142,9 +142,9 @@ class LoggingSettings(BaseModel):
     """Where the per-step metrics go besides metrics.jsonl, and evaluation during training.
 
     Attributes:
-        report_to: [] or [tensorboard] (loss, lr, grad_norm, pairs_per_s, step_s, per-source counts as
-            train/<name> scalars; needs ``pip install 'e5kit[tensorboard]'``). Hugging Face Trainer's
-            name for the setting.
+        report_to: Where the per-step metrics also go: none ([]) or tensorboard (loss, lr, grad_norm,
+            pairs_per_s, step_s, per-source counts as train/<name> scalars; needs ``pip install
+            'e5kit[tensorboard]'``). Hugging Face Trainer's name for the setting.
         logging_dir: The TensorBoard folder (``tensorboard --logdir`` it); None = {output_dir}/tensorboard.
         eval_data: BEIR folders the model is scored on (nDCG@10, Recall@100) every ``eval_every`` steps
             and after the last one, logged as ``{"step": n, "eval": {"<folder name>/<metric>": value}}``

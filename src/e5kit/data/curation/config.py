@@ -69,7 +69,7 @@ class CurateConfig(BaseModel):
         sources: The raw sources.
         filters: Filter settings for all sources.
         engine: local (multiprocessing over shards) or ray (Ray Data; ``pip install 'e5kit[ray]'``).
-        workers: Parallel shard workers.
+        workers: Parallel shard workers (default: the machine's CPU count).
         seed: Seed of the symmetric-pair query-role coin.
         shard_size: Pairs per output Parquet file.
         histogram_bins: Bins of the length histograms.
