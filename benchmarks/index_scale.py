@@ -3,19 +3,20 @@
 EMBEDDING IS STUBBED. No model runs: a stub encoder returns seeded random unit vectors of ``--dim``
 at almost no cost (1M passages through a real transformer would take hours on a few CPU cores, and
 embedding throughput is ``benchmarks/encode_throughput.py``'s subject). Everything else is the real
-index path, ``VectorIndex.create(...).add(corpus_documents(corpus.jsonl), embedding=StoreEmbedding(...))``:
+index path, ``VectorIndex.create(...).add(corpus_documents(corpus.jsonl), segment_chunks=..., embedding=StoreEmbedding(...))``:
 
-- reading the BEIR ``corpus.jsonl`` (``e5kit.io.beir.iter_corpus``);
+- reading the BEIR ``corpus.jsonl`` (``e5kit.io.beir.iter_corpus``), a segment of ``--segment-chunks``
+  chunks at a time;
 - chunking with the model's real fast tokenizer (``--model``'s tokenizer, prompts and max length;
   its weights are never loaded), and the truncation count that re-tokenises every chunk;
-- the on-disk embedding store (``e5kit.retrieval.engines.embed_texts``: the texts' fingerprint,
-  blocks of ``--block-rows`` written whole);
+- the on-disk embedding stores (``e5kit.retrieval.engines.embed_texts``, one per segment: the texts'
+  fingerprint, blocks of ``--block-rows`` written whole);
 - FAISS: training (ivfpq) and the fill block by block, the ``vectors.faiss`` rewrites;
 - the SQLite docstore (documents, chunks, the vector journal).
 
 So docs/s here is an upper bound on a real build (add the encoder's time per chunk), and peak RSS is
-the index path's own memory, which should follow the block sizes rather than N except for what the
-path holds on purpose (the documents' texts, and a flat or HNSW index's vectors in FAISS).
+the index path's own memory, which should follow the segment and block sizes rather than N except for
+what the path holds on purpose (a flat or HNSW index's vectors in FAISS, the ids seen in the add).
 
 The stub has exactly what the index path reads from an ``Encoder``: ``tokenizer``, ``max_length``,
 ``prompts`` / ``prompt_for``, ``prepare`` / ``token_ids`` (the real ``Encoder`` methods, on the real
@@ -27,7 +28,7 @@ vocabulary, a short title) into a temporary folder first, and that is timed apar
 The parent prints one row per size, a split of the build time by phase, and a last line comparing
 peak RSS across the sizes.
 
-    python benchmarks/index_scale.py [--docs 100000 1000000] [--index-type flat] [--dim 384] [--block-rows 65536]
+    python benchmarks/index_scale.py [--docs 100000 1000000] [--index-type flat] [--dim 384] [--block-rows 65536] [--segment-chunks N]
 """
 
 from __future__ import annotations
@@ -139,36 +140,61 @@ class StubEncoder:
         return vectors
 
 
-def timed_phases() -> tuple[dict[str, float], dict[str, float]]:
+def timed_phases() -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
     """Wrap the index path's steps (in this child only): (wall seconds per phase, added up; this process's
-    peak RSS (``VmHWM``, MiB) when the phase last returned, which shows the step that raised the peak)."""
+    peak RSS (``VmHWM``, MiB) when the phase last returned, which shows the step that raised the peak;
+    calls per phase)."""
     from e5kit.serving import index as index_module
 
     seconds: dict[str, float] = {}
     peak_after: dict[str, float] = {}
+    calls: dict[str, int] = {}
+
+    def record(phase: str, started: float) -> None:
+        seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - started
+        peak_after[phase] = rss_mib("VmHWM")
 
     def wrap(owner, name: str, phase: str) -> None:
         original = getattr(owner, name)
 
         @functools.wraps(original)
         def timed(*args, **kwargs):
+            calls[phase] = calls.get(phase, 0) + 1
             started = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
-                seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - started
-                peak_after[phase] = rss_mib("VmHWM")
+                record(phase, started)
 
         setattr(owner, name, timed)
 
-    wrap(index_module, "plan_chunks", "chunk")  # read corpus.jsonl + tokenise + window spans
-    wrap(index_module, "embed_texts", "store")  # fingerprint + stub encode + block writes
+    def wrap_generator(owner, name: str, phase: str) -> None:
+        # A generator's work happens at each next(), interleaved with the add: time every step.
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            steps = original(*args, **kwargs)
+            while True:
+                started = time.perf_counter()
+                try:
+                    item = next(steps)
+                except StopIteration:
+                    return
+                finally:
+                    record(phase, started)
+                yield item
+
+        setattr(owner, name, timed)
+
+    wrap_generator(index_module, "chunked_documents", "read + chunk")  # read corpus.jsonl + tokenise + window spans
+    wrap(index_module, "embed_texts", "store")  # fingerprint + stub encode + block writes, once per segment
     wrap(index_module, "_truncated", "truncation count")  # prefix + re-tokenise every chunk
     wrap(index_module.VectorIndex, "_training_sample", "train sample")
     wrap(index_module.VectorIndex, "_train_if_needed", "train")
     wrap(index_module.VectorIndex, "_add_block", "commit")  # SQLite rows + journal + FAISS add (+ rewrites)
     wrap(index_module.VectorIndex, "_write_vectors", "vectors.faiss writes")
-    return seconds, peak_after
+    return seconds, peak_after, calls
 
 
 def folder_mib(folder: Path) -> float:
@@ -180,7 +206,7 @@ def run_one(args: argparse.Namespace, docs: int, workdir: Path) -> dict:
     from e5kit.serving.index import IndexSettings, VectorIndex, corpus_documents
 
     encoder = StubEncoder(args.model, args.dim, args.max_length, args.seed)
-    phases, peak_after = timed_phases()
+    phases, peak_after, calls = timed_phases()
     imports_rss = rss_mib()
     corpus = workdir / "corpus.jsonl"
     started = time.perf_counter()
@@ -192,7 +218,8 @@ def run_one(args: argparse.Namespace, docs: int, workdir: Path) -> dict:
         settings["ivf_lists"] = args.ivf_lists
     started = time.perf_counter()
     index = VectorIndex.create(workdir / "index", encoder, IndexSettings(**settings), model=f"{args.model} (stub embedding)", backend="stub")
-    report = index.add(corpus_documents(corpus), embedding=StoreEmbedding(block_rows=args.block_rows))
+    segments = {} if args.segment_chunks is None else {"segment_chunks": args.segment_chunks}
+    report = index.add(corpus_documents(corpus), embedding=StoreEmbedding(block_rows=args.block_rows), **segments)
     chunks = index.num_chunks
     index.close()
     seconds = time.perf_counter() - started
@@ -202,7 +229,7 @@ def run_one(args: argparse.Namespace, docs: int, workdir: Path) -> dict:
         "corpus_mib": corpus.stat().st_size / 2**20, "corpus_s": corpus_s, "build_s": seconds, "docs_per_s": docs / seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "hwm_mib": rss_mib("VmHWM"),
         "imports_rss_mib": imports_rss, "index_mib": folder_mib(workdir / "index"), "phases": phases,
-        "peak_after": peak_after,
+        "peak_after": peak_after, "segments": calls.get("store", 0),
     }
 
 
@@ -213,6 +240,7 @@ def main() -> None:
     parser.add_argument("--ivf-lists", type=int, default=None, help="ivfpq coarse lists (default: IndexSettings' own)")
     parser.add_argument("--dim", type=int, default=384, help="width of the stub's vectors")
     parser.add_argument("--block-rows", type=int, default=65_536, help="StoreEmbedding.block_rows: chunks per embedding-store block")
+    parser.add_argument("--segment-chunks", type=int, default=None, help="VectorIndex.add's segment_chunks (default: its own)")
     parser.add_argument("--model", default="all-MiniLM-L6-v2", help="whose tokenizer, prompts and max length chunk the text (weights not loaded)")
     parser.add_argument("--max-length", type=int, default=None, help="token limit (default: the model's; E5 models use 512)")
     parser.add_argument("--words", type=int, nargs=2, default=[60, 120], metavar=("MIN", "MAX"), help="words per passage")
@@ -232,7 +260,8 @@ def main() -> None:
 
     print(cpu_description())
     print(f"faiss {faiss.__version__}, omp threads {faiss.omp_get_max_threads()}, {os.cpu_count()} CPUs; index {args.index_type}, "
-          f"d={args.dim}, store blocks of {args.block_rows:,} chunks; tokenizer {args.model}; {args.words[0]}-{args.words[1]} words a passage")
+          f"d={args.dim}, store blocks of {args.block_rows:,} chunks, segments of {args.segment_chunks or 'the default'} chunks; "
+          f"tokenizer {args.model}; {args.words[0]}-{args.words[1]} words a passage")
     print("EMBEDDING IS STUBBED (seeded random unit vectors, no model): measured are corpus reading, chunking, the on-disk "
           "embedding store, FAISS train/add and the SQLite docstore; a real build adds the encoder's time per chunk.")
     print("| docs | chunks | build s | docs/s | chunks/s | peak RSS MiB | RSS after imports MiB | index on disk MiB | corpus MiB (written in s) |")
@@ -245,6 +274,8 @@ def main() -> None:
             command += ["--max-length", str(args.max_length)]
         if args.ivf_lists is not None:
             command += ["--ivf-lists", str(args.ivf_lists)]
+        if args.segment_chunks is not None:
+            command += ["--segment-chunks", str(args.segment_chunks)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             print(f"| {docs:,} | failed: exit {done.returncode} (killed for memory?) {done.stderr.strip()[-400:]!r} |||||||||", flush=True)
@@ -257,7 +288,7 @@ def main() -> None:
     for result in results:
         phases = ", ".join(f"{name} {value:,.1f}" for name, value in result["phases"].items())
         peaks = ", ".join(f"{name} {value:,.0f}" for name, value in result["peak_after"].items())
-        print(f"{result['docs']:,} docs (window {result['window']} tokens, {result['truncated']:,} chunks truncated): seconds by phase "
+        print(f"{result['docs']:,} docs in {result['segments']} segments (window {result['window']} tokens, {result['truncated']:,} chunks truncated): seconds by phase "
               f"(commit includes the vectors.faiss rewrites made during the add): {phases}")
         print(f"{result['docs']:,} docs: peak RSS (VmHWM, MiB) when each phase last returned: {peaks}; at the end {result['hwm_mib']:,.0f}")
     if len(results) > 1:

@@ -2,8 +2,9 @@
 
 A subprocess running ``e5kit index add`` (or ``build``) kills itself at a seeded random point: between a
 block's commit and the vectors file's rewrite, inside a block's transaction, before or after the file's
-rename. Reopened, the index holds a vector for exactly the chunks in its store, search finds exactly the
-documents the store holds, and running the command again gives the uninterrupted run's index.
+rename; or, with small segments (``--segment-chunks``), in a later segment of the add. Reopened, the index
+holds a vector for exactly the chunks in its store, search finds exactly the documents the store holds,
+and running the command again gives the uninterrupted run's index.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ ADD_POINTS = [
     ("e5kit.serving.index:VectorIndex._next_id", "after", 5),  # inside a block's transaction: replaced rows already deleted
     ("faiss:write_index", "after", 2),  # vectors.faiss written under its temporary name, not renamed
     ("e5kit.io.files:AtomicFile.commit", "after", 2),  # vectors.faiss renamed into place, journal not yet emptied
+]
+#: In `index add --segment-chunks 8` of SECOND: a segment ends with the document reaching 8 chunks, so
+#: it commits at most twice (a commit takes 6 chunks or more, the segment's last fewer).
+IN_SEGMENTS = ("--segment-chunks", "8")
+SEGMENT_POINTS = [
+    ("e5kit.serving.index:VectorIndex._add_block", "after", 3),  # in the second segment or later, the first committed
+    ("e5kit.serving.index:embed_segment", "after", 2),  # the second segment embedded, none of it committed
 ]
 #: The same in `index build` of FIRST: 4 blocks; files committed: the empty vectors, index.json, 2 rewrites.
 BUILD_POINTS = [(point, when, 4) for point, when, _ in ADD_POINTS[:3]] + [("e5kit.io.files:AtomicFile.commit", "after", 4)]
@@ -92,6 +100,15 @@ def expected(tmp_path_factory, first_index, corpora, tiny_bert_dir, small_blocks
     return snapshot(folder, tiny_bert_dir)
 
 
+@pytest.fixture(scope="module")
+def expected_in_segments(tmp_path_factory, first_index, corpora, tiny_bert_dir, small_blocks) -> dict:
+    """FIRST built, then SECOND added in segments of 8 chunks, without interruption."""
+    folder = tmp_path_factory.mktemp("expected-in-segments") / "idx"
+    shutil.copytree(first_index, folder)
+    cli("index", "add", folder, "--corpus", corpora[1], *IN_SEGMENTS)
+    return snapshot(folder, tiny_bert_dir)
+
+
 def snapshot(folder: Path, model: Path) -> dict:
     """What an index holds: documents, chunks, and the hits of a few queries (doc ids; scores apart)."""
     from e5kit.encoder import Encoder
@@ -147,15 +164,23 @@ def test_index_add_killed_at_more_seeded_points(seed, tmp_path, tiny_bert_dir, f
     check_killed_add(seeded_points(seed, ADD_POINTS, SETTINGS), tmp_path, tiny_bert_dir, first_index, corpora, expected)
 
 
-def check_killed_add(kill: KillPoint, tmp_path, tiny_bert_dir, first_index, corpora, expected):
-    # Given an index of FIRST, and `index add` of SECOND killed at a (seeded) point
+@pytest.mark.parametrize("point", [SEGMENT_POINTS[0], pytest.param(SEGMENT_POINTS[1], marks=pytest.mark.slow)], ids=point_id)
+def test_index_add_in_segments_killed_in_a_later_segment_reruns_to_the_uninterrupted_add(
+    point, tmp_path, tiny_bert_dir, first_index, corpora, expected_in_segments, small_blocks
+):
+    path, when, count = point
+    check_killed_add(KillPoint(path, count, when, SETTINGS), tmp_path, tiny_bert_dir, first_index, corpora, expected_in_segments, *IN_SEGMENTS)
+
+
+def check_killed_add(kill: KillPoint, tmp_path, tiny_bert_dir, first_index, corpora, expected, *options: str):
+    # Given an index of FIRST, and `index add` of SECOND (with options) killed at a (seeded) point
     folder = tmp_path / "idx"
     shutil.copytree(first_index, folder)
-    run_killed(["index", "add", folder, "--corpus", corpora[1]], kill)
+    run_killed(["index", "add", folder, "--corpus", corpora[1], *options], kill)
     # When the index is opened again, then its vectors and store agree (checked inside snapshot)
     snapshot(folder, tiny_bert_dir)
-    # And adding SECOND again gives the index of an uninterrupted add, with no temporary file left
-    cli("index", "add", folder, "--corpus", corpora[1])
+    # And adding SECOND again (with the same options) gives the index of an uninterrupted add, with no temporary file left
+    cli("index", "add", folder, "--corpus", corpora[1], *options)
     assert_same(snapshot(folder, tiny_bert_dir), expected)
     # (report.json: the marker of the build that made FIRST's index, e5kit.stage)
     assert sorted(path.name for path in folder.iterdir()) == ["docstore.sqlite", "index.json", "report.json", "vectors.faiss"], str(kill)

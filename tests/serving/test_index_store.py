@@ -1,6 +1,6 @@
 """An index's chunks are embedded into an on-disk store in bounded blocks (issue 16 item 3): the index
 filled from the store holds the vectors one in-memory pass gives, a build killed mid-embedding resumes
-block by block to the same index, an ivfpq index trains on a seeded sample of the stored chunks, and
+block by block to the same index, an ivfpq index trains on the first train_sample stored chunks, and
 torchrun (2 gloo processes) and Ray (2 actors) build the bytes one process builds."""
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from e5kit.cli import app
 from e5kit.retrieval import engines
 from e5kit.retrieval.dense import encode_corpus
 from e5kit.retrieval.engines import StoreEmbedding
-from e5kit.serving import index as index_module
-from e5kit.serving.index import EMBEDDINGS_DIR, IndexSettings, VectorIndex, index_window, plan_chunks
+from e5kit.serving.index import EMBEDDINGS_DIR, SEGMENT_CHUNKS, AddReport, IndexSettings, VectorIndex, index_window, plan_segments
 
 QUERIES = ["cat on a mat", "protein disease study", "long document"]
 
@@ -37,7 +36,7 @@ def _hits(index: VectorIndex) -> list[list[tuple[str, float]]]:
 def test_an_index_filled_from_a_store_of_small_blocks_holds_one_in_memory_pass(tiny_encoder, corpus, tmp_path, single_torch_thread):
     # Given the corpus's chunks embedded in one in-memory pass
     settings = IndexSettings(overlap=8)
-    plan = plan_chunks(corpus, tiny_encoder.tokenizer, index_window(tiny_encoder, settings), settings.overlap)
+    (plan,) = plan_segments(corpus, tiny_encoder.tokenizer, index_window(tiny_encoder, settings), settings, SEGMENT_CHUNKS, AddReport())
     expected = encode_corpus(tiny_encoder, plan.texts, role="passage").embeddings
     # When an index is built through a store of 4-row blocks (chunks embedded 4 at a time)
     index = VectorIndex.create(tmp_path / "idx", tiny_encoder, settings, model="tiny")
@@ -77,8 +76,8 @@ def test_a_build_killed_while_embedding_resumes_block_by_block_to_the_same_index
     assert sorted(path.name for path in (tmp_path / "idx").iterdir()) == ["docstore.sqlite", "index.json", "vectors.faiss"]
 
 
-def test_ivfpq_trains_on_a_seeded_sample_of_train_sample_stored_chunks(tiny_encoder, tmp_path, monkeypatch, single_torch_thread):
-    # Given 60 one-chunk documents and an ivfpq index training on a sample of 20 chunks
+def test_ivfpq_trains_on_the_first_train_sample_stored_chunks(tiny_encoder, tmp_path, monkeypatch, single_torch_thread):
+    # Given 60 one-chunk documents and an ivfpq index training on 20 chunks
     from e5kit.serving.index import Document
 
     documents = [Document(f"d{i}", f"document {i} about {'cats' if i % 2 else 'genes'} and thing {i * 7 % 13}") for i in range(60)]
@@ -86,14 +85,14 @@ def test_ivfpq_trains_on_a_seeded_sample_of_train_sample_stored_chunks(tiny_enco
     trained_on = []
     train = VectorIndex._train_if_needed
     monkeypatch.setattr(VectorIndex, "_train_if_needed", lambda self, sample: trained_on.append(sample) or train(self, sample))
-    # When it is built twice
-    for name in ("a", "b"):
-        VectorIndex.create(tmp_path / name, tiny_encoder, settings, model="tiny").add(documents, embedding=StoreEmbedding(block_rows=16))
-    # Then each trained on 20 of the stored chunks, the same seeded ones, and the two indexes are the same bytes
+    # When it is built twice, once read in segments of 7 chunks
+    for name, segment_chunks in (("a", SEGMENT_CHUNKS), ("b", 7)):
+        index = VectorIndex.create(tmp_path / name, tiny_encoder, settings, model="tiny")
+        index.add(documents, segment_chunks=segment_chunks, embedding=StoreEmbedding(block_rows=16))
+    # Then each trained on the first 20 stored chunks, and the two indexes are the same bytes
     chunks = encode_corpus(tiny_encoder, [doc.body for doc in documents], role="passage").embeddings
-    rows = np.sort(np.random.default_rng(index_module.TRAIN_SEED).choice(60, size=20, replace=False))
     assert [sample.shape for sample in trained_on] == [(20, tiny_encoder.dimension)] * 2
-    np.testing.assert_allclose(trained_on[0], chunks[rows], atol=1e-5)
+    np.testing.assert_allclose(trained_on[0], chunks[:20], atol=1e-5)
     assert (tmp_path / "a" / "vectors.faiss").read_bytes() == (tmp_path / "b" / "vectors.faiss").read_bytes()
 
 
@@ -112,12 +111,17 @@ def _corpus_files(folder: Path) -> tuple[Path, Path]:
     return paths
 
 
+#: Blocks of 4 chunks in segments of 6 or more: every engine embeds and commits several segments, some of
+#: one block (under torchrun, rank 1 then embeds nothing and still meets rank 0 at the segment's barrier).
+SMALL = ["--block-rows", "4", "--segment-chunks", "6"]
+
+
 def _build_args(model: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
-    return ["index", "build", "--model", str(model), "--corpus", str(corpus), "--out", str(out), "--overlap", "8", "--block-rows", "4", *extra]
+    return ["index", "build", "--model", str(model), "--corpus", str(corpus), "--out", str(out), "--overlap", "8", *SMALL, *extra]
 
 
 def _add_args(corpus: Path, out: Path) -> list[str]:
-    return ["index", "add", str(out), "--corpus", str(corpus), "--block-rows", "4"]
+    return ["index", "add", str(out), "--corpus", str(corpus), *SMALL]
 
 
 def _index_contents(folder: Path) -> tuple[bytes, list]:
@@ -133,7 +137,8 @@ def _index_contents(folder: Path) -> tuple[bytes, list]:
 
 @pytest.fixture()
 def one_process(tiny_bert_dir, tmp_path) -> dict:
-    """The corpora, and the index one process builds from the first through 4-row blocks, then after adding the second."""
+    """The corpora, and the index one process builds from the first through 4-row blocks in segments of 6
+    chunks, then after adding the second."""
     corpus, more = _corpus_files(tmp_path)
     runs = {"corpus": corpus, "more": more}
     for name, args in (("built", _build_args(tiny_bert_dir, corpus, tmp_path / "one")), ("added", _add_args(more, tmp_path / "one"))):

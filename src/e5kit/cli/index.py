@@ -29,14 +29,18 @@ CORPUS_HELP = "JSONL documents (BEIR corpus layout: _id, title, text); .gz/.zst 
 ENGINE = config_option(StoreEmbedding, "engine", note="torchrun: launch this command with torchrun; rank 0 writes the index.")
 WORKERS = config_option(StoreEmbedding, "workers", note="With --engine ray.")
 BLOCK_ROWS = config_option(StoreEmbedding, "block_rows", note="A killed build or add run again embeds only the blocks still missing.")
+SEGMENT = config_option(IndexConfig, "segment_chunks", note="A killed add run again with the same value embeds only the blocks still missing.")
 
 
-def _read_corpus(corpus: Path, id_field: str, text_field: str, title_field: str):
+def _check_corpus(corpus: Path, id_field: str, text_field: str, title_field: str) -> None:
+    """Read the corpus through once, keeping nothing, so a malformed record or repeated id is one error
+    line before any output; the add then reads it again, a segment at a time."""
     from e5kit.io.files import InputFormatError
     from e5kit.serving.index import corpus_documents
 
     try:
-        return list(corpus_documents(corpus, id_field=id_field, text_field=text_field, title_field=title_field))
+        for _document in corpus_documents(corpus, id_field=id_field, text_field=text_field, title_field=title_field):
+            pass
     except (FileNotFoundError, InputFormatError) as error:
         raise fail(str(error)) from error
 
@@ -61,14 +65,14 @@ def _open_index(path: Path, backend: Backend | None):
         raise fail(f"{path}: cannot open the index ({error})") from error
 
 
-def _add(index, documents, batch_size: int | None, embedding=None) -> None:
+def _add(index, documents, batch_size: int | None, segment_chunks: int, embedding=None) -> None:
     import sqlite3
 
     from e5kit.serving.index import IndexStoreError
 
     try:
-        report = index.add(documents, batch_size=batch_size, show_progress=True, embedding=embedding)
-    except (IndexStoreError, ValueError) as error:
+        report = index.add(documents, batch_size=batch_size, show_progress=True, segment_chunks=segment_chunks, embedding=embedding)
+    except (IndexStoreError, ValueError) as error:  # ValueError: also the corpus's InputFormatError, read as the add goes
         raise fail(str(error)) from error
     except (sqlite3.Error, OSError) as error:
         raise fail(f"{index.path}: cannot write the index ({error})") from error
@@ -100,16 +104,18 @@ def build(
     engine: str = ENGINE,
     workers: int = WORKERS,
     block_rows: int = BLOCK_ROWS,
+    segment_chunks: int = SEGMENT,
     config: Path = typer.Option(None, "--config", help="YAML config of the build (fields of IndexConfig)."),
     set_: list[str] = overrides_option("--set kind=hnsw --set hnsw_ef_search=128"),
     force: bool = FORCE_OPTION,
 ) -> None:
     """Chunk, embed and index a corpus; documents map back to their chunks' character offsets.
 
-    The chunks are embedded in blocks into OUT/embeddings first, then FAISS is filled block by block.
-    OUT/report.json, written last, marks a finished build: a rerun with the same settings, model and
-    corpus is skipped, a changed one rebuilds the index, --force rebuilds it (and replaces an index no
-    build recorded); a killed build resumes its embedding blocks.
+    The corpus is checked in one pass, then read in segments of --segment-chunks chunks: each is
+    chunked, embedded in blocks into OUT/embeddings and committed to FAISS and the document store
+    before the next is read. OUT/report.json, written last, marks a finished build: a rerun with the
+    same settings, model and corpus is skipped, a changed one rebuilds the index, --force rebuilds it
+    (and replaces an index no build recorded); a killed build resumes its embedding blocks.
     """
     import sqlite3
 
@@ -124,17 +130,17 @@ def build(
         "corpus": corpus, "out": out, "model": model, "backend": backend and backend.value, "kind": kind and kind.value, "window": window,
         "overlap": overlap, "hnsw_m": hnsw_m, "ivf_lists": ivf_lists, "pq_subquantizers": pq_subquantizers, "pq_bits": pq_bits, "nprobe": nprobe,
         "id_field": id_field, "text_field": text_field, "title_field": title_field, "batch_size": batch_size, "train_sample": train_sample,
-        "engine": engine, "workers": workers, "block_rows": block_rows,
+        "engine": engine, "workers": workers, "block_rows": block_rows, "segment_chunks": segment_chunks,
     }
     try:
         settings = load_config(IndexConfig, config, set_, options=given)
     except ValueError as error:
         raise fail(str(error)) from error
-    documents = _read_corpus(settings.corpus, settings.id_field, settings.text_field, settings.title_field)  # named before any output
+    _check_corpus(settings.corpus, settings.id_field, settings.text_field, settings.title_field)  # named before any output
     output_folder(settings.out)
     # An index a build's marker recorded is this stage's to replace; another one only with --force.
     replace = force or read_marker(settings.out / REPORT_FILE) is not None
-    stage = IndexStage(settings, lambda name, backend: load_encoder(name, backend=backend), replace=replace, documents=documents)
+    stage = IndexStage(settings, lambda name, backend: load_encoder(name, backend=backend), replace=replace)
     try:
         run_stage(stage, force=force, log=typer.echo)
     except (IndexStoreError, ValueError, FileNotFoundError, InputFormatError, ModelDirectoryError) as error:
@@ -155,26 +161,33 @@ def add(
     engine: str = ENGINE,
     workers: int = WORKERS,
     block_rows: int = BLOCK_ROWS,
+    segment_chunks: int = SEGMENT,
 ) -> None:
-    """Add (or replace) documents in an existing index."""
+    """Add (or replace) documents in an existing index, reading the corpus a segment at a time (after
+    one pass that checks it)."""
     from e5kit.config import ConfigError, load_config
     from e5kit.retrieval.engines import torchrun_rank
+    from e5kit.serving.index import SEGMENT_CHUNKS, corpus_documents
 
     try:
         embedding = load_config(StoreEmbedding, options={"engine": engine, "workers": workers, "block_rows": block_rows})
     except ConfigError as error:
         raise fail(str(error)) from error
-    documents = _read_corpus(corpus, id_field, text_field, title_field)
+    _check_corpus(corpus, id_field, text_field, title_field)
+    documents = corpus_documents(corpus, id_field=id_field, text_field=text_field, title_field=title_field)
+    segment_chunks = segment_chunks or SEGMENT_CHUNKS
     if embedding.engine == "torchrun" and torchrun_rank()[0] != 0:  # rank 0 opens and changes the index
         from e5kit.encoder.model_format import ModelDirectoryError
+        from e5kit.io.files import InputFormatError
         from e5kit.serving.index import IndexStoreError, embed_for_add
 
         try:
-            embed_for_add(index_dir, documents, backend=backend.value if backend else None, embedding=embedding, batch_size=batch_size)
-        except (IndexStoreError, FileNotFoundError, ModelDirectoryError) as error:
+            embed_for_add(index_dir, documents, backend=backend.value if backend else None, segment_chunks=segment_chunks, embedding=embedding,
+                          batch_size=batch_size)
+        except (IndexStoreError, InputFormatError, FileNotFoundError, ModelDirectoryError) as error:
             raise fail(str(error)) from error
         return
-    _add(_open_index(index_dir, backend), documents, batch_size, embedding)
+    _add(_open_index(index_dir, backend), documents, batch_size, segment_chunks, embedding)
 
 
 @index_app.command()

@@ -6,15 +6,27 @@ An index is a folder:
 - ``vectors.faiss``: one vector per chunk, keyed by a 64-bit vector id;
 - ``docstore.sqlite``: ``documents`` (id, title, text) and ``chunks`` (vector id -> document id,
   chunk number, character span), so a hit maps back to its document and passage;
-- ``embeddings/`` while an add runs: its chunks' vectors (``e5kit.retrieval.store``), embedded in
-  bounded blocks by ``e5kit.retrieval.engines.embed_texts`` on any engine (this process, torchrun
-  ranks, Ray actors; the same vectors with each), removed once the add is finished. A killed add run
-  again embeds only the blocks still missing.
+- ``embeddings/`` while an add runs: its chunks' vectors (``e5kit.retrieval.store``), one store per
+  segment (below), embedded in bounded blocks by ``e5kit.retrieval.engines.embed_texts`` on any engine
+  (this process, torchrun ranks, Ray actors; the same vectors with each), removed once the add is
+  finished. A killed add run again with the same documents and segment size finds the same segments
+  and embeds only the blocks still missing.
 
-An add chunks its documents, embeds the chunks into the store, trains an ivfpq index (the only kind
-that needs training) on a seeded sample of ``train_sample`` stored chunks, then fills FAISS and the
-SQLite store from the store's blocks. The documents' texts are held in memory during an add; their
-vectors never all are.
+An add reads its documents in segments: a segment ends with the document that brings it to
+``segment_chunks`` chunks. A segment is chunked, its chunks embedded into its store, and its
+documents committed with their vectors, before the next segment is read. So an add holds one
+segment's texts (and up to ``CHUNK_DOCUMENTS`` documents read ahead for the tokenizer), never the
+whole input's; it keeps the ids seen, to refuse one given twice. Its vectors are bounded by the
+store's blocks.
+
+An ivfpq index (the only kind that needs training) trains on the first ``train_sample`` chunks of its
+first add (all of them when fewer), before any of them is committed: for ivfpq the first segment of an
+add is read up to ``train_sample`` chunks whatever ``segment_chunks`` says (``IndexSettings.
+first_segment_chunks``), and an add with too few chunks to train is refused before anything is
+committed. So every kind of index is the same with any segment size: the same vector ids, the same
+search results, and the same vectors to float error (a chunk's vector depends a little on the texts it
+is batched with, and segment ends move the store's block ends). Training sees the input's first
+documents, not a sample of all of them: shuffle a corpus sorted by topic, or raise ``train_sample``.
 
 A document without visible text (``e5kit.io.text.has_visible_text`` of its title and text) follows the
 corpus rule every stage shares (``e5kit.io.beir``): it is kept, in the store and as one chunk
@@ -27,9 +39,9 @@ search time (``VectorIndex.stale_vectors`` counts them; rebuild to reclaim the s
 
 kill -9 at any point leaves the vectors and the store in agreement once the index is opened again:
 
-- The SQLite store is the record. Each group of documents an add commits (``ADD_BLOCK`` chunks or
-  more) goes in one SQLite transaction with its chunks and vectors: the vectors go to the
-  ``pending_vectors`` journal until ``vectors.faiss`` is rewritten (atomically,
+- The SQLite store is the record. Each run of documents an add commits (``ADD_BLOCK`` chunks or
+  more, a segment's last fewer) goes in one SQLite transaction with its chunks and vectors: the
+  vectors go to the ``pending_vectors`` journal until ``vectors.faiss`` is rewritten (atomically,
   ``e5kit.io.files.AtomicFile``) at the end of the add, or once the journal holds ``JOURNAL_MIN``
   vectors and as many as the file (so rewrites cost at most about twice the final file). Deletions
   commit their rows first.
@@ -71,7 +83,7 @@ from e5kit.io.text import has_visible_text
 from e5kit.progress import progress_bar
 from e5kit.retrieval.dense import encode_corpus, inner_product_index
 from e5kit.retrieval.engines import EncoderSpec, StoreEmbedding, embed_texts
-from e5kit.retrieval.store import EmbeddingStore
+from e5kit.retrieval.store import DEFAULT_BLOCK_ROWS, EmbeddingStore
 from e5kit.serving.chunking import Chunk, chunk_texts, chunk_window
 
 logger = logging.getLogger(__name__)
@@ -80,10 +92,12 @@ SETTINGS_FILE = "index.json"
 VECTORS_FILE = "vectors.faiss"
 DOCSTORE_FILE = "docstore.sqlite"
 EMBEDDINGS_DIR = "embeddings"
-#: Seed of the sample an ivfpq index trains on.
-TRAIN_SEED = 0
 #: Documents chunked at a time when adding.
 CHUNK_DOCUMENTS = 256
+#: Chunks an add reads, embeds and commits at a time by default (``VectorIndex.add``'s ``segment_chunks``):
+#: two default store blocks, so the default two Ray actors both embed; 131,072 chunks of 512 tokens
+#: are a few hundred MB of text.
+SEGMENT_CHUNKS = 2 * DEFAULT_BLOCK_ROWS
 #: Chunks committed per step when adding documents: one SQLite transaction and journal entry.
 ADD_BLOCK = 2048
 #: ``vectors.faiss`` is rewritten during an add once the journal holds this many vectors and as many as the file.
@@ -119,9 +133,10 @@ class IndexSettings(BaseModel):
         passage_role / query_role: Roles (prompt names) used to embed chunks and queries.
         hnsw_m / hnsw_ef_search: HNSW neighbours per node and search breadth.
         ivf_lists / pq_subquantizers / pq_bits / nprobe: IVF-PQ coarse lists, PQ code size, lists probed.
-        train_sample: Chunks an ivfpq index trains its quantizers on: a seeded sample of the first
-            add's chunks (all of them when fewer), so training time does not grow with the corpus
-            (flat and hnsw indexes need no training).
+        train_sample: Chunks an ivfpq index trains its quantizers on: the first this many of its first
+            add (all of them when fewer; the add's first segment is read up to them,
+            ``first_segment_chunks``), so training time does not grow with the corpus and the index does
+            not depend on the add's segment size (flat and hnsw indexes need no training).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -144,6 +159,13 @@ class IndexSettings(BaseModel):
         if self.window is not None and self.overlap >= self.window:
             raise ValueError(f"overlap ({self.overlap}) must be smaller than window ({self.window})")
         return self
+
+    def first_segment_chunks(self, segment_chunks: int) -> int:
+        """Chunks the first segment of an add is read up to: ``train_sample`` for ivfpq, which trains on
+        that segment before committing it, so the training chunks do not depend on ``segment_chunks``;
+        else ``segment_chunks``. An add to an ivfpq index that is trained already reads the same first
+        segment, so a killed first add run again finds the segments (and stores) it had."""
+        return self.train_sample if self.kind == "ivfpq" else segment_chunks
 
 
 class StoredIndex(BaseModel):
@@ -425,6 +447,7 @@ class VectorIndex:
         batch_size: int | None = None,
         show_progress: bool = False,
         *,
+        segment_chunks: int = SEGMENT_CHUNKS,
         embedding: StoreEmbedding | None = None,
         spec: EncoderSpec | None = None,
     ) -> AddReport:
@@ -432,38 +455,51 @@ class VectorIndex:
 
         A document without visible text is indexed as an empty passage (one all-zero vector, counted
         in ``report.empty``); one with visible text but no tokens is skipped and counted in
-        ``report.skipped``. The chunks are embedded into ``embeddings/`` first (see the module
-        docstring), then each group of documents is committed with its vectors: after kill -9 the
-        groups done are kept (``open`` repairs the vectors), and adding the same documents again
-        embeds only the blocks still missing and gives the index an uninterrupted add would have given.
+        ``report.skipped``. ``documents`` is read one segment at a time (see the module docstring):
+        a segment's chunks are embedded into ``embeddings/``, then its documents are committed with
+        their vectors ``ADD_BLOCK`` chunks at a time, before the next segment is read. After kill -9
+        the commits done are kept (``open`` repairs the vectors), and adding the same documents again
+        with the same ``segment_chunks`` embeds only the blocks still missing and gives the index an
+        uninterrupted add would have given.
 
         Args:
-            documents: The documents, each id once.
+            documents: The documents, each id once; any iterable (read once, lazily).
             batch_size: Chunks per forward pass.
             show_progress: Show the embedding and indexing progress.
+            segment_chunks: Chunks read, embedded and committed at a time: memory holds one segment's
+                texts (a segment ends with the document that reaches it). The index is the same with
+                any value (an ivfpq index's first segment holds ``train_sample`` chunks).
             embedding: Engine, Ray workers and block rows of the embedding (default: this process).
             spec: How Ray actors load the encoder (default: the index's model, backend and similarity).
 
         Raises:
-            IndexStoreError: a document id given twice, or too few chunks to train an ivfpq index.
+            IndexStoreError: a document id given twice (the segments before the one repeating it stay
+                committed, as an interrupted add's), or too few chunks to train an ivfpq index (nothing
+                committed).
             sqlite3.Error, OSError: the index cannot be written.
         """
-        plan, store = embed_documents(
-            self.path, documents, self.encoder, self.settings, window=self.stored.window, embedding=embedding,
-            spec=spec or self.encoder_spec(), batch_size=batch_size,
-        )
-        report = plan.report
-        report.truncated = _truncated(self.encoder, plan.texts, self.settings.passage_role)
-        if not self.vectors.is_trained and store.layout.rows:
-            self._train_if_needed(self._training_sample(store))
-            self._write_vectors()  # the trained quantizer is on disk before any row relies on it
-        with progress_bar(total=sum(len(group) for group in plan.groups), desc="indexing", unit="doc", show=show_progress) as progress:
-            for pending, embeddings in _committed_groups(plan, store):
-                self._add_block(pending, report, embeddings)
-                progress.update(len(pending))
+        report = AddReport()
+        spec = spec or self.encoder_spec()
+        with progress_bar(desc="indexing", unit="doc", show=show_progress) as progress:
+            for segment in plan_segments(documents, self.encoder.tokenizer, self.stored.window, self.settings, segment_chunks, report):
+                self._add_segment(segment, report, progress, embedding=embedding, spec=spec, batch_size=batch_size)
+                del segment  # before the next segment is read: one segment's texts in memory, not two
         self._checkpoint(finished_add=True)
         shutil.rmtree(self.path / EMBEDDINGS_DIR, ignore_errors=True)  # the vectors are in vectors.faiss now
         return report
+
+    def _add_segment(
+        self, segment: Segment, report: AddReport, progress, *, embedding: StoreEmbedding | None, spec: EncoderSpec, batch_size: int | None
+    ) -> None:
+        """Embed one segment, train an untrained ivfpq index on it, then commit it ``ADD_BLOCK`` chunks at a time."""
+        store = embed_segment(self.path, segment, self.encoder, self.settings, embedding=embedding, spec=spec, batch_size=batch_size)
+        report.truncated += _truncated(self.encoder, segment.texts, self.settings.passage_role)
+        if not self.vectors.is_trained and store.layout.rows:
+            self._train_if_needed(self._training_sample(store))
+            self._write_vectors()  # the trained quantizer is on disk before any row relies on it
+        for pending, embeddings in _commits(segment, store):
+            self._add_block(pending, report, embeddings)
+            progress.update(len(pending))
 
     def encoder_spec(self) -> EncoderSpec:
         """How another process (a Ray actor) loads this index's encoder."""
@@ -476,10 +512,8 @@ class VectorIndex:
         return encode_corpus(self.encoder, texts, role=self.settings.passage_role, batch_size=batch_size)
 
     def _training_sample(self, store: EmbeddingStore) -> np.ndarray:
-        """(min(train_sample, rows), dim) float32 stored chunk vectors, a seeded sample in row order."""
-        rows = store.layout.rows
-        sample = np.random.default_rng(TRAIN_SEED).choice(rows, size=min(self.settings.train_sample, rows), replace=False)
-        return store.rows(np.sort(sample).astype(np.int64))
+        """(min(train_sample, rows), dim) float32: the first ``train_sample`` vectors of the first segment's store."""
+        return store.rows(np.arange(min(self.settings.train_sample, store.layout.rows), dtype=np.int64))
 
     def _add_block(self, pending: list[tuple[Document, list]], report: AddReport, embeddings: np.ndarray) -> None:
         """Commit ``pending`` documents with their chunks' (chunks, dim) ``embeddings``, in add order."""
@@ -650,39 +684,37 @@ def index_window(encoder, settings: IndexSettings) -> int:
 
 
 @dataclass
-class ChunkPlan:
-    """The documents of one add with their chunks, in add order.
+class Segment:
+    """Documents of an add that are read, embedded and committed together.
 
     Attributes:
-        groups: The documents as chunked, ``CHUNK_DOCUMENTS`` input documents a group (those skipped
-            left out); ``add`` commits whole groups.
-        report: The empty and skipped documents counted while chunking.
+        documents: (document, its chunks) in add order, those skipped left out.
     """
 
-    groups: list[list[tuple[Document, list[Chunk]]]]
-    report: AddReport
+    documents: list[tuple[Document, list[Chunk]]]
 
     @cached_property
     def texts(self) -> list[str]:
-        """The chunks' texts, in add order (the rows of the add's embedding store)."""
-        return [doc.body[chunk.start : chunk.end] for group in self.groups for doc, chunks in group for chunk in chunks]
+        """The chunks' texts, in add order (the rows of the segment's embedding store)."""
+        return [doc.body[chunk.start : chunk.end] for doc, chunks in self.documents for chunk in chunks]
 
 
-def plan_chunks(documents: Iterable[Document], tokenizer, window: int, overlap: int) -> ChunkPlan:
-    """Chunk ``documents`` into windows of ``window`` tokens sharing ``overlap``.
+def chunked_documents(
+    documents: Iterable[Document], tokenizer, window: int, overlap: int, report: AddReport
+) -> Iterator[tuple[Document, list[Chunk]]]:
+    """(document, its chunks: windows of ``window`` tokens sharing ``overlap``), read and tokenized
+    ``CHUNK_DOCUMENTS`` at a time, yielded one by one; the empty and skipped documents are counted in
+    ``report`` (the skipped ones are not yielded).
 
     Raises:
-        IndexStoreError: a document id given twice.
+        IndexStoreError: a document id given twice (the ids seen are kept, not the texts).
     """
-    report = AddReport()
-    groups: list[list[tuple[Document, list[Chunk]]]] = []
     seen: set[str] = set()
     for block in _blocks(documents, CHUNK_DOCUMENTS):
         for doc in block:
             if doc.doc_id in seen:
                 raise IndexStoreError(f"document id {doc.doc_id!r} is given twice in one add")
             seen.add(doc.doc_id)
-        group = []
         for doc, chunks in zip(block, chunk_texts([doc.body for doc in block], tokenizer, window, overlap)):
             if not has_visible_text(doc.body):
                 chunks = [Chunk(index=0, start=0, end=len(doc.body))]  # an empty passage: one zero vector
@@ -690,9 +722,60 @@ def plan_chunks(documents: Iterable[Document], tokenizer, window: int, overlap: 
             elif not chunks:
                 report.skipped["no tokens"] += 1
                 continue
-            group.append((doc, chunks))
-        groups.append(group)
-    return ChunkPlan(groups, report)
+            yield doc, chunks
+
+
+def plan_segments(
+    documents: Iterable[Document], tokenizer, window: int, settings: IndexSettings, segment_chunks: int, report: AddReport
+) -> Iterator[Segment]:
+    """``documents`` chunked (``chunked_documents``) and gathered into segments, each read only when the
+    one before has been taken: the first segment ends with the document that brings it to
+    ``settings.first_segment_chunks(segment_chunks)`` chunks, the others with the one that brings them
+    to ``segment_chunks`` (the last may hold fewer). No segment is yielded for no documents.
+
+    Raises:
+        IndexStoreError: a document id given twice, when the documents holding its second copy are read.
+    """
+    limit = settings.first_segment_chunks(segment_chunks)
+    pending: list[tuple[Document, list[Chunk]]] = []
+    count = 0
+    for doc, chunks in chunked_documents(documents, tokenizer, window, settings.overlap, report):
+        pending.append((doc, chunks))
+        count += len(chunks)
+        if count >= limit:
+            yield Segment(pending)
+            pending, count, limit = [], 0, segment_chunks
+    if pending:
+        yield Segment(pending)
+
+
+def embed_segment(
+    path: str | Path,
+    segment: Segment,
+    encoder,
+    settings: IndexSettings,
+    *,
+    embedding: StoreEmbedding | None = None,
+    spec: EncoderSpec | None = None,
+    batch_size: int | None = None,
+) -> EmbeddingStore:
+    """Embed a segment's chunks into their store under ``path/embeddings`` and return it, finished: one
+    row per chunk in add order. The store is named by the encoder and the texts, so the same segment
+    of a killed add run again finds its blocks.
+
+    Args:
+        path: The index folder.
+        segment: The documents and chunks (``plan_segments``).
+        encoder: The loaded encoder (embeds under local/torchrun; names the store).
+        settings: The index's passage role.
+        embedding: Engine, workers, block rows.
+        spec: How Ray actors load the encoder.
+        batch_size: Chunks per forward pass.
+
+    Raises:
+        ValueError: ``ray`` without ``spec``, or an unknown engine.
+    """
+    return embed_texts(segment.texts, Path(path) / EMBEDDINGS_DIR, encoder, role=settings.passage_role, settings=embedding, spec=spec, batch_size=batch_size)
 
 
 def embed_documents(
@@ -702,47 +785,50 @@ def embed_documents(
     settings: IndexSettings,
     *,
     window: int,
+    segment_chunks: int = SEGMENT_CHUNKS,
     embedding: StoreEmbedding | None = None,
-    spec: EncoderSpec | None = None,
     batch_size: int | None = None,
-) -> tuple[ChunkPlan, EmbeddingStore]:
-    """Chunk ``documents`` and embed the chunks into the store under ``path/embeddings``.
-
-    ``VectorIndex.add`` starts with this; under torchrun the ranks other than 0 run only this (their
-    share of the blocks) while rank 0 adds.
+) -> None:
+    """What a torchrun rank other than 0 runs for an add while rank 0 runs ``VectorIndex.add``: the same
+    segments, read and embedded in the same order (this rank's share of each segment's blocks, then the
+    barrier rank 0 meets before it commits the segment); nothing of the index is written.
 
     Args:
         path: The index folder.
-        encoder: The loaded encoder (embeds under local/torchrun; names the store).
-        settings: The index's chunking and passage role.
+        documents: The add's documents, as rank 0 reads them.
+        encoder: The loaded encoder.
+        settings: The index's chunking, passage role and kind (which sizes the first segment).
         window: Tokens per chunk (``index_window``, or the index's stored window).
+        segment_chunks: As rank 0's add is given.
         embedding: Engine, workers, block rows.
-        spec: How Ray actors load the encoder.
         batch_size: Chunks per forward pass.
-
-    Returns:
-        (the chunks, the finished store of their vectors, one row per chunk in add order).
 
     Raises:
         IndexStoreError: a document id given twice.
     """
-    plan = plan_chunks(documents, encoder.tokenizer, window, settings.overlap)
-    store = embed_texts(plan.texts, Path(path) / EMBEDDINGS_DIR, encoder, role=settings.passage_role, settings=embedding, spec=spec, batch_size=batch_size)
-    return plan, store
+    for segment in plan_segments(documents, encoder.tokenizer, window, settings, segment_chunks, AddReport()):
+        embed_segment(path, segment, encoder, settings, embedding=embedding, batch_size=batch_size)
+        del segment  # before the next segment is read: one segment's texts in memory, not two
 
 
 def embed_for_add(
-    path: str | Path, documents: Iterable[Document], *, backend: str | None = None, embedding: StoreEmbedding | None = None, batch_size: int | None = None
+    path: str | Path,
+    documents: Iterable[Document],
+    *,
+    backend: str | None = None,
+    segment_chunks: int = SEGMENT_CHUNKS,
+    embedding: StoreEmbedding | None = None,
+    batch_size: int | None = None,
 ) -> None:
-    """What a torchrun rank other than 0 runs for an add to the index in ``path``: its share of the chunks'
-    blocks, chunked and embedded as the index's settings say (rank 0 runs ``VectorIndex.add``, the one
-    that writes the index).
+    """``embed_documents`` for an add to the index in ``path``, chunked and embedded as the index's
+    settings say (a torchrun rank other than 0 of ``e5kit index add``).
 
     Raises:
         IndexStoreError: ``path`` is not an index, or a document id given twice.
     """
     stored = read_stored(path)
-    embed_documents(path, documents, stored.load_encoder(backend), stored.settings, window=stored.window, embedding=embedding, batch_size=batch_size)
+    embed_documents(path, documents, stored.load_encoder(backend), stored.settings, window=stored.window, segment_chunks=segment_chunks,
+                    embedding=embedding, batch_size=batch_size)
 
 
 #: Chunks tokenized at once when counting those over the encoder's max length.
@@ -762,17 +848,18 @@ def _truncated(encoder, texts: list[str], role: str) -> int:
     return stats.truncated
 
 
-def _committed_groups(plan: ChunkPlan, store: EmbeddingStore) -> Iterator[tuple[list[tuple[Document, list[Chunk]]], np.ndarray]]:
-    """(documents with their chunks, their (chunks, dim) float32 vectors) as ``add`` commits them: whole
-    chunking groups, at least ``ADD_BLOCK`` chunks (the last fewer); the store is read block by block."""
+def _commits(segment: Segment, store: EmbeddingStore) -> Iterator[tuple[list[tuple[Document, list[Chunk]]], np.ndarray]]:
+    """(documents with their chunks, their (chunks, dim) float32 vectors) as ``add`` commits a segment:
+    each commit ends with the document that brings it to ``ADD_BLOCK`` chunks (the segment's last may
+    hold fewer); the store is read block by block."""
     blocks = store.blocks()
     buffered = np.empty((0, store.layout.dimension), dtype=np.float32)
     pending: list[tuple[Document, list[Chunk]]] = []
     count = 0
-    for position, group in enumerate(plan.groups):
-        pending += group
-        count += sum(len(chunks) for _, chunks in group)
-        if pending and (count >= ADD_BLOCK or position == len(plan.groups) - 1):
+    for position, (doc, chunks) in enumerate(segment.documents):
+        pending.append((doc, chunks))
+        count += len(chunks)
+        if count >= ADD_BLOCK or position == len(segment.documents) - 1:
             while len(buffered) < count:
                 buffered = np.concatenate([buffered, next(blocks)[1]])
             yield pending, buffered[:count]

@@ -5,7 +5,8 @@ A rerun with the same settings, model and corpus file is skipped; a changed one 
 (a finished index that no ``index build`` recorded is refused unless ``--force``). A killed build
 resumes its embedding blocks (``OUT/embeddings``, named by the model and the chunks, so blocks of
 other settings are never taken up); the index itself is started again (``VectorIndex.create``
-replaces an unfinished build).
+replaces an unfinished build). The corpus is read as the build goes, one segment at a time
+(``segment_chunks``), never held whole.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from e5kit.encoder.model_format import BackendName
 from e5kit.hub import DEFAULT_MODEL
 from e5kit.retrieval.engines import StoreEmbedding
 from e5kit.serving.index import (
+    SEGMENT_CHUNKS,
     SETTINGS_FILE,
-    Document,
     IndexSettings,
     IndexStoreError,
     VectorIndex,
@@ -55,6 +56,9 @@ class IndexConfig(IndexSettings, StoreEmbedding):
         text_field: JSONL field of the document text.
         title_field: JSONL field of the title (optional; embedded before the text).
         batch_size: Chunks per forward pass (None: 32 on torch, 8 on ONNX).
+        segment_chunks: Chunks read from the corpus, embedded and committed at a time: memory holds one
+            segment's texts, never the corpus's. The index is the same with any value (ivfpq reads its
+            first segment up to train_sample chunks, the ones it trains on).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -67,6 +71,7 @@ class IndexConfig(IndexSettings, StoreEmbedding):
     text_field: str = "text"
     title_field: str = "title"
     batch_size: int | None = Field(default=None, ge=1)
+    segment_chunks: int = Field(default=SEGMENT_CHUNKS, ge=1)
 
     def index_settings(self) -> IndexSettings:
         """The settings stored in the index (``index.json``)."""
@@ -83,21 +88,18 @@ class IndexStage(Stage[IndexConfig]):
         config: The build's settings.
         load_encoder: (model, backend) -> the encoder (the CLI passes its clean-error loader).
         replace: Replace an index already in ``out`` (``--force``, or a build the marker recorded).
-        documents: The corpus's documents when the caller read them already (default: read when it runs).
     """
 
     name = "index"
     config_class = IndexConfig
-    # How the chunks are embedded, never what: the vectors are the same with each engine (tested).
-    runtime_fields: ClassVar[frozenset[str]] = frozenset({"engine", "workers", "batch_size"})
+    # How the chunks are embedded, never what: the index is the same with each engine and segment size (tested).
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"engine", "workers", "batch_size", "segment_chunks"})
     resumable = True
 
-    def __init__(self, config: IndexConfig, load_encoder: Callable[[str, str], Any], replace: bool = False,
-                 documents: list[Document] | None = None) -> None:
+    def __init__(self, config: IndexConfig, load_encoder: Callable[[str, str], Any], replace: bool = False) -> None:
         super().__init__(config)
         self.load_encoder = load_encoder
         self.replace = replace
-        self.documents = documents
 
     @property
     def output_dir(self) -> Path:
@@ -113,13 +115,11 @@ class IndexStage(Stage[IndexConfig]):
         from e5kit.retrieval.engines import torchrun_rank
 
         config, settings, embedding = self.config, self.config.index_settings(), self.config.embedding()
-        documents = self.documents
-        if documents is None:
-            documents = list(corpus_documents(config.corpus, id_field=config.id_field, text_field=config.text_field, title_field=config.title_field))
+        documents = corpus_documents(config.corpus, id_field=config.id_field, text_field=config.text_field, title_field=config.title_field)
         encoder = self.load_encoder(config.model, config.backend)
         if embedding.engine == "torchrun" and torchrun_rank()[0] != 0:  # rank 0 creates and fills the index
-            embed_documents(config.out, documents, encoder, settings, window=index_window(encoder, settings), embedding=embedding,
-                            batch_size=config.batch_size)
+            embed_documents(config.out, documents, encoder, settings, window=index_window(encoder, settings), segment_chunks=config.segment_chunks,
+                            embedding=embedding, batch_size=config.batch_size)
             return {}
         model_ref = str(Path(config.model).resolve()) if Path(config.model).exists() else config.model
         try:
@@ -128,7 +128,7 @@ class IndexStage(Stage[IndexConfig]):
             if (config.out / SETTINGS_FILE).exists() and not self.replace:
                 raise IndexStoreError(f"{error}; no report.json says e5kit index build made it: --force replaces it") from None
             raise
-        report = index.add(documents, batch_size=config.batch_size, show_progress=True, embedding=embedding)
+        report = index.add(documents, batch_size=config.batch_size, show_progress=True, segment_chunks=config.segment_chunks, embedding=embedding)
         log(f"{index.path}: {report} (window {index.stored.window} tokens, overlap {index.settings.overlap}); "
             f"now {index.num_documents} documents, {index.num_chunks} chunks")
         return {"added": report.added, "replaced": report.replaced, "chunks": report.chunks, "truncated": report.truncated,
