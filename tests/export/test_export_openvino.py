@@ -56,6 +56,29 @@ def test_export_prints_the_fidelity_of_each_precision(exported):
     assert "runs at " in result.output and "backend='openvino'" in result.output
 
 
+def test_a_worker_loads_the_ir_and_precision_this_process_runs(exported):
+    from e5kit.retrieval.engines import EncoderSpec
+
+    out, result = exported
+    assert result.exit_code == 0, result.output
+    # Given the export loaded on its fp32 IR at float32 (its default is the int8 IR at the recorded precision)
+    encoder = Encoder.load(out, backend="openvino", file_name=XML_FILE, dtype="float32")
+    # When a worker loads the spec made of it, Then it runs the same IR at the same precision
+    spec = EncoderSpec.of(encoder, str(out))
+    assert (spec.backend, spec.file_name, spec.dtype) == ("openvino", XML_FILE, "float32")
+    worker = spec.load()
+    assert worker.backend.file == encoder.backend.file and worker.backend.precision == "float32"
+    np.testing.assert_array_equal(worker.encode(TEXTS, role="passage"), encoder.encode(TEXTS, role="passage"))
+
+
+def test_threads_are_not_pinned_to_cores(exported):
+    out, _ = exported
+    # Given the export loaded with two threads, Then OpenVINO leaves their placement to the OS scheduler
+    # (pinned threads wait on a core another process holds; see openvino_backend.compile_model)
+    encoder = Encoder.load(out, backend="openvino", threads=2)
+    assert encoder.backend.compiled.get_property("ENABLE_CPU_PINNING") is False
+
+
 def test_auto_on_a_cpu_without_bf16_records_float32_untimed(tiny_bert_dir, tmp_path, monkeypatch):
     from e5kit.export.openvino import export_openvino
 

@@ -62,6 +62,9 @@ class Backend(Protocol):
     def fingerprint(self) -> str:
         """A hex digest that changes exactly when the embeddings can: caches and results key on it."""
 
+    def load_options(self) -> dict[str, str | None]:
+        """``Encoder.load`` arguments that load this backend again as it runs (backend, file, precision), for another process."""
+
 
 def auto_device() -> torch.device:
     """CUDA when present, else CPU."""
@@ -109,6 +112,10 @@ class TorchBackend:
     def dimension(self) -> int:
         """Embedding size."""
         return int(self.module.config.hidden_size)
+
+    def load_options(self) -> dict[str, str | None]:
+        """``Encoder.load`` arguments for this backend in another process: torch at this precision."""
+        return {"backend": self.name, "dtype": self.dtype}
 
     def embed(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled embeddings of tokenised inputs with autograd enabled (the training path); (batch, dim), not normalised."""

@@ -137,6 +137,10 @@ class OnnxBackend:
             embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
         return embeddings
 
+    def load_options(self) -> dict[str, str | None]:
+        """``Encoder.load`` arguments for this backend in another process: this file of ``onnx/``."""
+        return {"backend": self.name, "file_name": self.file.name}
+
     def fingerprint(self) -> str:
         """SHA-256 of the graph file's bytes (which hold the weights and the pooling), computed once.
 

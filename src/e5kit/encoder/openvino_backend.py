@@ -145,6 +145,11 @@ class OpenVinoBackend:
             embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
         return embeddings
 
+    def load_options(self) -> dict[str, str | None]:
+        """``Encoder.load`` arguments for this backend in another process: this IR (none for an ONNX
+        folder's fp32 graph, the only one OpenVINO reads there) at this inference precision."""
+        return {"backend": self.name, "file_name": self.file.name if self.file.suffix == ".xml" else None, "dtype": self.precision}
+
     def fingerprint(self) -> str:
         """SHA-256 of the inference precision and the model files' bytes (which hold the weights and the pooling), computed once.
 
@@ -166,6 +171,10 @@ def compile_model(model, dtype: str, threads: int | None = None):
     import openvino
 
     options = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    # OpenVINO pins its threads to cores by default; when another process shares a core, the pinned thread
+    # cannot move and every parallel step waits for it. Unpinned, e5kit serve served 1.74x the baseline's
+    # req/s beside one background process against 1.30x pinned, and the same quiet (benchmarks/serve_load.py).
+    options["ENABLE_CPU_PINNING"] = False
     return openvino.Core().compile_model(model, "CPU", {**options, "INFERENCE_PRECISION_HINT": HINTS[dtype]})
 
 

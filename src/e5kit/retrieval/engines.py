@@ -53,7 +53,8 @@ class EncoderSpec:
         similarity_fn_name: "cosine" / "dot" (None: the model's own).
         device: Torch device (None: the default).
         dtype: Torch dtype name ("float32", "bfloat16", ...; None: the default).
-        backend: "torch" or an exported backend ("onnx").
+        backend: "torch", an exported backend ("onnx", "openvino") or "auto" (the one ``e5kit export auto`` recorded).
+        file_name: The exported backend's file (None: the export's default).
     """
 
     model: str
@@ -62,6 +63,13 @@ class EncoderSpec:
     device: str | None = None
     dtype: str | None = None
     backend: str = "torch"
+    file_name: str | None = None
+
+    @classmethod
+    def of(cls, encoder, model: str, **fields) -> EncoderSpec:
+        """The spec that loads ``model`` as ``encoder`` runs it: its backend, file and precision
+        (``Backend.load_options``), so workers embed exactly what this process would; ``fields`` add the rest."""
+        return cls(model, **{**encoder.backend.load_options(), **fields})
 
     def load(self):
         from e5kit.encoder import Encoder

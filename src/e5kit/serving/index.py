@@ -503,10 +503,7 @@ class VectorIndex:
 
     def encoder_spec(self) -> EncoderSpec:
         """How another process (a Ray actor) loads this index's encoder."""
-        return EncoderSpec(
-            self.stored.model, max_length=self.encoder.max_length, similarity_fn_name=self.stored.similarity_fn_name,
-            backend=getattr(getattr(self.encoder, "backend", None), "name", self.stored.backend),
-        )
+        return EncoderSpec.of(self.encoder, self.stored.model, max_length=self.encoder.max_length, similarity_fn_name=self.stored.similarity_fn_name)
 
     def _embed(self, texts: list[str], batch_size: int | None):
         return encode_corpus(self.encoder, texts, role=self.settings.passage_role, batch_size=batch_size)
