@@ -34,8 +34,9 @@ the CPU the servers share with it.
 ``--threads``, quiet and under the background load, so a thread setting that collapses under
 contention shows as N threads serving less than 1 under load (``contention.py`` measures the
 encoders alone). Marked rows (``EXPERIMENTS``, left out with ``--no-experiments``) repeat the ONNX
-and torch servers with threads that sleep instead of spinning while they wait: changes this script
-makes for the measurement, not settings e5kit serve has.
+and torch servers with threads that sleep instead of spinning while they wait, and the OpenVINO
+server with its threads pinned to cores (OpenVINO's default, which e5kit turns off): changes this
+script makes for the measurement, not settings e5kit serve has.
 
     python benchmarks/serve_load.py [--requests 400] [--concurrency 16] [--threads N] [--load-processes 1] [--rounds 3]
         [--baseline-engine auto] [--peer-python /work/peers/.venv/bin/python] [--threads-sweep]
@@ -73,8 +74,11 @@ BASELINE = "FastAPI + ST"
 #: The sweep's benchmark-only experiments: name -> (backend, row mark, what it changes). Not e5kit's settings.
 EXPERIMENTS = {
     "ort-no-spin": ("onnx", "ORT spin off*", "ONNX Runtime's intra-op threads block instead of spinning while they wait (session.intra_op.allow_spinning=0)"),
+    "ov-pinned": ("openvino", "pinned*", "OpenVINO's threads pinned to cores (ENABLE_CPU_PINNING, OpenVINO's default; e5kit serve turns it off)"),
     "omp-passive": ("torch", "OMP passive*", "OpenMP's threads sleep instead of spinning while they wait (OMP_WAIT_POLICY=PASSIVE)"),
 }
+#: Experiments that run e5kit's server in this script's process, patched (``run_e5kit_server_patched``).
+PATCHED_SERVERS = ("ort-no-spin", "ov-pinned")
 #: Texts (after the measured ones) written for the baseline's int8 calibration.
 CALIBRATION_TEXTS = 256
 START_TIMEOUT = 1800  # s: a baseline's first start may export and quantise its model
@@ -175,20 +179,30 @@ def load_st(engine: str, model_dir: str, cache_dir: str, calibration: str, threa
     return load_st_peer(engine, model_dir, Path(cache_dir), texts, threads)
 
 
-def run_e5kit_server_without_spinning(port: int, model: str, backend: str, threads: int) -> None:
-    """What ``e5kit serve --model M --backend B --threads T --default-role none`` runs, ONNX Runtime's threads not spinning."""
-    import onnxruntime
+def run_e5kit_server_patched(experiment: str, port: int, model: str, backend: str, threads: int) -> None:
+    """What ``e5kit serve --model M --backend B --threads T --default-role none`` runs, changed as ``EXPERIMENTS[experiment]`` says."""
     import uvicorn
 
     from e5kit.cli.serve import build_app
     from e5kit.serving.config import ServeConfig
 
-    class Options(onnxruntime.SessionOptions):  # every session e5kit makes in this process
-        def __init__(self) -> None:
-            super().__init__()
-            self.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if experiment == "ort-no-spin":
+        import onnxruntime
 
-    onnxruntime.SessionOptions = Options
+        class Options(onnxruntime.SessionOptions):  # every session e5kit makes in this process
+            def __init__(self) -> None:
+                super().__init__()
+                self.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+        onnxruntime.SessionOptions = Options
+    elif experiment == "ov-pinned":
+        import openvino
+
+        class PinnedCore(openvino.Core):  # every model e5kit compiles in this process
+            def compile_model(self, model, device_name=None, config=None):
+                return super().compile_model(model, device_name, {**(config or {}), "ENABLE_CPU_PINNING": True})
+
+        openvino.Core = PinnedCore
     settings = ServeConfig(model=model, backend=backend, threads=threads, port=port, default_input_type="none")
     uvicorn.run(build_app(settings), host=settings.host, port=port, log_level="warning")
 
@@ -430,8 +444,8 @@ class Bench:
 
     def e5kit_command(self, backend: str, kind: str | None, threads: int, port: int, experiment: str | None = None) -> list[str]:
         model = self.folders[kind]
-        if experiment == "ort-no-spin":
-            return [sys.executable, __file__, "--e5kit-server-no-spin", str(port), "--model", model, "--backend", backend, "--threads", str(threads)]
+        if experiment in PATCHED_SERVERS:
+            return [sys.executable, __file__, "--e5kit-server", str(port), "--experiment", experiment, "--model", model, "--backend", backend, "--threads", str(threads)]
         e5kit = str(Path(sys.executable).with_name("e5kit"))
         return [e5kit, "serve", "--model", model, "--backend", backend, "--threads", str(threads), "--default-role", "none", "--port", str(port)]
 
@@ -651,7 +665,8 @@ def main() -> None:
     parser.add_argument("--no-experiments", action="store_true", help="leave out the sweep's rows with threads that do not spin (ORT spin off, OMP passive)")
     # Child-process modes.
     parser.add_argument("--baseline-server", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--e5kit-server-no-spin", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--e5kit-server", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--experiment", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--probe-st", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--engine", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
@@ -667,8 +682,8 @@ def main() -> None:
 
         uvicorn.run(app, host="127.0.0.1", port=args.baseline_server, log_level="warning")
         return
-    if args.e5kit_server_no_spin is not None:
-        run_e5kit_server_without_spinning(args.e5kit_server_no_spin, args.model, args.backend, args.threads)
+    if args.e5kit_server is not None:
+        run_e5kit_server_patched(args.experiment, args.e5kit_server, args.model, args.backend, args.threads)
         return
     if args.probe_st is not None:
         probe_st(args.engine, args.model_dir, args.st_cache, args.calibration, args.threads, args.probe_st)

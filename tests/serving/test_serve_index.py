@@ -128,6 +128,12 @@ def test_cli_build_search_add_delete(tiny_bert_dir, tmp_path):
     extra = tmp_path / "more.jsonl"
     extra.write_text(json.dumps({"id": "d4", "text": "the moon"}) + "\n")
     assert "added 1 documents" in runner.invoke(app, ["index", "add", str(tmp_path / "idx"), "--corpus", str(extra)]).output
+    # And add reads other field names when told (its options are IndexConfig's, defaults included)
+    renamed = tmp_path / "renamed.jsonl"
+    renamed.write_text(json.dumps({"key": "d5", "body": "the sun", "heading": "Sky"}) + "\n")
+    fields = ["--id-field", "key", "--text-field", "body", "--title-field", "heading"]
+    result = runner.invoke(app, ["index", "add", str(tmp_path / "idx"), "--corpus", str(renamed), *fields])
+    assert "added 1 documents" in result.output, result.output
     result = runner.invoke(app, ["index", "delete", str(tmp_path / "idx"), "d2", "zz"])
     assert "deleted 1 documents; not found: 1" in result.output
     # Bad input is named: a record without an id

@@ -153,11 +153,11 @@ def build(
 def add(
     index_dir: Path = typer.Argument(..., help="Index folder from `e5kit index build`."),
     corpus: Path = typer.Option(..., "--corpus", "-c", help=CORPUS_HELP + " Documents whose id is indexed already are replaced."),
-    id_field: str = typer.Option("_id", help="JSONL field of the document id (falls back to 'id')."),
-    text_field: str = typer.Option("text", help="JSONL field of the document text."),
-    title_field: str = typer.Option("title", help="JSONL field of the title."),
+    id_field: str = config_option(IndexConfig, "id_field"),
+    text_field: str = config_option(IndexConfig, "text_field"),
+    title_field: str = config_option(IndexConfig, "title_field"),
     backend: Backend = typer.Option(None, help=BACKEND_HELP + " Default: the backend the index was built with."),
-    batch_size: int = typer.Option(None, min=1, help="Chunks per forward pass (default: 32 on torch, 8 on ONNX)."),
+    batch_size: int = config_option(IndexConfig, "batch_size"),
     engine: str = ENGINE,
     workers: int = WORKERS,
     block_rows: int = BLOCK_ROWS,
@@ -173,8 +173,10 @@ def add(
         embedding = load_config(StoreEmbedding, options={"engine": engine, "workers": workers, "block_rows": block_rows})
     except ConfigError as error:
         raise fail(str(error)) from error
-    _check_corpus(corpus, id_field, text_field, title_field)
-    documents = corpus_documents(corpus, id_field=id_field, text_field=text_field, title_field=title_field)
+    given = {"id_field": id_field, "text_field": text_field, "title_field": title_field}
+    fields = {name: IndexConfig.model_fields[name].default if value is None else value for name, value in given.items()}  # the build's defaults
+    _check_corpus(corpus, *fields.values())
+    documents = corpus_documents(corpus, **fields)
     segment_chunks = segment_chunks or SEGMENT_CHUNKS
     if embedding.engine == "torchrun" and torchrun_rank()[0] != 0:  # rank 0 opens and changes the index
         from e5kit.encoder.model_format import ModelDirectoryError

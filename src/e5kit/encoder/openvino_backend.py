@@ -172,8 +172,9 @@ def compile_model(model, dtype: str, threads: int | None = None):
 
     options = {"INFERENCE_NUM_THREADS": threads} if threads else {}
     # OpenVINO pins its threads to cores by default; when another process shares a core, the pinned thread
-    # cannot move and every parallel step waits for it. Unpinned, e5kit serve served 1.74x the baseline's
-    # req/s beside one background process against 1.30x pinned, and the same quiet (benchmarks/serve_load.py).
+    # cannot move and every parallel step waits for it. Beside one background process, e5kit serve at 2
+    # threads served 70.1 req/s unpinned against 60.7 pinned (p99 345 vs 418 ms), and 133 vs 127 quiet
+    # (benchmarks/serve_load.py --threads-sweep, its pinned* rows).
     options["ENABLE_CPU_PINNING"] = False
     return openvino.Core().compile_model(model, "CPU", {**options, "INFERENCE_PRECISION_HINT": HINTS[dtype]})
 
