@@ -167,17 +167,17 @@ def add(
     one pass that checks it)."""
     from e5kit.config import ConfigError, load_config
     from e5kit.retrieval.engines import torchrun_rank
-    from e5kit.serving.index import SEGMENT_CHUNKS, corpus_documents
+    from e5kit.serving.index import corpus_documents
 
     try:
         embedding = load_config(StoreEmbedding, options={"engine": engine, "workers": workers, "block_rows": block_rows})
     except ConfigError as error:
         raise fail(str(error)) from error
-    given = {"id_field": id_field, "text_field": text_field, "title_field": title_field}
-    fields = {name: IndexConfig.model_fields[name].default if value is None else value for name, value in given.items()}  # the build's defaults
-    _check_corpus(corpus, *fields.values())
-    documents = corpus_documents(corpus, **fields)
-    segment_chunks = segment_chunks or SEGMENT_CHUNKS
+    given = {"id_field": id_field, "text_field": text_field, "title_field": title_field, "segment_chunks": segment_chunks}
+    chosen = {name: IndexConfig.model_fields[name].default if value is None else value for name, value in given.items()}  # the build's defaults
+    segment_chunks = chosen.pop("segment_chunks")
+    _check_corpus(corpus, *chosen.values())
+    documents = corpus_documents(corpus, **chosen)
     if embedding.engine == "torchrun" and torchrun_rank()[0] != 0:  # rank 0 opens and changes the index
         from e5kit.encoder.model_format import ModelDirectoryError
         from e5kit.io.files import InputFormatError

@@ -71,6 +71,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Literal
 
@@ -733,17 +734,26 @@ def plan_segments(
     Raises:
         IndexStoreError: a document id given twice, when the documents holding its second copy are read.
     """
-    limit = settings.first_segment_chunks(segment_chunks)
+    limits = chain([settings.first_segment_chunks(segment_chunks)], repeat(segment_chunks))
+    for run in _runs(chunked_documents(documents, tokenizer, window, settings.overlap, report), limits):
+        yield Segment(run)
+        del run  # before the next run is read: one segment's documents in memory, not two
+
+
+def _runs(documents: Iterable[tuple[Document, list[Chunk]]], limits: Iterator[int]) -> Iterator[list[tuple[Document, list[Chunk]]]]:
+    """Consecutive runs of (document, its chunks), read lazily: each run ends with the document that brings
+    it to the next of ``limits`` chunks; the last holds what is left (none for no documents)."""
+    limit = next(limits)
     pending: list[tuple[Document, list[Chunk]]] = []
     count = 0
-    for doc, chunks in chunked_documents(documents, tokenizer, window, settings.overlap, report):
+    for doc, chunks in documents:
         pending.append((doc, chunks))
         count += len(chunks)
         if count >= limit:
-            yield Segment(pending)
-            pending, count, limit = [], 0, segment_chunks
+            yield pending
+            pending, count, limit = [], 0, next(limits)
     if pending:
-        yield Segment(pending)
+        yield pending
 
 
 def embed_segment(
@@ -851,16 +861,12 @@ def _commits(segment: Segment, store: EmbeddingStore) -> Iterator[tuple[list[tup
     hold fewer); the store is read block by block."""
     blocks = store.blocks()
     buffered = np.empty((0, store.layout.dimension), dtype=np.float32)
-    pending: list[tuple[Document, list[Chunk]]] = []
-    count = 0
-    for position, (doc, chunks) in enumerate(segment.documents):
-        pending.append((doc, chunks))
-        count += len(chunks)
-        if count >= ADD_BLOCK or position == len(segment.documents) - 1:
-            while len(buffered) < count:
-                buffered = np.concatenate([buffered, next(blocks)[1]])
-            yield pending, buffered[:count]
-            buffered, pending, count = buffered[count:], [], 0
+    for run in _runs(segment.documents, repeat(ADD_BLOCK)):
+        count = sum(len(chunks) for _, chunks in run)
+        while len(buffered) < count:
+            buffered = np.concatenate([buffered, next(blocks)[1]])
+        yield run, buffered[:count]
+        buffered = buffered[count:]
 
 
 def _store_files() -> tuple[str, ...]:
