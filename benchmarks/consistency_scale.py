@@ -56,6 +56,7 @@ def synthetic_store(folder: Path, pairs: int, dim: int, block_rows: int, seed: i
 
 def run_one(pairs: int, pool: int, dim: int, block_rows: int, pool_block_rows: int, max_rank: int, workdir: Path) -> dict:
     from e5kit.data.consistency import consistency_ranks
+    from e5kit.retrieval.store import RANK_TILE_PROBES
 
     peak = peak_gflops()
     started = time.perf_counter()
@@ -63,7 +64,7 @@ def run_one(pairs: int, pool: int, dim: int, block_rows: int, pool_block_rows: i
     queries = synthetic_store(workdir / "query", pairs, dim, block_rows, seed=2, near=passages)
     written = time.perf_counter()
     drawn = np.sort(np.random.default_rng(0).choice(pairs, size=min(pool, pairs), replace=False)).astype(np.int64)
-    ranks = consistency_ranks(queries, passages, drawn, max_rank, 4096, pool_block_rows=pool_block_rows)
+    ranks = consistency_ranks(queries, passages, drawn, max_rank, RANK_TILE_PROBES, pool_block_rows=pool_block_rows)
     ranked = time.perf_counter()
     seconds = ranked - written
     flops = 2 * 2 * pairs * len(drawn) * dim

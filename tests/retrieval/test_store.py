@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import e5kit.retrieval.store as store_module
 from e5kit.retrieval.dense import dense_search, encode_corpus
 from e5kit.retrieval.engines import EncoderSpec, embed_store, list_blocks
 from e5kit.retrieval.store import (
@@ -174,8 +175,11 @@ def test_block_by_block_search_equals_one_exact_search(tmp_path):
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
 
 
-def test_ranks_with_a_sharded_pool_equal_brute_force_ranks(tmp_path):
-    # Given 60 pairs whose queries sit near their passages, pairs in groups of 3 sharing a query text
+@pytest.mark.parametrize("tile", [3, 8192])
+def test_ranks_with_a_sharded_pool_equal_brute_force_ranks(tmp_path, monkeypatch, tile):
+    # Given 60 pairs whose queries sit near their passages, pairs in groups of 3 sharing a query text,
+    # scored against tiles of `tile` candidates (3: a group's members fall on either side of a tile edge)
+    monkeypatch.setattr(store_module, "RANK_TILE_CANDIDATES", tile)
     rng = np.random.default_rng(1)
     passages = rng.standard_normal((60, 16)).astype(np.float32)
     queries = (passages + 1.5 * rng.standard_normal((60, 16))).astype(np.float32)
@@ -192,3 +196,18 @@ def test_ranks_with_a_sharded_pool_equal_brute_force_ranks(tmp_path):
     np.testing.assert_array_equal(ranks, expected)
     assert {1, 6} <= set(ranks.tolist())
     np.testing.assert_allclose(own, np.einsum("nd,nd->n", queries, passages), rtol=1e-6)
+
+
+def test_answers_of_the_same_text_scoring_above_the_own_target_do_not_hide_competitors(tmp_path):
+    # Given a probe whose two sibling targets (same group) and two other candidates all score above its own target
+    probe = np.array([[1.0, 0.0]], dtype=np.float32)
+    targets = np.array([[0.5, 0.8], [0.99, 0.1], [0.98, 0.2], [0.9, 0.4], [0.85, 0.5], [0.0, 1.0]], dtype=np.float32)
+    groups = np.array([0, 0, 0, 1, 2, 3], dtype=np.int64)
+    probes = _random_store(tmp_path / "q", np.repeat(probe, 6, axis=0), 6)
+    candidates = _random_store(tmp_path / "p", targets, 6)
+    own = own_scores(probes, candidates)
+    # When probe 0 is ranked with max_rank 2 against the whole pool (a top-(max_rank + 1) list would hold
+    # only the siblings and one competitor)
+    ranks = rank_of_own_in_store(probes, own, candidates, np.arange(6), groups, max_rank=2)
+    # Then both competitors count: rank 3, i.e. beyond max_rank, so the pair is not kept at k = 2
+    assert ranks[0] == 3

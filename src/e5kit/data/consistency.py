@@ -9,7 +9,7 @@ section or another reply to the same comment, answers the query too and is not c
 and without this rule such sources lose nearly all their pairs. Both sides are embedded in bounded
 blocks into on-disk stores (``e5kit.retrieval.store``; resumable block by block, data-parallel with
 ``engine: torchrun | ray``) and ranked block by block against a pool read in bounded shards, so memory
-follows ``block_rows`` and ``pool_block_rows``, not the number of pairs. Ranks are exact FAISS
+follows ``block_rows`` and ``pool_block_rows``, not the number of pairs. Ranks are exact float32
 inner-product ranks, stored per pair, capped at ``max_rank``, in ``scores.parquet``. The output is a
 keep-mask over the input shards (``mask.json``: shards, their row counts, k; ``e5kit.io.pairs``), which
 training reads through, so the pairs are never copied and a new k <= max_rank rewrites only the mask
@@ -40,6 +40,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.data.shards import iter_rows
+from e5kit.encoder.backend import auto_device
 from e5kit.io.columns import ParquetColumnBlocks
 from e5kit.io.files import AtomicFile, AtomicFolder, remove_stale_temporaries, write_text_atomic
 from e5kit.io.hashing import text_key_hash
@@ -48,6 +49,7 @@ from e5kit.io.text import has_visible_text
 from e5kit.retrieval.engines import EncoderSpec, Engine, embed_store, torchrun_rank
 from e5kit.retrieval.store import (
     DEFAULT_BLOCK_ROWS,
+    RANK_TILE_PROBES,
     EmbeddingStore,
     StoreLayout,
     open_or_replace_store,
@@ -81,9 +83,10 @@ class ConsistencyConfig(BaseModel):
         max_rank: Ranks above are stored as max_rank + 1; bounds the k a re-apply can use.
         seed: Seed of the pool draw.
         batch_size: Texts per forward pass when embedding.
-        search_chunk: Probe vectors per FAISS search call (memory ~ search_chunk x (max_rank + 1)).
+        search_chunk: Probes per score tile of the ranking (memory ~ search_chunk x 8,192 float32);
+            ranks do not depend on it, nor on ``pool_block_rows``.
         max_length: Token limit when embedding (default: the model's own).
-        device: Torch device for embedding.
+        device: Torch device for embedding and ranking (default: CUDA when present, else CPU).
         similarity_fn_name: The ranking score: "cosine" (E5; L2-normalised embeddings whatever the
             model ships) or "dot" (raw dot products; only when asked for).
         iterations: Filter -> re-train rounds; the last round's filter is the output.
@@ -112,7 +115,7 @@ class ConsistencyConfig(BaseModel):
     max_rank: int = Field(default=100, ge=1)
     seed: int = 0
     batch_size: int = Field(default=64, ge=1)
-    search_chunk: int = Field(default=4096, ge=1)
+    search_chunk: int = Field(default=RANK_TILE_PROBES, ge=1)
     max_length: int | None = None
     device: str | None = None
     similarity_fn_name: Literal["cosine", "dot"] = "cosine"
@@ -143,6 +146,7 @@ def consistency_ranks(
     query_groups: np.ndarray | None = None,
     passage_groups: np.ndarray | None = None,
     pool_block_rows: int = 262_144,
+    device: str = "cpu",
 ) -> dict[str, np.ndarray]:
     """Both directions: the passage's rank for its query, and the query's rank for its passage.
 
@@ -154,6 +158,7 @@ def consistency_ranks(
             several paragraphs, a comment with several replies). None: only the pair's own passage.
         passage_groups: (N,) int64 id of each pair's passage text, the same rule the other way.
         pool_block_rows: Pool candidates in memory at once.
+        device: Torch device the ranking's score tiles are computed on.
 
     Returns:
         ``query_rank`` and ``passage_rank`` (N,) int32 and ``score`` (N,) float32 (own pair's similarity).
@@ -162,7 +167,7 @@ def consistency_ranks(
     query_groups = np.arange(rows) if query_groups is None else query_groups
     passage_groups = np.arange(rows) if passage_groups is None else passage_groups
     own = own_scores(queries, passages)
-    common = {"max_rank": max_rank, "pool_block_rows": pool_block_rows, "chunk": chunk}
+    common = {"max_rank": max_rank, "pool_block_rows": pool_block_rows, "chunk": chunk, "device": device}
     return {
         "query_rank": rank_of_own_in_store(queries, own, passages, pool, query_groups, desc="ranking passages", **common),
         "passage_rank": rank_of_own_in_store(passages, own, queries, pool, passage_groups, desc="ranking queries", **common),
@@ -321,7 +326,8 @@ def _filter_once(config: ConsistencyConfig, model: str, shards: _PairShards, out
     candidates = np.flatnonzero(visible)
     pool_size = min(config.pool_size, len(candidates))
     pool = np.sort(np.random.default_rng(config.seed).choice(candidates, size=pool_size, replace=False)).astype(np.int64)
-    ranks = consistency_ranks(stores["query"], stores["passage"], pool, config.max_rank, config.search_chunk, groups["query"], groups["passage"], config.pool_block_rows)
+    ranks = consistency_ranks(stores["query"], stores["passage"], pool, config.max_rank, config.search_chunk, groups["query"], groups["passage"], config.pool_block_rows,
+                               device=config.device or str(auto_device()))
     for name in ("query_rank", "passage_rank"):
         ranks[name][~visible] = config.max_rank + 1  # never kept; counted apart in the report
     searched = time.perf_counter()
@@ -439,8 +445,11 @@ class ConsistencyStage(Stage[ConsistencyConfig]):
 
     name = "consistency"
     config_class = ConsistencyConfig
-    # How the blocks are embedded, never what: the stores are byte-identical across engines (tested).
-    runtime_fields: ClassVar[frozenset[str]] = frozenset({"engine", "workers", "batch_size", "device", "keep_embeddings"})
+    # How the blocks are embedded and ranked, never what: the stores are byte-identical across engines and
+    # the ranks exact whatever the tile and shard sizes (tested).
+    runtime_fields: ClassVar[frozenset[str]] = frozenset(
+        {"engine", "workers", "batch_size", "device", "keep_embeddings", "search_chunk", "pool_block_rows"}
+    )
     resumable = True
 
     def __init__(self, config: ConsistencyConfig, train_fn: TrainFn | None = None) -> None:
