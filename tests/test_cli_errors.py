@@ -213,3 +213,24 @@ def test_a_library_message_with_line_breaks_is_printed_as_one_line(tmp_path):
     # When evaluated, then the error is still one line, naming the model
     result = CliRunner().invoke(app, ["eval", "sts", "--model", NO_MODEL, "--data", str(data), "--results-dir", str(tmp_path / "results")])
     assert_one_line_error(result, NO_MODEL)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is present here")
+@pytest.mark.parametrize("stage", ["filter consistency", "encode", "pretrain", "score-teacher"])
+def test_a_device_this_machine_lacks_is_one_line_naming_it(tmp_path, inputs, tiny_bert_dir, tiny_cross_encoder_dir, stage):
+    # Given a CPU-only machine and a stage asked to run on cuda:1
+    command = {
+        "filter consistency": ["filter", "consistency", "--pairs", str(inputs["pairs"]), "--model", str(tiny_bert_dir), "--output", str(tmp_path / "out"),
+                               "--set", "device=cuda:1"],
+        "encode": ["encode", "--model", str(tiny_bert_dir), "--input", str(inputs["news"]), "--output", str(tmp_path / "e.npy"), "--device", "cuda:1"],
+        "pretrain": ["pretrain", "--set", f"init_model={tiny_bert_dir}", "--set", f"data.paths=[{inputs['pairs']}]", "--set", f"output_dir={tmp_path / 'pt'}",
+                     "--set", "max_steps=1", "--set", "device=cuda:1"],
+        "score-teacher": ["score-teacher", "--teacher", str(tiny_cross_encoder_dir), "--in", str(inputs["mined"]), "--out", str(tmp_path / "s.jsonl"),
+                          "--device", "cuda:1"],
+    }[stage]
+    # When it runs
+    result = CliRunner().invoke(app, command)
+    # Then (after the stage's "running" line) one error line says the device is not available, not torch's assertion
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "device 'cuda:1' is not available" in errors[0], result.output

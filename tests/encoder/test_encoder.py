@@ -169,3 +169,14 @@ def test_bfloat16_runs_on_cpu_and_stays_close(tiny_bert_dir, encoder):
 def test_float16_on_cpu_is_refused_with_advice(tiny_bert_dir):
     with pytest.raises(ValueError, match="float16 needs a CUDA device"):
         Encoder.load(tiny_bert_dir, device="cpu", dtype="float16")
+
+
+def test_resolve_device_names_a_malformed_or_missing_device():
+    from e5kit.encoder import auto_device, resolve_device
+
+    # Given device names a user may type; When resolved; Then CPU and None resolve, the others are one clear ValueError
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device(None) == auto_device()
+    with pytest.raises(ValueError, match="'gpu0' is not a torch device name"):
+        resolve_device("gpu0")
+    with pytest.raises(ValueError, match=f"'cuda:{torch.cuda.device_count()}' is not available"):
+        resolve_device(f"cuda:{torch.cuda.device_count()}")

@@ -40,7 +40,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e5kit.data.shards import iter_rows
-from e5kit.encoder.backend import auto_device
+from e5kit.encoder.backend import resolve_device
 from e5kit.io.columns import ParquetColumnBlocks
 from e5kit.io.files import AtomicFile, AtomicFolder, remove_stale_temporaries, write_text_atomic
 from e5kit.io.hashing import text_key_hash
@@ -327,7 +327,7 @@ def _filter_once(config: ConsistencyConfig, model: str, shards: _PairShards, out
     pool_size = min(config.pool_size, len(candidates))
     pool = np.sort(np.random.default_rng(config.seed).choice(candidates, size=pool_size, replace=False)).astype(np.int64)
     ranks = consistency_ranks(stores["query"], stores["passage"], pool, config.max_rank, config.search_chunk, groups["query"], groups["passage"], config.pool_block_rows,
-                               device=config.device or str(auto_device()))
+                               device=str(resolve_device(config.device)))
     for name in ("query_rank", "passage_rank"):
         ranks[name][~visible] = config.max_rank + 1  # never kept; counted apart in the report
     searched = time.perf_counter()

@@ -99,11 +99,11 @@ class CrossEncoderTeacher:
     def load(cls, path: str | Path, *, device: str | None = None, **options) -> CrossEncoderTeacher:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from e5kit.encoder import auto_device
+        from e5kit.encoder import resolve_device
         from e5kit.hub import resolve_model_dir
 
         folder = resolve_model_dir(path)
-        model = AutoModelForSequenceClassification.from_pretrained(folder).to(device or auto_device())
+        model = AutoModelForSequenceClassification.from_pretrained(folder).to(resolve_device(device))
         return cls(model, AutoTokenizer.from_pretrained(folder), name=str(path), **options)
 
     @torch.inference_mode()

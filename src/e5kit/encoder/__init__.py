@@ -36,6 +36,7 @@ _EXPORTS = {
     "TorchBackend": "e5kit.encoder.backend",
     "DTYPES": "e5kit.encoder.backend",
     "auto_device": "e5kit.encoder.backend",
+    "resolve_device": "e5kit.encoder.backend",
     "load_transformer": "e5kit.encoder.backend",
     "OnnxBackend": "e5kit.encoder.onnx_backend",
     "OpenVinoBackend": "e5kit.encoder.openvino_backend",
@@ -43,7 +44,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from e5kit.encoder.backend import DTYPES, Backend, TorchBackend, auto_device, load_transformer
+    from e5kit.encoder.backend import DTYPES, Backend, TorchBackend, auto_device, load_transformer, resolve_device
     from e5kit.encoder.encoder import BACKENDS, NO_PROMPT, TOKENIZE_BLOCK, TOKENIZER_CALL_TEXTS, Encoder, EncodeStats
     from e5kit.encoder.model_format import ROLE_ALIASES
     from e5kit.encoder.onnx_backend import OnnxBackend

@@ -71,6 +71,26 @@ def auto_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch device (None: ``auto_device``), checked to exist on this machine.
+
+    Raises:
+        ValueError: a malformed name, or a CUDA/MPS device this machine or this torch build lacks (one
+            line, instead of torch's assertion at the first tensor moved there).
+    """
+    if device is None:
+        return auto_device()
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device {device!r} is not a torch device name ({error})") from None
+    if resolved.type == "cuda" and (not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device {device!r} is not available: this machine has {torch.cuda.device_count()} CUDA device(s) visible to torch {torch.__version__}")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} is not available: MPS needs Apple silicon and a torch build with MPS")
+    return resolved
+
+
 class TorchBackend:
     """A Hugging Face encoder run by torch; the one backend that trains (``module``, ``embed``).
 
@@ -92,7 +112,7 @@ class TorchBackend:
     def __init__(self, module: PreTrainedModel, pooling: str = "mean", device: str | torch.device | None = None, dtype: str = "float32") -> None:
         if dtype not in (*DTYPES, "auto"):
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, auto, got {dtype!r}")
-        self.device = torch.device(device) if device is not None else auto_device()
+        self.device = resolve_device(device)
         if dtype == "float16" and self.device.type != "cuda":
             raise ValueError("dtype float16 needs a CUDA device; on CPU use bfloat16 or float32")
         if dtype == "auto" and self.device.type != "cpu":

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 
 from e5kit.data.shards import PairSampler
-from e5kit.encoder import Encoder, auto_device
+from e5kit.encoder import Encoder, resolve_device
 from e5kit.io.pairs import MASK_FILE, resolve_pair_shards
 from e5kit.model_card import build_model_card, portable_name, start_model
 from e5kit.progress import progress_bar
@@ -53,9 +53,17 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "keep_checkpoints", "output_dir", "device", "report_to", "logging_dir"}
 
 
+def configured_device(config: TrainingConfig) -> torch.device:
+    """``config.device`` resolved (None: CUDA when present); a device this machine lacks is a ConfigError naming the field."""
+    try:
+        return resolve_device(config.device)
+    except ValueError as error:
+        raise ConfigError(f"device: {error}") from None
+
+
 def pick_device(config: TrainingConfig, group: distributed.ProcessGroup) -> torch.device:
-    """The training device; fails (naming the field) on a precision the device cannot run."""
-    device = torch.device(config.device) if config.device else auto_device()
+    """The training device; fails (naming the field) on a device this machine lacks or a precision the device cannot run."""
+    device = configured_device(config)
     if device.type == "cuda" and group.distributed and device.index is None:
         device = torch.device("cuda", group.local_rank)
     if config.precision == "fp16" and device.type != "cuda":
@@ -194,7 +202,7 @@ class Trainer:
         self.stage = objective.stage
         self.curve = objective.curve
         self.evaluator = evaluator
-        self.group = distributed.init_process_group(auto_device().type if config.device is None else torch.device(config.device).type)
+        self.group = distributed.init_process_group(configured_device(config).type)
         self.device = pick_device(config, self.group)
         if config.batch_size % self.group.world_size:
             raise ConfigError(f"batch_size: {config.batch_size} is not divisible by the {self.group.world_size} processes")
