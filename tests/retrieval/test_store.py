@@ -211,3 +211,42 @@ def test_answers_of_the_same_text_scoring_above_the_own_target_do_not_hide_compe
     ranks = rank_of_own_in_store(probes, own, candidates, np.arange(6), groups, max_rank=2)
     # Then both competitors count: rank 3, i.e. beyond max_rank, so the pair is not kept at k = 2
     assert ranks[0] == 3
+
+
+def test_a_ranking_stopped_midway_resumes_from_its_kept_counts(tmp_path, monkeypatch):
+    # Given 50 probes in blocks of 8 and a pool of 30 read in shards of 11 (3 shards x 7 blocks = 21 counts;
+    # chunks of 4 probes: 13 score tiles a shard, 39 in all), and a ranking that fails after its 10th tile
+    rng = np.random.default_rng(3)
+    passages = rng.standard_normal((50, 8)).astype(np.float32)
+    queries = (passages + rng.standard_normal((50, 8))).astype(np.float32)
+    probes, candidates = _random_store(tmp_path / "q", queries, 8), _random_store(tmp_path / "p", passages, 8)
+    own, pool, groups = own_scores(probes, candidates), np.sort(rng.choice(50, size=30, replace=False)), np.arange(50) // 2
+    options = {"max_rank": 50, "pool_block_rows": 11, "chunk": 4}
+    expected = rank_of_own_in_store(probes, own, candidates, pool, groups, **options)
+    real, calls = store_module._count_ahead, []
+
+    def failing_after(limit):
+        def count(*args):
+            calls.append(1)
+            if len(calls) > limit:
+                raise KeyboardInterrupt
+            return real(*args)
+        return count
+
+    monkeypatch.setattr(store_module, "_count_ahead", failing_after(10))
+    with pytest.raises(KeyboardInterrupt):
+        rank_of_own_in_store(probes, own, candidates, pool, groups, counts_folder=tmp_path / "counts", **options)
+    # When it runs again with the same stores and pool
+    calls.clear()
+    monkeypatch.setattr(store_module, "_count_ahead", failing_after(10**6))
+    resumed = rank_of_own_in_store(probes, own, candidates, pool, groups, counts_folder=tmp_path / "counts", **options)
+    # Then it equals the uninterrupted ranking, and the blocks finished before the failure were not scored again
+    # (the 10 tiles done finished the first shard's first 5 blocks)
+    np.testing.assert_array_equal(resumed, expected)
+    assert len(calls) == 39 - 10
+    # And counts kept for another pool are not taken up: a new pool's ranking scores every tile again
+    calls.clear()
+    other_pool = np.sort(rng.choice(50, size=30, replace=False))
+    again = rank_of_own_in_store(probes, own, candidates, other_pool, groups, counts_folder=tmp_path / "counts", **options)
+    np.testing.assert_array_equal(again, rank_of_own_in_store(probes, own, candidates, other_pool, groups, **options))
+    assert len(calls) == 2 * 39

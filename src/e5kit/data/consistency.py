@@ -64,6 +64,8 @@ TrainFn = Callable[[str, Path, Path, dict[str, Any]], Path]
 SCORES_FILE = "scores.parquet"
 #: Both sides' embedding stores while a run is under way (kept with ``keep_embeddings``).
 EMBEDDINGS_DIR = "embeddings"
+#: Under EMBEDDINGS_DIR: the ranking's finished (pool shard, probe block) counts, kept until the filter finishes.
+RANK_COUNTS_DIR = "rank-counts"
 #: JSONL input shards converted to Parquet for block reads, removed when the run finishes.
 INPUTS_DIR = ".inputs"
 
@@ -147,6 +149,7 @@ def consistency_ranks(
     passage_groups: np.ndarray | None = None,
     pool_block_rows: int = 262_144,
     device: str = "cpu",
+    counts_folder: Path | None = None,
 ) -> dict[str, np.ndarray]:
     """Both directions: the passage's rank for its query, and the query's rank for its passage.
 
@@ -159,6 +162,8 @@ def consistency_ranks(
         passage_groups: (N,) int64 id of each pair's passage text, the same rule the other way.
         pool_block_rows: Pool candidates in memory at once.
         device: Torch device the ranking's score tiles are computed on.
+        counts_folder: Where finished counts are kept (``query_rank/``, ``passage_rank/``), so a killed
+            ranking resumes by (pool shard, probe block); None: not kept.
 
     Returns:
         ``query_rank`` and ``passage_rank`` (N,) int32 and ``score`` (N,) float32 (own pair's similarity).
@@ -168,9 +173,11 @@ def consistency_ranks(
     passage_groups = np.arange(rows) if passage_groups is None else passage_groups
     own = own_scores(queries, passages)
     common = {"max_rank": max_rank, "pool_block_rows": pool_block_rows, "chunk": chunk, "device": device}
+    kept = {name: None if counts_folder is None else counts_folder / name for name in ("query_rank", "passage_rank")}
     return {
-        "query_rank": rank_of_own_in_store(queries, own, passages, pool, query_groups, desc="ranking passages", **common),
-        "passage_rank": rank_of_own_in_store(passages, own, queries, pool, passage_groups, desc="ranking queries", **common),
+        "query_rank": rank_of_own_in_store(queries, own, passages, pool, query_groups, desc="ranking passages", counts_folder=kept["query_rank"], **common),
+        "passage_rank": rank_of_own_in_store(passages, own, queries, pool, passage_groups, desc="ranking queries", counts_folder=kept["passage_rank"],
+                                             **common),
         "score": own,
     }
 
@@ -327,7 +334,7 @@ def _filter_once(config: ConsistencyConfig, model: str, shards: _PairShards, out
     pool_size = min(config.pool_size, len(candidates))
     pool = np.sort(np.random.default_rng(config.seed).choice(candidates, size=pool_size, replace=False)).astype(np.int64)
     ranks = consistency_ranks(stores["query"], stores["passage"], pool, config.max_rank, config.search_chunk, groups["query"], groups["passage"], config.pool_block_rows,
-                               device=str(resolve_device(config.device)))
+                               device=str(resolve_device(config.device)), counts_folder=output_dir / EMBEDDINGS_DIR / RANK_COUNTS_DIR)
     for name in ("query_rank", "passage_rank"):
         ranks[name][~visible] = config.max_rank + 1  # never kept; counted apart in the report
     searched = time.perf_counter()

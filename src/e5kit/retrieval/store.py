@@ -22,6 +22,7 @@ Empty texts follow ``encode_corpus``'s rule: an all-zero row, never sent to the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -292,6 +293,7 @@ def rank_of_own_in_store(
     chunk: int = RANK_TILE_PROBES,
     desc: str = "ranking",
     device: str | torch.device = "cpu",
+    counts_folder: str | Path | None = None,
 ) -> np.ndarray:
     """Rank of each row's own target among the pool's candidates, with probes and pool read in bounded blocks.
 
@@ -311,24 +313,59 @@ def rank_of_own_in_store(
         pool_block_rows: Pool candidates held in memory at once.
         chunk: Probes per score tile (memory: chunk x ``RANK_TILE_CANDIDATES`` float32).
         device: Torch device the pool shard and the tiles are scored on (a GPU holds one pool shard).
+        counts_folder: Where each (pool shard, probe block)'s counts are kept as they finish, so a killed
+            ranking run again counts only the missing ones (counts of another ranking there are removed).
+            None: nothing kept.
 
     Returns:
         (rows,) int32 ranks, 1 = the own target scores highest. Ties count in the pair's favour.
     """
     ahead = np.zeros(probes.layout.rows, dtype=np.int64)
     shards = range(0, len(pool), pool_block_rows)
+    if counts_folder is not None:
+        counts_folder = _open_counts(Path(counts_folder), probes, own, candidates, pool, groups, pool_block_rows)
     with progress_bar(total=len(shards) * probes.layout.rows, desc=desc, unit="pair") as progress:
-        for start in shards:
+        for shard_index, start in enumerate(shards):
             rows = pool[start : start + pool_block_rows]
-            shard = torch.from_numpy(candidates.rows(rows)).to(device)  # (p, d)
-            members = _GroupMembers(groups[rows])
-            for ids, vectors in probes.blocks():
+            shard = members = None  # read when a block of this shard is first counted
+            for block, (ids, vectors) in enumerate(probes.blocks()):
+                done = None if counts_folder is None else counts_folder / f"shard-{shard_index:05d}-block-{block:05d}.npy"
+                if done is not None and done.exists():
+                    ahead[ids] += np.load(done)
+                    progress.update(len(ids))
+                    continue
+                if shard is None:
+                    shard, members = torch.from_numpy(candidates.rows(rows)).to(device), _GroupMembers(groups[rows])  # (p, d)
+                counts = np.zeros(len(ids), dtype=np.int64)
                 for offset in range(0, len(ids), chunk):
                     part = ids[offset : offset + chunk]
                     probe = torch.from_numpy(np.array(vectors[offset : offset + chunk], dtype=np.float32)).to(device)  # (c, d)
-                    ahead[part] += _count_ahead(probe, own[part], shard, *members.of(groups[part]))
+                    counts[offset : offset + chunk] = _count_ahead(probe, own[part], shard, *members.of(groups[part]))
                     progress.update(len(part))
+                if done is not None:
+                    with AtomicFile(done) as staged, open(staged.temporary, "wb") as handle:
+                        np.save(handle, counts)
+                ahead[ids] += counts
     return np.minimum(ahead + 1, max_rank + 1).astype(np.int32)
+
+
+def _open_counts(folder: Path, probes: EmbeddingStore, own: np.ndarray, candidates: EmbeddingStore, pool: np.ndarray, groups: np.ndarray,
+                 pool_block_rows: int) -> Path:
+    """``folder`` ready for the counts of this ranking: what its counts depend on is written to ``ranking.json``,
+    and a folder holding another ranking's counts (other stores, pool, groups or shards) is emptied first."""
+    def digest(array: np.ndarray) -> str:
+        return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest()
+
+    identity = json.dumps({"probes": asdict(probes.layout), "candidates": asdict(candidates.layout), "own": digest(own), "pool": digest(pool),
+                           "groups": digest(groups), "pool_block_rows": pool_block_rows}, sort_keys=True)
+    marker = folder / "ranking.json"
+    if folder.exists() and (not marker.exists() or marker.read_text(encoding="utf-8") != identity):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)
+    if not marker.exists():
+        write_text_atomic(marker, identity)
+    return folder
 
 
 class _GroupMembers:

@@ -169,6 +169,7 @@ def test_cli_filter_consistency_and_reapply(pair_dir, tiny_bert_dir, tmp_path):
 KILL_POINTS = [
     ("e5kit.encoder:Encoder.encode", "after", 2),  # queries embedded, nothing written
     ("e5kit.retrieval.store:put_block", "after", 2),  # a side's embedding block written (resumed, not redone)
+    ("e5kit.retrieval.store:_count_ahead", "after", 2),  # a direction's ranking counted (its counts kept, or not yet)
     ("pyarrow.parquet:write_table", "after", 1),  # scores written under their temporary name
     ("pyarrow.parquet:ParquetWriter.write_table", "after", 2),  # a kept shard half written under its temporary name
     ("e5kit.io.files:AtomicFile.commit", "after", 2),  # scores or the report renamed into place
