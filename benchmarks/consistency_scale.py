@@ -8,7 +8,7 @@ does not depend on their values), so no model is run: embedding throughput is th
 benchmark (``benchmarks/encode_throughput.py``).
 
 Work: 2 directions x N pairs x P pool x d multiply-adds. Peak: the best of a few 2048^3 float32
-matmuls (numpy / BLAS) in the same child. Memory should follow the block sizes and the pool, not N:
+matmuls in the same child (numpy / BLAS; with ``--device cuda``, torch on the GPU). Memory should follow the block sizes and the pool, not N:
 the last line compares peak RSS across the pair counts run at one pool size. ``--probes S`` ranks only
 the first S pairs (both sides) against the full pool, for pools too large to rank every pair of on 2
 cores in one sitting (1M x 1M is ~1.5 PFLOP).
@@ -30,14 +30,22 @@ from pathlib import Path
 import numpy as np
 
 
-def peak_gflops(size: int = 2048, repeats: int = 3) -> float:
+def peak_gflops(device: str = "cpu", size: int = 2048, repeats: int = 3) -> float:
+    """Best float32 matmul rate: numpy's BLAS on the CPU, torch on a GPU (``size``^3 multiply-adds, 2 FLOP each)."""
     a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
     b = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
-    a @ b  # warm-up
+    if device == "cpu":
+        multiply = lambda: a @ b  # noqa: E731
+    else:
+        import torch
+
+        on_device = [torch.from_numpy(x).to(device) for x in (a, b)]
+        multiply = lambda: (on_device[0] @ on_device[1], torch.cuda.synchronize(device))  # noqa: E731
+    multiply()  # warm-up
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        a @ b
+        multiply()
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best / 1e9
 
@@ -56,11 +64,11 @@ def synthetic_store(folder: Path, pairs: int, dim: int, block_rows: int, seed: i
     return store
 
 
-def run_one(pairs: int, pool: int, dim: int, block_rows: int, pool_block_rows: int, max_rank: int, probes: int, workdir: Path) -> dict:
+def run_one(pairs: int, pool: int, dim: int, block_rows: int, pool_block_rows: int, max_rank: int, probes: int, device: str, workdir: Path) -> dict:
     from e5kit.data.consistency import consistency_ranks
     from e5kit.retrieval.store import RANK_TILE_PROBES, own_scores, rank_of_own_in_store, store_from_vectors
 
-    peak = peak_gflops()
+    peak = peak_gflops(device)
     started = time.perf_counter()
     passages = synthetic_store(workdir / "passage", pairs, dim, block_rows, seed=1)
     queries = synthetic_store(workdir / "query", pairs, dim, block_rows, seed=2, near=passages)
@@ -73,11 +81,11 @@ def run_one(pairs: int, pool: int, dim: int, block_rows: int, pool_block_rows: i
     written = time.perf_counter()
     if ranked_pairs < pairs:
         own, groups = own_scores(probe_queries, probe_passages), np.arange(pairs)
-        common = {"max_rank": max_rank, "pool_block_rows": pool_block_rows, "chunk": RANK_TILE_PROBES}
+        common = {"max_rank": max_rank, "pool_block_rows": pool_block_rows, "chunk": RANK_TILE_PROBES, "device": device}
         ranks = {"query_rank": rank_of_own_in_store(probe_queries, own, passages, drawn, groups, **common),
                  "passage_rank": rank_of_own_in_store(probe_passages, own, queries, drawn, groups, **common)}
     else:
-        ranks = consistency_ranks(queries, passages, drawn, max_rank, RANK_TILE_PROBES, pool_block_rows=pool_block_rows)
+        ranks = consistency_ranks(queries, passages, drawn, max_rank, RANK_TILE_PROBES, pool_block_rows=pool_block_rows, device=device)
     ranked = time.perf_counter()
     seconds = ranked - written
     flops = 2 * 2 * ranked_pairs * len(drawn) * dim
@@ -97,6 +105,7 @@ def main() -> None:
     parser.add_argument("--block-rows", type=int, default=65_536)
     parser.add_argument("--pool-block-rows", type=int, default=262_144)
     parser.add_argument("--max-rank", type=int, default=100)
+    parser.add_argument("--device", default="cpu", help="torch device the ranking runs on (e.g. cuda); its peak is then torch's matmul there")
     parser.add_argument("--probes", type=int, default=0,
                         help="rank only the first PROBES pairs (both sides) against the full pool: the ranking's cost is linear in the "
                              "pairs ranked (P x d each), so pairs/s and GFLOP/s carry over; 0 = all pairs")
@@ -106,16 +115,17 @@ def main() -> None:
     if args.one:
         with tempfile.TemporaryDirectory() as workdir:
             result = run_one(args.pairs[0], args.pool[0], args.dim, args.block_rows, args.pool_block_rows, args.max_rank, args.probes,
-                             Path(workdir))
+                             args.device, Path(workdir))
         print(json.dumps(result))
         return
 
-    import faiss
+    import torch
 
     from e5kit.encoder.precision import cpu_description
 
     print(cpu_description())
-    print(f"faiss {faiss.__version__}, omp threads {faiss.omp_get_max_threads()}; d={args.dim}, blocks of {args.block_rows:,} rows, "
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, ranking on {args.device} ({where}); d={args.dim}, blocks of {args.block_rows:,} rows, "
           f"pool read in shards of {args.pool_block_rows:,}, max_rank {args.max_rank}")
     print("| pairs N | pool P | pairs ranked | rank s | pairs/s | GFLOP/s | % of measured peak | peak RSS MiB | store write s |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -126,7 +136,7 @@ def main() -> None:
                 continue
             command = [sys.executable, __file__, "--one", "--pairs", str(pairs), "--pool", str(pool), "--dim", str(args.dim),
                        "--block-rows", str(args.block_rows), "--pool-block-rows", str(args.pool_block_rows), "--max-rank", str(args.max_rank),
-                       "--probes", str(args.probes)]
+                       "--probes", str(args.probes), "--device", args.device]
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
             results.append(result)
