@@ -662,7 +662,7 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=("torch", "onnx", "openvino", "auto"), help="e5kit servers to leave out")
     parser.add_argument("--threads-sweep", action="store_true", help="also run item 4's sweep: each e5kit server at 1 and --threads threads")
     parser.add_argument("--sweep-only", action="store_true", help="run only the threads sweep")
-    parser.add_argument("--no-experiments", action="store_true", help="leave out the sweep's rows with threads that do not spin (ORT spin off, OMP passive)")
+    parser.add_argument("--no-experiments", action="store_true", help="leave out the sweep's marked rows (EXPERIMENTS: ORT spin off, OMP passive, OpenVINO pinned)")
     # Child-process modes.
     parser.add_argument("--baseline-server", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--e5kit-server", type=int, default=None, help=argparse.SUPPRESS)

@@ -61,9 +61,9 @@ def configured_device(config: TrainingConfig) -> torch.device:
         raise ConfigError(f"device: {error}") from None
 
 
-def pick_device(config: TrainingConfig, group: distributed.ProcessGroup) -> torch.device:
-    """The training device; fails (naming the field) on a device this machine lacks or a precision the device cannot run."""
-    device = configured_device(config)
+def pick_device(device: torch.device, config: TrainingConfig, group: distributed.ProcessGroup) -> torch.device:
+    """The training device from the configured one (``configured_device``): a rank's own GPU under a launcher;
+    fails (naming the field) on a precision the device cannot run."""
     if device.type == "cuda" and group.distributed and device.index is None:
         device = torch.device("cuda", group.local_rank)
     if config.precision == "fp16" and device.type != "cuda":
@@ -202,8 +202,9 @@ class Trainer:
         self.stage = objective.stage
         self.curve = objective.curve
         self.evaluator = evaluator
-        self.group = distributed.init_process_group(configured_device(config).type)
-        self.device = pick_device(config, self.group)
+        configured = configured_device(config)
+        self.group = distributed.init_process_group(configured.type)
+        self.device = pick_device(configured, config, self.group)
         if config.batch_size % self.group.world_size:
             raise ConfigError(f"batch_size: {config.batch_size} is not divisible by the {self.group.world_size} processes")
         self.output_dir = Path(config.output_dir)
