@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from e5kit.encoder import Encoder, pool
+from e5kit.encoder.encoder import padded_length
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +150,16 @@ def test_token_ids_in_bounded_calls_equal_one_call_and_count_every_cut(encoder):
     input_ids, attention_mask = encoder.pad(token_ids[:3])
     assert input_ids.shape == attention_mask.shape == (3, 12)
     assert attention_mask.sum(axis=1).tolist() == [len(ids) for ids in token_ids[:3]]
+
+
+@pytest.mark.parametrize(
+    ("longest", "multiple", "limit", "expected"),
+    [(119, 16, 512, 128), (57, 16, 512, 64), (64, 16, 512, 64), (41, 16, 512, 41), (9, 16, 512, 9), (250, 16, 256, 256), (250, 16, 252, 250), (119, 1, 512, 119)],
+)
+def test_padded_length_rounds_up_only_where_it_adds_an_eighth_or_less(longest, multiple, limit, expected):
+    # Given a batch's longest text, the backend's multiple and the encoder's token limit
+    # Then the padded length is the next multiple when that adds at most longest / 8 and fits the limit
+    assert padded_length(longest, multiple, limit) == expected
 
 
 def test_text_exactly_at_the_limit_is_not_counted_as_truncated(encoder):

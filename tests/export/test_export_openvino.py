@@ -125,6 +125,27 @@ def test_int8_ir_is_close_to_torch_and_batch_independent(exported, tiny_encoder,
         Encoder.load(out, backend="openvino", file_name="other.xml")
 
 
+def test_batches_are_padded_to_a_multiple_of_16_tokens_without_changing_vectors(exported):
+    out, _ = exported
+    # Given the fp32 IR as loaded (sequence_multiple 16), and the same IR padding to the longest text only
+    aligned = Encoder.load(out, backend="openvino", file_name=XML_FILE, dtype="float32")
+    plain = Encoder.load(out, backend="openvino", file_name=XML_FILE, dtype="float32")
+    plain.backend.sequence_multiple = 1
+    widths = []
+    forward = aligned.backend.forward
+    aligned.backend.forward = lambda input_ids, attention_mask, normalize: widths.append(input_ids.shape[1]) or forward(input_ids, attention_mask, normalize=normalize)
+    # When a batch of 58 tokens and a text of 5 are embedded
+    long_text = next(" ".join(["cells"] * n) for n in range(1, 64) if len(aligned.token_ids(aligned.prepare([" ".join(["cells"] * n)], "passage"))[0]) == 58)
+    batch = [long_text, "cats"]
+    vectors = aligned.encode(batch, role="passage", batch_size=2)
+    short = aligned.encode(["cats"], role="passage")
+    # Then the 58 tokens are padded to 64 (an eighth or less added), the short text is not (16 would triple it)
+    assert widths == [64, len(aligned.token_ids(aligned.prepare(["cats"], "passage"))[0])]
+    # And the vectors are those of padding to the longest text
+    np.testing.assert_allclose(vectors, plain.encode(batch, role="passage", batch_size=2), atol=1e-5)
+    np.testing.assert_allclose(short, plain.encode(["cats"], role="passage"), atol=1e-5)
+
+
 def test_encode_index_search_and_serve_take_backend_openvino(exported, tiny_bert_dir, tmp_path):
     out, _ = exported
     expected = Encoder.load(tiny_bert_dir, device="cpu").encode(TEXTS, role="passage")

@@ -43,6 +43,8 @@ class Backend(Protocol):
         device: The torch device inputs go to (CPU for ONNX Runtime).
         dtype: Weight precision ("float32", "float16", "bfloat16", or "int8" for a quantised graph).
         default_batch_size: Texts per forward pass when the caller does not say.
+        sequence_multiple: Padded batches are rounded up to a multiple of this many tokens where that
+            adds little padding (``e5kit.encoder.encoder.padded_length``); 1: padded to the longest text.
     """
 
     name: str
@@ -51,6 +53,7 @@ class Backend(Protocol):
     device: torch.device
     dtype: str
     default_batch_size: int
+    sequence_multiple: int
 
     @property
     def dimension(self) -> int:
@@ -108,6 +111,7 @@ class TorchBackend:
 
     name = "torch"
     default_batch_size = 32
+    sequence_multiple = 1
 
     def __init__(self, module: PreTrainedModel, pooling: str = "mean", device: str | torch.device | None = None, dtype: str = "float32") -> None:
         if dtype not in (*DTYPES, "auto"):

@@ -81,6 +81,7 @@ class OnnxBackend:
     # benchmarks/encode_backends.py on 2 AVX2 cores (all-MiniLM-L6-v2, ~119 tokens, 4 runs): batch 8 beat
     # batch 32 by 1.21-1.32x in fp32 and 1.10-1.27x in int8.
     default_batch_size = 8
+    sequence_multiple = 1
 
     def __init__(self, session, *, config, pooling: str, file: Path, dtype: str) -> None:
         self.session = session
