@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from e5kit.encoder import Encoder, pool
-from e5kit.encoder.encoder import padded_length
+from e5kit.encoder.encoder import padded_length, plan_batches
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +160,47 @@ def test_padded_length_rounds_up_only_where_it_adds_an_eighth_or_less(longest, m
     # Given a batch's longest text, the backend's multiple and the encoder's token limit
     # Then the padded length is the next multiple when that adds at most longest / 8 and fits the limit
     assert padded_length(longest, multiple, limit) == expected
+
+
+def _plan_cost(lengths, sizes, overhead, multiple, limit):
+    starts = np.cumsum([0, *sizes[:-1]])
+    return sum(overhead + size * padded_length(lengths[start], multiple, limit) for start, size in zip(starts, sizes))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_plan_batches_costs_the_least_of_every_split(seed):
+    from itertools import product
+
+    # Given 9 lengths sorted longest first, a batch limit of 4 and a pass overhead
+    rng = np.random.default_rng(seed)
+    lengths = sorted(rng.integers(5, 200, size=9).tolist(), reverse=True)
+    overhead, multiple, limit = int(rng.integers(0, 150)), int(rng.choice([1, 16])), 256
+    # When batches are planned
+    sizes = plan_batches(lengths, 4, overhead, multiple, limit)
+    # Then they cover the texts in order, none over the limit, at the least cost of all 2^8 ways to cut them
+    assert sum(sizes) == len(lengths) and max(sizes) <= 4
+    every = []
+    for cuts in product([False, True], repeat=len(lengths) - 1):
+        split, size = [], 1
+        for cut in cuts:
+            if cut:
+                split.append(size)
+                size = 0
+            size += 1
+        split.append(size)
+        if max(split) <= 4:
+            every.append(_plan_cost(lengths, split, overhead, multiple, limit))
+    assert _plan_cost(lengths, sizes, overhead, multiple, limit) == min(every)
+
+
+def test_a_long_text_no_longer_pads_a_batch_of_short_ones():
+    # Given a server's batch: one 256-token text and 15 of about 100 tokens, passes worth 96 tokens
+    lengths = [256, *range(110, 95, -1)]
+    # Then the long text runs on its own and the short ones share passes
+    assert plan_batches(lengths, 16, 96, 16, 256) == [1, 15]
+    # And when a pass costs more than padding could, the texts fill the fewest batches
+    assert plan_batches(lengths, 8, 10_000) == [8, 8]
+    assert plan_batches([], 8, 96) == []
 
 
 def test_text_exactly_at_the_limit_is_not_counted_as_truncated(encoder):

@@ -416,8 +416,10 @@ class Encoder:
                 lengths = np.array([len(ids) for ids in block_ids], dtype=np.int64)
                 stats.token_counts[start : start + len(block_ids)] = lengths
                 order = np.argsort(-lengths, kind="stable")
-                for batch_start in range(0, len(order), batch_size):
-                    batch_index = order[batch_start : batch_start + batch_size]
+                batch_start = 0
+                for size in plan_batches(lengths[order], batch_size, self.backend.forward_overhead_tokens, self.backend.sequence_multiple, self.max_length):
+                    batch_index = order[batch_start : batch_start + size]
+                    batch_start += size
                     embeddings = self._embed_arrays(*self.pad([block_ids[i] for i in batch_index]), normalize)
                     output[start + batch_index] = embeddings
                     progress.update(len(batch_index))
@@ -488,6 +490,35 @@ def padded_length(longest: int, multiple: int, limit: int) -> int:
     """
     aligned = -(-longest // multiple) * multiple
     return aligned if aligned <= limit and 8 * (aligned - longest) <= longest else longest
+
+
+def plan_batches(lengths: Sequence[int], max_batch_size: int, overhead_tokens: int, multiple: int = 1, limit: int | None = None) -> list[int]:
+    """Sizes of consecutive batches over ``lengths`` (token counts sorted longest first) that cost least.
+
+    A batch costs its padded tokens (its size times its first length, rounded by ``padded_length``)
+    plus ``overhead_tokens`` for the forward pass itself; the plan minimises the sum, with at most
+    ``max_batch_size`` texts per batch (exact dynamic programming, O(len(lengths) x max_batch_size)).
+    Where neighbouring lengths are close (thousands of sorted texts) this is full batches; where they
+    spread (a server's few concurrent requests), a long text no longer pads a batch of short ones.
+
+    Returns:
+        Batch sizes summing to ``len(lengths)``, in order.
+    """
+    count = len(lengths)
+    limit = limit if limit is not None else max(lengths, default=0)
+    padded = np.array([padded_length(int(length), multiple, limit) for length in lengths], dtype=np.int64)
+    best = np.zeros(count + 1, dtype=np.int64)  # best[j]: least cost of the first j texts
+    cut = np.zeros(count + 1, dtype=np.int64)
+    for end in range(1, count + 1):
+        starts = np.arange(max(0, end - max_batch_size), end)
+        costs = best[starts] + overhead_tokens + (end - starts) * padded[starts]
+        cut[end] = starts[np.argmin(costs)]  # the first minimum: the largest batch among equal costs
+        best[end] = costs.min()
+    sizes = []
+    while count:
+        sizes.append(int(count - cut[count]))
+        count = int(cut[count])
+    return sizes[::-1]
 
 
 def _recorded_backend(root: Path) -> tuple[str, str | None, str | None]:
