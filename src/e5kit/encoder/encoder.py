@@ -376,14 +376,15 @@ class Encoder:
     ) -> np.ndarray:
         """Embed ``texts`` in the given role; what the call did is left in ``last_stats``.
 
-        Texts are tokenised in blocks, sorted by token length so that batches carry little padding,
-        truncated at ``max_length`` (counted in ``last_stats.truncated``), and returned in input order.
+        Texts are tokenised in blocks, sorted by token length and cut into batches by
+        ``plan_batches`` (little padding, few passes), truncated at ``max_length`` (counted in
+        ``last_stats.truncated``), and returned in input order.
 
         Args:
             texts: Strings to embed; an empty list gives a (0, dim) array.
             role: "query", "passage" (or another prompt name of the model); optional for models without
                 prompts; "none" embeds raw text.
-            batch_size: Texts per forward pass (default: the backend's ``default_batch_size``).
+            batch_size: Most texts per forward pass (default: the backend's ``default_batch_size``).
             normalize: Override the similarity's normalisation (E5 classification uses raw features).
             show_progress: False: no progress bar; True or None: one on a terminal once encoding takes
                 a few seconds, at any number of texts (see ``e5kit.progress``).
