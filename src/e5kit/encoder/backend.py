@@ -37,7 +37,7 @@ class Backend(Protocol):
     """What the ``Encoder`` needs from a runtime.
 
     Attributes:
-        name: "torch" or "onnx".
+        name: "torch", "onnx" or "openvino".
         pooling: The pooling the forward pass applies ("mean", "cls", "max").
         config: The Hugging Face model config (hidden size, position limit).
         device: The torch device inputs go to (CPU for ONNX Runtime).

@@ -73,9 +73,9 @@ class OpenVinoBackend:
     default_batch_size = 8
     # OpenVINO's CPU plugin runs attention as one generated kernel (its "Subgraph" node, a third of
     # all-MiniLM-L6-v2's time at 119 tokens), which is slow on lengths that are not a multiple of 16: the
-    # int8 IR at bf16 ran 16,020 tokens/s at 32 x 119 tokens against 18,201 at 32 x 128, so padding to 128
-    # embedded 6.6% more texts per second (Xeon with AMX, interleaved; the gap was gone with SNIPPETS_MODE
-    # disabled). Only where padding adds at most an eighth (``padded_length``): at 9 -> 16 tokens it cost 23%.
+    # int8 IR at bf16, 20 interleaved rounds (Xeon with AMX), embedded 1.05x the texts/s at 32 x 128 tokens
+    # as at 32 x 119 (1.11x at 8 texts; 208 vs 201 tokens 1.05x); the gap was gone with SNIPPETS_MODE
+    # disabled. Only where padding adds at most an eighth (``padded_length``): at 9 -> 16 tokens it cost 23%.
     sequence_multiple = 16
     # int8 IR at bf16, all-MiniLM-L6-v2, 2 Xeon cores: a pass of 1 text of 128 tokens 10.9 ms, of 8 55.7 ms -> 4.5 ms fixed = 90 tokens.
     forward_overhead_tokens = 96
