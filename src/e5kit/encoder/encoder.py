@@ -417,10 +417,8 @@ class Encoder:
                 lengths = np.array([len(ids) for ids in block_ids], dtype=np.int64)
                 stats.token_counts[start : start + len(block_ids)] = lengths
                 order = np.argsort(-lengths, kind="stable")
-                batch_start = 0
-                for size in plan_batches(lengths[order], batch_size, self.backend.forward_overhead_tokens, self.backend.sequence_multiple, self.max_length):
-                    batch_index = order[batch_start : batch_start + size]
-                    batch_start += size
+                sizes = plan_batches(lengths[order], batch_size, self.backend.forward_overhead_tokens, self.backend.sequence_multiple, self.max_length)
+                for batch_index in np.split(order, np.cumsum(sizes)[:-1]):
                     embeddings = self._embed_arrays(*self.pad([block_ids[i] for i in batch_index]), normalize)
                     output[start + batch_index] = embeddings
                     progress.update(len(batch_index))
