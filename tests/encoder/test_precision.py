@@ -7,7 +7,18 @@ import numpy as np
 import pytest
 
 from e5kit.encoder import precision
-from e5kit.encoder.precision import MIN_BF16_COSINE, MIN_INT8_COSINE, choose_precision, cpu_description, cpu_flags, has_bf16
+from e5kit.encoder.precision import (
+    MIN_BATCH_COSINE,
+    MIN_BF16_COSINE,
+    MIN_INT8_COSINE,
+    PrecisionProbe,
+    choose_precision,
+    cpu_description,
+    cpu_flags,
+    has_bf16,
+    measure_precisions,
+    probe_inputs,
+)
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -22,10 +33,13 @@ flags\t\t: fpu sse avx2
 BF16 = frozenset({"avx2", "avx512_bf16"})
 
 
-def embeddings(noise: float) -> dict[str, np.ndarray]:
-    """fp32 probe embeddings and bf16 ones that differ from them by ``noise`` per element."""
+def probe(seconds: dict[str, float], noise: float, alone_noise: float = 0.0) -> PrecisionProbe:
+    """A measurement: fp32 probe embeddings, bf16 ones that differ from them by ``noise`` per element, and
+    bf16 rows alone that differ from the batched bf16 rows by ``alone_noise``."""
     reference = np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32)
-    return {"float32": reference, "bfloat16": reference + noise * np.random.default_rng(1).standard_normal(reference.shape).astype(np.float32)}
+    bfloat16 = reference + noise * np.random.default_rng(1).standard_normal(reference.shape).astype(np.float32)
+    alone = bfloat16 + alone_noise * np.random.default_rng(2).standard_normal(reference.shape).astype(np.float32)
+    return PrecisionProbe(seconds, {"float32": reference, "bfloat16": bfloat16}, alone)
 
 
 def test_flags_and_model_come_from_the_first_processor(tmp_path, monkeypatch):
@@ -67,16 +81,46 @@ def test_auto_is_fp32_without_bf16_flags_and_times_nothing(monkeypatch):
 )
 def test_auto_with_bf16_flags_follows_the_measurement(seconds, noise, expected, why):
     # Given a CPU with bf16 and injected timings and embeddings
-    choice = choose_precision(lambda: (seconds, embeddings(noise)), flags=BF16)
+    choice = choose_precision(lambda: probe(seconds, noise), flags=BF16)
     # Then bf16 is picked only where it was faster by the margin and its cosine to fp32 held
     assert choice.precision == expected and why in choice.reason
     # And the numbers it was based on are kept, for the export's manifest
-    assert choice.as_dict()["seconds"] == seconds and 0 < choice.cosine <= 1
+    assert choice.as_dict()["seconds"] == seconds and 0 < choice.cosine <= 1 and choice.batch_cosine == pytest.approx(1.0)
+
+
+def test_auto_keeps_float32_where_bf16_makes_a_vector_depend_on_its_batch():
+    # Given bf16 twice as fast and faithful to fp32, but a probe row alone at cosine ~0.9998 to itself in the
+    # batch (the OpenVINO int8 IR at bf16 on a Xeon without AMX: 0.99982)
+    measured = probe({"float32": 1.0, "bfloat16": 0.5}, 1e-3, alone_noise=0.02)
+    choice = choose_precision(lambda: measured, flags=BF16)
+    # Then "auto" keeps float32 (issue 17 item 1: >= 0.9999 alone vs batched) and says why
+    assert choice.batch_cosine < MIN_BATCH_COSINE and choice.cosine >= MIN_BF16_COSINE
+    assert choice.precision == "float32" and "depends on its batch" in choice.reason
+
+
+def test_the_probe_is_padded_and_each_row_runs_alone_trimmed_to_its_length():
+    # Given the probe batch, and a forward that records the shapes it gets and returns each row's token count
+    input_ids, attention_mask = probe_inputs(vocab_size=100, max_positions=64)
+    lengths = attention_mask.sum(axis=1)
+    shapes = []
+
+    def forward(ids, mask):
+        shapes.append(ids.shape)
+        return np.stack([mask.sum(axis=1), np.ones(len(ids))], axis=1).astype(np.float32)
+
+    # Then its rows have different lengths, ids 0 past each row's end, the longest filling the batch
+    assert len(set(lengths)) == len(lengths) and lengths.max() == input_ids.shape[1] == 64
+    assert (input_ids[attention_mask == 0] == 0).all() and (input_ids[attention_mask == 1] > 0).all()
+    # When measured, Then each row ran alone at exactly its own length, beside the timed batch passes
+    measured = measure_precisions({"float32": forward, "bfloat16": forward}, input_ids, attention_mask)
+    assert shapes[-len(lengths):] == [(1, int(n)) for n in lengths]
+    np.testing.assert_array_equal(measured.alone[:, 0], lengths)
+    assert set(measured.seconds) == {"float32", "bfloat16"}
 
 
 def test_an_int8_graph_is_held_to_the_int8_bound():
     # Given bf16 embeddings at cosine ~0.998 to float32 (too far for float weights, within int8's bound)
-    measured = ({"float32": 1.0, "bfloat16": 0.5}, embeddings(0.06))
+    measured = probe({"float32": 1.0, "bfloat16": 0.5}, 0.06)
     cosine = choose_precision(lambda: measured, flags=BF16).cosine
     assert MIN_INT8_COSINE < cosine < MIN_BF16_COSINE
     # Then float weights keep float32, and an int8 graph (min_cosine=MIN_INT8_COSINE) takes bf16

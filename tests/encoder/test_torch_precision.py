@@ -32,7 +32,7 @@ def test_bfloat16_is_faithful_and_batch_independent(tiny_bert_dir, float32, sing
 def test_auto_without_bf16_flags_keeps_float32_and_times_nothing(tiny_bert_dir, monkeypatch):
     # Given a CPU without AVX512_BF16 or AMX (the flag reader monkeypatched), and a timer that must not run
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
-    monkeypatch.setattr(backend, "time_forwards", lambda *args, **kwargs: pytest.fail("timed where bf16 would be emulated"))
+    monkeypatch.setattr(precision, "time_forwards", lambda *args, **kwargs: pytest.fail("timed where bf16 would be emulated"))
     # When loaded with dtype auto, Then it runs float32 and says why
     encoder = Encoder.load(tiny_bert_dir, device="cpu", dtype="auto")
     assert encoder.dtype == "float32" and str(next(encoder.model.parameters()).dtype) == "torch.float32"
@@ -47,7 +47,7 @@ def test_auto_with_bf16_flags_follows_the_timing(tiny_bert_dir, float32, monkeyp
     def timings(forwards, rounds=3):
         return {"float32": 1.0, "bfloat16": bf16_seconds}, {name: forward() for name, forward in forwards.items()}
 
-    monkeypatch.setattr(backend, "time_forwards", timings)
+    monkeypatch.setattr(precision, "time_forwards", timings)
     # When loaded with dtype auto
     encoder = Encoder.load(tiny_bert_dir, device="cpu", dtype="auto")
     # Then bfloat16 is picked only where it was >= 1.1x faster, with the probe's fidelity recorded

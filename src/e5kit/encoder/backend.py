@@ -21,7 +21,7 @@ import torch
 from transformers import PreTrainedModel
 
 from e5kit.encoder.pooling import pool
-from e5kit.encoder.precision import PrecisionChoice, choose_precision, probe_inputs, time_forwards
+from e5kit.encoder.precision import PrecisionChoice, PrecisionProbe, choose_precision, measure_precisions, probe_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -160,12 +160,12 @@ class TorchBackend:
         """Inference: (batch, seq_len) int64 ids and mask -> (batch, dim) float32 embeddings."""
         return self._forward(self.module, input_ids, attention_mask, normalize=normalize)
 
-    def _time_precisions(self, module: PreTrainedModel) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        """``time_forwards`` of ``module`` (float32) and a bfloat16 copy of it on ``probe_inputs``."""
+    def _time_precisions(self, module: PreTrainedModel) -> PrecisionProbe:
+        """``measure_precisions`` of ``module`` (float32) and a bfloat16 copy of it on ``probe_inputs``."""
         probe = probe_inputs(module.config.vocab_size, getattr(module.config, "max_position_embeddings", None))
         copy = deepcopy(module).to(torch.bfloat16)  # the float32 weights stay intact whichever wins
-        forwards = {"float32": partial(self._forward, module, *probe, normalize=False), "bfloat16": partial(self._forward, copy, *probe, normalize=False)}
-        return time_forwards(forwards)
+        forwards = {"float32": partial(self._forward, module, normalize=False), "bfloat16": partial(self._forward, copy, normalize=False)}
+        return measure_precisions(forwards, *probe)
 
     def _forward(self, module: PreTrainedModel, input_ids: np.ndarray, attention_mask: np.ndarray, *, normalize: bool) -> np.ndarray:
         features = {

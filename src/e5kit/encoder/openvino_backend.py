@@ -25,8 +25,8 @@ from e5kit.encoder.precision import (
     PrecisionChoice,
     choose_precision,
     has_bf16,
+    measure_precisions,
     probe_inputs,
-    time_forwards,
 )
 
 logger = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ def auto_precision(model, config, threads: int | None = None, *, weights: str = 
     probe = probe_inputs(config.vocab_size, getattr(config, "max_position_embeddings", None))
 
     def measure():  # called only where the CPU has bf16 instructions
-        return time_forwards({dtype: partial(run, compile_model(model, dtype, threads), *probe) for dtype in HINTS})
+        return measure_precisions({dtype: partial(run, compile_model(model, dtype, threads)) for dtype in HINTS}, *probe)
 
     return choose_precision(measure, min_cosine=MIN_INT8_COSINE if weights == "int8" else MIN_BF16_COSINE)
 

@@ -4,7 +4,8 @@ The one reader of the CPU's instruction flags, for every backend and for ``bench
 bf16 speed ratios differ several-fold between CPUs (VNNI, AVX512_BF16, AMX), so figures name their
 CPU (``cpu_description``) and the "auto" precision is decided on the machine that runs the model
 (``choose_precision``): bf16 only where the CPU has bf16 instructions, a short timing there shows it
-faster, and its embeddings stay within ``MIN_BF16_COSINE`` of fp32.
+faster, its embeddings stay within ``MIN_BF16_COSINE`` of fp32, and a text's bf16 vector alone stays
+within ``MIN_BATCH_COSINE`` of its vector in a padded batch.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import platform
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,7 +25,7 @@ CPUINFO = Path("/proc/cpuinfo")
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 #: Flags of native bf16 arithmetic (Linux names). Without them bf16 is emulated, slower than fp32.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-#: The probe batch "auto" times when a backend loads: (texts, tokens), a typical CPU passage batch.
+#: The probe batch "auto" times when a backend loads: (texts, tokens of the longest), a typical CPU passage batch.
 PROBE_SHAPE = (8, 128)
 #: bf16 is chosen only when at least this much faster: a smaller gain is within the noise of a short
 #: timing on shared cores, and bf16 costs some fidelity.
@@ -33,6 +36,10 @@ MIN_BF16_COSINE = 0.999
 #: inference of an int8 graph, whose float32 run is itself int8's approximation (on all-MiniLM-L6-v2's
 #: OpenVINO int8 IR, bf16 vs float32 gave 0.9985 on the probe, and both 0.9991 to torch fp32 on real text).
 MIN_INT8_COSINE = 0.997
+#: The lowest cosine between a text's vector alone and in a batch that issue 17 accepts (item 1). bf16
+#: rounding can break it where fp32 keeps it: OpenVINO's int8 IR of all-MiniLM-L6-v2 at bf16 gave 0.99982
+#: on one of 64 prose texts of mixed lengths (Xeon with AVX512_BF16, no AMX), at float32 1.000000.
+MIN_BATCH_COSINE = 0.9999
 
 
 def _cpuinfo_fields() -> dict[str, str]:
@@ -81,6 +88,8 @@ class PrecisionChoice:
         reason: One sentence: the missing flags, or the measured speed-up and fidelity.
         seconds: Best time of one probe forward pass per precision; empty when nothing was timed.
         cosine: Mean cosine of the bf16 probe embeddings to fp32; None when nothing was timed.
+        batch_cosine: Least cosine of a bf16 probe text's vector alone to its vector in the probe batch;
+            None when nothing was timed.
         cpu: ``cpu_description()`` of the machine that decided.
     """
 
@@ -88,6 +97,7 @@ class PrecisionChoice:
     reason: str
     seconds: dict[str, float] = field(default_factory=dict)
     cosine: float | None = None
+    batch_cosine: float | None = None
     cpu: str = field(default_factory=cpu_description)
 
     def as_dict(self) -> dict:
@@ -111,25 +121,53 @@ def time_forwards(forwards: Mapping[str, Callable[[], np.ndarray]], rounds: int 
 
 
 def probe_inputs(vocab_size: int, max_positions: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """``PROBE_SHAPE`` (batch, seq_len) int64 ids drawn from ``vocab_size`` (seeded) and an all-ones mask,
-    shortened to ``max_positions``: inputs to time a backend on before any text is at hand."""
+    """``PROBE_SHAPE`` (batch, seq_len) int64 ids drawn from ``vocab_size`` (seeded) and their mask,
+    seq_len shortened to ``max_positions``: inputs to time a backend on before any text is at hand.
+
+    The rows' lengths are spread from seq_len down to a sixteenth of it (ids 0 past each row's end), so
+    the batch is padded as real batches are, and ``PrecisionProbe.alone`` has something to differ from.
+    """
     batch, length = PROBE_SHAPE
     length = min(length, max_positions or length)
-    input_ids = np.random.default_rng(0).integers(1, vocab_size, size=(batch, length), dtype=np.int64)
-    return input_ids, np.ones_like(input_ids)
+    lengths = np.linspace(length, max(length // 16, 1), batch).astype(np.int64)  # (batch,)
+    attention_mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int64)  # (batch, seq_len)
+    input_ids = np.random.default_rng(0).integers(1, vocab_size, size=(batch, length), dtype=np.int64) * attention_mask
+    return input_ids, attention_mask
+
+
+class PrecisionProbe(NamedTuple):
+    """What ``choose_precision`` decides on: each precision's best seconds and (batch, dim) output on the
+    probe batch, and the bf16 forward of each probe row alone (batch, dim), trimmed to its length."""
+
+    seconds: dict[str, float]
+    outputs: dict[str, np.ndarray]
+    alone: np.ndarray
+
+
+Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def measure_precisions(forwards: Mapping[str, Forward], input_ids: np.ndarray, attention_mask: np.ndarray) -> PrecisionProbe:
+    """Time ``forwards`` ("float32", "bfloat16": (ids, mask) -> (batch, dim)) on the probe batch, and run
+    each of its rows alone at bf16."""
+    seconds, outputs = time_forwards({name: partial(forward, input_ids, attention_mask) for name, forward in forwards.items()})
+    lengths = attention_mask.sum(axis=1)
+    alone = np.concatenate([forwards["bfloat16"](input_ids[row : row + 1, :n], attention_mask[row : row + 1, :n]) for row, n in enumerate(lengths)])
+    return PrecisionProbe(seconds, outputs, alone)
 
 
 def choose_precision(
-    measure: Callable[[], tuple[dict[str, float], dict[str, np.ndarray]]],
+    measure: Callable[[], PrecisionProbe],
     *,
     flags: frozenset[str] | None = None,
     min_cosine: float = MIN_BF16_COSINE,
 ) -> PrecisionChoice:
-    """Resolve "auto": bfloat16 where the CPU has ``BF16_FLAGS`` and ``measure`` shows it faster and faithful, else float32.
+    """Resolve "auto": bfloat16 where the CPU has ``BF16_FLAGS`` and ``measure`` shows it faster, faithful and
+    batch-independent, else float32.
 
     Args:
-        measure: Called only where the CPU has bf16: returns (precision -> seconds, precision -> (n, dim)
-            embeddings) for "float32" and "bfloat16", as ``time_forwards`` does.
+        measure: Called only where the CPU has bf16: returns the ``PrecisionProbe`` of "float32" and
+            "bfloat16", as ``measure_precisions`` does.
         flags: The CPU flags (default: ``cpu_flags()``).
         min_cosine: The lowest bf16-to-float32 mean cosine accepted: ``MIN_BF16_COSINE``, or
             ``MIN_INT8_COSINE`` for an int8 graph.
@@ -139,15 +177,20 @@ def choose_precision(
     """
     if not has_bf16(flags):
         return PrecisionChoice("float32", f"the CPU has none of {', '.join(BF16_FLAGS)}, so bf16 would be emulated")
-    seconds, outputs = measure()
+    seconds, outputs, alone = measure()
     cosine, _ = mean_cosine(outputs["float32"], outputs["bfloat16"])
+    _, batch_cosine = mean_cosine(outputs["bfloat16"], alone)
     speedup = seconds["float32"] / max(seconds["bfloat16"], 1e-12)
-    measured = f"bf16 ran {speedup:.2f}x the speed of fp32 on a probe batch, mean cosine to fp32 {cosine:.5f}"
+    measured = (f"bf16 ran {speedup:.2f}x the speed of fp32 on a probe batch, mean cosine to fp32 {cosine:.5f}, "
+                f"least cosine of a text alone to it in the batch {batch_cosine:.6f}")
+    choice = partial(PrecisionChoice, seconds=seconds, cosine=cosine, batch_cosine=batch_cosine)
     if speedup < MIN_BF16_SPEEDUP:
-        return PrecisionChoice("float32", f"{measured}: less than {MIN_BF16_SPEEDUP}x faster", seconds, cosine)
+        return choice("float32", f"{measured}: less than {MIN_BF16_SPEEDUP}x faster")
     if cosine < min_cosine:
-        return PrecisionChoice("float32", f"{measured}: below {min_cosine}", seconds, cosine)
-    return PrecisionChoice("bfloat16", measured, seconds, cosine)
+        return choice("float32", f"{measured}: below {min_cosine}")
+    if batch_cosine < MIN_BATCH_COSINE:
+        return choice("float32", f"{measured}: a vector that depends on its batch (below {MIN_BATCH_COSINE})")
+    return choice("bfloat16", measured)
 
 
 def mean_cosine(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
