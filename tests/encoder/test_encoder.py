@@ -154,11 +154,11 @@ def test_token_ids_in_bounded_calls_equal_one_call_and_count_every_cut(encoder):
 
 @pytest.mark.parametrize(
     ("longest", "multiple", "limit", "expected"),
-    [(119, 16, 512, 128), (57, 16, 512, 64), (64, 16, 512, 64), (41, 16, 512, 41), (9, 16, 512, 9), (250, 16, 256, 256), (250, 16, 252, 250), (119, 1, 512, 119)],
+    [(119, 16, 512, 128), (57, 16, 512, 64), (64, 16, 512, 64), (41, 16, 512, 48), (9, 16, 512, 16), (250, 16, 256, 256), (250, 16, 252, 252), (119, 1, 512, 119)],
 )
-def test_padded_length_rounds_up_only_where_it_adds_an_eighth_or_less(longest, multiple, limit, expected):
+def test_padded_length_rounds_up_to_the_multiple_within_the_limit(longest, multiple, limit, expected):
     # Given a batch's longest text, the backend's multiple and the encoder's token limit
-    # Then the padded length is the next multiple when that adds at most longest / 8 and fits the limit
+    # Then the padded length is the next multiple, short texts included, but never past the limit
     assert padded_length(longest, multiple, limit) == expected
 
 

@@ -43,8 +43,8 @@ class Backend(Protocol):
         device: The torch device inputs go to (CPU for ONNX Runtime).
         dtype: Weight precision ("float32", "float16", "bfloat16", or "int8" for a quantised graph).
         default_batch_size: Texts per forward pass when the caller does not say.
-        sequence_multiple: Padded batches are rounded up to a multiple of this many tokens where that
-            adds little padding (``e5kit.encoder.encoder.padded_length``); 1: padded to the longest text.
+        sequence_multiple: Padded batches are rounded up to a multiple of this many tokens
+            (``e5kit.encoder.encoder.padded_length``); 1: padded to the longest text.
         forward_overhead_tokens: What one forward pass costs beyond its tokens, in tokens' worth of
             time: how ``e5kit.encoder.encoder.plan_batches`` weighs one more pass against padding.
     """

@@ -480,15 +480,14 @@ class Encoder:
 
 
 def padded_length(longest: int, multiple: int, limit: int) -> int:
-    """``longest`` rounded up to a multiple of ``multiple`` tokens, where that adds at most an eighth
-    of ``longest`` and stays within ``limit`` (the encoder's ``max_length``); else ``longest``.
+    """``longest`` rounded up to a multiple of ``multiple`` tokens, at most ``limit`` (the encoder's ``max_length``).
 
-    The eighth bounds what padding costs a runtime whose speed-up from aligned lengths is smaller
-    than measured (``OpenVinoBackend.sequence_multiple``): short texts, where rounding would add the
-    most, keep their length.
+    Where a runtime's kernels take a different path on lengths that are not a multiple of their block
+    (``OpenVinoBackend.sequence_multiple``), a text alone and the same text in a longer batch are
+    computed differently, and an int8 graph can turn that rounding into a different vector; on whole
+    blocks the padding adds only masked zeros. So every length is rounded, short texts included.
     """
-    aligned = -(-longest // multiple) * multiple
-    return aligned if aligned <= limit and 8 * (aligned - longest) <= longest else longest
+    return min(-(-longest // multiple) * multiple, max(limit, longest))
 
 
 def plan_batches(lengths: Sequence[int], max_batch_size: int, overhead_tokens: int, multiple: int = 1, limit: int | None = None) -> list[int]:

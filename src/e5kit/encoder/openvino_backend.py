@@ -72,10 +72,12 @@ class OpenVinoBackend:
     # length-sorted texts carry little padding.
     default_batch_size = 8
     # OpenVINO's CPU plugin runs attention as one generated kernel (its "Subgraph" node, a third of
-    # all-MiniLM-L6-v2's time at 119 tokens), which is slow on lengths that are not a multiple of 16: the
-    # int8 IR at bf16, 20 interleaved rounds (Xeon with AMX), embedded 1.05x the texts/s at 32 x 128 tokens
-    # as at 32 x 119 (1.11x at 8 texts; 208 vs 201 tokens 1.05x); the gap was gone with SNIPPETS_MODE
-    # disabled. Only where padding adds at most an eighth (``padded_length``): at 9 -> 16 tokens it cost 23%.
+    # all-MiniLM-L6-v2's time at 119 tokens), which takes another path on lengths that are not a multiple
+    # of 16. That path is slower (int8 IR at bf16, 20 interleaved rounds, Xeon with AMX: 1.05x the texts/s
+    # at 32 x 128 tokens as at 32 x 119), and it makes a text's vector depend on its batch: the int8 IR at
+    # float32 on a Xeon without AMX, 64 prose texts of mixed lengths alone vs in batches of 32, least
+    # cosine 0.99954 padded to the longest text, 1.000000 padded to multiples of 16 (0.99839 and 1.000000
+    # with the down-projections int8 too). Short texts pay for it (9 -> 16 tokens cost 23%).
     sequence_multiple = 16
     # int8 IR at bf16, all-MiniLM-L6-v2, 2 Xeon cores: a pass of 1 text of 128 tokens 10.9 ms, of 8 55.7 ms -> 4.5 ms fixed = 90 tokens.
     forward_overhead_tokens = 96
