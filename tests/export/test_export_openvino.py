@@ -52,7 +52,7 @@ def test_export_prints_the_fidelity_of_each_precision(exported):
     # Then the check prints each IR's cosine to torch at float32 (and bf16 where the CPU has it), and alone vs batched
     assert "openvino_model.xml (float32): cosine to torch fp32 over 16 texts: mean 1.00000" in result.output
     assert f"{INT8_XML_FILE} (float32): cosine to torch fp32 over 16 texts: mean " in result.output
-    assert result.output.count("cosine alone vs in a batch over 16 texts: min ") == (4 if has_bf16() else 2)
+    assert result.output.count("cosine alone vs in one batch over 16 texts of spread lengths: min ") == (4 if has_bf16() else 2)
     assert "runs at " in result.output and "backend='openvino'" in result.output
 
 

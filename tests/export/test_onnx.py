@@ -139,7 +139,7 @@ def test_cli_export_calibrates_on_a_file_and_prints_batch_independence(tiny_bert
     result = CliRunner().invoke(app, ["export", "onnx", "--model", str(tiny_bert_dir), "--out", str(tmp_path / "m"), "--calibration", str(calibration), "--check-texts", "16"])
     # Then the check prints both graphs' cosine to fp32 and alone-vs-batched cosine, and passes
     assert result.exit_code == 0, result.output
-    assert result.output.count("cosine alone vs in a batch over 16 texts: min ") == 2
+    assert result.output.count("cosine alone vs in one batch over 16 texts of spread lengths: min ") == 2
     assert json.loads((tmp_path / "m" / "onnx" / "e5kit_onnx.json").read_text())["int8"]["calibration"] == {"source": "calibration.jsonl", "texts": len(texts)}
 
 

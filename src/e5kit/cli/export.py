@@ -211,7 +211,7 @@ def _check_fidelity(reference, candidates: list, count: int) -> list[str]:
         fidelity = measure_fidelity(expected, candidate, texts, role)
         name = f"{candidate.backend.file.name} ({getattr(candidate.backend, 'precision', candidate.dtype)})"
         typer.echo(f"{name}: cosine to torch fp32 over {fidelity.texts} texts: mean {fidelity.mean:.5f}, min {fidelity.min:.5f}")
-        typer.echo(f"{name}: cosine alone vs in a batch over {min(fidelity.texts, BATCH_CHECK_TEXTS)} texts: min {fidelity.batch_min:.6f}")
+        typer.echo(f"{name}: cosine alone vs in one batch over {min(fidelity.texts, BATCH_CHECK_TEXTS)} texts of spread lengths: min {fidelity.batch_min:.6f}")
         failures += [f"{name}: {failure}" for failure in fidelity.failures()]
     return failures
 
