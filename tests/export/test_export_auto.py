@@ -21,7 +21,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def auto_export(tiny_bert_dir, tmp_path_factory):
-    """The tiny model exported with export_auto on a CPU without bf16 (five candidates, one round)."""
+    """The tiny model exported with export_auto on a CPU without bf16 (six candidates, one round)."""
     from e5kit.export.auto import export_auto
 
     with pytest.MonkeyPatch.context() as patch:
@@ -32,7 +32,7 @@ def auto_export(tiny_bert_dir, tmp_path_factory):
 def test_every_candidate_is_measured_and_the_fastest_eligible_is_recorded(auto_export):
     # Then every backend and weight precision was measured (no bf16 on this CPU)
     labels = [candidate.label for candidate in auto_export.candidates]
-    assert labels == ["torch float32", "onnx int8", "onnx fp32", "openvino int8 (float32)", "openvino fp32 (float32)"]
+    assert labels == ["torch float32", "onnx int8", "onnx fp32", "openvino int8 (float32)", "openvino int8-full (float32)", "openvino fp32 (float32)"]
     assert all(candidate.texts_per_second > 0 and candidate.fidelity is not None for candidate in auto_export.candidates)
     # And the chosen one is the fastest of those within the fidelity bounds
     eligible = [candidate for candidate in auto_export.candidates if candidate.eligible]
@@ -40,7 +40,7 @@ def test_every_candidate_is_measured_and_the_fastest_eligible_is_recorded(auto_e
     # And the record names it, the CPU and every candidate's figures
     record = json.loads((auto_export.model_dir / BACKEND_RECORD).read_text())
     assert (record["backend"], record["file_name"], record["dtype"]) == (auto_export.chosen.backend, auto_export.chosen.file_name, auto_export.chosen.dtype)
-    assert record["cpu"].startswith("cpu ") and len(record["candidates"]) == 5
+    assert record["cpu"].startswith("cpu ") and len(record["candidates"]) == 6
     assert {"mean", "min", "batch_min"} <= set(record["candidates"][0]["fidelity"])
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from e5kit.cli import app
 from e5kit.encoder import Encoder, precision
-from e5kit.encoder.openvino_backend import INT8_XML_FILE, MANIFEST, OPENVINO_FOLDER, XML_FILE
+from e5kit.encoder.openvino_backend import INT8_FULL_XML_FILE, INT8_XML_FILE, MANIFEST, OPENVINO_FOLDER, XML_FILE
 from e5kit.encoder.precision import has_bf16
 
 pytest.importorskip("openvino")
@@ -54,6 +54,29 @@ def test_export_prints_the_fidelity_of_each_precision(exported):
     assert f"{INT8_XML_FILE} (float32): cosine to torch fp32 over 16 texts: mean " in result.output
     assert result.output.count("cosine alone vs in one batch over 16 texts of spread lengths: min ") == (4 if has_bf16() else 2)
     assert "runs at " in result.output and "backend='openvino'" in result.output
+
+
+def test_full_int8_adds_an_every_matmul_ir_held_to_the_same_bounds(tiny_bert_dir, tmp_path):
+    out = tmp_path / "model"
+    # When exported with --full-int8
+    result = runner.invoke(app, ["export", "openvino", "--model", str(tiny_bert_dir), "--out", str(out), "--check-texts", "16", "--dtype", "float32", "--full-int8"])
+    assert result.exit_code == 0, result.output
+    # Then the manifest lists a third IR, int8, not the default, and says what it leaves in float (nothing)
+    manifest = json.loads((out / OPENVINO_FOLDER / MANIFEST).read_text())
+    assert manifest["files"] == {XML_FILE: "fp32", INT8_XML_FILE: "int8", INT8_FULL_XML_FILE: "int8"} and manifest["default"] == INT8_XML_FILE
+    assert manifest["int8_full"]["kept_float"].startswith("none") and manifest["int8"]["kept_float"].startswith("the feed-forward")
+    # And it went through the fidelity check, and loads by file name as an int8 model, batch independent
+    assert f"{INT8_FULL_XML_FILE} (float32): cosine to torch fp32 over 16 texts: mean " in result.output
+    full = Encoder.load(out, backend="openvino", file_name=INT8_FULL_XML_FILE)
+    assert full.dtype == "int8"
+    from e5kit.encoder.precision import MIN_BATCH_COSINE, mean_cosine
+
+    mixed = ["cells", "how do cells divide and grow in the body of an animal over many days", "a cat"]
+    alone = np.concatenate([full.encode([text], role="passage") for text in mixed])
+    assert mean_cosine(alone, full.encode(mixed, role="passage", batch_size=3))[1] >= MIN_BATCH_COSINE
+    # And without int8 it is refused in one line
+    refused = runner.invoke(app, ["export", "openvino", "--model", str(tiny_bert_dir), "--out", str(tmp_path / "x"), "--quantize", "none", "--full-int8"])
+    assert refused.exit_code == 2 and "--full-int8 needs --quantize int8" in refused.output
 
 
 def test_a_worker_loads_the_ir_and_precision_this_process_runs(exported):

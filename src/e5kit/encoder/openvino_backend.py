@@ -37,6 +37,9 @@ XML_FILE = "openvino_model.xml"
 #: The statically quantised IR, under the name sentence-transformers gives its own
 #: (``export_static_quantized_openvino_model``), so ``model_kwargs={"file_name": ...}`` loads it there too.
 INT8_XML_FILE = "openvino_model_qint8_quantized.xml"
+#: The optional static int8 IR with every MatMul quantised (``e5kit export openvino --full-int8``): faster
+#: where float matrix work is slow (no AMX), less faithful; never the default.
+INT8_FULL_XML_FILE = "openvino_model_qint8_full.xml"
 MANIFEST = "e5kit_openvino.json"
 #: e5kit's precisions -> OpenVINO's ``INFERENCE_PRECISION_HINT`` values.
 HINTS = {"float32": "f32", "bfloat16": "bf16"}

@@ -2,8 +2,8 @@
 fastest one whose embeddings stay faithful recorded for ``Encoder.load(dir, backend="auto")``.
 
 One folder holds all of them: the sentence-transformers model (torch), ``onnx/`` (fp32 and
-calibrated static int8, ``e5kit.export.onnx``) and ``openvino/`` (fp32 and NNCF static int8 IRs,
-``e5kit.export.openvino``). Each candidate (torch fp32/bf16, ONNX fp32/int8, OpenVINO fp32/int8 at
+calibrated static int8, ``e5kit.export.onnx``) and ``openvino/`` (fp32 and NNCF static int8 IRs, the
+default one and the every-MatMul one, ``e5kit.export.openvino``). Each candidate (torch fp32/bf16, ONNX fp32/int8, OpenVINO fp32/int8/int8-full at
 float32 and, where the CPU has bf16 instructions, bfloat16 inference) embeds the same real prose
 (``e5kit.export.check.check_texts``) at its backend's default batch size, in interleaved rounds so
 that load from other processes slows them alike; the best round counts. A candidate is eligible
@@ -27,7 +27,7 @@ import torch
 from e5kit.encoder.encoder import Encoder
 from e5kit.encoder.model_format import BACKEND_RECORD
 from e5kit.encoder.onnx_backend import FP32_FILE, INT8_FILE, ONNX_FOLDER
-from e5kit.encoder.openvino_backend import INT8_XML_FILE, OPENVINO_FOLDER, XML_FILE
+from e5kit.encoder.openvino_backend import INT8_FULL_XML_FILE, INT8_XML_FILE, OPENVINO_FOLDER, XML_FILE
 from e5kit.encoder.precision import cpu_description, has_bf16, time_forwards
 from e5kit.export.check import Fidelity, check_texts, measure_fidelity
 from e5kit.export.onnx import write_onnx
@@ -94,7 +94,7 @@ def candidates(bf16: bool) -> list[Candidate]:
     found += [Candidate(f"onnx {precision}", "onnx", file_name=name) for precision, name in (("int8", INT8_FILE), ("fp32", FP32_FILE))]
     found += [
         Candidate(f"openvino {weights} ({dtype})", "openvino", file_name=name, dtype=dtype)
-        for weights, name in (("int8", INT8_XML_FILE), ("fp32", XML_FILE)) for dtype in inference
+        for weights, name in (("int8", INT8_XML_FILE), ("int8-full", INT8_FULL_XML_FILE), ("fp32", XML_FILE)) for dtype in inference
     ]
     return found
 
@@ -137,7 +137,7 @@ def export_auto(
         encoder.write_model_files(folder, model_card, name=root.resolve().name)
         write_onnx(encoder, folder / ONNX_FOLDER, "int8", opset, calibration, calibration_source)
         try:
-            write_openvino(encoder, folder / OPENVINO_FOLDER, dtype="float32", quantize="int8", calibration=calibration,
+            write_openvino(encoder, folder / OPENVINO_FOLDER, dtype="float32", quantize="int8", full_int8=True, calibration=calibration,
                            calibration_source=calibration_source, opset=opset)
         except ImportError as error:  # OpenVINO is an extra: measure what is installed
             for candidate in found:
