@@ -56,7 +56,14 @@ def test_export_prints_the_fidelity_of_each_precision(exported):
     assert "runs at " in result.output and "backend='openvino'" in result.output
 
 
-def test_full_int8_adds_an_every_matmul_ir_held_to_the_same_bounds(tiny_bert_dir, tmp_path):
+@pytest.fixture
+def beir_test_split(beir_dir):
+    """The shared tiny BEIR folder with its qrels also as the test split, which the export's --eval-data reads."""
+    (beir_dir / "qrels" / "test.tsv").write_text((beir_dir / "qrels" / "train.tsv").read_text(encoding="utf-8"), encoding="utf-8")
+    return beir_dir
+
+
+def test_full_int8_adds_an_every_matmul_ir_held_to_the_same_bounds(tiny_bert_dir, tmp_path, beir_test_split):
     out = tmp_path / "model"
     # When exported with --full-int8
     result = runner.invoke(app, ["export", "openvino", "--model", str(tiny_bert_dir), "--out", str(out), "--check-texts", "16", "--dtype", "float32", "--full-int8"])
@@ -74,6 +81,11 @@ def test_full_int8_adds_an_every_matmul_ir_held_to_the_same_bounds(tiny_bert_dir
     mixed = ["cells", "how do cells divide and grow in the body of an animal over many days", "a cat"]
     alone = np.concatenate([full.encode([text], role="passage") for text in mixed])
     assert mean_cosine(alone, full.encode(mixed, role="passage", batch_size=3))[1] >= MIN_BATCH_COSINE
+    # And --eval-data compares every int8 IR's nDCG@10 with torch fp32's, not only the default's
+    evaluated = runner.invoke(app, ["export", "openvino", "--model", str(tiny_bert_dir), "--out", str(tmp_path / "e"), "--check-texts", "16",
+                                    "--dtype", "float32", "--full-int8", "--eval-data", str(beir_test_split)])
+    for name in (INT8_XML_FILE, INT8_FULL_XML_FILE):
+        assert "nDCG@10 torch fp32 " in evaluated.output and f"exported (openvino {name}, int8) " in evaluated.output, evaluated.output
     # And without int8 it is refused in one line
     refused = runner.invoke(app, ["export", "openvino", "--model", str(tiny_bert_dir), "--out", str(tmp_path / "x"), "--quantize", "none", "--full-int8"])
     assert refused.exit_code == 2 and "--full-int8 needs --quantize int8" in refused.output
