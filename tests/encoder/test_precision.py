@@ -3,6 +3,8 @@ shared test machines means nothing, so no test here times anything)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,8 @@ from e5kit.encoder.precision import (
     cpu_description,
     cpu_flags,
     has_bf16,
+    int8_range_warning,
+    int8_reduce_range,
     measure_precisions,
     probe_inputs,
 )
@@ -126,3 +130,27 @@ def test_an_int8_graph_is_held_to_the_int8_bound():
     # Then float weights keep float32, and an int8 graph (min_cosine=MIN_INT8_COSINE) takes bf16
     assert choose_precision(lambda: measured, flags=BF16).precision == "float32"
     assert choose_precision(lambda: measured, flags=BF16, min_cosine=MIN_INT8_COSINE).precision == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    ("flags", "reduce_range"),
+    [({"avx2"}, True), ({"avx2", "avx512_vnni"}, False), ({"avx2", "avx_vnni"}, False), ({"avx2", "amx_int8"}, False), (set(), True)],
+)
+def test_int8_weights_keep_to_7_bits_where_the_cpu_has_no_int8_dot_product(flags, reduce_range):
+    # Given a CPU's flags (AVX2 only: int8 pairs summed in int16 saturate; unknown flags: assume the worst)
+    # Then int8 weights keep to 7 bits exactly where it has no VNNI or AMX
+    assert int8_reduce_range(frozenset(flags)) is reduce_range
+
+
+def test_8_bit_int8_weights_loaded_on_a_cpu_without_vnni_are_named_with_the_fix():
+    where = Path("m/onnx/model_qint8_quantized.onnx")
+    avx2, vnni = frozenset({"avx2"}), frozenset({"avx2", "avx512_vnni"})
+    # Given an int8 file with 8-bit weights on an AVX2-only CPU, Then one line names the file, the fault and the fix
+    message = int8_range_warning({"reduce_range": False}, where, avx2)
+    assert str(where) in message and "saturates" in message and "--reduce-range" in message and "\n" not in message
+    # And an export that does not record its range had 8-bit weights
+    assert int8_range_warning({}, where, avx2) == message
+    # And 7-bit weights, a CPU with VNNI, or a float file are fine
+    assert int8_range_warning({"reduce_range": True}, where, avx2) is None
+    assert int8_range_warning({"reduce_range": False}, where, vnni) is None
+    assert int8_range_warning(None, where, avx2) is None

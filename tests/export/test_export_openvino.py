@@ -91,6 +91,41 @@ def test_full_int8_adds_an_every_matmul_ir_held_to_the_same_bounds(tiny_bert_dir
     assert refused.exit_code == 2 and "--full-int8 needs --quantize int8" in refused.output
 
 
+def _largest_int8_weight(xml) -> int:
+    """The largest |weight| of the IR's int8 MatMul weights (embedding tables, also int8, feed Gather and cannot saturate)."""
+    import openvino
+
+    def feeds_matmul(op, hops=4) -> bool:
+        consumers = [target.get_node() for output in op.outputs() for target in output.get_target_inputs()]
+        return any(node.get_type_name() == "MatMul" or (hops and feeds_matmul(node, hops - 1)) for node in consumers)
+
+    constants = [op for op in openvino.Core().read_model(str(xml)).get_ops()
+                 if op.get_type_name() == "Constant" and op.get_element_type() == openvino.Type.i8 and feeds_matmul(op)]
+    assert constants, f"{xml}: no int8 MatMul weights"
+    return max(int(np.abs(op.get_data().astype(np.int32)).max()) for op in constants)
+
+
+def test_int8_weights_keep_to_7_bits_when_asked_in_every_int8_ir(tiny_bert_dir, tmp_path, monkeypatch, caplog):
+    # When exported with --reduce-range (as on a CPU without VNNI) and with --no-reduce-range
+    for flag in ("--reduce-range", "--no-reduce-range"):
+        result = runner.invoke(app, ["export", "openvino", "--model", str(tiny_bert_dir), "--out", str(tmp_path / flag), "--check-texts", "8",
+                                     "--dtype", "float32", "--full-int8", flag])
+        assert result.exit_code == 0, result.output
+    seven, eight = tmp_path / "--reduce-range" / OPENVINO_FOLDER, tmp_path / "--no-reduce-range" / OPENVINO_FOLDER
+    # Then both int8 IRs of the first keep every weight within 7 bits, and the manifest records it for each
+    for name, section in ((INT8_XML_FILE, "int8"), (INT8_FULL_XML_FILE, "int8_full")):
+        assert _largest_int8_weight(seven / name) <= 64 < _largest_int8_weight(eight / name)
+        assert json.loads((seven / MANIFEST).read_text())[section]["reduce_range"] is True
+        assert json.loads((eight / MANIFEST).read_text())[section]["reduce_range"] is False
+    # And loading the 8-bit ones on an AVX2-only CPU warns, naming the IR; the 7-bit ones load quietly
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    with caplog.at_level("WARNING", logger="e5kit"):
+        Encoder.load(seven.parent, backend="openvino", file_name=INT8_FULL_XML_FILE)
+        assert not caplog.records
+        Encoder.load(eight.parent, backend="openvino", file_name=INT8_FULL_XML_FILE)
+    assert len(caplog.records) == 1 and INT8_FULL_XML_FILE in caplog.text and "--reduce-range" in caplog.text
+
+
 def test_a_worker_loads_the_ir_and_precision_this_process_runs(exported):
     from e5kit.retrieval.engines import EncoderSpec
 

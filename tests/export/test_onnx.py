@@ -152,3 +152,37 @@ def test_cli_export_names_an_unreadable_calibration_file(tiny_bert_dir, tmp_path
     assert result.exit_code == 2
     assert str(calibration) in result.output and "'text'" in result.output
     assert not (tmp_path / "m").exists()
+
+
+def _largest_int8_weight(path) -> int:
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    return max(int(np.abs(numpy_helper.to_array(tensor).astype(np.int32)).max()) for tensor in graph.initializer if tensor.data_type == onnx.TensorProto.INT8)
+
+
+def test_int8_weights_keep_to_7_bits_on_a_cpu_without_vnni_and_loading_8_bits_there_warns(tiny_encoder, texts, tmp_path, monkeypatch, caplog):
+    from e5kit.encoder import precision
+    from e5kit.encoder.onnx_backend import read_manifest
+    from e5kit.export.onnx import export_onnx
+
+    # Given an AVX2-only CPU (the flag reader monkeypatched), When exported with the default range
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    seven = export_onnx(tiny_encoder, tmp_path / "seven", calibration=texts)
+    # Then every int8 weight is within 7 bits, and the manifest says so
+    assert _largest_int8_weight(seven.files["int8"]) <= 64
+    assert read_manifest(seven.model_dir)["int8"]["reduce_range"] is True
+    # When one is exported with 8-bit weights (as on a CPU with VNNI), Then they use the full range
+    eight = export_onnx(tiny_encoder, tmp_path / "eight", calibration=texts, reduce_range=False)
+    assert _largest_int8_weight(eight.files["int8"]) == 127 and read_manifest(eight.model_dir)["int8"]["reduce_range"] is False
+    # And loading it on this CPU warns once, naming the file and the fix; the 7-bit one and fp32 load quietly
+    with caplog.at_level("WARNING", logger="e5kit"):
+        Encoder.load(seven.model_dir, backend="onnx")
+        Encoder.load(eight.model_dir, backend="onnx", file_name=FP32_FILE)
+        assert not caplog.records
+        Encoder.load(eight.model_dir, backend="onnx")
+    assert len(caplog.records) == 1 and str(eight.files["int8"]) in caplog.text and "--reduce-range" in caplog.text
+    # And on a CPU with VNNI the default is 8 bits
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    assert read_manifest(export_onnx(tiny_encoder, tmp_path / "vnni", calibration=texts).model_dir)["int8"]["reduce_range"] is False

@@ -8,12 +8,16 @@ manifest (``onnx/e5kit_onnx.json``) are shared with the export through the const
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from e5kit.encoder import model_format
+from e5kit.encoder.precision import int8_range_warning
+
+logger = logging.getLogger(__name__)
 
 ONNX_FOLDER = "onnx"
 MANIFEST = "e5kit_onnx.json"
@@ -118,12 +122,15 @@ class OnnxBackend:
         file = root / ONNX_FOLDER / (file_name or manifest["default"])
         if not file.is_file():
             raise model_format.ModelDirectoryError(f"{file}: no such ONNX file (the manifest lists {', '.join(manifest['files'])})")
+        dtype = "int8" if manifest["files"].get(file.name) == "int8" else "float32"
+        if warning := int8_range_warning(manifest.get("int8", {}) if dtype == "int8" else None, file):
+            logger.warning(warning)
         return cls(
             session_for(file, threads),
             config=AutoConfig.from_pretrained(spec.transformer_dir),
             pooling=spec.pooling,
             file=file,
-            dtype="int8" if manifest["files"].get(file.name) == "int8" else "float32",
+            dtype=dtype,
         )
 
     @property

@@ -25,6 +25,7 @@ from e5kit.encoder.precision import (
     PrecisionChoice,
     choose_precision,
     has_bf16,
+    int8_range_warning,
     measure_precisions,
     probe_inputs,
 )
@@ -41,6 +42,8 @@ INT8_XML_FILE = "openvino_model_qint8_quantized.xml"
 #: where float matrix work is slow (no AMX), less faithful; never the default.
 INT8_FULL_XML_FILE = "openvino_model_qint8_full.xml"
 MANIFEST = "e5kit_openvino.json"
+#: The manifest's section describing each int8 IR's quantisation.
+INT8_SECTIONS = {INT8_XML_FILE: "int8", INT8_FULL_XML_FILE: "int8_full"}
 #: e5kit's precisions -> OpenVINO's ``INFERENCE_PRECISION_HINT`` values.
 HINTS = {"float32": "f32", "bfloat16": "bf16"}
 _HASH_BLOCK = 1 << 20
@@ -129,6 +132,8 @@ class OpenVinoBackend:
         from transformers import AutoConfig
 
         files, manifest, weights = _model_files(root, spec, file_name)
+        if weights == "int8" and (warning := int8_range_warning(manifest.get(INT8_SECTIONS.get(files[0].name, "int8"), {}), files[0])):
+            logger.warning(warning)
         model = openvino.Core().read_model(str(files[0]))
         config = AutoConfig.from_pretrained(spec.transformer_dir)
         choice = None

@@ -49,6 +49,7 @@ from e5kit.encoder.onnx_backend import (
     TOKEN_OUTPUT,
 )
 from e5kit.encoder.pooling import pool
+from e5kit.encoder.precision import int8_reduce_range
 from e5kit.encoder.precision import mean_cosine as mean_cosine  # the fidelity measure; importable here as before
 from e5kit.io.files import AtomicFolder
 
@@ -99,6 +100,7 @@ def export_onnx(
     quantize: str = "int8",
     calibration: Sequence[str] | None = None,
     calibration_source: str | None = None,
+    reduce_range: bool | None = None,
     opset: int = 18,
     model_card: str | None = None,
 ) -> OnnxExport:
@@ -113,6 +115,8 @@ def export_onnx(
         calibration: Texts of the model's domain to fix the int8 activation ranges on (embedded in
             the passage role when the model has one); None: ``builtin_calibration_texts()``.
         calibration_source: What ``calibration`` is, for the manifest (e.g. its file name).
+        reduce_range: int8 weights in 7 bits, for CPUs without VNNI, where 8-bit ones saturate
+            (``e5kit.encoder.precision.int8_reduce_range``); None: whether this CPU lacks VNNI.
         opset: ONNX opset version.
         model_card: README.md of the export (the source model's card: the weights are the same); None
             writes e5kit's card (``Encoder.save``).
@@ -125,13 +129,19 @@ def export_onnx(
     root = Path(out_dir)
     with AtomicFolder(root, replaces="config.json") as staged:  # a killed export leaves no model folder without its graphs
         encoder.write_model_files(staged.temporary, model_card, name=root.resolve().name)
-        files = write_onnx(encoder, staged.temporary / ONNX_FOLDER, quantize, opset, calibration, calibration_source)
+        files = write_onnx(encoder, staged.temporary / ONNX_FOLDER, quantize, opset, calibration, calibration_source, reduce_range)
     files = {precision: root / ONNX_FOLDER / path.name for precision, path in files.items()}
     return OnnxExport(model_dir=root, files=files, default=files.get("int8", files["fp32"]))
 
 
 def write_onnx(
-    encoder: Encoder, folder: Path, quantize: str, opset: int, calibration: Sequence[str] | None, calibration_source: str | None
+    encoder: Encoder,
+    folder: Path,
+    quantize: str,
+    opset: int,
+    calibration: Sequence[str] | None,
+    calibration_source: str | None,
+    reduce_range: bool | None = None,
 ) -> dict[str, Path]:
     """The ONNX graphs and their manifest of ``export_onnx`` in ``folder`` (created); returns precision -> file.
 
@@ -146,10 +156,11 @@ def write_onnx(
     int8 = {}
     if quantize == "int8":
         files["int8"] = folder / INT8_FILE
-        quantize_int8(files["fp32"], files["int8"], calibration_feeds(encoder, calibration))
+        reduce_range = int8_reduce_range() if reduce_range is None else reduce_range
+        quantize_int8(files["fp32"], files["int8"], calibration_feeds(encoder, calibration), reduce_range=reduce_range)
         int8 = {
             "activations": "static: per-tensor uint8 ranges fixed at export (min/max over the calibration texts)",
-            "weights": "int8, per output channel",
+            **int8_weights(reduce_range),
             "smoothing_alpha": SMOOTHING_ALPHA,
             "calibration": {"source": calibration_source or "texts given to export_onnx", "texts": len(calibration)},
             "batch_independent": True,
@@ -282,7 +293,13 @@ def calibration_feeds(encoder: Encoder, texts: Sequence[str]) -> list[dict[str, 
     return feeds
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[dict[str, np.ndarray]]) -> None:
+def int8_weights(reduce_range: bool) -> dict:
+    """The manifest's record of int8 weights, which loaders check against their CPU (``int8_range_warning``)."""
+    bits = "7-bit range (reduce_range), for CPUs without VNNI" if reduce_range else "8-bit range, for CPUs with VNNI or AMX"
+    return {"weights": f"int8, per output channel, {bits}", "reduce_range": reduce_range}
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[dict[str, np.ndarray]], *, reduce_range: bool = False) -> None:
     """Static int8: int8 weights and activations whose scales were fixed on ``calibration``.
 
     Every MatMul with a constant weight and every fused Attention (its Q/K/V projection) is quantised,
@@ -317,6 +334,8 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[dict[s
         int8_path: Where the int8 graph is written.
         calibration: ONNX inputs (``input_ids``, ``attention_mask``: (batch, sequence) int64); see
             ``calibration_feeds``.
+        reduce_range: Weights in 7 bits instead of 8, so that CPUs without VNNI do not saturate
+            (``e5kit.encoder.precision.int8_reduce_range``).
 
     Raises:
         ValueError: ``calibration`` is empty.
@@ -344,6 +363,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[dict[s
                 int8_path,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
+                reduce_range=reduce_range,
                 op_types_to_quantize=["MatMul", "Attention"],
                 nodes_to_exclude=kept_fp32,
                 # Shape inference cannot type the outputs of ONNX Runtime's contrib ops (Attention); they are float.

@@ -32,8 +32,8 @@ import torch
 from e5kit.encoder.encoder import Encoder
 from e5kit.encoder.onnx_backend import INPUT_NAMES, OUTPUT_NAME, TOKEN_OUTPUT
 from e5kit.encoder.openvino_backend import HINTS, INT8_FULL_XML_FILE, INT8_XML_FILE, MANIFEST, OPENVINO_FOLDER, XML_FILE, auto_precision
-from e5kit.encoder.precision import PrecisionChoice
-from e5kit.export.onnx import SMOOTHING_ALPHA, calibration_feeds, calibration_sample, export_fp32_graph
+from e5kit.encoder.precision import PrecisionChoice, int8_reduce_range
+from e5kit.export.onnx import SMOOTHING_ALPHA, calibration_feeds, calibration_sample, export_fp32_graph, int8_weights
 from e5kit.io.files import AtomicFolder
 
 
@@ -63,6 +63,7 @@ def export_openvino(
     full_int8: bool = False,
     calibration: Sequence[str] | None = None,
     calibration_source: str | None = None,
+    reduce_range: bool | None = None,
     opset: int = 18,
     model_card: str | None = None,
 ) -> OpenVinoExport:
@@ -80,6 +81,8 @@ def export_openvino(
         calibration: Texts of the model's domain for int8's activation ranges; None:
             ``e5kit.export.onnx.builtin_calibration_texts()``.
         calibration_source: What ``calibration`` is, for the manifest (e.g. its file name).
+        reduce_range: int8 weights in 7 bits, for CPUs without VNNI, where 8-bit ones saturate
+            (``e5kit.encoder.precision.int8_reduce_range``); None: whether this CPU lacks VNNI.
         opset: ONNX opset of the intermediate graph.
         model_card: README.md of the export; None writes e5kit's card (``Encoder.save``).
 
@@ -94,7 +97,7 @@ def export_openvino(
         encoder.write_model_files(staged.temporary, model_card, name=root.resolve().name)
         files, choice = write_openvino(
             encoder, staged.temporary / OPENVINO_FOLDER, dtype=dtype, quantize=quantize, full_int8=full_int8,
-            calibration=calibration, calibration_source=calibration_source, opset=opset,
+            calibration=calibration, calibration_source=calibration_source, reduce_range=reduce_range, opset=opset,
         )
     files = {weights: root / OPENVINO_FOLDER / path.name for weights, path in files.items()}
     return OpenVinoExport(model_dir=root, files=files, default=files.get("int8", files["fp32"]), choice=choice)
@@ -109,6 +112,7 @@ def write_openvino(
     full_int8: bool = False,
     calibration: Sequence[str] | None = None,
     calibration_source: str | None = None,
+    reduce_range: bool | None = None,
     opset: int = 18,
 ) -> tuple[dict[str, Path], PrecisionChoice]:
     """The IRs and manifest of ``export_openvino`` in ``folder`` (created); returns (``OpenVinoExport.files``, the precision choice).
@@ -134,15 +138,16 @@ def write_openvino(
         openvino.save_model(model, files["fp32"], compress_to_fp16=False)
         if quantize == "int8":
             feeds = calibration_feeds(encoder, calibration)
-            model = quantize_ir(fp32_model.clone(), feeds)
+            reduce_range = int8_reduce_range() if reduce_range is None else reduce_range
+            model = quantize_ir(fp32_model.clone(), feeds, reduce_range=reduce_range)
             files["int8"] = folder / INT8_XML_FILE
             openvino.save_model(model, files["int8"], compress_to_fp16=False)
             if full_int8:
                 files["int8-full"] = folder / INT8_FULL_XML_FILE
-                openvino.save_model(quantize_ir(fp32_model.clone(), feeds, full=True), files["int8-full"], compress_to_fp16=False)
+                openvino.save_model(quantize_ir(fp32_model.clone(), feeds, full=True, reduce_range=reduce_range), files["int8-full"], compress_to_fp16=False)
             int8 = {
                 "activations": "static: per-tensor ranges fixed at export by NNCF over the calibration texts",
-                "weights": "int8, per output channel",
+                **int8_weights(reduce_range),
                 "kept_float": "the feed-forward down-projections (MatMuls fed by GELU)",
                 "smoothing_alpha": SMOOTHING_ALPHA,
                 "calibration": {"source": calibration_source or "texts given to export_openvino", "texts": len(calibration)},
@@ -180,7 +185,7 @@ def write_openvino(
 WEIGHTS = {"fp32": "fp32", "int8": "int8", "int8-full": "int8"}
 
 
-def quantize_ir(model, calibration: Sequence[dict], *, full: bool = False):
+def quantize_ir(model, calibration: Sequence[dict], *, full: bool = False, reduce_range: bool = False):
     """Static int8 of an ``openvino.Model`` with NNCF: int8 weights (per channel) and activations whose
     scales were fixed on ``calibration`` (``e5kit.export.onnx.calibration_feeds``), so a text's
     embedding does not depend on its batch.
@@ -196,26 +201,29 @@ def quantize_ir(model, calibration: Sequence[dict], *, full: bool = False):
     fp32 IR on prose (the default's 0.99910); batch independent once lengths are padded to multiples of
     16 (``OpenVinoBackend.sequence_multiple``). ``e5kit export auto`` measures it beside the default.
 
+    ``reduce_range`` keeps every weight in 7 bits (NNCF's ``OverflowFix.ENABLE``) for CPUs without VNNI
+    (``e5kit.encoder.precision.int8_reduce_range``); otherwise NNCF's default applies it to the first layer only.
+
     Raises:
         ImportError: nncf is not installed (``pip install 'e5kit[openvino]'``).
     """
     try:
         import nncf
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters, OverflowFix
     except ImportError as error:
         raise ImportError("OpenVINO int8 needs NNCF: pip install 'e5kit[openvino]'") from error
     gelu_fed = [op.get_friendly_name() for op in model.get_ordered_ops()
                 if op.get_type_name() == "MatMul" and op.input_value(0).get_node().get_type_name() == "Gelu"]
-    faithful = {
-        "ignored_scope": nncf.IgnoredScope(names=gelu_fed),
-        "advanced_parameters": AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=SMOOTHING_ALPHA)),
-    }
+    overflow_fix = {"overflow_fix": OverflowFix.ENABLE} if reduce_range else {}
+    smoothing = {} if full else {"smooth_quant_alphas": AdvancedSmoothQuantParameters(matmul=SMOOTHING_ALPHA)}
+    ignored = {} if full else {"ignored_scope": nncf.IgnoredScope(names=gelu_fed)}
     nncf_logger = logging.getLogger("nncf")
     level = nncf_logger.level
     nncf_logger.setLevel(logging.WARNING)  # its INFO lines list every node it leaves unquantised
     try:
         return nncf.quantize(
-            model, nncf.Dataset(list(calibration)), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration), **({} if full else faithful)
+            model, nncf.Dataset(list(calibration)), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration),
+            advanced_parameters=AdvancedQuantizationParameters(**overflow_fix, **smoothing), **ignored,
         )
     finally:
         nncf_logger.setLevel(level)
