@@ -105,13 +105,20 @@ def _largest_int8_weight(xml) -> int:
     return max(int(np.abs(op.get_data().astype(np.int32)).max()) for op in constants)
 
 
-def test_int8_weights_keep_to_7_bits_when_asked_in_every_int8_ir(tiny_bert_dir, tmp_path, monkeypatch, caplog):
-    # When exported with --reduce-range (as on a CPU without VNNI) and with --no-reduce-range
+@pytest.fixture(scope="module")
+def weight_ranges(tiny_bert_dir, tmp_path_factory):
+    """The openvino/ folders of the tiny model exported with 7-bit (--reduce-range) and 8-bit int8 weights, both int8 IRs."""
+    root = tmp_path_factory.mktemp("tiny-openvino-ranges")
     for flag in ("--reduce-range", "--no-reduce-range"):
-        result = runner.invoke(app, ["export", "openvino", "--model", str(tiny_bert_dir), "--out", str(tmp_path / flag), "--check-texts", "8",
+        result = runner.invoke(app, ["export", "openvino", "--model", str(tiny_bert_dir), "--out", str(root / flag), "--check-texts", "8",
                                      "--dtype", "float32", "--full-int8", flag])
         assert result.exit_code == 0, result.output
-    seven, eight = tmp_path / "--reduce-range" / OPENVINO_FOLDER, tmp_path / "--no-reduce-range" / OPENVINO_FOLDER
+    return root / "--reduce-range" / OPENVINO_FOLDER, root / "--no-reduce-range" / OPENVINO_FOLDER
+
+
+def test_int8_weights_keep_to_7_bits_when_asked_in_every_int8_ir(weight_ranges, monkeypatch, caplog):
+    # Given the model exported with --reduce-range (as on a CPU without VNNI) and with --no-reduce-range
+    seven, eight = weight_ranges
     # Then both int8 IRs of the first keep every weight within 7 bits, and the manifest records it for each
     for name, section in ((INT8_XML_FILE, "int8"), (INT8_FULL_XML_FILE, "int8_full")):
         assert _largest_int8_weight(seven / name) <= 64 < _largest_int8_weight(eight / name)
@@ -124,6 +131,37 @@ def test_int8_weights_keep_to_7_bits_when_asked_in_every_int8_ir(tiny_bert_dir, 
         assert not caplog.records
         Encoder.load(eight.parent, backend="openvino", file_name=INT8_FULL_XML_FILE)
     assert len(caplog.records) == 1 and INT8_FULL_XML_FILE in caplog.text and "--reduce-range" in caplog.text
+
+
+EMBED_IRS = """
+import sys, numpy as np
+from e5kit.encoder import Encoder
+vectors = [Encoder.load(folder, backend="openvino", file_name=name, dtype="float32").encode(sys.argv[2:], role="passage")
+           for folder in ("SEVEN", "EIGHT") for name in ("INT8", "FULL")]
+np.save(sys.argv[1], np.stack(vectors))
+"""
+
+
+@pytest.mark.skipif(not precision.has_int8_dot(), reason="this CPU has no VNNI: capping OpenVINO to AVX2 changes nothing here")
+def test_7_bit_weights_give_the_same_vectors_on_avx2_kernels(weight_ranges, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    seven, eight = weight_ranges
+    code = (EMBED_IRS.replace("SEVEN", str(seven.parent)).replace("EIGHT", str(eight.parent))
+            .replace("INT8", INT8_XML_FILE).replace("FULL", INT8_FULL_XML_FILE))
+    texts = [f"text {i} about cells, cats and files " * (1 + i % 5) for i in range(32)]
+    # When both exports embed the same texts on this CPU's int8 kernels (VNNI) and with oneDNN capped to
+    # AVX2's, whose uint8 x int8 pair sums saturate in int16 (ONEDNN_MAX_CPU_ISA, read by OpenVINO's CPU plugin)
+    runs = {}
+    for isa in ("", "AVX2"):
+        env = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa} if isa else {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{isa or 'native'}.npy"), *texts], env=env, check=True)
+        runs[isa] = np.load(tmp_path / f"{isa or 'native'}.npy")
+    gap = np.abs(runs[""] - runs["AVX2"]).max(axis=(1, 2))  # per IR: 7-bit int8, 7-bit full, 8-bit int8, 8-bit full
+    # Then the 7-bit IRs give the same vectors on both (float rounding only), the 8-bit ones do not (saturation)
+    assert gap[:2].max() < 1e-4 < gap[2:].min(), gap
 
 
 def test_a_worker_loads_the_ir_and_precision_this_process_runs(exported):
