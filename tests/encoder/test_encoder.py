@@ -122,6 +122,14 @@ def test_over_long_text_is_truncated_and_counted(encoder):
     assert encoder.last_stats.token_counts.tolist() == [encoder.max_length, *lengths]
 
 
+def test_warm_up_is_a_no_op_on_backends_that_do_not_build_kernels_per_shape(encoder, monkeypatch):
+    # Given the torch backend, whose passes cost the same the first time at a shape as after
+    assert not encoder.backend.compiles_per_shape
+    monkeypatch.setattr(encoder.backend, "forward", lambda *args, **kwargs: pytest.fail("warm_up ran a forward pass"))
+    # When asked to warm up, Then it runs nothing and says so
+    assert encoder.warm_up(batch_size=8, max_length=64) == 0
+
+
 def test_encode_with_stats_returns_them_and_leaves_last_stats_alone(encoder):
     # Given an earlier call's stats
     encoder.encode_passages(["cells " * 500])

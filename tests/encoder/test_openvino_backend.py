@@ -132,3 +132,61 @@ def test_mteb_adapter_labels_an_openvino_encoder_openvino(openvino_dir):
 
     # Given an encoder on the OpenVINO runtime, When mteb's model metadata is made, Then it names OpenVINO (was "PyTorch")
     assert MTEBEncoder(Encoder.load(openvino_dir, backend="openvino")).mteb_model_meta.framework == ["OpenVINO"]
+
+
+def _recording_forward(encoder: Encoder, monkeypatch) -> list[tuple[int, int]]:
+    """The (batch, seq_len) shape of every forward pass ``encoder`` runs from now on, in order."""
+    shapes: list[tuple[int, int]] = []
+    forward = encoder.backend.forward
+
+    def record(input_ids, attention_mask, **options):
+        shapes.append(input_ids.shape)
+        return forward(input_ids, attention_mask, **options)
+
+    monkeypatch.setattr(encoder.backend, "forward", record)
+    return shapes
+
+
+def test_warm_up_runs_every_shape_encode_can_pass_once(openvino_dir, monkeypatch):
+    # Given the OpenVINO encoder, which builds kernels at each new input shape, with its forward passes recorded
+    encoder = Encoder.load(openvino_dir, backend="openvino")
+    assert encoder.backend.compiles_per_shape
+    shapes = _recording_forward(encoder, monkeypatch)
+    # When it warms up for batches of up to 3 texts of up to 40 tokens
+    assert encoder.warm_up(batch_size=3, max_length=40) == 9
+    # Then it ran each batch size at each 16-token multiple that holds 40 tokens, once each
+    assert sorted(shapes) == [(size, length) for size in (1, 2, 3) for length in (16, 32, 48)]
+    # And a longer bound is capped at the model's limit (64 tokens here), the longest shape encode can pass
+    shapes.clear()
+    assert encoder.warm_up(batch_size=3, max_length=10_000) == 12 and max(length for _, length in shapes) == encoder.max_length == 64
+    warmed = set(shapes)
+    # And encode, at that batch size, passes only shapes the warm-up ran (texts of every length, one truncated)
+    shapes.clear()
+    for count in (1, 2, len(TEXTS)):
+        encoder.encode(TEXTS[:count], role="passage", batch_size=3)
+    assert shapes and set(shapes) <= warmed
+
+
+def test_the_server_warms_up_the_shapes_its_batches_take(openvino_dir, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from e5kit.serving.app import create_app
+    from e5kit.serving.config import ServeConfig
+
+    # Given a server on the OpenVINO encoder, batches of up to 4 texts, its forward passes recorded
+    encoder = Encoder.load(openvino_dir, backend="openvino")
+    shapes = _recording_forward(encoder, monkeypatch)
+    app = create_app(encoder, ServeConfig(max_batch_size=4))
+    with TestClient(app) as client:
+        # When it has started, Then it has run every batch of 1-4 texts at every length up to the model's limit
+        warmed = set(shapes)
+        assert warmed == {(size, length) for size in range(1, 5) for length in (16, 32, 48, 64)} and len(shapes) == len(warmed)
+        # And the requests it then serves, of every length and size, take only those shapes
+        shapes.clear()
+        for count in (1, 3, len(TEXTS)):
+            assert client.post("/v1/embeddings", json={"input": TEXTS[:count], "input_type": "passage"}).status_code == 200
+        assert shapes and set(shapes) <= warmed
+    # And warmup_max_length 0 starts without a warm-up
+    shapes.clear()
+    with TestClient(create_app(encoder, ServeConfig(warmup_max_length=0))):
+        assert shapes == []

@@ -47,6 +47,9 @@ class Backend(Protocol):
             (``e5kit.encoder.encoder.padded_length``); 1: padded to the longest text.
         forward_overhead_tokens: What one forward pass costs beyond its tokens, in tokens' worth of
             time: how ``e5kit.encoder.encoder.plan_batches`` weighs one more pass against padding.
+        compiles_per_shape: Whether the runtime builds its kernels for each new (batch, seq_len) input
+            shape at the first pass of that shape (OpenVINO's CPU plugin), which makes that pass slower
+            than the next: a server runs the shapes it will meet once at start (``Encoder.warm_up``).
     """
 
     name: str
@@ -57,6 +60,7 @@ class Backend(Protocol):
     default_batch_size: int
     sequence_multiple: int
     forward_overhead_tokens: int
+    compiles_per_shape: bool
 
     @property
     def dimension(self) -> int:
@@ -115,6 +119,7 @@ class TorchBackend:
     name = "torch"
     default_batch_size = 32
     sequence_multiple = 1
+    compiles_per_shape = False
 
     def __init__(self, module: PreTrainedModel, pooling: str = "mean", device: str | torch.device | None = None, dtype: str = "float32") -> None:
         if dtype not in (*DTYPES, "auto"):

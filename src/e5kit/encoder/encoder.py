@@ -426,6 +426,34 @@ class Encoder:
             logger.info("%d of %d texts were longer than %d tokens and were truncated", stats.truncated, stats.texts, self.max_length)
         return output, stats
 
+    def warm_up(self, batch_size: int | None = None, max_length: int | None = None, *, show_progress: bool | None = None) -> int:
+        """Run one forward pass at every input shape ``encode`` can give the backend within these bounds,
+        where the backend builds kernels per shape (``Backend.compiles_per_shape``); elsewhere nothing.
+
+        The shapes are every batch size from 1 to ``batch_size`` times every padded length
+        (``padded_length``) of texts up to ``max_length`` tokens: what ``encode(texts,
+        batch_size=batch_size)`` passes for texts of at most that many tokens. Each pass embeds pad
+        tokens, so it costs the time of real texts of that shape.
+
+        Args:
+            batch_size: The ``batch_size`` later ``encode`` calls pass (default: ``default_batch_size``).
+            max_length: Longest text, in tokens, to warm for (default and cap: the encoder's ``max_length``).
+
+        Returns:
+            The number of shapes run: 0 where the backend needs no warm-up.
+        """
+        if not self.backend.compiles_per_shape:
+            return 0
+        limit = min(max_length or self.max_length, self.max_length)
+        lengths = sorted({padded_length(length, self.backend.sequence_multiple, self.max_length) for length in range(1, limit + 1)})
+        shapes = [(size, length) for length in lengths for size in range(1, (batch_size or self.default_batch_size) + 1)]
+        with progress_bar(total=len(shapes), desc="warming up input shapes", unit="shape", show=show_progress) as progress:
+            for size, length in shapes:
+                input_ids = np.full((size, length), self.tokenizer.pad_token_id, dtype=np.int64)
+                self._embed_arrays(input_ids, np.ones_like(input_ids), normalize=False)
+                progress.update(1)
+        return len(shapes)
+
     def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
         """``encode(texts, role="query")``."""
         return self.encode(texts, role="query", **kwargs)

@@ -439,6 +439,12 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
 
     @asynccontextmanager
     async def lifespan(_app):
+        if config.warmup_max_length:
+            started = time.perf_counter()
+            # Batches reach the encoder at most max_batch_size texts at a time, which encode then cuts at its own batch size.
+            shapes = encoder.warm_up(min(config.max_batch_size, encoder.default_batch_size), config.warmup_max_length)
+            if shapes:
+                logger.info("warmed up %d input shapes (texts up to %d tokens) in %.1f s", shapes, config.warmup_max_length, time.perf_counter() - started)
         await batcher.start()
         yield
         await batcher.stop()

@@ -38,6 +38,10 @@ class ServeConfig(BaseModel):
     )
     max_batch_size: int = Field(32, ge=1, description="Most texts per encode call: concurrent requests share one, larger requests are split into several, taking turns with the others.")
     max_wait_ms: float = Field(5.0, ge=0, description="How long a request waits for others to share its batch.")
+    warmup_max_length: int = Field(
+        256, ge=0, description="On backends that build kernels per input shape (openvino), run every batch shape of texts up to this many "
+        "tokens (capped at the model's limit) once at start, so the first requests of each shape are not slow; 0: no warm-up.",
+    )
     max_items: int = Field(2048, ge=1, description="Inputs per request (OpenAI's limit; LangChain sends 1,000).")
     max_chars: int = Field(20_000, ge=1, description="Characters (or token ids) per input; longer inputs are refused, long texts are truncated at the model's token limit.")
     max_body_bytes: int = Field(4_000_000, ge=1, description="Request body size in bytes (a request within OpenAI's 300,000-token cap fits, even sent as token ids).")
