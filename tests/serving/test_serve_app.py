@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
+import weakref
 
 import httpx
 import numpy as np
@@ -123,6 +125,25 @@ def test_search_without_index_is_404_and_health_metrics(client):
     metrics = client.get("/metrics").text
     assert 'e5kit_requests_total{endpoint="/v1/embeddings",status="200"}' in metrics
     assert "e5kit_batch_texts_bucket" in metrics
+
+
+def test_objects_alive_at_start_leave_the_collectors_view_while_it_serves(tiny_encoder):
+    class Node:
+        pass
+
+    # Given a server, whose libraries and model leave hundreds of thousands of objects for a full collection to walk
+    with TestClient(create_app(tiny_encoder, ServeConfig())) as client:
+        # When it has started, Then what was alive then is out of the collector's view (gc.freeze)
+        assert gc.get_freeze_count() > 10_000
+        # And it serves, and a reference cycle made after start is still collected
+        assert client.post("/v1/embeddings", json={"input": "cats"}).status_code == 200
+        cycle = Node()
+        cycle.self, alive = cycle, weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert alive() is None
+    # And after shutdown the collector sees everything again
+    assert gc.get_freeze_count() == 0
 
 
 def test_bearer_token(tiny_encoder):
