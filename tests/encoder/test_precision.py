@@ -26,6 +26,8 @@ from e5kit.encoder.precision import (
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 143
 model name\t: Test CPU 9000
 flags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile
 
@@ -50,9 +52,10 @@ def test_flags_and_model_come_from_the_first_processor(tmp_path, monkeypatch):
     # Given a /proc/cpuinfo of two processors
     (tmp_path / "cpuinfo").write_text(CPUINFO)
     monkeypatch.setattr(precision, "CPUINFO", tmp_path / "cpuinfo")
-    # Then the flags are the first processor's, and the description names the CPU and its int8/bf16 flags
+    # Then the flags are the first processor's, and the description names the CPU (its name, family and model:
+    # a virtual machine names AMD's Zen 3, 4 and 5 all "AMD EPYC") and its int8/bf16 flags
     assert {"avx512_bf16", "amx_bf16"} <= cpu_flags() and has_bf16()
-    assert cpu_description() == "cpu Test CPU 9000 | int8/bf16 flags: avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile"
+    assert cpu_description() == "cpu Test CPU 9000 (family 6, model 143) | int8/bf16 flags: avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile"
 
 
 def test_no_cpuinfo_means_unknown_flags_and_no_bf16(tmp_path, monkeypatch):
