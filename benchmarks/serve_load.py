@@ -20,7 +20,8 @@ Servers, each alone in its own process on a free loopback port, all with the sam
 Exports are made into ``--cache-dir`` when missing and reused (delete the folder after changing the
 export code). Every server gets the same fixed requests (one ~128-token text each, ``--concurrency``
 in flight), first once untimed (OpenVINO compiles kernels per input shape: a first pass measures
-that, not the steady state). All servers are up at once; ``--rounds`` rounds then time each in turn,
+that, not the steady state; e5kit serve also runs its batch shapes at start, ``warmup_max_length``,
+which the baseline does not). All servers are up at once; ``--rounds`` rounds then time each in turn,
 quiet and under ``background_load(--load-processes)``, so each round's ratio to the baseline pairs
 runs made minutes apart at most. Per condition the table gives the median req/s, the median of the
 paired ratios to the baseline and their range, p50 and p99 over every request of the rounds, errors
@@ -464,6 +465,7 @@ class Bench:
             dimension = check_response(port, self.texts[0])
             # Warm-up: one untimed pass over the same requests. OpenVINO compiles kernels per input shape, so
             # a first pass measures that (3-4x slower for sentence-transformers' one-text calls), not the steady state.
+            # It does not reach every shape a server's batches take later: e5kit serve runs those at start.
             asyncio.run(closed_loop(port, self.texts, self.args.concurrency))
             print(f"  ready (dim {dimension})", flush=True)
             yield

@@ -31,7 +31,16 @@ import torch
 
 from e5kit.encoder.encoder import Encoder
 from e5kit.encoder.onnx_backend import INPUT_NAMES, OUTPUT_NAME, TOKEN_OUTPUT
-from e5kit.encoder.openvino_backend import HINTS, INT8_FULL_XML_FILE, INT8_XML_FILE, MANIFEST, OPENVINO_FOLDER, XML_FILE, auto_precision
+from e5kit.encoder.openvino_backend import (
+    HINTS,
+    INT8_FULL_XML_FILE,
+    INT8_SECTIONS,
+    INT8_XML_FILE,
+    MANIFEST,
+    OPENVINO_FOLDER,
+    XML_FILE,
+    auto_precision,
+)
 from e5kit.encoder.precision import PrecisionChoice, int8_reduce_range
 from e5kit.export.onnx import SMOOTHING_ALPHA, calibration_feeds, calibration_sample, export_fp32_graph, int8_weights
 from e5kit.io.files import AtomicFolder
@@ -172,8 +181,8 @@ def write_openvino(
         # Whether the graph's outputs are L2-normalised; for a cosine model, consumers normalise them.
         "normalized": False,
         "similarity_fn_name": encoder.similarity_fn_name,
-        **({"int8": int8} if int8 else {}),
-        **({"int8_full": {**int8, "kept_float": "none: every MatMul int8", "smoothing_alpha": "NNCF's default"}} if "int8-full" in files else {}),
+        **({INT8_SECTIONS[INT8_XML_FILE]: int8} if int8 else {}),
+        **({INT8_SECTIONS[INT8_FULL_XML_FILE]: {**int8, "kept_float": "none: every MatMul int8", "smoothing_alpha": "NNCF's default"}} if "int8-full" in files else {}),
         "openvino": openvino.__version__,
         "torch": torch.__version__,
     }
