@@ -119,6 +119,8 @@ class TorchBackend:
     name = "torch"
     default_batch_size = 32
     sequence_multiple = 1
+    # A first pass at a new shape cost 3.6 ms (float32) and 2.4 ms (bfloat16) more than the next on average
+    # (all-MiniLM-L6-v2, 2 threads, 12 shapes, AMD EPYC Zen 5, scratch timing; OpenVINO's: 13 ms): no warm-up.
     compiles_per_shape = False
 
     def __init__(self, module: PreTrainedModel, pooling: str = "mean", device: str | torch.device | None = None, dtype: str = "float32") -> None:

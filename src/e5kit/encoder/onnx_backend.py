@@ -88,6 +88,8 @@ class OnnxBackend:
     sequence_multiple = 1
     # int8, all-MiniLM-L6-v2, 2 Xeon cores: a pass of 1 text of 128 tokens 15.9 ms, of 8 98.0 ms -> 4.2 ms fixed = 46 tokens.
     forward_overhead_tokens = 48
+    # The int8 graph's first pass at a new shape cost 0.8 ms more than the next on average (all-MiniLM-L6-v2,
+    # 2 threads, 12 shapes, AMD EPYC Zen 5, scratch timing; OpenVINO's: 13 ms): no warm-up.
     compiles_per_shape = False
 
     def __init__(self, session, *, config, pooling: str, file: Path, dtype: str) -> None:
