@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from e5kit.encoder import Encoder, pool
-from e5kit.encoder.encoder import padded_length, plan_batches
+from e5kit.encoder.batching import padded_length, plan_batches
 
 
 @pytest.fixture(scope="module")

@@ -190,3 +190,24 @@ def test_the_server_warms_up_the_shapes_its_batches_take(openvino_dir, monkeypat
     shapes.clear()
     with TestClient(create_app(encoder, ServeConfig(warmup_max_length=0))):
         assert shapes == []
+
+
+def test_auto_precision_runs_each_probe_text_alone_as_encode_would(openvino_dir, monkeypatch):
+    from e5kit.encoder import openvino_backend
+
+    # Given a CPU with bf16 and OpenVINO's forward passes recorded
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    shapes = []
+    run = openvino_backend.run
+
+    def record(compiled, input_ids, attention_mask):
+        shapes.append(input_ids.shape)
+        return run(compiled, input_ids, attention_mask)
+
+    monkeypatch.setattr(openvino_backend, "run", record)
+    # When "auto" probes bf16 against float32
+    Encoder.load(openvino_dir, backend="openvino", dtype="auto")
+    # Then each probe text ran alone padded to a multiple of 16 tokens, as encode pads it (a shorter shape is one
+    # OpenVINO computes otherwise: it made the int8 IR at bf16 look batch-dependent, 0.999843, where encode gives 1.000000)
+    alone = [length for batch, length in shapes if batch == 1]
+    assert alone and all(length % 16 == 0 for length in alone)

@@ -44,9 +44,9 @@ class Backend(Protocol):
         dtype: Weight precision ("float32", "float16", "bfloat16", or "int8" for a quantised graph).
         default_batch_size: Texts per forward pass when the caller does not say.
         sequence_multiple: Padded batches are rounded up to a multiple of this many tokens
-            (``e5kit.encoder.encoder.padded_length``); 1: padded to the longest text.
+            (``e5kit.encoder.batching.padded_length``); 1: padded to the longest text.
         forward_overhead_tokens: What one forward pass costs beyond its tokens, in tokens' worth of
-            time: how ``e5kit.encoder.encoder.plan_batches`` weighs one more pass against padding.
+            time: how ``e5kit.encoder.batching.plan_batches`` weighs one more pass against padding.
         compiles_per_shape: Whether the runtime builds its kernels for each new (batch, seq_len) input
             shape at the first pass of that shape (OpenVINO's CPU plugin), which makes that pass slower
             than the next: a server runs the shapes it will meet once at start (``Encoder.warm_up``).
@@ -172,7 +172,7 @@ class TorchBackend:
         probe = probe_inputs(module.config.vocab_size, getattr(module.config, "max_position_embeddings", None))
         copy = deepcopy(module).to(torch.bfloat16)  # the float32 weights stay intact whichever wins
         forwards = {"float32": partial(self._forward, module, normalize=False), "bfloat16": partial(self._forward, copy, normalize=False)}
-        return measure_precisions(forwards, *probe)
+        return measure_precisions(forwards, *probe, sequence_multiple=self.sequence_multiple)
 
     def _forward(self, module: PreTrainedModel, input_ids: np.ndarray, attention_mask: np.ndarray, *, normalize: bool) -> np.ndarray:
         features = {

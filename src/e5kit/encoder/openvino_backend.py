@@ -219,7 +219,8 @@ def auto_precision(model, config, threads: int | None = None, *, weights: str = 
     probe = probe_inputs(config.vocab_size, getattr(config, "max_position_embeddings", None))
 
     def measure():  # called only where the CPU has bf16 instructions
-        return measure_precisions({dtype: partial(run, compile_model(model, dtype, threads)) for dtype in HINTS}, *probe)
+        forwards = {dtype: partial(run, compile_model(model, dtype, threads)) for dtype in HINTS}
+        return measure_precisions(forwards, *probe, sequence_multiple=OpenVinoBackend.sequence_multiple)
 
     return choose_precision(measure, min_cosine=MIN_INT8_COSINE if weights == "int8" else MIN_BF16_COSINE)
 
