@@ -450,8 +450,7 @@ class Encoder:
         shapes = [(size, length) for length in lengths for size in range(1, (batch_size or self.default_batch_size) + 1)]
         with progress_bar(total=len(shapes), desc="warming up input shapes", unit="shape", show=show_progress) as progress:
             for size, length in shapes:
-                input_ids = np.full((size, length), self.tokenizer.pad_token_id, dtype=np.int64)
-                self._embed_arrays(input_ids, np.ones_like(input_ids), normalize=False)
+                self._embed_arrays(*self.pad([[self.tokenizer.pad_token_id] * length] * size), normalize=False)
                 progress.update(1)
         return len(shapes)
 
