@@ -120,13 +120,23 @@ def read_results(results_dir: str | Path) -> list[EvalResult]:
         FileNotFoundError: the folder does not exist or holds no result file.
         ValueError: a JSON file that is not a result, naming it and the bad field.
     """
+    return [result for _, result in read_result_files(results_dir)]
+
+
+def read_result_files(results_dir: str | Path) -> list[tuple[Path, EvalResult]]:
+    """(file, result) for every result file in ``results_dir`` (sorted by name), for callers that name the file.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no result file.
+        ValueError: a JSON file that is not a result, naming it and the bad field.
+    """
     folder = Path(results_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a directory")
     results = []
     for path in sorted(folder.glob("*.json")):
         try:
-            results.append(EvalResult.model_validate(json.loads(path.read_text(encoding="utf-8"))))
+            results.append((path, EvalResult.model_validate(json.loads(path.read_text(encoding="utf-8")))))
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: malformed JSON at line {error.lineno}: {error.msg}") from error
         except ValidationError as error:
