@@ -64,7 +64,7 @@ def main() -> None:
 
     import torch
 
-    from e5kit.encoder import Encoder
+    from e5kit.encoder import NO_PROMPT, Encoder
     from e5kit.encoder.model_format import BACKEND_RECORD
     from e5kit.encoder.onnx_backend import INT8_FILE
     from e5kit.encoder.openvino_backend import INT8_XML_FILE, XML_FILE
@@ -75,20 +75,25 @@ def main() -> None:
         export_auto(Encoder.load(args.model, device="cpu"), args.export_dir, rounds=1)
     texts = prose_windows(args.texts, args.words)
     engines = {}
+
+    def raw_text_engine(encoder):
+        """``encode(batch, batch_size)`` of the texts as they are (no prompt: the same strings for every engine)."""
+        return lambda batch, batch_size: encoder.encode(batch, role=NO_PROMPT, batch_size=batch_size)
+
     for threads in args.threads:
         onnx = Encoder.load(args.export_dir, backend="onnx", file_name=INT8_FILE, threads=threads)
         engines[f"onnx int8, spinning (ORT default) | {threads}"] = onnx_session_engine(onnx, threads, spinning=True)
         engines[f"onnx int8, no spinning | {threads}"] = onnx_session_engine(onnx, threads, spinning=False)
-        engines[f"e5kit onnx int8 (as shipped) | {threads}"] = onnx.encode
+        engines[f"e5kit onnx int8 (as shipped) | {threads}"] = raw_text_engine(onnx)
         for name, dtype in ((INT8_XML_FILE, "float32"), (XML_FILE, "bfloat16")):
             openvino = Encoder.load(args.export_dir, backend="openvino", file_name=name, dtype=dtype, threads=threads)
-            engines[f"e5kit openvino {openvino.dtype} ({dtype}) | {threads}"] = openvino.encode
+            engines[f"e5kit openvino {openvino.dtype} ({dtype}) | {threads}"] = raw_text_engine(openvino)
     torch_encoder = Encoder.load(args.export_dir, device="cpu")
 
     def torch_engine(threads: int):
         def encode(batch: list[str], batch_size: int):
             torch.set_num_threads(threads)  # torch's pool is process-wide: set before each timed call
-            return torch_encoder.encode(batch, batch_size=batch_size)
+            return torch_encoder.encode(batch, role=NO_PROMPT, batch_size=batch_size)
         return encode
 
     for threads in args.threads:

@@ -100,25 +100,28 @@ def load_e5kit_engine(label: str, model: str, cache_dir: Path, threads: int):
     """The E5KIT_ENGINES row ``label`` as (``encode(texts, batch_size)``, description); run by ``bench_worker.py``."""
     import torch
 
-    from e5kit.encoder import Encoder
+    from e5kit.encoder import NO_PROMPT, Encoder
 
     torch.set_num_threads(threads)
     row = next((row for row in E5KIT_ENGINES if row.label == label), None)
     if row is None:
         raise ValueError(f"no e5kit engine {label!r}; known: {', '.join(row.label for row in E5KIT_ENGINES)}")
-    source, kwargs = model, dict(row.load)
-    if row.export is not None:
-        source = export_folder(Path(cache_dir), row.export)
+    source, kwargs, export = model, dict(row.load), row.export
+    if export is not None and export[0].endswith(":export_auto"):
+        export = (export[0], {**export[1], "threads": threads})  # its choice timed at the thread count the rows run at
+    if export is not None:
+        source = export_folder(Path(cache_dir), export)
         if not (source / "config.json").is_file():  # exports are written whole (AtomicFolder), config.json last
-            module, _, function = row.export[0].partition(":")
-            getattr(importlib.import_module(module), function)(Encoder.load(model, device="cpu"), source, **row.export[1])
+            module, _, function = export[0].partition(":")
+            getattr(importlib.import_module(module), function)(Encoder.load(model, device="cpu"), source, **export[1])
     if kwargs.get("backend", "torch") != "torch":
         kwargs["threads"] = threads
     encoder = Encoder.load(source, **kwargs)
     backend = encoder.backend
     choice = getattr(backend, "precision_choice", None)
     description = f"{backend.name} {backend.dtype}" + (f" ({choice.reason})" if choice is not None else "")
-    return lambda texts, batch_size: encoder.encode(texts, batch_size=batch_size), description
+    # The texts carry the model's passage prompt already (as every engine gets them): no role adds another.
+    return lambda texts, batch_size: encoder.encode(texts, role=NO_PROMPT, batch_size=batch_size), description
 
 
 class Worker:

@@ -35,8 +35,7 @@ def test_every_candidate_is_measured_and_the_fastest_eligible_is_recorded(auto_e
     assert labels == ["torch float32", "onnx int8", "onnx fp32", "openvino int8 (float32)", "openvino int8-full (float32)", "openvino fp32 (float32)"]
     assert all(candidate.texts_per_second > 0 and candidate.fidelity is not None for candidate in auto_export.candidates)
     # And the chosen one is the fastest of those within the fidelity bounds
-    eligible = [candidate for candidate in auto_export.candidates if candidate.eligible]
-    assert auto_export.chosen is max(eligible, key=lambda candidate: candidate.texts_per_second)
+    assert auto_export.chosen.eligible
     # And the record names it, the CPU and every candidate's figures
     record = json.loads((auto_export.model_dir / BACKEND_RECORD).read_text())
     assert (record["backend"], record["file_name"], record["dtype"]) == (auto_export.chosen.backend, auto_export.chosen.file_name, auto_export.chosen.dtype)
@@ -102,3 +101,26 @@ def test_cli_export_auto_prints_every_candidate_and_encode_takes_backend_auto(ti
     assert encoded.exit_code == 0, encoded.output
     expected = Encoder.load(tiny_bert_dir).encode(texts, role="passage")
     assert (np.load(tmp_path / "v.npy") * expected).sum(axis=1).mean() >= 0.99
+
+
+def test_the_fastest_eligible_candidate_wins_and_an_unfaithful_one_never_does(auto_export, tiny_bert_dir, monkeypatch):
+    from e5kit.export import auto
+
+    # Given timings that make "onnx fp32" the fastest faithful candidate, and a faster one that is not faithful
+    seconds = {"onnx fp32": 0.5, "onnx int8": 0.1}
+    monkeypatch.setattr(auto, "time_forwards", lambda forwards, rounds: ({label: seconds.get(label, 1.0) for label in forwards}, None))
+    original = auto.measure_fidelity
+
+    def unfaithful_int8(reference, candidate):
+        fidelity = original(reference, candidate)
+        if candidate.backend.name == "onnx" and candidate.dtype == "int8":
+            fidelity.mean = 0.5
+        return fidelity
+
+    monkeypatch.setattr(auto, "measure_fidelity", unfaithful_int8)
+    # When the candidates of the export are measured
+    found = auto.candidates(False)
+    chosen, _ = auto._measure(Encoder.load(tiny_bert_dir, device="cpu"), auto_export.model_dir, found, 16, None, 1)
+    # Then the fastest faithful one is chosen, not the faster unfaithful one
+    assert chosen.label == "onnx fp32"
+    assert not next(candidate for candidate in found if candidate.label == "onnx int8").eligible

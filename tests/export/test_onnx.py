@@ -12,7 +12,8 @@ from e5kit.cli import app
 from e5kit.encoder import Encoder
 from e5kit.encoder.model_format import ModelDirectoryError
 from e5kit.encoder.onnx_backend import FP32_FILE, INT8_FILE, session_for
-from e5kit.export.onnx import mean_cosine
+from e5kit.encoder.precision import mean_cosine
+from e5kit.export.check import one_batch
 
 
 def test_fp32_graph_matches_torch(tiny_encoder, onnx_dir, texts):
@@ -102,9 +103,9 @@ def test_a_texts_vector_does_not_depend_on_its_batch(tiny_encoder, onnx_dir, tex
     }[backend]
     # And texts of very different lengths, so that the short ones are padded next to the long ones
     mixed = [texts[0], texts[-1], texts[3], " ".join(texts[4:7]), "cats"]
-    # When each is embedded alone, and all in one batch
+    # When each is embedded alone, and all in one forward pass (encode would cut batches to save padding)
     alone = np.concatenate([encoder.encode([text], role="passage") for text in mixed])
-    batched = encoder.encode(mixed, role="passage", batch_size=len(mixed))
+    batched = one_batch(encoder, mixed, "passage")
     # Then every text gets the same vector both ways (padding and neighbours do not leak in)
     _, worst = mean_cosine(alone, batched)
     assert worst >= 0.9999, f"{backend}: min cosine alone vs batched {worst:.6f}"

@@ -169,3 +169,31 @@ def test_an_empty_document_is_stored_with_a_zero_vector_and_scores_zero(tiny_enc
     # And a search over every document finds them by id at score 0
     hits = {h.doc_id: h for h in index.search(["cat on a mat"], k=4)[0]}
     assert hits["7915"].score == 0.0 and hits["7915"].text == "" and hits["zw"].score == 0.0
+
+
+def test_serve_takes_the_index_model_by_any_path_and_refuses_other_weights(tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import typer
+
+    from e5kit.cli.serve import build_app
+    from e5kit.serving.config import ServeConfig
+    from tests.conftest import build_tiny_bert
+
+    # Given an index built with the tiny model, a copy of that model elsewhere, and a model of other weights
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(json.dumps({"_id": "d1", "text": "the cat sat on the mat"}) + "\n")
+    built = CliRunner().invoke(app, ["index", "build", "--model", str(tiny_bert_dir), "--corpus", str(corpus), "--out", str(tmp_path / "idx")])
+    assert built.exit_code == 0, built.output
+    copy = shutil.copytree(tiny_bert_dir, tmp_path / "copy")
+    other = build_tiny_bert(tmp_path / "other", seed=1)
+    # When the server is given the index with the same weights by a relative path or from the copy
+    monkeypatch.chdir(tiny_bert_dir.parent)
+    for model in (tiny_bert_dir.name, str(copy)):
+        assert build_app(ServeConfig(model=model, index=tmp_path / "idx")).title
+    # Then it serves without a warning
+    assert "warning" not in capsys.readouterr().err
+    # When it is given the model of other weights, Then it refuses, naming both models
+    with pytest.raises(typer.Exit):
+        build_app(ServeConfig(model=str(other), index=tmp_path / "idx"))
+    assert "not the model the index was built with" in capsys.readouterr().err

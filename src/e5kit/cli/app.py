@@ -173,13 +173,13 @@ def runtime_failure(error: Exception) -> typer.Exit:
     return typer.Exit(code=EXIT_RUNTIME_FAILURE)
 
 
-def output_folder(path: Path, existing: tuple[str, ...] = ()) -> Path:
+def output_folder(path: Path, existing: tuple[str, ...] = (), replaces: str | None = None) -> Path:
     """``e5kit.io.files.writable_folder`` for a command: call it before loading a model, so an output folder
     that cannot be written is a one-line error (exit 2) naming it, not a traceback after the work."""
     from e5kit.io.files import OutputPathError, writable_folder
 
     try:
-        return writable_folder(path, existing)
+        return writable_folder(path, existing, replaces)
     except OutputPathError as error:
         raise fail(str(error)) from error
 

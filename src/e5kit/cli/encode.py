@@ -31,10 +31,11 @@ class InputFormat(str, Enum):
 
 
 MODEL_HELP = "Model directory (sentence-transformers or Hugging Face), bundled name, or Hub id."
-DEVICE_HELP = "Torch device, e.g. cpu or cuda:0 (default: cuda when present)."
+DEVICE_HELP = "Torch device, e.g. cpu or cuda:0 (default: cuda when present); onnx and openvino run on the CPU."
 DTYPE_HELP = (
     "float32, bfloat16, float16 (CUDA only), or auto (CPU: bfloat16 where the CPU has bf16 instructions and a "
-    "short timing shows it faster and faithful). Output is float32 either way."
+    "short timing shows it faster and faithful). Default: torch float32, openvino the precision its export chose; "
+    "refused for onnx (the graph fixes it) and auto (the record does). Output is float32 either way."
 )
 
 
@@ -55,8 +56,8 @@ def encode(
     batch_size: int = typer.Option(None, min=1, help="Texts per forward pass (default: 32 on torch, 8 on onnx)."),
     max_length: int = typer.Option(None, min=8, help="Token limit (default: the model's own)."),
     device: str = typer.Option(None, help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", help=DTYPE_HELP),
-    backend: Backend = typer.Option(Backend.torch, help=BACKEND_HELP + " --device and --dtype apply to torch only."),
+    dtype: str = typer.Option(None, help=DTYPE_HELP),
+    backend: Backend = typer.Option(Backend.torch, help=BACKEND_HELP),
 ) -> None:
     """Embed every text of a file (or of standard input) and save the matrix as .npy (row i = line i).
 
@@ -64,7 +65,7 @@ def encode(
     """
     import numpy as np
 
-    from e5kit.io.files import InputFormatError
+    from e5kit.io.files import AtomicFile, InputFormatError
     from e5kit.io.tables import read_texts
 
     try:
@@ -74,12 +75,9 @@ def encode(
     to_stdout = str(output) == "-"
     if not to_stdout:
         output_file(output)  # before the model loads: an unwritable output is a one-line error, not lost work
-    if backend is not Backend.torch:  # the export fixes precision and runs on the CPU
-        encoder = load_encoder(model, max_length=max_length, backend=backend.value)
-    else:
-        encoder = load_encoder(model, max_length=max_length, device=device, dtype=dtype)
-        if encoder.backend.precision_choice is not None:  # what --dtype auto chose, and the timing and fidelity it chose on
-            typer.echo(f"precision: {encoder.backend.precision_choice.precision} ({encoder.backend.precision_choice.reason})", err=True)
+    encoder = load_encoder(model, max_length=max_length, backend=backend.value, device=device, dtype=dtype)
+    if (choice := getattr(encoder.backend, "precision_choice", None)) is not None:  # what --dtype auto chose, and on what timing and fidelity
+        typer.echo(f"precision: {choice.precision} ({choice.reason})", err=True)
     role_name = role.value if role is not None else None
     try:
         encoder.prompt_for(role_name)  # a model with prompts needs a role: refuse before embedding anything
@@ -93,7 +91,9 @@ def encode(
         sys.stdout.buffer.flush()
     else:
         output.parent.mkdir(parents=True, exist_ok=True)
-        np.save(output, embeddings)
+        # Through a handle: np.save given a name without ".npy" would write to another path than the one reported.
+        with AtomicFile(output) as staged, staged.temporary.open("wb") as handle:
+            np.save(handle, embeddings)
     stats = encoder.last_stats
     # The report goes to standard error when the array goes to standard output.
     typer.echo(

@@ -109,9 +109,7 @@ def _run(task: str, config_path: Path | None, sets: list[str] | None, force: boo
             raise fail(str(error)) from error
 
     def load(name: str):
-        if config.backend != "torch":  # the export fixes precision and runs on the CPU
-            return load_encoder(name, max_length=config.max_length, backend=config.backend)
-        return load_encoder(name, max_length=config.max_length, device=config.device, dtype=config.dtype)
+        return load_encoder(name, max_length=config.max_length, backend=config.backend, device=config.device, dtype=config.dtype)
 
     if config.mteb_results is not None:
         output_folder(config.mteb_results)

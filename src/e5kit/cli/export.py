@@ -4,12 +4,13 @@ faithful one recorded), each checked against fp32 torch."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 
 import typer
 
-from e5kit.cli.app import app, fail, load_encoder
+from e5kit.cli.app import app, fail, load_encoder, output_folder
 from e5kit.export.check import BATCH_CHECK_TEXTS
 
 export_app = typer.Typer(help="Export a model for other runtimes.", no_args_is_help=True)
@@ -60,24 +61,22 @@ def onnx(
     from e5kit.encoder import Encoder
     from e5kit.encoder.precision import cpu_description
     from e5kit.export.onnx import export_onnx
-    from e5kit.io.files import OutputPathError
 
-    encoder, card = _source(model)
-    calibration_texts = _calibration_texts(calibration if quantize is Quantize.int8 else None)
+    encoder, card, calibration_texts = _prepare(model, out, quantize, calibration, reduce_range, eval_data)
     typer.echo(f"exporting {model} to {out} (quantize: {quantize.value}{_weight_range(quantize, reduce_range)}) on {cpu_description()} ...")
-    try:
+
+    def verify(staged) -> list[str]:
+        candidates = [Encoder.load(staged.model_dir, backend="onnx", file_name=path.name) for path in staged.files.values()]
+        failures = _check_fidelity(encoder, candidates, check_texts_count)
+        if eval_data is not None:
+            failures += _compare_retrieval(encoder, [Encoder.load(staged.model_dir, backend="onnx")], eval_data)
+        return failures
+
+    with _export_errors(out):
         exported = export_onnx(
             encoder, out, quantize=quantize.value, opset=opset, reduce_range=reduce_range,
-            calibration=calibration_texts, calibration_source=calibration and calibration.name, model_card=card,
+            calibration=calibration_texts, calibration_source=calibration and calibration.name, model_card=card, verify=verify,
         )
-    except OutputPathError as error:
-        raise fail(str(error)) from error
-    candidates = [Encoder.load(exported.model_dir, backend="onnx", file_name=path.name) for path in exported.files.values()]
-    failures = _check_fidelity(encoder, candidates, check_texts_count)
-    if eval_data is not None:
-        failures += _compare_retrieval(encoder, [Encoder.load(exported.model_dir, backend="onnx")], eval_data)
-    if failures:
-        raise fail("export fidelity check failed: " + "; ".join(failures))
     typer.echo(f"ok: load with Encoder.load({str(exported.model_dir)!r}, backend='onnx') (uses {exported.default.name})")
     typer.echo(f"    or SentenceTransformer({str(exported.model_dir)!r}, backend='onnx') (uses onnx/{exported.files['fp32'].name})")
 
@@ -125,38 +124,36 @@ def openvino(
     from e5kit.encoder import Encoder
     from e5kit.encoder.precision import cpu_description, has_bf16
     from e5kit.export.openvino import export_openvino
-    from e5kit.io.files import OutputPathError
 
     if importlib.util.find_spec("openvino") is None:  # before the model loads
         raise fail("the openvino export needs OpenVINO's runtime: pip install 'e5kit[openvino]'")
     if full_int8 and quantize is not Quantize.int8:
         raise fail("--full-int8 needs --quantize int8")
-    encoder, card = _source(model)
-    calibration_texts = _calibration_texts(calibration if quantize is Quantize.int8 else None)
+    encoder, card, calibration_texts = _prepare(model, out, quantize, calibration, reduce_range, eval_data)
     typer.echo(
         f"exporting {model} to {out} (OpenVINO IR, quantize: {quantize.value}{_weight_range(quantize, reduce_range)}, precision: {dtype.value}) "
         f"on {cpu_description()} ..."
     )
-    try:
+
+    def verify(staged) -> list[str]:
+        typer.echo(f"{staged.default.name}: runs at {staged.choice.precision} ({staged.choice.reason})")
+        precisions = ["float32", "bfloat16"] if has_bf16() else ["float32"]
+        candidates = [
+            Encoder.load(staged.model_dir, backend="openvino", file_name=path.name, dtype=precision)
+            for path in staged.files.values() for precision in precisions
+        ]
+        failures = _check_fidelity(encoder, candidates, check_texts_count)
+        if eval_data is not None:
+            # Every int8 IR, each at the recorded precision: --full-int8's is held to the same drop.
+            int8 = [Encoder.load(staged.model_dir, backend="openvino", file_name=path.name) for key, path in staged.files.items() if key != "fp32"]
+            failures += _compare_retrieval(encoder, int8 or [Encoder.load(staged.model_dir, backend="openvino")], eval_data)
+        return failures
+
+    with _export_errors(out):
         exported = export_openvino(
             encoder, out, dtype=dtype.value, quantize=quantize.value, full_int8=full_int8, opset=opset, reduce_range=reduce_range,
-            calibration=calibration_texts, calibration_source=calibration and calibration.name, model_card=card,
+            calibration=calibration_texts, calibration_source=calibration and calibration.name, model_card=card, verify=verify,
         )
-    except OutputPathError as error:
-        raise fail(str(error)) from error
-    typer.echo(f"{exported.default}: runs at {exported.choice.precision} ({exported.choice.reason})")
-    precisions = ["float32", "bfloat16"] if has_bf16() else ["float32"]
-    candidates = [
-        Encoder.load(exported.model_dir, backend="openvino", file_name=path.name, dtype=precision)
-        for path in exported.files.values() for precision in precisions
-    ]
-    failures = _check_fidelity(encoder, candidates, check_texts_count)
-    if eval_data is not None:
-        # Every int8 IR, each at the recorded precision: --full-int8's is held to the same drop.
-        int8 = [Encoder.load(exported.model_dir, backend="openvino", file_name=path.name) for key, path in exported.files.items() if key != "fp32"]
-        failures += _compare_retrieval(encoder, int8 or [Encoder.load(exported.model_dir, backend="openvino")], eval_data)
-    if failures:
-        raise fail("export fidelity check failed: " + "; ".join(failures))
     typer.echo(f"ok: load with Encoder.load({str(exported.model_dir)!r}, backend='openvino') (uses {exported.default.name} at {exported.choice.precision})")
 
 
@@ -165,7 +162,8 @@ def auto(
     model: str = typer.Option(..., "--model", "-m", help="Model directory, bundled name, or Hub id."),
     out: Path = typer.Option(..., "--out", "-o", help="Output: a sentence-transformers directory with onnx/, openvino/ and e5kit_backend.json."),
     calibration: Path = typer.Option(None, help=CALIBRATION_HELP),
-    threads: int = typer.Option(None, min=1, help="ONNX Runtime / OpenVINO threads to time with, as the server will run (default: one per physical core)."),
+    reduce_range: bool = typer.Option(None, "--reduce-range/--no-reduce-range", help=REDUCE_RANGE_HELP, show_default=False),
+    threads: int = typer.Option(None, min=1, help="Inference threads every candidate is timed with, as the server will run them (`serve --threads`; default: each runtime's own, one per physical core)."),
     rounds: int = typer.Option(3, min=1, help="Timed rounds per candidate, interleaved (the best counts)."),
     opset: int = typer.Option(18, min=14, help="ONNX opset."),
     check_texts_count: int = typer.Option(256, "--check-texts", min=16, help=CHECK_TEXTS_HELP),
@@ -188,21 +186,21 @@ def auto(
     from e5kit.encoder.model_format import BACKEND_RECORD
     from e5kit.encoder.precision import cpu_description
     from e5kit.export.auto import export_auto
-    from e5kit.io.files import OutputPathError
 
-    encoder, card = _source(model)
-    calibration_texts = _calibration_texts(calibration)
+    encoder, card, calibration_texts = _prepare(model, out, Quantize.int8, calibration, reduce_range, eval_data)
     typer.echo(
-        f"exporting {model} to {out} (ONNX and OpenVINO, int8 calibrated{_weight_range(Quantize.int8, None)}) "
+        f"exporting {model} to {out} (ONNX and OpenVINO, int8 calibrated{_weight_range(Quantize.int8, reduce_range)}) "
         f"and measuring every backend on {cpu_description()} ..."
     )
-    try:
+
+    def verify(staged) -> list[str]:
+        return [] if eval_data is None else _compare_retrieval(encoder, [Encoder.load(staged.model_dir, backend="auto")], eval_data)
+
+    with _export_errors(out):
         exported = export_auto(
             encoder, out, calibration=calibration_texts, calibration_source=calibration and calibration.name, opset=opset,
-            model_card=card, check_texts_count=check_texts_count, threads=threads, rounds=rounds,
+            model_card=card, check_texts_count=check_texts_count, threads=threads, rounds=rounds, reduce_range=reduce_range, verify=verify,
         )
-    except OutputPathError as error:
-        raise fail(str(error)) from error
     timing = exported.record["timing"]
     typer.echo(f"texts/s: best of {timing['rounds']} interleaved rounds of {timing['texts']} texts, threads {timing['threads']} "
                f"(torch {timing['torch_threads']}); cosines over {check_texts_count} texts")
@@ -214,10 +212,6 @@ def auto(
             continue
         verdict = "; ".join(fidelity.failures()) or ("chosen" if candidate is exported.chosen else "ok")
         typer.echo(f"{candidate.label:<28}{candidate.texts_per_second:>9.1f}{fidelity.mean:>10.5f}{fidelity.min:>9.5f}{fidelity.batch_min:>11.6f}  {verdict}")
-    if eval_data is not None:
-        failures = _compare_retrieval(encoder, [Encoder.load(exported.model_dir, backend="auto")], eval_data)
-        if failures:
-            raise fail("export fidelity check failed: " + "; ".join(failures))
     typer.echo(f"ok: {exported.model_dir / BACKEND_RECORD} records {exported.chosen.label}; "
                f"load with Encoder.load({str(exported.model_dir)!r}, backend='auto') or --backend auto")
 
@@ -225,14 +219,12 @@ def auto(
 def _check_fidelity(reference, candidates: list, count: int) -> list[str]:
     """Print each candidate Encoder's fidelity to ``reference`` (torch fp32) on ``count`` real texts
     (``e5kit.export.check.measure_fidelity``); returns the failures against its bounds."""
-    from e5kit.export.check import check_texts, measure_fidelity
+    from e5kit.export.check import Reference, measure_fidelity
 
-    texts = check_texts(count)
-    role = "passage" if "passage" in reference.prompts else None
-    expected = reference.encode(texts, role=role)
+    expected = Reference.of(reference, count)
     failures = []
     for candidate in candidates:
-        fidelity = measure_fidelity(expected, candidate, texts, role)
+        fidelity = measure_fidelity(expected, candidate)
         name = f"{candidate.backend.file.name} ({getattr(candidate.backend, 'precision', candidate.dtype)})"
         typer.echo(f"{name}: cosine to torch fp32 over {fidelity.texts} texts: mean {fidelity.mean:.5f}, min {fidelity.min:.5f}")
         typer.echo(f"{name}: cosine alone vs in one batch over {min(fidelity.texts, BATCH_CHECK_TEXTS)} texts of spread lengths: min {fidelity.batch_min:.6f}")
@@ -253,12 +245,37 @@ def _weight_range(quantize: Quantize, reduce_range: bool | None) -> str:
     return ", int8 weights: 8-bit range, as this CPU has VNNI or AMX (pass --reduce-range for CPUs without)"
 
 
-def _source(model: str):
-    """The torch fp32 Encoder of ``model`` and its README.md (an export keeps its source's card: licence, base model, scores)."""
+def _prepare(model: str, out: Path, quantize: Quantize, calibration: Path | None, reduce_range: bool | None, eval_data: Path | None):
+    """Check an export's options and output, then load its source: the torch fp32 Encoder of ``model``, its
+    README.md (an export keeps its source's card: licence, base model, scores) and the calibration texts.
+
+    Every check that can fail runs before the model loads, each a one-line error (exit 2).
+    """
     from e5kit.hub import resolve_model_dir
 
+    if quantize is not Quantize.int8 and (calibration is not None or reduce_range is not None):
+        raise fail("--calibration and --reduce-range apply to int8 weights; drop them or export with --quantize int8")
+    if eval_data is not None and not eval_data.is_dir():
+        raise fail(f"{eval_data}: no such BEIR folder (--eval-data)")
+    output_folder(out, replaces="config.json")
+    calibration_texts = _calibration_texts(calibration)
+    encoder = load_encoder(model, device="cpu")
     card = resolve_model_dir(model) / "README.md"
-    return load_encoder(model, device="cpu"), card.read_text(encoding="utf-8") if card.is_file() else None
+    return encoder, card.read_text(encoding="utf-8") if card.is_file() else None, calibration_texts
+
+
+@contextmanager
+def _export_errors(out: Path):
+    """An export's output or fidelity failure as a one-line error (exit 2); a failed check leaves ``out`` as it was."""
+    from e5kit.export.check import ExportCheckError
+    from e5kit.io.files import OutputPathError
+
+    try:
+        yield
+    except OutputPathError as error:
+        raise fail(str(error)) from error
+    except ExportCheckError as error:
+        raise fail(f"{error} (nothing written: {out} is as it was)") from error
 
 
 def _calibration_texts(path: Path | None) -> list[str] | None:

@@ -40,6 +40,7 @@ def serve(
     api_key: str = config_option(ServeConfig, "api_key", note="Without either, no auth."),
     max_batch_size: int = config_option(ServeConfig, "max_batch_size"),
     max_wait_ms: float = config_option(ServeConfig, "max_wait_ms"),
+    warmup_max_length: int = config_option(ServeConfig, "warmup_max_length"),
     max_items: int = config_option(ServeConfig, "max_items"),
     max_chars: int = config_option(ServeConfig, "max_chars"),
     max_body_bytes: int = config_option(ServeConfig, "max_body_bytes"),
@@ -57,7 +58,7 @@ def serve(
 
     options = dict(
         model=model, index=index, backend=backend, threads=threads, host=host, port=port, api_key=api_key or os.environ.get("E5KIT_API_KEY"),
-        max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_items=max_items, max_chars=max_chars,
+        max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, warmup_max_length=warmup_max_length, max_items=max_items, max_chars=max_chars,
         max_body_bytes=max_body_bytes, default_input_type=default_input_type.value if default_input_type else None,
     )
     try:
@@ -70,24 +71,28 @@ def serve(
 
 
 def build_app(settings):
-    """Load the model (and index) named by ``settings`` and build the app; clean errors for bad paths."""
-    from e5kit.serving.app import create_app
-    from e5kit.serving.index import IndexStoreError, StoredIndex, VectorIndex
+    """Load the model (and index) named by ``settings`` and build the app; clean errors for bad paths.
 
-    stored = None
-    if settings.index is not None:
-        settings_file = settings.index / "index.json"
-        if not settings_file.is_file():
-            raise fail(f"{settings.index}: not an index (no index.json); build one with `e5kit index build`")
-        stored = StoredIndex.model_validate_json(settings_file.read_text(encoding="utf-8"))
-    model = settings.model or (stored.model if stored else DEFAULT_MODEL)
-    encoder = load_encoder(model, backend=settings.backend, threads=settings.threads)
-    index = None
-    if settings.index is not None:
-        try:
-            index = VectorIndex.open(settings.index, encoder=encoder)
-        except IndexStoreError as error:
-            raise fail(str(error)) from error
-        if model != stored.model:
-            typer.secho(f"warning: the index was built with {stored.model}; serving {model}", err=True, fg=typer.colors.YELLOW)
+    With an index, the model, backend and similarity default to those it was built with, and another
+    model is refused (``StoredIndex.check_model``): its queries would not match the stored vectors.
+    """
+    from e5kit.serving.app import create_app
+    from e5kit.serving.index import IndexStoreError, VectorIndex, read_stored
+
+    if settings.index is None:
+        model = settings.model or DEFAULT_MODEL
+        encoder = load_encoder(model, backend=settings.backend or "torch", threads=settings.threads)
+        return create_app(encoder, settings, index=None, model_name=Path(model).name)
+    try:
+        stored = read_stored(settings.index)
+        model = settings.model or stored.model
+        if warning := stored.check_model(model):
+            typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+    except IndexStoreError as error:
+        raise fail(str(error)) from error
+    encoder = load_encoder(model, backend=settings.backend or stored.backend, threads=settings.threads, similarity_fn_name=stored.similarity_fn_name)
+    try:
+        index = VectorIndex.open(settings.index, encoder=encoder)
+    except IndexStoreError as error:
+        raise fail(str(error)) from error
     return create_app(encoder, settings, index=index, model_name=Path(model).name)

@@ -76,6 +76,15 @@ class Backend(Protocol):
         """``Encoder.load`` arguments that load this backend again as it runs (backend, file, precision), for another process."""
 
 
+def normalize_rows(embeddings: np.ndarray) -> np.ndarray:
+    """(batch, dim) float32 -> the same rows L2-normalised, in place (and returned).
+
+    Uses ``torch.nn.functional.normalize``'s epsilon (1e-12), so every backend agrees on zero vectors.
+    """
+    embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    return embeddings
+
+
 def auto_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

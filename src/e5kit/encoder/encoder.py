@@ -144,12 +144,12 @@ class Encoder:
         Args:
             dtype: torch: "float32" (default), "float16" (CUDA only), "bfloat16" or "auto" (see
                 ``TorchBackend``); openvino: the inference precision, "float32", "bfloat16" or "auto"
-                (default: the one ``e5kit export openvino`` chose and recorded); onnx: not used (the
+                (default: the one ``e5kit export openvino`` chose and recorded); onnx: refused (the
                 graph fixes its precision).
             backend: "torch"; "onnx" for a directory written by ``e5kit export onnx`` (CPU inference
-                with ONNX Runtime; ``device`` does not apply); "openvino" for one written by
+                with ONNX Runtime; ``device`` only "cpu"); "openvino" for one written by
                 ``e5kit export openvino``, or the fp32 graph of an ONNX export (CPU inference with
-                OpenVINO, ``pip install 'e5kit[openvino]'``; ``device`` does not apply); "auto" for the
+                OpenVINO, ``pip install 'e5kit[openvino]'``; ``device`` only "cpu"); "auto" for the
                 backend, file and precision ``e5kit export auto`` measured fastest and recorded in the
                 folder (``model_format.BACKEND_RECORD``; ``file_name`` and ``dtype`` then come from the
                 record), torch for a folder without that record.
@@ -161,19 +161,21 @@ class Encoder:
         Raises:
             FileNotFoundError: the model cannot be found locally or downloaded.
             model_format.ModelDirectoryError: a required file is missing or malformed (it is named).
-            ValueError: an unknown backend or dtype, or an option the backend does not take.
+            ValueError: an unknown backend or dtype, or an option the backend does not take (dtype
+                for onnx, file_name for torch, either for auto, a device other than the CPU for
+                onnx and openvino).
             ImportError: backend "openvino" without the openvino package.
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        _check_backend_options(backend, file_name=file_name, dtype=dtype)
         root = resolve_model_dir(name_or_path)
         spec = model_format.read_model_dir(root)
         if backend == "auto":
-            if file_name is not None or dtype is not None:
-                raise ValueError("backend='auto' takes the file and precision e5kit export auto recorded; pass a backend to choose them")
-            backend, file_name, dtype = _recorded_backend(root)
-        if backend == "torch" and file_name is not None:
-            raise ValueError("file_name applies to backend='onnx' or 'openvino' only")
+            backend, file_name, recorded_dtype = _recorded_backend(root)
+            dtype = recorded_dtype if backend != "onnx" else None
+        if backend != "torch" and device is not None and str(device).split(":")[0] != "cpu":
+            raise ValueError(f"backend={backend!r} runs on the CPU; device={str(device)!r} applies to backend='torch' only")
         if backend == "onnx":
             from e5kit.encoder.onnx_backend import OnnxBackend
 
@@ -302,7 +304,10 @@ class Encoder:
         Raises:
             ValueError: when the model has prompts and ``role`` is missing or unknown, so a caller
                 cannot silently embed E5 inputs without their prefix.
+            TypeError: ``role`` is not a string (``encode(texts, 8)`` meant ``batch_size=8``).
         """
+        if role is not None and not isinstance(role, str):
+            raise TypeError(f"role must be a string or None, got {type(role).__name__} {role!r} (batch_size and the other options are keyword-only)")
         if role == NO_PROMPT or not self.prompts:
             return ""
         role = ROLE_ALIASES.get(role, role) if role is not None else None
@@ -507,6 +512,16 @@ class Encoder:
         return self.backend.forward(input_ids, attention_mask, normalize=normalize)
 
 
+def _check_backend_options(backend: str, *, file_name: str | None, dtype: str | None) -> None:
+    """Refuse an ``Encoder.load`` option the backend would not use, rather than drop it silently."""
+    if backend == "auto" and (file_name is not None or dtype is not None):
+        raise ValueError("backend='auto' takes the file and precision e5kit export auto recorded; pass a backend to choose them")
+    if backend == "torch" and file_name is not None:
+        raise ValueError("file_name applies to backend='onnx' or 'openvino' only")
+    if backend == "onnx" and dtype is not None:
+        raise ValueError(f"dtype={dtype!r} does not apply to backend='onnx': the exported graph fixes its precision (choose the graph with file_name)")
+
+
 def _recorded_backend(root: Path) -> tuple[str, str | None, str | None]:
     """(backend, file_name, dtype) that ``e5kit export auto`` recorded in ``root``; torch float32 without a record.
 
@@ -517,7 +532,7 @@ def _recorded_backend(root: Path) -> tuple[str, str | None, str | None]:
     if record is None:
         logger.info("%s: no %s (from e5kit export auto); backend auto runs torch", root, model_format.BACKEND_RECORD)
         return "torch", None, None
-    if record.get("cpu") != cpu_description():
+    if record["cpu"] != cpu_description():
         logger.warning("%s: the backend was chosen on %s; this machine is %s: run e5kit export auto here to measure again",
-                       root / model_format.BACKEND_RECORD, record.get("cpu"), cpu_description())
-    return record["backend"], record.get("file_name"), record.get("dtype")
+                       root / model_format.BACKEND_RECORD, record["cpu"], cpu_description())
+    return record["backend"], record["file_name"], record["dtype"]

@@ -20,10 +20,14 @@ installed sentence-transformers and compares the embeddings).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 #: E5's role prefixes, used for plain Hugging Face checkpoints (E5 initialises from BERT).
 E5_PROMPTS: dict[str, str] = {"query": "query: ", "passage": "passage: "}
@@ -66,6 +70,52 @@ _LEGACY_POOLING_KEYS = {
     "pooling_mode_weightedmean_tokens": "weightedmean",
     "pooling_mode_lasttoken": "lasttoken",
 }
+# Each sentence-transformers module setting below is honoured exactly, or refused with the file and
+# field named: a model e5kit loads embeds as SentenceTransformer(path) embeds it. Fields a module does
+# not know are refused too, as sentence-transformers' Pooling and Transformer refuse them.
+#: Pooling config fields besides the honoured values' below: the mode (``pooling_mode``, or the legacy
+#: flags, read by ``_pooling_from_config``) and the declared size, which changes no vector.
+_POOLING_FIELDS = ("pooling_mode", *_LEGACY_POOLING_KEYS, "word_embedding_dimension", "embedding_dimension")
+#: Pooling config values e5kit honours. ``include_prompt`` false leaves the prompt's tokens out of the
+#: pooling; the exported ONNX and OpenVINO graphs pool inside, over every token the model attends to.
+_POOLING_VALUES: dict[str, tuple[Any, ...]] = {"include_prompt": (True,)}
+#: Where sentence-transformers reads a Transformer module's settings: the first of these files that
+#: holds any (the others are names older versions wrote).
+TRANSFORMER_CONFIG_FILES = (
+    "sentence_bert_config.json",
+    "sentence_roberta_config.json",
+    "sentence_distilbert_config.json",
+    "sentence_camembert_config.json",
+    "sentence_albert_config.json",
+    "sentence_xlm-roberta_config.json",
+    "sentence_xlnet_config.json",
+)
+#: Transformer config fields besides the honoured values' below: the token limit (read), ``do_lower_case``
+#: (``_check_lower_case``), and ``unpad_inputs``, which runs the same pooling on flash attention's
+#: unpadded batches.
+_TRANSFORMER_FIELDS = ("max_seq_length", "do_lower_case", "unpad_inputs")
+#: Transformer config values e5kit honours, sentence-transformers' defaults for a text encoder: the
+#: text alone, tokenised by the model's tokenizer and truncated at the token limit whatever the role,
+#: through the forward pass, whose last hidden state is pooled.
+_TRANSFORMER_VALUES: dict[str, tuple[Any, ...]] = {
+    "transformer_task": ("feature-extraction",),
+    "modality_config": ({"text": {"method": "forward", "method_output_name": "last_hidden_state"}},),
+    "module_output_name": ("token_embeddings",),
+    "processing_kwargs": (None, {}),
+    "query_length": (None,),
+    "document_length": (None,),
+    "query_expansion": (None,),
+    # Arguments sentence-transformers passes to from_pretrained: honoured when empty (as saved by most models).
+    "model_args": (None, {}),
+    "tokenizer_args": (None, {}),
+    "config_args": (None, {}),
+}
+#: Normalize config values e5kit honours: normalising the pooled vector. sentence-transformers ignores
+#: the fields Normalize does not know, and so does e5kit.
+_NORMALIZE_VALUES: dict[str, tuple[Any, ...]] = {
+    "module_input_name": ("sentence_embedding",),
+    "module_output_name": (None, "sentence_embedding"),
+}
 
 
 class ModelDirectoryError(ValueError):
@@ -105,6 +155,63 @@ def read_json(path: Path) -> Any:
         ) from error
 
 
+def read_record(path: Path, schema: type[BaseModel], remedy: str) -> dict[str, Any]:
+    """The JSON object in ``path`` (a manifest or record an e5kit export wrote), checked against ``schema``.
+
+    Args:
+        schema: A pydantic model of the fields loading relies on; fields it does not declare are kept.
+        remedy: What the error tells the user to do, e.g. "export again".
+
+    Returns:
+        The object with ``schema``'s defaults filled in.
+
+    Raises:
+        ModelDirectoryError: the file is not valid JSON, not an object, or a field is missing or of the
+            wrong type (the file and the field are named).
+    """
+    data = read_json(path)
+    try:
+        return schema.model_validate(data).model_dump()
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = f"field {'.'.join(str(part) for part in first['loc'])!r}" if first["loc"] else "expected a JSON object"
+        raise ModelDirectoryError(f"{path}: {where}: {first['msg']}; {remedy}") from None
+
+
+class BackendRecordSchema(BaseModel):
+    """The fields of ``BACKEND_RECORD`` that ``Encoder.load(backend="auto")`` reads."""
+
+    model_config = ConfigDict(extra="allow")
+    backend: Literal["torch", "onnx", "openvino"]
+    file_name: str | None = None
+    dtype: str | None = None
+    cpu: str | None = None
+
+
+def files_sha256(prefix: str, files: list[Path]) -> str:
+    """SHA-256 of ``prefix`` then the bytes of ``files`` in order, read in 1 MiB blocks (an exported
+    model's fingerprint: the prefix keeps backends and precisions from sharing cache entries)."""
+    digest = hashlib.sha256(prefix.encode())
+    for file in files:
+        with file.open("rb") as stream:
+            while block := stream.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(root: Path) -> str:
+    """SHA-256 over the weight files (``WEIGHT_FILES`` and their shards) of the model in ``root``:
+    equal for two folders exactly when they hold the same weights, whichever backend runs them.
+
+    Raises:
+        ModelDirectoryError: ``root`` is not a model directory (see ``read_model_dir``).
+    """
+    folder = read_model_dir(root).transformer_dir
+    shard = re.compile(r"(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)")
+    files = sorted(path for path in folder.iterdir() if path.name in WEIGHT_FILES or shard.fullmatch(path.name))
+    return files_sha256("weights:", files)
+
+
 def _require_files(folder: Path, names: tuple[str, ...], what: str) -> None:
     if not any((folder / name).is_file() for name in names):
         present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
@@ -125,8 +232,34 @@ def check_transformer_dir(folder: Path) -> None:
     _require_files(folder, TOKENIZER_FILES, "tokenizer")
 
 
-def _pooling_from_config(path: Path) -> str:
+def _read_settings(path: Path, values: dict[str, tuple[Any, ...]], fields: tuple[str, ...] | None) -> dict[str, Any]:
+    """The JSON object of a module's config file, once every field in it is one e5kit honours.
+
+    Args:
+        values: Fields e5kit honours only at the listed values.
+        fields: The module's other fields; None: the module ignores fields it does not know.
+
+    Raises:
+        ModelDirectoryError: naming the file and the first field refused.
+    """
     config = read_json(path)
+    if not isinstance(config, dict):
+        raise ModelDirectoryError(f"{path}: expected a JSON object")
+    if fields is not None:
+        known = [*fields, *values]
+        for name in config:
+            if name not in known:
+                raise ModelDirectoryError(f"{path}: field {name!r} is not supported (supported: {', '.join(known)})")
+    for name, allowed in values.items():
+        if name in config and config[name] not in allowed:
+            raise ModelDirectoryError(
+                f"{path}: {name} {json.dumps(config[name])} is not supported (supported: {' or '.join(json.dumps(value) for value in allowed)})"
+            )
+    return config
+
+
+def _pooling_from_config(path: Path) -> str:
+    config = _read_settings(path, _POOLING_VALUES, _POOLING_FIELDS)
     if "pooling_mode" in config:  # sentence-transformers >= 6
         mode = config["pooling_mode"]
         mode = mode[0] if isinstance(mode, list) and len(mode) == 1 else mode
@@ -140,6 +273,43 @@ def _pooling_from_config(path: Path) -> str:
     return mode
 
 
+def _max_length_from_transformer_config(folder: Path) -> int | None:
+    """``max_seq_length`` of the Transformer module's settings in ``folder`` (``TRANSFORMER_CONFIG_FILES``),
+    None when it has none, once every setting there is one e5kit honours."""
+    for name in TRANSFORMER_CONFIG_FILES:
+        path = folder / name
+        config = _read_settings(path, _TRANSFORMER_VALUES, _TRANSFORMER_FIELDS) if path.is_file() else {}
+        if config:
+            if config.get("do_lower_case"):
+                _check_lower_case(path, folder)
+            return config.get("max_seq_length")
+    return None
+
+
+def _check_lower_case(path: Path, folder: Path) -> None:
+    """Refuse ``do_lower_case`` unless the tokenizer in ``folder`` lowercases every text itself.
+
+    sentence-transformers honours it by putting a Lowercase step in front of the tokenizer's
+    normaliser (unless the normaliser holds one already), while e5kit tokenises with the tokenizer as
+    saved; both give the same tokens when the normaliser holds a Lowercase step, or is an uncased
+    BERT's, which lowercases after stripping accents, so that lowercasing first changes nothing.
+    """
+    from tokenizers import normalizers
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    normalizer = tokenizer.backend_tokenizer.normalizer if tokenizer.is_fast else None
+    steps = list(normalizer) if isinstance(normalizer, normalizers.Sequence) else [normalizer]
+    if not (
+        any(isinstance(step, normalizers.Lowercase) for step in steps)
+        or (isinstance(normalizer, normalizers.BertNormalizer) and normalizer.lowercase)
+    ):
+        raise ModelDirectoryError(
+            f"{path}: do_lower_case true is not supported with this tokenizer, which keeps case "
+            "(sentence-transformers lowercases the texts; e5kit tokenises them as the tokenizer does)"
+        )
+
+
 def _max_length_from_tokenizer(folder: Path) -> int | None:
     config_path = folder / "tokenizer_config.json"
     if not config_path.is_file():
@@ -150,25 +320,21 @@ def _max_length_from_tokenizer(folder: Path) -> int | None:
 
 
 def read_backend_record(root: Path) -> dict | None:
-    """``root``'s ``BACKEND_RECORD`` (keys backend, file_name, dtype, cpu, ...), or None when it has none.
+    """``root``'s ``BACKEND_RECORD`` (keys of ``BackendRecordSchema``, and the measurements), or None when it has none.
 
     Raises:
-        ModelDirectoryError: the record is not valid JSON or lacks "backend" (it is named).
+        ModelDirectoryError: the record is not valid JSON, or a field is missing or wrong (it is named).
     """
     path = root / BACKEND_RECORD
-    if not path.is_file():
-        return None
-    record = read_json(path)
-    if not isinstance(record, dict) or "backend" not in record:
-        raise ModelDirectoryError(f"{path}: no 'backend' field; run e5kit export auto again")
-    return record
+    return read_record(path, BackendRecordSchema, "run e5kit export auto again") if path.is_file() else None
 
 
 def read_model_dir(root: Path) -> ModelSpec:
     """Describe the model in ``root`` (sentence-transformers or plain Hugging Face layout).
 
     Raises:
-        ModelDirectoryError: if a required file is missing or malformed, naming it.
+        ModelDirectoryError: if a required file is missing or malformed, naming it, or a module's
+            setting is one e5kit would not embed with as sentence-transformers does (file and field named).
     """
     if not root.is_dir():
         raise ModelDirectoryError(f"{root}: not a directory")
@@ -197,6 +363,8 @@ def read_model_dir(root: Path) -> ModelSpec:
                 raise ModelDirectoryError(f"{config_path}: missing (modules.json lists a Pooling module at index {index})")
             spec.pooling, seen_pooling = _pooling_from_config(config_path), True
         elif kind == "Normalize":
+            if (folder / "config.json").is_file():  # written by sentence-transformers >= 6
+                _read_settings(folder / "config.json", _NORMALIZE_VALUES, fields=None)
             has_normalize = True
         else:
             raise ModelDirectoryError(
@@ -209,9 +377,7 @@ def read_model_dir(root: Path) -> ModelSpec:
         raise ModelDirectoryError(f"{modules_path}: lists no Pooling module")
     check_transformer_dir(spec.transformer_dir)
 
-    st_config_path = spec.transformer_dir / "sentence_bert_config.json"
-    legacy_limit = read_json(st_config_path).get("max_seq_length") if st_config_path.is_file() else None
-    spec.max_length = legacy_limit or _max_length_from_tokenizer(spec.transformer_dir)
+    spec.max_length = _max_length_from_transformer_config(spec.transformer_dir) or _max_length_from_tokenizer(spec.transformer_dir)
 
     st_config_path = root / "config_sentence_transformers.json"
     st_config = read_json(st_config_path) if st_config_path.is_file() else {}

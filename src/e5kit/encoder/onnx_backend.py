@@ -7,14 +7,16 @@ manifest (``onnx/e5kit_onnx.json``) are shared with the export through the const
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from e5kit.encoder import model_format
+from e5kit.encoder.backend import normalize_rows
 from e5kit.encoder.precision import int8_range_warning
 
 logger = logging.getLogger(__name__)
@@ -33,18 +35,32 @@ OUTPUT_NAME = "sentence_embedding"
 #: Graph rewrites ONNX Runtime would apply at load time that make the CPU run slower (see
 #: ``e5kit.export.onnx.fuse_operators``).
 SLOWER_FUSIONS = ["SkipLayerNormFusion"]
-_HASH_BLOCK = 1 << 20
+
+
+class OnnxManifest(BaseModel):
+    """The fields of ``onnx/e5kit_onnx.json`` that loading reads (``e5kit.export.onnx`` writes more)."""
+
+    model_config = ConfigDict(extra="allow")
+    default: str
+    #: file name -> its weights' precision
+    files: dict[str, Literal["fp32", "int8"]]
+    pooling: str
 
 
 def read_manifest(model_dir: Path) -> dict:
-    """The ``onnx/e5kit_onnx.json`` of an exported model, with an actionable error when absent."""
+    """The ``onnx/e5kit_onnx.json`` of an exported model (``OnnxManifest``'s fields checked).
+
+    Raises:
+        model_format.ModelDirectoryError: the manifest is absent (with the command that makes one),
+            malformed, or a field is missing or wrong (the file and field are named).
+    """
     path = model_dir / ONNX_FOLDER / MANIFEST
     if not path.is_file():
         raise model_format.ModelDirectoryError(
             f"{path}: missing; {model_dir} has no e5kit ONNX export. "
             f"Create one with: e5kit export onnx --model {model_dir} --out DIR"
         )
-    return model_format.read_json(path)
+    return model_format.read_record(path, OnnxManifest, "export again")
 
 
 def session_for(path: Path, threads: int | None = None, *, runtime_graph: Path | None = None, profile: bool = False):
@@ -111,8 +127,9 @@ class OnnxBackend:
             threads: ONNX Runtime intra-op threads (default: one per physical core).
 
         Raises:
-            model_format.ModelDirectoryError: the directory has no ONNX export, the graph pools
-                differently from the directory, or the named file is missing.
+            model_format.ModelDirectoryError: the directory has no ONNX export or a malformed
+                manifest, the graph pools differently from the directory, or the named file is not
+                listed, missing or unreadable (it is named).
         """
         from transformers import AutoConfig
 
@@ -122,14 +139,25 @@ class OnnxBackend:
                 f"{root / ONNX_FOLDER / MANIFEST}: the graph pools with {manifest.get('pooling')!r} but the model "
                 f"directory says {spec.pooling!r}; export again"
             )
-        file = root / ONNX_FOLDER / (file_name or manifest["default"])
+        name = file_name or manifest["default"]
+        if name not in manifest["files"]:
+            raise model_format.ModelDirectoryError(
+                f"{root / ONNX_FOLDER / MANIFEST}: lists no ONNX file {name!r} (it has {', '.join(sorted(manifest['files']))})"
+            )
+        file = root / ONNX_FOLDER / name
         if not file.is_file():
             raise model_format.ModelDirectoryError(f"{file}: no such ONNX file (the manifest lists {', '.join(manifest['files'])})")
-        dtype = "int8" if manifest["files"].get(file.name) == "int8" else "float32"
+        dtype = "int8" if manifest["files"][name] == "int8" else "float32"
         if warning := int8_range_warning(manifest.get("int8", {}) if dtype == "int8" else None, file):
             logger.warning(warning)
+        from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidProtobuf
+
+        try:
+            session = session_for(file, threads)
+        except (Fail, InvalidProtobuf) as error:  # a truncated or foreign file: not a model problem the caller can fix otherwise
+            raise model_format.ModelDirectoryError(f"{file}: ONNX Runtime cannot load it ({str(error).strip().splitlines()[-1]}); export again") from error
         return cls(
-            session_for(file, threads),
+            session,
             config=AutoConfig.from_pretrained(spec.transformer_dir),
             pooling=spec.pooling,
             file=file,
@@ -145,10 +173,7 @@ class OnnxBackend:
         """(batch, seq_len) int64 ids and mask -> (batch, dim) float32 embeddings."""
         (embeddings,) = self.session.run([OUTPUT_NAME], {"input_ids": input_ids, "attention_mask": attention_mask})
         embeddings = embeddings.astype(np.float32, copy=False)  # (batch, dim)
-        if normalize:
-            # Same epsilon as torch.nn.functional.normalize, so both backends agree on zero vectors.
-            embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-        return embeddings
+        return normalize_rows(embeddings) if normalize else embeddings
 
     def load_options(self) -> dict[str, str | None]:
         """``Encoder.load`` arguments for this backend in another process: this file of ``onnx/``."""
@@ -161,9 +186,5 @@ class OnnxBackend:
         ~1e-6 of torch and an int8 one within ~1e-3, and a cache must not hand one's vectors to the other.
         """
         if self._fingerprint is None:
-            digest = hashlib.sha256(b"onnx:")
-            with self.file.open("rb") as stream:
-                while block := stream.read(_HASH_BLOCK):
-                    digest.update(block)
-            self._fingerprint = digest.hexdigest()
+            self._fingerprint = model_format.files_sha256("onnx:", [self.file])
         return self._fingerprint

@@ -10,15 +10,17 @@ manifest asks for, never the plugin's own choice.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from e5kit.encoder import model_format, onnx_backend
+from e5kit.encoder.backend import normalize_rows
 from e5kit.encoder.precision import (
     MIN_BF16_COSINE,
     MIN_INT8_COSINE,
@@ -46,13 +48,31 @@ MANIFEST = "e5kit_openvino.json"
 INT8_SECTIONS = {INT8_XML_FILE: "int8", INT8_FULL_XML_FILE: "int8_full"}
 #: e5kit's precisions -> OpenVINO's ``INFERENCE_PRECISION_HINT`` values.
 HINTS = {"float32": "f32", "bfloat16": "bf16"}
-_HASH_BLOCK = 1 << 20
+
+
+class OpenVinoManifest(BaseModel):
+    """The fields of ``openvino/e5kit_openvino.json`` that loading reads (``e5kit.export.openvino`` writes more)."""
+
+    model_config = ConfigDict(extra="allow")
+    pooling: str
+    #: IR file name -> its weights' precision; None in exports of e5kit 0.x, which had one fp32 IR, ``file``.
+    files: dict[str, Literal["fp32", "int8"]] | None = None
+    file: str = XML_FILE
+    default: str | None = None
+    #: The inference precision the export chose.
+    precision: Literal["float32", "bfloat16"] = "float32"
 
 
 def read_manifest(model_dir: Path) -> dict | None:
-    """The ``openvino/e5kit_openvino.json`` of an exported model, or None when the folder has no OpenVINO export."""
+    """The ``openvino/e5kit_openvino.json`` of an exported model (``OpenVinoManifest``'s fields
+    checked), or None when the folder has no OpenVINO export.
+
+    Raises:
+        model_format.ModelDirectoryError: the manifest is malformed or a field is missing or wrong
+            (the file and field are named).
+    """
     path = model_dir / OPENVINO_FOLDER / MANIFEST
-    return model_format.read_json(path) if path.is_file() else None
+    return model_format.read_record(path, OpenVinoManifest, "export again") if path.is_file() else None
 
 
 class OpenVinoBackend:
@@ -123,8 +143,9 @@ class OpenVinoBackend:
             threads: OpenVINO inference threads (default: OpenVINO's, one per physical core).
 
         Raises:
-            model_format.ModelDirectoryError: the directory has neither export, ``file_name`` is not
-                one of its IRs, or its graph pools differently from the directory.
+            model_format.ModelDirectoryError: the directory has neither export, its manifest is
+                malformed, ``file_name`` is not one of its IRs, an IR is missing or unreadable, or its
+                graph pools differently from the directory (the file is named).
             ValueError: an unknown ``dtype``.
             ImportError: the ``openvino`` package is not installed (the message says how to install it).
         """
@@ -139,7 +160,10 @@ class OpenVinoBackend:
         files, manifest, weights = _model_files(root, spec, file_name)
         if weights == "int8" and (warning := int8_range_warning(manifest.get(INT8_SECTIONS.get(files[0].name, "int8"), {}), files[0])):
             logger.warning(warning)
-        model = openvino.Core().read_model(str(files[0]))
+        try:
+            model = openvino.Core().read_model(str(files[0]))
+        except RuntimeError as error:  # a truncated or foreign .bin or .xml: OpenVINO's message names no file
+            raise model_format.ModelDirectoryError(f"{files[0]}: OpenVINO cannot read it ({str(error).strip().splitlines()[-1]}); export again") from error
         config = AutoConfig.from_pretrained(spec.transformer_dir)
         choice = None
         if dtype == "auto":
@@ -163,10 +187,7 @@ class OpenVinoBackend:
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, *, normalize: bool) -> np.ndarray:
         """(batch, seq_len) int64 ids and mask -> (batch, dim) float32 embeddings."""
         embeddings = np.array(run(self.compiled, input_ids, attention_mask), dtype=np.float32)  # (batch, dim), a copy
-        if normalize:
-            # Same epsilon as torch.nn.functional.normalize, so every backend agrees on zero vectors.
-            embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-        return embeddings
+        return normalize_rows(embeddings) if normalize else embeddings
 
     def load_options(self) -> dict[str, str | None]:
         """``Encoder.load`` arguments for this backend in another process: this IR (none for an ONNX
@@ -180,12 +201,7 @@ class OpenVinoBackend:
         hash, nor the same IR at the other precision can share a cache entry with it.
         """
         if self._fingerprint is None:
-            digest = hashlib.sha256(f"openvino:{self.precision}:".encode())
-            for file in self.files:
-                with file.open("rb") as stream:
-                    while block := stream.read(_HASH_BLOCK):
-                        digest.update(block)
-            self._fingerprint = digest.hexdigest()
+            self._fingerprint = model_format.files_sha256(f"openvino:{self.precision}:", self.files)
         return self._fingerprint
 
 
@@ -233,8 +249,8 @@ def _model_files(root: Path, spec: model_format.ModelSpec, file_name: str | None
     if manifest is not None:
         where = root / OPENVINO_FOLDER / MANIFEST
         # "file": exports of e5kit 0.x before int8 IRs, which had one IR and no "files".
-        listed = manifest.get("files", {manifest.get("file", XML_FILE): "float32"})
-        name = file_name or manifest.get("default", manifest.get("file", XML_FILE))
+        listed = manifest["files"] or {manifest["file"]: "fp32"}
+        name = file_name or manifest["default"] or manifest["file"]
         if name not in listed:
             raise model_format.ModelDirectoryError(f"{where}: lists no IR {name!r} (it has {', '.join(sorted(listed))})")
         xml, weights = root / OPENVINO_FOLDER / name, listed[name]

@@ -28,11 +28,13 @@ class EvalConfig(BaseModel):
         split: Split to score.
         batch_size: Texts per forward pass.
         max_length: Token limit (None: the model's own).
-        dtype: float32, bfloat16, float16 (CUDA only), or auto (CPU: bfloat16 where measured faster and faithful).
-        device: Torch device, e.g. cpu or cuda:0 (None: cuda when present).
+        dtype: float32, bfloat16, float16 (CUDA only), or auto (CPU: bfloat16 where measured faster and
+            faithful); None: the backend's default (torch float32, OpenVINO the precision its export
+            recorded). Refused for onnx, whose graph fixes its precision.
+        device: Torch device, e.g. cpu or cuda:0 (None: cuda when present); onnx and openvino run on the CPU.
         backend: "torch"; "onnx" to evaluate a folder written by ``e5kit export onnx`` (with its
-            default graph), "openvino" one written by ``e5kit export openvino`` (at the precision it
-            recorded); ``dtype`` and ``device`` then do not apply.
+            default graph), "openvino" one written by ``e5kit export openvino``, "auto" the backend,
+            file and precision ``e5kit export auto`` recorded (``dtype`` is then refused).
         query_role: Override the role of queries / single texts / first texts (E5 default: query; "none" = no prefix).
         passage_role: Override the role of documents / candidates / second texts (E5: passage for retrieval, else query).
         results_dir: Where result JSON files go (and stages/, the markers of finished runs).
@@ -54,7 +56,7 @@ class EvalConfig(BaseModel):
     split: str = "test"
     batch_size: int = Field(32, ge=1)
     max_length: int | None = Field(None, ge=8)
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] | None = None
     device: str | None = None
     backend: BackendName = "torch"
     query_role: str | None = None

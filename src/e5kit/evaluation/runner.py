@@ -151,10 +151,9 @@ def run_task(task: str, config: configs.EvalConfig, load_model: Callable[[str], 
 
 
 def encoder_spec(name: str, config: configs.EvalConfig) -> EncoderSpec:
-    """How ``config`` loads model ``name``: its max_length and backend, and on torch its device and dtype (an
-    export fixes its precision and runs on the CPU)."""
-    loading = {"device": config.device, "dtype": config.dtype} if config.backend == "torch" else {}
-    return EncoderSpec(name, max_length=config.max_length, backend=config.backend, **loading)
+    """How ``config`` loads model ``name``: its max_length, backend, device and dtype (``Encoder.load``
+    refuses those its backend does not take)."""
+    return EncoderSpec(name, max_length=config.max_length, backend=config.backend, device=config.device, dtype=config.dtype)
 
 
 #: Settings that change where embeddings are kept or which device computes them, never the scores.

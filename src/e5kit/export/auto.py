@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,8 +29,8 @@ from e5kit.encoder.model_format import BACKEND_RECORD
 from e5kit.encoder.onnx_backend import FP32_FILE, INT8_FILE, ONNX_FOLDER
 from e5kit.encoder.openvino_backend import INT8_FULL_XML_FILE, INT8_XML_FILE, OPENVINO_FOLDER, XML_FILE
 from e5kit.encoder.precision import cpu_description, has_bf16, time_forwards
-from e5kit.export.check import Fidelity, check_texts, measure_fidelity
-from e5kit.export.onnx import write_onnx
+from e5kit.export.check import Fidelity, Reference, measure_fidelity, verified
+from e5kit.export.onnx import check_source, write_onnx
 from e5kit.export.openvino import write_openvino
 from e5kit.io.files import AtomicFolder
 
@@ -110,6 +110,8 @@ def export_auto(
     check_texts_count: int = 256,
     threads: int | None = None,
     rounds: int = 3,
+    reduce_range: bool | None = None,
+    verify: Callable[[AutoExport], list[str]] | None = None,
 ) -> AutoExport:
     """Export ``encoder`` to every backend, measure each candidate here, and record the fastest faithful one.
 
@@ -121,24 +123,27 @@ def export_auto(
         opset: ONNX opset.
         model_card: README.md of the export; None writes e5kit's card.
         check_texts_count: Real prose texts the fidelity check embeds (the first ``TIMING_TEXTS`` are timed).
-        threads: ONNX Runtime / OpenVINO threads for the timing (default: one per physical core), as a
-            server would run them; torch runs with ``torch.get_num_threads()``.
+        threads: Inference threads of every candidate for the timing (torch's too, as ``e5kit serve
+            --threads`` sets them), as a server would run them; default: each runtime's own.
         rounds: Timed rounds per candidate (best counts).
+        reduce_range: int8 weights in 7 bits in both int8 exports (``e5kit.encoder.precision.int8_reduce_range``);
+            None: whether this CPU lacks VNNI. The timing runs on this CPU either way.
+        verify: Called with the export while it is still staged; its failures abort it (``e5kit.export.check.verified``).
 
     Raises:
         ValueError: an Encoder that is not torch fp32, or an empty ``calibration``.
+        e5kit.export.check.ExportCheckError: ``verify`` returned failures; ``out_dir`` is left as it was.
     """
-    if encoder.backend.name != "torch" or encoder.dtype != "float32":
-        raise ValueError(f"export auto needs a torch float32 Encoder as reference (this one runs {encoder.backend.name} {encoder.dtype})")
+    check_source(encoder)
     root = Path(out_dir)
     found = candidates(has_bf16())
     with AtomicFolder(root, replaces="config.json") as staged:
         folder = staged.temporary
         encoder.write_model_files(folder, model_card, name=root.resolve().name)
-        write_onnx(encoder, folder / ONNX_FOLDER, "int8", opset, calibration, calibration_source)
+        write_onnx(encoder, folder / ONNX_FOLDER, "int8", opset, calibration, calibration_source, reduce_range)
         try:
             write_openvino(encoder, folder / OPENVINO_FOLDER, dtype="float32", quantize="int8", full_int8=True, calibration=calibration,
-                           calibration_source=calibration_source, opset=opset)
+                           calibration_source=calibration_source, reduce_range=reduce_range, opset=opset)
         except ImportError as error:  # OpenVINO is an extra: measure what is installed
             for candidate in found:
                 if candidate.backend == "openvino":
@@ -156,29 +161,29 @@ def export_auto(
             "torch": torch.__version__,
         }
         (folder / BACKEND_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        verified(AutoExport(model_dir=folder, candidates=found, chosen=chosen, record=record), verify)
     return AutoExport(model_dir=root, candidates=found, chosen=chosen, record=record)
 
 
 def _measure(reference: Encoder, folder: Path, found: list[Candidate], count: int, threads: int | None, rounds: int) -> tuple[Candidate, dict]:
     """Fill each candidate's fidelity and throughput; returns the fastest eligible one and the timing settings."""
-    texts = check_texts(count)
-    role = "passage" if "passage" in reference.prompts else None
-    expected = reference.encode(texts, role=role)
+    expected = Reference.of(reference, count)
     encoders = {}
     for candidate in found:
         if candidate.error:
             continue
         try:
             encoders[candidate.label] = Encoder.load(
-                folder, backend=candidate.backend, file_name=candidate.file_name, dtype=candidate.dtype,
-                **({"threads": threads} if candidate.backend != "torch" else {"device": "cpu"}),
+                folder, backend=candidate.backend, file_name=candidate.file_name, dtype=candidate.dtype, threads=threads,
+                # As served: `serve --threads N` gives torch N threads too, so every candidate is timed at the same count.
+                **({"device": "cpu"} if candidate.backend == "torch" else {}),
             )
         except (ImportError, RuntimeError, ValueError) as error:
             candidate.error = f"{type(error).__name__}: {error}"
             continue
-        candidate.fidelity = measure_fidelity(expected, encoders[candidate.label], texts, role)
-    timed = texts[:TIMING_TEXTS]
-    seconds, _ = time_forwards({label: _encode_all(encoder, timed, role) for label, encoder in encoders.items()}, rounds=rounds)
+        candidate.fidelity = measure_fidelity(expected, encoders[candidate.label])
+    timed = expected.texts[:TIMING_TEXTS]
+    seconds, _ = time_forwards({label: _encode_all(encoder, timed, expected.role) for label, encoder in encoders.items()}, rounds=rounds)
     for candidate in found:
         if candidate.label in seconds:
             candidate.texts_per_second = len(timed) / seconds[candidate.label]

@@ -12,31 +12,85 @@ import numpy as np
 from e5kit.encoder.precision import MIN_BATCH_COSINE, MIN_BF16_COSINE, MIN_INT8_COSINE, mean_cosine
 from e5kit.io.files import InputFormatError, iter_text_lines
 from e5kit.io.tables import iter_records, table_format
+from e5kit.io.text import has_visible_text
 
 
 class CalibrationError(ValueError):
     """A calibration file that cannot be read or holds no text (the message names it)."""
 
 
+class ExportCheckError(ValueError):
+    """An export fell short of its fidelity bounds; it was not written (the output folder is as it was).
+
+    Attributes:
+        failures: One phrase per bound missed, naming the file and precision.
+    """
+
+    def __init__(self, failures: list[str]) -> None:
+        super().__init__("export fidelity check failed: " + "; ".join(failures))
+        self.failures = failures
+
+
+def verified(export, verify) -> None:
+    """Run ``verify(export)`` on an export still in its staging folder; raise ``ExportCheckError`` on failures,
+    so the folder is discarded instead of replacing the output (a failed export never takes a good one's place)."""
+    if verify is not None and (failures := verify(export)):
+        raise ExportCheckError(failures)
+
+
 def read_calibration(path: Path, count: int) -> list[str]:
-    """Up to ``count`` texts spread evenly over ``path``: one per non-blank line, or (a JSONL file, by its name;
-    any compression ``e5kit.io.files`` reads) objects with "text" and optional "title".
+    """Up to ``count`` texts spread evenly over ``path``: one per line, or (a JSONL file, by its name;
+    any compression ``e5kit.io.files`` reads) objects with a string "text" and optional "title".
+
+    Lines and records without visible text (``e5kit.io.text.has_visible_text``: blank, or zero-width
+    characters only) are passed over, as the blank lines between paragraphs are.
 
     Raises:
-        CalibrationError: naming the file (and line), when it is missing, unreadable, or holds no text.
+        CalibrationError: naming the file (and line), when it is missing, unreadable, has a "text" or
+            "title" that is not a string, or holds no visible text.
     """
     try:
         if table_format(path) == "jsonl":
-            records = iter_records(path, format="jsonl", columns=("text",))
-            lines = [f"{record.get('title') or ''} {record['text']}".strip() for _, record in records]
+            lines = [_record_text(path, number, record) for number, record in iter_records(path, format="jsonl", columns=("text",))]
         else:
-            lines = [line for _, line in iter_text_lines(path) if line.strip()]
+            lines = [line for _, line in iter_text_lines(path)]
     except (OSError, InputFormatError) as error:
         raise CalibrationError(f"{path}: cannot read calibration texts ({type(error).__name__}: {error}); expected one text per line, or JSONL with a 'text' field") from error
+    read = len(lines)
+    lines = [line for line in lines if has_visible_text(line)]
     if not lines:
-        raise CalibrationError(f"{path}: no calibration texts (the file is empty)")
+        raise CalibrationError(f"{path}: no calibration texts ({'the file is empty' if not read else f'none of its {read} lines has visible text'})")
     step = max(len(lines) / count, 1)
     return [lines[int(i * step)] for i in range(min(count, len(lines)))]
+
+
+def _record_text(path: Path, line: int, record: dict) -> str:
+    """"title text" of a calibration JSONL record."""
+    for name in ("text", "title"):
+        if record.get(name) is not None and not isinstance(record[name], str):
+            raise CalibrationError(f"{path}:{line}: '{name}' is {type(record[name]).__name__}, expected a string")
+    return f"{record.get('title') or ''} {record['text']}".strip()
+
+
+def passage_role(encoder) -> str | None:
+    """The role exports embed their calibration and check texts in: "passage" when the model has that
+    prompt (prose is what the documents of a retrieval index are), else none."""
+    return "passage" if "passage" in encoder.prompts else None
+
+
+@dataclass
+class Reference:
+    """What every exported candidate is compared with: torch fp32's (n, dim) ``embeddings`` of ``texts`` in ``role``."""
+
+    texts: list[str]
+    role: str | None
+    embeddings: np.ndarray
+
+    @classmethod
+    def of(cls, encoder, count: int) -> Reference:
+        """``encoder`` (torch fp32) embedding ``count`` ``check_texts``."""
+        texts, role = check_texts(count), passage_role(encoder)
+        return cls(texts, role, encoder.encode(texts, role=role))
 
 
 def check_texts(count: int) -> list[str]:
@@ -89,16 +143,25 @@ class Fidelity:
         return failures
 
 
-def measure_fidelity(expected: np.ndarray, candidate, texts: list[str], role: str | None) -> Fidelity:
-    """Compare ``candidate`` (an Encoder) with torch fp32's ``expected`` (n, dim) embeddings of ``texts``.
+def one_batch(encoder, texts: list[str], role: str | None) -> np.ndarray:
+    """``encoder``'s normalised (n, dim) embeddings of ``texts`` from one forward pass, every text padded to
+    the longest: what ``Encoder.encode`` never does by itself (it cuts batches where padding costs more
+    than a pass), and so the case a batch-independence check must run."""
+    return encoder.backend.forward(*encoder.pad(encoder.token_ids(encoder.prepare(texts, role))), normalize=True)
+
+
+def measure_fidelity(reference: Reference, candidate) -> Fidelity:
+    """Compare ``candidate`` (an Encoder) with torch fp32's embeddings in ``reference``.
 
     The batch check cuts the first ``BATCH_CHECK_TEXTS`` texts to lengths spread from 3 words to all of
-    them and embeds them alone and as one batch: a short text padded far past its length is where a
-    runtime whose kernels depend on the input's shape shows it (texts of one length would hide it).
+    them and embeds them alone and all in one forward pass (``one_batch``): a short text padded far past
+    its length is where a runtime whose kernels depend on the input's shape shows it (texts of one
+    length would hide it).
     """
+    texts, role = reference.texts, reference.role
     batched = candidate.encode(texts, role=role)
-    mean, worst = mean_cosine(expected, batched)
+    mean, worst = mean_cosine(reference.embeddings, batched)
     spread = [" ".join(text.split()[: 3 + i * 97 // BATCH_CHECK_TEXTS]) for i, text in enumerate(texts[:BATCH_CHECK_TEXTS])]
-    alone = np.concatenate([candidate.encode([text], role=role) for text in spread])
-    _, batch_worst = mean_cosine(alone, candidate.encode(spread, role=role, batch_size=len(spread)))
+    alone = np.concatenate([candidate.encode([text], role=role, normalize=True) for text in spread])
+    _, batch_worst = mean_cosine(alone, one_batch(candidate, spread, role))
     return Fidelity(precision=candidate.dtype, mean=mean, min=worst, batch_min=batch_worst, texts=len(texts))

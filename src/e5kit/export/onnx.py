@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +50,7 @@ from e5kit.encoder.onnx_backend import (
 )
 from e5kit.encoder.pooling import pool
 from e5kit.encoder.precision import int8_reduce_range
-from e5kit.encoder.precision import mean_cosine as mean_cosine  # the fidelity measure; importable here as before
+from e5kit.export.check import passage_role, verified
 from e5kit.io.files import AtomicFolder
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,23 @@ class OnnxExport:
     files: dict[str, Path]
     default: Path
 
+    @classmethod
+    def at(cls, model_dir: Path, files: dict[str, Path]) -> OnnxExport:
+        """The export in ``model_dir`` of ``files`` (precision -> a file of that name), int8 the default when written."""
+        files = {precision: model_dir / ONNX_FOLDER / path.name for precision, path in files.items()}
+        return cls(model_dir=model_dir, files=files, default=files.get("int8", files["fp32"]))
+
+
+def check_source(encoder: Encoder) -> None:
+    """Refuse an Encoder that is not torch float32: the exports trace its module as float32 in place,
+    which would change a bfloat16 Encoder the caller keeps using (every export's rule).
+
+    Raises:
+        ValueError: naming the backend and precision it runs.
+    """
+    if encoder.backend.name != "torch" or encoder.dtype != "float32":
+        raise ValueError(f"export needs a torch float32 Encoder (this one runs {encoder.backend.name} {encoder.dtype})")
+
 
 def export_onnx(
     encoder: Encoder,
@@ -103,6 +120,7 @@ def export_onnx(
     reduce_range: bool | None = None,
     opset: int = 18,
     model_card: str | None = None,
+    verify: Callable[[OnnxExport], list[str]] | None = None,
 ) -> OnnxExport:
     """Save ``encoder`` as a sentence-transformers directory plus ONNX fp32 (and int8) graphs.
 
@@ -120,18 +138,20 @@ def export_onnx(
         opset: ONNX opset version.
         model_card: README.md of the export (the source model's card: the weights are the same); None
             writes e5kit's card (``Encoder.save``).
+        verify: Called with the export while it is still staged (its ``model_dir`` a temporary folder);
+            the failures it returns abort the export (``e5kit.export.check.verified``).
 
     Raises:
-        ValueError: an unknown ``quantize``, an empty ``calibration``, or an Encoder without torch weights.
+        ValueError: an unknown ``quantize``, an empty ``calibration``, or an Encoder that is not torch float32.
+        e5kit.export.check.ExportCheckError: ``verify`` returned failures; ``out_dir`` is left as it was.
     """
-    if encoder.backend.name != "torch":
-        raise ValueError("export needs a torch-backend Encoder (this one already runs on ONNX)")
+    check_source(encoder)
     root = Path(out_dir)
     with AtomicFolder(root, replaces="config.json") as staged:  # a killed export leaves no model folder without its graphs
         encoder.write_model_files(staged.temporary, model_card, name=root.resolve().name)
         files = write_onnx(encoder, staged.temporary / ONNX_FOLDER, quantize, opset, calibration, calibration_source, reduce_range)
-    files = {precision: root / ONNX_FOLDER / path.name for precision, path in files.items()}
-    return OnnxExport(model_dir=root, files=files, default=files.get("int8", files["fp32"]))
+        verified(OnnxExport.at(staged.temporary, files), verify)
+    return OnnxExport.at(root, files)
 
 
 def write_onnx(
@@ -285,9 +305,8 @@ def calibration_feeds(encoder: Encoder, texts: Sequence[str]) -> list[dict[str, 
 
     Unpadded, so that padding positions do not widen the measured ranges.
     """
-    role = "passage" if "passage" in encoder.prompts else None
     feeds = []
-    for ids in encoder.token_ids(encoder.prepare(texts, role)):
+    for ids in encoder.token_ids(encoder.prepare(texts, passage_role(encoder))):
         input_ids, attention_mask = encoder.pad([ids])  # (1, len(ids)) each
         feeds.append({"input_ids": input_ids, "attention_mask": attention_mask})
     return feeds

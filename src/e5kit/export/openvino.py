@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +42,8 @@ from e5kit.encoder.openvino_backend import (
     auto_precision,
 )
 from e5kit.encoder.precision import PrecisionChoice, int8_reduce_range
-from e5kit.export.onnx import SMOOTHING_ALPHA, calibration_feeds, calibration_sample, export_fp32_graph, int8_weights
+from e5kit.export.check import verified
+from e5kit.export.onnx import SMOOTHING_ALPHA, calibration_feeds, calibration_sample, check_source, export_fp32_graph, int8_weights
 from e5kit.io.files import AtomicFolder
 
 
@@ -62,6 +63,12 @@ class OpenVinoExport:
     default: Path
     choice: PrecisionChoice
 
+    @classmethod
+    def at(cls, model_dir: Path, files: dict[str, Path], choice: PrecisionChoice) -> OpenVinoExport:
+        """The export in ``model_dir`` of ``files`` (weights -> an IR of that name), int8 the default when written."""
+        files = {weights: model_dir / OPENVINO_FOLDER / path.name for weights, path in files.items()}
+        return cls(model_dir=model_dir, files=files, default=files.get("int8", files["fp32"]), choice=choice)
+
 
 def export_openvino(
     encoder: Encoder,
@@ -75,6 +82,7 @@ def export_openvino(
     reduce_range: bool | None = None,
     opset: int = 18,
     model_card: str | None = None,
+    verify: Callable[[OpenVinoExport], list[str]] | None = None,
 ) -> OpenVinoExport:
     """Save ``encoder`` as a sentence-transformers directory plus OpenVINO IRs and their manifest.
 
@@ -94,13 +102,15 @@ def export_openvino(
             (``e5kit.encoder.precision.int8_reduce_range``); None: whether this CPU lacks VNNI.
         opset: ONNX opset of the intermediate graph.
         model_card: README.md of the export; None writes e5kit's card (``Encoder.save``).
+        verify: Called with the export while it is still staged (its ``model_dir`` a temporary folder);
+            the failures it returns abort the export (``e5kit.export.check.verified``).
 
     Raises:
-        ValueError: an unknown ``dtype`` or ``quantize``, an empty ``calibration``, or an Encoder without torch weights.
+        ValueError: an unknown ``dtype`` or ``quantize``, an empty ``calibration``, or an Encoder that is not torch float32.
         ImportError: the openvino package (or, for int8, nncf) is not installed.
+        e5kit.export.check.ExportCheckError: ``verify`` returned failures; ``out_dir`` is left as it was.
     """
-    if encoder.backend.name != "torch":
-        raise ValueError(f"export needs a torch-backend Encoder (this one runs on {encoder.backend.name})")
+    check_source(encoder)
     root = Path(out_dir)
     with AtomicFolder(root, replaces="config.json") as staged:  # a killed export leaves no model folder without its IR
         encoder.write_model_files(staged.temporary, model_card, name=root.resolve().name)
@@ -108,8 +118,8 @@ def export_openvino(
             encoder, staged.temporary / OPENVINO_FOLDER, dtype=dtype, quantize=quantize, full_int8=full_int8,
             calibration=calibration, calibration_source=calibration_source, reduce_range=reduce_range, opset=opset,
         )
-    files = {weights: root / OPENVINO_FOLDER / path.name for weights, path in files.items()}
-    return OpenVinoExport(model_dir=root, files=files, default=files.get("int8", files["fp32"]), choice=choice)
+        verified(OpenVinoExport.at(staged.temporary, files, choice), verify)
+    return OpenVinoExport.at(root, files, choice)
 
 
 def write_openvino(

@@ -194,7 +194,20 @@ def check_input_file(path: str | Path) -> Path:
     return path
 
 
-def writable_folder(path: str | Path, existing: tuple[str, ...] = ()) -> Path:
+def check_replaceable(path: Path, replaces: str | None) -> None:
+    """``AtomicFolder``'s rule for what it may replace: no file at ``path``, and (with ``replaces``) no
+    non-empty folder without that file, so a folder a user named by mistake (``--out .``) is never removed.
+
+    Raises:
+        OutputPathError: naming ``path`` and why.
+    """
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{path}: exists and is not a folder (an output folder is needed)")
+    if replaces is not None and path.is_dir() and any(path.iterdir()) and not (path / replaces).exists():
+        raise OutputPathError(f"{path}: exists and holds no {replaces}; not replacing it (give a new or empty folder)")
+
+
+def writable_folder(path: str | Path, existing: tuple[str, ...] = (), replaces: str | None = None) -> Path:
     """Check that ``path`` is, or can be created as, a folder in which files can be written, so a stage
     fails before its expensive work (loading a model). Nothing is created: a probe file is made and
     removed in ``path``, or in its nearest existing parent when ``path`` does not exist yet.
@@ -203,12 +216,14 @@ def writable_folder(path: str | Path, existing: tuple[str, ...] = ()) -> Path:
         path: The output folder.
         existing: Names of files in it that will be rewritten in place (an index's store): each one
             that exists must be writable too.
+        replaces: For a folder an ``AtomicFolder(path, replaces)`` will write: ``check_replaceable``'s rule.
 
     Raises:
         OutputPathError: naming the folder (or file), when it is a file, cannot be created (a parent is
             a file or not writable), or is not writable (read-only, permissions, a read-only file system).
     """
     path = Path(path)
+    check_replaceable(path, replaces)
     ancestor = path
     while not ancestor.exists() and ancestor.parent != ancestor:
         ancestor = ancestor.parent
@@ -351,10 +366,7 @@ class AtomicFolder(_Staged):
 
     def __init__(self, path: str | Path, replaces: str | None = None) -> None:
         self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise OutputPathError(f"{self.path}: exists and is not a folder (an output folder is needed)")
-        if replaces is not None and self.path.is_dir() and any(self.path.iterdir()) and not (self.path / replaces).exists():
-            raise OutputPathError(f"{self.path}: exists and holds no {replaces}; not replacing it (give a new or empty folder)")
+        check_replaceable(self.path, replaces)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.path.parent, self.path.name)  # what killed writes of this folder left
         self.temporary = temporary_path(self.path)

@@ -15,9 +15,9 @@ class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, description="Model to serve (default: the index's model, else all-MiniLM-L6-v2).")
-    backend: BackendName = Field(
-        "torch", description="torch; onnx for an `e5kit export onnx` directory; openvino for an `e5kit export openvino` one; "
-        "auto for the backend `e5kit export auto` measured fastest and recorded."
+    backend: BackendName | None = Field(
+        None, description="torch; onnx for an `e5kit export onnx` directory; openvino for an `e5kit export openvino` one; "
+        "auto for the backend `e5kit export auto` measured fastest and recorded (default: the index's backend with an index, else torch)."
     )
     index: Path | None = Field(None, description="Index folder for POST /search (from `e5kit index build`).")
     threads: int | None = Field(

@@ -78,6 +78,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from e5kit.encoder.model_format import ModelDirectoryError, weights_sha256
+from e5kit.hub import resolve_model_dir
 from e5kit.io.beir import iter_corpus
 from e5kit.io.files import AtomicFile, remove_stale_temporaries, write_text_atomic
 from e5kit.io.text import has_visible_text
@@ -187,6 +189,35 @@ class StoredIndex(BaseModel):
         from e5kit.encoder import Encoder
 
         return Encoder.load(self.model, backend=backend or self.backend, similarity_fn_name=self.similarity_fn_name)
+
+    def check_model(self, model: str) -> str | None:
+        """Refuse to search with a model other than the one that embedded the documents.
+
+        Returns:
+            None when ``model`` is that model (the same folder, or one holding the same weights); a
+            warning when the index's own model can no longer be found, so the two cannot be compared.
+
+        Raises:
+            IndexStoreError: ``model`` holds other weights (its query vectors would not live in the
+                documents' space: the search would return unrelated documents), or cannot be found.
+        """
+        try:
+            given = resolve_model_dir(model).resolve()
+        except FileNotFoundError as error:
+            raise IndexStoreError(str(error)) from error
+        try:
+            built = resolve_model_dir(self.model).resolve()
+        except FileNotFoundError:
+            return f"the index was built with {self.model}, which cannot be found to compare with {model}"
+        try:
+            if given == built or weights_sha256(given) == weights_sha256(built):
+                return None
+        except ModelDirectoryError as error:
+            raise IndexStoreError(str(error)) from error
+        raise IndexStoreError(
+            f"{model}: not the model the index was built with ({self.model}: other weights), so queries would not match "
+            "its documents; serve the index's own model (leave out --model) or rebuild the index with this one"
+        )
 
 
 def read_stored(path: str | Path) -> StoredIndex:
