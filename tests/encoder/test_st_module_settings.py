@@ -116,7 +116,7 @@ def test_do_lower_case_with_a_tokenizer_that_keeps_case_is_refused(model_copy):
         ("sentence_bert_config.json", "query_length", 8, "query_length 8 is not supported"),
         ("sentence_bert_config.json", "document_length", 8, "document_length 8 is not supported"),
         ("sentence_bert_config.json", "query_expansion", {"length": 32}, "query_expansion {"),
-        ("sentence_bert_config.json", "tokenizer_args", {"add_prefix_space": True}, "field 'tokenizer_args' is not supported"),
+        ("sentence_bert_config.json", "tokenizer_args", {"add_prefix_space": True}, 'tokenizer_args {"add_prefix_space": true} is not supported'),
         ("2_Normalize/config.json", "module_input_name", "token_embeddings", 'module_input_name "token_embeddings" is not supported'),
         ("2_Normalize/config.json", "module_output_name", "normalized", 'module_output_name "normalized" is not supported'),
     ],

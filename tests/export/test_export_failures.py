@@ -219,3 +219,26 @@ def test_a_bfloat16_encoder_is_refused_rather_than_converted(tiny_bert_dir, tmp_
     with pytest.raises(ValueError, match="needs a torch float32 Encoder"):
         export_onnx(encoder, tmp_path / "out")
     assert encoder.dtype == "bfloat16" and next(encoder.model.parameters()).dtype == torch.bfloat16
+
+
+def test_exporting_one_backend_keeps_the_others_export_of_the_same_weights(tiny_encoder, tiny_bert_dir, tmp_path, caplog):
+    from e5kit.export.openvino import export_openvino
+
+    # Given a folder holding an OpenVINO export and export auto's record
+    out = export_openvino(tiny_encoder, tmp_path / "m", dtype="float32", quantize="none").model_dir
+    (out / BACKEND_RECORD).write_text(json.dumps({"backend": "openvino", "cpu": "x"}))
+    # When the same model is exported to ONNX into that folder
+    with caplog.at_level("WARNING"):
+        export_onnx(tiny_encoder, out, quantize="none")
+    # Then the OpenVINO export is still there and loads; the record, which measured other files, is dropped and said to be
+    assert Encoder.load(out, backend="openvino").backend.name == "openvino" and Encoder.load(out, backend="onnx").backend.name == "onnx"
+    assert not (out / BACKEND_RECORD).exists() and "is not kept" in caplog.text
+    # When a model of other weights is exported into it
+    from tests.conftest import build_tiny_bert
+
+    other = Encoder.load(build_tiny_bert(tmp_path / "other", seed=1), device="cpu")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        export_onnx(other, out, quantize="none")
+    # Then the folder is replaced whole, and the warning names what went
+    assert not (out / "openvino").exists() and "export of other weights: its openvino/ go with it" in caplog.text

@@ -1,7 +1,8 @@
-"""The ``Backend`` protocol the ``Encoder`` runs its forward pass through, and the torch backend.
+"""The ``Backend`` protocol the ``Encoder`` runs its forward pass through, the torch backend, and the
+helpers every backend shares (``normalize_rows``).
 
-A backend turns padded token ids into pooled embeddings and says what it is: its ``name`` ("torch",
-"onnx"), embedding ``dimension``, Hugging Face ``config`` (position limit), preferred batch size, and
+A backend turns padded token ids into pooled embeddings and says what it is: its ``name`` ("torch", "onnx",
+"openvino"), embedding ``dimension``, Hugging Face ``config`` (position limit), preferred batch size, and
 a ``fingerprint`` that embedding caches and evaluation results key on. Everything before the forward
 pass (prompts, validation, tokenising, length-sorted batching, truncation counts) is the Encoder's,
 so every backend embeds the same inputs.

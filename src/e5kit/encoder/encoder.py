@@ -212,7 +212,7 @@ class Encoder:
 
         Raises:
             e5kit.io.files.OutputPathError: ``path`` is a file, or a non-empty folder that holds no model.
-            TypeError: the encoder runs on ONNX (save the torch model and export that).
+            TypeError: the encoder runs on ONNX Runtime or OpenVINO (save the torch model and export that).
         """
         module = self._torch_module("save the torch model and export it with `e5kit export onnx` instead")
         with AtomicFolder(path, replaces="config.json") as staged:
@@ -257,7 +257,7 @@ class Encoder:
         """The torch backend's module (what training updates and ``save`` writes).
 
         Raises:
-            TypeError: on the ONNX backend, which has no torch module.
+            TypeError: on the onnx and openvino backends, which have no torch module.
         """
         return self._torch_module("load the model with backend='torch' to train or save it")
 
@@ -269,12 +269,12 @@ class Encoder:
 
     @property
     def device(self) -> torch.device:
-        """The torch device inputs go to (CPU for ONNX Runtime)."""
+        """The torch device inputs go to (CPU for ONNX Runtime and OpenVINO)."""
         return self.backend.device
 
     @property
     def dtype(self) -> str:
-        """The backend's precision: "float32", "float16", "bfloat16", or "int8" (a quantised ONNX graph)."""
+        """The backend's precision: "float32", "float16", "bfloat16", or "int8" (a quantised ONNX graph or OpenVINO IR)."""
         return self.backend.dtype
 
     @property
@@ -365,7 +365,7 @@ class Encoder:
         """Embed tokenised inputs with autograd enabled (the training path); (batch, dim), L2-normalised for cosine.
 
         Raises:
-            TypeError: on the ONNX backend, which computes no gradients.
+            TypeError: on the onnx and openvino backends, which compute no gradients.
         """
         self._torch_module("load the model with backend='torch' to train")
         embeddings = self.backend.embed(features)

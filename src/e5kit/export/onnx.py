@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 
 from e5kit.encoder.encoder import Encoder
+from e5kit.encoder.model_format import BACKEND_RECORD, ModelDirectoryError, weights_sha256
 from e5kit.encoder.onnx_backend import (
     FP32_FILE,
     INPUT_NAMES,
@@ -48,6 +50,7 @@ from e5kit.encoder.onnx_backend import (
     OUTPUT_NAME,
     TOKEN_OUTPUT,
 )
+from e5kit.encoder.openvino_backend import OPENVINO_FOLDER
 from e5kit.encoder.pooling import pool
 from e5kit.encoder.precision import int8_reduce_range
 from e5kit.export.check import passage_role, verified
@@ -97,6 +100,35 @@ class OnnxExport:
         """The export in ``model_dir`` of ``files`` (precision -> a file of that name), int8 the default when written."""
         files = {precision: model_dir / ONNX_FOLDER / path.name for precision, path in files.items()}
         return cls(model_dir=model_dir, files=files, default=files.get("int8", files["fp32"]))
+
+
+#: The folders each backend's export writes inside a model folder.
+BACKEND_FOLDERS = (ONNX_FOLDER, OPENVINO_FOLDER)
+
+
+def keep_other_backends(root: Path, staged: Path, written: str) -> list[str]:
+    """Copy into ``staged`` (a new export's staging folder, model files written) the other backends'
+    folders of the export already in ``root`` when both hold the same weights, so exporting one backend
+    into a folder never deletes another's; returns the folders copied.
+
+    An export of other weights is replaced whole (its graphs embed another model), with a warning naming
+    what goes. ``e5kit export auto``'s record is never kept: it measured files this export replaces.
+    """
+    others = [name for name in BACKEND_FOLDERS if name != written and (root / name).is_dir()]
+    if not others:
+        return []
+    try:
+        same = weights_sha256(root) == weights_sha256(staged)
+    except ModelDirectoryError:  # not a model folder: AtomicFolder's own rule decides what may be replaced
+        same = False
+    if not same:
+        logger.warning("%s holds an export of other weights: its %s go with it", root, ", ".join(f"{name}/" for name in others))
+        return []
+    for name in others:
+        shutil.copytree(root / name, staged / name)
+    if (root / BACKEND_RECORD).is_file():
+        logger.warning("%s: %s is not kept (it measured the %s/ this export replaces); run e5kit export auto again to measure", root, BACKEND_RECORD, written)
+    return others
 
 
 def check_source(encoder: Encoder) -> None:
@@ -149,6 +181,7 @@ def export_onnx(
     root = Path(out_dir)
     with AtomicFolder(root, replaces="config.json") as staged:  # a killed export leaves no model folder without its graphs
         encoder.write_model_files(staged.temporary, model_card, name=root.resolve().name)
+        keep_other_backends(root, staged.temporary, ONNX_FOLDER)
         files = write_onnx(encoder, staged.temporary / ONNX_FOLDER, quantize, opset, calibration, calibration_source, reduce_range)
         verified(OnnxExport.at(staged.temporary, files), verify)
     return OnnxExport.at(root, files)

@@ -43,7 +43,15 @@ from e5kit.encoder.openvino_backend import (
 )
 from e5kit.encoder.precision import PrecisionChoice, int8_reduce_range
 from e5kit.export.check import verified
-from e5kit.export.onnx import SMOOTHING_ALPHA, calibration_feeds, calibration_sample, check_source, export_fp32_graph, int8_weights
+from e5kit.export.onnx import (
+    SMOOTHING_ALPHA,
+    calibration_feeds,
+    calibration_sample,
+    check_source,
+    export_fp32_graph,
+    int8_weights,
+    keep_other_backends,
+)
 from e5kit.io.files import AtomicFolder
 
 
@@ -114,6 +122,7 @@ def export_openvino(
     root = Path(out_dir)
     with AtomicFolder(root, replaces="config.json") as staged:  # a killed export leaves no model folder without its IR
         encoder.write_model_files(staged.temporary, model_card, name=root.resolve().name)
+        keep_other_backends(root, staged.temporary, OPENVINO_FOLDER)
         files, choice = write_openvino(
             encoder, staged.temporary / OPENVINO_FOLDER, dtype=dtype, quantize=quantize, full_int8=full_int8,
             calibration=calibration, calibration_source=calibration_source, reduce_range=reduce_range, opset=opset,

@@ -26,6 +26,7 @@ Example:
 
 import base64
 import gc
+import json
 import logging
 import secrets
 import threading
@@ -83,8 +84,25 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+#: What an embeddings request's ``input`` may be, for errors about it.
+INPUT_ACCEPTED = "a string, a list of strings, or token ids (a list of integers >= 0, or a list of such lists)"
+
+#: What an item of ``input`` should be, by pydantic's error type when it is of the wrong kind.
+_INPUT_ITEM_KINDS = {"string_type": "a string", "int_type": "a token id (an integer >= 0)", "list_type": "a list of token ids"}
+
+
+def _json_kind(value) -> str:
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return json.dumps(value)  # a number, true, false or null: short enough to show (orjson refuses ints beyond 64 bits)
+
+
 def _validation_message(error: RequestValidationError) -> tuple[str, str | None]:
-    problems, first_field = [], None
+    problems, first_field, wrong_input_item = [], None, False
     for item in error.errors():
         # Drop "body", the tags of input's forms, and pydantic's union-branch tags such as "list[constrained-str]".
         location = [str(part) for part in item["loc"] if part != "body" and part not in INPUT_FORMS and "[" not in str(part)]
@@ -92,8 +110,15 @@ def _validation_message(error: RequestValidationError) -> tuple[str, str | None]
         first_field = first_field or (location[0] if location else None)
         if item["type"] == "json_invalid":
             problems.append(f"the body is not valid JSON ({item.get('ctx', {}).get('error', item['msg'])})")
+        elif location[:1] == ["input"] and item["type"] in _INPUT_ITEM_KINDS:
+            # pydantic names only the one form the discriminator chose; the client may have meant another.
+            expected = INPUT_ACCEPTED if location == ["input"] else _INPUT_ITEM_KINDS[item["type"]]
+            problems.append(f"{field}: expected {expected}, got {_json_kind(item['input'])}")
+            wrong_input_item = wrong_input_item or location != ["input"]
         else:
             problems.append(f"{field or 'body'}: {item['msg']}")
+    if wrong_input_item:
+        problems.append(f"`input` is {INPUT_ACCEPTED}")
     return "; ".join(problems), first_field
 
 
@@ -107,7 +132,7 @@ def _http_error_message(error: StarletteHTTPException) -> str:
     if isinstance(cause, UnicodeDecodeError):
         return f"the body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at position {cause.start}); send JSON encoded as UTF-8"
     if isinstance(cause, RecursionError):
-        return "the body's JSON is nested too deeply to parse; `input` is a string, a list of strings or token ids"
+        return f"the body's JSON is nested too deeply to parse; `input` is {INPUT_ACCEPTED}"
     return str(error.detail)
 
 
@@ -281,14 +306,27 @@ INPUT_FORMS = ("text", "texts", "token_ids", "token_id_lists")
 
 
 def _input_form(value) -> str:
-    """Which of ``INPUT_FORMS`` ``value`` is meant to be, judged by its first element, so that a bad
-    input is told what is wrong with it in that form rather than in all four."""
+    """Which of ``INPUT_FORMS`` ``value`` is meant to be, so that a bad input is told what is wrong with
+    it in that form rather than in all four.
+
+    A list is judged by its first item that some form holds, so in ``[1.5, "a"]`` the 1.5 is the item
+    named wrong (a list of strings), not the string (token ids).
+    """
     if not isinstance(value, list):
         return "text"
-    first = value[0] if value else ""
-    if isinstance(first, list):
+    forms = (form for item in value if (form := _list_form_of(item)) is not None)
+    return next(forms, "token_ids" if value and isinstance(value[0], int | float) else "texts")
+
+
+def _list_form_of(item) -> str | None:
+    """The form of a list holding ``item``; None for an item no form holds (1.5, true, null, an object)."""
+    if isinstance(item, str):
+        return "texts"
+    if isinstance(item, list):
         return "token_id_lists"
-    return "token_ids" if isinstance(first, int | float) else "texts"
+    if isinstance(_integral_float_as_int(item), int) and not isinstance(item, bool):
+        return "token_ids"
+    return None
 
 
 def _integral_float_as_int(value):
@@ -454,8 +492,8 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
         # Python's docs advise for long-lived processes) until shutdown.
         gc.collect()
         gc.freeze()
-        await batcher.start()
         try:
+            await batcher.start()
             yield
         finally:
             await batcher.stop()

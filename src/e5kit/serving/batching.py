@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -33,6 +33,9 @@ class BatchResult:
 
 
 EmbedFunction = Callable[[list[str]], BatchResult]
+
+#: Why a request still waiting when the batcher stops fails.
+STOPPED = "the server stopped before this request was embedded"
 
 
 @dataclass
@@ -77,7 +80,7 @@ class DynamicBatcher:
         self._fresh: deque[_Pending] = deque()  # not yet in any batch, in arrival order
         self._started: deque[_Pending] = deque()  # partly embedded, in turn order
         self._collector: asyncio.Task | None = None
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="e5kit-embed")
+        self._worker: ThreadPoolExecutor | None = None
 
     @property
     def waiting(self) -> int:
@@ -86,16 +89,30 @@ class DynamicBatcher:
         return queued + len(self._fresh) + len(self._started)
 
     async def start(self) -> None:
-        """Start the collector on the running event loop."""
+        """Start the collector and the worker thread on the running event loop.
+
+        Everything ``stop`` releases is made here, so a stopped batcher starts again (an app whose
+        lifespan runs twice, as a reused ``TestClient`` does).
+        """
+        if self._collector is not None:
+            raise RuntimeError("the batcher is already started")
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="e5kit-embed")
         self._queue = asyncio.Queue()
         self._collector = asyncio.create_task(self._collect())
 
     async def stop(self) -> None:
-        """Stop collecting and shut the worker thread down."""
-        if self._collector is not None:
-            self._collector.cancel()
-            await asyncio.gather(self._collector, return_exceptions=True)
+        """Stop collecting, fail the requests still waiting, and shut the worker thread down."""
+        if self._collector is None:
+            return
+        self._collector.cancel()
+        await asyncio.gather(self._collector, return_exceptions=True)
+        self._drain_queue()
+        # Their futures belong to this event loop: left in line, a restarted collector would resolve them on a closed one.
+        _fail((*self._fresh, *self._started), RuntimeError(STOPPED))
+        self._fresh.clear()
+        self._started.clear()
         self._worker.shutdown(wait=True)
+        self._collector = self._queue = self._worker = None
 
     async def submit(self, texts: list[str]) -> BatchResult:
         """Embed ``texts`` as part of whatever batches form around them; results are in input order."""
@@ -152,10 +169,11 @@ class DynamicBatcher:
         started = time.perf_counter()
         try:
             result = await asyncio.get_running_loop().run_in_executor(self._worker, self.embed, texts)
+        except asyncio.CancelledError:  # stop() during the batch: its requests are in no line for stop() to fail
+            _fail((request for request, _, _ in batch), RuntimeError(STOPPED))
+            raise
         except Exception as error:  # every request of the batch learns why, and leaves the line
-            for request, _, _ in batch:
-                if not request.future.done():
-                    request.future.set_exception(error)
+            _fail((request for request, _, _ in batch), error)
             return
         if self.on_batch is not None:
             self.on_batch(len(texts), time.perf_counter() - started)
@@ -172,3 +190,9 @@ class DynamicBatcher:
                         np.concatenate([part.tokens for part in request.parts]),
                     )
                 )
+
+
+def _fail(requests: Iterable[_Pending], error: BaseException) -> None:
+    for request in requests:
+        if not request.future.done():  # the client may have gone away
+            request.future.set_exception(error)

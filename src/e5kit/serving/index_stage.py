@@ -42,7 +42,8 @@ class IndexConfig(IndexSettings, StoreEmbedding):
         out: Index folder to create.
         model: Model directory, bundled name, or Hub id.
         backend: torch; onnx for a model directory written by `e5kit export onnx`; openvino for one
-            written by `e5kit export openvino`.
+            written by `e5kit export openvino`; auto for the backend `e5kit export auto` measured
+            fastest and recorded (the index stores the backend; search and serve use it).
         kind: flat: exact search; hnsw: graph (fast, approximate); ivfpq: compressed (needs >= 2**pq_bits
             chunks to train).
         window: Tokens per chunk (None: what fits in the model's max length after the prefix).
