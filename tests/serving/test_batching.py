@@ -126,6 +126,51 @@ def test_a_failing_batch_fails_its_requests_only():
     np.testing.assert_array_equal(healthy.embeddings[:, 0], [20, 21])
 
 
+def test_a_stopped_batcher_starts_again_on_another_event_loop():
+    embed = RecordingEmbed()
+    batcher = DynamicBatcher(embed, max_batch_size=4, max_wait_ms=0)
+
+    async def scenario(start: int):
+        await batcher.start()
+        try:
+            return await batcher.submit(texts(start, 2))
+        finally:
+            await batcher.stop()
+
+    # Given a batcher started, used and stopped on one event loop
+    first = run(lambda: scenario(0))
+    # When it is started on a new loop, as an app's second lifespan does
+    second = run(lambda: scenario(10))
+    # Then it embeds there too
+    np.testing.assert_array_equal(first.embeddings[:, 0], [0, 1])
+    np.testing.assert_array_equal(second.embeddings[:, 0], [10, 11])
+
+
+def test_stop_fails_the_requests_still_waiting():
+    embed = RecordingEmbed()
+    embed.release.clear()
+
+    async def scenario():
+        batcher = DynamicBatcher(embed, max_batch_size=2, max_wait_ms=0)
+        await batcher.start()
+        running = asyncio.create_task(batcher.submit(texts(0, 2)))
+        await asyncio.sleep(0.05)  # its batch is running (held)
+        waiting = asyncio.create_task(batcher.submit(texts(10, 2)))
+        await asyncio.sleep(0.05)
+        stopping = asyncio.create_task(batcher.stop())
+        await asyncio.sleep(0.05)
+        embed.release.set()  # stop() waits for the worker thread to finish the batch it holds
+        await asyncio.wait_for(stopping, 10)
+        return await asyncio.wait_for(asyncio.gather(running, waiting, return_exceptions=True), 10), batcher.waiting
+
+    # Given one request in a running batch and one waiting in line, When the batcher stops
+    (running, waiting), left = run(scenario)
+    # Then both fail saying why instead of waiting forever, and nothing is left in line
+    for error in (running, waiting):
+        assert isinstance(error, RuntimeError) and "the server stopped before this request was embedded" in str(error)
+    assert left == 0
+
+
 def test_max_batch_size_must_be_positive():
     # A batch of no texts would never make progress
     with pytest.raises(ValueError, match="max_batch_size must be at least 1"):

@@ -93,6 +93,21 @@ def test_bad_input_gets_a_named_4xx_error(client, payload, status, needle):
     assert needle in response.json()["error"]["message"]
 
 
+def test_a_list_mixing_a_number_and_a_string_is_told_what_input_accepts(client):
+    # Given an input list whose first item is neither a string nor a token id, and whose second is a string
+    response = client.post("/v1/embeddings", json={"input": [1.5, "a"]})
+    # Then the one-line 422 names the wrong item against the strings the list was judged to hold, and every accepted form
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == (
+        "input.0: expected a string, got 1.5; "
+        "`input` is a string, a list of strings, or token ids (a list of integers >= 0, or a list of such lists)"
+    )
+    # And an input of no accepted kind at all is told the same forms
+    whole = client.post("/v1/embeddings", json={"input": {"text": "a"}}).json()["error"]
+    assert whole["message"].startswith("input: expected a string, a list of strings, or token ids") and whole["message"].endswith("got an object")
+    assert whole["param"] == "input"
+
+
 @pytest.mark.parametrize(
     "body,needle",
     [
@@ -144,6 +159,19 @@ def test_objects_alive_at_start_leave_the_collectors_view_while_it_serves(tiny_e
         assert alive() is None
     # And after shutdown the collector sees everything again
     assert gc.get_freeze_count() == 0
+
+
+def test_an_app_serves_again_after_its_lifespan_runs_a_second_time(tiny_encoder):
+    # Given one app and one TestClient, whose every `with` block runs the app's lifespan (startup and shutdown)
+    app = create_app(tiny_encoder, ServeConfig())
+    client = TestClient(app)
+    for run in range(2):
+        # When it is started again after a shutdown
+        with client:
+            # Then each run embeds, and the collector sees everything again after each shutdown
+            response = client.post("/v1/embeddings", json={"input": "cats"})
+            assert response.status_code == 200, f"run {run}: {response.text}"
+        assert gc.get_freeze_count() == 0
 
 
 def test_bearer_token(tiny_encoder):

@@ -46,6 +46,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Dis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from e5kit.encoder import NO_PROMPT, ROLE_ALIASES
+from e5kit.encoder.backend import normalize_rows
 from e5kit.io.text import has_visible_text, visible_character_class
 from e5kit.serving.batching import BatchResult, DynamicBatcher
 from e5kit.serving.config import ServeConfig
@@ -575,9 +576,9 @@ def create_app(encoder, config: ServeConfig, index=None, model_name: str | None 
         result = await embed_request(texts, role, decoded)
         vectors = result.embeddings
         if body.dimensions is not None and body.dimensions < vectors.shape[1]:
-            vectors = vectors[:, : body.dimensions]
+            vectors = vectors[:, : body.dimensions].copy()
             if encoder.normalize:  # a cosine model's truncated vectors are unit vectors again; a dot model's stay raw
-                vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+                vectors = normalize_rows(vectors)
         if body.encoding_format == "base64":
             encoded = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in vectors]
         else:
