@@ -108,3 +108,15 @@ def test_unique_names_stay_plain(tmp_path):
     assert table == (
         "| model | mini (retrieval, ndcg_at_10) |\n|---|---|\n| bm25 | 65.0 |\n| para-ov | 83.0 |\n"
     )
+
+
+def test_an_int8_ir_run_at_two_inference_precisions_is_labelled_by_them(close_figures):
+    # Given one OpenVINO int8 IR evaluated at float32 and at bfloat16 inference (both results say dtype int8)
+    runs = []
+    for precision, score, digest in (("float32", 0.826, OPENVINO_HASH), ("bfloat16", 0.827, "c3" * 32)):
+        run = result(score, weights_hash=digest, backend="openvino", dtype="int8")
+        run.details["backend"]["precision"] = precision
+        runs.append(run)
+    # When the table is rendered, Then the rows name the precision each ran at
+    table = markdown_table(runs)
+    assert "| para-ov (int8, float32) | 82.6 |" in table and "| para-ov (int8, bfloat16) | 82.7 |" in table

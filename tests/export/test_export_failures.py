@@ -241,4 +241,31 @@ def test_exporting_one_backend_keeps_the_others_export_of_the_same_weights(tiny_
     with caplog.at_level("WARNING"):
         export_onnx(other, out, quantize="none")
     # Then the folder is replaced whole, and the warning names what went
-    assert not (out / "openvino").exists() and "export of other weights: its openvino/ go with it" in caplog.text
+    assert not (out / "openvino").exists() and "holds a model of other weights or pooling, which this export replaces with its openvino/" in caplog.text
+
+
+def test_the_weights_fingerprint_sees_through_storage_and_not_through_pooling(tiny_bert_dir, tmp_path):
+    import shutil
+
+    from transformers import AutoModel
+
+    from e5kit.encoder.backend import weights_fingerprint
+    from e5kit.encoder.model_format import WEIGHT_FILES
+
+    # Given the tiny model, a copy stored in float16 that holds float16-exact values, and a copy pooling by CLS
+    exact = tmp_path / "exact"
+    model = AutoModel.from_pretrained(tiny_bert_dir)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(parameter.half().float())
+    model.save_pretrained(exact)
+    for path in tiny_bert_dir.iterdir():
+        if path.name not in WEIGHT_FILES and not (exact / path.name).exists():
+            shutil.copy(path, exact / path.name)
+    half = shutil.copytree(exact, tmp_path / "half")
+    AutoModel.from_pretrained(exact).half().save_pretrained(half)
+    cls = export_onnx(Encoder.load(exact, device="cpu"), tmp_path / "cls", quantize="none").model_dir
+    (cls / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode_cls_token": True}))
+    # Then the float16 copy embeds as the float32 one, and the CLS copy does not
+    assert weights_fingerprint(half) == weights_fingerprint(exact)
+    assert weights_fingerprint(cls) != weights_fingerprint(exact)

@@ -302,4 +302,5 @@ def test_eval_takes_backend_openvino(exported, tmp_path):
     # Then it scores and records the backend
     assert result.exit_code == 0, result.output
     [scores] = [json.loads(path.read_text()) for path in (tmp_path / "results").glob("*.json")]
-    assert scores["details"]["backend"] == {"name": "openvino", "file": INT8_XML_FILE} and scores["metrics"]["ndcg_at_10"] > 0
+    precision = Encoder.load(out, backend="openvino").backend.precision  # the export's recorded precision, as eval ran it
+    assert scores["details"]["backend"] == {"name": "openvino", "file": INT8_XML_FILE, "precision": precision} and scores["metrics"]["ndcg_at_10"] > 0

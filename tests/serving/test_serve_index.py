@@ -197,3 +197,33 @@ def test_serve_takes_the_index_model_by_any_path_and_refuses_other_weights(tiny_
     with pytest.raises(typer.Exit):
         build_app(ServeConfig(model=str(other), index=tmp_path / "idx"))
     assert "not the model the index was built with" in capsys.readouterr().err
+
+
+def test_an_index_whose_model_folder_now_holds_another_model_is_refused(tiny_bert_dir, tmp_path):
+    import shutil
+
+    from tests.conftest import build_tiny_bert
+
+    # Given an index built from a model folder, which is then replaced by a model of other weights
+    model = shutil.copytree(tiny_bert_dir, tmp_path / "model")
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(json.dumps({"_id": "d1", "text": "the cat sat on the mat"}) + "\n")
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", "build", "--model", str(model), "--corpus", str(corpus), "--out", str(tmp_path / "idx")]).exit_code == 0
+    shutil.rmtree(model)
+    build_tiny_bert(model, seed=1)
+    # When the index is searched, Then the search refuses, naming the folder, instead of ranking with the other model
+    result = runner.invoke(app, ["search", str(tmp_path / "idx"), "cat"])
+    assert result.exit_code == 2 and "no longer the model the index was built with" in result.output
+
+
+def test_index_settings_with_an_unknown_backend_are_named_in_one_line(tmp_path):
+    from e5kit.serving.index import read_stored
+
+    # Given an index.json whose backend e5kit does not have
+    (tmp_path / "idx").mkdir()
+    (tmp_path / "idx" / "index.json").write_text(json.dumps({"model": "m", "backend": "tensorrt", "dimension": 8, "window": 16, "settings": {}}))
+    # When it is read, Then one line names the file and the field
+    with pytest.raises(IndexStoreError, match=r"index.json: invalid index settings: field 'backend'") as error:
+        read_stored(tmp_path / "idx")
+    assert "\n" not in str(error.value)

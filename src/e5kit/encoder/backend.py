@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
+from e5kit.encoder import model_format
 from e5kit.encoder.pooling import pool
 from e5kit.encoder.precision import PrecisionChoice, PrecisionProbe, choose_precision, measure_precisions, probe_inputs
 
@@ -210,6 +211,26 @@ class TorchBackend:
             digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
             digest.update(flat.view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
+
+
+def weights_fingerprint(root: Path) -> str:
+    """SHA-256 of the model in ``root`` as e5kit embeds with it: its pooling, and its torch weights'
+    names, shapes and float32 values.
+
+    Equal for two folders exactly when they embed alike, however the weights are stored: an export
+    (e5kit re-saves its source's weights, in float32, without buffers some checkpoints carry) compares
+    equal to its source, a model with other weights or pooling does not. Loads the weights (seconds).
+
+    Raises:
+        model_format.ModelDirectoryError: ``root`` is not a model directory (the file is named).
+    """
+    spec = model_format.read_model_dir(root)
+    digest = hashlib.sha256(f"pooling={spec.pooling}".encode())
+    for name, tensor in load_transformer(spec.transformer_dir).state_dict().items():
+        if tensor.is_floating_point():  # integer buffers (position ids) are indices, not weights
+            digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_transformer(folder: Path) -> PreTrainedModel:

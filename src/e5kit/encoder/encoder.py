@@ -171,11 +171,13 @@ class Encoder:
         _check_backend_options(backend, file_name=file_name, dtype=dtype)
         root = resolve_model_dir(name_or_path)
         spec = model_format.read_model_dir(root)
+        asked = backend
         if backend == "auto":
             backend, file_name, recorded_dtype = _recorded_backend(root)
             dtype = recorded_dtype if backend != "onnx" else None
         if backend != "torch" and device is not None and str(device).split(":")[0] != "cpu":
-            raise ValueError(f"backend={backend!r} runs on the CPU; device={str(device)!r} applies to backend='torch' only")
+            chosen = f"backend={backend!r}" + (f" (what e5kit export auto recorded in {root})" if asked == "auto" else "")
+            raise ValueError(f"{chosen} runs on the CPU; device={str(device)!r} applies to backend='torch' only")
         if backend == "onnx":
             from e5kit.encoder.onnx_backend import OnnxBackend
 

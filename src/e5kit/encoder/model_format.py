@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -197,19 +196,6 @@ def files_sha256(prefix: str, files: list[Path]) -> str:
             while block := stream.read(1 << 20):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def weights_sha256(root: Path) -> str:
-    """SHA-256 over the weight files (``WEIGHT_FILES`` and their shards) of the model in ``root``:
-    equal for two folders exactly when they hold the same weights, whichever backend runs them.
-
-    Raises:
-        ModelDirectoryError: ``root`` is not a model directory (see ``read_model_dir``).
-    """
-    folder = read_model_dir(root).transformer_dir
-    shard = re.compile(r"(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)")
-    files = sorted(path for path in folder.iterdir() if path.name in WEIGHT_FILES or shard.fullmatch(path.name))
-    return files_sha256("weights:", files)
 
 
 def _require_files(folder: Path, names: tuple[str, ...], what: str) -> None:

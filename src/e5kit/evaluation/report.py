@@ -32,7 +32,9 @@ def model_key(result: EvalResult) -> ModelKey:
     """The :class:`ModelKey` of ``result``."""
     backend = result.details.get("backend") or {}
     default = "torch" if result.weights_hash else None  # only BM25 has no weights
-    return ModelKey(result.model, result.weights_hash, backend.get("name", default), backend.get("file"), result.dtype)
+    # An OpenVINO int8 IR's dtype is "int8" at either inference precision: the precision tells the two runs apart.
+    dtype = f"{result.dtype}, {backend['precision']}" if backend.get("precision") and backend["precision"] != result.dtype else result.dtype
+    return ModelKey(result.model, result.weights_hash, backend.get("name", default), backend.get("file"), dtype)
 
 
 #: What a label adds to a shared name, in this order, while two of its models still read alike.

@@ -120,6 +120,8 @@ def run_task(task: str, config: configs.EvalConfig, load_model: Callable[[str], 
         backend = getattr(encoder, "backend", None)
         if backend is not None and backend.name != "torch":  # torch results stay as they were
             details["backend"] = {"name": backend.name, "file": getattr(backend, "file", Path()).name}
+            if hasattr(backend, "precision"):  # OpenVINO: an int8 IR runs its other operations at this precision
+                details["backend"]["precision"] = backend.precision
         if encoder is None:
             from e5kit.retrieval.bm25 import bm25_settings
 

@@ -39,8 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from e5kit.encoder.backend import weights_fingerprint
 from e5kit.encoder.encoder import Encoder
-from e5kit.encoder.model_format import BACKEND_RECORD, ModelDirectoryError, weights_sha256
+from e5kit.encoder.model_format import BACKEND_RECORD, ModelDirectoryError
 from e5kit.encoder.onnx_backend import (
     FP32_FILE,
     INPUT_NAMES,
@@ -108,25 +109,28 @@ BACKEND_FOLDERS = (ONNX_FOLDER, OPENVINO_FOLDER)
 
 def keep_other_backends(root: Path, staged: Path, written: str) -> list[str]:
     """Copy into ``staged`` (a new export's staging folder, model files written) the other backends'
-    folders of the export already in ``root`` when both hold the same weights, so exporting one backend
-    into a folder never deletes another's; returns the folders copied.
+    folders of the model already in ``root`` when both embed alike (``weights_fingerprint``: weights
+    and pooling), so exporting one backend into a folder never deletes another's; returns the folders copied.
 
-    An export of other weights is replaced whole (its graphs embed another model), with a warning naming
-    what goes. ``e5kit export auto``'s record is never kept: it measured files this export replaces.
+    A model of other weights or pooling is replaced whole (its graphs embed another model), with a
+    warning naming what goes. ``e5kit export auto``'s record is never kept, and a warning says so: it
+    measured files this export replaces.
     """
-    others = [name for name in BACKEND_FOLDERS if name != written and (root / name).is_dir()]
-    if not others:
+    if not (root / "config.json").is_file():  # no model here: AtomicFolder's own rule decides what may be replaced
         return []
+    others = [name for name in BACKEND_FOLDERS if name != written and (root / name).is_dir()]
+    record = [BACKEND_RECORD] if (root / BACKEND_RECORD).is_file() else []
     try:
-        same = weights_sha256(root) == weights_sha256(staged)
-    except ModelDirectoryError:  # not a model folder: AtomicFolder's own rule decides what may be replaced
+        same = weights_fingerprint(root) == weights_fingerprint(staged)
+    except ModelDirectoryError:  # a damaged model folder: nothing in it can be trusted to match
         same = False
     if not same:
-        logger.warning("%s holds an export of other weights: its %s go with it", root, ", ".join(f"{name}/" for name in others))
+        goes = ", ".join([f"{name}/" for name in others] + record)
+        logger.warning("%s holds a model of other weights or pooling, which this export replaces%s", root, f" with its {goes}" if goes else "")
         return []
     for name in others:
         shutil.copytree(root / name, staged / name)
-    if (root / BACKEND_RECORD).is_file():
+    if record:
         logger.warning("%s: %s is not kept (it measured the %s/ this export replaces); run e5kit export auto again to measure", root, BACKEND_RECORD, written)
     return others
 

@@ -76,9 +76,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from e5kit.encoder.model_format import ModelDirectoryError, weights_sha256
+from e5kit.encoder.backend import weights_fingerprint
+from e5kit.encoder.model_format import BackendName, ModelDirectoryError
 from e5kit.hub import resolve_model_dir
 from e5kit.io.beir import iter_corpus
 from e5kit.io.files import AtomicFile, remove_stale_temporaries, write_text_atomic
@@ -177,9 +178,11 @@ class StoredIndex(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str
-    backend: str = "torch"
+    backend: BackendName = "torch"
     #: The similarity the vectors were embedded for; an index written before it was stored was cosine.
     similarity_fn_name: Literal["cosine", "dot"] = "cosine"
+    #: ``weights_fingerprint`` of the model that embedded the documents; None in indexes built before it was stored.
+    model_fingerprint: str | None = None
     dimension: int
     window: int
     settings: IndexSettings
@@ -190,32 +193,39 @@ class StoredIndex(BaseModel):
 
         return Encoder.load(self.model, backend=backend or self.backend, similarity_fn_name=self.similarity_fn_name)
 
-    def check_model(self, model: str) -> str | None:
-        """Refuse to search with a model other than the one that embedded the documents.
+    def check_model(self, model: str | None = None) -> str | None:
+        """Refuse to embed queries with a model other than the one that embedded the documents.
+
+        Args:
+            model: The model to check (default: the index's own, whose folder may have been replaced
+                since the build).
 
         Returns:
-            None when ``model`` is that model (the same folder, or one holding the same weights); a
-            warning when the index's own model can no longer be found, so the two cannot be compared.
+            None when it embeds as that model did (``weights_fingerprint``: the same weights and
+            pooling, by any path, or as an export of it); a warning when that cannot be known (an index
+            built before fingerprints were stored, whose model can no longer be found).
 
         Raises:
-            IndexStoreError: ``model`` holds other weights (its query vectors would not live in the
+            IndexStoreError: ``model`` embeds otherwise (its query vectors would not live in the
                 documents' space: the search would return unrelated documents), or cannot be found.
         """
+        model = model or self.model
         try:
-            given = resolve_model_dir(model).resolve()
-        except FileNotFoundError as error:
+            given = weights_fingerprint(resolve_model_dir(model))
+        except (FileNotFoundError, ModelDirectoryError) as error:
             raise IndexStoreError(str(error)) from error
-        try:
-            built = resolve_model_dir(self.model).resolve()
-        except FileNotFoundError:
-            return f"the index was built with {self.model}, which cannot be found to compare with {model}"
-        try:
-            if given == built or weights_sha256(given) == weights_sha256(built):
-                return None
-        except ModelDirectoryError as error:
-            raise IndexStoreError(str(error)) from error
+        expected = self.model_fingerprint
+        if expected is None:  # built before fingerprints were stored: compare with what its model path holds now
+            try:
+                expected = weights_fingerprint(resolve_model_dir(self.model))
+            except (FileNotFoundError, ModelDirectoryError):
+                return f"the index was built with {self.model}, which cannot be found to compare with {model}"
+        if given == expected:
+            return None
+        if model == self.model:
+            raise IndexStoreError(f"{model}: no longer the model the index was built with (its weights or pooling changed since the build); rebuild the index")
         raise IndexStoreError(
-            f"{model}: not the model the index was built with ({self.model}: other weights), so queries would not match "
+            f"{model}: not the model the index was built with ({self.model}: other weights or pooling), so queries would not match "
             "its documents; serve the index's own model (leave out --model) or rebuild the index with this one"
         )
 
@@ -232,8 +242,10 @@ def read_stored(path: str | Path) -> StoredIndex:
         raise IndexStoreError(f"{path}: not an index (no {SETTINGS_FILE}); build one with `e5kit index build`")
     try:
         return StoredIndex.model_validate_json(settings_path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise IndexStoreError(f"{settings_path}: invalid index settings: {error}") from error
+    except ValidationError as error:  # one line: the first problem, by field (a damaged file has many)
+        first = error.errors()[0]
+        where = f"field {'.'.join(str(part) for part in first['loc'])!r}: " if first["loc"] else ""
+        raise IndexStoreError(f"{settings_path}: invalid index settings: {where}{first['msg']}") from None
 
 
 @dataclass
@@ -339,8 +351,11 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def create(cls, path: str | Path, encoder, settings: IndexSettings, model: str, backend: str = "torch", overwrite: bool = False) -> VectorIndex:
-        """Start an empty index in ``path`` for documents embedded by ``encoder`` (loaded from ``model``).
+    def create(
+        cls, path: str | Path, encoder, settings: IndexSettings, model: str, backend: str = "torch", overwrite: bool = False, model_fingerprint: str | None = None
+    ) -> VectorIndex:
+        """Start an empty index in ``path`` for documents embedded by ``encoder`` (loaded from ``model``,
+        whose ``weights_fingerprint`` is ``model_fingerprint``: ``StoredIndex.check_model`` compares with it).
 
         An index whose build was killed before its first add finished is replaced as if ``overwrite``
         were given, so a build can simply be run again.
@@ -357,7 +372,8 @@ class VectorIndex:
             raise IndexStoreError(f"overlap ({settings.overlap}) must be smaller than the chunk window ({window} tokens)")
         vectors = _new_faiss_index(settings, encoder.dimension)
         stored = StoredIndex(
-            model=model, backend=backend, similarity_fn_name=encoder.similarity_fn_name, dimension=encoder.dimension, window=window, settings=settings
+            model=model, backend=backend, similarity_fn_name=encoder.similarity_fn_name, model_fingerprint=model_fingerprint,
+            dimension=encoder.dimension, window=window, settings=settings,
         )
         path.mkdir(parents=True, exist_ok=True)
         for name in (SETTINGS_FILE, VECTORS_FILE, *_store_files()):  # index.json first: until it is back, no index is here
@@ -372,14 +388,15 @@ class VectorIndex:
 
     @classmethod
     def open(cls, path: str | Path, encoder=None, backend: str | None = None) -> VectorIndex:
-        """Open an index; its model is loaded unless ``encoder`` is given (with the stored or given backend).
+        """Open an index; its model is loaded unless ``encoder`` is given (with the stored or given backend),
+        once ``StoredIndex.check_model`` finds its folder still holds the model that built the index.
 
         The vectors are checked against the store and what a killed add or delete left is repaired
         (see the module docstring); the repair is written back.
 
         Raises:
-            IndexStoreError: not an index, a file missing or unreadable, or an encoder that does not fit
-                the stored vectors, naming the path.
+            IndexStoreError: not an index, a file missing or unreadable, its model folder holding
+                another model now, or an encoder that does not fit the stored vectors, naming the path.
             sqlite3.Error, OSError: the store cannot be read, or a repair cannot be written.
         """
         import faiss
@@ -389,7 +406,10 @@ class VectorIndex:
         for name in (VECTORS_FILE, DOCSTORE_FILE):
             if not (path / name).is_file():
                 raise IndexStoreError(f"{path / name}: missing; the index is incomplete")
-        encoder = encoder or stored.load_encoder(backend)
+        if encoder is None:
+            if warning := stored.check_model():  # its folder may hold another model since the build
+                logger.warning("%s: %s", path, warning)
+            encoder = stored.load_encoder(backend)
         if encoder.similarity_fn_name != stored.similarity_fn_name:
             raise IndexStoreError(
                 f"{path}: the index holds vectors for {stored.similarity_fn_name} similarity but the encoder scores by "

@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field
 
+from e5kit.encoder.backend import weights_fingerprint
 from e5kit.encoder.model_format import BackendName
-from e5kit.hub import DEFAULT_MODEL
+from e5kit.hub import DEFAULT_MODEL, resolve_model_dir
 from e5kit.retrieval.engines import StoreEmbedding
 from e5kit.serving.index import (
     SEGMENT_CHUNKS,
@@ -124,7 +125,10 @@ class IndexStage(Stage[IndexConfig]):
             return {}
         model_ref = str(Path(config.model).resolve()) if Path(config.model).exists() else config.model
         try:
-            index = VectorIndex.create(config.out, encoder, settings, model=model_ref, backend=config.backend, overwrite=self.replace)
+            index = VectorIndex.create(
+                config.out, encoder, settings, model=model_ref, backend=config.backend, overwrite=self.replace,
+                model_fingerprint=weights_fingerprint(resolve_model_dir(config.model)),
+            )
         except IndexStoreError as error:
             if (config.out / SETTINGS_FILE).exists() and not self.replace:
                 raise IndexStoreError(f"{error}; no report.json says e5kit index build made it: --force replaces it") from None
