@@ -85,13 +85,13 @@ def build_app(settings):
         return create_app(encoder, settings, index=None, model_name=Path(model).name)
     try:
         stored = read_stored(settings.index)
-        model = settings.model or stored.model
-        if warning := stored.check_model(model):
-            typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
     except IndexStoreError as error:
         raise fail(str(error)) from error
+    model = settings.model or stored.model
     encoder = load_encoder(model, backend=settings.backend or stored.backend, threads=settings.threads, similarity_fn_name=stored.similarity_fn_name)
     try:
+        if warning := stored.check_model(model):
+            typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
         index = VectorIndex.open(settings.index, encoder=encoder)
     except IndexStoreError as error:
         raise fail(str(error)) from error
