@@ -219,18 +219,15 @@ def weights_fingerprint(root: Path) -> str:
 
     Equal for two folders exactly when they embed alike, however the weights are stored: an export
     (e5kit re-saves its source's weights, in float32, without buffers some checkpoints carry) compares
-    equal to its source, a model with other weights or pooling does not. Loads the weights (seconds).
+    equal to its source, a model with other weights or pooling does not. It is ``TorchBackend.fingerprint``
+    of the model as ``load_transformer`` loads it (float32, no pooler, only persistent tensors), so it
+    equals a float32 torch Encoder's own fingerprint. Loads the weights (seconds).
 
     Raises:
         model_format.ModelDirectoryError: ``root`` is not a model directory (the file is named).
     """
     spec = model_format.read_model_dir(root)
-    digest = hashlib.sha256(f"pooling={spec.pooling}".encode())
-    for name, tensor in load_transformer(spec.transformer_dir).state_dict().items():
-        if tensor.is_floating_point():  # integer buffers (position ids) are indices, not weights
-            digest.update(f"{name}:{tuple(tensor.shape)}".encode())
-            digest.update(tensor.detach().float().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    return TorchBackend(load_transformer(spec.transformer_dir), spec.pooling, device="cpu").fingerprint()
 
 
 def load_transformer(folder: Path) -> PreTrainedModel:
