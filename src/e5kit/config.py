@@ -117,6 +117,14 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, problem['loc'])) or '(config)'}: {problem['msg']}" for problem in error.errors())
 
 
+def describe_first_problem(error: ValidationError) -> str:
+    """The first problem of ``error``, for a one-line message about a file e5kit wrote: ``field 'a.b':
+    problem``, or the problem alone when it is the whole value's (a damaged file has many problems;
+    the first names where to look)."""
+    first = error.errors()[0]
+    return f"field {'.'.join(map(str, first['loc']))!r}: {first['msg']}" if first["loc"] else first["msg"]
+
+
 def validate_config(schema: type[Schema], tree: dict[str, Any], origin: str = "config") -> Schema:
     """Validate a config tree into ``schema``.
 

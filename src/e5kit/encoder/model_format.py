@@ -28,6 +28,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from e5kit.config import describe_first_problem
+
 #: E5's role prefixes, used for plain Hugging Face checkpoints (E5 initialises from BERT).
 E5_PROMPTS: dict[str, str] = {"query": "query: ", "passage": "passage: "}
 #: Other names of e5kit's roles. sentence-transformers 6's ``encode_document`` takes the first of the
@@ -154,6 +156,19 @@ def read_json(path: Path) -> Any:
         ) from error
 
 
+def read_json_object(path: Path, remedy: str = "") -> dict[str, Any]:
+    """``read_json`` of a file that must hold a JSON object (a config, manifest or record).
+
+    Raises:
+        ModelDirectoryError: the file is malformed or holds another JSON value (the file is named,
+            then ``remedy`` when given).
+    """
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ModelDirectoryError(f"{path}: expected a JSON object, got {type(data).__name__}" + (f"; {remedy}" if remedy else ""))
+    return data
+
+
 def read_record(path: Path, schema: type[BaseModel], remedy: str) -> dict[str, Any]:
     """The JSON object in ``path`` (a manifest or record an e5kit export wrote), checked against ``schema``.
 
@@ -168,13 +183,11 @@ def read_record(path: Path, schema: type[BaseModel], remedy: str) -> dict[str, A
         ModelDirectoryError: the file is not valid JSON, not an object, or a field is missing or of the
             wrong type (the file and the field are named).
     """
-    data = read_json(path)
+    data = read_json_object(path, remedy)
     try:
         return schema.model_validate(data).model_dump()
     except ValidationError as error:
-        first = error.errors()[0]
-        where = f"field {'.'.join(str(part) for part in first['loc'])!r}" if first["loc"] else "expected a JSON object"
-        raise ModelDirectoryError(f"{path}: {where}: {first['msg']}; {remedy}") from None
+        raise ModelDirectoryError(f"{path}: {describe_first_problem(error)}; {remedy}") from None
 
 
 class BackendRecordSchema(BaseModel):
@@ -228,9 +241,7 @@ def _read_settings(path: Path, values: dict[str, tuple[Any, ...]], fields: tuple
     Raises:
         ModelDirectoryError: naming the file and the first field refused.
     """
-    config = read_json(path)
-    if not isinstance(config, dict):
-        raise ModelDirectoryError(f"{path}: expected a JSON object")
+    config = read_json_object(path)
     if fields is not None:
         known = [*fields, *values]
         for name in config:

@@ -78,6 +78,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from e5kit.config import describe_first_problem
 from e5kit.encoder.backend import weights_fingerprint
 from e5kit.encoder.model_format import BackendName, ModelDirectoryError
 from e5kit.hub import resolve_model_dir
@@ -242,10 +243,8 @@ def read_stored(path: str | Path) -> StoredIndex:
         raise IndexStoreError(f"{path}: not an index (no {SETTINGS_FILE}); build one with `e5kit index build`")
     try:
         return StoredIndex.model_validate_json(settings_path.read_text(encoding="utf-8"))
-    except ValidationError as error:  # one line: the first problem, by field (a damaged file has many)
-        first = error.errors()[0]
-        where = f"field {'.'.join(str(part) for part in first['loc'])!r}: " if first["loc"] else ""
-        raise IndexStoreError(f"{settings_path}: invalid index settings: {where}{first['msg']}") from None
+    except ValidationError as error:
+        raise IndexStoreError(f"{settings_path}: invalid index settings: {describe_first_problem(error)}") from None
 
 
 @dataclass
