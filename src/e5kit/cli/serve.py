@@ -90,7 +90,7 @@ def build_app(settings):
     model = settings.model or stored.model
     encoder = load_encoder(model, backend=settings.backend or stored.backend, threads=settings.threads, similarity_fn_name=stored.similarity_fn_name)
     try:
-        if warning := stored.check_model(model):
+        if warning := stored.check_model(model, encoder):
             typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
         index = VectorIndex.open(settings.index, encoder=encoder)
     except IndexStoreError as error:

@@ -194,12 +194,14 @@ class StoredIndex(BaseModel):
 
         return Encoder.load(self.model, backend=backend or self.backend, similarity_fn_name=self.similarity_fn_name)
 
-    def check_model(self, model: str | None = None) -> str | None:
+    def check_model(self, model: str | None = None, encoder=None) -> str | None:
         """Refuse to embed queries with a model other than the one that embedded the documents.
 
         Args:
             model: The model to check (default: the index's own, whose folder may have been replaced
                 since the build).
+            encoder: ``model`` loaded already; a torch float32 one gives its fingerprint without
+                loading the weights again (it is ``weights_fingerprint``'s value).
 
         Returns:
             None when it embeds as that model did (``weights_fingerprint``: the same weights and
@@ -212,7 +214,8 @@ class StoredIndex(BaseModel):
         """
         model = model or self.model
         try:
-            given = weights_fingerprint(resolve_model_dir(model))
+            loaded = encoder is not None and encoder.backend.name == "torch" and encoder.dtype == "float32"
+            given = encoder.fingerprint() if loaded else weights_fingerprint(resolve_model_dir(model))
         except (FileNotFoundError, ModelDirectoryError) as error:
             raise IndexStoreError(str(error)) from error
         expected = self.model_fingerprint
@@ -406,9 +409,9 @@ class VectorIndex:
             if not (path / name).is_file():
                 raise IndexStoreError(f"{path / name}: missing; the index is incomplete")
         if encoder is None:
-            if warning := stored.check_model():  # its folder may hold another model since the build
-                logger.warning("%s: %s", path, warning)
             encoder = stored.load_encoder(backend)
+            if warning := stored.check_model(encoder=encoder):  # its folder may hold another model since the build
+                logger.warning("%s: %s", path, warning)
         if encoder.similarity_fn_name != stored.similarity_fn_name:
             raise IndexStoreError(
                 f"{path}: the index holds vectors for {stored.similarity_fn_name} similarity but the encoder scores by "
