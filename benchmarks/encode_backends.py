@@ -9,7 +9,8 @@ at every batch size, for ``--rounds`` rounds (each round starts one engine later
 follows the same neighbour), and each engine's best round is reported. All of that is done twice:
 quiet, then under ``background_load(--load-processes)``. Mean cosine is to sentence-transformers
 torch fp32's embeddings of the same texts (computed once, before the timings; both tables show it), and the verdict compares e5kit's fastest engine at mean
-cosine >= ``MIN_COSINE`` with the fastest peer, against the ``TARGET`` ratio.
+cosine >= ``MIN_COSINE`` with the fastest peer, against the ``TARGET`` ratio (and shows the ratio to the fastest
+peer within ``MIN_COSINE`` where the fastest peer is below it).
 
 The static int8 engines (e5kit's ONNX export, ST + OpenVINO/NNCF) calibrate on the same texts,
 e5kit's built-in calibration set (``export.onnx.builtin_calibration_texts``), none of which are the
@@ -227,7 +228,8 @@ def print_table(title: str, workers: list[Worker], rates, cosines, batch_sizes: 
 
 
 def verdict(condition: str, workers: list[Worker], rates, cosines) -> str:
-    """One line: e5kit's fastest engine at mean cosine >= MIN_COSINE against the fastest peer, PASS or SHORT."""
+    """One line: e5kit's fastest engine at mean cosine >= MIN_COSINE against the fastest peer, PASS or SHORT
+    (and, where that peer's mean cosine is below MIN_COSINE, the ratio to the fastest peer at or above it)."""
     best = {w.label: max(rates[w.label].values()) for w in workers if not w.error and max(rates[w.label].values()) > 0}
     mine_labels = {row.label for row in E5KIT_ENGINES}
     e5kit = sorted((label for label in best if label in mine_labels), key=best.get, reverse=True)
@@ -239,6 +241,12 @@ def verdict(condition: str, workers: list[Worker], rates, cosines) -> str:
     ratio = best[mine] / best[peer]
     note = "".join(f"; the faster {label} is left out (mean cosine {cosines.get(label, float('nan')):.4f} < {MIN_COSINE})"
                    for label in e5kit[: e5kit.index(mine)])
+    # The verdict stays against the fastest peer whatever its fidelity; a peer below the bound e5kit
+    # holds itself to is also shown beside the fastest one within it, so neither figure hides the other.
+    faithful_peers = [label for label in peers if cosines.get(label, 0.0) >= MIN_COSINE]
+    if cosines.get(peer, 0.0) < MIN_COSINE:
+        note += (f"; against the fastest peer at cos >= {MIN_COSINE}, {faithful_peers[0]}, {best[faithful_peers[0]]:.1f} texts/s: "
+                 f"{best[mine] / best[faithful_peers[0]]:.2f}x" if faithful_peers else f"; no peer reached cos >= {MIN_COSINE}")
     missing = [label for label, _ in PEERS if label not in best]
     status = ("PASS" if ratio >= TARGET else "SHORT") + (f" (incomplete: {', '.join(missing)} did not run)" if missing else "")
     return (f"{condition}: {status} - e5kit's best, {mine}, {best[mine]:.1f} texts/s (cos {cosines[mine]:.4f}), "
