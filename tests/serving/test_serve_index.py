@@ -217,6 +217,24 @@ def test_an_index_whose_model_folder_now_holds_another_model_is_refused(tiny_ber
     assert result.exit_code == 2 and "no longer the model the index was built with" in result.output
 
 
+def test_opening_an_index_with_a_torch_model_checks_it_without_loading_its_weights_twice(tiny_bert_dir, tmp_path, monkeypatch):
+    import e5kit.serving.index as index_module
+
+    # Given an index built with a model, and weights_fingerprint (a second load of the weights) made to fail
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(json.dumps({"_id": "d1", "text": "the cat sat on the mat"}) + "\n")
+    build = ["index", "build", "--model", str(tiny_bert_dir), "--corpus", str(corpus), "--out", str(tmp_path / "idx")]
+    assert CliRunner().invoke(app, build).exit_code == 0
+
+    def second_load(root):
+        raise AssertionError(f"loaded {root} again")
+
+    monkeypatch.setattr(index_module, "weights_fingerprint", second_load)
+    # When it is opened with its own model (torch float32), Then the loaded encoder's fingerprint is the check
+    index = VectorIndex.open(tmp_path / "idx")
+    assert index.search(["cat"], k=1)[0][0].doc_id == "d1"
+
+
 def test_index_settings_with_an_unknown_backend_are_named_in_one_line(tmp_path):
     from e5kit.serving.index import read_stored
 
